@@ -1,0 +1,1 @@
+//! coremesh-balancer (placeholder, filled by its issue).

@@ -1,0 +1,1 @@
+//! coremesh-telemetry (placeholder, filled by its issue).
