@@ -1,1 +1,140 @@
-fn main() {}
+//! The `coremesh` command line: `proxy` (a quick reverse proxy), `run` (a config file),
+//! `check` (validate a config file) and `demo` (the whole thing on a built-in setup).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use coremesh_discovery::{Config, Driver};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "coremesh", version, about = "A thread-per-core service-mesh sidecar proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DriverArg {
+    Uring,
+    Legacy,
+}
+
+impl From<DriverArg> for Driver {
+    fn from(d: DriverArg) -> Driver {
+        match d {
+            DriverArg::Uring => Driver::Uring,
+            DriverArg::Legacy => Driver::Legacy,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reverse-proxy one listener to a set of endpoints, no config file needed.
+    Proxy {
+        /// Address to accept on.
+        #[arg(long, default_value = coremesh_discovery::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Endpoints, comma-separated `ip:port`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<SocketAddr>,
+        /// Admin server address (e.g. 127.0.0.1:4191).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Worker cores (default: one per available CPU).
+        #[arg(long)]
+        cores: Option<usize>,
+        /// I/O driver; io_uring falls back to legacy where the kernel lacks it.
+        #[arg(long, value_enum, default_value = "uring")]
+        driver: DriverArg,
+        /// Grace period for in-flight requests on SIGTERM / SIGINT, in milliseconds.
+        #[arg(long)]
+        grace_ms: Option<u64>,
+    },
+    /// Run with a TOML configuration file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and name each error with its line and field.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start demo backends and the proxy in this process, drive traffic, print what happened.
+    Demo(coremesh::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Proxy {
+            listen,
+            to,
+            admin,
+            cores,
+            driver,
+            grace_ms,
+        } => {
+            let mut config = Config::quick(listen, to);
+            config.proxy.admin = admin;
+            config.proxy.cores = cores.unwrap_or(0);
+            config.proxy.driver = driver.into();
+            if let Some(g) = grace_ms {
+                config.proxy.shutdown_grace_ms = g;
+            }
+            serve_until_signal(config)
+        }
+        Command::Run { config } => match coremesh_discovery::load_config(&config) {
+            Ok(cfg) => serve_until_signal(cfg),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Check { config } => match coremesh_discovery::load_config(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK ({} services, {} routes)",
+                    config.display(),
+                    cfg.services.len(),
+                    cfg.routes.len()
+                );
+                Ok(())
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Demo(args) => coremesh::demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coremesh: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run until SIGTERM or SIGINT, then shut down gracefully and exit 0.
+fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let handle = coremesh::start(config)?;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
+    }
+    handle.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Body framing while streaming: how many of the bytes at hand belong to the current
+//! message. Bodies are forwarded as received (chunk framing and trailers included), so the
+//! proxy never holds a body whole; the chunked scanner only validates and finds the end.
+
+/// Incremental validator of a chunked body (RFC 9112 §7.1).
+#[derive(Debug, Clone, Default)]
+pub struct ChunkedScanner {
+    state: State,
+    size: u64,
+    size_digits: u8,
+    /// Bytes of the current trailer line (0 means the line is empty so far).
+    trailer_line_len: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Size,
+    /// After the size: optional whitespace and `;ext` up to CR.
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// Trailer section: lines until an empty one.
+    Trailer,
+    TrailerLf,
+    Done,
+}
+
+/// What the scanner found in a slice of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Bytes of the slice that belong to this body.
+    pub consumed: usize,
+    /// The body's last byte is among them.
+    pub done: bool,
+}
+
+/// A chunked body that cannot be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkError(pub &'static str);
+
+/// Longest chunk-size accepted, in hex digits (16 = u64).
+const MAX_SIZE_DIGITS: u8 = 15;
+/// Longest chunk extension or trailer line accepted.
+const MAX_LINE: usize = 8 * 1024;
+
+impl ChunkedScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Scan `data`, the next bytes of the body.
+    pub fn scan(&mut self, data: &[u8]) -> Result<Scan, ChunkError> {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            match self.state {
+                State::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if self.size_digits >= MAX_SIZE_DIGITS {
+                            return Err(ChunkError("chunk size too large"));
+                        }
+                        let digit = (b as char).to_digit(16).unwrap_or(0);
+                        self.size = (self.size << 4) | u64::from(digit);
+                        self.size_digits += 1;
+                    }
+                    b';' | b' ' | b'\t' if self.size_digits > 0 => {
+                        self.state = State::Extension;
+                        self.trailer_line_len = 0;
+                    }
+                    b'\r' if self.size_digits > 0 => self.state = State::SizeLf,
+                    _ => return Err(ChunkError("invalid chunk size")),
+                },
+                State::Extension => match b {
+                    b'\r' => self.state = State::SizeLf,
+                    b'\n' => return Err(ChunkError("bare LF in chunk extension")),
+                    _ => {
+                        self.trailer_line_len += 1;
+                        if self.trailer_line_len > MAX_LINE {
+                            return Err(ChunkError("chunk extension too long"));
+                        }
+                    }
+                },
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("missing LF after chunk size"));
+                    }
+                    self.size_digits = 0;
+                    if self.size == 0 {
+                        self.state = State::Trailer;
+                        self.trailer_line_len = 0;
+                    } else {
+                        self.state = State::Data;
+                    }
+                }
+                State::Data => {
+                    let available = (data.len() - i) as u64;
+                    let take = available.min(self.size);
+                    self.size -= take;
+                    i += take as usize;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    continue;
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkError("missing CRLF after chunk data"));
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("missing CRLF after chunk data"));
+                    }
+                    self.state = State::Size;
+                }
+                State::Trailer => match b {
+                    b'\r' => self.state = State::TrailerLf,
+                    b'\n' => return Err(ChunkError("bare LF in trailer")),
+                    _ => {
+                        self.trailer_line_len += 1;
+                        if self.trailer_line_len > MAX_LINE {
+                            return Err(ChunkError("trailer line too long"));
+                        }
+                    }
+                },
+                State::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("missing LF in trailer"));
+                    }
+                    if self.trailer_line_len == 0 {
+                        self.state = State::Done;
+                        return Ok(Scan {
+                            consumed: i + 1,
+                            done: true,
+                        });
+                    }
+                    self.trailer_line_len = 0;
+                    self.state = State::Trailer;
+                }
+                State::Done => {
+                    return Ok(Scan {
+                        consumed: i,
+                        done: true,
+                    })
+                }
+            }
+            i += 1;
+        }
+        Ok(Scan {
+            consumed: data.len(),
+            done: self.state == State::Done,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8]) -> Result<Scan, ChunkError> {
+        ChunkedScanner::new().scan(input)
+    }
+
+    #[test]
+    fn whole_body_with_trailers() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-sum: 1\r\n\r\nNEXT";
+        let s = scan_all(body).unwrap();
+        assert_eq!(s, Scan { consumed: body.len() - 4, done: true });
+    }
+
+    #[test]
+    fn byte_by_byte_equals_whole() {
+        let body = b"a\r\n0123456789\r\n0\r\n\r\n";
+        let mut sc = ChunkedScanner::new();
+        for (i, b) in body.iter().enumerate() {
+            let s = sc.scan(std::slice::from_ref(b)).unwrap();
+            assert_eq!(s.consumed, 1);
+            assert_eq!(s.done, i == body.len() - 1);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_sizes() {
+        assert!(scan_all(b"zz\r\n").is_err());
+        assert!(scan_all(b"\r\n").is_err());
+        assert!(scan_all(b"-1\r\n").is_err());
+        assert!(scan_all(b"ffffffffffffffff\r\n").is_err());
+        assert!(scan_all(b"3\r\nabcX").is_err());
+        assert!(scan_all(b"3\nabc").is_err());
+    }
+
+    #[test]
+    fn partial_is_not_an_error() {
+        let s = scan_all(b"5\r\nhel").unwrap();
+        assert_eq!(s, Scan { consumed: 7, done: false });
+    }
+}

@@ -1,0 +1,454 @@
+//! HTTP/1.1 heads: parsed in place with `httparse`, kept as offsets into the read buffer,
+//! framing decided strictly per RFC 9112, and re-emitted with only the headers the proxy
+//! must change (hop-by-hop removed, `Via` / `X-Forwarded-For` added when configured).
+//!
+//! Parsing reports three outcomes: a complete head, a need for more bytes, or an invalid
+//! head with the status to answer (400 / 431 for requests, 502 for responses).
+
+use std::ops::Range;
+
+/// A header kept as offsets into the buffer it was parsed from.
+#[derive(Debug, Clone)]
+pub struct HeaderRef {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+    /// The whole line without its CRLF, for raw forwarding.
+    pub line: Range<usize>,
+}
+
+/// How a message body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Response only: the body runs until the upstream closes.
+    UntilClose,
+}
+
+/// A parsed request head. All ranges index the buffer it was parsed from.
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    /// Bytes of the head including the final blank line.
+    pub len: usize,
+    pub method: Range<usize>,
+    pub target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<HeaderRef>,
+    pub framing: Option<Framing>,
+    pub host: Option<Range<usize>>,
+    /// The client asked to close the connection after this exchange.
+    pub close: bool,
+    pub expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` header.
+    pub upgrade: bool,
+    /// Header names listed in `Connection`, to drop when forwarding.
+    pub connection_tokens: Vec<Range<usize>>,
+}
+
+/// A parsed response head.
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    pub len: usize,
+    pub status: u16,
+    pub minor_version: u8,
+    /// The status line without CRLF.
+    pub status_line: Range<usize>,
+    pub headers: Vec<HeaderRef>,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub close: bool,
+    pub connection_tokens: Vec<Range<usize>>,
+}
+
+/// Why a head could not be accepted; `status` is what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadError {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl HeadError {
+    const fn new(status: u16, reason: &'static str) -> Self {
+        HeadError { status, reason }
+    }
+}
+
+/// Outcome of trying to parse a head from the bytes received so far.
+#[derive(Debug)]
+pub enum Parsed {
+    Complete,
+    Partial,
+}
+
+fn offset_in(buf: &[u8], part: &[u8]) -> Range<usize> {
+    // Both slices come from `buf`; the subtraction yields the offset of `part` within it.
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Comma-separated list elements, trimmed, empty ones skipped (RFC 9110 §5.6.1).
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+}
+
+/// Strict Content-Length: one or more identical runs of digits.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    let mut any = false;
+    for item in value.split(|&b| b == b',').map(trim) {
+        any = true;
+        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut n: u64 = 0;
+        for d in item {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        match found {
+            Some(prev) if prev != n => return None,
+            _ => found = Some(n),
+        }
+    }
+    if any {
+        found
+    } else {
+        None
+    }
+}
+
+/// Scratch space for httparse, sized by the `max_headers` limit and reused per connection.
+pub struct HeaderScratch {
+    slots: Vec<httparse::Header<'static>>,
+}
+
+impl HeaderScratch {
+    pub fn new(max_headers: usize) -> Self {
+        HeaderScratch {
+            slots: vec![httparse::EMPTY_HEADER; max_headers.max(1)],
+        }
+    }
+}
+
+/// Parse a request head from `buf`. `max_head` bounds the head size (431 beyond).
+pub fn parse_request(
+    buf: &[u8],
+    max_head: usize,
+    scratch: &mut HeaderScratch,
+    head: &mut RequestHead,
+) -> Result<Parsed, HeadError> {
+    // httparse borrows the slots for the lifetime of `buf`; reborrow a fresh array.
+    let mut slots: Vec<httparse::Header<'_>> = std::mem::take(&mut scratch.slots);
+    let result = parse_request_inner(buf, max_head, &mut slots, head);
+    scratch.slots = slots.into_iter().map(|_| httparse::EMPTY_HEADER).collect();
+    result
+}
+
+fn parse_request_inner<'b>(
+    buf: &'b [u8],
+    max_head: usize,
+    slots: &mut [httparse::Header<'b>],
+    head: &mut RequestHead,
+) -> Result<Parsed, HeadError> {
+    let mut req = httparse::Request::new(slots);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::new(431, "too many header fields"))
+        }
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::new(505, "HTTP version not supported"))
+        }
+        Err(e) => return Err(HeadError::new(400, error_reason(e))),
+    };
+    let len = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            return if buf.len() >= max_head {
+                Err(HeadError::new(431, "request head larger than the limit"))
+            } else {
+                Ok(Parsed::Partial)
+            };
+        }
+    };
+    if len > max_head {
+        return Err(HeadError::new(431, "request head larger than the limit"));
+    }
+    *head = RequestHead {
+        headers: std::mem::take(&mut head.headers),
+        connection_tokens: std::mem::take(&mut head.connection_tokens),
+        ..RequestHead::default()
+    };
+    head.headers.clear();
+    head.connection_tokens.clear();
+    head.len = len;
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::new(400, "incomplete request line"));
+    };
+    head.method = offset_in(buf, method.as_bytes());
+    head.target = offset_in(buf, path.as_bytes());
+    head.minor_version = version;
+    let mut content_length: Option<u64> = None;
+    let mut saw_cl = false;
+    let mut te_chunked_last = false;
+    let mut saw_te = false;
+    let mut upgrade_header = false;
+    let mut connection_upgrade = false;
+    let mut keep_alive = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let line_start = offset_in(buf, name).start;
+        let value_range = offset_in(buf, h.value);
+        head.headers.push(HeaderRef {
+            name: offset_in(buf, name),
+            value: value_range.clone(),
+            line: line_start..value_range.end,
+        });
+        if eq_ignore_case(name, b"content-length") {
+            let Some(n) = parse_content_length(h.value) else {
+                return Err(HeadError::new(400, "invalid Content-Length"));
+            };
+            if saw_cl && content_length != Some(n) {
+                return Err(HeadError::new(400, "conflicting Content-Length values"));
+            }
+            saw_cl = true;
+            content_length = Some(n);
+        } else if eq_ignore_case(name, b"transfer-encoding") {
+            saw_te = true;
+            for coding in list_items(h.value) {
+                if te_chunked_last {
+                    return Err(HeadError::new(400, "transfer coding after chunked"));
+                }
+                if eq_ignore_case(coding, b"chunked") {
+                    te_chunked_last = true;
+                } else {
+                    return Err(HeadError::new(400, "unsupported transfer coding"));
+                }
+            }
+        } else if eq_ignore_case(name, b"host") {
+            if head.host.is_some() {
+                return Err(HeadError::new(400, "more than one Host header"));
+            }
+            head.host = Some(value_range);
+        } else if eq_ignore_case(name, b"connection") {
+            for token in list_items(h.value) {
+                if eq_ignore_case(token, b"close") {
+                    head.close = true;
+                } else if eq_ignore_case(token, b"keep-alive") {
+                    keep_alive = true;
+                } else if eq_ignore_case(token, b"upgrade") {
+                    connection_upgrade = true;
+                }
+                head.connection_tokens.push(offset_in(buf, token));
+            }
+        } else if eq_ignore_case(name, b"expect") {
+            if eq_ignore_case(trim(h.value), b"100-continue") {
+                head.expect_continue = true;
+            } else {
+                return Err(HeadError::new(417, "unsupported expectation"));
+            }
+        } else if eq_ignore_case(name, b"upgrade") {
+            upgrade_header = true;
+        }
+    }
+    if saw_te && saw_cl {
+        return Err(HeadError::new(
+            400,
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if saw_te && !te_chunked_last {
+        return Err(HeadError::new(400, "Transfer-Encoding without chunked"));
+    }
+    if saw_te && version == 0 {
+        return Err(HeadError::new(400, "Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if version == 1 && head.host.is_none() {
+        return Err(HeadError::new(400, "missing Host header"));
+    }
+    if version == 0 && !keep_alive {
+        head.close = true;
+    }
+    // HTTP/1.0 keep-alive is not offered: the proxy closes after each 1.0 exchange.
+    if version == 0 {
+        head.close = true;
+    }
+    head.upgrade = upgrade_header && connection_upgrade && version == 1;
+    head.framing = Some(if saw_te {
+        Framing::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    });
+    Ok(Parsed::Complete)
+}
+
+fn error_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name (whitespace before colon?)",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in request line",
+        httparse::Error::TooManyHeaders => "too many header fields",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+/// Parse a response head from `buf`.
+pub fn parse_response(
+    buf: &[u8],
+    max_head: usize,
+    scratch: &mut HeaderScratch,
+    head: &mut ResponseHead,
+) -> Result<Parsed, HeadError> {
+    let mut slots: Vec<httparse::Header<'_>> = std::mem::take(&mut scratch.slots);
+    let result = parse_response_inner(buf, max_head, &mut slots, head);
+    scratch.slots = slots.into_iter().map(|_| httparse::EMPTY_HEADER).collect();
+    result
+}
+
+fn parse_response_inner<'b>(
+    buf: &'b [u8],
+    max_head: usize,
+    slots: &mut [httparse::Header<'b>],
+    head: &mut ResponseHead,
+) -> Result<Parsed, HeadError> {
+    let mut res = httparse::Response::new(slots);
+    let status = match res.parse(buf) {
+        Ok(s) => s,
+        Err(_) => return Err(HeadError::new(502, "upstream sent an invalid response head")),
+    };
+    let len = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            return if buf.len() >= max_head {
+                Err(HeadError::new(502, "upstream response head larger than the limit"))
+            } else {
+                Ok(Parsed::Partial)
+            };
+        }
+    };
+    *head = ResponseHead {
+        headers: std::mem::take(&mut head.headers),
+        connection_tokens: std::mem::take(&mut head.connection_tokens),
+        ..ResponseHead::default()
+    };
+    head.headers.clear();
+    head.connection_tokens.clear();
+    head.len = len;
+    let (Some(code), Some(version)) = (res.code, res.version) else {
+        return Err(HeadError::new(502, "upstream sent an incomplete status line"));
+    };
+    head.status = code;
+    head.minor_version = version;
+    let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+    head.status_line = 0..line_end;
+    let mut saw_te = false;
+    let mut keep_alive = false;
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        let line_start = offset_in(buf, name).start;
+        let value_range = offset_in(buf, h.value);
+        head.headers.push(HeaderRef {
+            name: offset_in(buf, name),
+            value: value_range.clone(),
+            line: line_start..value_range.end,
+        });
+        if eq_ignore_case(name, b"content-length") {
+            let Some(n) = parse_content_length(h.value) else {
+                return Err(HeadError::new(502, "upstream sent an invalid Content-Length"));
+            };
+            if head.content_length.is_some_and(|prev| prev != n) {
+                return Err(HeadError::new(502, "upstream sent conflicting Content-Length"));
+            }
+            head.content_length = Some(n);
+        } else if eq_ignore_case(name, b"transfer-encoding") {
+            saw_te = true;
+            head.chunked = list_items(h.value)
+                .last()
+                .is_some_and(|c| eq_ignore_case(c, b"chunked"));
+        } else if eq_ignore_case(name, b"connection") {
+            for token in list_items(h.value) {
+                if eq_ignore_case(token, b"close") {
+                    head.close = true;
+                } else if eq_ignore_case(token, b"keep-alive") {
+                    keep_alive = true;
+                }
+                head.connection_tokens.push(offset_in(buf, token));
+            }
+        }
+    }
+    if saw_te {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); such a connection
+        // must not be reused.
+        if head.content_length.is_some() {
+            head.close = true;
+        }
+        head.content_length = None;
+        if !head.chunked {
+            head.close = true;
+        }
+    }
+    if version == 0 && !keep_alive {
+        head.close = true;
+    }
+    Ok(Parsed::Complete)
+}
+
+impl ResponseHead {
+    /// The body framing of this response to a request with `method`.
+    pub fn framing(&self, head_request: bool) -> Framing {
+        if head_request || self.status == 204 || self.status == 304 || self.status < 200 {
+            Framing::None
+        } else if self.chunked {
+            Framing::Chunked
+        } else if let Some(n) = self.content_length {
+            if n == 0 {
+                Framing::None
+            } else {
+                Framing::Length(n)
+            }
+        } else {
+            Framing::UntilClose
+        }
+    }
+}
+
+/// Headers that apply to one connection only (RFC 9110 §7.6.1) and are never forwarded.
+/// `Transfer-Encoding` is kept: bodies are forwarded with their framing unchanged.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 5] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"upgrade",
+    ];
+    HOP.iter().any(|h| eq_ignore_case(name, h))
+}
+
+/// Whether `name` is listed in the message's `Connection` header.
+pub fn listed_in_connection(buf: &[u8], tokens: &[Range<usize>], name: &[u8]) -> bool {
+    tokens.iter().any(|t| eq_ignore_case(&buf[t.clone()], name))
+}
+
+#[cfg(test)]
+mod tests;

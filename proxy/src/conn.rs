@@ -1,0 +1,145 @@
+//! A TCP connection with its read buffer: bytes are read into an owned buffer (io_uring
+//! takes ownership while the read is in flight), parsed in place, and forwarded to the
+//! other side from that same buffer without copying.
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use std::io;
+
+/// A connection and the bytes read from it but not yet consumed (`buf[start..]`).
+pub struct Conn {
+    pub stream: TcpStream,
+    pub buf: Vec<u8>,
+    pub start: usize,
+}
+
+/// Result of asking for more bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// This many new bytes are now buffered.
+    Read(usize),
+    /// The peer closed its side.
+    Eof,
+    /// The buffer already holds `max` unconsumed bytes.
+    Full,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, buf: Vec<u8>) -> Self {
+        Conn {
+            stream,
+            buf,
+            start: 0,
+        }
+    }
+
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Mark `n` buffered bytes as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n.min(self.buffered());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Read more bytes, keeping at most `max` unconsumed bytes buffered.
+    pub async fn fill(&mut self, max: usize) -> io::Result<Fill> {
+        if self.buffered() >= max {
+            return Ok(Fill::Full);
+        }
+        if self.start > 0 && self.buf.len() == self.buf.capacity() {
+            let len = self.buf.len();
+            self.buf.copy_within(self.start..len, 0);
+            self.buf.truncate(len - self.start);
+            self.start = 0;
+        }
+        if self.buf.len() == self.buf.capacity() {
+            let room = max.saturating_sub(self.buffered()).min(self.buf.capacity().max(4096));
+            self.buf.reserve(room.max(1));
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let (res, slice) = self.stream.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        match res {
+            Ok(0) => Ok(Fill::Eof),
+            Ok(n) => Ok(Fill::Read(n)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write `n` buffered bytes to `dst`, then consume them.
+    pub async fn forward(&mut self, n: usize, dst: &mut TcpStream) -> io::Result<()> {
+        let n = n.min(self.buffered());
+        if n == 0 {
+            return Ok(());
+        }
+        self.write_buffered(self.start..self.start + n, dst).await?;
+        self.consume(n);
+        Ok(())
+    }
+
+    /// Write a range of the buffer to `dst` without consuming it (for replays).
+    pub async fn write_buffered(
+        &mut self,
+        range: std::ops::Range<usize>,
+        dst: &mut TcpStream,
+    ) -> io::Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = dst.write_all(buf.slice(range)).await;
+        self.buf = slice.into_inner();
+        res.map(|_| ())
+    }
+}
+
+/// Write all of `bytes` (an owned buffer, returned for reuse).
+pub async fn write_vec(stream: &mut TcpStream, bytes: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    if bytes.is_empty() {
+        return (Ok(()), bytes);
+    }
+    let (res, bytes) = stream.write_all(bytes).await;
+    (res.map(|_| ()), bytes)
+}
+
+/// Whether an idle pooled connection is still usable: no EOF, no reset and no unexpected
+/// bytes waiting. Peeks without blocking.
+pub fn idle_conn_is_alive(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let mut byte = [0u8; 1];
+    // SAFETY: `fd` is an open socket owned by `stream`, borrowed for this call only; the
+    // buffer is a valid 1-byte stack array; MSG_DONTWAIT makes the call non-blocking.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        err.kind() == io::ErrorKind::WouldBlock
+    } else {
+        // 0: the upstream closed; >0: bytes nobody asked for, so the stream is out of sync.
+        false
+    }
+}
+
+/// A buffer recycled through the core's free list keeps its capacity; see `Core::buffer`.
+pub fn fresh_buffer(capacity: usize) -> Vec<u8> {
+    Vec::with_capacity(capacity)
+}

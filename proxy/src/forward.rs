@@ -1,0 +1,423 @@
+//! Forwarding one request: keep a small body for replay, choose an endpoint, connect or
+//! reuse a pooled connection, send, await the response head under the request's deadline,
+//! retry where that is safe, then relay the response and return the connection to the pool.
+
+use crate::body::ChunkedScanner;
+use crate::codec::{parse_response, Framing, Parsed};
+use crate::conn::{write_vec, Conn, Fill};
+use crate::core::{Core, BODY_CHUNK};
+use crate::error::ProxyError;
+use crate::rewrite::response_head;
+use crate::server::{ConnScratch, Next};
+use coremesh_discovery::Settings;
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Request bodies up to this size are read before the first attempt and kept for replay on
+/// another endpoint; larger ones are streamed and not retried.
+pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
+/// Attempts per request when the failure is one that is safe to retry.
+pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
+/// A request and its response heads+body this small go out in one write.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// What the connection handler decided about a request before forwarding it.
+pub struct Exchange<'a> {
+    pub service: usize,
+    pub settings: &'a Settings,
+    pub framing: Framing,
+    pub is_head_method: bool,
+    pub idempotent: bool,
+    pub upgrade: bool,
+    pub http10: bool,
+    pub client_close: bool,
+    pub deadline: Instant,
+    pub max_body: u64,
+}
+
+/// Where the request body stands.
+enum RequestBody {
+    /// All of it is buffered at the start of the client buffer: this many bytes.
+    Buffered(usize),
+    /// Streamed from the client as it arrives; the state of its framing.
+    Streaming(BodyState),
+}
+
+/// Progress through a body being streamed.
+#[derive(Clone)]
+pub enum BodyState {
+    Length(u64),
+    Chunked(ChunkedScanner),
+    UntilClose,
+}
+
+impl BodyState {
+    fn of(framing: Framing) -> Option<BodyState> {
+        match framing {
+            Framing::None => None,
+            Framing::Length(n) => Some(BodyState::Length(n)),
+            Framing::Chunked => Some(BodyState::Chunked(ChunkedScanner::new())),
+            Framing::UntilClose => Some(BodyState::UntilClose),
+        }
+    }
+}
+
+/// A failed body pipe: which side failed.
+#[derive(Debug)]
+pub enum PipeError {
+    SourceClosed,
+    Source,
+    Destination,
+    Invalid(&'static str),
+    Timeout,
+    TooLarge,
+}
+
+/// Result of `forward`: on error, whether the client's request body was fully consumed (so
+/// the client connection could stay open after an error response).
+pub type ForwardResult = Result<Next, (ProxyError, bool)>;
+
+pub async fn forward(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch, ex: &Exchange<'_>) -> ForwardResult {
+    let body = match prefetch_body(client, ex).await {
+        Ok(b) => b,
+        Err(e) => return Err((e, false)),
+    };
+    let replayable = matches!(body, RequestBody::Buffered(_));
+    let mut body = Some(body);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(addr) = core.choose(ex.service, &tried) else {
+            return Err((ProxyError::NoEndpoints, replayable));
+        };
+        let left = ex.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((ProxyError::Timeout, replayable));
+        }
+        let mut streaming = match &body {
+            Some(RequestBody::Buffered(n)) => RequestBody::Buffered(*n),
+            _ => match body.take() {
+                Some(b) => b,
+                None => return Err((ProxyError::Timeout, false)),
+            },
+        };
+        let sent = monoio::time::timeout(left, send_and_await_head(core, client, s, ex, addr, &mut streaming)).await;
+        match sent {
+            Err(_) => return Err((ProxyError::Timeout, replayable)),
+            Ok(Ok(upstream)) => {
+                if let RequestBody::Buffered(n) = streaming {
+                    client.consume(n);
+                }
+                return relay(core, client, s, ex, addr, upstream).await;
+            }
+            Ok(Err(e)) => {
+                let retry_safe = e.nothing_processed()
+                    || (ex.idempotent && matches!(e, ProxyError::UpstreamClosed { .. }));
+                if !(replayable && retry_safe && attempt < DEFAULT_MAX_ATTEMPTS) {
+                    if let RequestBody::Buffered(n) = streaming {
+                        client.consume(n);
+                    }
+                    return Err((e, replayable));
+                }
+                tried.push(addr);
+            }
+        }
+    }
+}
+
+/// Read a small body whole so that it can be replayed; a large one starts streaming.
+async fn prefetch_body(client: &mut Conn, ex: &Exchange<'_>) -> Result<RequestBody, ProxyError> {
+    match ex.framing {
+        Framing::None | Framing::UntilClose => Ok(RequestBody::Buffered(0)),
+        Framing::Length(n) if n as usize <= DEFAULT_REPLAY_LIMIT => {
+            let n = n as usize;
+            while client.buffered() < n {
+                fill_before(client, n, ex.deadline).await?;
+            }
+            Ok(RequestBody::Buffered(n))
+        }
+        Framing::Length(n) => Ok(RequestBody::Streaming(BodyState::Length(n))),
+        Framing::Chunked => {
+            let mut scanner = ChunkedScanner::new();
+            let mut scanned = 0;
+            loop {
+                let scan = scanner
+                    .scan(&client.data()[scanned..])
+                    .map_err(|e| ProxyError::BadRequest { status: 400, reason: e.0 })?;
+                scanned += scan.consumed;
+                if scan.done {
+                    return Ok(RequestBody::Buffered(scanned));
+                }
+                if scanned >= DEFAULT_REPLAY_LIMIT {
+                    // Too large to keep: stream it, resuming the framing from the start.
+                    return Ok(RequestBody::Streaming(BodyState::Chunked(ChunkedScanner::new())));
+                }
+                fill_before(client, DEFAULT_REPLAY_LIMIT + 1, ex.deadline).await?;
+            }
+        }
+    }
+}
+
+async fn fill_before(client: &mut Conn, max: usize, deadline: Instant) -> Result<(), ProxyError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match monoio::time::timeout(left, client.fill(max)).await {
+        Err(_) => Err(ProxyError::BadRequest {
+            status: 408,
+            reason: "request body not received in time",
+        }),
+        Ok(Ok(Fill::Read(_))) | Ok(Ok(Fill::Full)) => Ok(()),
+        Ok(Ok(Fill::Eof)) | Ok(Err(_)) => Err(ProxyError::ClientGone),
+    }
+}
+
+async fn connect(addr: SocketAddr, settings: &Settings) -> Result<TcpStream, ProxyError> {
+    let limit = Duration::from_millis(settings.connect_timeout_ms);
+    match monoio::time::timeout(limit, TcpStream::connect(addr)).await {
+        Err(_) => Err(ProxyError::ConnectTimeout),
+        Ok(Err(e)) => Err(ProxyError::Connect(e.to_string())),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
+/// Send the request to `addr` and read until a final response head (or a 101) is buffered.
+async fn send_and_await_head(
+    core: &Rc<Core>,
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    ex: &Exchange<'_>,
+    addr: SocketAddr,
+    body: &mut RequestBody,
+) -> Result<Conn, ProxyError> {
+    let now = Instant::now();
+    let idle_timeout = Duration::from_millis(ex.settings.pool_idle_timeout_ms);
+    let pooled = core.pool.borrow_mut().checkout(addr, now, idle_timeout);
+    let reused = pooled.is_some();
+    let stream = match pooled {
+        Some(stream) => stream,
+        None => {
+            let stream = connect(addr, ex.settings).await?;
+            core.pool.borrow_mut().opened += 1;
+            stream
+        }
+    };
+    let mut up = Conn::new(stream, core.buffer());
+    let result = exchange_head(core, client, s, ex, &mut up, body, reused).await;
+    match result {
+        Ok(()) => Ok(up),
+        Err(e) => {
+            core.recycle(std::mem::take(&mut up.buf));
+            Err(e)
+        }
+    }
+}
+
+async fn exchange_head(
+    core: &Rc<Core>,
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    ex: &Exchange<'_>,
+    up: &mut Conn,
+    body: &mut RequestBody,
+    reused: bool,
+) -> Result<(), ProxyError> {
+    // A write that fails on a reused connection means the upstream had closed it while it
+    // sat idle: nothing was processed.
+    let write_failed = ProxyError::UpstreamClosed {
+        request_sent: !reused,
+    };
+    match body {
+        RequestBody::Buffered(n) if s.upstream_head.len() + *n <= COALESCE_LIMIT => {
+            let mut out = std::mem::take(&mut s.out);
+            out.clear();
+            out.extend_from_slice(&s.upstream_head);
+            out.extend_from_slice(&client.data()[..*n]);
+            let (res, out) = write_vec(&mut up.stream, out).await;
+            s.out = out;
+            res.map_err(|_| write_failed.clone())?;
+        }
+        RequestBody::Buffered(n) => {
+            let head = std::mem::take(&mut s.upstream_head);
+            let (res, head) = write_vec(&mut up.stream, head).await;
+            s.upstream_head = head;
+            res.map_err(|_| write_failed.clone())?;
+            let start = client.start;
+            client
+                .write_buffered(start..start + *n, &mut up.stream)
+                .await
+                .map_err(|_| ProxyError::UpstreamClosed { request_sent: true })?;
+        }
+        RequestBody::Streaming(state) => {
+            let head = std::mem::take(&mut s.upstream_head);
+            let (res, head) = write_vec(&mut up.stream, head).await;
+            s.upstream_head = head;
+            res.map_err(|_| write_failed.clone())?;
+            let idle = Duration::from_millis(ex.settings.client_idle_timeout_ms);
+            pipe(client, &mut up.stream, state, idle, Some(ex.max_body))
+                .await
+                .map_err(|e| match e {
+                    PipeError::Destination => ProxyError::UpstreamClosed { request_sent: true },
+                    PipeError::Invalid(reason) => ProxyError::BadRequest { status: 400, reason },
+                    PipeError::TooLarge => ProxyError::BadRequest {
+                        status: 413,
+                        reason: "request body larger than the limit",
+                    },
+                    PipeError::Timeout => ProxyError::BadRequest {
+                        status: 408,
+                        reason: "request body not received in time",
+                    },
+                    PipeError::SourceClosed | PipeError::Source => ProxyError::ClientGone,
+                })?;
+        }
+    }
+    // Await the response head, passing interim 1xx responses on.
+    let max = core.defaults.max_header_bytes;
+    loop {
+        if up.buffered() > 0 {
+            match parse_response(up.data(), max, &mut s.response_scratch, &mut s.response_head) {
+                Ok(Parsed::Complete) => {
+                    let status = s.response_head.status;
+                    if status == 101 || status >= 200 {
+                        return Ok(());
+                    }
+                    let len = s.response_head.len;
+                    if status != 100 && !ex.http10 {
+                        up.forward(len, &mut client.stream)
+                            .await
+                            .map_err(|_| ProxyError::ClientGone)?;
+                    } else {
+                        up.consume(len);
+                    }
+                    continue;
+                }
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Err(ProxyError::UpstreamBadResponse(e.reason)),
+            }
+        }
+        match up.fill(max).await {
+            Ok(Fill::Read(_)) => {}
+            Ok(Fill::Full) => {
+                return Err(ProxyError::UpstreamBadResponse("response head larger than the limit"))
+            }
+            Ok(Fill::Eof) | Err(_) => {
+                return Err(if up.buffered() == 0 {
+                    ProxyError::UpstreamClosed { request_sent: true }
+                } else {
+                    ProxyError::UpstreamBadResponse("connection closed inside the response head")
+                })
+            }
+        }
+    }
+}
+
+/// Relay the response whose head is buffered in `up` to the client.
+async fn relay(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch, ex: &Exchange<'_>, addr: SocketAddr, mut up: Conn) -> ForwardResult {
+    let resp = &s.response_head;
+    if resp.status == 101 && ex.upgrade {
+        response_head(up.data(), resp, false, true, ex.settings.add_via, &mut s.out);
+        let len = resp.len;
+        up.consume(len);
+        let out = std::mem::take(&mut s.out);
+        let (res, out) = write_vec(&mut client.stream, out).await;
+        s.out = out;
+        if res.is_err() {
+            return Ok(Next::Close);
+        }
+        return Ok(Next::Upgrade(up));
+    }
+    if resp.status == 101 {
+        // A switch the client did not ask for cannot be relayed.
+        return Err((ProxyError::UpstreamBadResponse("unrequested protocol switch"), true));
+    }
+    let framing = resp.framing(ex.is_head_method);
+    let close_client = ex.client_close || framing == Framing::UntilClose || core.is_draining();
+    let reuse_upstream = !resp.close && framing != Framing::UntilClose;
+    response_head(up.data(), resp, close_client, false, ex.settings.add_via, &mut s.out);
+    let head_len = resp.len;
+    up.consume(head_len);
+
+    let mut state = BodyState::of(framing);
+    let mut out = std::mem::take(&mut s.out);
+    // Small complete bodies ride along with the head in one write.
+    if let Some(BodyState::Length(n)) = &state {
+        let n = *n as usize;
+        if up.buffered() >= n && out.len() + n <= COALESCE_LIMIT {
+            out.extend_from_slice(&up.data()[..n]);
+            up.consume(n);
+            state = None;
+        }
+    }
+    let (res, out) = write_vec(&mut client.stream, out).await;
+    s.out = out;
+    if res.is_err() {
+        core.recycle(up.buf);
+        return Ok(Next::Close);
+    }
+    let mut completed = true;
+    if let Some(state) = state.as_mut() {
+        let idle = Duration::from_millis(ex.settings.request_timeout_ms);
+        if pipe(&mut up, &mut client.stream, state, idle, None).await.is_err() {
+            completed = false;
+        }
+    }
+    let now = Instant::now();
+    let Conn { stream, buf, .. } = up;
+    let leftover = buf.len();
+    core.recycle(buf);
+    if completed && reuse_upstream && leftover == 0 {
+        core.pool
+            .borrow_mut()
+            .checkin(addr, stream, now, ex.settings.pool_max_idle);
+    }
+    if completed && !close_client {
+        Ok(Next::KeepAlive)
+    } else {
+        Ok(Next::Close)
+    }
+}
+
+/// Copy a body from `src` to `dst` per its framing, in bounded steps.
+pub async fn pipe(src: &mut Conn, dst: &mut TcpStream, state: &mut BodyState, idle: Duration, limit: Option<u64>) -> Result<(), PipeError> {
+    let mut total: u64 = 0;
+    loop {
+        if src.buffered() > 0 {
+            let (take, done) = match state {
+                BodyState::Length(rem) => {
+                    let take = (*rem).min(src.buffered() as u64);
+                    *rem -= take;
+                    (take as usize, *rem == 0)
+                }
+                BodyState::Chunked(scanner) => {
+                    let scan = scanner.scan(src.data()).map_err(|e| PipeError::Invalid(e.0))?;
+                    (scan.consumed, scan.done)
+                }
+                BodyState::UntilClose => (src.buffered(), false),
+            };
+            total += take as u64;
+            if limit.is_some_and(|l| total > l) {
+                return Err(PipeError::TooLarge);
+            }
+            src.forward(take, dst).await.map_err(|_| PipeError::Destination)?;
+            if done {
+                return Ok(());
+            }
+        }
+        match monoio::time::timeout(idle, src.fill(BODY_CHUNK)).await {
+            Err(_) => return Err(PipeError::Timeout),
+            Ok(Ok(Fill::Read(_))) | Ok(Ok(Fill::Full)) => {}
+            Ok(Ok(Fill::Eof)) => {
+                return if matches!(state, BodyState::UntilClose) {
+                    Ok(())
+                } else {
+                    Err(PipeError::SourceClosed)
+                }
+            }
+            Ok(Err(_)) => return Err(PipeError::Source),
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! One client connection: read a request head, route it, forward it (with its body) to an
+//! upstream endpoint, relay the response, and repeat for keep-alive and pipelined requests,
+//! which are answered strictly in order because they are handled one after another.
+
+use crate::codec::{parse_request, Framing, HeadError, HeaderScratch, Parsed, RequestHead, ResponseHead};
+use crate::conn::{write_vec, Conn, Fill};
+use crate::core::{Core, BODY_CHUNK};
+use crate::error::ProxyError;
+use crate::forward::{forward, Exchange};
+use crate::rewrite::{error_response, request_head, RequestAdditions};
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// After shutdown begins, an idle keep-alive connection is closed once it has been idle
+/// this long; a client mid-conversation sends its next request well within it and gets an
+/// answer with `Connection: close` instead of a connection closed under its request.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
+
+/// Reusable per-connection scratch space.
+pub struct ConnScratch {
+    pub head: RequestHead,
+    pub headers: HeaderScratch,
+    pub route_headers: Vec<httparse::Header<'static>>,
+    pub upstream_head: Vec<u8>,
+    pub response_head: ResponseHead,
+    pub response_scratch: HeaderScratch,
+    pub out: Vec<u8>,
+    pub peer: SocketAddr,
+    pub last_response: Instant,
+}
+
+enum HeadOutcome {
+    Ready,
+    Closed,
+    Reject(HeadError),
+}
+
+/// What to do with the client connection after an exchange.
+pub enum Next {
+    KeepAlive,
+    Close,
+    /// The upstream switched protocols: tunnel bytes both ways on this connection.
+    Upgrade(Conn),
+}
+
+pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+    let _guard = core.connection_guard();
+    let _ = stream.set_nodelay(true);
+    let mut client = Conn::new(stream, core.buffer());
+    let max_headers = core.defaults.max_headers;
+    let mut scratch = ConnScratch {
+        head: RequestHead::default(),
+        headers: HeaderScratch::new(max_headers),
+        route_headers: Vec::with_capacity(max_headers),
+        upstream_head: Vec::with_capacity(1024),
+        response_head: ResponseHead::default(),
+        response_scratch: HeaderScratch::new(max_headers),
+        out: Vec::with_capacity(1024),
+        peer,
+        last_response: Instant::now(),
+    };
+    let mut first = true;
+    loop {
+        match read_head(&core, &mut client, &mut scratch, first).await {
+            HeadOutcome::Ready => {}
+            HeadOutcome::Closed => break,
+            HeadOutcome::Reject(e) => {
+                let err = ProxyError::BadRequest {
+                    status: e.status,
+                    reason: e.reason,
+                };
+                send_error(&mut client.stream, &err, true, &mut scratch.out).await;
+                break;
+            }
+        }
+        first = false;
+        core.stats.requests.set(core.stats.requests.get() + 1);
+        let next = handle(&core, &mut client, &mut scratch).await;
+        scratch.last_response = Instant::now();
+        match next {
+            Next::KeepAlive => continue,
+            Next::Close => break,
+            Next::Upgrade(upstream) => {
+                crate::tunnel::tunnel(client, upstream).await;
+                return;
+            }
+        }
+    }
+    let Conn { stream, buf, .. } = client;
+    drop(stream);
+    core.recycle(buf);
+}
+
+/// Read until a whole request head is buffered.
+async fn read_head(core: &Core, client: &mut Conn, s: &mut ConnScratch, first: bool) -> HeadOutcome {
+    let limits = &core.defaults;
+    let max = limits.max_header_bytes;
+    if client.buffered() == 0 {
+        let idle = Duration::from_millis(if first {
+            limits.header_read_timeout_ms
+        } else {
+            limits.client_idle_timeout_ms
+        });
+        if !wait_for_bytes(core, client, max, idle, s.last_response).await {
+            return HeadOutcome::Closed;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(limits.header_read_timeout_ms);
+    loop {
+        match parse_request(client.data(), max, &mut s.headers, &mut s.head) {
+            Ok(Parsed::Complete) => return HeadOutcome::Ready,
+            Ok(Parsed::Partial) => {}
+            Err(e) => return HeadOutcome::Reject(e),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, client.fill(max)).await {
+            Err(_) => {
+                return HeadOutcome::Reject(HeadError {
+                    status: 408,
+                    reason: "request head not received in time",
+                })
+            }
+            Ok(Ok(Fill::Read(_))) => {}
+            Ok(Ok(Fill::Full)) => {
+                return HeadOutcome::Reject(HeadError {
+                    status: 431,
+                    reason: "request head larger than the limit",
+                })
+            }
+            Ok(Ok(Fill::Eof)) | Ok(Err(_)) => return HeadOutcome::Closed,
+        }
+    }
+}
+
+/// Wait for the first bytes of the next request. False: close the connection quietly
+/// (peer closed, idle timeout, or idle while draining).
+async fn wait_for_bytes(core: &Core, client: &mut Conn, max: usize, idle: Duration, last: Instant) -> bool {
+    let mut fill = std::pin::pin!(client.fill(max));
+    let result = if core.is_draining() {
+        let left = DRAIN_IDLE.saturating_sub(last.elapsed());
+        monoio::time::timeout(left, &mut fill).await.ok()
+    } else {
+        monoio::select! {
+            r = monoio::time::timeout(idle, &mut fill) => r.ok(),
+            _ = core.shutdown.wait() => {
+                let left = DRAIN_IDLE.saturating_sub(last.elapsed());
+                monoio::time::timeout(left, &mut fill).await.ok()
+            }
+        }
+    };
+    matches!(result, Some(Ok(Fill::Read(_))))
+}
+
+/// Handle the request whose head is at the start of the client's buffer.
+async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next {
+    let started = Instant::now();
+    let snapshot = core.snapshot();
+    let head = &s.head;
+    let data = client.data();
+    let framing = head.framing.unwrap_or(Framing::None);
+    let client_close = head.close || core.is_draining();
+    let is_head_method = &data[head.method.clone()] == b"HEAD";
+    let idempotent = coremesh_balancer_idempotent(&data[head.method.clone()]);
+    let expect_continue = head.expect_continue && framing != Framing::None;
+    let upgrade = head.upgrade;
+    let http10 = head.minor_version == 0;
+
+    // Route on host, path and headers.
+    let target = std::str::from_utf8(&data[head.target.clone()]).unwrap_or("/");
+    let (authority, path) = split_target(target);
+    let host = authority.or_else(|| {
+        head.host
+            .clone()
+            .and_then(|r| std::str::from_utf8(&data[r]).ok())
+    });
+    let mut route_headers: Vec<httparse::Header<'_>> = std::mem::take(&mut s.route_headers);
+    route_headers.clear();
+    for h in &head.headers {
+        if let Ok(name) = std::str::from_utf8(&data[h.name.clone()]) {
+            route_headers.push(httparse::Header {
+                name,
+                value: &data[h.value.clone()],
+            });
+        }
+    }
+    let route = snapshot.select_route(host, path, &route_headers);
+    route_headers.clear();
+    s.route_headers = route_headers.into_iter().map(|_| httparse::EMPTY_HEADER).collect();
+    let Some(route) = route else {
+        return reject(client, s, framing, client_close, ProxyError::NoRoute).await;
+    };
+    let service_index = route.pick_service(core.random_u32());
+    let Some(service) = snapshot.services.get(service_index) else {
+        return reject(client, s, framing, client_close, ProxyError::NoEndpoints).await;
+    };
+    let settings = &service.settings;
+    if let Framing::Length(n) = framing {
+        if n > settings.max_body_bytes {
+            let err = ProxyError::BadRequest {
+                status: 413,
+                reason: "request body larger than the limit",
+            };
+            return reject(client, s, framing, true, err).await;
+        }
+    }
+    let timeout = route
+        .timeout
+        .unwrap_or(Duration::from_millis(settings.request_timeout_ms));
+    let deadline = started + timeout;
+
+    // The upstream request head, then the client's head is consumed.
+    let add = RequestAdditions {
+        forwarded_for: settings.add_forwarded_for.then(|| s.peer.ip()),
+        via: settings.add_via,
+        deadline_ms: None,
+        extra: b"",
+    };
+    request_head(data, head, &add, &mut s.upstream_head);
+    let head_len = head.len;
+    client.consume(head_len);
+
+    if expect_continue {
+        let (res, out) = write_vec(&mut client.stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+        drop(out);
+        if res.is_err() {
+            return Next::Close;
+        }
+    }
+
+    let exchange = Exchange {
+        service: service_index,
+        settings,
+        framing,
+        is_head_method,
+        idempotent,
+        upgrade,
+        http10,
+        client_close,
+        deadline,
+        max_body: settings.max_body_bytes,
+    };
+    match forward(core, client, s, &exchange).await {
+        Ok(next) => next,
+        Err((err, body_consumed)) => {
+            if matches!(err, ProxyError::ClientGone) {
+                return Next::Close;
+            }
+            let close = client_close || !body_consumed;
+            send_error(&mut client.stream, &err, close, &mut s.out).await;
+            if close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        }
+    }
+}
+
+/// Answer with the proxy's own error before any of the body was read: the connection is
+/// kept only when the request had no body.
+async fn reject(client: &mut Conn, s: &mut ConnScratch, framing: Framing, close: bool, err: ProxyError) -> Next {
+    let head_len = s.head.len;
+    client.consume(head_len);
+    let close = close || framing != Framing::None;
+    send_error(&mut client.stream, &err, close, &mut s.out).await;
+    if close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+pub async fn send_error(stream: &mut TcpStream, err: &ProxyError, close: bool, out: &mut Vec<u8>) {
+    let mut bytes = std::mem::take(out);
+    error_response(err.status(), err.kind(), &err.to_string(), close, &mut bytes);
+    let (_, bytes) = write_vec(stream, bytes).await;
+    *out = bytes;
+}
+
+/// `absolute-form` targets (`http://host/path`) carry their own authority.
+fn split_target(target: &str) -> (Option<&str>, &str) {
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = target.strip_prefix(scheme) {
+            let slash = rest.find('/').unwrap_or(rest.len());
+            let path = if slash == rest.len() { "/" } else { &rest[slash..] };
+            return (Some(&rest[..slash]), path);
+        }
+    }
+    (None, target)
+}
+
+fn coremesh_balancer_idempotent(method: &[u8]) -> bool {
+    matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE")
+}
+
+/// Bytes to read per step while streaming a body.
+pub const fn body_chunk() -> usize {
+    BODY_CHUNK
+}
