@@ -1,1 +1,22 @@
 //! End-to-end test support: programmable upstreams and raw HTTP clients on 127.0.0.1.
+//!
+//! - [`upstream`]: a programmable HTTP/1.1 upstream (responses, delays, resets, hangs,
+//!   WebSocket echo) that records what it received;
+//! - [`client`]: a raw HTTP/1.1 client (exact bytes out, every framing in);
+//! - [`proxy`]: start the proxy in-process, run a test once per I/O driver, build configs;
+//! - [`load`]: keep-alive load that tells a clean stop from a failed request (shutdown tests);
+//! - [`data`]: reproducible bodies and checksums;
+//! - [`wire`]: the HTTP/1.1 reading both sides share.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod data;
+pub mod load;
+pub mod proxy;
+pub mod upstream;
+pub mod wire;
+
+pub use client::{Client, RawResponse};
+pub use coremesh_discovery::Driver;
+pub use proxy::{for_each_driver, start_proxy, TestProxy};
+pub use upstream::{Action, Framing, ReceivedRequest, Response, Upstream};

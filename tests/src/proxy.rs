@@ -1,0 +1,231 @@
+//! Starting the proxy in-process for a test, running a test body once per I/O driver, and
+//! building the configurations the suites use.
+//!
+//! Every proxy a test starts listens on 127.0.0.1:0 with `pin_cores = false` and is shut down
+//! when its [`TestProxy`] is dropped, even when the test panics.
+
+use coremesh::ProxyHandle;
+use coremesh_discovery::{
+    Config, Driver, HeaderMatch, RouteConfig, ServiceConfig, WeightedService,
+};
+use std::net::{SocketAddr, TcpListener};
+use std::ops::Deref;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Both drivers every end-to-end case runs on.
+pub const DRIVERS: [Driver; 2] = [Driver::Uring, Driver::Legacy];
+
+/// Shutdown grace of test proxies: long enough for any in-flight test request, short enough
+/// that a proxy left with a stuck connection does not stall the suite.
+pub const TEST_SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// The lower-case name the CLI uses for `driver` (`--driver uring|legacy`).
+pub fn driver_name(driver: Driver) -> &'static str {
+    match driver {
+        Driver::Uring => "uring",
+        Driver::Legacy => "legacy",
+    }
+}
+
+/// A proxy started by a test; shut down gracefully on drop.
+pub struct TestProxy {
+    handle: Option<ProxyHandle>,
+    driver: Driver,
+}
+
+impl TestProxy {
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.handle().listen_addr()
+    }
+    /// The driver the test asked for.
+    pub fn requested_driver(&self) -> Driver {
+        self.driver
+    }
+    fn handle(&self) -> &ProxyHandle {
+        self.handle
+            .as_ref()
+            .expect("TestProxy holds its handle until shutdown")
+    }
+    /// Graceful shutdown, waiting for it to finish.
+    pub fn shutdown(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+        }
+    }
+    /// The handle itself, for tests that shut it down from another thread.
+    pub fn into_handle(mut self) -> ProxyHandle {
+        self.handle
+            .take()
+            .expect("TestProxy holds its handle until shutdown")
+    }
+}
+
+impl Deref for TestProxy {
+    type Target = ProxyHandle;
+    fn deref(&self) -> &ProxyHandle {
+        self.handle()
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+        }
+    }
+}
+
+/// Start the proxy in this process with `config` on `driver`: listen 127.0.0.1:0, no CPU
+/// pinning, one core unless the config asks for more. Panics, naming the driver, if it fails.
+pub fn start_proxy(driver: Driver, mut config: Config) -> TestProxy {
+    config.proxy.driver = driver;
+    config.proxy.listen = "127.0.0.1:0".parse().expect("a literal socket address");
+    config.proxy.pin_cores = false;
+    config.proxy.admin = None;
+    if config.proxy.cores == 0 {
+        config.proxy.cores = 1;
+    }
+    let handle = match coremesh::start(config) {
+        Ok(h) => h,
+        Err(e) => panic!(
+            "coremesh::start failed on driver {}: {e:#}",
+            driver_name(driver)
+        ),
+    };
+    assert!(
+        handle.listen_addr().ip().is_loopback() && handle.listen_addr().port() != 0,
+        "driver {}: listen_addr() must report the bound loopback port, got {}",
+        driver_name(driver),
+        handle.listen_addr()
+    );
+    TestProxy {
+        handle: Some(handle),
+        driver,
+    }
+}
+
+/// Run `body` once per driver (io_uring, then legacy). Both always run; if either fails the
+/// test fails with one line per failing driver naming it and quoting its panic message.
+pub fn for_each_driver(body: impl Fn(Driver)) {
+    let mut failures = Vec::new();
+    for driver in DRIVERS {
+        let result = catch_unwind(AssertUnwindSafe(|| body(driver)));
+        if let Err(panic) = result {
+            failures.push(format!(
+                "  on driver {}: {}",
+                driver_name(driver),
+                panic_message(&*panic)
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        panic!(
+            "failed on {} of {} drivers:\n{}",
+            failures.len(),
+            DRIVERS.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-text panic payload)".to_string()
+    }
+}
+
+/// A configuration with nothing but test-friendly process settings: listen 127.0.0.1:0,
+/// one core, no pinning, [`TEST_SHUTDOWN_GRACE_MS`].
+pub fn base_config() -> Config {
+    let mut config = Config::default();
+    config.proxy.listen = "127.0.0.1:0".parse().expect("a literal socket address");
+    config.proxy.cores = 1;
+    config.proxy.pin_cores = false;
+    config.proxy.shutdown_grace_ms = TEST_SHUTDOWN_GRACE_MS;
+    config
+}
+
+/// A service named `name` with static `endpoints`.
+pub fn service(name: &str, endpoints: &[SocketAddr]) -> ServiceConfig {
+    ServiceConfig {
+        name: name.to_string(),
+        endpoints: endpoints.to_vec(),
+        overrides: Default::default(),
+    }
+}
+
+/// A route that sends every request (path prefix `/`) to `service`.
+pub fn route_all(service: &str) -> RouteConfig {
+    RouteConfig {
+        path_prefix: Some("/".into()),
+        service: Some(service.into()),
+        ..Default::default()
+    }
+}
+
+/// A route with no condition yet, to `service`; set `host`, `path_*` or `headers` on it.
+pub fn route_to(service: &str) -> RouteConfig {
+    RouteConfig {
+        service: Some(service.into()),
+        ..Default::default()
+    }
+}
+
+/// A header condition: `name` equal to `value`.
+pub fn header_exact(name: &str, value: &str) -> HeaderMatch {
+    HeaderMatch {
+        name: name.into(),
+        exact: Some(value.into()),
+        present: None,
+    }
+}
+
+/// A header condition: `name` present, any value.
+pub fn header_present(name: &str) -> HeaderMatch {
+    HeaderMatch {
+        name: name.into(),
+        exact: None,
+        present: Some(true),
+    }
+}
+
+/// A split across services by weight.
+pub fn split(weights: &[(&str, u32)]) -> Vec<WeightedService> {
+    weights
+        .iter()
+        .map(|(s, w)| WeightedService {
+            service: s.to_string(),
+            weight: *w,
+        })
+        .collect()
+}
+
+/// [`base_config`] with one service "backend" on `endpoints` and a route sending everything
+/// to it.
+pub fn one_service(endpoints: &[SocketAddr]) -> Config {
+    let mut config = base_config();
+    config.services.push(service("backend", endpoints));
+    config.routes.push(route_all("backend"));
+    config
+}
+
+/// [`base_config`] with the given services and routes (in match order).
+pub fn services_with_routes(services: Vec<ServiceConfig>, routes: Vec<RouteConfig>) -> Config {
+    let mut config = base_config();
+    config.services = services;
+    config.routes = routes;
+    config
+}
+
+/// An address on 127.0.0.1 where nothing listens: a port bound and released at once.
+pub fn closed_port_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    drop(listener);
+    addr
+}
