@@ -181,13 +181,17 @@ impl Settings {
     /// These settings with `o`'s present fields taking precedence.
     pub fn merged(&self, o: &SettingsOverride) -> Settings {
         Settings {
-            header_read_timeout_ms: o.header_read_timeout_ms.unwrap_or(self.header_read_timeout_ms),
+            header_read_timeout_ms: o
+                .header_read_timeout_ms
+                .unwrap_or(self.header_read_timeout_ms),
             max_header_bytes: o.max_header_bytes.unwrap_or(self.max_header_bytes),
             max_headers: o.max_headers.unwrap_or(self.max_headers),
             max_body_bytes: o.max_body_bytes.unwrap_or(self.max_body_bytes),
             connect_timeout_ms: o.connect_timeout_ms.unwrap_or(self.connect_timeout_ms),
             request_timeout_ms: o.request_timeout_ms.unwrap_or(self.request_timeout_ms),
-            client_idle_timeout_ms: o.client_idle_timeout_ms.unwrap_or(self.client_idle_timeout_ms),
+            client_idle_timeout_ms: o
+                .client_idle_timeout_ms
+                .unwrap_or(self.client_idle_timeout_ms),
             pool_max_idle: o.pool_max_idle.unwrap_or(self.pool_max_idle),
             pool_idle_timeout_ms: o.pool_idle_timeout_ms.unwrap_or(self.pool_idle_timeout_ms),
             max_connections: o.max_connections.unwrap_or(self.max_connections),
@@ -199,8 +203,12 @@ impl Settings {
 }
 
 /// A destination service and its endpoints.
+///
+/// Read through [`ServiceFile`], which spells every key out, so that an unknown or mistyped
+/// key in a `[[services]]` entry is reported at its own line (serde's `flatten` would lose
+/// the position); written with `overrides` flattened, so both directions use the same keys.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, from = "ServiceFile")]
 pub struct ServiceConfig {
     pub name: String,
     /// Static endpoints, `ip:port`.
@@ -209,6 +217,54 @@ pub struct ServiceConfig {
     /// Overrides of `[defaults]` for this service.
     #[serde(flatten)]
     pub overrides: SettingsOverride,
+}
+
+/// A `[[services]]` entry as written in the file: [`ServiceConfig`] with the
+/// [`SettingsOverride`] keys inline. Adding a field to `SettingsOverride` without adding it
+/// here fails to compile (the `From` below names every field).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    name: String,
+    #[serde(default)]
+    endpoints: Vec<SocketAddr>,
+    header_read_timeout_ms: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_body_bytes: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    client_idle_timeout_ms: Option<u64>,
+    pool_max_idle: Option<usize>,
+    pool_idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    add_via: Option<bool>,
+    add_forwarded_for: Option<bool>,
+    balance: Option<BalanceKind>,
+}
+
+impl From<ServiceFile> for ServiceConfig {
+    fn from(f: ServiceFile) -> Self {
+        ServiceConfig {
+            name: f.name,
+            endpoints: f.endpoints,
+            overrides: SettingsOverride {
+                header_read_timeout_ms: f.header_read_timeout_ms,
+                max_header_bytes: f.max_header_bytes,
+                max_headers: f.max_headers,
+                max_body_bytes: f.max_body_bytes,
+                connect_timeout_ms: f.connect_timeout_ms,
+                request_timeout_ms: f.request_timeout_ms,
+                client_idle_timeout_ms: f.client_idle_timeout_ms,
+                pool_max_idle: f.pool_max_idle,
+                pool_idle_timeout_ms: f.pool_idle_timeout_ms,
+                max_connections: f.max_connections,
+                add_via: f.add_via,
+                add_forwarded_for: f.add_forwarded_for,
+                balance: f.balance,
+            },
+        }
+    }
 }
 
 /// A route: a match on host / path / headers, and where matching requests go.
@@ -259,7 +315,9 @@ fn default_true() -> bool {
     true
 }
 fn default_listen() -> SocketAddr {
-    DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a valid address")
+    DEFAULT_LISTEN
+        .parse()
+        .expect("DEFAULT_LISTEN is a valid address")
 }
 fn default_shutdown_grace_ms() -> u64 {
     DEFAULT_SHUTDOWN_GRACE_MS

@@ -1,0 +1,341 @@
+//! Validation of a deserialized [`Config`]: every rule the types cannot express, each
+//! broken rule reported as a [`Violation`] naming its field. All violations are collected,
+//! not only the first.
+//!
+//! Rules: service names unique and well-formed; each service has endpoints (none is an
+//! error for now), no port 0, no duplicates; a route sends to exactly one of `service` /
+//! non-empty `split`, only to services that exist, with split weights adding up to more
+//! than 0; at most one of `path_prefix` / `path_exact`, each starting with '/'; header
+//! conditions on valid names with exactly one of `exact` / `present = true`; a valid host
+//! pattern; timeouts and limits within the bounds below.
+
+use crate::field_path::FieldPath;
+use crate::host::HostMatch;
+use crate::{
+    Config, HeaderMatch, ProxySettings, RouteConfig, ServiceConfig, Settings, SettingsOverride,
+};
+use std::collections::{HashMap, HashSet};
+
+/// Longest timeout accepted anywhere (one day): longer ones are surely typos, and keeping
+/// them bounded keeps deadline arithmetic far from overflow.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+/// Smallest `max_header_bytes`: a request line and a few headers must fit.
+pub const MIN_MAX_HEADER_BYTES: usize = 1024;
+/// Largest `max_header_bytes`: each connection may buffer this much.
+pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024;
+/// Smallest `max_headers`: `Host`, `Content-Length` and a few more must fit.
+pub const MIN_MAX_HEADERS: usize = 8;
+/// Largest `max_headers`: the per-connection header array has this many slots.
+pub const MAX_MAX_HEADERS: usize = 1024;
+/// Largest `pool_max_idle` (idle connections per endpoint per core).
+pub const MAX_POOL_MAX_IDLE: usize = 10_000;
+/// Largest `max_connections` per core.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+/// Largest `proxy.cores`.
+pub const MAX_CORES: usize = 1024;
+
+/// One broken rule: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub path: FieldPath,
+    pub message: String,
+}
+
+/// Every rule `config` breaks, in the order of the file's sections; empty when valid.
+pub fn validate(config: &Config) -> Vec<Violation> {
+    let mut out = Violations(Vec::new());
+    let root = FieldPath::root();
+    check_proxy(&root.key("proxy"), &config.proxy, &mut out);
+    check_settings(&root.key("defaults"), &config.defaults, &mut out);
+    let services = root.key("services");
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (index, service) in config.services.iter().enumerate() {
+        let path = services.index(index);
+        check_service(&path, service, &mut out);
+        if let Some(first) = names.insert(&service.name, index) {
+            names.insert(&service.name, first);
+            let message = format!(
+                "duplicate service name {:?} (first defined at services[{first}])",
+                service.name
+            );
+            out.push(path.key("name"), message);
+        }
+    }
+    let routes = root.key("routes");
+    for (index, route) in config.routes.iter().enumerate() {
+        check_route(&routes.index(index), route, &names, &mut out);
+    }
+    out.0
+}
+
+struct Violations(Vec<Violation>);
+
+impl Violations {
+    fn push(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.0.push(Violation {
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn timeout(&mut self, path: FieldPath, value: u64) {
+        if value == 0 {
+            self.push(path, "must be greater than 0");
+        } else if value > MAX_TIMEOUT_MS {
+            self.push(
+                path,
+                format!("{value} ms is more than one day ({MAX_TIMEOUT_MS} ms)"),
+            );
+        }
+    }
+
+    fn range(&mut self, path: FieldPath, value: usize, min: usize, max: usize) {
+        if value < min || value > max {
+            self.push(path, format!("{value} is outside {min} to {max}"));
+        }
+    }
+}
+
+fn check_proxy(path: &FieldPath, proxy: &ProxySettings, out: &mut Violations) {
+    if proxy.cores > MAX_CORES {
+        let message = format!(
+            "{} is more than {MAX_CORES} (0 means one per CPU)",
+            proxy.cores
+        );
+        out.push(path.key("cores"), message);
+    }
+    if proxy.shutdown_grace_ms > MAX_TIMEOUT_MS {
+        out.push(path.key("shutdown_grace_ms"), "is more than one day");
+    }
+    if proxy.admin == Some(proxy.listen) && proxy.listen.port() != 0 {
+        out.push(path.key("admin"), "is the same address as `proxy.listen`");
+    }
+}
+
+/// The numeric settings, each checked the same way in `[defaults]` and in overrides.
+fn check_setting(path: FieldPath, field: &str, value: u64, out: &mut Violations) {
+    let size = usize::try_from(value).unwrap_or(usize::MAX);
+    match field {
+        "max_header_bytes" => out.range(path, size, MIN_MAX_HEADER_BYTES, MAX_MAX_HEADER_BYTES),
+        "max_headers" => out.range(path, size, MIN_MAX_HEADERS, MAX_MAX_HEADERS),
+        "pool_max_idle" => out.range(path, size, 0, MAX_POOL_MAX_IDLE),
+        "max_connections" => out.range(path, size, 1, MAX_MAX_CONNECTIONS),
+        "max_body_bytes" => {}
+        _ => out.timeout(path, value),
+    }
+}
+
+/// `(field, value)` of every numeric setting present in `o`.
+fn numeric_overrides(o: &SettingsOverride) -> [(&'static str, Option<u64>); 10] {
+    let size = |value: Option<usize>| value.map(|v| u64::try_from(v).unwrap_or(u64::MAX));
+    [
+        ("header_read_timeout_ms", o.header_read_timeout_ms),
+        ("max_header_bytes", size(o.max_header_bytes)),
+        ("max_headers", size(o.max_headers)),
+        ("max_body_bytes", o.max_body_bytes),
+        ("connect_timeout_ms", o.connect_timeout_ms),
+        ("request_timeout_ms", o.request_timeout_ms),
+        ("client_idle_timeout_ms", o.client_idle_timeout_ms),
+        ("pool_max_idle", size(o.pool_max_idle)),
+        ("pool_idle_timeout_ms", o.pool_idle_timeout_ms),
+        ("max_connections", size(o.max_connections)),
+    ]
+}
+
+fn check_settings(path: &FieldPath, settings: &Settings, out: &mut Violations) {
+    let all = SettingsOverride {
+        header_read_timeout_ms: Some(settings.header_read_timeout_ms),
+        max_header_bytes: Some(settings.max_header_bytes),
+        max_headers: Some(settings.max_headers),
+        max_body_bytes: Some(settings.max_body_bytes),
+        connect_timeout_ms: Some(settings.connect_timeout_ms),
+        request_timeout_ms: Some(settings.request_timeout_ms),
+        client_idle_timeout_ms: Some(settings.client_idle_timeout_ms),
+        pool_max_idle: Some(settings.pool_max_idle),
+        pool_idle_timeout_ms: Some(settings.pool_idle_timeout_ms),
+        max_connections: Some(settings.max_connections),
+        ..SettingsOverride::default()
+    };
+    check_overrides(path, &all, out);
+}
+
+fn check_overrides(path: &FieldPath, overrides: &SettingsOverride, out: &mut Violations) {
+    for (field, value) in numeric_overrides(overrides) {
+        if let Some(value) = value {
+            check_setting(path.key(field), field, value, out);
+        }
+    }
+}
+
+fn check_service(path: &FieldPath, service: &ServiceConfig, out: &mut Violations) {
+    if let Err(problem) = check_name(&service.name) {
+        out.push(
+            path.key("name"),
+            format!("service name {:?} {problem}", service.name),
+        );
+    }
+    if service.endpoints.is_empty() {
+        let message = format!("service {:?} has no endpoints", service.name);
+        out.push(path.key("endpoints"), message);
+    }
+    let mut seen = HashSet::new();
+    for (index, endpoint) in service.endpoints.iter().enumerate() {
+        let endpoint_path = path.key("endpoints").index(index);
+        if endpoint.port() == 0 {
+            out.push(endpoint_path, format!("endpoint {endpoint} has port 0"));
+        } else if endpoint.ip().is_unspecified() {
+            out.push(
+                endpoint_path,
+                format!("endpoint {endpoint} has an unspecified address"),
+            );
+        } else if !seen.insert(*endpoint) {
+            out.push(endpoint_path, format!("duplicate endpoint {endpoint}"));
+        }
+    }
+    check_overrides(path, &service.overrides, out);
+}
+
+/// Service names appear in metrics and logs: 1 to 253 of letters, digits, '.', '_', '-'.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be 1 to 253 characters long");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err("may only contain letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+fn check_route(
+    path: &FieldPath,
+    route: &RouteConfig,
+    services: &HashMap<&str, usize>,
+    out: &mut Violations,
+) {
+    if route.name.as_deref() == Some("") {
+        out.push(path.key("name"), "must not be empty (leave it out instead)");
+    }
+    if let Some(host) = &route.host {
+        if let Err(problem) = HostMatch::parse(host) {
+            out.push(path.key("host"), format!("host pattern {host:?} {problem}"));
+        }
+    }
+    if route.path_prefix.is_some() && route.path_exact.is_some() {
+        out.push(
+            path.key("path_exact"),
+            "set at most one of `path_prefix` and `path_exact`",
+        );
+    }
+    for (field, value) in [
+        ("path_prefix", &route.path_prefix),
+        ("path_exact", &route.path_exact),
+    ] {
+        let Some(value) = value.as_deref() else {
+            continue;
+        };
+        if let Err(problem) = check_path(value) {
+            out.push(path.key(field), format!("path {value:?} {problem}"));
+        }
+    }
+    for (index, header) in route.headers.iter().enumerate() {
+        check_header(&path.key("headers").index(index), header, out);
+    }
+    check_destination(path, route, services, out);
+    if let Some(timeout) = route.timeout_ms {
+        out.timeout(path.key("timeout_ms"), timeout);
+    }
+}
+
+/// Paths start with '/' and hold no query, fragment, whitespace or control characters.
+fn check_path(value: &str) -> Result<(), &'static str> {
+    if !value.starts_with('/') {
+        return Err("must start with '/'");
+    }
+    if value.contains(['?', '#']) {
+        return Err("must not contain '?' or '#' (the query is ignored when matching)");
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters");
+    }
+    Ok(())
+}
+
+/// A header condition: a valid field name and exactly one of `exact` / `present = true`.
+fn check_header(path: &FieldPath, header: &HeaderMatch, out: &mut Violations) {
+    if !is_token(&header.name) {
+        let message = format!("{:?} is not a valid header name", header.name);
+        out.push(path.key("name"), message);
+    }
+    match (&header.exact, header.present) {
+        (_, Some(false)) => out.push(
+            path.key("present"),
+            "`present = false` is not supported; use `present = true` or leave it out",
+        ),
+        (Some(_), Some(true)) => out.push(
+            path.key("present"),
+            "set only one of `exact` and `present = true`",
+        ),
+        (None, None) => out.push(path.clone(), "set `exact = \"...\"` or `present = true`"),
+        _ => {}
+    }
+    if let Some(value) = &header.exact {
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            out.push(path.key("exact"), "must not contain CR, LF or NUL");
+        }
+    }
+}
+
+/// An HTTP field name: one or more `tchar`s (RFC 9110, section 5.6.2).
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn check_destination(
+    path: &FieldPath,
+    route: &RouteConfig,
+    services: &HashMap<&str, usize>,
+    out: &mut Violations,
+) {
+    match (&route.service, route.split.is_empty()) {
+        (None, true) => out.push(
+            path.clone(),
+            "route has no destination: set `service` or `split`",
+        ),
+        (Some(_), false) => out.push(
+            path.key("split"),
+            "set exactly one of `service` and `split`",
+        ),
+        _ => {}
+    }
+    let unknown = |name: &str| !services.contains_key(name);
+    if let Some(service) = route.service.as_deref().filter(|name| unknown(name)) {
+        out.push(path.key("service"), format!("unknown service {service:?}"));
+    }
+    for (index, target) in route.split.iter().enumerate() {
+        if unknown(&target.service) {
+            let message = format!("unknown service {:?}", target.service);
+            out.push(path.key("split").index(index).key("service"), message);
+        }
+    }
+    let total: u64 = route
+        .split
+        .iter()
+        .map(|target| u64::from(target.weight))
+        .sum();
+    if !route.split.is_empty() && total == 0 {
+        out.push(
+            path.key("split"),
+            "split weights add up to 0; at least one must be above 0",
+        );
+    }
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,263 @@
+//! Tests of [`validate`](super::validate) through [`parse_config`]: each rule's exact
+//! message, field and line.
+
+use crate::{parse_config, validate, Config, Settings};
+
+/// The errors `text` gets, formatted as the proxy prints them.
+fn errors(text: &str) -> Vec<String> {
+    match parse_config(text, "v.toml") {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const SERVICES: &str = r#"
+[[services]]
+name = "web"
+endpoints = ["10.0.0.1:80"]
+
+[[services]]
+name = "api"
+endpoints = ["10.0.0.2:80"]
+"#;
+
+/// `SERVICES` (lines 1-9) followed by `routes`, which therefore starts at line 10.
+fn with_routes(routes: &str) -> Vec<String> {
+    errors(&format!("{SERVICES}\n{routes}"))
+}
+
+#[test]
+fn a_valid_config_has_no_violations() {
+    assert_eq!(validate(&Config::default()), vec![]);
+    let text = format!("{SERVICES}\n[[routes]]\nservice = \"web\"\n");
+    assert!(parse_config(&text, "ok.toml").is_ok());
+}
+
+#[test]
+fn every_error_is_reported_not_only_the_first() {
+    let text = r#"[[services]]
+name = "web"
+endpoints = []
+
+[[services]]
+name = "web"
+endpoints = ["10.0.0.1:80", "10.0.0.1:80", "10.0.0.2:0"]
+
+[[routes]]
+service = "nope"
+"#;
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:3:1: field `services[0].endpoints`: service \"web\" has no endpoints",
+            "v.toml:6:1: field `services[1].name`: duplicate service name \"web\" (first defined at services[0])",
+            "v.toml:7:29: field `services[1].endpoints[1]`: duplicate endpoint 10.0.0.1:80",
+            "v.toml:7:44: field `services[1].endpoints[2]`: endpoint 10.0.0.2:0 has port 0",
+            "v.toml:10:1: field `routes[0].service`: unknown service \"nope\"",
+        ]
+    );
+}
+
+#[test]
+fn a_service_without_endpoints_key_points_at_its_header() {
+    let text = "[[services]]\nname = \"a.b_c-d\"\n\n[[services]]\nname = \"bad name\"\nendpoints = [\"0.0.0.0:80\"]\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:1:1: field `services[0].endpoints`: service \"a.b_c-d\" has no endpoints",
+            "v.toml:5:1: field `services[1].name`: service name \"bad name\" may only contain letters, digits, '.', '_' and '-'",
+            "v.toml:6:14: field `services[1].endpoints[0]`: endpoint 0.0.0.0:80 has an unspecified address",
+        ]
+    );
+}
+
+#[test]
+fn route_destination_rules() {
+    let routes = r#"[[routes]]
+name = "none"
+
+[[routes]]
+service = "web"
+split = [{ service = "api", weight = 1 }]
+
+[[routes]]
+split = [{ service = "web", weight = 0 }, { service = "ghost", weight = 0 }]
+
+[[routes]]
+service = "web"
+split = []
+"#;
+    assert_eq!(
+        with_routes(routes),
+        vec![
+            "v.toml:10:1: field `routes[0]`: route has no destination: set `service` or `split`",
+            "v.toml:15:1: field `routes[1].split`: set exactly one of `service` and `split`",
+            "v.toml:18:1: field `routes[2].split`: split weights add up to 0; at least one must be above 0",
+            "v.toml:18:45: field `routes[2].split[1].service`: unknown service \"ghost\"",
+        ]
+    );
+}
+
+#[test]
+fn split_of_zero_and_positive_weights_is_valid() {
+    let text = format!(
+        "{SERVICES}\n[[routes]]\nsplit = [{{ service = \"web\", weight = 0 }}, {{ service = \"api\", weight = 3 }}]\n"
+    );
+    assert!(parse_config(&text, "ok.toml").is_ok());
+}
+
+#[test]
+fn path_rules() {
+    let routes = r#"[[routes]]
+service = "web"
+path_prefix = "/api"
+path_exact = "/api/v1"
+
+[[routes]]
+service = "web"
+path_prefix = "api"
+
+[[routes]]
+service = "web"
+path_exact = "/search?q=1"
+"#;
+    assert_eq!(
+        with_routes(routes),
+        vec![
+            "v.toml:13:1: field `routes[0].path_exact`: set at most one of `path_prefix` and `path_exact`",
+            "v.toml:17:1: field `routes[1].path_prefix`: path \"api\" must start with '/'",
+            "v.toml:21:1: field `routes[2].path_exact`: path \"/search?q=1\" must not contain '?' or '#' (the query is ignored when matching)",
+        ]
+    );
+}
+
+#[test]
+fn header_rules() {
+    let routes = r#"[[routes]]
+service = "web"
+
+[[routes.headers]]
+name = "x env"
+exact = "a"
+
+[[routes.headers]]
+name = "x-a"
+
+[[routes.headers]]
+name = "x-b"
+exact = "b"
+present = true
+
+[[routes.headers]]
+name = "x-c"
+present = false
+
+[[routes.headers]]
+name = "x-d"
+exact = "line\nbreak"
+"#;
+    assert_eq!(
+        with_routes(routes),
+        vec![
+            "v.toml:14:1: field `routes[0].headers[0].name`: \"x env\" is not a valid header name",
+            "v.toml:17:1: field `routes[0].headers[1]`: set `exact = \"...\"` or `present = true`",
+            "v.toml:23:1: field `routes[0].headers[2].present`: set only one of `exact` and `present = true`",
+            "v.toml:27:1: field `routes[0].headers[3].present`: `present = false` is not supported; use `present = true` or leave it out",
+            "v.toml:31:1: field `routes[0].headers[4].exact`: must not contain CR, LF or NUL",
+        ]
+    );
+}
+
+#[test]
+fn host_rules() {
+    let routes = r#"[[routes]]
+service = "web"
+host = "*.example.com:8443"
+
+[[routes]]
+service = "web"
+host = "foo.*.com"
+
+[[routes]]
+service = "web"
+host = "example.com:99999"
+"#;
+    assert_eq!(
+        with_routes(routes),
+        vec![
+            "v.toml:16:1: field `routes[1].host`: host pattern \"foo.*.com\" may only use `*` as the whole first label, as in `*.example.com`",
+            "v.toml:20:1: field `routes[2].host`: host pattern \"example.com:99999\" has an invalid port \"99999\" (expected 1 to 65535)",
+        ]
+    );
+}
+
+#[test]
+fn timeout_and_limit_rules() {
+    let text = r#"[proxy]
+listen = "127.0.0.1:4140"
+admin = "127.0.0.1:4140"
+cores = 5000
+
+[defaults]
+connect_timeout_ms = 0
+max_header_bytes = 512
+max_headers = 4
+max_connections = 0
+
+[[services]]
+name = "web"
+endpoints = ["10.0.0.1:80"]
+request_timeout_ms = 86400001
+pool_max_idle = 20000
+
+[[routes]]
+service = "web"
+timeout_ms = 0
+"#;
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:3:1: field `proxy.admin`: is the same address as `proxy.listen`",
+            "v.toml:4:1: field `proxy.cores`: 5000 is more than 1024 (0 means one per CPU)",
+            "v.toml:7:1: field `defaults.connect_timeout_ms`: must be greater than 0",
+            "v.toml:8:1: field `defaults.max_header_bytes`: 512 is outside 1024 to 1048576",
+            "v.toml:9:1: field `defaults.max_headers`: 4 is outside 8 to 1024",
+            "v.toml:10:1: field `defaults.max_connections`: 0 is outside 1 to 1000000",
+            "v.toml:15:1: field `services[0].request_timeout_ms`: 86400001 ms is more than one day (86400000 ms)",
+            "v.toml:16:1: field `services[0].pool_max_idle`: 20000 is outside 0 to 10000",
+            "v.toml:20:1: field `routes[0].timeout_ms`: must be greater than 0",
+        ]
+    );
+}
+
+#[test]
+fn limits_at_their_bounds_are_valid() {
+    let config = Config {
+        defaults: Settings {
+            max_header_bytes: 1024,
+            max_headers: 8,
+            pool_max_idle: 0,
+            max_connections: 1,
+            request_timeout_ms: 86_400_000,
+            ..Settings::default()
+        },
+        ..Config::default()
+    };
+    assert_eq!(validate(&config), vec![]);
+}
+
+#[test]
+fn errors_in_inline_and_dotted_forms_point_at_their_key() {
+    let text = r#"services = [
+  { name = "web", endpoints = ["10.0.0.1:80"], connect_timeout_ms = 0 },
+]
+routes = [{ service = "web", headers = [{ name = "", exact = "x" }] }]
+"#;
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:2:48: field `services[0].connect_timeout_ms`: must be greater than 0",
+            "v.toml:4:43: field `routes[0].headers[0].name`: \"\" is not a valid header name",
+        ]
+    );
+}
