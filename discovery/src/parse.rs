@@ -249,6 +249,36 @@ service = "web"
     }
 
     #[test]
+    fn defaults_are_the_named_constants() {
+        use crate::*;
+        let config = match parse_config("[proxy]\n[defaults]\n", "d.toml") {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        };
+        assert_eq!(config.proxy.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.proxy.admin, None);
+        assert_eq!(config.proxy.cores, 0);
+        assert_eq!(config.proxy.driver, Driver::Uring);
+        assert!(config.proxy.pin_cores);
+        assert_eq!(config.proxy.shutdown_grace_ms, DEFAULT_SHUTDOWN_GRACE_MS);
+        let d = &config.defaults;
+        assert_eq!(d.header_read_timeout_ms, DEFAULT_HEADER_READ_TIMEOUT_MS);
+        assert_eq!(d.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(d.max_headers, DEFAULT_MAX_HEADERS);
+        assert_eq!(d.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(d.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
+        assert_eq!(d.request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS);
+        assert_eq!(d.client_idle_timeout_ms, DEFAULT_CLIENT_IDLE_TIMEOUT_MS);
+        assert_eq!(d.pool_max_idle, DEFAULT_POOL_MAX_IDLE);
+        assert_eq!(d.pool_idle_timeout_ms, DEFAULT_POOL_IDLE_TIMEOUT_MS);
+        assert_eq!(d.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert!(!d.add_via);
+        assert!(!d.add_forwarded_for);
+        assert_eq!(d.balance, BalanceKind::LeastLatency);
+        assert_eq!(d, &Settings::default());
+    }
+
+    #[test]
     fn syntax_errors_carry_line_and_field() {
         let text =
             "[proxy]\nlisten = \"127.0.0.1:1\"\n\n[[routes]]\nservice = \"a\npath_prefix = \"/\"\n";

@@ -247,7 +247,7 @@ fn limits_at_their_bounds_are_valid() {
 }
 
 #[test]
-fn errors_in_inline_and_dotted_forms_point_at_their_key() {
+fn errors_in_inline_tables_point_at_their_key() {
     let text = r#"services = [
   { name = "web", endpoints = ["10.0.0.1:80"], connect_timeout_ms = 0 },
 ]
@@ -258,6 +258,18 @@ routes = [{ service = "web", headers = [{ name = "", exact = "x" }] }]
         vec![
             "v.toml:2:48: field `services[0].connect_timeout_ms`: must be greater than 0",
             "v.toml:4:43: field `routes[0].headers[0].name`: \"\" is not a valid header name",
+        ]
+    );
+}
+
+#[test]
+fn errors_in_dotted_keys_point_at_the_last_key() {
+    let text = "proxy.cores = 2000\ndefaults.connect_timeout_ms = 0\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:1:7: field `proxy.cores`: 2000 is more than 1024 (0 means one per CPU)",
+            "v.toml:2:10: field `defaults.connect_timeout_ms`: must be greater than 0",
         ]
     );
 }
