@@ -695,7 +695,10 @@ fn websocket_echo(
     writer.write_all(&early)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = reader.get_mut().read(&mut buf)?;
+        let n = match reader.get_mut().read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
         if n == 0 {
             break;
         }

@@ -134,7 +134,14 @@ impl<R: Read> WireReader<R> {
         }
         let old = self.buf.len();
         self.buf.resize(old + READ_CHUNK, 0);
-        let result = self.inner.read(&mut self.buf[old..]);
+        let result = loop {
+            // A signal delivered to this thread (the proxy under test shares the process)
+            // interrupts a blocking read; that is not the peer's doing, so read again.
+            match self.inner.read(&mut self.buf[old..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
         match result {
             Ok(n) => {
                 self.buf.truncate(old + n);
