@@ -173,7 +173,13 @@ mod tests {
     fn whole_body_with_trailers() {
         let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-sum: 1\r\n\r\nNEXT";
         let s = scan_all(body).unwrap();
-        assert_eq!(s, Scan { consumed: body.len() - 4, done: true });
+        assert_eq!(
+            s,
+            Scan {
+                consumed: body.len() - 4,
+                done: true
+            }
+        );
     }
 
     #[test]
@@ -200,6 +206,12 @@ mod tests {
     #[test]
     fn partial_is_not_an_error() {
         let s = scan_all(b"5\r\nhel").unwrap();
-        assert_eq!(s, Scan { consumed: 7, done: false });
+        assert_eq!(
+            s,
+            Scan {
+                consumed: 6,
+                done: false
+            }
+        );
     }
 }

@@ -104,7 +104,10 @@ fn trim(mut s: &[u8]) -> &[u8] {
 
 /// Comma-separated list elements, trimmed, empty ones skipped (RFC 9110 §5.6.1).
 fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|s| !s.is_empty())
 }
 
 /// Strict Content-Length: one or more identical runs of digits.
@@ -276,7 +279,10 @@ fn parse_request_inner<'b>(
         return Err(HeadError::new(400, "Transfer-Encoding without chunked"));
     }
     if saw_te && version == 0 {
-        return Err(HeadError::new(400, "Transfer-Encoding in an HTTP/1.0 request"));
+        return Err(HeadError::new(
+            400,
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
     }
     if version == 1 && head.host.is_none() {
         return Err(HeadError::new(400, "missing Host header"));
@@ -334,13 +340,21 @@ fn parse_response_inner<'b>(
     let mut res = httparse::Response::new(slots);
     let status = match res.parse(buf) {
         Ok(s) => s,
-        Err(_) => return Err(HeadError::new(502, "upstream sent an invalid response head")),
+        Err(_) => {
+            return Err(HeadError::new(
+                502,
+                "upstream sent an invalid response head",
+            ))
+        }
     };
     let len = match status {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => {
             return if buf.len() >= max_head {
-                Err(HeadError::new(502, "upstream response head larger than the limit"))
+                Err(HeadError::new(
+                    502,
+                    "upstream response head larger than the limit",
+                ))
             } else {
                 Ok(Parsed::Partial)
             };
@@ -355,7 +369,10 @@ fn parse_response_inner<'b>(
     head.connection_tokens.clear();
     head.len = len;
     let (Some(code), Some(version)) = (res.code, res.version) else {
-        return Err(HeadError::new(502, "upstream sent an incomplete status line"));
+        return Err(HeadError::new(
+            502,
+            "upstream sent an incomplete status line",
+        ));
     };
     head.status = code;
     head.minor_version = version;
@@ -374,10 +391,16 @@ fn parse_response_inner<'b>(
         });
         if eq_ignore_case(name, b"content-length") {
             let Some(n) = parse_content_length(h.value) else {
-                return Err(HeadError::new(502, "upstream sent an invalid Content-Length"));
+                return Err(HeadError::new(
+                    502,
+                    "upstream sent an invalid Content-Length",
+                ));
             };
             if head.content_length.is_some_and(|prev| prev != n) {
-                return Err(HeadError::new(502, "upstream sent conflicting Content-Length"));
+                return Err(HeadError::new(
+                    502,
+                    "upstream sent conflicting Content-Length",
+                ));
             }
             head.content_length = Some(n);
         } else if eq_ignore_case(name, b"transfer-encoding") {

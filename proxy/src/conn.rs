@@ -64,7 +64,9 @@ impl Conn {
             self.start = 0;
         }
         if self.buf.len() == self.buf.capacity() {
-            let room = max.saturating_sub(self.buffered()).min(self.buf.capacity().max(4096));
+            let room = max
+                .saturating_sub(self.buffered())
+                .min(self.buf.capacity().max(4096));
             self.buf.reserve(room.max(1));
         }
         let buf = std::mem::take(&mut self.buf);

@@ -65,7 +65,14 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(id: usize, driver: Driver, defaults: Settings, grace: Duration, snapshot: Arc<Snapshot>, seed: u64) -> Rc<Core> {
+    pub fn new(
+        id: usize,
+        driver: Driver,
+        defaults: Settings,
+        grace: Duration,
+        snapshot: Arc<Snapshot>,
+        seed: u64,
+    ) -> Rc<Core> {
         let services = build_services(&snapshot, &[]);
         Rc::new(Core {
             id,
@@ -93,9 +100,13 @@ impl Core {
     pub fn install(&self, snapshot: Arc<Snapshot>) {
         let old = std::mem::take(&mut *self.services.borrow_mut());
         let services = build_services(&snapshot, &old);
-        let keep: std::collections::HashSet<SocketAddr> =
-            services.iter().flat_map(|s| s.endpoints.iter().copied()).collect();
-        self.pool.borrow_mut().retain_endpoints(&|a| keep.contains(a));
+        let keep: std::collections::HashSet<SocketAddr> = services
+            .iter()
+            .flat_map(|s| s.endpoints.iter().copied())
+            .collect();
+        self.pool
+            .borrow_mut()
+            .retain_endpoints(&|a| keep.contains(a));
         *self.services.borrow_mut() = services;
         *self.snapshot.borrow_mut() = snapshot;
     }

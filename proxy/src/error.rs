@@ -14,7 +14,10 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
     /// The client's head or body broke the rules; `status` is 400/408/413/417/431/505.
-    BadRequest { status: u16, reason: &'static str },
+    BadRequest {
+        status: u16,
+        reason: &'static str,
+    },
     /// The client went away mid-request; nobody to answer.
     ClientGone,
     NoRoute,
@@ -23,7 +26,9 @@ pub enum ProxyError {
     Connect(String),
     ConnectTimeout,
     /// The upstream closed or reset before any response byte arrived.
-    UpstreamClosed { request_sent: bool },
+    UpstreamClosed {
+        request_sent: bool,
+    },
     /// The upstream broke the connection after the response started.
     UpstreamBrokeResponse,
     UpstreamBadResponse(&'static str),

@@ -79,7 +79,12 @@ pub enum PipeError {
 /// the client connection could stay open after an error response).
 pub type ForwardResult = Result<Next, (ProxyError, bool)>;
 
-pub async fn forward(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch, ex: &Exchange<'_>) -> ForwardResult {
+pub async fn forward(
+    core: &Rc<Core>,
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    ex: &Exchange<'_>,
+) -> ForwardResult {
     let body = match prefetch_body(client, ex).await {
         Ok(b) => b,
         Err(e) => return Err((e, false)),
@@ -104,7 +109,11 @@ pub async fn forward(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch, ex
                 None => return Err((ProxyError::Timeout, false)),
             },
         };
-        let sent = monoio::time::timeout(left, send_and_await_head(core, client, s, ex, addr, &mut streaming)).await;
+        let sent = monoio::time::timeout(
+            left,
+            send_and_await_head(core, client, s, ex, addr, &mut streaming),
+        )
+        .await;
         match sent {
             Err(_) => return Err((ProxyError::Timeout, replayable)),
             Ok(Ok(upstream)) => {
@@ -144,16 +153,21 @@ async fn prefetch_body(client: &mut Conn, ex: &Exchange<'_>) -> Result<RequestBo
             let mut scanner = ChunkedScanner::new();
             let mut scanned = 0;
             loop {
-                let scan = scanner
-                    .scan(&client.data()[scanned..])
-                    .map_err(|e| ProxyError::BadRequest { status: 400, reason: e.0 })?;
+                let scan = scanner.scan(&client.data()[scanned..]).map_err(|e| {
+                    ProxyError::BadRequest {
+                        status: 400,
+                        reason: e.0,
+                    }
+                })?;
                 scanned += scan.consumed;
                 if scan.done {
                     return Ok(RequestBody::Buffered(scanned));
                 }
                 if scanned >= DEFAULT_REPLAY_LIMIT {
                     // Too large to keep: stream it, resuming the framing from the start.
-                    return Ok(RequestBody::Streaming(BodyState::Chunked(ChunkedScanner::new())));
+                    return Ok(RequestBody::Streaming(BodyState::Chunked(
+                        ChunkedScanner::new(),
+                    )));
                 }
                 fill_before(client, DEFAULT_REPLAY_LIMIT + 1, ex.deadline).await?;
             }
@@ -262,7 +276,10 @@ async fn exchange_head(
                 .await
                 .map_err(|e| match e {
                     PipeError::Destination => ProxyError::UpstreamClosed { request_sent: true },
-                    PipeError::Invalid(reason) => ProxyError::BadRequest { status: 400, reason },
+                    PipeError::Invalid(reason) => ProxyError::BadRequest {
+                        status: 400,
+                        reason,
+                    },
                     PipeError::TooLarge => ProxyError::BadRequest {
                         status: 413,
                         reason: "request body larger than the limit",
@@ -279,7 +296,12 @@ async fn exchange_head(
     let max = core.defaults.max_header_bytes;
     loop {
         if up.buffered() > 0 {
-            match parse_response(up.data(), max, &mut s.response_scratch, &mut s.response_head) {
+            match parse_response(
+                up.data(),
+                max,
+                &mut s.response_scratch,
+                &mut s.response_head,
+            ) {
                 Ok(Parsed::Complete) => {
                     let status = s.response_head.status;
                     if status == 101 || status >= 200 {
@@ -302,7 +324,9 @@ async fn exchange_head(
         match up.fill(max).await {
             Ok(Fill::Read(_)) => {}
             Ok(Fill::Full) => {
-                return Err(ProxyError::UpstreamBadResponse("response head larger than the limit"))
+                return Err(ProxyError::UpstreamBadResponse(
+                    "response head larger than the limit",
+                ))
             }
             Ok(Fill::Eof) | Err(_) => {
                 return Err(if up.buffered() == 0 {
@@ -316,10 +340,24 @@ async fn exchange_head(
 }
 
 /// Relay the response whose head is buffered in `up` to the client.
-async fn relay(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch, ex: &Exchange<'_>, addr: SocketAddr, mut up: Conn) -> ForwardResult {
+async fn relay(
+    core: &Rc<Core>,
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    ex: &Exchange<'_>,
+    addr: SocketAddr,
+    mut up: Conn,
+) -> ForwardResult {
     let resp = &s.response_head;
     if resp.status == 101 && ex.upgrade {
-        response_head(up.data(), resp, false, true, ex.settings.add_via, &mut s.out);
+        response_head(
+            up.data(),
+            resp,
+            false,
+            true,
+            ex.settings.add_via,
+            &mut s.out,
+        );
         let len = resp.len;
         up.consume(len);
         let out = std::mem::take(&mut s.out);
@@ -332,12 +370,22 @@ async fn relay(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch, ex: &Exc
     }
     if resp.status == 101 {
         // A switch the client did not ask for cannot be relayed.
-        return Err((ProxyError::UpstreamBadResponse("unrequested protocol switch"), true));
+        return Err((
+            ProxyError::UpstreamBadResponse("unrequested protocol switch"),
+            true,
+        ));
     }
     let framing = resp.framing(ex.is_head_method);
     let close_client = ex.client_close || framing == Framing::UntilClose || core.is_draining();
     let reuse_upstream = !resp.close && framing != Framing::UntilClose;
-    response_head(up.data(), resp, close_client, false, ex.settings.add_via, &mut s.out);
+    response_head(
+        up.data(),
+        resp,
+        close_client,
+        false,
+        ex.settings.add_via,
+        &mut s.out,
+    );
     let head_len = resp.len;
     up.consume(head_len);
 
@@ -361,7 +409,10 @@ async fn relay(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch, ex: &Exc
     let mut completed = true;
     if let Some(state) = state.as_mut() {
         let idle = Duration::from_millis(ex.settings.request_timeout_ms);
-        if pipe(&mut up, &mut client.stream, state, idle, None).await.is_err() {
+        if pipe(&mut up, &mut client.stream, state, idle, None)
+            .await
+            .is_err()
+        {
             completed = false;
         }
     }
@@ -382,7 +433,13 @@ async fn relay(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch, ex: &Exc
 }
 
 /// Copy a body from `src` to `dst` per its framing, in bounded steps.
-pub async fn pipe(src: &mut Conn, dst: &mut TcpStream, state: &mut BodyState, idle: Duration, limit: Option<u64>) -> Result<(), PipeError> {
+pub async fn pipe(
+    src: &mut Conn,
+    dst: &mut TcpStream,
+    state: &mut BodyState,
+    idle: Duration,
+    limit: Option<u64>,
+) -> Result<(), PipeError> {
     let mut total: u64 = 0;
     loop {
         if src.buffered() > 0 {
@@ -393,7 +450,9 @@ pub async fn pipe(src: &mut Conn, dst: &mut TcpStream, state: &mut BodyState, id
                     (take as usize, *rem == 0)
                 }
                 BodyState::Chunked(scanner) => {
-                    let scan = scanner.scan(src.data()).map_err(|e| PipeError::Invalid(e.0))?;
+                    let scan = scanner
+                        .scan(src.data())
+                        .map_err(|e| PipeError::Invalid(e.0))?;
                     (scan.consumed, scan.done)
                 }
                 BodyState::UntilClose => (src.buffered(), false),
@@ -402,7 +461,9 @@ pub async fn pipe(src: &mut Conn, dst: &mut TcpStream, state: &mut BodyState, id
             if limit.is_some_and(|l| total > l) {
                 return Err(PipeError::TooLarge);
             }
-            src.forward(take, dst).await.map_err(|_| PipeError::Destination)?;
+            src.forward(take, dst)
+                .await
+                .map_err(|_| PipeError::Destination)?;
             if done {
                 return Ok(());
             }

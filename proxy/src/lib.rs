@@ -84,7 +84,9 @@ impl Drop for ProxyHandle {
 pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
     let snapshot = Arc::new(Snapshot::build(&config));
     let cores = match config.proxy.cores {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         n => n,
     };
     let wanted = runtime::resolve_driver(config.proxy.driver);

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "coremesh", version, about = "A thread-per-core service-mesh sidecar proxy")]
+#[command(
+    name = "coremesh",
+    version,
+    about = "A thread-per-core service-mesh sidecar proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -132,7 +136,10 @@ fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     let handle = coremesh::start(config)?;
     if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
+        tracing::info!(
+            signal,
+            "shutting down: no new connections, finishing in-flight requests"
+        );
     }
     handle.shutdown();
     tracing::info!("stopped");

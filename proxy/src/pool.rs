@@ -33,8 +33,7 @@ impl Pool {
     ) -> Option<TcpStream> {
         let list = self.idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if now.duration_since(entry.since) < idle_timeout && idle_conn_is_alive(&entry.stream)
-            {
+            if now.duration_since(entry.since) < idle_timeout && idle_conn_is_alive(&entry.stream) {
                 self.reused += 1;
                 return Some(entry.stream);
             }

@@ -89,7 +89,14 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
 }
 
 /// Write the client response head for `head` (parsed from `buf`) into `out`.
-pub fn response_head(buf: &[u8], head: &ResponseHead, close: bool, upgrade: bool, via: bool, out: &mut Vec<u8>) {
+pub fn response_head(
+    buf: &[u8],
+    head: &ResponseHead,
+    close: bool,
+    upgrade: bool,
+    via: bool,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.extend_from_slice(&buf[head.status_line.clone()]);
     out.extend_from_slice(b"\r\n");

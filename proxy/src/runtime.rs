@@ -63,7 +63,11 @@ pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net
 
 /// Run `make()`'s future to completion on a runtime of `driver`; falls back to the legacy
 /// driver when an io_uring runtime cannot be built (locked-memory limits, seccomp).
-pub fn run_on_driver<F, Fut>(driver: Driver, make: F, on_start: impl FnOnce(Driver)) -> io::Result<Fut::Output>
+pub fn run_on_driver<F, Fut>(
+    driver: Driver,
+    make: F,
+    on_start: impl FnOnce(Driver),
+) -> io::Result<Fut::Output>
 where
     F: FnOnce(Driver) -> Fut,
     Fut: Future,
@@ -78,7 +82,9 @@ where
                 on_start(Driver::Uring);
                 return Ok(rt.block_on(make(Driver::Uring)));
             }
-            Err(e) => tracing::warn!("io_uring runtime failed to start ({e}); using the legacy driver"),
+            Err(e) => {
+                tracing::warn!("io_uring runtime failed to start ({e}); using the legacy driver")
+            }
         }
     }
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
@@ -149,7 +155,11 @@ pub async fn core_main(start: CoreStart, driver: Driver) {
             tracing::warn!(core = id, open = core.connections(), "grace period over; closing the rest");
         },
     }
-    tracing::debug!(core = id, "core stopped after {:?} of draining", waited.elapsed());
+    tracing::debug!(
+        core = id,
+        "core stopped after {:?} of draining",
+        waited.elapsed()
+    );
 }
 
 /// The core's periodic work: apply control messages, sweep idle upstream connections.

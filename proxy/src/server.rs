@@ -2,7 +2,9 @@
 //! upstream endpoint, relay the response, and repeat for keep-alive and pipelined requests,
 //! which are answered strictly in order because they are handled one after another.
 
-use crate::codec::{parse_request, Framing, HeadError, HeaderScratch, Parsed, RequestHead, ResponseHead};
+use crate::codec::{
+    parse_request, Framing, HeadError, HeaderScratch, Parsed, RequestHead, ResponseHead,
+};
 use crate::conn::{write_vec, Conn, Fill};
 use crate::core::{Core, BODY_CHUNK};
 use crate::error::ProxyError;
@@ -94,7 +96,12 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
 }
 
 /// Read until a whole request head is buffered.
-async fn read_head(core: &Core, client: &mut Conn, s: &mut ConnScratch, first: bool) -> HeadOutcome {
+async fn read_head(
+    core: &Core,
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    first: bool,
+) -> HeadOutcome {
     let limits = &core.defaults;
     let max = limits.max_header_bytes;
     if client.buffered() == 0 {
@@ -136,7 +143,13 @@ async fn read_head(core: &Core, client: &mut Conn, s: &mut ConnScratch, first: b
 
 /// Wait for the first bytes of the next request. False: close the connection quietly
 /// (peer closed, idle timeout, or idle while draining).
-async fn wait_for_bytes(core: &Core, client: &mut Conn, max: usize, idle: Duration, last: Instant) -> bool {
+async fn wait_for_bytes(
+    core: &Core,
+    client: &mut Conn,
+    max: usize,
+    idle: Duration,
+    last: Instant,
+) -> bool {
     let mut fill = std::pin::pin!(client.fill(max));
     let result = if core.is_draining() {
         let left = DRAIN_IDLE.saturating_sub(last.elapsed());
@@ -187,7 +200,10 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     }
     let route = snapshot.select_route(host, path, &route_headers);
     route_headers.clear();
-    s.route_headers = route_headers.into_iter().map(|_| httparse::EMPTY_HEADER).collect();
+    s.route_headers = route_headers
+        .into_iter()
+        .map(|_| httparse::EMPTY_HEADER)
+        .collect();
     let Some(route) = route else {
         return reject(client, s, framing, client_close, ProxyError::NoRoute).await;
     };
@@ -222,7 +238,11 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     client.consume(head_len);
 
     if expect_continue {
-        let (res, out) = write_vec(&mut client.stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+        let (res, out) = write_vec(
+            &mut client.stream,
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+        )
+        .await;
         drop(out);
         if res.is_err() {
             return Next::Close;
@@ -260,7 +280,13 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
 
 /// Answer with the proxy's own error before any of the body was read: the connection is
 /// kept only when the request had no body.
-async fn reject(client: &mut Conn, s: &mut ConnScratch, framing: Framing, close: bool, err: ProxyError) -> Next {
+async fn reject(
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    framing: Framing,
+    close: bool,
+    err: ProxyError,
+) -> Next {
     let head_len = s.head.len;
     client.consume(head_len);
     let close = close || framing != Framing::None;
@@ -274,7 +300,13 @@ async fn reject(client: &mut Conn, s: &mut ConnScratch, framing: Framing, close:
 
 pub async fn send_error(stream: &mut TcpStream, err: &ProxyError, close: bool, out: &mut Vec<u8>) {
     let mut bytes = std::mem::take(out);
-    error_response(err.status(), err.kind(), &err.to_string(), close, &mut bytes);
+    error_response(
+        err.status(),
+        err.kind(),
+        &err.to_string(),
+        close,
+        &mut bytes,
+    );
     let (_, bytes) = write_vec(stream, bytes).await;
     *out = bytes;
 }
@@ -284,7 +316,11 @@ fn split_target(target: &str) -> (Option<&str>, &str) {
     for scheme in ["http://", "https://"] {
         if let Some(rest) = target.strip_prefix(scheme) {
             let slash = rest.find('/').unwrap_or(rest.len());
-            let path = if slash == rest.len() { "/" } else { &rest[slash..] };
+            let path = if slash == rest.len() {
+                "/"
+            } else {
+                &rest[slash..]
+            };
             return (Some(&rest[..slash]), path);
         }
     }
@@ -292,7 +328,10 @@ fn split_target(target: &str) -> (Option<&str>, &str) {
 }
 
 fn coremesh_balancer_idempotent(method: &[u8]) -> bool {
-    matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE")
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
 }
 
 /// Bytes to read per step while streaming a body.

@@ -10,7 +10,11 @@ const TUNNEL_BUFFER: usize = 16 * 1024;
 pub async fn tunnel(mut client: Conn, mut upstream: Conn) {
     // Bytes each side sent after its head go first.
     let c_left = client.buffered();
-    if upstream.forward(upstream.buffered(), &mut client.stream).await.is_err() {
+    if upstream
+        .forward(upstream.buffered(), &mut client.stream)
+        .await
+        .is_err()
+    {
         return;
     }
     if client.forward(c_left, &mut upstream.stream).await.is_err() {

@@ -31,7 +31,10 @@ fn simple_get_is_complete_with_offsets() {
 
 #[test]
 fn partial_then_too_large() {
-    assert!(matches!(req(b"GET / HTTP/1.1\r\nHo").unwrap().0, Parsed::Partial));
+    assert!(matches!(
+        req(b"GET / HTTP/1.1\r\nHo").unwrap().0,
+        Parsed::Partial
+    ));
     let mut scratch = HeaderScratch::new(64);
     let mut head = RequestHead::default();
     let big = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 200]].concat();
@@ -42,12 +45,30 @@ fn partial_then_too_large() {
 #[test]
 fn framing_errors_are_400() {
     assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
-    assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"), 400);
-    assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n"), 400);
-    assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"), 400);
-    assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
-    assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), 400);
-    assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"), 400);
+    assert_eq!(
+        status_of(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status_of(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status_of(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status_of(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status_of(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status_of(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
+        400
+    );
     assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400);
     assert_eq!(status_of(b"GET / HTTP/1.1\r\n\r\n"), 400);
 }
@@ -71,7 +92,9 @@ fn connection_tokens_and_http10() {
 
 #[test]
 fn upgrade_needs_both_headers() {
-    let (_, h) = req(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    let (_, h) =
+        req(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap();
     assert!(h.upgrade);
     let (_, h) = req(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap();
     assert!(!h.upgrade);
@@ -97,5 +120,10 @@ fn response_framing() {
     assert_eq!(head.framing(false), Framing::UntilClose);
     assert!(head.close);
     let raw = b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n";
-    assert_eq!(parse_response(raw, 1024, &mut scratch, &mut head).unwrap_err().status, 502);
+    assert_eq!(
+        parse_response(raw, 1024, &mut scratch, &mut head)
+            .unwrap_err()
+            .status,
+        502
+    );
 }
