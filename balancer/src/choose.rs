@@ -1,0 +1,166 @@
+//! The choice of an endpoint: [`ServiceBalancer::choose`].
+//!
+//! Order of preference, first that yields an endpoint wins:
+//! 1. a half-open endpoint waiting for its probe (first attempts only: a retry, i.e. a
+//!    non-empty `exclude`, is never spent on a probe);
+//! 2. available endpoints not yet tried by this request;
+//! 3. available endpoints, even if already tried (every healthy one failed this request;
+//!    another go on a healthy one beats a known-bad one);
+//! 4. nothing is available: every endpoint not yet tried, ejected or not;
+//! 5. every endpoint.
+//!
+//! Within a tier, `Kind::LeastLatency` draws two distinct endpoints at random and takes
+//! the lower score (power of two choices), `Kind::Random` one at random, `Kind::RoundRobin`
+//! the next in turn. Random draws reject ineligible endpoints a few times before falling
+//! back to listing the eligible ones, so a choice costs O(1) in the common case even for
+//! thousands of endpoints.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::{Rng, RngCore};
+
+use crate::config::Kind;
+use crate::endpoint::Endpoint;
+use crate::service::{Choice, ServiceBalancer};
+
+/// Random draws before listing the eligible endpoints instead. With at most half of the
+/// endpoints out of the pool, eight draws find two eligible ones almost always.
+const SAMPLE_ATTEMPTS: usize = 8;
+
+impl ServiceBalancer {
+    /// Chooses the endpoint for a request at `now`, drawing randomness from `rng`.
+    /// `exclude` lists the endpoints this request already tried. Returns `None` only when
+    /// the service has no endpoints. If `Choice::probe` is set, the request is the
+    /// half-open probe of a returning endpoint.
+    pub fn choose(
+        &mut self,
+        now: Instant,
+        rng: &mut impl RngCore,
+        exclude: &[SocketAddr],
+    ) -> Option<Choice> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        self.refresh_ejections(now);
+        if exclude.is_empty() {
+            let probe_cfg = &self.cfg.ejection;
+            let ready = self
+                .out_of_pool
+                .iter()
+                .copied()
+                .find(|&i| self.endpoints[i].ejection.probe_ready(now, probe_cfg));
+            if let Some(i) = ready {
+                return Some(self.take(i, now));
+            }
+        }
+        let tried = |e: &Endpoint| exclude.contains(&e.addr);
+        let untried_available = |e: &Endpoint| e.ejection.is_available() && !tried(e);
+        let available = |e: &Endpoint| e.ejection.is_available();
+        let untried = |e: &Endpoint| !tried(e);
+        let any = |_: &Endpoint| true;
+
+        let nothing_out = self.out_of_pool.is_empty();
+        let chosen = self
+            .pick(now, rng, untried_available)
+            .or_else(|| {
+                (!exclude.is_empty())
+                    .then(|| self.pick(now, rng, available))
+                    .flatten()
+            })
+            .or_else(|| {
+                (!nothing_out && !exclude.is_empty())
+                    .then(|| self.pick(now, rng, untried))
+                    .flatten()
+            })
+            .or_else(|| (!nothing_out).then(|| self.pick(now, rng, any)).flatten());
+        chosen.map(|i| self.take(i, now))
+    }
+
+    /// Builds the choice for endpoint `i`, claiming the probe if it is half-open.
+    fn take(&mut self, i: usize, now: Instant) -> Choice {
+        let e = &mut self.endpoints[i];
+        let probe = e.ejection.probe_ready(now, &self.cfg.ejection);
+        if probe {
+            e.ejection.start_probe(now);
+        }
+        Choice {
+            addr: e.addr,
+            index: i,
+            probe,
+        }
+    }
+
+    /// One endpoint among those `eligible`, by the configured kind.
+    fn pick(
+        &mut self,
+        now: Instant,
+        rng: &mut impl RngCore,
+        eligible: impl Fn(&Endpoint) -> bool,
+    ) -> Option<usize> {
+        match self.cfg.kind {
+            Kind::LeastLatency => {
+                let (a, b) = sample(&self.endpoints, &mut self.scratch, rng, &eligible, 2)?;
+                let Some(b) = b else { return Some(a) };
+                let (score_a, score_b) = (self.score_of(a, now), self.score_of(b, now));
+                Some(if score_b < score_a { b } else { a })
+            }
+            Kind::Random => {
+                sample(&self.endpoints, &mut self.scratch, rng, &eligible, 1).map(|(a, _)| a)
+            }
+            Kind::RoundRobin => {
+                let n = self.endpoints.len();
+                let start = self.round_robin_next % n;
+                let i = (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| eligible(&self.endpoints[i]))?;
+                self.round_robin_next = (i + 1) % n;
+                Some(i)
+            }
+        }
+    }
+}
+
+/// Draws `want` (1 or 2) distinct eligible endpoints uniformly at random: the first, and
+/// the second if `want` is 2 and there is one. `None` if none is eligible.
+fn sample(
+    endpoints: &[Endpoint],
+    scratch: &mut Vec<usize>,
+    rng: &mut impl RngCore,
+    eligible: &impl Fn(&Endpoint) -> bool,
+    want: usize,
+) -> Option<(usize, Option<usize>)> {
+    let n = endpoints.len();
+    // Small sets are listed directly: cheap, and every draw then counts.
+    if n > SAMPLE_ATTEMPTS {
+        let mut first = None;
+        for _ in 0..SAMPLE_ATTEMPTS {
+            let i = rng.gen_range(0..n);
+            if first == Some(i) || !eligible(&endpoints[i]) {
+                continue;
+            }
+            match first {
+                None if want >= 2 => first = Some(i),
+                None => return Some((i, None)),
+                Some(f) => return Some((f, Some(i))),
+            }
+        }
+    }
+    scratch.clear();
+    scratch.extend((0..n).filter(|&i| eligible(&endpoints[i])));
+    match scratch.len() {
+        0 => None,
+        1 => Some((scratch[0], None)),
+        k => {
+            let a = rng.gen_range(0..k);
+            if want < 2 {
+                return Some((scratch[a], None));
+            }
+            let mut b = rng.gen_range(0..k - 1);
+            if b >= a {
+                b += 1;
+            }
+            Some((scratch[a], Some(scratch[b])))
+        }
+    }
+}

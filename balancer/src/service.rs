@@ -1,0 +1,396 @@
+//! [`ServiceBalancer`]: one core's balancing state for one service — its endpoints, the
+//! bookkeeping of dispatches and outcomes, endpoint-set updates and admin views.
+//!
+//! The choice itself lives in `choose.rs`, gossip in `gossip.rs`; both are further `impl`
+//! blocks of this type.
+//!
+//! Lifecycle of an endpoint: it enters through [`ServiceBalancer::new`] or
+//! [`ServiceBalancer::set_endpoints`] with no history (scored at the service's neutral
+//! latency), builds history from its outcomes and from peers' gossip, may be ejected and
+//! probed back (see `eject.rs`), and leaves when a later `set_endpoints` omits it, giving its
+//! histograms back to the free list. An endpoint present in both the old and the new set
+//! keeps everything: latency history, in-flight count and ejection state.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use crate::config::BalancerConfig;
+use crate::decay::{FailureRate, PeakEwma};
+use crate::eject::{Health, Transition};
+use crate::endpoint::{score, Endpoint};
+use crate::gossip::{EjectionNotice, GossipBatch};
+use crate::histogram::{latency_us, HistogramPool};
+use crate::outcome::{FailureKind, Outcome};
+
+/// The neutral latency (median of known endpoints) is recomputed at most this often once
+/// it has been computed from real history: it is a starting point, not a precise value.
+const NEUTRAL_REFRESH: Duration = Duration::from_millis(100);
+/// Free histograms kept beyond one per endpoint, for churn between gossip ticks.
+const POOL_SLACK: usize = 16;
+
+/// The endpoint chosen for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// The endpoint to send to.
+    pub addr: SocketAddr,
+    /// Its position in the endpoint list last given to `new` / `set_endpoints`
+    /// (duplicates removed); only valid until the next `set_endpoints`.
+    pub index: usize,
+    /// This request is the single half-open probe of an endpoint coming back from
+    /// ejection; its outcome decides whether the endpoint returns to the pool.
+    pub probe: bool,
+}
+
+/// What the admin API shows about one endpoint on this core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointView {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// Available, ejected or half-open.
+    pub state: Health,
+    /// Requests dispatched and not yet finished, on this core.
+    pub in_flight: u32,
+    /// Median of the latency window merged from all cores; `None` if the window is empty.
+    pub p50: Option<Duration>,
+    /// 90th percentile of the merged window.
+    pub p90: Option<Duration>,
+    /// 99th percentile of the merged window.
+    pub p99: Option<Duration>,
+    /// Samples in the merged window (all cores, last `gossip_window`).
+    pub window_samples: u64,
+    /// Outcomes recorded on this core since the endpoint joined.
+    pub requests: u64,
+    /// Failures among `requests`.
+    pub failures: u64,
+    /// `(requests - failures) / requests`, 1.0 before any request.
+    pub success_rate: f64,
+    /// Recent failure rate used in the score (decaying, 0..=1).
+    pub recent_failure_rate: f64,
+    /// The latency estimate without load or failures: `max(local peak-EWMA, window
+    /// quantile)`; `None` while the endpoint has no history (it is scored as neutral).
+    pub latency_estimate: Option<Duration>,
+    /// The least-latency score (lower wins), in µs-equivalents.
+    pub score: f64,
+    /// Counted failures in a row.
+    pub consecutive_failures: u32,
+    /// Ejections in a row without a successful probe.
+    pub ejections: u32,
+}
+
+/// The latency an endpoint without history is scored at.
+#[derive(Debug, Default)]
+pub(crate) struct Neutral {
+    pub(crate) value_us: f64,
+    pub(crate) computed_at: Option<Instant>,
+    pub(crate) from_history: bool,
+    pub(crate) dirty: bool,
+}
+
+/// Balancing state of one service on one core. See the crate documentation for the
+/// calling sequence.
+#[derive(Debug)]
+pub struct ServiceBalancer {
+    pub(crate) service: Arc<str>,
+    pub(crate) cfg: BalancerConfig,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) index: HashMap<SocketAddr, usize>,
+    /// Indices of endpoints that are ejected or half-open (at most `max_ejected`, small).
+    pub(crate) out_of_pool: Vec<usize>,
+    pub(crate) pool: HistogramPool,
+    /// Peak-EWMA of every success on the service: the "worst recent latency" that a
+    /// failure is worth at least.
+    pub(crate) service_peak: PeakEwma,
+    pub(crate) neutral: Neutral,
+    pub(crate) round_robin_next: usize,
+    pub(crate) scratch: Vec<usize>,
+    pub(crate) scratch_latencies: Vec<f64>,
+    /// Ejections decided here since the last gossip tick.
+    pub(crate) pending_ejections: Vec<EjectionNotice>,
+    /// Batches handed out, kept so their histograms come back once every peer dropped them.
+    pub(crate) sent: VecDeque<Arc<GossipBatch>>,
+}
+
+impl ServiceBalancer {
+    /// A balancer for `service` over `endpoints` (duplicates ignored), all starting neutral.
+    pub fn new(service: Arc<str>, endpoints: &[SocketAddr], cfg: BalancerConfig) -> Self {
+        let neutral = Neutral {
+            value_us: latency_us(cfg.neutral_latency) as f64,
+            ..Neutral::default()
+        };
+        let mut balancer = ServiceBalancer {
+            service,
+            cfg,
+            endpoints: Vec::new(),
+            index: HashMap::new(),
+            out_of_pool: Vec::new(),
+            pool: HistogramPool::with_limit(POOL_SLACK),
+            service_peak: PeakEwma::default(),
+            neutral,
+            round_robin_next: 0,
+            scratch: Vec::new(),
+            scratch_latencies: Vec::new(),
+            pending_ejections: Vec::new(),
+            sent: VecDeque::new(),
+        };
+        balancer.set_endpoints(endpoints);
+        balancer
+    }
+
+    /// The service this balancer serves (gossip batches are routed by it).
+    pub fn service(&self) -> &Arc<str> {
+        &self.service
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BalancerConfig {
+        &self.cfg
+    }
+
+    /// Number of endpoints.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Whether the service has no endpoints (then [`choose`](Self::choose) returns `None`).
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// The endpoints, in choice-index order.
+    pub fn endpoints(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.endpoints.iter().map(|e| e.addr)
+    }
+
+    /// Latency histograms allocated so far (the rest were recycled); for metrics and tests.
+    pub fn histograms_allocated(&self) -> u64 {
+        self.pool.allocated()
+    }
+
+    /// Replaces the endpoint set. Endpoints that stay keep their latency history, in-flight
+    /// count and ejection state; new ones start with no history; removed ones are dropped.
+    pub fn set_endpoints(&mut self, endpoints: &[SocketAddr]) {
+        let mut old: HashMap<SocketAddr, Endpoint> =
+            self.endpoints.drain(..).map(|e| (e.addr, e)).collect();
+        let mut seen = HashSet::with_capacity(endpoints.len());
+        for &addr in endpoints {
+            if seen.insert(addr) {
+                let endpoint = old.remove(&addr).unwrap_or_else(|| Endpoint::new(addr));
+                self.endpoints.push(endpoint);
+            }
+        }
+        for (_, mut gone) in old {
+            gone.release(&mut self.pool);
+        }
+        self.index = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.addr, i))
+            .collect();
+        self.out_of_pool = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.ejection.is_available())
+            .map(|(i, _)| i)
+            .collect();
+        self.round_robin_next = 0;
+        self.neutral.computed_at = None;
+        self.pool.set_limit(self.endpoints.len() + POOL_SLACK);
+    }
+
+    /// A request was sent to `addr` (its in-flight count goes up by one). Every dispatch
+    /// must be followed by exactly one [`on_outcome`](Self::on_outcome).
+    pub fn on_dispatch(&mut self, addr: SocketAddr) {
+        if let Some(&i) = self.index.get(&addr) {
+            let e = &mut self.endpoints[i];
+            e.in_flight = e.in_flight.saturating_add(1);
+        }
+    }
+
+    /// A request to `addr` finished after `latency` with `outcome`: in-flight goes down,
+    /// the latency and outcome are recorded, and the ejection state machine advances
+    /// (`rng` jitters a resulting back-off). Unknown addresses (already removed) are ignored.
+    pub fn on_outcome(
+        &mut self,
+        addr: SocketAddr,
+        now: Instant,
+        latency: Duration,
+        outcome: Outcome,
+        rng: &mut impl RngCore,
+    ) {
+        let Some(&i) = self.index.get(&addr) else {
+            return;
+        };
+        let may_eject = self.out_of_pool.len() < self.cfg.max_ejected(self.endpoints.len());
+        let tau = self.cfg.ewma_decay;
+        let e = &mut self.endpoints[i];
+        e.in_flight = e.in_flight.saturating_sub(1);
+        e.requests += 1;
+        let transition = match outcome {
+            Outcome::Success => {
+                e.record_latency(now, latency, &self.cfg, &mut self.pool);
+                self.service_peak
+                    .observe(now, latency_us(latency) as f64, tau);
+                e.failure_rate.observe(now, false, tau);
+                e.ejection.on_success()
+            }
+            Outcome::Failure(kind) => {
+                e.failures += 1;
+                if kind == FailureKind::Timeout {
+                    // The endpoint took at least this long: real evidence of slowness.
+                    e.record_latency(now, latency, &self.cfg, &mut self.pool);
+                }
+                e.failure_rate.observe(now, true, tau);
+                e.ejection
+                    .on_failure(now, &self.cfg.ejection, may_eject, rng)
+            }
+        };
+        self.neutral.dirty = true;
+        match transition {
+            Transition::None => {}
+            Transition::Ejected(until) | Transition::Reejected(until) => {
+                if !self.out_of_pool.contains(&i) {
+                    self.out_of_pool.push(i);
+                }
+                let ejections = self.endpoints[i].ejection.ejections();
+                self.note_ejection(EjectionNotice {
+                    addr,
+                    until,
+                    ejections,
+                });
+            }
+            Transition::Recovered => {
+                // The ejection paid for those failures and the probe is fresh evidence:
+                // the endpoint comes back without a failure penalty.
+                self.endpoints[i].failure_rate = FailureRate::default();
+                self.out_of_pool.retain(|&j| j != i);
+            }
+        }
+    }
+
+    fn note_ejection(&mut self, notice: EjectionNotice) {
+        match self
+            .pending_ejections
+            .iter_mut()
+            .find(|n| n.addr == notice.addr)
+        {
+            Some(existing) => *existing = notice,
+            None => self.pending_ejections.push(notice),
+        }
+    }
+
+    /// Moves endpoints whose back-off has ended to half-open.
+    pub(crate) fn refresh_ejections(&mut self, now: Instant) {
+        for &i in &self.out_of_pool {
+            self.endpoints[i].ejection.refresh(now);
+        }
+    }
+
+    /// The penalty magnitude in µs: what one failure is worth, the larger of the configured
+    /// floor and the worst recent latency of the service.
+    pub(crate) fn penalty_us(&self, now: Instant) -> f64 {
+        let floor = latency_us(self.cfg.failure_penalty) as f64;
+        let peak = self
+            .service_peak
+            .get(now, self.cfg.ewma_decay)
+            .unwrap_or(0.0);
+        floor.max(peak)
+    }
+
+    /// The latency an endpoint without history is scored at: the median of the estimates
+    /// of endpoints with history, or `cfg.neutral_latency` if none has any.
+    pub(crate) fn neutral_us(&mut self, now: Instant) -> f64 {
+        let n = &self.neutral;
+        let fresh = match n.computed_at {
+            None => false,
+            Some(at) => {
+                !n.dirty || (n.from_history && now.saturating_duration_since(at) < NEUTRAL_REFRESH)
+            }
+        };
+        if fresh {
+            return n.value_us;
+        }
+        let mut known = std::mem::take(&mut self.scratch_latencies);
+        known.clear();
+        for e in &mut self.endpoints {
+            if let Some(v) = e.latency_estimate(now, &self.cfg) {
+                known.push(v);
+            }
+        }
+        let (value_us, from_history) = if known.is_empty() {
+            (latency_us(self.cfg.neutral_latency) as f64, false)
+        } else {
+            let mid = known.len() / 2;
+            let (_, median, _) = known.select_nth_unstable_by(mid, f64::total_cmp);
+            (*median, true)
+        };
+        self.scratch_latencies = known;
+        self.neutral = Neutral {
+            value_us,
+            computed_at: Some(now),
+            from_history,
+            dirty: false,
+        };
+        value_us
+    }
+
+    /// Score of endpoint `i` at `now` (lower wins).
+    pub(crate) fn score_of(&mut self, i: usize, now: Instant) -> f64 {
+        let window = self.cfg.gossip_window;
+        let e = &mut self.endpoints[i];
+        e.window.expire(now, window, &mut self.pool);
+        let estimate = e.latency_estimate(now, &self.cfg);
+        let latency = match estimate {
+            Some(v) => v,
+            None => self.neutral_us(now),
+        };
+        let e = &self.endpoints[i];
+        let rate = e.failure_rate.get(now, self.cfg.ewma_decay);
+        score(latency, rate, self.penalty_us(now), e.in_flight)
+    }
+
+    /// A snapshot of every endpoint for the admin API, in choice-index order.
+    pub fn views(&self, now: Instant) -> Vec<EndpointView> {
+        let penalty = self.penalty_us(now);
+        let us = |v: u64| Duration::from_micros(v);
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let merged = e.window.merged_at(now, self.cfg.gossip_window);
+                let q = |quantile| merged.as_ref().map(|h| us(h.value_at_quantile(quantile)));
+                let estimate = e.latency_estimate_at(now, &self.cfg);
+                let rate = e.failure_rate.get(now, self.cfg.ewma_decay);
+                let latency = estimate.unwrap_or(self.neutral.value_us);
+                EndpointView {
+                    addr: e.addr,
+                    state: e.ejection.health(now),
+                    in_flight: e.in_flight,
+                    p50: q(0.5),
+                    p90: q(0.9),
+                    p99: q(0.99),
+                    window_samples: merged.as_ref().map_or(0, |h| h.len()),
+                    requests: e.requests,
+                    failures: e.failures,
+                    success_rate: if e.requests == 0 {
+                        1.0
+                    } else {
+                        (e.requests - e.failures) as f64 / e.requests as f64
+                    },
+                    recent_failure_rate: rate,
+                    latency_estimate: estimate.map(|v| Duration::from_secs_f64(v / 1e6)),
+                    score: score(latency, rate, penalty, e.in_flight),
+                    consecutive_failures: e.ejection.consecutive_failures(),
+                    ejections: e.ejection.ejections(),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
