@@ -57,6 +57,20 @@ impl ChunkedScanner {
 
     /// Scan `data`, the next bytes of the body.
     pub fn scan(&mut self, data: &[u8]) -> Result<Scan, ChunkError> {
+        self.scan_into(data, None)
+    }
+
+    /// Scan `data` and append the chunk payload (without framing or trailers) to `sink`:
+    /// used to turn a chunked body into a close-delimited one for an HTTP/1.0 client.
+    pub fn decode(&mut self, data: &[u8], sink: &mut Vec<u8>) -> Result<Scan, ChunkError> {
+        self.scan_into(data, Some(sink))
+    }
+
+    fn scan_into(
+        &mut self,
+        data: &[u8],
+        mut sink: Option<&mut Vec<u8>>,
+    ) -> Result<Scan, ChunkError> {
         let mut i = 0;
         while i < data.len() {
             let b = data[i];
@@ -102,6 +116,9 @@ impl ChunkedScanner {
                 State::Data => {
                     let available = (data.len() - i) as u64;
                     let take = available.min(self.size);
+                    if let Some(sink) = sink.as_deref_mut() {
+                        sink.extend_from_slice(&data[i..i + take as usize]);
+                    }
                     self.size -= take;
                     i += take as usize;
                     if self.size == 0 {
@@ -201,6 +218,17 @@ mod tests {
         assert!(scan_all(b"ffffffffffffffff\r\n").is_err());
         assert!(scan_all(b"3\r\nabcX").is_err());
         assert!(scan_all(b"3\nabc").is_err());
+    }
+
+    #[test]
+    fn decode_keeps_only_payload() {
+        let mut sink = Vec::new();
+        let mut sc = ChunkedScanner::new();
+        let s = sc
+            .decode(b"5\r\nhello\r\n1;x\r\n!\r\n0\r\nt: 1\r\n\r\n", &mut sink)
+            .unwrap();
+        assert!(s.done);
+        assert_eq!(sink, b"hello!");
     }
 
     #[test]

@@ -50,6 +50,8 @@ enum RequestBody {
 pub enum BodyState {
     Length(u64),
     Chunked(ChunkedScanner),
+    /// A chunked body passed on without its chunk framing (to an HTTP/1.0 client).
+    Dechunk(ChunkedScanner),
     UntilClose,
 }
 
@@ -356,6 +358,7 @@ async fn relay(
             false,
             true,
             ex.settings.add_via,
+            false,
             &mut s.out,
         );
         let len = resp.len;
@@ -378,18 +381,25 @@ async fn relay(
     let framing = resp.framing(ex.is_head_method);
     let close_client = ex.client_close || framing == Framing::UntilClose || core.is_draining();
     let reuse_upstream = !resp.close && framing != Framing::UntilClose;
+    // An HTTP/1.0 client cannot read chunked framing: strip it and close after the body.
+    let dechunk = ex.http10 && framing == Framing::Chunked;
     response_head(
         up.data(),
         resp,
         close_client,
         false,
         ex.settings.add_via,
+        dechunk,
         &mut s.out,
     );
     let head_len = resp.len;
     up.consume(head_len);
 
-    let mut state = BodyState::of(framing);
+    let mut state = if dechunk {
+        Some(BodyState::Dechunk(ChunkedScanner::new()))
+    } else {
+        BodyState::of(framing)
+    };
     let mut out = std::mem::take(&mut s.out);
     // Small complete bodies ride along with the head in one write.
     if let Some(BodyState::Length(n)) = &state {
@@ -409,10 +419,12 @@ async fn relay(
     let mut completed = true;
     if let Some(state) = state.as_mut() {
         let idle = Duration::from_millis(ex.settings.request_timeout_ms);
-        if pipe(&mut up, &mut client.stream, state, idle, None)
-            .await
-            .is_err()
-        {
+        let piped = if let BodyState::Dechunk(scanner) = state {
+            dechunk_pipe(&mut up, &mut client.stream, scanner, idle, &mut s.out).await
+        } else {
+            pipe(&mut up, &mut client.stream, state, idle, None).await
+        };
+        if piped.is_err() {
             completed = false;
         }
     }
@@ -455,7 +467,7 @@ pub async fn pipe(
                         .map_err(|e| PipeError::Invalid(e.0))?;
                     (scan.consumed, scan.done)
                 }
-                BodyState::UntilClose => (src.buffered(), false),
+                BodyState::UntilClose | BodyState::Dechunk(_) => (src.buffered(), false),
             };
             total += take as u64;
             if limit.is_some_and(|l| total > l) {
@@ -478,6 +490,38 @@ pub async fn pipe(
                     Err(PipeError::SourceClosed)
                 }
             }
+            Ok(Err(_)) => return Err(PipeError::Source),
+        }
+    }
+}
+
+/// Pass a chunked body on as plain bytes (the client connection closes after it).
+async fn dechunk_pipe(
+    src: &mut Conn,
+    dst: &mut TcpStream,
+    scanner: &mut ChunkedScanner,
+    idle: Duration,
+    scratch: &mut Vec<u8>,
+) -> Result<(), PipeError> {
+    loop {
+        if src.buffered() > 0 {
+            let mut out = std::mem::take(scratch);
+            out.clear();
+            let scan = scanner
+                .decode(src.data(), &mut out)
+                .map_err(|e| PipeError::Invalid(e.0))?;
+            src.consume(scan.consumed);
+            let (res, out) = write_vec(dst, out).await;
+            *scratch = out;
+            res.map_err(|_| PipeError::Destination)?;
+            if scan.done {
+                return Ok(());
+            }
+        }
+        match monoio::time::timeout(idle, src.fill(BODY_CHUNK)).await {
+            Err(_) => return Err(PipeError::Timeout),
+            Ok(Ok(Fill::Read(_))) | Ok(Ok(Fill::Full)) => {}
+            Ok(Ok(Fill::Eof)) => return Err(PipeError::SourceClosed),
             Ok(Err(_)) => return Err(PipeError::Source),
         }
     }

@@ -95,6 +95,7 @@ pub fn response_head(
     close: bool,
     upgrade: bool,
     via: bool,
+    drop_transfer_encoding: bool,
     out: &mut Vec<u8>,
 ) {
     out.clear();
@@ -108,7 +109,9 @@ pub fn response_head(
             }
             continue;
         }
-        if listed_in_connection(buf, &head.connection_tokens, name) {
+        if listed_in_connection(buf, &head.connection_tokens, name)
+            || (drop_transfer_encoding && name.eq_ignore_ascii_case(b"transfer-encoding"))
+        {
             continue;
         }
         push_line(out, &buf[h.line.clone()]);
