@@ -170,7 +170,11 @@ impl Ejection {
     fn eject(&mut self, now: Instant, cfg: &EjectionConfig, rng: &mut impl RngCore) -> Instant {
         self.ejections = self.ejections.saturating_add(1);
         self.consecutive_failures = 0;
-        let until = now + backoff_for(self.ejections, cfg, rng);
+        let backoff = backoff_for(self.ejections, cfg, rng);
+        // A configured back-off too large for the clock falls back to the default maximum.
+        let until = now
+            .checked_add(backoff)
+            .unwrap_or_else(|| now + crate::config::DEFAULT_MAX_BACKOFF);
         self.state = State::Ejected { until };
         until
     }
@@ -306,6 +310,23 @@ mod tests {
             ..cfg
         };
         assert_eq!(backoff_for(2, &exact, &mut rng), secs(2.0));
+    }
+
+    #[test]
+    fn absurd_backoff_config_does_not_panic() {
+        let t0 = Instant::now();
+        let cfg = EjectionConfig {
+            base_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            consecutive_failures: 1,
+            ..EjectionConfig::default()
+        };
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut e = Ejection::default();
+        assert!(matches!(
+            e.on_failure(t0, &cfg, true, &mut rng),
+            Transition::Ejected(_)
+        ));
     }
 
     #[test]

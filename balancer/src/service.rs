@@ -382,7 +382,8 @@ impl ServiceBalancer {
                         (e.requests - e.failures) as f64 / e.requests as f64
                     },
                     recent_failure_rate: rate,
-                    latency_estimate: estimate.map(|v| Duration::from_secs_f64(v / 1e6)),
+                    latency_estimate: estimate
+                        .and_then(|v| Duration::try_from_secs_f64(v / 1e6).ok()),
                     score: score(latency, rate, penalty, e.in_flight),
                     consecutive_failures: e.ejection.consecutive_failures(),
                     ejections: e.ejection.ejections(),
