@@ -9,6 +9,9 @@
 //! 4. nothing is available: every endpoint not yet tried, ejected or not;
 //! 5. every endpoint.
 //!
+//! (In tiers 4–5 a half-open endpoint with its probe slot free becomes the probe even for a
+//! retry: nothing healthy is left to spare it.)
+//!
 //! Within a tier, `Kind::LeastLatency` draws two distinct endpoints at random and takes
 //! the lower score (power of two choices), `Kind::Random` one at random, `Kind::RoundRobin`
 //! the next in turn. Random draws reject ineligible endpoints a few times before falling
