@@ -99,6 +99,12 @@ pub fn start_proxy(driver: Driver, mut config: Config) -> TestProxy {
         driver_name(driver),
         handle.listen_addr()
     );
+    eprintln!(
+        "proxy on {} (asked for {}, running {})",
+        handle.listen_addr(),
+        driver_name(driver),
+        driver_name(handle.driver())
+    );
     TestProxy {
         handle: Some(handle),
         driver,

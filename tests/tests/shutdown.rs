@@ -36,6 +36,10 @@ fn graceful_shutdown_during_load_fails_no_request() {
         let shutter = std::thread::spawn(move || handle.shutdown());
         let report = load.join();
         shutter.join().expect("shutdown() returned");
+        eprintln!(
+            "{} requests answered, clients ended by {:?}",
+            report.succeeded, report.ends
+        );
 
         assert!(
             report.failures.is_empty(),
