@@ -1,0 +1,21 @@
+//! Metric families recorded per core and merged when scraped.
+//!
+//! - [`LayoutBuilder`] / [`MetricsLayout`]: the label sets of one configuration, registered
+//!   when a snapshot is installed, and the integer handles the hot path records with.
+//! - [`CoreMetrics`]: one core's counters (single writer, no lock, no allocation on record).
+//! - [`MetricsSnapshot`]: a core's counters as plain data; merged across cores on scrape.
+//! - [`labels`]: the fixed label values (status class, retry reason, endpoint state, error
+//!   kind, peer); [`LATENCY_BUCKETS`]: the latency histogram's bounds.
+
+mod core;
+pub mod labels;
+mod latency;
+mod layout;
+mod remap;
+mod snapshot;
+
+pub use self::core::{CoreMetrics, MAX_TRANSLATIONS};
+pub use labels::{EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+pub use latency::LATENCY_BUCKETS;
+pub use layout::{EndpointId, LayoutBuilder, MetricsLayout, RouteId, ServiceId};
+pub use snapshot::{LatencyHistogram, MetricsSnapshot};
