@@ -21,3 +21,7 @@ pub use metrics::{
     CoreMetrics, EndpointId, EndpointState, ErrorKind, LayoutBuilder, MetricsLayout,
     MetricsSnapshot, Peer, RetryReason, RouteId, ServiceId, StatusClass,
 };
+pub mod prometheus;
+pub mod span;
+pub mod span_queue;
+pub mod trace;

@@ -10,7 +10,7 @@
 mod core;
 pub mod labels;
 mod latency;
-mod layout;
+pub(crate) mod layout;
 mod remap;
 mod snapshot;
 

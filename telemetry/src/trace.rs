@@ -1,0 +1,3 @@
+//! Trace context (placeholder while the parsers are written).
+mod context;
+pub use context::TraceContext;
