@@ -6,6 +6,8 @@
 //!   `proxy.shutdown_grace_ms` = 30000.
 //! - `defaults.*`: see [`Settings`] and the `DEFAULT_*` constants below.
 
+use crate::discovery_settings::DiscoverySettings;
+use crate::one_or_many::one_or_many;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -32,6 +34,30 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 4_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
 /// In-flight requests may finish for this long after SIGTERM / SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+/// Attempts per request, the first included, when a failure is safe to retry.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Retries may add at most this share of requests over the budget window (as Linkerd's 20%).
+pub const DEFAULT_RETRY_BUDGET_RATIO: f64 = 0.2;
+/// Retries always allowed per second, so a quiet service can still retry.
+pub const DEFAULT_RETRY_BUDGET_MIN_PER_SEC: u32 = 10;
+/// Window over which the retry budget counts requests and retries.
+pub const DEFAULT_RETRY_BUDGET_WINDOW_MS: u64 = 10_000;
+/// First retry back-off cap (full jitter); small, since a retry goes to another endpoint.
+pub const DEFAULT_RETRY_BACKOFF_BASE_MS: u64 = 2;
+/// Largest back-off between attempts.
+pub const DEFAULT_RETRY_BACKOFF_MAX_MS: u64 = 50;
+/// Request bodies up to this size are kept for replay; larger ones stream and are not retried.
+pub const DEFAULT_REPLAY_BODY_LIMIT: usize = 64 * 1024;
+/// Consecutive failures that eject an endpoint (0 turns ejection off).
+pub const DEFAULT_EJECT_CONSECUTIVE_FAILURES: u32 = 5;
+/// First ejection back-off; doubles with each ejection in a row.
+pub const DEFAULT_EJECT_BASE_MS: u64 = 1_000;
+/// Longest ejection back-off.
+pub const DEFAULT_EJECT_MAX_MS: u64 = 60_000;
+/// Never eject more than this share of a service's endpoints.
+pub const DEFAULT_EJECT_MAX_PERCENT: u32 = 50;
+/// Response statuses that count as endpoint failures for ejection: "5xx", "NNN" or "NNN-MMM".
+pub const DEFAULT_FAILURE_STATUSES: &[&str] = &["5xx"];
 /// Default listener of `coremesh proxy` and of a config without `proxy.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4140";
 
@@ -48,6 +74,9 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// How the sources behind `dns` / `kubernetes` entries and the file watch run.
+    #[serde(default, skip_serializing_if = "DiscoverySettings::is_default")]
+    pub discovery: DiscoverySettings,
 }
 
 /// Process-wide settings: listeners, cores, driver, shutdown.
@@ -136,6 +165,42 @@ pub struct Settings {
     pub add_forwarded_for: bool,
     #[serde(default)]
     pub balance: BalanceKind,
+    /// Attempts per request, the first included, when a failure is safe to retry.
+    #[serde(default = "d_max_attempts")]
+    pub max_attempts: u32,
+    /// Retries may add at most this share of requests over the budget window (as Linkerd's 20%).
+    #[serde(default = "d_retry_budget_ratio")]
+    pub retry_budget_ratio: f64,
+    /// Retries always allowed per second, so a quiet service can still retry.
+    #[serde(default = "d_retry_budget_min_per_sec")]
+    pub retry_budget_min_per_sec: u32,
+    /// Window over which the retry budget counts requests and retries.
+    #[serde(default = "d_retry_budget_window_ms")]
+    pub retry_budget_window_ms: u64,
+    /// First retry back-off cap (full jitter); small, since a retry goes to another endpoint.
+    #[serde(default = "d_retry_backoff_base_ms")]
+    pub retry_backoff_base_ms: u64,
+    /// Largest back-off between attempts.
+    #[serde(default = "d_retry_backoff_max_ms")]
+    pub retry_backoff_max_ms: u64,
+    /// Request bodies up to this size are kept for replay; larger ones stream and are not retried.
+    #[serde(default = "d_replay_body_limit")]
+    pub replay_body_limit: usize,
+    /// Consecutive failures that eject an endpoint (0 turns ejection off).
+    #[serde(default = "d_eject_consecutive_failures")]
+    pub eject_consecutive_failures: u32,
+    /// First ejection back-off; doubles with each ejection in a row.
+    #[serde(default = "d_eject_base_ms")]
+    pub eject_base_ms: u64,
+    /// Longest ejection back-off.
+    #[serde(default = "d_eject_max_ms")]
+    pub eject_max_ms: u64,
+    /// Never eject more than this share of a service's endpoints.
+    #[serde(default = "d_eject_max_percent")]
+    pub eject_max_percent: u32,
+    /// Statuses that count as endpoint failures: "5xx", "503", "500-504".
+    #[serde(default = "d_failure_statuses")]
+    pub failure_statuses: Vec<String>,
 }
 
 impl Default for Settings {
@@ -154,6 +219,18 @@ impl Default for Settings {
             add_via: false,
             add_forwarded_for: false,
             balance: BalanceKind::default(),
+            max_attempts: d_max_attempts(),
+            retry_budget_ratio: d_retry_budget_ratio(),
+            retry_budget_min_per_sec: d_retry_budget_min_per_sec(),
+            retry_budget_window_ms: d_retry_budget_window_ms(),
+            retry_backoff_base_ms: d_retry_backoff_base_ms(),
+            retry_backoff_max_ms: d_retry_backoff_max_ms(),
+            replay_body_limit: d_replay_body_limit(),
+            eject_consecutive_failures: d_eject_consecutive_failures(),
+            eject_base_ms: d_eject_base_ms(),
+            eject_max_ms: d_eject_max_ms(),
+            eject_max_percent: d_eject_max_percent(),
+            failure_statuses: d_failure_statuses(),
         }
     }
 }
@@ -175,6 +252,18 @@ pub struct SettingsOverride {
     pub add_via: Option<bool>,
     pub add_forwarded_for: Option<bool>,
     pub balance: Option<BalanceKind>,
+    pub max_attempts: Option<u32>,
+    pub retry_budget_ratio: Option<f64>,
+    pub retry_budget_min_per_sec: Option<u32>,
+    pub retry_budget_window_ms: Option<u64>,
+    pub retry_backoff_base_ms: Option<u64>,
+    pub retry_backoff_max_ms: Option<u64>,
+    pub replay_body_limit: Option<usize>,
+    pub eject_consecutive_failures: Option<u32>,
+    pub eject_base_ms: Option<u64>,
+    pub eject_max_ms: Option<u64>,
+    pub eject_max_percent: Option<u32>,
+    pub failure_statuses: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -198,6 +287,21 @@ impl Settings {
             add_via: o.add_via.unwrap_or(self.add_via),
             add_forwarded_for: o.add_forwarded_for.unwrap_or(self.add_forwarded_for),
             balance: o.balance.unwrap_or(self.balance),
+            max_attempts: o.max_attempts.unwrap_or(self.max_attempts),
+            retry_budget_ratio: o.retry_budget_ratio.unwrap_or(self.retry_budget_ratio),
+            retry_budget_min_per_sec: o.retry_budget_min_per_sec.unwrap_or(self.retry_budget_min_per_sec),
+            retry_budget_window_ms: o.retry_budget_window_ms.unwrap_or(self.retry_budget_window_ms),
+            retry_backoff_base_ms: o.retry_backoff_base_ms.unwrap_or(self.retry_backoff_base_ms),
+            retry_backoff_max_ms: o.retry_backoff_max_ms.unwrap_or(self.retry_backoff_max_ms),
+            replay_body_limit: o.replay_body_limit.unwrap_or(self.replay_body_limit),
+            eject_consecutive_failures: o.eject_consecutive_failures.unwrap_or(self.eject_consecutive_failures),
+            eject_base_ms: o.eject_base_ms.unwrap_or(self.eject_base_ms),
+            eject_max_ms: o.eject_max_ms.unwrap_or(self.eject_max_ms),
+            eject_max_percent: o.eject_max_percent.unwrap_or(self.eject_max_percent),
+            failure_statuses: o
+                .failure_statuses
+                .clone()
+                .unwrap_or_else(|| self.failure_statuses.clone()),
         }
     }
 }
@@ -214,9 +318,29 @@ pub struct ServiceConfig {
     /// Static endpoints, `ip:port`.
     #[serde(default)]
     pub endpoints: Vec<SocketAddr>,
+    /// DNS names resolved periodically (A and AAAA), `host:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Kubernetes Services watched through their EndpointSlices,
+    /// `name.namespace[.svc.cluster.local]:port` (the port by number or by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes: Vec<String>,
     /// Overrides of `[defaults]` for this service.
     #[serde(flatten)]
     pub overrides: SettingsOverride,
+}
+
+/// A service with no name and no endpoints: the base of `ServiceConfig { name, ..Default::default() }`.
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            name: String::new(),
+            endpoints: Vec::new(),
+            dns: Vec::new(),
+            kubernetes: Vec::new(),
+            overrides: SettingsOverride::default(),
+        }
+    }
 }
 
 /// A `[[services]]` entry as written in the file: [`ServiceConfig`] with the
@@ -228,6 +352,11 @@ struct ServiceFile {
     name: String,
     #[serde(default)]
     endpoints: Vec<SocketAddr>,
+    #[serde(default)]
+    dns: Vec<String>,
+    /// One entry may be written as a plain string.
+    #[serde(default, deserialize_with = "one_or_many")]
+    kubernetes: Vec<String>,
     header_read_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_headers: Option<usize>,
@@ -241,6 +370,18 @@ struct ServiceFile {
     add_via: Option<bool>,
     add_forwarded_for: Option<bool>,
     balance: Option<BalanceKind>,
+    max_attempts: Option<u32>,
+    retry_budget_ratio: Option<f64>,
+    retry_budget_min_per_sec: Option<u32>,
+    retry_budget_window_ms: Option<u64>,
+    retry_backoff_base_ms: Option<u64>,
+    retry_backoff_max_ms: Option<u64>,
+    replay_body_limit: Option<usize>,
+    eject_consecutive_failures: Option<u32>,
+    eject_base_ms: Option<u64>,
+    eject_max_ms: Option<u64>,
+    eject_max_percent: Option<u32>,
+    failure_statuses: Option<Vec<String>>,
 }
 
 impl From<ServiceFile> for ServiceConfig {
@@ -248,6 +389,8 @@ impl From<ServiceFile> for ServiceConfig {
         ServiceConfig {
             name: f.name,
             endpoints: f.endpoints,
+            dns: f.dns,
+            kubernetes: f.kubernetes,
             overrides: SettingsOverride {
                 header_read_timeout_ms: f.header_read_timeout_ms,
                 max_header_bytes: f.max_header_bytes,
@@ -262,6 +405,18 @@ impl From<ServiceFile> for ServiceConfig {
                 add_via: f.add_via,
                 add_forwarded_for: f.add_forwarded_for,
                 balance: f.balance,
+                max_attempts: f.max_attempts,
+                retry_budget_ratio: f.retry_budget_ratio,
+                retry_budget_min_per_sec: f.retry_budget_min_per_sec,
+                retry_budget_window_ms: f.retry_budget_window_ms,
+                retry_backoff_base_ms: f.retry_backoff_base_ms,
+                retry_backoff_max_ms: f.retry_backoff_max_ms,
+                replay_body_limit: f.replay_body_limit,
+                eject_consecutive_failures: f.eject_consecutive_failures,
+                eject_base_ms: f.eject_base_ms,
+                eject_max_ms: f.eject_max_ms,
+                eject_max_percent: f.eject_max_percent,
+                failure_statuses: f.failure_statuses,
             },
         }
     }
@@ -291,6 +446,16 @@ pub struct RouteConfig {
     /// Whole-request timeout for this route; overrides the service's `request_timeout_ms`.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Timeout of each attempt (default: none beyond the request's deadline).
+    #[serde(default)]
+    pub attempt_timeout_ms: Option<u64>,
+    /// Response statuses on which an idempotent request is retried on another endpoint
+    /// (default: none; e.g. [502, 503, 504]).
+    #[serde(default)]
+    pub retry_on: Vec<u16>,
+    /// Also retry non-idempotent requests that may have been processed (default false).
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
 }
 
 /// A header condition: `exact` value (case-sensitive), or merely `present`.
@@ -351,4 +516,41 @@ fn d_pool_idle_timeout_ms() -> u64 {
 }
 fn d_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
+}
+
+fn d_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+fn d_retry_budget_ratio() -> f64 {
+    DEFAULT_RETRY_BUDGET_RATIO
+}
+fn d_retry_budget_min_per_sec() -> u32 {
+    DEFAULT_RETRY_BUDGET_MIN_PER_SEC
+}
+fn d_retry_budget_window_ms() -> u64 {
+    DEFAULT_RETRY_BUDGET_WINDOW_MS
+}
+fn d_retry_backoff_base_ms() -> u64 {
+    DEFAULT_RETRY_BACKOFF_BASE_MS
+}
+fn d_retry_backoff_max_ms() -> u64 {
+    DEFAULT_RETRY_BACKOFF_MAX_MS
+}
+fn d_replay_body_limit() -> usize {
+    DEFAULT_REPLAY_BODY_LIMIT
+}
+fn d_eject_consecutive_failures() -> u32 {
+    DEFAULT_EJECT_CONSECUTIVE_FAILURES
+}
+fn d_eject_base_ms() -> u64 {
+    DEFAULT_EJECT_BASE_MS
+}
+fn d_eject_max_ms() -> u64 {
+    DEFAULT_EJECT_MAX_MS
+}
+fn d_eject_max_percent() -> u32 {
+    DEFAULT_EJECT_MAX_PERCENT
+}
+fn d_failure_statuses() -> Vec<String> {
+    DEFAULT_FAILURE_STATUSES.iter().map(|s| s.to_string()).collect()
 }

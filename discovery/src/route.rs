@@ -29,6 +29,12 @@ pub struct CompiledRoute {
     pub targets: Vec<(usize, u32)>,
     /// The route's `timeout_ms`.
     pub timeout: Option<Duration>,
+    /// The route's `attempt_timeout_ms`.
+    pub attempt_timeout: Option<Duration>,
+    /// Statuses on which a safe request is retried elsewhere.
+    pub retry_on: Vec<u16>,
+    /// Retry requests that are not idempotent too.
+    pub retry_non_idempotent: bool,
 }
 
 /// A path condition.
@@ -125,6 +131,9 @@ impl CompiledRoute {
             headers,
             targets,
             timeout: route.timeout_ms.map(Duration::from_millis),
+            attempt_timeout: route.attempt_timeout_ms.map(Duration::from_millis),
+            retry_on: route.retry_on.clone(),
+            retry_non_idempotent: route.retry_non_idempotent,
         }
     }
 

@@ -2,8 +2,9 @@
 //! broken rule reported as a [`Violation`] naming its field. All violations are collected,
 //! not only the first.
 //!
-//! Rules: service names unique and well-formed; each service has endpoints (none is an
-//! error for now), no port 0, no duplicates; a route sends to exactly one of `service` /
+//! Rules: service names unique and well-formed; each service has static endpoints, `dns`
+//! or `kubernetes` entries (see `validate_sources.rs` for those and for `[discovery]`), no
+//! port 0, no duplicates; a route sends to exactly one of `service` /
 //! non-empty `split`, only to services that exist, with split weights adding up to more
 //! than 0; at most one of `path_prefix` / `path_exact`, each starting with '/'; header
 //! conditions on valid names with exactly one of `exact` / `present = true`; a valid host
@@ -65,6 +66,8 @@ pub fn validate(config: &Config) -> Vec<Violation> {
     for (index, route) in config.routes.iter().enumerate() {
         check_route(&routes.index(index), route, &names, &mut out);
     }
+    let discovery = root.key("discovery");
+    out.0.extend(crate::validate_sources::check_discovery(&discovery, &config.discovery));
     out.0
 }
 
@@ -154,6 +157,15 @@ fn check_settings(path: &FieldPath, settings: &Settings, out: &mut Violations) {
         pool_max_idle: Some(settings.pool_max_idle),
         pool_idle_timeout_ms: Some(settings.pool_idle_timeout_ms),
         max_connections: Some(settings.max_connections),
+        max_attempts: Some(settings.max_attempts),
+        retry_budget_ratio: Some(settings.retry_budget_ratio),
+        retry_budget_window_ms: Some(settings.retry_budget_window_ms),
+        retry_backoff_base_ms: Some(settings.retry_backoff_base_ms),
+        retry_backoff_max_ms: Some(settings.retry_backoff_max_ms),
+        eject_base_ms: Some(settings.eject_base_ms),
+        eject_max_ms: Some(settings.eject_max_ms),
+        eject_max_percent: Some(settings.eject_max_percent),
+        failure_statuses: Some(settings.failure_statuses.clone()),
         ..SettingsOverride::default()
     };
     check_overrides(path, &all, out);
@@ -165,6 +177,55 @@ fn check_overrides(path: &FieldPath, overrides: &SettingsOverride, out: &mut Vio
             check_setting(path.key(field), field, value, out);
         }
     }
+    check_resilience(path, overrides, out);
+}
+
+/// Retry, budget and ejection settings.
+fn check_resilience(path: &FieldPath, o: &SettingsOverride, out: &mut Violations) {
+    if let Some(n) = o.max_attempts {
+        if !(1..=10).contains(&n) {
+            out.push(path.key("max_attempts"), format!("{n} is outside 1..=10"));
+        }
+    }
+    if let Some(r) = o.retry_budget_ratio {
+        if !(0.0..=10.0).contains(&r) || r.is_nan() {
+            out.push(path.key("retry_budget_ratio"), format!("{r} is outside 0.0..=10.0"));
+        }
+    }
+    for (field, value) in [
+        ("retry_budget_window_ms", o.retry_budget_window_ms),
+        ("eject_base_ms", o.eject_base_ms),
+        ("eject_max_ms", o.eject_max_ms),
+    ] {
+        if let Some(v) = value {
+            out.timeout(path.key(field), v);
+        }
+    }
+    for (field, value) in [
+        ("retry_backoff_base_ms", o.retry_backoff_base_ms),
+        ("retry_backoff_max_ms", o.retry_backoff_max_ms),
+    ] {
+        if let Some(v) = value {
+            if v > 60_000 {
+                out.push(path.key(field), format!("{v} is above 60000"));
+            }
+        }
+    }
+    if let Some(p) = o.eject_max_percent {
+        if p > 100 {
+            out.push(path.key("eject_max_percent"), format!("{p} is above 100"));
+        }
+    }
+    if let Some(list) = &o.failure_statuses {
+        for (i, spec) in list.iter().enumerate() {
+            if crate::status_ranges::parse_status_spec(spec).is_none() {
+                out.push(
+                    path.key("failure_statuses").index(i),
+                    format!("{spec:?} is not \"5xx\", a status like \"503\" or a range like \"500-504\""),
+                );
+            }
+        }
+    }
 }
 
 fn check_service(path: &FieldPath, service: &ServiceConfig, out: &mut Violations) {
@@ -174,10 +235,14 @@ fn check_service(path: &FieldPath, service: &ServiceConfig, out: &mut Violations
             format!("service name {:?} {problem}", service.name),
         );
     }
-    if service.endpoints.is_empty() {
-        let message = format!("service {:?} has no endpoints", service.name);
+    if service.endpoints.is_empty() && service.dns.is_empty() && service.kubernetes.is_empty() {
+        let message = format!(
+            "service {:?} has no endpoints, dns or kubernetes entries",
+            service.name
+        );
         out.push(path.key("endpoints"), message);
     }
+    out.0.extend(crate::validate_sources::check_service_sources(path, service));
     let mut seen = HashSet::new();
     for (index, endpoint) in service.endpoints.iter().enumerate() {
         let endpoint_path = path.key("endpoints").index(index);
@@ -246,6 +311,14 @@ fn check_route(
     check_destination(path, route, services, out);
     if let Some(timeout) = route.timeout_ms {
         out.timeout(path.key("timeout_ms"), timeout);
+    }
+    if let Some(timeout) = route.attempt_timeout_ms {
+        out.timeout(path.key("attempt_timeout_ms"), timeout);
+    }
+    for (i, status) in route.retry_on.iter().enumerate() {
+        if !(100..=599).contains(status) {
+            out.push(path.key("retry_on").index(i), format!("{status} is not an HTTP status"));
+        }
     }
 }
 

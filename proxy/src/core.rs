@@ -11,7 +11,11 @@
 
 use crate::pool::Pool;
 use crate::signal::Signal;
-use coremesh_discovery::{Driver, Settings, Snapshot};
+use coremesh_balancer::{
+    BalancerConfig, Choice, EjectionConfig, GossipPort, Kind, Outcome, RetryBudget,
+    RetryBudgetConfig, ServiceBalancer,
+};
+use coremesh_discovery::{BalanceKind, Driver, Settings, Snapshot};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use std::cell::{Cell, RefCell};
@@ -19,6 +23,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 /// Initial capacity of a connection's read buffer; it grows up to the head limit when a
 /// head needs it and shrinks back when recycled.
@@ -38,11 +43,49 @@ pub struct CoreStats {
     pub rejected_connections: Cell<u64>,
 }
 
-/// Per-service state kept on one core.
+/// Per-service state kept on one core: the balancer (latency history, ejections) and the
+/// retry budget. Carried over to a new snapshot by service name.
 pub struct ServiceState {
     pub name: Arc<str>,
-    pub endpoints: Vec<SocketAddr>,
-    next: Cell<usize>,
+    pub balancer: ServiceBalancer,
+    pub budget: RetryBudget,
+    settings: Settings,
+}
+
+/// The balancer configuration a service's settings ask for.
+pub fn balancer_config(s: &Settings) -> BalancerConfig {
+    let ranges = coremesh_discovery::status_ranges::parse_status_specs(&s.failure_statuses);
+    BalancerConfig {
+        kind: match s.balance {
+            BalanceKind::LeastLatency => Kind::LeastLatency,
+            BalanceKind::RoundRobin => Kind::RoundRobin,
+            BalanceKind::Random => Kind::Random,
+        },
+        ejection: EjectionConfig {
+            consecutive_failures: match s.eject_consecutive_failures {
+                0 => u32::MAX,
+                n => n,
+            },
+            base_backoff: Duration::from_millis(s.eject_base_ms),
+            max_backoff: Duration::from_millis(s.eject_max_ms.max(s.eject_base_ms)),
+            max_ejected_ratio: f64::from(s.eject_max_percent.min(100)) / 100.0,
+            ..EjectionConfig::default()
+        },
+        failure_statuses: if ranges.is_empty() {
+            BalancerConfig::default().failure_statuses
+        } else {
+            ranges
+        },
+        ..BalancerConfig::default()
+    }
+}
+
+fn budget_config(s: &Settings) -> RetryBudgetConfig {
+    RetryBudgetConfig {
+        ratio: s.retry_budget_ratio,
+        min_per_sec: s.retry_budget_min_per_sec,
+        window: Duration::from_millis(s.retry_budget_window_ms),
+    }
 }
 
 pub struct Core {
@@ -52,7 +95,8 @@ pub struct Core {
     pub defaults: Settings,
     pub grace: Duration,
     snapshot: RefCell<Arc<Snapshot>>,
-    services: RefCell<Vec<ServiceState>>,
+    pub services: RefCell<Vec<ServiceState>>,
+    gossip: Option<GossipPort>,
     pub pool: RefCell<Pool>,
     rng: RefCell<SmallRng>,
     buffers: RefCell<Vec<Vec<u8>>>,
@@ -72,8 +116,9 @@ impl Core {
         grace: Duration,
         snapshot: Arc<Snapshot>,
         seed: u64,
+        gossip: Option<GossipPort>,
     ) -> Rc<Core> {
-        let services = build_services(&snapshot, &[]);
+        let services = build_services(&snapshot, Vec::new());
         Rc::new(Core {
             id,
             driver,
@@ -81,6 +126,7 @@ impl Core {
             grace,
             snapshot: RefCell::new(snapshot),
             services: RefCell::new(services),
+            gossip,
             pool: RefCell::new(Pool::default()),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),
             buffers: RefCell::new(Vec::new()),
@@ -99,10 +145,10 @@ impl Core {
     /// Switch to a new snapshot (see the module doc).
     pub fn install(&self, snapshot: Arc<Snapshot>) {
         let old = std::mem::take(&mut *self.services.borrow_mut());
-        let services = build_services(&snapshot, &old);
+        let services = build_services(&snapshot, old);
         let keep: std::collections::HashSet<SocketAddr> = services
             .iter()
-            .flat_map(|s| s.endpoints.iter().copied())
+            .flat_map(|s| s.balancer.endpoints())
             .collect();
         self.pool
             .borrow_mut()
@@ -116,24 +162,85 @@ impl Core {
     }
 
     /// Choose an endpoint of service `index`, avoiding those in `tried` when possible.
-    pub fn choose(&self, service: usize, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        let services = self.services.borrow();
-        let state = services.get(service)?;
-        let n = state.endpoints.len();
-        if n == 0 {
-            return None;
+    pub fn choose(&self, service: usize, now: Instant, tried: &[SocketAddr]) -> Option<Choice> {
+        let mut services = self.services.borrow_mut();
+        let state = services.get_mut(service)?;
+        let mut rng = self.rng.borrow_mut();
+        let choice = state.balancer.choose(now, &mut *rng, tried)?;
+        state.balancer.on_dispatch(choice.addr);
+        Some(choice)
+    }
+
+    /// Record how an attempt to `addr` ended (exactly once per `choose`).
+    pub fn record(
+        &self,
+        service: usize,
+        addr: SocketAddr,
+        now: Instant,
+        latency: Duration,
+        outcome: Outcome,
+    ) {
+        let mut services = self.services.borrow_mut();
+        if let Some(state) = services.get_mut(service) {
+            let mut rng = self.rng.borrow_mut();
+            state
+                .balancer
+                .on_outcome(addr, now, latency, outcome, &mut *rng);
         }
-        for _ in 0..n {
-            let i = state.next.get() % n;
-            state.next.set(i.wrapping_add(1));
-            let addr = state.endpoints[i];
-            if !tried.contains(&addr) {
-                return Some(addr);
+    }
+
+    /// Whether `status` counts as a failure of the endpoint for service `service`.
+    pub fn is_failure_status(&self, service: usize, status: u16) -> bool {
+        let services = self.services.borrow();
+        services
+            .get(service)
+            .is_some_and(|s| coremesh_balancer::counts_as_failure(status, s.balancer.config()))
+    }
+
+    /// Count a request against the service's retry budget.
+    pub fn budget_deposit(&self, service: usize, now: Instant) {
+        if let Some(s) = self.services.borrow_mut().get_mut(service) {
+            s.budget.record_request(now);
+        }
+    }
+
+    /// Take one retry from the service's budget, if any is left.
+    pub fn budget_withdraw(&self, service: usize, now: Instant) -> bool {
+        self.services
+            .borrow_mut()
+            .get_mut(service)
+            .is_some_and(|s| s.budget.try_withdraw(now))
+    }
+
+    /// A jittered pause before retry number `retry` (0 = first retry).
+    pub fn retry_backoff(&self, retry: u32, settings: &Settings) -> Duration {
+        let mut rng = self.rng.borrow_mut();
+        coremesh_balancer::backoff(
+            retry,
+            Duration::from_millis(settings.retry_backoff_base_ms),
+            Duration::from_millis(settings.retry_backoff_max_ms),
+            &mut *rng,
+        )
+    }
+
+    /// Gossip: send this interval's latencies and ejections to the other cores, and merge
+    /// what they sent. Called from the tick, never on the request path.
+    pub fn gossip_tick(&self, now: Instant) {
+        let mut services = self.services.borrow_mut();
+        for state in services.iter_mut() {
+            if let Some(batch) = state.balancer.take_gossip(now) {
+                if let Some(port) = &self.gossip {
+                    port.broadcast(&batch);
+                }
             }
         }
-        let i = state.next.get() % n;
-        state.next.set(i.wrapping_add(1));
-        Some(state.endpoints[i])
+        if let Some(port) = &self.gossip {
+            while let Some(batch) = port.try_recv() {
+                if let Some(state) = services.iter_mut().find(|s| s.name == *batch.service()) {
+                    state.balancer.merge_gossip(&batch, now);
+                }
+            }
+        }
     }
 
     /// A read buffer from the free list.
@@ -192,20 +299,39 @@ impl Drop for ConnectionGuard {
     }
 }
 
-fn build_services(snapshot: &Snapshot, old: &[ServiceState]) -> Vec<ServiceState> {
+fn build_services(snapshot: &Snapshot, old: Vec<ServiceState>) -> Vec<ServiceState> {
+    let mut old: Vec<Option<ServiceState>> = old.into_iter().map(Some).collect();
     snapshot
         .services
         .iter()
         .map(|s| {
-            let next = old
-                .iter()
-                .find(|o| &*o.name == s.name.as_str())
-                .map(|o| o.next.get())
-                .unwrap_or(0);
-            ServiceState {
-                name: Arc::from(s.name.as_str()),
-                endpoints: s.endpoints.clone(),
-                next: Cell::new(next),
+            let previous = old
+                .iter_mut()
+                .find(|o| o.as_ref().is_some_and(|o| &*o.name == s.name.as_str()))
+                .and_then(Option::take);
+            match previous {
+                // Same balancing settings: keep latency history and ejection state.
+                Some(mut p) if balancer_config(&p.settings) == balancer_config(&s.settings) => {
+                    p.balancer.set_endpoints(&s.endpoints);
+                    if budget_config(&p.settings) != budget_config(&s.settings) {
+                        p.budget = RetryBudget::new(budget_config(&s.settings));
+                    }
+                    p.settings = s.settings.clone();
+                    p
+                }
+                _ => {
+                    let name: Arc<str> = Arc::from(s.name.as_str());
+                    ServiceState {
+                        balancer: ServiceBalancer::new(
+                            name.clone(),
+                            &s.endpoints,
+                            balancer_config(&s.settings),
+                        ),
+                        budget: RetryBudget::new(budget_config(&s.settings)),
+                        settings: s.settings.clone(),
+                        name,
+                    }
+                }
             }
         })
         .collect()

@@ -7,19 +7,15 @@ use crate::codec::{parse_response, Framing, Parsed};
 use crate::conn::{write_vec, Conn, Fill};
 use crate::core::{Core, BODY_CHUNK};
 use crate::error::ProxyError;
-use crate::rewrite::response_head;
+use crate::rewrite::{append_deadline, response_head};
 use crate::server::{ConnScratch, Next};
+use coremesh_balancer::{FailureKind, Outcome};
 use coremesh_discovery::Settings;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Request bodies up to this size are read before the first attempt and kept for replay on
-/// another endpoint; larger ones are streamed and not retried.
-pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
-/// Attempts per request when the failure is one that is safe to retry.
-pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
 /// A request and its response heads+body this small go out in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
@@ -35,6 +31,9 @@ pub struct Exchange<'a> {
     pub client_close: bool,
     pub deadline: Instant,
     pub max_body: u64,
+    pub attempt_timeout: Option<Duration>,
+    pub retry_on: &'a [u16],
+    pub retry_non_idempotent: bool,
 }
 
 /// Where the request body stands.
@@ -92,50 +91,124 @@ pub async fn forward(
         Err(e) => return Err((e, false)),
     };
     let replayable = matches!(body, RequestBody::Buffered(_));
+    let buffered_len = match body {
+        RequestBody::Buffered(n) => n,
+        RequestBody::Streaming(_) => 0,
+    };
     let mut body = Some(body);
+    let may_repeat = ex.idempotent || ex.retry_non_idempotent;
+    let max_attempts = ex.settings.max_attempts.max(1);
+    core.budget_deposit(ex.service, Instant::now());
     let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut attempt = 0;
+    let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let Some(addr) = core.choose(ex.service, &tried) else {
-            return Err((ProxyError::NoEndpoints, replayable));
-        };
-        let left = ex.deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = ex.deadline.saturating_duration_since(now);
         if left.is_zero() {
+            client.consume(buffered_len);
             return Err((ProxyError::Timeout, replayable));
         }
-        let mut streaming = match &body {
+        let Some(choice) = core.choose(ex.service, now, &tried) else {
+            client.consume(buffered_len);
+            return Err((ProxyError::NoEndpoints, replayable));
+        };
+        let addr = choice.addr;
+        let limit = ex.attempt_timeout.map_or(left, |t| t.min(left));
+        let mut request_body = match &body {
             Some(RequestBody::Buffered(n)) => RequestBody::Buffered(*n),
             _ => match body.take() {
                 Some(b) => b,
                 None => return Err((ProxyError::Timeout, false)),
             },
         };
+        let remaining_ms = left.as_millis().max(1) as u64;
+        let started = Instant::now();
         let sent = monoio::time::timeout(
-            left,
-            send_and_await_head(core, client, s, ex, addr, &mut streaming),
+            limit,
+            send_and_await_head(core, client, s, ex, addr, &mut request_body, remaining_ms),
         )
         .await;
-        match sent {
-            Err(_) => return Err((ProxyError::Timeout, replayable)),
-            Ok(Ok(upstream)) => {
-                if let RequestBody::Buffered(n) = streaming {
-                    client.consume(n);
+        let done = Instant::now();
+        let latency = done.duration_since(started);
+        let can_retry = |core: &Core| {
+            replayable
+                && attempt < max_attempts
+                && Instant::now() < ex.deadline
+                && core.budget_withdraw(ex.service, Instant::now())
+        };
+        let error = match sent {
+            Err(_) => {
+                core.record(
+                    ex.service,
+                    addr,
+                    done,
+                    latency,
+                    Outcome::Failure(FailureKind::Timeout),
+                );
+                // The request's own deadline: answer 504 now. A per-attempt timeout may
+                // be retried when repeating the request is safe.
+                if limit == left || !may_repeat {
+                    client.consume(buffered_len);
+                    return Err((ProxyError::Timeout, replayable));
                 }
+                ProxyError::Timeout
+            }
+            Ok(Ok(upstream)) => {
+                let status = s.response_head.status;
+                let outcome = if core.is_failure_status(ex.service, status) {
+                    Outcome::Failure(FailureKind::Status(status))
+                } else {
+                    Outcome::Success
+                };
+                core.record(ex.service, addr, done, latency, outcome);
+                if ex.retry_on.contains(&status) && may_repeat && can_retry(core) {
+                    // Drop this response (and its connection) and try another endpoint.
+                    core.recycle(upstream.buf);
+                    tried.push(addr);
+                    backoff_before_retry(core, ex, attempt).await;
+                    continue;
+                }
+                client.consume(buffered_len);
                 return relay(core, client, s, ex, addr, upstream).await;
             }
             Ok(Err(e)) => {
-                let retry_safe = e.nothing_processed()
-                    || (ex.idempotent && matches!(e, ProxyError::UpstreamClosed { .. }));
-                if !(replayable && retry_safe && attempt < DEFAULT_MAX_ATTEMPTS) {
-                    if let RequestBody::Buffered(n) = streaming {
-                        client.consume(n);
+                let kind = match &e {
+                    ProxyError::Connect(_) | ProxyError::ConnectTimeout => {
+                        Some(FailureKind::Connect)
                     }
+                    ProxyError::UpstreamClosed { .. } | ProxyError::UpstreamBadResponse(_) => {
+                        Some(FailureKind::Reset)
+                    }
+                    _ => None,
+                };
+                let outcome = kind.map_or(Outcome::Success, Outcome::Failure);
+                core.record(ex.service, addr, done, latency, outcome);
+                let safe = e.nothing_processed()
+                    || (may_repeat && matches!(e, ProxyError::UpstreamClosed { .. }));
+                if !safe {
+                    client.consume(buffered_len);
                     return Err((e, replayable));
                 }
-                tried.push(addr);
+                e
             }
+        };
+        if !can_retry(core) {
+            client.consume(buffered_len);
+            return Err((error, replayable));
         }
+        tried.push(addr);
+        backoff_before_retry(core, ex, attempt).await;
+    }
+}
+
+/// Wait the jittered back-off before the next attempt, never past the deadline.
+async fn backoff_before_retry(core: &Core, ex: &Exchange<'_>, attempt: u32) {
+    let pause = core.retry_backoff(attempt.saturating_sub(1), ex.settings);
+    let left = ex.deadline.saturating_duration_since(Instant::now());
+    let pause = pause.min(left);
+    if !pause.is_zero() {
+        monoio::time::sleep(pause).await;
     }
 }
 
@@ -143,7 +216,7 @@ pub async fn forward(
 async fn prefetch_body(client: &mut Conn, ex: &Exchange<'_>) -> Result<RequestBody, ProxyError> {
     match ex.framing {
         Framing::None | Framing::UntilClose => Ok(RequestBody::Buffered(0)),
-        Framing::Length(n) if n as usize <= DEFAULT_REPLAY_LIMIT => {
+        Framing::Length(n) if n <= ex.settings.replay_body_limit as u64 => {
             let n = n as usize;
             while client.buffered() < n {
                 fill_before(client, n, ex.deadline).await?;
@@ -165,13 +238,13 @@ async fn prefetch_body(client: &mut Conn, ex: &Exchange<'_>) -> Result<RequestBo
                 if scan.done {
                     return Ok(RequestBody::Buffered(scanned));
                 }
-                if scanned >= DEFAULT_REPLAY_LIMIT {
+                if scanned >= ex.settings.replay_body_limit {
                     // Too large to keep: stream it, resuming the framing from the start.
                     return Ok(RequestBody::Streaming(BodyState::Chunked(
                         ChunkedScanner::new(),
                     )));
                 }
-                fill_before(client, DEFAULT_REPLAY_LIMIT + 1, ex.deadline).await?;
+                fill_before(client, ex.settings.replay_body_limit + 1, ex.deadline).await?;
             }
         }
     }
@@ -209,6 +282,7 @@ async fn send_and_await_head(
     ex: &Exchange<'_>,
     addr: SocketAddr,
     body: &mut RequestBody,
+    remaining_ms: u64,
 ) -> Result<Conn, ProxyError> {
     let now = Instant::now();
     let idle_timeout = Duration::from_millis(ex.settings.pool_idle_timeout_ms);
@@ -223,7 +297,7 @@ async fn send_and_await_head(
         }
     };
     let mut up = Conn::new(stream, core.buffer());
-    let result = exchange_head(core, client, s, ex, &mut up, body, reused).await;
+    let result = exchange_head(core, client, s, ex, &mut up, body, reused, remaining_ms).await;
     match result {
         Ok(()) => Ok(up),
         Err(e) => {
@@ -241,27 +315,30 @@ async fn exchange_head(
     up: &mut Conn,
     body: &mut RequestBody,
     reused: bool,
+    remaining_ms: u64,
 ) -> Result<(), ProxyError> {
     // A write that fails on a reused connection means the upstream had closed it while it
     // sat idle: nothing was processed.
     let write_failed = ProxyError::UpstreamClosed {
         request_sent: !reused,
     };
-    match body {
-        RequestBody::Buffered(n) if s.upstream_head.len() + *n <= COALESCE_LIMIT => {
-            let mut out = std::mem::take(&mut s.out);
-            out.clear();
-            out.extend_from_slice(&s.upstream_head);
+    // The head with the remaining deadline, and a small buffered body, in one write.
+    let mut out = std::mem::take(&mut s.out);
+    out.clear();
+    append_deadline(&s.upstream_head, remaining_ms, &mut out);
+    let inline_body = match body {
+        RequestBody::Buffered(n) if out.len() + *n <= COALESCE_LIMIT => {
             out.extend_from_slice(&client.data()[..*n]);
-            let (res, out) = write_vec(&mut up.stream, out).await;
-            s.out = out;
-            res.map_err(|_| write_failed.clone())?;
+            true
         }
+        _ => false,
+    };
+    let (res, out) = write_vec(&mut up.stream, out).await;
+    s.out = out;
+    res.map_err(|_| write_failed.clone())?;
+    match body {
+        RequestBody::Buffered(_) if inline_body => {}
         RequestBody::Buffered(n) => {
-            let head = std::mem::take(&mut s.upstream_head);
-            let (res, head) = write_vec(&mut up.stream, head).await;
-            s.upstream_head = head;
-            res.map_err(|_| write_failed.clone())?;
             let start = client.start;
             client
                 .write_buffered(start..start + *n, &mut up.stream)
@@ -269,10 +346,6 @@ async fn exchange_head(
                 .map_err(|_| ProxyError::UpstreamClosed { request_sent: true })?;
         }
         RequestBody::Streaming(state) => {
-            let head = std::mem::take(&mut s.upstream_head);
-            let (res, head) = write_vec(&mut up.stream, head).await;
-            s.upstream_head = head;
-            res.map_err(|_| write_failed.clone())?;
             let idle = Duration::from_millis(ex.settings.client_idle_timeout_ms);
             pipe(client, &mut up.stream, state, idle, Some(ex.max_body))
                 .await

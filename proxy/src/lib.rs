@@ -104,6 +104,7 @@ pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
     };
     let grace = Duration::from_millis(config.proxy.shutdown_grace_ms);
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<Driver, String>>();
+    let mut gossip_ports = coremesh_balancer::GossipMesh::new(cores).into_iter();
     let mut controls = Vec::with_capacity(cores);
     let mut threads = Vec::with_capacity(cores);
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -118,6 +119,7 @@ pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
             grace,
             snapshot: snapshot.clone(),
             seed: rand::random::<u64>() ^ id as u64,
+            gossip: gossip_ports.next(),
         };
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()

@@ -2,7 +2,7 @@
 //! `check` (validate a config file) and `demo` (the whole thing on a built-in setup).
 
 use clap::{Parser, Subcommand, ValueEnum};
-use coremesh_discovery::{Config, Driver};
+use coremesh_discovery::{BalanceKind, Config, Driver};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +33,23 @@ impl From<DriverArg> for Driver {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum BalanceArg {
+    LeastLatency,
+    RoundRobin,
+    Random,
+}
+
+impl From<BalanceArg> for BalanceKind {
+    fn from(b: BalanceArg) -> BalanceKind {
+        match b {
+            BalanceArg::LeastLatency => BalanceKind::LeastLatency,
+            BalanceArg::RoundRobin => BalanceKind::RoundRobin,
+            BalanceArg::Random => BalanceKind::Random,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Reverse-proxy one listener to a set of endpoints, no config file needed.
@@ -55,6 +72,18 @@ enum Command {
         /// Grace period for in-flight requests on SIGTERM / SIGINT, in milliseconds.
         #[arg(long)]
         grace_ms: Option<u64>,
+        /// How to choose among endpoints.
+        #[arg(long, value_enum, default_value = "least-latency")]
+        balance: BalanceArg,
+        /// Attempts per request, the first included, for failures that are safe to retry.
+        #[arg(long)]
+        retries: Option<u32>,
+        /// Response statuses on which idempotent requests are retried elsewhere (e.g. 502,503,504).
+        #[arg(long, value_delimiter = ',')]
+        retry_on: Vec<u16>,
+        /// Request timeout in milliseconds (all attempts together).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// Run with a TOML configuration file.
     Run {
@@ -87,8 +116,29 @@ fn main() -> ExitCode {
             cores,
             driver,
             grace_ms,
+            balance,
+            retries,
+            retry_on,
+            timeout,
         } => {
             let mut config = Config::quick(listen, to);
+            config.defaults.balance = balance.into();
+            if let Some(n) = retries {
+                config.defaults.max_attempts = n;
+            }
+            if let Some(ms) = timeout {
+                config.defaults.request_timeout_ms = ms;
+            }
+            for route in &mut config.routes {
+                route.retry_on = retry_on.clone();
+            }
+            let problems = coremesh_discovery::validate(&config);
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("coremesh: {}: {}", p.path, p.message);
+                }
+                return ExitCode::from(2);
+            }
             config.proxy.admin = admin;
             config.proxy.cores = cores.unwrap_or(0);
             config.proxy.driver = driver.into();

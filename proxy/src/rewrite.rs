@@ -11,8 +11,6 @@ use std::net::IpAddr;
 pub struct RequestAdditions<'a> {
     pub forwarded_for: Option<IpAddr>,
     pub via: bool,
-    /// Remaining deadline to pass to the next hop, in milliseconds.
-    pub deadline_ms: Option<u64>,
     /// Extra header lines (already formatted, CRLF-terminated), e.g. trace context.
     pub extra: &'a [u8],
 }
@@ -51,7 +49,8 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
         {
             continue;
         }
-        if add.deadline_ms.is_some() && name.eq_ignore_ascii_case(DEADLINE_HEADER) {
+        if name.eq_ignore_ascii_case(DEADLINE_HEADER) {
+            // Replaced by the remaining budget when each attempt is sent.
             continue;
         }
         if add.forwarded_for.is_some() && name.eq_ignore_ascii_case(b"x-forwarded-for") {
@@ -79,10 +78,6 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
     }
     if add.via {
         out.extend_from_slice(b"Via: 1.1 coremesh\r\n");
-    }
-    if let Some(ms) = add.deadline_ms {
-        out.extend_from_slice(DEADLINE_HEADER);
-        let _ = write!(out, ": {ms}\r\n");
     }
     out.extend_from_slice(add.extra);
     out.extend_from_slice(b"\r\n");
@@ -156,20 +151,19 @@ mod tests {
 
     #[test]
     fn hop_by_hop_removed_and_additions_made() {
-        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Private: s\r\nX-Forwarded-For: 10.0.0.1\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n";
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\nx-coremesh-timeout-ms: 9\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Private: s\r\nX-Forwarded-For: 10.0.0.1\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n";
         let mut head = RequestHead::default();
         parse_request(raw, 4096, &mut HeaderScratch::new(32), &mut head).unwrap();
         let mut out = Vec::new();
         let add = RequestAdditions {
             forwarded_for: Some("127.0.0.9".parse().unwrap()),
             via: true,
-            deadline_ms: Some(250),
             extra: b"",
         };
         request_head(raw, &head, &add, &mut out);
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nVia: 1.1 coremesh\r\nx-coremesh-timeout-ms: 250\r\n\r\n"
+            "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nVia: 1.1 coremesh\r\n\r\n"
         );
     }
 
@@ -182,4 +176,12 @@ mod tests {
         assert!(s.contains("content-length: 17\r\n"));
         assert!(s.ends_with("\r\n\r\nno route matched\n"));
     }
+}
+
+/// Append the deadline header line to a finished head (which ends with an empty line).
+pub fn append_deadline(head: &[u8], remaining_ms: u64, out: &mut Vec<u8>) {
+    let without_end = head.strip_suffix(b"\r\n").unwrap_or(head);
+    out.extend_from_slice(without_end);
+    out.extend_from_slice(DEADLINE_HEADER);
+    let _ = write!(out, ": {remaining_ms}\r\n\r\n");
 }

@@ -103,6 +103,7 @@ pub struct CoreStart {
     pub grace: Duration,
     pub snapshot: Arc<Snapshot>,
     pub seed: u64,
+    pub gossip: Option<coremesh_balancer::GossipPort>,
 }
 
 /// A core's event loop: accept until shutdown, then wait for connections to finish or the
@@ -116,9 +117,10 @@ pub async fn core_main(start: CoreStart, driver: Driver) {
         grace,
         snapshot,
         seed,
+        gossip,
     } = start;
     let max_connections = defaults.max_connections;
-    let core = Core::new(id, driver, defaults, grace, snapshot, seed);
+    let core = Core::new(id, driver, defaults, grace, snapshot, seed, gossip);
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -175,8 +177,10 @@ async fn tick(core: Rc<Core>, control: Receiver<Control>) {
                 Err(TryRecvError::Empty) => break,
             }
         }
+        let now = Instant::now();
+        core.gossip_tick(now);
         let idle = Duration::from_millis(core.defaults.pool_idle_timeout_ms);
-        core.pool.borrow_mut().sweep(Instant::now(), idle);
+        core.pool.borrow_mut().sweep(now, idle);
         monoio::time::sleep(TICK).await;
     }
 }

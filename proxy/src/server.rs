@@ -221,16 +221,19 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
             return reject(client, s, framing, true, err).await;
         }
     }
-    let timeout = route
+    let mut timeout = route
         .timeout
         .unwrap_or(Duration::from_millis(settings.request_timeout_ms));
+    // A caller's remaining budget, when it sent one, caps the route's timeout.
+    if let Some(ms) = caller_deadline_ms(data, head) {
+        timeout = timeout.min(Duration::from_millis(ms));
+    }
     let deadline = started + timeout;
 
     // The upstream request head, then the client's head is consumed.
     let add = RequestAdditions {
         forwarded_for: settings.add_forwarded_for.then(|| s.peer.ip()),
         via: settings.add_via,
-        deadline_ms: None,
         extra: b"",
     };
     request_head(data, head, &add, &mut s.upstream_head);
@@ -260,6 +263,9 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
         client_close,
         deadline,
         max_body: settings.max_body_bytes,
+        attempt_timeout: route.attempt_timeout,
+        retry_on: &route.retry_on,
+        retry_non_idempotent: route.retry_non_idempotent,
     };
     match forward(core, client, s, &exchange).await {
         Ok(next) => next,
@@ -328,10 +334,16 @@ fn split_target(target: &str) -> (Option<&str>, &str) {
 }
 
 fn coremesh_balancer_idempotent(method: &[u8]) -> bool {
-    matches!(
-        method,
-        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-    )
+    coremesh_balancer::is_idempotent(method)
+}
+
+/// The `x-coremesh-timeout-ms` value the caller sent, if it is a valid number.
+fn caller_deadline_ms(buf: &[u8], head: &RequestHead) -> Option<u64> {
+    head.headers
+        .iter()
+        .find(|h| buf[h.name.clone()].eq_ignore_ascii_case(crate::rewrite::DEADLINE_HEADER))
+        .and_then(|h| std::str::from_utf8(&buf[h.value.clone()]).ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Bytes to read per step while streaming a body.
