@@ -161,6 +161,8 @@ pub fn service(name: &str, endpoints: &[SocketAddr]) -> ServiceConfig {
     ServiceConfig {
         name: name.to_string(),
         endpoints: endpoints.to_vec(),
+        dns: Vec::new(),
+        kubernetes: Vec::new(),
         overrides: Default::default(),
     }
 }
