@@ -156,15 +156,18 @@ pub fn base_config() -> Config {
     config
 }
 
-/// A service named `name` with static `endpoints`.
+/// A service named `name` with static `endpoints` and no overrides. Built from
+/// [`Config::quick`]'s service so that fields added to `ServiceConfig` later (discovery
+/// sources, ...) keep their defaults here without this helper changing.
 pub fn service(name: &str, endpoints: &[SocketAddr]) -> ServiceConfig {
-    ServiceConfig {
-        name: name.to_string(),
-        endpoints: endpoints.to_vec(),
-        dns: Vec::new(),
-        kubernetes: Vec::new(),
-        overrides: Default::default(),
-    }
+    let listen = "127.0.0.1:0".parse().expect("a literal socket address");
+    let mut service = Config::quick(listen, endpoints.to_vec())
+        .services
+        .into_iter()
+        .next()
+        .expect("Config::quick has one service");
+    service.name = name.to_string();
+    service
 }
 
 /// A route that sends every request (path prefix `/`) to `service`.
@@ -189,7 +192,7 @@ pub fn header_exact(name: &str, value: &str) -> HeaderMatch {
     HeaderMatch {
         name: name.into(),
         exact: Some(value.into()),
-        present: None,
+        ..Default::default()
     }
 }
 
@@ -197,8 +200,8 @@ pub fn header_exact(name: &str, value: &str) -> HeaderMatch {
 pub fn header_present(name: &str) -> HeaderMatch {
     HeaderMatch {
         name: name.into(),
-        exact: None,
         present: Some(true),
+        ..Default::default()
     }
 }
 
