@@ -6,22 +6,47 @@
 //! the file (every error with its line and field), [`Snapshot::build`] compiles it, and
 //! each core matches requests against its snapshot with [`Snapshot::select_route`] and
 //! [`CompiledRoute::pick_service`].
+//!
+//! How a configuration stays live: [`Discovery::start`] runs the controller on its own
+//! control thread: it watches the file, resolves services' `dns` entries and watches their
+//! `kubernetes` Services, merges the endpoints into the configuration and hands each new
+//! snapshot to the proxy (see [`controller`]). The Kubernetes source needs the cargo
+//! feature `kubernetes` (on by default).
 #![forbid(unsafe_code)]
 
+pub mod controller;
+pub mod diff;
+pub mod discovery_settings;
+pub mod dns_source;
+#[cfg(feature = "kubernetes")]
+pub mod endpoint_slices;
 pub mod error;
 pub mod field_path;
+pub mod file_watch;
 pub mod host;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes_source;
 mod locate;
+pub mod merge;
 pub mod model;
+mod one_or_many;
 pub mod parse;
 pub mod quick;
 pub mod route;
 pub mod snapshot;
+pub mod source_event;
+pub mod status;
+pub mod status_ranges;
+pub mod targets;
 pub mod validate;
+mod validate_sources;
 
 #[cfg(test)]
 mod example_files;
 
+pub use controller::{Discovery, DiscoveryError, DiscoveryHandle};
+pub use diff::{snapshot_diff, SnapshotDiff};
+pub use discovery_settings::{DiscoverySettings, DnsSettings, FileSettings, KubernetesSettings};
 pub use error::{ConfigError, ConfigErrors};
 pub use field_path::{FieldPath, Segment};
 pub use host::HostMatch;
@@ -30,4 +55,6 @@ pub use parse::{load_config, parse_config};
 pub use quick::QUICK_SERVICE_NAME;
 pub use route::{CompiledRoute, HeaderCondition, HeaderValueMatch, PathMatch};
 pub use snapshot::{ServiceSnapshot, Snapshot};
+pub use status::{DiscoveryStats, ReloadOutcome, SourceKind, SourceState, SourceStatus};
+pub use targets::{DnsTarget, KubernetesTarget, ServicePort};
 pub use validate::{validate, Violation};

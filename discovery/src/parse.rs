@@ -325,10 +325,14 @@ headers = [{ name = "x-env", present = "yes" }]
         let expected = [
             "types.toml:2:10: field `proxy.listen`: invalid socket address syntax",
             "types.toml:7:1: field `services[0].conect_timeout_ms`: unknown field \
-             `conect_timeout_ms`, expected one of `name`, `endpoints`, `header_read_timeout_ms`, \
-             `max_header_bytes`, `max_headers`, `max_body_bytes`, `connect_timeout_ms`, \
-             `request_timeout_ms`, `client_idle_timeout_ms`, `pool_max_idle`, \
-             `pool_idle_timeout_ms`, `max_connections`, `add_via`, `add_forwarded_for`, `balance`",
+             `conect_timeout_ms`, expected one of `name`, `endpoints`, `dns`, `kubernetes`, \
+             `header_read_timeout_ms`, `max_header_bytes`, `max_headers`, `max_body_bytes`, \
+             `connect_timeout_ms`, `request_timeout_ms`, `client_idle_timeout_ms`, \
+             `pool_max_idle`, `pool_idle_timeout_ms`, `max_connections`, `add_via`, \
+             `add_forwarded_for`, `balance`, `max_attempts`, `retry_budget_ratio`, \
+             `retry_budget_min_per_sec`, `retry_budget_window_ms`, `retry_backoff_base_ms`, \
+             `retry_backoff_max_ms`, `replay_body_limit`, `eject_consecutive_failures`, \
+             `eject_base_ms`, `eject_max_ms`, `eject_max_percent`, `failure_statuses`",
             "types.toml:11:14: field `services[1].endpoints[0]`: invalid socket address syntax",
             "types.toml:15:14: field `routes[0].timeout_ms`: invalid type: string \"soon\", \
              expected u64",

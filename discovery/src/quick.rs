@@ -19,7 +19,7 @@ impl Config {
             services: vec![ServiceConfig {
                 name: QUICK_SERVICE_NAME.to_owned(),
                 endpoints,
-                overrides: Default::default(),
+                ..ServiceConfig::default()
             }],
             routes: vec![RouteConfig {
                 name: Some(QUICK_SERVICE_NAME.to_owned()),

@@ -217,6 +217,9 @@ fn split(targets: Vec<(usize, u32)>) -> CompiledRoute {
         headers: Vec::new(),
         targets,
         timeout: None,
+        attempt_timeout: None,
+        retry_on: Vec::new(),
+        retry_non_idempotent: false,
     }
 }
 

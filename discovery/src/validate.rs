@@ -67,7 +67,10 @@ pub fn validate(config: &Config) -> Vec<Violation> {
         check_route(&routes.index(index), route, &names, &mut out);
     }
     let discovery = root.key("discovery");
-    out.0.extend(crate::validate_sources::check_discovery(&discovery, &config.discovery));
+    out.0.extend(crate::validate_sources::check_discovery(
+        &discovery,
+        &config.discovery,
+    ));
     out.0
 }
 
@@ -189,7 +192,10 @@ fn check_resilience(path: &FieldPath, o: &SettingsOverride, out: &mut Violations
     }
     if let Some(r) = o.retry_budget_ratio {
         if !(0.0..=10.0).contains(&r) || r.is_nan() {
-            out.push(path.key("retry_budget_ratio"), format!("{r} is outside 0.0..=10.0"));
+            out.push(
+                path.key("retry_budget_ratio"),
+                format!("{r} is outside 0.0..=10.0"),
+            );
         }
     }
     for (field, value) in [
@@ -242,7 +248,9 @@ fn check_service(path: &FieldPath, service: &ServiceConfig, out: &mut Violations
         );
         out.push(path.key("endpoints"), message);
     }
-    out.0.extend(crate::validate_sources::check_service_sources(path, service));
+    out.0.extend(crate::validate_sources::check_service_sources(
+        path, service,
+    ));
     let mut seen = HashSet::new();
     for (index, endpoint) in service.endpoints.iter().enumerate() {
         let endpoint_path = path.key("endpoints").index(index);
@@ -317,7 +325,10 @@ fn check_route(
     }
     for (i, status) in route.retry_on.iter().enumerate() {
         if !(100..=599).contains(status) {
-            out.push(path.key("retry_on").index(i), format!("{status} is not an HTTP status"));
+            out.push(
+                path.key("retry_on").index(i),
+                format!("{status} is not an HTTP status"),
+            );
         }
     }
 }

@@ -49,7 +49,7 @@ service = "nope"
     assert_eq!(
         errors(text),
         vec![
-            "v.toml:3:1: field `services[0].endpoints`: service \"web\" has no endpoints",
+            "v.toml:3:1: field `services[0].endpoints`: service \"web\" has no endpoints, dns or kubernetes entries",
             "v.toml:6:1: field `services[1].name`: duplicate service name \"web\" (first defined at services[0])",
             "v.toml:7:29: field `services[1].endpoints[1]`: duplicate endpoint 10.0.0.1:80",
             "v.toml:7:44: field `services[1].endpoints[2]`: endpoint 10.0.0.2:0 has port 0",
@@ -64,7 +64,7 @@ fn a_service_without_endpoints_key_points_at_its_header() {
     assert_eq!(
         errors(text),
         vec![
-            "v.toml:1:1: field `services[0].endpoints`: service \"a.b_c-d\" has no endpoints",
+            "v.toml:1:1: field `services[0].endpoints`: service \"a.b_c-d\" has no endpoints, dns or kubernetes entries",
             "v.toml:5:1: field `services[1].name`: service name \"bad name\" may only contain letters, digits, '.', '_' and '-'",
             "v.toml:6:14: field `services[1].endpoints[0]`: endpoint 0.0.0.0:80 has an unspecified address",
         ]

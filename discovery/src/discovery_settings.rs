@@ -1,0 +1,134 @@
+//! The `[discovery]` section: how the control thread watches the configuration file,
+//! resolves DNS entries and talks to Kubernetes, with every default named here.
+//!
+//! Defaults (see `docs/configuration.md`):
+//! - `discovery.debounce_ms` = 100: changes arriving within this window make one snapshot.
+//! - `discovery.file.poll_interval_ms` = 500.
+//! - `discovery.dns.servers` = none (the system resolver, `/etc/resolv.conf`),
+//!   `min_refresh_ms` = 1000, `max_refresh_ms` = 30000, `timeout_ms` = 2000.
+//! - `discovery.kubernetes.kubeconfig` = none (infer: `$KUBECONFIG`, `~/.kube/config`,
+//!   then the in-cluster service account), `context` = none (the current context).
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Changes arriving within this window (file rewrites, DNS answers, EndpointSlice events)
+/// are folded into one snapshot: a rolling deployment touches many slices at once, and
+/// each core would otherwise switch snapshots once per event.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 100;
+/// How often the configuration file is checked: cheap (one small read), and quick enough
+/// that an edit is live within a second.
+pub const DEFAULT_FILE_POLL_INTERVAL_MS: u64 = 500;
+/// Shortest time between two lookups of one DNS name, whatever its TTL says (TTL 0
+/// records would otherwise make us query in a loop).
+pub const DEFAULT_DNS_MIN_REFRESH_MS: u64 = 1_000;
+/// Longest time between two lookups of one DNS name: long TTLs are not trusted further,
+/// so a moved service is followed within half a minute.
+pub const DEFAULT_DNS_MAX_REFRESH_MS: u64 = 30_000;
+/// One DNS query (per attempt; two attempts per server).
+pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2_000;
+
+/// `[discovery]`. Defaults: see the `DEFAULT_*` constants above.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySettings {
+    #[serde(default = "d_debounce_ms")]
+    pub debounce_ms: u64,
+    #[serde(default)]
+    pub file: FileSettings,
+    #[serde(default)]
+    pub dns: DnsSettings,
+    #[serde(default)]
+    pub kubernetes: KubernetesSettings,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        DiscoverySettings {
+            debounce_ms: d_debounce_ms(),
+            file: FileSettings::default(),
+            dns: DnsSettings::default(),
+            kubernetes: KubernetesSettings::default(),
+        }
+    }
+}
+
+impl DiscoverySettings {
+    /// Whether every field has its default (then the section is not written out).
+    pub fn is_default(&self) -> bool {
+        *self == DiscoverySettings::default()
+    }
+}
+
+/// `[discovery.file]`: the configuration file watch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    #[serde(default = "d_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        FileSettings {
+            poll_interval_ms: d_poll_interval_ms(),
+        }
+    }
+}
+
+/// `[discovery.dns]`: the resolver used for services' `dns` entries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    /// Name servers, `ip:port`; empty = the system's (`/etc/resolv.conf`, with its search
+    /// domains and `ndots`).
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
+    #[serde(default = "d_min_refresh_ms")]
+    pub min_refresh_ms: u64,
+    #[serde(default = "d_max_refresh_ms")]
+    pub max_refresh_ms: u64,
+    #[serde(default = "d_dns_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            servers: Vec::new(),
+            min_refresh_ms: d_min_refresh_ms(),
+            max_refresh_ms: d_max_refresh_ms(),
+            timeout_ms: d_dns_timeout_ms(),
+        }
+    }
+}
+
+/// `[discovery.kubernetes]`: how to reach the API server for services' `kubernetes`
+/// entries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSettings {
+    /// A kubeconfig file; none = infer (`$KUBECONFIG`, `~/.kube/config`, then in-cluster).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use; none = its current context.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+fn d_debounce_ms() -> u64 {
+    DEFAULT_DEBOUNCE_MS
+}
+fn d_poll_interval_ms() -> u64 {
+    DEFAULT_FILE_POLL_INTERVAL_MS
+}
+fn d_min_refresh_ms() -> u64 {
+    DEFAULT_DNS_MIN_REFRESH_MS
+}
+fn d_max_refresh_ms() -> u64 {
+    DEFAULT_DNS_MAX_REFRESH_MS
+}
+fn d_dns_timeout_ms() -> u64 {
+    DEFAULT_DNS_TIMEOUT_MS
+}

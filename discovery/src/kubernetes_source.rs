@@ -1,0 +1,190 @@
+//! The Kubernetes source: for each `kubernetes` entry, a task on the control thread's
+//! runtime watches that one Service (field selector `metadata.name`) and its EndpointSlices
+//! (label `kubernetes.io/service-name`) in that one namespace, and reports the endpoints
+//! [`resolve_endpoints`] finds after every change.
+//!
+//! Lifecycle of a watch (all of it `kube`'s `watcher`, which this module checks in its
+//! tests against an API server stand-in): list (with the list's `resourceVersion`), then
+//! watch from that version; a watch the server ends or the network drops is resumed from
+//! the last version seen; a `410 Gone` (the version is too old) makes it list again, and
+//! the relisted set replaces the old one. Errors are reported (the last endpoints stay in
+//! use) and retried with `kube`'s default back-off (under a second at first, growing to
+//! about half a minute).
+//!
+//! Nothing is reported until both watches have listed once, so a start-up never publishes
+//! a half-known endpoint set.
+//!
+//! The client: `[discovery.kubernetes] kubeconfig` (and `context`) when set, else inferred
+//! as `kubectl` does: `$KUBECONFIG` or `~/.kube/config`, then the in-cluster service
+//! account (`KUBERNETES_SERVICE_HOST`, the token and CA under
+//! `/var/run/secrets/kubernetes.io/serviceaccount/`). One client is shared by all watches.
+
+use crate::discovery_settings::KubernetesSettings;
+use crate::endpoint_slices::{resolve_endpoints, ObjectSet, SERVICE_NAME_LABEL};
+use crate::source_event::{SourceEvent, SourceUpdate};
+use crate::targets::KubernetesTarget;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{watcher, WatchStreamExt as _};
+use kube::{Api, Client};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::OnceCell;
+
+/// First wait after a failed attempt to build the client; doubles up to the maximum.
+const CONNECT_RETRY_MIN: Duration = Duration::from_secs(1);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The client every watch of one `[discovery.kubernetes]` setting shares, built on first
+/// use; a failed build is retried by the next watch that asks.
+pub struct SharedClient {
+    settings: KubernetesSettings,
+    client: OnceCell<Client>,
+}
+
+impl SharedClient {
+    pub fn new(settings: KubernetesSettings) -> Arc<SharedClient> {
+        Arc::new(SharedClient {
+            settings,
+            client: OnceCell::new(),
+        })
+    }
+
+    /// A client already built (tests: one for an API server stand-in).
+    pub fn with_client(settings: KubernetesSettings, client: Client) -> Arc<SharedClient> {
+        Arc::new(SharedClient {
+            settings,
+            client: OnceCell::new_with(Some(client)),
+        })
+    }
+
+    pub async fn client(&self) -> Result<Client, String> {
+        self.client
+            .get_or_try_init(|| connect(&self.settings))
+            .await
+            .cloned()
+    }
+}
+
+/// A client configured from `settings`.
+pub async fn connect(settings: &KubernetesSettings) -> Result<Client, String> {
+    let options = KubeConfigOptions {
+        context: settings.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|error| format!("cannot read kubeconfig {}: {error}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|error| format!("kubeconfig {}: {error}", path.display()))?
+        }
+        None if settings.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|error| format!("kubeconfig: {error}"))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|error| format!("no Kubernetes configuration found: {error}"))?,
+    };
+    Client::try_from(config).map_err(|error| format!("cannot build the Kubernetes client: {error}"))
+}
+
+/// The task behind one `kubernetes` entry: gets the shared client (retrying, and reporting
+/// each failure), then [`watch`]es.
+pub async fn run(
+    target: KubernetesTarget,
+    client: Arc<SharedClient>,
+    events: UnboundedSender<SourceEvent>,
+) {
+    let mut wait = CONNECT_RETRY_MIN;
+    let client = loop {
+        match client.client().await {
+            Ok(client) => break client,
+            Err(message) => {
+                let event = SourceEvent::Kubernetes(target.clone(), SourceUpdate::Failed(message));
+                if events.send(event).is_err() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(CONNECT_RETRY_MAX);
+            }
+        }
+    };
+    watch(client, target, events).await;
+}
+
+/// Watches `target`'s Service and EndpointSlices with `client` and sends an update each
+/// time its endpoints change (and a failure each time a watch fails), until `events` is
+/// closed or the task is aborted.
+pub async fn watch(client: Client, target: KubernetesTarget, events: UnboundedSender<SourceEvent>) {
+    let services_api: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client, &target.namespace);
+    let by_name = watcher::Config::default().fields(&format!("metadata.name={}", target.service));
+    let by_label =
+        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", target.service));
+    let mut service_events = watcher(services_api, by_name).default_backoff().boxed();
+    let mut slice_events = watcher(slices_api, by_label).default_backoff().boxed();
+    let mut services: ObjectSet<Service> = ObjectSet::default();
+    let mut slices: ObjectSet<EndpointSlice> = ObjectSet::default();
+    let mut reported: Option<(Vec<SocketAddr>, Option<String>)> = None;
+    // A watch failed since the last report: report again at the next event even if the
+    // endpoints did not change, so the source is seen to have recovered.
+    let mut failed = false;
+    let send = |update: SourceUpdate| {
+        events
+            .send(SourceEvent::Kubernetes(target.clone(), update))
+            .is_ok()
+    };
+    loop {
+        let changed = tokio::select! {
+            event = service_events.next() => match event {
+                Some(Ok(event)) => services.apply(event) || failed,
+                Some(Err(error)) => {
+                    let message = format!("watch of Service {target}: {error}");
+                    if !send(SourceUpdate::Failed(message)) {
+                        return;
+                    }
+                    failed = true;
+                    false
+                }
+                None => return,
+            },
+            event = slice_events.next() => match event {
+                Some(Ok(event)) => slices.apply(event) || failed,
+                Some(Err(error)) => {
+                    let message = format!("watch of EndpointSlices of {target}: {error}");
+                    if !send(SourceUpdate::Failed(message)) {
+                        return;
+                    }
+                    failed = true;
+                    false
+                }
+                None => return,
+            },
+        };
+        if !changed || !services.listed() || !slices.listed() {
+            continue;
+        }
+        let resolution =
+            resolve_endpoints(&target, services.get(&target.service), slices.objects());
+        let now = (resolution.endpoints, resolution.problem);
+        if reported.as_ref() == Some(&now) && !failed {
+            continue;
+        }
+        failed = false;
+        if !send(SourceUpdate::Endpoints(now.0.clone())) {
+            return;
+        }
+        if let Some(problem) = &now.1 {
+            if !send(SourceUpdate::Failed(problem.clone())) {
+                return;
+            }
+        }
+        reported = Some(now);
+    }
+}

@@ -1,0 +1,207 @@
+//! How the configuration file and the dynamic sources combine: which DNS names and
+//! Kubernetes Services a configuration needs watched ([`wanted_targets`]), and the
+//! configuration with every service's endpoints filled in from them ([`merged_config`]).
+//!
+//! Pure functions: the controller calls them after each change and builds the snapshot of
+//! the result.
+
+use crate::targets::{DnsTarget, KubernetesTarget};
+use crate::Config;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::SocketAddr;
+
+/// The endpoints each dynamic source last reported (the last good answer: a source that
+/// fails keeps its entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedEndpoints {
+    pub dns: BTreeMap<DnsTarget, Vec<SocketAddr>>,
+    pub kubernetes: BTreeMap<KubernetesTarget, Vec<SocketAddr>>,
+}
+
+impl ResolvedEndpoints {
+    /// Forgets the answers of targets that are no longer wanted.
+    pub fn retain_wanted(&mut self, wanted: &WantedTargets) {
+        self.dns.retain(|target, _| wanted.dns.contains(target));
+        self.kubernetes
+            .retain(|target, _| wanted.kubernetes.contains(target));
+    }
+}
+
+/// The dynamic sources a configuration needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WantedTargets {
+    pub dns: BTreeSet<DnsTarget>,
+    pub kubernetes: BTreeSet<KubernetesTarget>,
+}
+
+/// The `dns` and `kubernetes` targets of the services that some route sends to (by
+/// `service` or in a `split`): a service no route names receives no traffic, so nothing
+/// is resolved or watched for it. Entries that do not parse are left out (validation
+/// reports them).
+pub fn wanted_targets(config: &Config) -> WantedTargets {
+    let routed: HashSet<&str> = config
+        .routes
+        .iter()
+        .flat_map(|route| {
+            let split = route.split.iter().map(|target| target.service.as_str());
+            route.service.as_deref().into_iter().chain(split)
+        })
+        .collect();
+    let mut wanted = WantedTargets::default();
+    for service in config
+        .services
+        .iter()
+        .filter(|service| routed.contains(service.name.as_str()))
+    {
+        let dns = service.dns.iter().filter_map(|e| DnsTarget::parse(e).ok());
+        wanted.dns.extend(dns);
+        let kubernetes = service
+            .kubernetes
+            .iter()
+            .filter_map(|e| KubernetesTarget::parse(e).ok());
+        wanted.kubernetes.extend(kubernetes);
+    }
+    wanted
+}
+
+/// `config` with each service's `endpoints` replaced by its static endpoints (in the order
+/// written) followed by those its `dns` and `kubernetes` targets resolved to (sorted),
+/// without duplicates, and its `dns` / `kubernetes` entries left as they are. A target
+/// without an answer yet contributes nothing.
+pub fn merged_config(config: &Config, resolved: &ResolvedEndpoints) -> Config {
+    let mut merged = config.clone();
+    for service in &mut merged.services {
+        if service.dns.is_empty() && service.kubernetes.is_empty() {
+            continue;
+        }
+        let dynamic: BTreeSet<SocketAddr> = service
+            .dns
+            .iter()
+            .filter_map(|entry| DnsTarget::parse(entry).ok())
+            .filter_map(|target| resolved.dns.get(&target))
+            .chain(
+                service
+                    .kubernetes
+                    .iter()
+                    .filter_map(|entry| KubernetesTarget::parse(entry).ok())
+                    .filter_map(|target| resolved.kubernetes.get(&target)),
+            )
+            .flatten()
+            .copied()
+            .filter(|address| address.port() != 0 && !address.ip().is_unspecified())
+            .collect();
+        let mut seen: HashSet<SocketAddr> = service.endpoints.iter().copied().collect();
+        for address in dynamic {
+            if seen.insert(address) {
+                service.endpoints.push(address);
+            }
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_config;
+
+    const TEXT: &str = r#"
+[[services]]
+name = "web"
+endpoints = ["10.0.0.9:80"]
+dns = ["web.example.com:80", "web-b.example.com:80"]
+
+[[services]]
+name = "api"
+kubernetes = "api.prod:8080"
+
+[[services]]
+name = "unrouted"
+dns = ["unrouted.example.com:80"]
+kubernetes = ["unrouted.prod:80"]
+
+[[routes]]
+path_prefix = "/api"
+split = [{ service = "api", weight = 1 }]
+
+[[routes]]
+service = "web"
+"#;
+
+    fn config() -> Config {
+        match parse_config(TEXT, "merge.toml") {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        }
+    }
+
+    fn dns(entry: &str) -> DnsTarget {
+        DnsTarget::parse(entry).unwrap_or_else(|problem| panic!("{entry}: {problem}"))
+    }
+
+    fn kubernetes(entry: &str) -> KubernetesTarget {
+        KubernetesTarget::parse(entry).unwrap_or_else(|problem| panic!("{entry}: {problem}"))
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse()
+            .unwrap_or_else(|error| panic!("{text}: {error}"))
+    }
+
+    #[test]
+    fn only_routed_services_are_watched() {
+        let wanted = wanted_targets(&config());
+        let expected_dns: BTreeSet<DnsTarget> =
+            [dns("web.example.com:80"), dns("web-b.example.com:80")].into();
+        assert_eq!(wanted.dns, expected_dns);
+        assert_eq!(wanted.kubernetes, [kubernetes("api.prod:8080")].into());
+    }
+
+    #[test]
+    fn merged_endpoints_are_static_then_resolved_sorted_without_duplicates() {
+        let mut resolved = ResolvedEndpoints::default();
+        resolved.dns.insert(
+            dns("web.example.com:80"),
+            vec![addr("10.0.0.2:80"), addr("10.0.0.9:80"), addr("0.0.0.0:80")],
+        );
+        resolved.dns.insert(
+            dns("web-b.example.com:80"),
+            vec![addr("10.0.0.1:80"), addr("10.0.0.2:80")],
+        );
+        resolved.kubernetes.insert(
+            kubernetes("api.prod:8080"),
+            vec![addr("[fd00::1]:8080"), addr("10.1.0.1:8080")],
+        );
+        let merged = merged_config(&config(), &resolved);
+        assert_eq!(
+            merged.services[0].endpoints,
+            vec![
+                addr("10.0.0.9:80"),
+                addr("10.0.0.1:80"),
+                addr("10.0.0.2:80")
+            ]
+        );
+        assert_eq!(
+            merged.services[1].endpoints,
+            vec![addr("10.1.0.1:8080"), addr("[fd00::1]:8080")]
+        );
+        assert_eq!(merged.services[2].endpoints, vec![]);
+        assert_eq!(merged.services[0].dns, config().services[0].dns);
+    }
+
+    #[test]
+    fn forgetting_unwanted_answers() {
+        let mut resolved = ResolvedEndpoints::default();
+        resolved
+            .dns
+            .insert(dns("gone.example.com:80"), vec![addr("10.0.0.1:80")]);
+        resolved
+            .dns
+            .insert(dns("web.example.com:80"), vec![addr("10.0.0.2:80")]);
+        resolved.retain_wanted(&wanted_targets(&config()));
+        assert_eq!(
+            resolved.dns.keys().cloned().collect::<Vec<_>>(),
+            vec![dns("web.example.com:80")]
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! The messages the DNS and Kubernetes source tasks send the controller.
+
+use crate::targets::{DnsTarget, KubernetesTarget};
+use std::net::SocketAddr;
+
+/// What one source task learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceUpdate {
+    /// The target's endpoints now (possibly none: the name or Service has no addresses).
+    Endpoints(Vec<SocketAddr>),
+    /// The source failed; the endpoints of its last good answer stay in use.
+    Failed(String),
+}
+
+/// A [`SourceUpdate`] and the target it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceEvent {
+    Dns(DnsTarget, SourceUpdate),
+    Kubernetes(KubernetesTarget, SourceUpdate),
+}
