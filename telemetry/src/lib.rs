@@ -25,3 +25,4 @@ pub mod prometheus;
 pub mod span;
 pub mod span_queue;
 pub mod trace;
+pub mod otlp;
