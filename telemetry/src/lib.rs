@@ -15,14 +15,22 @@
 //! a non-blocking `try_send`, and everything that does I/O runs on the control thread.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
+pub mod config;
 pub mod metrics;
 
 pub use metrics::{
     CoreMetrics, EndpointId, EndpointState, ErrorKind, LayoutBuilder, MetricsLayout,
     MetricsSnapshot, Peer, RetryReason, RouteId, ServiceId, StatusClass,
 };
+pub mod otlp;
 pub mod prometheus;
 pub mod span;
 pub mod span_queue;
 pub mod trace;
-pub mod otlp;
+
+pub use access_log::{write_access_log_line, AccessLogEntry};
+pub use config::{TelemetryConfig, TelemetryConfigError};
+pub use span::{Span, SpanAttributes, SpanKind, SpanStatus};
+pub use span_queue::{SpanCounts, SpanQueue, SpanReceiver, SpanSender, SpanStats};
+pub use trace::{Sampler, TraceContext};

@@ -18,7 +18,7 @@ pub use exporter::{
     DEFAULT_EXPORT_TIMEOUT,
 };
 pub use http::ExportError;
-pub use proto::{export_request, attribute_keys};
+pub use proto::{attribute_keys, export_request};
 pub use url::{CollectorUrl, UrlError, DEFAULT_OTLP_HTTP_PORT, DEFAULT_TRACES_PATH};
 
 /// The protobuf types, re-exported for receivers and tests.

@@ -133,7 +133,9 @@ impl SpanSender {
         match self.sender.try_send(span) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
                 false
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -213,7 +215,12 @@ mod tests {
             sampled: true,
             debug: false,
         };
-        Span::start(&context, "request", SpanKind::Server, SystemTime::UNIX_EPOCH)
+        Span::start(
+            &context,
+            "request",
+            SpanKind::Server,
+            SystemTime::UNIX_EPOCH,
+        )
     }
 
     #[test]

@@ -32,7 +32,7 @@ mod context;
 mod extract;
 mod hex;
 mod inject;
-mod sampler;
+pub(crate) mod sampler;
 mod tracestate;
 mod w3c;
 
@@ -40,5 +40,5 @@ pub use context::{random_span_id, random_trace_id, TraceContext};
 pub use extract::{extract, Extracted, Formats};
 pub use hex::Hex;
 pub use inject::{is_trace_header, write_trace_headers, TRACE_HEADERS};
-pub use sampler::Sampler;
+pub use sampler::{Sampler, DEFAULT_SAMPLE_RATIO};
 pub use tracestate::{TraceState, MAX_TRACESTATE_HEADERS};

@@ -309,8 +309,14 @@ mod tests {
         assert_eq!(s.ejections("users", "b:1"), 1);
         assert_eq!(s.ejections("users", "a:1"), 0);
         assert_eq!(s.endpoint_state("users", "b:1", EndpointState::Ejected), 1);
-        assert_eq!(s.endpoint_state("users", "b:1", EndpointState::Available), 0);
-        assert_eq!(s.endpoint_state("users", "a:1", EndpointState::Available), 1);
+        assert_eq!(
+            s.endpoint_state("users", "b:1", EndpointState::Available),
+            0
+        );
+        assert_eq!(
+            s.endpoint_state("users", "a:1", EndpointState::Available),
+            1
+        );
         assert_eq!(s.client_connections_accepted(), 2);
         assert_eq!(s.client_connections_open(), 1);
         assert_eq!(s.bytes_received(Peer::Client), 100);
@@ -331,7 +337,10 @@ mod tests {
         m.record_retry(users, RetryReason::Status);
         let s = m.snapshot();
         assert_eq!(s.requests(None, None, None, StatusClass::ClientError), 1);
-        assert_eq!(s.requests(Some("api"), Some("users"), None, StatusClass::Success), 0);
+        assert_eq!(
+            s.requests(Some("api"), Some("users"), None, StatusClass::Success),
+            0
+        );
         assert_eq!(s.retries("users", RetryReason::Status), 0);
     }
 
@@ -346,7 +355,10 @@ mod tests {
         let m = CoreMetrics::new(layout);
         m.record_response(api, Some(o), 200, Duration::ZERO);
         let s = m.snapshot();
-        assert_eq!(s.requests(Some("api"), Some("users"), None, StatusClass::Success), 1);
+        assert_eq!(
+            s.requests(Some("api"), Some("users"), None, StatusClass::Success),
+            1
+        );
     }
 
     #[test]
@@ -359,8 +371,19 @@ mod tests {
         let m = CoreMetrics::new(layout);
         m.record_response(api, Some(a), 200, Duration::ZERO);
         let s = m.snapshot();
-        assert_eq!(s.requests(Some("api"), Some("users"), None, StatusClass::Success), 1);
-        assert_eq!(s.requests(Some("api"), Some("users"), Some("a:1"), StatusClass::Success), 0);
+        assert_eq!(
+            s.requests(Some("api"), Some("users"), None, StatusClass::Success),
+            1
+        );
+        assert_eq!(
+            s.requests(
+                Some("api"),
+                Some("users"),
+                Some("a:1"),
+                StatusClass::Success
+            ),
+            0
+        );
     }
 
     #[test]
@@ -389,12 +412,22 @@ mod tests {
         let ok = |ep| s.requests(Some("api"), Some("users"), ep, StatusClass::Success);
         assert_eq!(ok(Some("b:1")), 2);
         assert_eq!(ok(Some("a:1")), 0, "a left");
-        assert_eq!(ok(None), 1, "a's late request counts for the route, without endpoint");
+        assert_eq!(
+            ok(None),
+            1,
+            "a's late request counts for the route, without endpoint"
+        );
         assert_eq!(s.retries("users", RetryReason::Timeout), 1);
         assert_eq!(s.ejections("users", "b:1"), 1);
         assert_eq!(s.endpoint_state("users", "b:1", EndpointState::HalfOpen), 1);
-        assert_eq!(s.endpoint_state("users", "b:1", EndpointState::Available), 0);
-        assert_eq!(s.endpoint_state("users", "c:1", EndpointState::Available), 1);
+        assert_eq!(
+            s.endpoint_state("users", "b:1", EndpointState::Available),
+            0
+        );
+        assert_eq!(
+            s.endpoint_state("users", "c:1", EndpointState::Available),
+            1
+        );
         assert_eq!(s.client_connections_open(), 1);
         assert_eq!(s.client_connections_accepted(), 1);
         assert!(Arc::ptr_eq(m.layout(), &three));
@@ -410,7 +443,10 @@ mod tests {
         }
         m.record_response(api, None, 200, Duration::ZERO);
         let s = m.snapshot();
-        assert_eq!(s.requests(Some("api"), Some("users"), None, StatusClass::Success), 0);
+        assert_eq!(
+            s.requests(Some("api"), Some("users"), None, StatusClass::Success),
+            0
+        );
         assert_eq!(m.translations.len(), MAX_TRANSLATIONS);
     }
 

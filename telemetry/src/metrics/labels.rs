@@ -272,8 +272,14 @@ mod tests {
 
     #[test]
     fn error_kinds_map_from_proxy_names() {
-        assert_eq!(ErrorKind::from_name("connect-timeout"), ErrorKind::ConnectTimeout);
-        assert_eq!(ErrorKind::from_name("shutting-down"), ErrorKind::ShuttingDown);
+        assert_eq!(
+            ErrorKind::from_name("connect-timeout"),
+            ErrorKind::ConnectTimeout
+        );
+        assert_eq!(
+            ErrorKind::from_name("shutting-down"),
+            ErrorKind::ShuttingDown
+        );
         assert_eq!(ErrorKind::from_name("something-new"), ErrorKind::Other);
         for kind in ErrorKind::ALL {
             assert_eq!(ErrorKind::from_name(kind.as_str()), kind);

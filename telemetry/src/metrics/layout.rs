@@ -438,7 +438,11 @@ impl MetricsLayout {
     }
 
     /// Index of a route entry by route name and service name.
-    pub(crate) fn route_by_names(&self, route: Option<&str>, service: Option<&str>) -> Option<usize> {
+    pub(crate) fn route_by_names(
+        &self,
+        route: Option<&str>,
+        service: Option<&str>,
+    ) -> Option<usize> {
         let Some(route) = route else {
             return Some(0);
         };
@@ -488,11 +492,20 @@ mod tests {
         let layout = b.build();
         // unrouted: 1 slot; api/users: 3; api/orders: 2; dead: 1 → 7 slots × 5 classes.
         assert_eq!(layout.latency_base, GLOBALS + 7 * CLASSES);
-        assert_eq!(layout.services_base, layout.latency_base + 4 * HISTOGRAM_STRIDE);
-        assert_eq!(layout.endpoints_base, layout.services_base + 2 * SERVICE_STRIDE);
+        assert_eq!(
+            layout.services_base,
+            layout.latency_base + 4 * HISTOGRAM_STRIDE
+        );
+        assert_eq!(
+            layout.endpoints_base,
+            layout.services_base + 2 * SERVICE_STRIDE
+        );
         assert_eq!(layout.len, layout.endpoints_base + 3 * ENDPOINT_STRIDE);
         assert_eq!(layout.counter_count(), layout.len);
-        assert_eq!(layout.endpoint_block(1, 0), Some(layout.endpoints_base + 2 * ENDPOINT_STRIDE));
+        assert_eq!(
+            layout.endpoint_block(1, 0),
+            Some(layout.endpoints_base + 2 * ENDPOINT_STRIDE)
+        );
         assert_eq!(layout.endpoint_block(1, 1), None);
     }
 
@@ -517,7 +530,10 @@ mod tests {
         let layout = b.build();
         assert_eq!(layout.services[0].endpoints.len(), 2);
         assert_eq!(layout.endpoint_id(users, "a:1"), Some(a));
-        assert_eq!(layout.endpoint_at(users, 1), layout.endpoint_id(users, "b:1"));
+        assert_eq!(
+            layout.endpoint_at(users, 1),
+            layout.endpoint_id(users, "b:1")
+        );
         assert_eq!(layout.endpoint_at(users, 2), None);
     }
 

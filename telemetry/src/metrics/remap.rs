@@ -196,7 +196,10 @@ impl Translation {
 
     pub(crate) fn endpoint(&self, id: EndpointId) -> Option<EndpointId> {
         let service = self.service(id.service())?;
-        let local = *self.endpoints.get(id.service as usize)?.get(id.local as usize)?;
+        let local = *self
+            .endpoints
+            .get(id.service as usize)?
+            .get(id.local as usize)?;
         (local != GONE).then_some(EndpointId {
             generation: self.to_generation,
             service: service.index,
@@ -294,9 +297,15 @@ mod tests {
         let a = one.endpoint_at(users, 0).unwrap();
         let b = one.endpoint_at(users, 1).unwrap();
         assert_eq!(t13.endpoint(a), None);
-        assert_eq!(t13.endpoint(b), three.endpoint_id(three.service_id("users").unwrap(), "b:1"));
+        assert_eq!(
+            t13.endpoint(b),
+            three.endpoint_id(three.service_id("users").unwrap(), "b:1")
+        );
         let api = one.route_id("api", Some(users)).unwrap();
-        assert_eq!(t13.route(api), three.route_id("api", three.service_id("users")));
+        assert_eq!(
+            t13.route(api),
+            three.route_id("api", three.service_id("users"))
+        );
         assert_eq!(t13.generation(), one.generation);
     }
 }

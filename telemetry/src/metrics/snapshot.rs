@@ -73,8 +73,20 @@ impl MetricsSnapshot {
         } else {
             let union = Arc::new(MetricsLayout::union(&self.layout, &other.layout));
             let mut values = vec![0; union.len];
-            remap(&self.layout, &self.values, &union, &mut values, StateCells::Add);
-            remap(&other.layout, &other.values, &union, &mut values, StateCells::Add);
+            remap(
+                &self.layout,
+                &self.values,
+                &union,
+                &mut values,
+                StateCells::Add,
+            );
+            remap(
+                &other.layout,
+                &other.values,
+                &union,
+                &mut values,
+                StateCells::Add,
+            );
             self.layout = union;
             self.values = values;
         }
@@ -108,7 +120,10 @@ impl MetricsSnapshot {
         let slot = match (endpoint, entry.service) {
             (None, _) => 0,
             (Some(endpoint), Some(s)) if self.layout.per_endpoint => {
-                match self.layout.services[s as usize].endpoint_by_name.get(endpoint) {
+                match self.layout.services[s as usize]
+                    .endpoint_by_name
+                    .get(endpoint)
+                {
                     Some(&local) => local as usize + 1,
                     None => return 0,
                 }
@@ -257,9 +272,18 @@ mod tests {
         assert_eq!(ok("b:1"), 4);
         assert_eq!(merged.latency(Some("api"), Some("users")).unwrap().count, 7);
         assert_eq!(merged.client_connections_open(), 2);
-        assert_eq!(merged.endpoint_state("users", "a:1", EndpointState::Available), 2);
-        assert_eq!(merged.endpoint_state("users", "b:1", EndpointState::Available), 1);
-        assert_eq!(merged.endpoint_state("users", "b:1", EndpointState::Ejected), 1);
+        assert_eq!(
+            merged.endpoint_state("users", "a:1", EndpointState::Available),
+            2
+        );
+        assert_eq!(
+            merged.endpoint_state("users", "b:1", EndpointState::Available),
+            1
+        );
+        assert_eq!(
+            merged.endpoint_state("users", "b:1", EndpointState::Ejected),
+            1
+        );
         assert_eq!(merged.cores(), 2);
     }
 
@@ -275,8 +299,14 @@ mod tests {
         assert_eq!(ok("b:1"), 5);
         assert_eq!(ok("c:1"), 1);
         assert_eq!(merged.cores(), 3);
-        assert_eq!(merged.endpoint_state("users", "a:1", EndpointState::Available), 1);
-        assert_eq!(merged.endpoint_state("users", "b:1", EndpointState::Available), 3);
+        assert_eq!(
+            merged.endpoint_state("users", "a:1", EndpointState::Available),
+            1
+        );
+        assert_eq!(
+            merged.endpoint_state("users", "b:1", EndpointState::Available),
+            3
+        );
     }
 
     #[test]
@@ -286,14 +316,33 @@ mod tests {
         s.merge(&MetricsSnapshot::empty());
         assert_eq!(s.cores(), 1);
         assert!(Arc::ptr_eq(s.layout(), &l));
-        assert_eq!(s.requests(Some("api"), Some("users"), Some("a:1"), StatusClass::Success), 1);
+        assert_eq!(
+            s.requests(
+                Some("api"),
+                Some("users"),
+                Some("a:1"),
+                StatusClass::Success
+            ),
+            1
+        );
     }
 
     #[test]
     fn getters_of_unknown_labels_read_zero() {
         let s = core(&layout(&["a:1"]), 0, 1).snapshot();
-        assert_eq!(s.requests(Some("nope"), Some("users"), None, StatusClass::Success), 0);
-        assert_eq!(s.requests(Some("api"), Some("users"), Some("z:1"), StatusClass::Success), 0);
+        assert_eq!(
+            s.requests(Some("nope"), Some("users"), None, StatusClass::Success),
+            0
+        );
+        assert_eq!(
+            s.requests(
+                Some("api"),
+                Some("users"),
+                Some("z:1"),
+                StatusClass::Success
+            ),
+            0
+        );
         assert_eq!(s.retries("nope", RetryReason::Reset), 0);
         assert_eq!(s.ejections("users", "z:1"), 0);
         assert!(s.latency(Some("nope"), None).is_none());

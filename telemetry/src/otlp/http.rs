@@ -212,7 +212,11 @@ mod tests {
     /// what it read.
     fn serve_once(answer: &'static [u8]) -> (CollectorUrl, thread::JoinHandle<Vec<u8>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = CollectorUrl::parse(&format!("http://{}/v1/traces", listener.local_addr().unwrap())).unwrap();
+        let url = CollectorUrl::parse(&format!(
+            "http://{}/v1/traces",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
         let handle = thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             let mut got = Vec::new();
@@ -236,8 +240,20 @@ mod tests {
     #[test]
     fn posts_and_reads_the_answer() {
         let (url, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
-        let answer = post(&url, "application/x-protobuf", b"hello", Duration::from_secs(5)).unwrap();
-        assert_eq!(answer, Answer { status: 200, body: b"abc".to_vec() });
+        let answer = post(
+            &url,
+            "application/x-protobuf",
+            b"hello",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(
+            answer,
+            Answer {
+                status: 200,
+                body: b"abc".to_vec()
+            }
+        );
         let request = String::from_utf8(server.join().unwrap()).unwrap();
         let port = url.port();
         assert_eq!(
@@ -253,7 +269,8 @@ mod tests {
 
     #[test]
     fn error_statuses_and_garbage_fail() {
-        let (url, _server) = serve_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+        let (url, _server) =
+            serve_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
         let err = post(&url, "x", b"hello", Duration::from_secs(5)).unwrap_err();
         assert!(matches!(err, ExportError::Status(503)), "{err}");
         let (url, _server) = serve_once(b"SSH-2.0-OpenSSH\r\n\r\n");
@@ -272,7 +289,8 @@ mod tests {
     #[test]
     fn a_silent_collector_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = CollectorUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let url =
+            CollectorUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
         // Accepted by the kernel's backlog, never answered.
         let err = post(&url, "x", b"hello", Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, ExportError::Timeout(_)), "{err}");

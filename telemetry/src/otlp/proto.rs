@@ -179,7 +179,10 @@ mod tests {
         assert_eq!(back, request);
 
         let resource = request.resource_spans[0].resource.as_ref().unwrap();
-        assert_eq!(resource.attributes[0], string_attribute("service.name", "mesh-sidecar"));
+        assert_eq!(
+            resource.attributes[0],
+            string_attribute("service.name", "mesh-sidecar")
+        );
         let spans = &request.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 2);
         let s = &spans[0];
@@ -197,7 +200,10 @@ mod tests {
                 int_attribute("http.response.status_code", 200),
             ]
         );
-        assert_eq!(s.status.as_ref().unwrap().code, status::StatusCode::Ok as i32);
+        assert_eq!(
+            s.status.as_ref().unwrap().code,
+            status::StatusCode::Ok as i32
+        );
         let a = &spans[1];
         assert_eq!(a.kind, span::SpanKind::Client as i32);
         assert_eq!(a.flags, 0x101);
@@ -229,7 +235,10 @@ mod tests {
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
         let mut span = Span::start(&ctx, "x", SpanKind::Server, t0);
-        span.finish(SystemTime::UNIX_EPOCH - Duration::from_secs(5), SpanStatus::Unset);
+        span.finish(
+            SystemTime::UNIX_EPOCH - Duration::from_secs(5),
+            SpanStatus::Unset,
+        );
         let request = export_request(&[span], "s");
         let s = &request.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(s.end_time_unix_nano, s.start_time_unix_nano);

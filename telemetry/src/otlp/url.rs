@@ -47,7 +47,9 @@ impl CollectorUrl {
             None => (rest, ""),
         };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let end = v6.find(']').ok_or_else(|| UrlError::NoHost(url.to_string()))?;
+            let end = v6
+                .find(']')
+                .ok_or_else(|| UrlError::NoHost(url.to_string()))?;
             let port = &v6[end + 1..];
             let port = match port.strip_prefix(':') {
                 Some(p) => Some(p),
@@ -120,14 +122,24 @@ mod tests {
 
     #[test]
     fn parses_the_usual_forms() {
-        let url = CollectorUrl::parse("http://otel-collector.observability:4318/v1/traces").unwrap();
-        assert_eq!((url.host(), url.port(), url.path()), ("otel-collector.observability", 4318, "/v1/traces"));
+        let url =
+            CollectorUrl::parse("http://otel-collector.observability:4318/v1/traces").unwrap();
+        assert_eq!(
+            (url.host(), url.port(), url.path()),
+            ("otel-collector.observability", 4318, "/v1/traces")
+        );
         let url = CollectorUrl::parse("http://127.0.0.1").unwrap();
-        assert_eq!((url.host(), url.port(), url.path()), ("127.0.0.1", 4318, "/v1/traces"));
+        assert_eq!(
+            (url.host(), url.port(), url.path()),
+            ("127.0.0.1", 4318, "/v1/traces")
+        );
         let url = CollectorUrl::parse("http://127.0.0.1:9/").unwrap();
         assert_eq!((url.port(), url.path()), (9, "/v1/traces"));
         let url = CollectorUrl::parse("http://[::1]:4318/custom/traces?x=1").unwrap();
-        assert_eq!((url.host(), url.port(), url.path()), ("::1", 4318, "/custom/traces?x=1"));
+        assert_eq!(
+            (url.host(), url.port(), url.path()),
+            ("::1", 4318, "/custom/traces?x=1")
+        );
         assert_eq!(url.host_header(), "[::1]:4318");
         assert_eq!(url.to_string(), "http://[::1]:4318/custom/traces?x=1");
         assert_eq!(CollectorUrl::parse("http://[::1]").unwrap().port(), 4318);
@@ -136,14 +148,23 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_use() {
         let err = |s: &str| CollectorUrl::parse(s).unwrap_err();
-        assert_eq!(err("https://c:4318"), UrlError::Scheme("https://c:4318".into()));
+        assert_eq!(
+            err("https://c:4318"),
+            UrlError::Scheme("https://c:4318".into())
+        );
         assert_eq!(err("c:4318"), UrlError::Scheme("c:4318".into()));
         assert_eq!(err("http://:4318"), UrlError::NoHost("http://:4318".into()));
         assert_eq!(err("http://c:0"), UrlError::Port("http://c:0".into()));
-        assert_eq!(err("http://c:99999"), UrlError::Port("http://c:99999".into()));
+        assert_eq!(
+            err("http://c:99999"),
+            UrlError::Port("http://c:99999".into())
+        );
         assert_eq!(err("http://c:x/"), UrlError::Port("http://c:x/".into()));
         assert_eq!(err("http://[::1]x"), UrlError::Port("http://[::1]x".into()));
         assert_eq!(err("http://[::1"), UrlError::NoHost("http://[::1".into()));
-        assert_eq!(err("http://c/a b"), UrlError::Characters("http://c/a b".into()));
+        assert_eq!(
+            err("http://c/a b"),
+            UrlError::Characters("http://c/a b".into())
+        );
     }
 }

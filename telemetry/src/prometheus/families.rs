@@ -129,8 +129,10 @@ fn service_families(out: &mut String, m: &MetricsSnapshot) {
     );
     for (s, service) in layout.services.iter().enumerate() {
         for reason in RetryReason::ALL {
-            let labels: [Label<'_>; 2] =
-                [("service", Some(&*service.name)), ("reason", Some(reason.as_str()))];
+            let labels: [Label<'_>; 2] = [
+                ("service", Some(&*service.name)),
+                ("reason", Some(reason.as_str())),
+            ];
             let n = service_value(s, SVC_RETRIES + reason.slot());
             sample(out, RETRIES, &labels, Value::Int(n));
         }
@@ -185,8 +187,10 @@ fn ejections(out: &mut String, m: &MetricsSnapshot) {
             };
             let n = m.get(block + EP_EJECTIONS);
             if layout.per_endpoint {
-                let labels: [Label<'_>; 2] =
-                    [("service", Some(&*service.name)), ("endpoint", Some(&**endpoint))];
+                let labels: [Label<'_>; 2] = [
+                    ("service", Some(&*service.name)),
+                    ("endpoint", Some(&**endpoint)),
+                ];
                 sample(out, NAME, &labels, Value::Int(n));
             }
             total = total.wrapping_add(n);

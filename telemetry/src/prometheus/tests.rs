@@ -1,9 +1,7 @@
 //! Exact expositions of small scrapes, and `promtool check metrics` on a full one.
 
 use super::*;
-use crate::metrics::{
-    CoreMetrics, EndpointState, ErrorKind, LayoutBuilder, Peer, RetryReason,
-};
+use crate::metrics::{CoreMetrics, EndpointState, ErrorKind, LayoutBuilder, Peer, RetryReason};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -192,10 +190,7 @@ fn every_family_has_help_and_type_once() {
     let types = lines_of(&text, "# TYPE ");
     let helps = lines_of(&text, "# HELP ");
     assert_eq!(types.len(), helps.len());
-    let mut names: Vec<&str> = types
-        .iter()
-        .map(|l| l.split(' ').nth(2).unwrap())
-        .collect();
+    let mut names: Vec<&str> = types.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
     let count = names.len();
     names.sort_unstable();
     names.dedup();

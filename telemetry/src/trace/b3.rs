@@ -197,7 +197,10 @@ mod tests {
     const SPAN: &[u8] = b"e457b5a2e4d86bd1";
     const PARENT: &[u8] = b"05e3ac9a4f6e3b90";
 
-    fn ctx(single: &[u8]) -> ([u8; 16], [u8; 8], Option<[u8; 8]>, Option<bool>, bool) {
+    /// (trace id, span id, parent span id, sampling, debug).
+    type Parts = ([u8; 16], [u8; 8], Option<[u8; 8]>, Option<bool>, bool);
+
+    fn ctx(single: &[u8]) -> Parts {
         match parse_single(single) {
             Some(B3::Context {
                 trace_id,
@@ -257,7 +260,12 @@ mod tests {
             b"80f198ee56343ba864fe8b2a57d3eff7-0000000000000000",
             b"80f198ee56343ba864fe8b2a57d3ef-e457b5a2e4d86bd1",
         ] {
-            assert_eq!(parse_single(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_single(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

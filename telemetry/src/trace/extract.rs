@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(e.sampling, Some(false));
         assert!(!e.tracestate.is_empty());
         let parent = e.parent.unwrap();
-        assert_eq!(parent.trace_id, trace_id(b"4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            parent.trace_id,
+            trace_id(b"4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         // Ratio 1 would sample a new root, but the caller said no.
         let mut rng = SmallRng::seed_from_u64(1);
         let server = e.server_context(&Sampler::new(1.0), &mut rng);
@@ -279,8 +282,14 @@ mod tests {
             }
         );
         let parent = e.parent.unwrap();
-        assert_eq!(parent.trace_id, trace_id(b"80f198ee56343ba864fe8b2a57d3eff7"));
-        assert_eq!(parent.parent_span_id, Some(hex::decode::<8>(b"05e3ac9a4f6e3b90").unwrap()));
+        assert_eq!(
+            parent.trace_id,
+            trace_id(b"80f198ee56343ba864fe8b2a57d3eff7")
+        );
+        assert_eq!(
+            parent.parent_span_id,
+            Some(hex::decode::<8>(b"05e3ac9a4f6e3b90").unwrap())
+        );
         assert_eq!(e.sampling, Some(true));
     }
 
@@ -301,7 +310,10 @@ mod tests {
                 b3_multi: true
             }
         );
-        assert_eq!(e.parent.unwrap().trace_id, trace_id(b"4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            e.parent.unwrap().trace_id,
+            trace_id(b"4bf92f3577b34da6a3ce929d0e0e4736")
+        );
     }
 
     #[test]
@@ -356,8 +368,16 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut rng = SmallRng::seed_from_u64(11);
-        let names = ["traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
-            "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"];
+        let names = [
+            "traceparent",
+            "tracestate",
+            "b3",
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "x-b3-parentspanid",
+            "x-b3-sampled",
+            "x-b3-flags",
+        ];
         for i in 0..2000u32 {
             let len = (rng.next_u32() % 80) as usize;
             let mut value = vec![0u8; len];

@@ -77,10 +77,19 @@ mod tests {
     #[test]
     fn no_format_means_w3c() {
         let mut out = Vec::new();
-        write_trace_headers(&context(), Formats::default(), &TraceState::default(), &mut out);
+        write_trace_headers(
+            &context(),
+            Formats::default(),
+            &TraceState::default(),
+            &mut out,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            format!("traceparent: 00-{}-{}-00\r\n", "ab".repeat(16), "cd".repeat(8))
+            format!(
+                "traceparent: 00-{}-{}-00\r\n",
+                "ab".repeat(16),
+                "cd".repeat(8)
+            )
         );
     }
 
@@ -115,13 +124,18 @@ mod tests {
     #[test]
     fn tracestate_goes_out_unchanged_with_w3c() {
         let headers: [(&str, &[u8]); 3] = [
-            ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            (
+                "traceparent",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
             ("tracestate", b"rojo=00f067aa0ba902b7"),
             ("tracestate", b"congo=t61rcWkgMzE"),
         ];
         let incoming = extract(headers);
         let mut rng = SmallRng::seed_from_u64(1);
-        let attempt = incoming.server_context(&Sampler::new(0.0), &mut rng).child(&mut rng);
+        let attempt = incoming
+            .server_context(&Sampler::new(0.0), &mut rng)
+            .child(&mut rng);
         let mut out = Vec::new();
         write_trace_headers(&attempt, incoming.formats, &incoming.tracestate, &mut out);
         let text = String::from_utf8(out).unwrap();

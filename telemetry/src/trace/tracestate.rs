@@ -158,11 +158,18 @@ mod tests {
     #[test]
     fn valid_lists_pass_through() {
         let state = TraceState::parse(&[b"rojo=00f067aa0ba902b7, congo=t61rcWkgMzE", b" x@y=1 "]);
-        assert_eq!(joined(&state), b"rojo=00f067aa0ba902b7, congo=t61rcWkgMzE,x@y=1");
+        assert_eq!(
+            joined(&state),
+            b"rojo=00f067aa0ba902b7, congo=t61rcWkgMzE,x@y=1"
+        );
         let members: Vec<&[u8]> = state.members().collect();
         assert_eq!(
             members,
-            [&b"rojo=00f067aa0ba902b7"[..], b"congo=t61rcWkgMzE", b"x@y=1"]
+            [
+                &b"rojo=00f067aa0ba902b7"[..],
+                b"congo=t61rcWkgMzE",
+                b"x@y=1"
+            ]
         );
         assert!(TraceState::parse(&[b" , ,"]).is_empty());
         assert!(TraceState::parse(&[]).is_empty());
@@ -181,7 +188,11 @@ mod tests {
             b"rojo=a=b,ok=1",
             b"rojo=a\tb",
         ] {
-            assert!(TraceState::parse(&[bad]).is_empty(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                TraceState::parse(&[bad]).is_empty(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let many: Vec<u8> = (0..33)
             .map(|i| format!("k{i}=v"))

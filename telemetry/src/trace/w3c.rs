@@ -53,7 +53,11 @@ pub(crate) fn write(context: &TraceContext, out: &mut Vec<u8>) {
     hex::push(&context.trace_id, out);
     out.push(b'-');
     hex::push(&context.span_id, out);
-    out.extend_from_slice(if context.sampled { b"-01\r\n" } else { b"-00\r\n" });
+    out.extend_from_slice(if context.sampled {
+        b"-01\r\n"
+    } else {
+        b"-00\r\n"
+    });
 }
 
 #[cfg(test)]
@@ -77,10 +81,15 @@ mod tests {
                 sampled: true
             }
         );
-        let unsampled = parse(b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00\t").unwrap();
+        let unsampled =
+            parse(b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00\t").unwrap();
         assert!(!unsampled.sampled);
         // Other flag bits do not matter.
-        assert!(parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03").unwrap().sampled);
+        assert!(
+            parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03")
+                .unwrap()
+                .sampled
+        );
     }
 
     #[test]

@@ -31,7 +31,11 @@ struct Received {
 fn receiver(
     answers: usize,
     response_body: Vec<u8>,
-) -> (CollectorUrl, mpsc::Receiver<Received>, thread::JoinHandle<()>) {
+) -> (
+    CollectorUrl,
+    mpsc::Receiver<Received>,
+    thread::JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = CollectorUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -108,7 +112,12 @@ fn simple_span(n: u8) -> Span {
         sampled: true,
         debug: false,
     };
-    Span::start(&context, "request", SpanKind::Server, SystemTime::UNIX_EPOCH)
+    Span::start(
+        &context,
+        "request",
+        SpanKind::Server,
+        SystemTime::UNIX_EPOCH,
+    )
 }
 
 fn config(url: CollectorUrl) -> ExporterConfig {
@@ -144,8 +153,16 @@ fn exported_spans_keep_parent_links_and_attributes() {
     a1.attributes.endpoint = Some(Arc::from("10.0.0.1:8080"));
     a1.attributes.attempt = Some(1);
     a1.attributes.deadline = Some(Duration::from_millis(2000));
-    a1.finish(t0 + Duration::from_millis(3), SpanStatus::Error("upstream-closed"));
-    let mut a2 = Span::start(&second, "attempt", SpanKind::Client, t0 + Duration::from_millis(3));
+    a1.finish(
+        t0 + Duration::from_millis(3),
+        SpanStatus::Error("upstream-closed"),
+    );
+    let mut a2 = Span::start(
+        &second,
+        "attempt",
+        SpanKind::Client,
+        t0 + Duration::from_millis(3),
+    );
     a2.attributes.service = Some(users.clone());
     a2.attributes.endpoint = Some(Arc::from("10.0.0.2:8080"));
     a2.attributes.attempt = Some(2);
@@ -162,7 +179,10 @@ fn exported_spans_keep_parent_links_and_attributes() {
     }
 
     match exporter.export_pending() {
-        ExportOutcome::Exported { spans: 3, rejected: 0 } => {}
+        ExportOutcome::Exported {
+            spans: 3,
+            rejected: 0,
+        } => {}
         other => panic!("{other:?}"),
     }
     let got = rx.recv().unwrap();
@@ -183,14 +203,26 @@ fn exported_spans_keep_parent_links_and_attributes() {
     assert_eq!(a2.parent_span_id, request.span_id);
     assert_ne!(a1.span_id, a2.span_id);
 
-    assert_eq!(attribute(request, "coremesh.route"), Some(&Value::StringValue("api".into())));
-    assert_eq!(attribute(request, "http.response.status_code"), Some(&Value::IntValue(200)));
+    assert_eq!(
+        attribute(request, "coremesh.route"),
+        Some(&Value::StringValue("api".into()))
+    );
+    assert_eq!(
+        attribute(request, "http.response.status_code"),
+        Some(&Value::IntValue(200))
+    );
     assert_eq!(attribute(a1, "coremesh.attempt"), Some(&Value::IntValue(1)));
-    assert_eq!(attribute(a1, "coremesh.deadline_ms"), Some(&Value::IntValue(2000)));
+    assert_eq!(
+        attribute(a1, "coremesh.deadline_ms"),
+        Some(&Value::IntValue(2000))
+    );
     assert_eq!(attribute(a1, "coremesh.retry_reason"), None);
     assert_eq!(a1.status.as_ref().unwrap().message, "upstream-closed");
     assert_eq!(attribute(a2, "coremesh.attempt"), Some(&Value::IntValue(2)));
-    assert_eq!(attribute(a2, "coremesh.retry_reason"), Some(&Value::StringValue("reset".into())));
+    assert_eq!(
+        attribute(a2, "coremesh.retry_reason"),
+        Some(&Value::StringValue("reset".into()))
+    );
     assert_eq!(
         attribute(a2, "coremesh.endpoint"),
         Some(&Value::StringValue("10.0.0.2:8080".into()))
