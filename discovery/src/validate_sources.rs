@@ -124,3 +124,191 @@ fn violation(path: FieldPath, message: impl Into<String>) -> Violation {
         message: message.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::discovery_settings::*;
+    use crate::{parse_config, Config, DnsSettings, KubernetesSettings};
+    use std::path::PathBuf;
+
+    fn parsed(text: &str) -> Config {
+        match parse_config(text, "s.toml") {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse_config(text, "s.toml") {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn dns_and_kubernetes_entries_parse_in_both_forms() {
+        let config = parsed(
+            r#"
+[[services]]
+name = "a"
+dns = ["a.example.com:80", "b.example.com:8080"]
+
+[[services]]
+name = "b"
+kubernetes = "web.prod.svc.cluster.local:http"
+
+[[services]]
+name = "c"
+endpoints = ["10.0.0.1:80"]
+kubernetes = ["web.prod:80", "web.staging:80"]
+"#,
+        );
+        assert_eq!(
+            config.services[0].dns,
+            ["a.example.com:80", "b.example.com:8080"]
+        );
+        assert!(config.services[0].kubernetes.is_empty());
+        assert_eq!(
+            config.services[1].kubernetes,
+            ["web.prod.svc.cluster.local:http"]
+        );
+        assert_eq!(
+            config.services[2].kubernetes,
+            ["web.prod:80", "web.staging:80"]
+        );
+        assert_eq!(config.discovery, DiscoverySettings::default());
+    }
+
+    #[test]
+    fn the_discovery_section_and_its_defaults() {
+        let config = parsed(
+            r#"
+[discovery]
+debounce_ms = 50
+
+[discovery.file]
+poll_interval_ms = 250
+
+[discovery.dns]
+servers = ["127.0.0.1:5353", "[::1]:53"]
+max_refresh_ms = 10000
+
+[discovery.kubernetes]
+kubeconfig = "/etc/coremesh/kubeconfig"
+context = "prod"
+"#,
+        );
+        let expected = DiscoverySettings {
+            debounce_ms: 50,
+            file: FileSettings {
+                poll_interval_ms: 250,
+            },
+            dns: DnsSettings {
+                servers: vec![
+                    ([127, 0, 0, 1], 5353).into(),
+                    "[::1]:53".parse().unwrap_or_else(|e| panic!("{e}")),
+                ],
+                min_refresh_ms: DEFAULT_DNS_MIN_REFRESH_MS,
+                max_refresh_ms: 10_000,
+                timeout_ms: DEFAULT_DNS_TIMEOUT_MS,
+            },
+            kubernetes: KubernetesSettings {
+                kubeconfig: Some(PathBuf::from("/etc/coremesh/kubeconfig")),
+                context: Some("prod".into()),
+            },
+        };
+        assert_eq!(config.discovery, expected);
+        let defaults = parsed("[discovery]\n").discovery;
+        assert_eq!(defaults.debounce_ms, DEFAULT_DEBOUNCE_MS);
+        assert_eq!(
+            defaults.file.poll_interval_ms,
+            DEFAULT_FILE_POLL_INTERVAL_MS
+        );
+        assert_eq!(defaults.dns.min_refresh_ms, 1_000);
+        assert_eq!(defaults.dns.max_refresh_ms, 30_000);
+        assert_eq!(defaults.dns.timeout_ms, 2_000);
+        assert!(defaults.dns.servers.is_empty());
+        assert_eq!(defaults.kubernetes, KubernetesSettings::default());
+        assert!(defaults.is_default());
+    }
+
+    #[test]
+    fn bad_entries_are_reported_at_their_line() {
+        let text = r#"[[services]]
+name = "a"
+dns = ["a.example.com", "10.0.0.1:80", "a.example.com:80", "A.example.com:80"]
+
+[[services]]
+name = "b"
+kubernetes = "web:80"
+
+[[services]]
+name = "c"
+kubernetes = ["web.prod:80", "web.prod.svc.cluster.local:80", "Web.prod:http"]
+
+[[services]]
+name = "d"
+"#;
+        assert_eq!(
+            errors(text),
+            vec![
+                "s.toml:3:8: field `services[0].dns[0]`: dns entry \"a.example.com\" must be `host:port`",
+                "s.toml:3:25: field `services[0].dns[1]`: dns entry \"10.0.0.1:80\" is an IP address, not a name; list it in `endpoints`",
+                "s.toml:3:60: field `services[0].dns[3]`: duplicate dns entry \"A.example.com:80\"",
+                "s.toml:7:1: field `services[1].kubernetes[0]`: kubernetes entry \"web:80\" must name the Service and its namespace, as `name.namespace:port`",
+                "s.toml:11:30: field `services[2].kubernetes[1]`: duplicate kubernetes entry \"web.prod.svc.cluster.local:80\"",
+                "s.toml:11:63: field `services[2].kubernetes[2]`: kubernetes entry \"Web.prod:http\" has an invalid Service name \"Web\" (1 to 63 lower-case letters, digits and inner '-')",
+                "s.toml:13:1: field `services[3].endpoints`: service \"d\" has no endpoints, dns or kubernetes entries",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_of_the_new_keys_are_reported_at_their_line() {
+        let text = "[[services]]\nname = \"a\"\ndns = \"a.example.com:80\"\n\n[[services]]\nname = \"b\"\nkubernetes = 3\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "s.toml:3:7: field `services[0].dns`: invalid type: string \"a.example.com:80\", expected a sequence",
+                "s.toml:7:14: field `services[1].kubernetes`: invalid type: integer `3`, expected a string or an array of strings",
+            ]
+        );
+    }
+
+    #[test]
+    fn discovery_settings_out_of_bounds() {
+        let text = r#"[discovery]
+debounce_ms = 60001
+file = { poll_interval_ms = 5 }
+
+[discovery.dns]
+servers = ["127.0.0.1:0", "0.0.0.0:53"]
+min_refresh_ms = 5000
+max_refresh_ms = 1000
+timeout_ms = 0
+
+[discovery.kubernetes]
+kubeconfig = ""
+context = ""
+unknown = 1
+"#;
+        assert_eq!(
+            errors(text),
+            vec!["s.toml:14:1: field `discovery.kubernetes.unknown`: unknown field `unknown`, expected `kubeconfig` or `context`"]
+        );
+        let text = text.replace("unknown = 1\n", "");
+        assert_eq!(
+            errors(&text),
+            vec![
+                "s.toml:2:1: field `discovery.debounce_ms`: 60001 ms is more than 60000 ms",
+                "s.toml:3:10: field `discovery.file.poll_interval_ms`: 5 is outside 10 ms to one day",
+                "s.toml:6:12: field `discovery.dns.servers[0]`: server 127.0.0.1:0 has port 0",
+                "s.toml:6:27: field `discovery.dns.servers[1]`: server 0.0.0.0:53 has an unspecified address",
+                "s.toml:8:1: field `discovery.dns.max_refresh_ms`: 1000 ms is less than `min_refresh_ms` (5000 ms)",
+                "s.toml:9:1: field `discovery.dns.timeout_ms`: must be greater than 0",
+                "s.toml:12:1: field `discovery.kubernetes.kubeconfig`: must not be empty (leave it out to infer)",
+                "s.toml:13:1: field `discovery.kubernetes.context`: must not be empty (leave it out for the current context)",
+            ]
+        );
+    }
+}
