@@ -18,11 +18,6 @@
 pub mod access_log;
 pub mod config;
 pub mod metrics;
-
-pub use metrics::{
-    CoreMetrics, EndpointId, EndpointState, ErrorKind, LayoutBuilder, MetricsLayout,
-    MetricsSnapshot, Peer, RetryReason, RouteId, ServiceId, StatusClass,
-};
 pub mod otlp;
 pub mod prometheus;
 pub mod span;
@@ -31,6 +26,10 @@ pub mod trace;
 
 pub use access_log::{write_access_log_line, AccessLogEntry};
 pub use config::{TelemetryConfig, TelemetryConfigError};
+pub use metrics::{
+    CoreMetrics, EndpointId, EndpointState, ErrorKind, LayoutBuilder, MetricsLayout,
+    MetricsSnapshot, Peer, RetryReason, RouteId, ServiceId, StatusClass,
+};
 pub use span::{Span, SpanAttributes, SpanKind, SpanStatus};
 pub use span_queue::{SpanCounts, SpanQueue, SpanReceiver, SpanSender, SpanStats};
 pub use trace::{Sampler, TraceContext};
