@@ -97,6 +97,12 @@ pub struct ProxySettings {
     pub pin_cores: bool,
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Accept `POST /shutdown` on the admin server (from loopback only). Off by default.
+    #[serde(default)]
+    pub admin_shutdown: bool,
+    /// Export a per-endpoint label on metrics (on by default; turn off to bound cardinality).
+    #[serde(default = "default_true")]
+    pub per_endpoint_metrics: bool,
 }
 
 impl Default for ProxySettings {
@@ -108,6 +114,8 @@ impl Default for ProxySettings {
             driver: Driver::default(),
             pin_cores: true,
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            admin_shutdown: false,
+            per_endpoint_metrics: true,
         }
     }
 }
@@ -289,12 +297,20 @@ impl Settings {
             balance: o.balance.unwrap_or(self.balance),
             max_attempts: o.max_attempts.unwrap_or(self.max_attempts),
             retry_budget_ratio: o.retry_budget_ratio.unwrap_or(self.retry_budget_ratio),
-            retry_budget_min_per_sec: o.retry_budget_min_per_sec.unwrap_or(self.retry_budget_min_per_sec),
-            retry_budget_window_ms: o.retry_budget_window_ms.unwrap_or(self.retry_budget_window_ms),
-            retry_backoff_base_ms: o.retry_backoff_base_ms.unwrap_or(self.retry_backoff_base_ms),
+            retry_budget_min_per_sec: o
+                .retry_budget_min_per_sec
+                .unwrap_or(self.retry_budget_min_per_sec),
+            retry_budget_window_ms: o
+                .retry_budget_window_ms
+                .unwrap_or(self.retry_budget_window_ms),
+            retry_backoff_base_ms: o
+                .retry_backoff_base_ms
+                .unwrap_or(self.retry_backoff_base_ms),
             retry_backoff_max_ms: o.retry_backoff_max_ms.unwrap_or(self.retry_backoff_max_ms),
             replay_body_limit: o.replay_body_limit.unwrap_or(self.replay_body_limit),
-            eject_consecutive_failures: o.eject_consecutive_failures.unwrap_or(self.eject_consecutive_failures),
+            eject_consecutive_failures: o
+                .eject_consecutive_failures
+                .unwrap_or(self.eject_consecutive_failures),
             eject_base_ms: o.eject_base_ms.unwrap_or(self.eject_base_ms),
             eject_max_ms: o.eject_max_ms.unwrap_or(self.eject_max_ms),
             eject_max_percent: o.eject_max_percent.unwrap_or(self.eject_max_percent),
@@ -552,5 +568,8 @@ fn d_eject_max_percent() -> u32 {
     DEFAULT_EJECT_MAX_PERCENT
 }
 fn d_failure_statuses() -> Vec<String> {
-    DEFAULT_FAILURE_STATUSES.iter().map(|s| s.to_string()).collect()
+    DEFAULT_FAILURE_STATUSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }

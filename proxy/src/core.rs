@@ -273,6 +273,28 @@ impl Core {
         ConnectionGuard { core: self.clone() }
     }
 
+    /// This core's state for the admin server.
+    pub fn report(&self, now: Instant) -> crate::report::CoreReport {
+        let services = self
+            .services
+            .borrow()
+            .iter()
+            .map(|s| (s.name.to_string(), s.balancer.views(now)))
+            .collect();
+        let pool = self.pool.borrow();
+        crate::report::CoreReport {
+            core: self.id,
+            at: now,
+            services,
+            connections_open: self.connections.get() as u64,
+            connections_accepted: self.stats.accepted.get(),
+            requests: self.stats.requests.get(),
+            upstream_opened: pool.opened,
+            upstream_reused: pool.reused,
+            metrics: None,
+        }
+    }
+
     pub fn begin_shutdown(&self) {
         self.shutdown.fire();
         if self.connections.get() == 0 {

@@ -274,6 +274,15 @@ async fn connect(addr: SocketAddr, settings: &Settings) -> Result<TcpStream, Pro
     }
 }
 
+/// How one attempt's request goes out.
+#[derive(Clone, Copy)]
+struct Sending {
+    /// On a pooled connection (a failed write then means the upstream had closed it).
+    reused: bool,
+    /// The deadline left, passed to the next hop.
+    remaining_ms: u64,
+}
+
 /// Send the request to `addr` and read until a final response head (or a 101) is buffered.
 async fn send_and_await_head(
     core: &Rc<Core>,
@@ -297,7 +306,19 @@ async fn send_and_await_head(
         }
     };
     let mut up = Conn::new(stream, core.buffer());
-    let result = exchange_head(core, client, s, ex, &mut up, body, reused, remaining_ms).await;
+    let result = exchange_head(
+        core,
+        client,
+        s,
+        ex,
+        &mut up,
+        body,
+        Sending {
+            reused,
+            remaining_ms,
+        },
+    )
+    .await;
     match result {
         Ok(()) => Ok(up),
         Err(e) => {
@@ -314,11 +335,14 @@ async fn exchange_head(
     ex: &Exchange<'_>,
     up: &mut Conn,
     body: &mut RequestBody,
-    reused: bool,
-    remaining_ms: u64,
+    sending: Sending,
 ) -> Result<(), ProxyError> {
     // A write that fails on a reused connection means the upstream had closed it while it
     // sat idle: nothing was processed.
+    let Sending {
+        reused,
+        remaining_ms,
+    } = sending;
     let write_failed = ProxyError::UpstreamClosed {
         request_sent: !reused,
     };

@@ -3,6 +3,7 @@
 //! [`start`] runs the proxy in this process (what `coremesh run`, `coremesh proxy`, the demo
 //! and the end-to-end tests use) and returns a [`ProxyHandle`] to stop it.
 
+pub mod admin;
 pub mod body;
 pub mod codec;
 pub mod conn;
@@ -10,17 +11,21 @@ pub mod core;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod metrics;
 pub mod pool;
+pub mod report;
 pub mod rewrite;
 pub mod runtime;
 pub mod server;
 pub mod signal;
 pub mod tunnel;
 
+use admin::{AdminShared, LogLevel};
 use coremesh_discovery::{Config, Driver, Snapshot};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use runtime::{Control, CoreStart};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -33,6 +38,15 @@ pub struct ProxyHandle {
     cores: usize,
     controls: Vec<Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
+    admin: Option<(Arc<AdminShared>, JoinHandle<()>)>,
+    shutdown_requests: Receiver<()>,
+}
+
+/// Optional hooks for [`start_with`].
+#[derive(Default)]
+pub struct StartOptions {
+    /// Lets the admin server read and change the log filter.
+    pub log_level: Option<Arc<dyn LogLevel>>,
 }
 
 impl ProxyHandle {
@@ -52,6 +66,18 @@ impl ProxyHandle {
     pub fn cores(&self) -> usize {
         self.cores
     }
+    /// Receives one message per shutdown asked for through the admin server.
+    pub fn shutdown_requests(&self) -> &Receiver<()> {
+        &self.shutdown_requests
+    }
+    /// The configuration the admin server shows as effective.
+    pub fn set_effective_config(&self, config: &Config) {
+        if let Some((shared, _)) = &self.admin {
+            if let Ok(mut c) = shared.config.lock() {
+                *c = config.clone();
+            }
+        }
+    }
     /// Send every core a new snapshot of routes and endpoints.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
         for c in &self.controls {
@@ -65,11 +91,21 @@ impl ProxyHandle {
     }
 
     fn stop(&mut self) {
+        if let Some((shared, _)) = &self.admin {
+            shared.stopping.store(true, Ordering::SeqCst);
+        }
         for c in &self.controls {
             let _ = c.send(Control::Shutdown);
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some((_, thread)) = self.admin.take() {
+            // Wake the accept loop so it sees `stopping`.
+            if let Some(addr) = self.admin_addr {
+                let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+            }
+            let _ = thread.join();
         }
     }
 }
@@ -82,6 +118,11 @@ impl Drop for ProxyHandle {
 
 /// Start the proxy described by `config` (already validated) in this process.
 pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
+    start_with(config, StartOptions::default())
+}
+
+/// [`start`] with hooks from the binary.
+pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<ProxyHandle> {
     let snapshot = Arc::new(Snapshot::build(&config));
     let cores = match config.proxy.cores {
         0 => std::thread::available_parallelism()
@@ -103,6 +144,13 @@ pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
         Vec::new()
     };
     let grace = Duration::from_millis(config.proxy.shutdown_grace_ms);
+    let admin_listener = match config.proxy.admin {
+        Some(addr) => Some(
+            admin::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen for admin on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<Driver, String>>();
     let mut gossip_ports = coremesh_balancer::GossipMesh::new(cores).into_iter();
     let mut controls = Vec::with_capacity(cores);
@@ -146,13 +194,17 @@ pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
     }
     drop(ready_tx);
     let mut driver = wanted;
+    let (shutdown_tx, shutdown_rx) = crossbeam_channel::unbounded();
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let mut handle = ProxyHandle {
         listen_addr,
-        admin_addr: None,
+        admin_addr,
         driver,
         cores,
         controls,
         threads,
+        admin: None,
+        shutdown_requests: shutdown_rx,
     };
     for _ in 0..cores {
         match ready_rx.recv() {
@@ -168,6 +220,26 @@ pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
         }
     }
     handle.driver = driver;
+    if let Some(listener) = admin_listener {
+        let shared = Arc::new(AdminShared {
+            config: std::sync::Mutex::new(config.clone()),
+            controls: handle.controls.clone(),
+            ready: std::sync::atomic::AtomicBool::new(true),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            shutdown_requests: shutdown_tx,
+            log_level: options.log_level,
+            driver: driver_name(driver),
+            metrics: Box::new(metrics::render),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("coremesh-admin".into())
+            .spawn(move || admin::serve(listener, thread_shared))?;
+        handle.admin = Some((shared, thread));
+        if let Some(addr) = admin_addr {
+            tracing::info!("admin server on http://{addr}");
+        }
+    }
     tracing::info!(
         "coremesh listening on {listen_addr} with {cores} core(s), driver {}",
         driver_name(driver)

@@ -2,10 +2,13 @@
 //! `check` (validate a config file) and `demo` (the whole thing on a built-in setup).
 
 use clap::{Parser, Subcommand, ValueEnum};
+use coremesh::admin::LogLevel;
+use coremesh::StartOptions;
 use coremesh_discovery::{BalanceKind, Config, Driver};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -101,13 +104,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_level = init_logging();
     let result = match cli.command {
         Command::Proxy {
             listen,
@@ -145,10 +142,10 @@ fn main() -> ExitCode {
             if let Some(g) = grace_ms {
                 config.proxy.shutdown_grace_ms = g;
             }
-            serve_until_signal(config)
+            serve_until_signal(config, log_level.clone())
         }
         Command::Run { config } => match coremesh_discovery::load_config(&config) {
-            Ok(cfg) => serve_until_signal(cfg),
+            Ok(cfg) => serve_until_signal(cfg, log_level.clone()),
             Err(errors) => {
                 eprintln!("{errors}");
                 return ExitCode::from(2);
@@ -180,18 +177,78 @@ fn main() -> ExitCode {
     }
 }
 
-/// Run until SIGTERM or SIGINT, then shut down gracefully and exit 0.
-fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`), changeable at run
+/// time through the admin server's `/log-level`.
+fn init_logging() -> Arc<dyn LogLevel> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+    let initial = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(&initial).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (layer, handle) = reload::Layer::new(filter);
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+    Arc::new(ReloadableLevel {
+        handle,
+        current: std::sync::Mutex::new(initial),
+    })
+}
+
+struct ReloadableLevel {
+    handle: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    current: std::sync::Mutex<String>,
+}
+
+impl LogLevel for ReloadableLevel {
+    fn get(&self) -> String {
+        self.current.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+    fn set(&self, filter: &str) -> Result<(), String> {
+        let parsed = tracing_subscriber::EnvFilter::try_new(filter)
+            .map_err(|e| format!("invalid filter {filter:?}: {e}"))?;
+        self.handle.reload(parsed).map_err(|e| e.to_string())?;
+        if let Ok(mut c) = self.current.lock() {
+            *c = filter.to_string();
+        }
+        Ok(())
+    }
+}
+
+/// Run until SIGTERM, SIGINT or an admin `POST /shutdown`, then shut down gracefully and
+/// exit 0.
+fn serve_until_signal(config: Config, log_level: Arc<dyn LogLevel>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    let handle = coremesh::start(config)?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(
-            signal,
-            "shutting down: no new connections, finishing in-flight requests"
-        );
+    let signal_handle = signals.handle();
+    let handle = coremesh::start_with(
+        config,
+        StartOptions {
+            log_level: Some(log_level),
+        },
+    )?;
+    let (tx, rx) = crossbeam_channel::bounded::<String>(2);
+    let signal_tx = tx.clone();
+    let signal_thread = std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _ = signal_tx.send(format!("signal {signal}"));
+        }
+    });
+    crossbeam_channel::select! {
+        recv(rx) -> why => {
+            tracing::info!("shutting down ({}): no new connections, finishing in-flight requests", why.unwrap_or_default());
+        }
+        recv(handle.shutdown_requests()) -> _ => {
+            tracing::info!("shutting down (admin request): no new connections, finishing in-flight requests");
+        }
     }
     handle.shutdown();
+    signal_handle.close();
+    let _ = signal_thread.join();
     tracing::info!("stopped");
     Ok(())
 }

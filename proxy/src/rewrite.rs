@@ -144,6 +144,14 @@ pub fn error_response(status: u16, kind: &str, message: &str, close: bool, out: 
     out.push(b'\n');
 }
 
+/// Append the deadline header line to a finished head (which ends with an empty line).
+pub fn append_deadline(head: &[u8], remaining_ms: u64, out: &mut Vec<u8>) {
+    let without_end = head.strip_suffix(b"\r\n").unwrap_or(head);
+    out.extend_from_slice(without_end);
+    out.extend_from_slice(DEADLINE_HEADER);
+    let _ = write!(out, ": {remaining_ms}\r\n\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,12 +184,4 @@ mod tests {
         assert!(s.contains("content-length: 17\r\n"));
         assert!(s.ends_with("\r\n\r\nno route matched\n"));
     }
-}
-
-/// Append the deadline header line to a finished head (which ends with an empty line).
-pub fn append_deadline(head: &[u8], remaining_ms: u64, out: &mut Vec<u8>) {
-    let without_end = head.strip_suffix(b"\r\n").unwrap_or(head);
-    out.extend_from_slice(without_end);
-    out.extend_from_slice(DEADLINE_HEADER);
-    let _ = write!(out, ": {remaining_ms}\r\n\r\n");
 }

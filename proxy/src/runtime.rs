@@ -25,6 +25,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 pub enum Control {
     Install(Arc<Snapshot>),
     Shutdown,
+    /// Send a report of this core's state to the admin server.
+    Report(crossbeam_channel::Sender<crate::report::CoreReport>),
 }
 
 /// The driver to try first: io_uring only where the kernel offers it.
@@ -170,6 +172,9 @@ async fn tick(core: Rc<Core>, control: Receiver<Control>) {
         loop {
             match control.try_recv() {
                 Ok(Control::Install(snapshot)) => core.install(snapshot),
+                Ok(Control::Report(reply)) => {
+                    let _ = reply.send(core.report(Instant::now()));
+                }
                 Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
                     core.begin_shutdown();
                     return;
