@@ -26,6 +26,21 @@ fn parent_of(pid: u32) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Busy clock ticks of the whole machine (all CPUs) from `/proc/stat`: user, nice,
+/// system, irq, softirq and steal.
+pub fn machine_busy_ticks() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum()
+}
+
 /// `root` and every process below it.
 pub fn process_tree(root: u32) -> Vec<u32> {
     let mut all: Vec<(u32, u32)> = Vec::new();
@@ -120,5 +135,6 @@ mod tests {
         assert!(rss > 0);
         assert!(tree_fd_count(me) > 0);
         assert!(process_tree(me).contains(&me));
+        assert!(machine_busy_ticks() > 0);
     }
 }

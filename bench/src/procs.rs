@@ -195,12 +195,46 @@ impl Drop for Proc {
     }
 }
 
+/// Text without ANSI escape sequences (colours in logs).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The last `max` bytes of a log file, for a report.
 pub fn log_tail(path: &Path, max: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
     let start = text.len().saturating_sub(max);
     let start = (start..text.len())
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(text.len());
     text[start..].trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_colours_are_removed() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x"),
+            "2026  INFO x"
+        );
+    }
 }

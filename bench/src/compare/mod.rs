@@ -385,6 +385,18 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| contender::coremesh_proxy_flags(p))
         .unwrap_or_default();
+    let mut coremesh = coremesh;
+    let mut coremesh_admin = false;
+    if let Ok(binary) = &coremesh {
+        match contender::coremesh_preflight(binary, &work_dir) {
+            Ok(None) => {}
+            Ok(Some(note)) => {
+                coremesh_admin = true;
+                notes.push(note);
+            }
+            Err(e) => coremesh = Err(e),
+        }
+    }
     let setup = Setup {
         coremesh,
         coremesh_flags,
@@ -395,6 +407,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         proxy_cpus,
         work_dir: work_dir.clone(),
         config_dir,
+        nofile,
+        coremesh_admin,
     };
     if setup.taskset.is_none() {
         notes.push("taskset not found: nothing was pinned".to_string());

@@ -6,6 +6,7 @@ use super::report::{Better, Column, Row, ScenarioResult};
 use super::upstreams::{served_between, UpstreamArgs, UpstreamProc};
 use super::Plan;
 use crate::load::{self, LoadReport, LoadSpec, Mode, Stop};
+use crate::procfs;
 use crate::sys;
 use crate::wrk::{self, WrkResult};
 use std::collections::BTreeMap;
@@ -149,6 +150,7 @@ fn error_note(r: &LoadReport) -> Option<String> {
 struct OverheadAcc {
     saturated: Vec<LoadReport>,
     busy: Vec<f64>,
+    others: Vec<f64>,
     wrk: Vec<WrkResult>,
     cpu: Vec<(LoadReport, f64)>,
     row_sat: Row,
@@ -208,11 +210,27 @@ pub fn overhead_and_cpu(
                             Mode::Closed,
                             Stop::Duration(plan.saturate),
                         );
+                        let ours = |running: &Running| {
+                            running.cpu_ticks()
+                                + procfs::cpu_ticks(std::process::id()).unwrap_or(0)
+                                + ups
+                                    .iter()
+                                    .filter_map(|u| u.pid())
+                                    .map(procfs::tree_cpu_ticks)
+                                    .sum::<u64>()
+                        };
                         let t0 = running.cpu_ticks();
+                        let ours0 = ours(running);
+                        let machine0 = procfs::machine_busy_ticks();
                         match ctx.load(&spec) {
                             Ok(r) => {
                                 let cpu_s = (running.cpu_ticks() - t0) as f64 / hz();
+                                let machine = procfs::machine_busy_ticks().saturating_sub(machine0);
+                                let others =
+                                    machine as f64 - ours(running).saturating_sub(ours0) as f64;
                                 a.busy.push(100.0 * cpu_s / r.elapsed_s);
+                                a.others
+                                    .push((100.0 * others / hz() / r.elapsed_s).max(0.0));
                                 a.saturated.push(r);
                             }
                             Err(e) => row.notes.push(e),
@@ -296,6 +314,7 @@ pub fn overhead_and_cpu(
                 if kind.is_proxy() {
                     row.set("busy_pct", median(&a.busy));
                 }
+                row.set("others_pct", median(&a.others));
                 row.set(
                     "p50_us",
                     median(
@@ -335,7 +354,7 @@ pub fn overhead_and_cpu(
             key: "overhead-saturated".into(),
             title: "Overhead: saturated throughput".into(),
             setup: format!(
-                "One upstream (64-byte body, no added latency). Closed loop, {} keep-alive connections, {:.0} s per contender after {:.1} s of warm-up; median of {} round(s) with the contenders in rotated order. wrk (`-t1 -c{}`) runs right after on the same CPU as a second opinion. `busy` is the proxy's CPU time over the wall time of the run (100% = one CPU fully used; below that, the load side is the bottleneck).",
+                "One upstream (64-byte body, no added latency). Closed loop, {} keep-alive connections, {:.0} s per contender after {:.1} s of warm-up; median of {} round(s) with the contenders in rotated order. wrk (`-t1 -c{}`) runs right after on the same CPU as a second opinion. `proxy busy` is the proxy's CPU time over the wall time of the run (100% = one CPU fully used; below that, something else set the pace). `other load` is the CPU time used meanwhile by processes outside the benchmark (100% = one CPU): this machine is shared, and a high figure makes throughput noisy — CPU per request (below) is the robust comparison.",
                 plan.connections, plan.saturate.as_secs_f64(), plan.warmup.as_secs_f64(), plan.rounds, plan.connections
             ),
             columns: vec![
@@ -343,6 +362,7 @@ pub fn overhead_and_cpu(
                 Column::new("wrk_rps", "req/s (wrk)", Better::Higher),
                 Column::new("gen_over_wrk", "generator / wrk", Better::Neither),
                 Column::new("busy_pct", "proxy busy %", Better::Neither),
+                Column::new("others_pct", "other load %", Better::Neither),
                 Column::new("p50_us", "p50 µs", Better::Lower),
                 Column::new("p99_us", "p99 µs", Better::Lower),
                 Column::new("errors", "errors", Better::Lower),
@@ -457,7 +477,7 @@ pub fn overhead_and_cpu(
             let Some(a) = acc.get_mut(kind) else { continue };
             let mut row = std::mem::take(&mut a.row_cpu);
             row.contender = *kind;
-            if !a.cpu.is_empty() {
+            if a.cpu.iter().all(|(r, _)| r.responses > 0) && !a.cpu.is_empty() {
                 let per = |(r, s): &(LoadReport, f64)| s * 1e6 / (r.responses.max(1) as f64);
                 row.set(
                     "cpu_us_per_req",

@@ -87,6 +87,10 @@ impl UpstreamProc {
         })
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.pid())
+    }
+
     /// SIGKILL it (connections to it are reset).
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {
