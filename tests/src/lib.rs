@@ -13,6 +13,8 @@ pub mod client;
 pub mod data;
 pub mod load;
 pub mod proxy;
+pub mod restartable;
+pub mod traffic;
 pub mod upstream;
 pub mod wire;
 
