@@ -228,6 +228,13 @@ pub fn check_targets(r: &Results) -> Vec<TargetCheck> {
             s.figure(Kind::Nginx, "added_p99_us"),
         )
     }) {
+        Some((Some(c), Some(n))) if c < 0.0 || n < 0.0 => out.push(TargetCheck {
+            target: t.into(),
+            measured: format!(
+                "no reading: direct's own p99 was above a proxy's (coremesh {c:+.0} µs, nginx {n:+.0} µs), so noise from other processes outweighed the proxies; run again on a quiet machine"
+            ),
+            verdict: Verdict::NotMeasured,
+        }),
         Some((Some(c), Some(n))) => out.push(TargetCheck {
             target: t.into(),
             measured: format!("coremesh +{c:.0} µs, nginx +{n:.0} µs over direct"),

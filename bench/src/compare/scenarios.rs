@@ -822,6 +822,14 @@ pub fn memory(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
         rows.push(row);
     }
     drop(ups);
+    let mut notes = Vec::new();
+    let cap = contender::haproxy_maxconn(ctx.setup.nofile);
+    if (cap as usize) < plan.idle_connections && ctx.contenders.contains(&Kind::Haproxy) {
+        notes.push(format!(
+            "HAProxy's maxconn is {cap} here: it needs two descriptors per connection and refuses to start when the open-file limit ({}) cannot cover maxconn, so it cannot hold all {} connections on this machine.",
+            ctx.setup.nofile, plan.idle_connections
+        ));
+    }
     Ok(ScenarioResult {
         key: "memory".into(),
         title: format!("Memory: idle, and with {} idle client connections", plan.idle_connections),
@@ -838,6 +846,6 @@ pub fn memory(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
             Column::new("accepted", "held conns", Better::Neither),
         ],
         rows,
-        notes: Vec::new(),
+        notes,
     })
 }
