@@ -77,6 +77,9 @@ pub struct Config {
     /// How the sources behind `dns` / `kubernetes` entries and the file watch run.
     #[serde(default, skip_serializing_if = "DiscoverySettings::is_default")]
     pub discovery: DiscoverySettings,
+    /// Metrics labels, tracing (sampling, OTLP export) and the access log.
+    #[serde(default)]
+    pub telemetry: coremesh_telemetry::TelemetryConfig,
 }
 
 /// Process-wide settings: listeners, cores, driver, shutdown.
@@ -100,9 +103,6 @@ pub struct ProxySettings {
     /// Accept `POST /shutdown` on the admin server (from loopback only). Off by default.
     #[serde(default)]
     pub admin_shutdown: bool,
-    /// Export a per-endpoint label on metrics (on by default; turn off to bound cardinality).
-    #[serde(default = "default_true")]
-    pub per_endpoint_metrics: bool,
 }
 
 impl Default for ProxySettings {
@@ -115,7 +115,6 @@ impl Default for ProxySettings {
             pin_cores: true,
             shutdown_grace_ms: default_shutdown_grace_ms(),
             admin_shutdown: false,
-            per_endpoint_metrics: true,
         }
     }
 }

@@ -12,6 +12,9 @@ pub struct Conn {
     pub stream: TcpStream,
     pub buf: Vec<u8>,
     pub start: usize,
+    /// Bytes read from and written to this connection, for metrics.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// Result of asking for more bytes.
@@ -31,6 +34,8 @@ impl Conn {
             stream,
             buf,
             start: 0,
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 
@@ -75,13 +80,16 @@ impl Conn {
         self.buf = slice.into_inner();
         match res {
             Ok(0) => Ok(Fill::Eof),
-            Ok(n) => Ok(Fill::Read(n)),
+            Ok(n) => {
+                self.bytes_in += n as u64;
+                Ok(Fill::Read(n))
+            }
             Err(e) => Err(e),
         }
     }
 
     /// Write `n` buffered bytes to `dst`, then consume them.
-    pub async fn forward(&mut self, n: usize, dst: &mut TcpStream) -> io::Result<()> {
+    pub async fn forward(&mut self, n: usize, dst: &mut Conn) -> io::Result<()> {
         let n = n.min(self.buffered());
         if n == 0 {
             return Ok(());
@@ -95,15 +103,28 @@ impl Conn {
     pub async fn write_buffered(
         &mut self,
         range: std::ops::Range<usize>,
-        dst: &mut TcpStream,
+        dst: &mut Conn,
     ) -> io::Result<()> {
         if range.is_empty() {
             return Ok(());
         }
+        let len = range.len() as u64;
         let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = dst.write_all(buf.slice(range)).await;
+        let (res, slice) = dst.stream.write_all(buf.slice(range)).await;
         self.buf = slice.into_inner();
-        res.map(|_| ())
+        res?;
+        dst.bytes_out += len;
+        Ok(())
+    }
+
+    /// Write all of `bytes` (an owned buffer, returned for reuse).
+    pub async fn write_vec(&mut self, bytes: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let len = bytes.len() as u64;
+        let (res, bytes) = write_vec(&mut self.stream, bytes).await;
+        if res.is_ok() {
+            self.bytes_out += len;
+        }
+        (res, bytes)
     }
 }
 

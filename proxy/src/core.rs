@@ -9,6 +9,7 @@
 //! balancer state over by service name (endpoints that stay keep their history), and drops
 //! pooled connections to endpoints that left.
 
+use crate::observe::MetricIds;
 use crate::pool::Pool;
 use crate::signal::Signal;
 use coremesh_balancer::{
@@ -16,6 +17,7 @@ use coremesh_balancer::{
     RetryBudgetConfig, ServiceBalancer,
 };
 use coremesh_discovery::{BalanceKind, Driver, Settings, Snapshot};
+use coremesh_telemetry::{CoreMetrics, MetricsLayout};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use std::cell::{Cell, RefCell};
@@ -88,6 +90,17 @@ fn budget_config(s: &Settings) -> RetryBudgetConfig {
     }
 }
 
+/// What a core starts with.
+pub struct CoreParams {
+    pub id: usize,
+    pub defaults: Settings,
+    pub grace: Duration,
+    pub snapshot: Arc<Snapshot>,
+    pub seed: u64,
+    pub gossip: Option<GossipPort>,
+    pub layout: Arc<MetricsLayout>,
+}
+
 pub struct Core {
     pub id: usize,
     pub driver: Driver,
@@ -97,6 +110,10 @@ pub struct Core {
     snapshot: RefCell<Arc<Snapshot>>,
     pub services: RefCell<Vec<ServiceState>>,
     gossip: Option<GossipPort>,
+    /// This core's counters (single writer) and the handles to record them with.
+    pub metrics: RefCell<CoreMetrics>,
+    pub ids: RefCell<MetricIds>,
+    last_ejections: RefCell<std::collections::HashMap<SocketAddr, u32>>,
     pub pool: RefCell<Pool>,
     rng: RefCell<SmallRng>,
     buffers: RefCell<Vec<Vec<u8>>>,
@@ -109,16 +126,18 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(
-        id: usize,
-        driver: Driver,
-        defaults: Settings,
-        grace: Duration,
-        snapshot: Arc<Snapshot>,
-        seed: u64,
-        gossip: Option<GossipPort>,
-    ) -> Rc<Core> {
+    pub fn new(params: CoreParams, driver: Driver) -> Rc<Core> {
+        let CoreParams {
+            id,
+            defaults,
+            grace,
+            snapshot,
+            seed,
+            gossip,
+            layout,
+        } = params;
         let services = build_services(&snapshot, Vec::new());
+        let ids = MetricIds::new(&snapshot, &layout);
         Rc::new(Core {
             id,
             driver,
@@ -127,6 +146,9 @@ impl Core {
             snapshot: RefCell::new(snapshot),
             services: RefCell::new(services),
             gossip,
+            metrics: RefCell::new(CoreMetrics::new(layout)),
+            ids: RefCell::new(ids),
+            last_ejections: RefCell::new(Default::default()),
             pool: RefCell::new(Pool::default()),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),
             buffers: RefCell::new(Vec::new()),
@@ -143,7 +165,9 @@ impl Core {
     }
 
     /// Switch to a new snapshot (see the module doc).
-    pub fn install(&self, snapshot: Arc<Snapshot>) {
+    pub fn install(&self, snapshot: Arc<Snapshot>, layout: Arc<MetricsLayout>) {
+        *self.ids.borrow_mut() = MetricIds::new(&snapshot, &layout);
+        self.metrics.borrow_mut().install(layout);
         let old = std::mem::take(&mut *self.services.borrow_mut());
         let services = build_services(&snapshot, old);
         let keep: std::collections::HashSet<SocketAddr> = services
@@ -227,6 +251,7 @@ impl Core {
     /// what they sent. Called from the tick, never on the request path.
     pub fn gossip_tick(&self, now: Instant) {
         let mut services = self.services.borrow_mut();
+        self.track_endpoint_states(&services, now);
         for state in services.iter_mut() {
             if let Some(batch) = state.balancer.take_gossip(now) {
                 if let Some(port) = &self.gossip {
@@ -239,6 +264,38 @@ impl Core {
                 if let Some(state) = services.iter_mut().find(|s| s.name == *batch.service()) {
                     state.balancer.merge_gossip(&batch, now);
                 }
+            }
+        }
+    }
+
+    /// Export endpoint states and count ejections (a transition into "ejected").
+    fn track_endpoint_states(&self, services: &[ServiceState], now: Instant) {
+        use coremesh_balancer::Health;
+        use coremesh_telemetry::EndpointState;
+        let ids = self.ids.borrow();
+        let metrics = self.metrics.borrow();
+        let snapshot = self.snapshot.borrow();
+        for state in services {
+            let Some(index) = snapshot.service_index(&state.name) else {
+                continue;
+            };
+            for view in state.balancer.views(now) {
+                let Some(endpoint) = ids.endpoint(index, view.addr) else {
+                    continue;
+                };
+                let new = match view.state {
+                    Health::Available => EndpointState::Available,
+                    Health::Ejected { .. } => EndpointState::Ejected,
+                    Health::HalfOpen { .. } => EndpointState::HalfOpen,
+                };
+                let mut seen = self.last_ejections.borrow_mut();
+                let previous = seen.insert(view.addr, view.ejections).unwrap_or(0);
+                if view.ejections > previous {
+                    for _ in previous..view.ejections {
+                        metrics.record_ejection(endpoint);
+                    }
+                }
+                metrics.set_endpoint_state(endpoint, new);
             }
         }
     }
@@ -291,7 +348,7 @@ impl Core {
             requests: self.stats.requests.get(),
             upstream_opened: pool.opened,
             upstream_reused: pool.reused,
-            metrics: None,
+            metrics: Some(self.metrics.borrow().snapshot()),
         }
     }
 

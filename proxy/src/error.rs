@@ -81,6 +81,24 @@ impl ProxyError {
         }
     }
 
+    /// The metrics label for this error.
+    pub fn metric_kind(&self) -> coremesh_telemetry::ErrorKind {
+        use coremesh_telemetry::ErrorKind as K;
+        match self {
+            ProxyError::BadRequest { .. } => K::BadRequest,
+            ProxyError::ClientGone => K::ClientGone,
+            ProxyError::NoRoute => K::NoRoute,
+            ProxyError::NoEndpoints => K::NoEndpoints,
+            ProxyError::Connect(_) => K::ConnectFailed,
+            ProxyError::ConnectTimeout => K::ConnectTimeout,
+            ProxyError::UpstreamClosed { .. } => K::UpstreamClosed,
+            ProxyError::UpstreamBrokeResponse => K::UpstreamBrokeResponse,
+            ProxyError::UpstreamBadResponse(_) => K::UpstreamBadResponse,
+            ProxyError::Timeout => K::Timeout,
+            ProxyError::ShuttingDown => K::ShuttingDown,
+        }
+    }
+
     /// Whether the upstream cannot have seen the request, so any request may be retried
     /// elsewhere; `UpstreamClosed` after sending is retryable only for idempotent requests.
     pub fn nothing_processed(&self) -> bool {
@@ -133,5 +151,33 @@ pub fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_kind_names_match_error_kinds() {
+        let all = [
+            ProxyError::BadRequest {
+                status: 400,
+                reason: "x",
+            },
+            ProxyError::ClientGone,
+            ProxyError::NoRoute,
+            ProxyError::NoEndpoints,
+            ProxyError::Connect("refused".into()),
+            ProxyError::ConnectTimeout,
+            ProxyError::UpstreamClosed { request_sent: true },
+            ProxyError::UpstreamBrokeResponse,
+            ProxyError::UpstreamBadResponse("x"),
+            ProxyError::Timeout,
+            ProxyError::ShuttingDown,
+        ];
+        for e in all {
+            assert_eq!(e.metric_kind().as_str(), e.kind(), "{e:?}");
+        }
     }
 }

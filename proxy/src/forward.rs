@@ -4,13 +4,14 @@
 
 use crate::body::ChunkedScanner;
 use crate::codec::{parse_response, Framing, Parsed};
-use crate::conn::{write_vec, Conn, Fill};
+use crate::conn::{Conn, Fill};
 use crate::core::{Core, BODY_CHUNK};
 use crate::error::ProxyError;
 use crate::rewrite::{append_deadline, response_head};
 use crate::server::{ConnScratch, Next};
 use coremesh_balancer::{FailureKind, Outcome};
 use coremesh_discovery::Settings;
+use coremesh_telemetry::{Peer, RetryReason};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -99,6 +100,12 @@ pub async fn forward(
     let may_repeat = ex.idempotent || ex.retry_non_idempotent;
     let max_attempts = ex.settings.max_attempts.max(1);
     core.budget_deposit(ex.service, Instant::now());
+    let service_id = core.ids.borrow().service(ex.service);
+    let deadline_exceeded = || {
+        if let Some(id) = service_id {
+            core.metrics.borrow().record_deadline_exceeded(id);
+        }
+    };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut attempt: u32 = 0;
     loop {
@@ -106,6 +113,7 @@ pub async fn forward(
         let now = Instant::now();
         let left = ex.deadline.saturating_duration_since(now);
         if left.is_zero() {
+            deadline_exceeded();
             client.consume(buffered_len);
             return Err((ProxyError::Timeout, replayable));
         }
@@ -131,11 +139,20 @@ pub async fn forward(
         .await;
         let done = Instant::now();
         let latency = done.duration_since(started);
-        let can_retry = |core: &Core| {
-            replayable
-                && attempt < max_attempts
-                && Instant::now() < ex.deadline
-                && core.budget_withdraw(ex.service, Instant::now())
+        let can_retry = |core: &Core, reason: RetryReason| {
+            if !(replayable && attempt < max_attempts && Instant::now() < ex.deadline) {
+                return false;
+            }
+            let granted = core.budget_withdraw(ex.service, Instant::now());
+            if let Some(id) = service_id {
+                let m = core.metrics.borrow();
+                if granted {
+                    m.record_retry(id, reason);
+                } else {
+                    m.record_retry_budget_exhausted(id);
+                }
+            }
+            granted
         };
         let error = match sent {
             Err(_) => {
@@ -149,6 +166,9 @@ pub async fn forward(
                 // The request's own deadline: answer 504 now. A per-attempt timeout may
                 // be retried when repeating the request is safe.
                 if limit == left || !may_repeat {
+                    if limit == left {
+                        deadline_exceeded();
+                    }
                     client.consume(buffered_len);
                     return Err((ProxyError::Timeout, replayable));
                 }
@@ -162,7 +182,10 @@ pub async fn forward(
                     Outcome::Success
                 };
                 core.record(ex.service, addr, done, latency, outcome);
-                if ex.retry_on.contains(&status) && may_repeat && can_retry(core) {
+                if ex.retry_on.contains(&status)
+                    && may_repeat
+                    && can_retry(core, RetryReason::Status)
+                {
                     // Drop this response (and its connection) and try another endpoint.
                     core.recycle(upstream.buf);
                     tried.push(addr);
@@ -193,7 +216,13 @@ pub async fn forward(
                 e
             }
         };
-        if !can_retry(core) {
+        let reason = match error {
+            ProxyError::Connect(_) => RetryReason::ConnectFailed,
+            ProxyError::ConnectTimeout => RetryReason::ConnectTimeout,
+            ProxyError::Timeout => RetryReason::Timeout,
+            _ => RetryReason::Reset,
+        };
+        if !can_retry(core, reason) {
             client.consume(buffered_len);
             return Err((error, replayable));
         }
@@ -297,11 +326,20 @@ async fn send_and_await_head(
     let idle_timeout = Duration::from_millis(ex.settings.pool_idle_timeout_ms);
     let pooled = core.pool.borrow_mut().checkout(addr, now, idle_timeout);
     let reused = pooled.is_some();
+    if let Some(id) = core.ids.borrow().service(ex.service) {
+        let m = core.metrics.borrow();
+        if reused {
+            m.record_upstream_connection_reused(id);
+        }
+    }
     let stream = match pooled {
         Some(stream) => stream,
         None => {
             let stream = connect(addr, ex.settings).await?;
             core.pool.borrow_mut().opened += 1;
+            if let Some(id) = core.ids.borrow().service(ex.service) {
+                core.metrics.borrow().record_upstream_connection_opened(id);
+            }
             stream
         }
     };
@@ -357,7 +395,7 @@ async fn exchange_head(
         }
         _ => false,
     };
-    let (res, out) = write_vec(&mut up.stream, out).await;
+    let (res, out) = up.write_vec(out).await;
     s.out = out;
     res.map_err(|_| write_failed.clone())?;
     match body {
@@ -365,13 +403,13 @@ async fn exchange_head(
         RequestBody::Buffered(n) => {
             let start = client.start;
             client
-                .write_buffered(start..start + *n, &mut up.stream)
+                .write_buffered(start..start + *n, up)
                 .await
                 .map_err(|_| ProxyError::UpstreamClosed { request_sent: true })?;
         }
         RequestBody::Streaming(state) => {
             let idle = Duration::from_millis(ex.settings.client_idle_timeout_ms);
-            pipe(client, &mut up.stream, state, idle, Some(ex.max_body))
+            pipe(client, up, state, idle, Some(ex.max_body))
                 .await
                 .map_err(|e| match e {
                     PipeError::Destination => ProxyError::UpstreamClosed { request_sent: true },
@@ -408,7 +446,7 @@ async fn exchange_head(
                     }
                     let len = s.response_head.len;
                     if status != 100 && !ex.http10 {
-                        up.forward(len, &mut client.stream)
+                        up.forward(len, client)
                             .await
                             .map_err(|_| ProxyError::ClientGone)?;
                     } else {
@@ -447,6 +485,8 @@ async fn relay(
     addr: SocketAddr,
     mut up: Conn,
 ) -> ForwardResult {
+    s.status = s.response_head.status;
+    s.endpoint = Some(addr);
     let resp = &s.response_head;
     if resp.status == 101 && ex.upgrade {
         response_head(
@@ -461,7 +501,7 @@ async fn relay(
         let len = resp.len;
         up.consume(len);
         let out = std::mem::take(&mut s.out);
-        let (res, out) = write_vec(&mut client.stream, out).await;
+        let (res, out) = client.write_vec(out).await;
         s.out = out;
         if res.is_err() {
             return Ok(Next::Close);
@@ -507,7 +547,7 @@ async fn relay(
             state = None;
         }
     }
-    let (res, out) = write_vec(&mut client.stream, out).await;
+    let (res, out) = client.write_vec(out).await;
     s.out = out;
     if res.is_err() {
         core.recycle(up.buf);
@@ -517,15 +557,16 @@ async fn relay(
     if let Some(state) = state.as_mut() {
         let idle = Duration::from_millis(ex.settings.request_timeout_ms);
         let piped = if let BodyState::Dechunk(scanner) = state {
-            dechunk_pipe(&mut up, &mut client.stream, scanner, idle, &mut s.out).await
+            dechunk_pipe(&mut up, client, scanner, idle, &mut s.out).await
         } else {
-            pipe(&mut up, &mut client.stream, state, idle, None).await
+            pipe(&mut up, client, state, idle, None).await
         };
         if piped.is_err() {
             completed = false;
         }
     }
     let now = Instant::now();
+    record_upstream_bytes(core, &up);
     let Conn { stream, buf, .. } = up;
     let leftover = buf.len();
     core.recycle(buf);
@@ -544,7 +585,7 @@ async fn relay(
 /// Copy a body from `src` to `dst` per its framing, in bounded steps.
 pub async fn pipe(
     src: &mut Conn,
-    dst: &mut TcpStream,
+    dst: &mut Conn,
     state: &mut BodyState,
     idle: Duration,
     limit: Option<u64>,
@@ -595,7 +636,7 @@ pub async fn pipe(
 /// Pass a chunked body on as plain bytes (the client connection closes after it).
 async fn dechunk_pipe(
     src: &mut Conn,
-    dst: &mut TcpStream,
+    dst: &mut Conn,
     scanner: &mut ChunkedScanner,
     idle: Duration,
     scratch: &mut Vec<u8>,
@@ -608,7 +649,7 @@ async fn dechunk_pipe(
                 .decode(src.data(), &mut out)
                 .map_err(|e| PipeError::Invalid(e.0))?;
             src.consume(scan.consumed);
-            let (res, out) = write_vec(dst, out).await;
+            let (res, out) = dst.write_vec(out).await;
             *scratch = out;
             res.map_err(|_| PipeError::Destination)?;
             if scan.done {
@@ -622,4 +663,10 @@ async fn dechunk_pipe(
             Ok(Err(_)) => return Err(PipeError::Source),
         }
     }
+}
+
+fn record_upstream_bytes(core: &Core, up: &Conn) {
+    let m = core.metrics.borrow();
+    m.record_bytes_received(Peer::Upstream, up.bytes_in);
+    m.record_bytes_sent(Peer::Upstream, up.bytes_out);
 }

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod observe;
 pub mod pool;
 pub mod report;
 pub mod rewrite;
@@ -40,6 +41,9 @@ pub struct ProxyHandle {
     threads: Vec<JoinHandle<()>>,
     admin: Option<(Arc<AdminShared>, JoinHandle<()>)>,
     shutdown_requests: Receiver<()>,
+    /// Kept so that `shutdown_requests` stays open when there is no admin server.
+    _shutdown_sender: Sender<()>,
+    per_endpoint_metrics: bool,
 }
 
 /// Optional hooks for [`start_with`].
@@ -78,10 +82,11 @@ impl ProxyHandle {
             }
         }
     }
-    /// Send every core a new snapshot of routes and endpoints.
+    /// Send every core a new snapshot of routes and endpoints (with its metrics layout).
     pub fn install(&self, snapshot: Arc<Snapshot>) {
+        let layout = observe::build_layout(&snapshot, self.per_endpoint_metrics);
         for c in &self.controls {
-            let _ = c.send(Control::Install(snapshot.clone()));
+            let _ = c.send(Control::Install(snapshot.clone(), layout.clone()));
         }
     }
     /// Graceful stop, as on SIGTERM: stop accepting, let in-flight requests finish within the
@@ -124,6 +129,7 @@ pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
 /// [`start`] with hooks from the binary.
 pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<ProxyHandle> {
     let snapshot = Arc::new(Snapshot::build(&config));
+    let layout = observe::build_layout(&snapshot, config.telemetry.per_endpoint_metrics);
     let cores = match config.proxy.cores {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
@@ -160,14 +166,17 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         controls.push(tx);
         let cpu = (!cpu_ids.is_empty()).then(|| cpu_ids[id % cpu_ids.len()]);
         let start = CoreStart {
-            id,
             listener,
             control: rx,
-            defaults: config.defaults.clone(),
-            grace,
-            snapshot: snapshot.clone(),
-            seed: rand::random::<u64>() ^ id as u64,
-            gossip: gossip_ports.next(),
+            params: core::CoreParams {
+                id,
+                defaults: config.defaults.clone(),
+                grace,
+                snapshot: snapshot.clone(),
+                seed: rand::random::<u64>() ^ id as u64,
+                gossip: gossip_ports.next(),
+                layout: layout.clone(),
+            },
         };
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
@@ -205,6 +214,8 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         threads,
         admin: None,
         shutdown_requests: shutdown_rx,
+        _shutdown_sender: shutdown_tx.clone(),
+        per_endpoint_metrics: config.telemetry.per_endpoint_metrics,
     };
     for _ in 0..cores {
         match ready_rx.recv() {
@@ -229,7 +240,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             shutdown_requests: shutdown_tx,
             log_level: options.log_level,
             driver: driver_name(driver),
-            metrics: Box::new(metrics::render),
+            metrics: Box::new(move |reports| metrics::render(reports, driver_name(driver))),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()

@@ -3,9 +3,9 @@
 //! listener. A core's only link to the outside is its control channel, which its tick task
 //! drains at a loop boundary.
 
-use crate::core::Core;
+use crate::core::{Core, CoreParams};
 use crate::server::serve;
-use coremesh_discovery::{Driver, Settings, Snapshot};
+use coremesh_discovery::{Driver, Snapshot};
 use crossbeam_channel::{Receiver, TryRecvError};
 use std::future::Future;
 use std::io;
@@ -23,7 +23,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// Messages from the control thread to a core.
 pub enum Control {
-    Install(Arc<Snapshot>),
+    Install(Arc<Snapshot>, Arc<coremesh_telemetry::MetricsLayout>),
     Shutdown,
     /// Send a report of this core's state to the admin server.
     Report(crossbeam_channel::Sender<crate::report::CoreReport>),
@@ -98,31 +98,23 @@ where
 
 /// Everything a core needs to start.
 pub struct CoreStart {
-    pub id: usize,
     pub listener: std::net::TcpListener,
     pub control: Receiver<Control>,
-    pub defaults: Settings,
-    pub grace: Duration,
-    pub snapshot: Arc<Snapshot>,
-    pub seed: u64,
-    pub gossip: Option<coremesh_balancer::GossipPort>,
+    pub params: CoreParams,
 }
 
 /// A core's event loop: accept until shutdown, then wait for connections to finish or the
 /// grace period to end.
 pub async fn core_main(start: CoreStart, driver: Driver) {
     let CoreStart {
-        id,
         listener,
         control,
-        defaults,
-        grace,
-        snapshot,
-        seed,
-        gossip,
+        params,
     } = start;
-    let max_connections = defaults.max_connections;
-    let core = Core::new(id, driver, defaults, grace, snapshot, seed, gossip);
+    let id = params.id;
+    let grace = params.grace;
+    let max_connections = params.defaults.max_connections;
+    let core = Core::new(params, driver);
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -171,7 +163,7 @@ async fn tick(core: Rc<Core>, control: Receiver<Control>) {
     loop {
         loop {
             match control.try_recv() {
-                Ok(Control::Install(snapshot)) => core.install(snapshot),
+                Ok(Control::Install(snapshot, layout)) => core.install(snapshot, layout),
                 Ok(Control::Report(reply)) => {
                     let _ = reply.send(core.report(Instant::now()));
                 }

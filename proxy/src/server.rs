@@ -5,7 +5,7 @@
 use crate::codec::{
     parse_request, Framing, HeadError, HeaderScratch, Parsed, RequestHead, ResponseHead,
 };
-use crate::conn::{write_vec, Conn, Fill};
+use crate::conn::{Conn, Fill};
 use crate::core::{Core, BODY_CHUNK};
 use crate::error::ProxyError;
 use crate::forward::{forward, Exchange};
@@ -22,6 +22,9 @@ const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// Reusable per-connection scratch space.
 pub struct ConnScratch {
+    /// The status the client got for the current request and the endpoint that answered.
+    pub status: u16,
+    pub endpoint: Option<SocketAddr>,
     pub head: RequestHead,
     pub headers: HeaderScratch,
     pub route_headers: Vec<httparse::Header<'static>>,
@@ -52,7 +55,10 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let mut client = Conn::new(stream, core.buffer());
     let max_headers = core.defaults.max_headers;
+    core.metrics.borrow().record_client_connection_opened();
     let mut scratch = ConnScratch {
+        status: 0,
+        endpoint: None,
         head: RequestHead::default(),
         headers: HeaderScratch::new(max_headers),
         route_headers: Vec::with_capacity(max_headers),
@@ -73,7 +79,8 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
                     status: e.status,
                     reason: e.reason,
                 };
-                send_error(&mut client.stream, &err, true, &mut scratch.out).await;
+                record_error(&core, &err);
+                send_error(&mut client, &err, true, &mut scratch.out).await;
                 break;
             }
         }
@@ -85,14 +92,33 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
             Next::KeepAlive => continue,
             Next::Close => break,
             Next::Upgrade(upstream) => {
-                crate::tunnel::tunnel(client, upstream).await;
+                record_connection_end(&core, &client);
+                let (to_upstream, to_client) = crate::tunnel::tunnel(client, upstream).await;
+                let m = core.metrics.borrow();
+                m.record_bytes_sent(coremesh_telemetry::Peer::Upstream, to_upstream);
+                m.record_bytes_received(coremesh_telemetry::Peer::Upstream, to_client);
+                m.record_bytes_sent(coremesh_telemetry::Peer::Client, to_client);
+                m.record_bytes_received(coremesh_telemetry::Peer::Client, to_upstream);
                 return;
             }
         }
     }
+    record_connection_end(&core, &client);
     let Conn { stream, buf, .. } = client;
     drop(stream);
     core.recycle(buf);
+}
+
+fn record_error(core: &Core, err: &ProxyError) {
+    core.metrics.borrow().record_error(err.metric_kind());
+}
+
+fn record_connection_end(core: &Core, client: &Conn) {
+    use coremesh_telemetry::Peer;
+    let m = core.metrics.borrow();
+    m.record_client_connection_closed();
+    m.record_bytes_received(Peer::Client, client.bytes_in);
+    m.record_bytes_sent(Peer::Client, client.bytes_out);
 }
 
 /// Read until a whole request head is buffered.
@@ -166,8 +192,36 @@ async fn wait_for_bytes(
     matches!(result, Some(Ok(Fill::Read(_))))
 }
 
-/// Handle the request whose head is at the start of the client's buffer.
+/// Handle the request whose head is at the start of the client's buffer, and record it.
 async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next {
+    let started = Instant::now();
+    s.status = 0;
+    s.endpoint = None;
+    let mut target = (usize::MAX, usize::MAX);
+    let next = route_and_forward(core, client, s, &mut target).await;
+    let (route, service) = target;
+    let ids = core.ids.borrow();
+    let route_id = if route == usize::MAX {
+        ids.unrouted
+    } else {
+        ids.route(route, service)
+    };
+    let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
+    if s.status != 0 {
+        core.metrics
+            .borrow()
+            .record_response(route_id, endpoint, s.status, started.elapsed());
+    }
+    next
+}
+
+/// Route the request and forward it; `target` gets the (route, service) indices chosen.
+async fn route_and_forward(
+    core: &Rc<Core>,
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    target_out: &mut (usize, usize),
+) -> Next {
     let started = Instant::now();
     let snapshot = core.snapshot();
     let head = &s.head;
@@ -205,11 +259,25 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
         .map(|_| httparse::EMPTY_HEADER)
         .collect();
     let Some(route) = route else {
-        return reject(client, s, framing, client_close, ProxyError::NoRoute).await;
+        return reject(core, client, s, framing, client_close, ProxyError::NoRoute).await;
     };
     let service_index = route.pick_service(core.random_u32());
+    let route_index = snapshot
+        .routes
+        .iter()
+        .position(|r| std::ptr::eq(r, route))
+        .unwrap_or(usize::MAX);
+    *target_out = (route_index, service_index);
     let Some(service) = snapshot.services.get(service_index) else {
-        return reject(client, s, framing, client_close, ProxyError::NoEndpoints).await;
+        return reject(
+            core,
+            client,
+            s,
+            framing,
+            client_close,
+            ProxyError::NoEndpoints,
+        )
+        .await;
     };
     let settings = &service.settings;
     if let Framing::Length(n) = framing {
@@ -218,7 +286,7 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
                 status: 413,
                 reason: "request body larger than the limit",
             };
-            return reject(client, s, framing, true, err).await;
+            return reject(core, client, s, framing, true, err).await;
         }
     }
     let mut timeout = route
@@ -241,11 +309,9 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     client.consume(head_len);
 
     if expect_continue {
-        let (res, out) = write_vec(
-            &mut client.stream,
-            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
-        )
-        .await;
+        let (res, out) = client
+            .write_vec(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await;
         drop(out);
         if res.is_err() {
             return Next::Close;
@@ -274,7 +340,9 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
                 return Next::Close;
             }
             let close = client_close || !body_consumed;
-            send_error(&mut client.stream, &err, close, &mut s.out).await;
+            s.status = err.status();
+            record_error(core, &err);
+            send_error(client, &err, close, &mut s.out).await;
             if close {
                 Next::Close
             } else {
@@ -287,6 +355,7 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
 /// Answer with the proxy's own error before any of the body was read: the connection is
 /// kept only when the request had no body.
 async fn reject(
+    core: &Core,
     client: &mut Conn,
     s: &mut ConnScratch,
     framing: Framing,
@@ -296,7 +365,9 @@ async fn reject(
     let head_len = s.head.len;
     client.consume(head_len);
     let close = close || framing != Framing::None;
-    send_error(&mut client.stream, &err, close, &mut s.out).await;
+    s.status = err.status();
+    record_error(core, &err);
+    send_error(client, &err, close, &mut s.out).await;
     if close {
         Next::Close
     } else {
@@ -304,7 +375,7 @@ async fn reject(
     }
 }
 
-pub async fn send_error(stream: &mut TcpStream, err: &ProxyError, close: bool, out: &mut Vec<u8>) {
+pub async fn send_error(client: &mut Conn, err: &ProxyError, close: bool, out: &mut Vec<u8>) {
     let mut bytes = std::mem::take(out);
     error_response(
         err.status(),
@@ -313,7 +384,7 @@ pub async fn send_error(stream: &mut TcpStream, err: &ProxyError, close: bool, o
         close,
         &mut bytes,
     );
-    let (_, bytes) = write_vec(stream, bytes).await;
+    let (_, bytes) = client.write_vec(bytes).await;
     *out = bytes;
 }
 

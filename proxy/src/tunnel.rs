@@ -7,27 +7,28 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 
 const TUNNEL_BUFFER: usize = 16 * 1024;
 
-pub async fn tunnel(mut client: Conn, mut upstream: Conn) {
+/// Returns the bytes copied client-to-upstream and upstream-to-client.
+pub async fn tunnel(mut client: Conn, mut upstream: Conn) -> (u64, u64) {
     // Bytes each side sent after its head go first.
     let c_left = client.buffered();
-    if upstream
-        .forward(upstream.buffered(), &mut client.stream)
-        .await
-        .is_err()
-    {
-        return;
+    let u_left = upstream.buffered();
+    if upstream.forward(u_left, &mut client).await.is_err() {
+        return (0, 0);
     }
-    if client.forward(c_left, &mut upstream.stream).await.is_err() {
-        return;
+    if client.forward(c_left, &mut upstream).await.is_err() {
+        return (0, 0);
     }
+    let early = (c_left as u64, u_left as u64);
     let (mut cr, mut cw) = client.stream.into_split();
     let (mut ur, mut uw) = upstream.stream.into_split();
     let up = copy(&mut cr, &mut uw);
     let down = copy(&mut ur, &mut cw);
-    monoio::join!(up, down);
+    let (a, b) = monoio::join!(up, down);
+    (early.0 + a, early.1 + b)
 }
 
-async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(from: &mut R, to: &mut W) {
+async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(from: &mut R, to: &mut W) -> u64 {
+    let mut total = 0u64;
     let mut buf = Vec::with_capacity(TUNNEL_BUFFER);
     loop {
         buf.clear();
@@ -41,8 +42,10 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(from: &mut R, to: &mut W) {
                 if res.is_err() {
                     break;
                 }
+                total += n as u64;
             }
         }
     }
     let _ = to.shutdown().await;
+    total
 }

@@ -21,11 +21,11 @@ use crate::otlp::{
 use crate::span_queue::DEFAULT_SPAN_QUEUE_CAPACITY;
 use crate::trace::sampler::DEFAULT_SAMPLE_RATIO;
 use crate::trace::Sampler;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Telemetry settings. See the module table for defaults.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// Request counts carry an `endpoint` label (off bounds cardinality to

@@ -1,0 +1,100 @@
+//! Metrics wiring: the label layout built beside each snapshot (on the control side, one
+//! `Arc` shared by every core) and the per-core lookup tables that turn a service index, a
+//! route and an endpoint address into the small integer handles the hot path records with.
+
+use coremesh_discovery::Snapshot;
+use coremesh_telemetry::{EndpointId, LayoutBuilder, MetricsLayout, RouteId, ServiceId};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The metrics layout for `snapshot`: every service with its endpoints, every route with
+/// each service it may send to.
+pub fn build_layout(snapshot: &Snapshot, per_endpoint: bool) -> Arc<MetricsLayout> {
+    let mut b = LayoutBuilder::new(per_endpoint);
+    let ids: Vec<ServiceId> = snapshot
+        .services
+        .iter()
+        .map(|s| b.add_service(&s.name, s.endpoints.iter().map(|a| a.to_string())))
+        .collect();
+    for route in &snapshot.routes {
+        for (service, _) in &route.targets {
+            if let Some(id) = ids.get(*service) {
+                b.add_route(&route.name, Some(*id));
+            }
+        }
+    }
+    b.build()
+}
+
+/// Handles for one snapshot and layout, kept on a core.
+pub struct MetricIds {
+    /// By snapshot service index.
+    pub services: Vec<Option<ServiceId>>,
+    /// By snapshot service index: endpoint address to handle.
+    pub endpoints: Vec<HashMap<SocketAddr, EndpointId>>,
+    /// By snapshot route index: (service index, handle) for each target.
+    pub routes: Vec<Vec<(usize, RouteId)>>,
+    pub unrouted: RouteId,
+}
+
+impl MetricIds {
+    pub fn new(snapshot: &Snapshot, layout: &MetricsLayout) -> MetricIds {
+        let services: Vec<Option<ServiceId>> = snapshot
+            .services
+            .iter()
+            .map(|s| layout.service_id(&s.name))
+            .collect();
+        let endpoints = snapshot
+            .services
+            .iter()
+            .zip(&services)
+            .map(|(s, id)| {
+                let mut map = HashMap::new();
+                if let Some(id) = id {
+                    for (i, addr) in s.endpoints.iter().enumerate() {
+                        if let Some(e) = layout.endpoint_at(*id, i) {
+                            map.insert(*addr, e);
+                        }
+                    }
+                }
+                map
+            })
+            .collect();
+        let routes = snapshot
+            .routes
+            .iter()
+            .map(|r| {
+                r.targets
+                    .iter()
+                    .filter_map(|(svc, _)| {
+                        let sid = services.get(*svc).copied().flatten()?;
+                        Some((*svc, layout.route_id(&r.name, Some(sid))?))
+                    })
+                    .collect()
+            })
+            .collect();
+        MetricIds {
+            services,
+            endpoints,
+            routes,
+            unrouted: layout.unrouted(),
+        }
+    }
+
+    pub fn service(&self, service: usize) -> Option<ServiceId> {
+        self.services.get(service).copied().flatten()
+    }
+
+    pub fn endpoint(&self, service: usize, addr: SocketAddr) -> Option<EndpointId> {
+        self.endpoints.get(service)?.get(&addr).copied()
+    }
+
+    pub fn route(&self, route: usize, service: usize) -> RouteId {
+        self.routes
+            .get(route)
+            .and_then(|targets| targets.iter().find(|(s, _)| *s == service))
+            .map(|(_, id)| *id)
+            .unwrap_or(self.unrouted)
+    }
+}
