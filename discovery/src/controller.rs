@@ -183,6 +183,12 @@ impl Drop for DiscoveryHandle {
     }
 }
 
+/// The handle moves to (and is shared with) the proxy's signal and admin threads.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<DiscoveryHandle>();
+};
+
 enum Command {
     ReloadNow(std::sync::mpsc::Sender<ReloadOutcome>),
     Stop,
@@ -405,9 +411,9 @@ impl Controller {
             for (_, task) in std::mem::take(&mut self.dns.tasks) {
                 task.abort();
             }
+            // The answers so far stay in use until the restarted lookups replace them.
             self.dns.settings = self.config.discovery.dns.clone();
             self.dns.resolver = Arc::new(OnceCell::new());
-            self.resolved.dns.clear();
         }
         if self.config.discovery.kubernetes != self.kubernetes_settings {
             for (_, task) in std::mem::take(&mut self.kubernetes.tasks) {
@@ -415,7 +421,6 @@ impl Controller {
             }
             self.kubernetes_settings = self.config.discovery.kubernetes.clone();
             self.kubernetes = KubernetesSources::new(&self.kubernetes_settings);
-            self.resolved.kubernetes.clear();
         }
         self.dns.tasks.retain(|target, task| {
             let keep = wanted.dns.contains(target);

@@ -275,6 +275,24 @@ name = "d"
         );
     }
 
+    /// The `toml` blocks of `docs/configuration.md` that show `dns`, `kubernetes` or
+    /// `[discovery]` parse and validate.
+    #[test]
+    fn the_documented_examples_are_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let blocks: Vec<&str> = text
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .filter(|block| block.contains("dns =") || block.contains("[discovery]"))
+            .collect();
+        assert_eq!(blocks.len(), 2, "{blocks:?}");
+        for block in blocks {
+            parsed(block);
+        }
+    }
+
     #[test]
     fn discovery_settings_out_of_bounds() {
         let text = r#"[discovery]
