@@ -93,6 +93,8 @@ fn budget_config(s: &Settings) -> RetryBudgetConfig {
 /// What a core starts with.
 pub struct CoreParams {
     pub id: usize,
+    pub tracer: Option<crate::tracing_ctx::Tracer>,
+    pub access_log: Option<crate::access_log::AccessLog>,
     pub defaults: Settings,
     pub grace: Duration,
     pub snapshot: Arc<Snapshot>,
@@ -103,6 +105,8 @@ pub struct CoreParams {
 
 pub struct Core {
     pub id: usize,
+    pub tracer: Option<crate::tracing_ctx::Tracer>,
+    pub access_log: Option<crate::access_log::AccessLog>,
     pub driver: Driver,
     /// Global defaults: limits that apply before a request is routed.
     pub defaults: Settings,
@@ -129,6 +133,8 @@ impl Core {
     pub fn new(params: CoreParams, driver: Driver) -> Rc<Core> {
         let CoreParams {
             id,
+            tracer,
+            access_log,
             defaults,
             grace,
             snapshot,
@@ -140,6 +146,8 @@ impl Core {
         let ids = MetricIds::new(&snapshot, &layout);
         Rc::new(Core {
             id,
+            tracer,
+            access_log,
             driver,
             defaults,
             grace,
@@ -179,6 +187,11 @@ impl Core {
             .retain_endpoints(&|a| keep.contains(a));
         *self.services.borrow_mut() = services;
         *self.snapshot.borrow_mut() = snapshot;
+    }
+
+    /// Run `f` with this core's RNG.
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut SmallRng) -> T) -> T {
+        f(&mut self.rng.borrow_mut())
     }
 
     pub fn random_u32(&self) -> u32 {

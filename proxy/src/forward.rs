@@ -108,6 +108,7 @@ pub async fn forward(
     };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut attempt: u32 = 0;
+    let mut retry_reason: Option<RetryReason> = None;
     loop {
         attempt += 1;
         let now = Instant::now();
@@ -131,6 +132,8 @@ pub async fn forward(
             },
         };
         let remaining_ms = left.as_millis().max(1) as u64;
+        s.attempts = attempt;
+        begin_attempt_trace(core, s);
         let started = Instant::now();
         let sent = monoio::time::timeout(
             limit,
@@ -163,6 +166,7 @@ pub async fn forward(
                     latency,
                     Outcome::Failure(FailureKind::Timeout),
                 );
+                end_attempt_trace(core, s, ex, addr, retry_reason, None, Some("timeout"), left);
                 // The request's own deadline: answer 504 now. A per-attempt timeout may
                 // be retried when repeating the request is safe.
                 if limit == left || !may_repeat {
@@ -182,12 +186,14 @@ pub async fn forward(
                     Outcome::Success
                 };
                 core.record(ex.service, addr, done, latency, outcome);
+                end_attempt_trace(core, s, ex, addr, retry_reason, Some(status), None, left);
                 if ex.retry_on.contains(&status)
                     && may_repeat
                     && can_retry(core, RetryReason::Status)
                 {
                     // Drop this response (and its connection) and try another endpoint.
                     core.recycle(upstream.buf);
+                    retry_reason = Some(RetryReason::Status);
                     tried.push(addr);
                     backoff_before_retry(core, ex, attempt).await;
                     continue;
@@ -207,6 +213,7 @@ pub async fn forward(
                 };
                 let outcome = kind.map_or(Outcome::Success, Outcome::Failure);
                 core.record(ex.service, addr, done, latency, outcome);
+                end_attempt_trace(core, s, ex, addr, retry_reason, None, Some(e.kind()), left);
                 let safe = e.nothing_processed()
                     || (may_repeat && matches!(e, ProxyError::UpstreamClosed { .. }));
                 if !safe {
@@ -226,6 +233,7 @@ pub async fn forward(
             client.consume(buffered_len);
             return Err((error, replayable));
         }
+        retry_reason = Some(reason);
         tried.push(addr);
         backoff_before_retry(core, ex, attempt).await;
     }
@@ -387,7 +395,7 @@ async fn exchange_head(
     // The head with the remaining deadline, and a small buffered body, in one write.
     let mut out = std::mem::take(&mut s.out);
     out.clear();
-    append_deadline(&s.upstream_head, remaining_ms, &mut out);
+    append_deadline(&s.upstream_head, remaining_ms, &s.trace_lines, &mut out);
     let inline_body = match body {
         RequestBody::Buffered(n) if out.len() + *n <= COALESCE_LIMIT => {
             out.extend_from_slice(&client.data()[..*n]);
@@ -669,4 +677,50 @@ fn record_upstream_bytes(core: &Core, up: &Conn) {
     let m = core.metrics.borrow();
     m.record_bytes_received(Peer::Upstream, up.bytes_in);
     m.record_bytes_sent(Peer::Upstream, up.bytes_out);
+}
+
+/// Open the span of the attempt about to start and render its trace headers.
+fn begin_attempt_trace(core: &Core, s: &mut ConnScratch) {
+    s.trace_lines.clear();
+    if core.tracer.is_none() {
+        return;
+    }
+    if let Some(trace) = &mut s.trace {
+        let child = core.with_rng(|rng| trace.ctx.child(rng));
+        trace.attempt = Some((child, std::time::SystemTime::now()));
+        trace.write_attempt_headers(&mut s.trace_lines);
+    }
+}
+
+/// Close the current attempt's span.
+#[allow(clippy::too_many_arguments)]
+fn end_attempt_trace(
+    core: &Core,
+    s: &mut ConnScratch,
+    ex: &Exchange<'_>,
+    addr: SocketAddr,
+    retry_reason: Option<RetryReason>,
+    status: Option<u16>,
+    error: Option<&'static str>,
+    deadline: Duration,
+) {
+    let (Some(tracer), Some(trace)) = (&core.tracer, &mut s.trace) else {
+        return;
+    };
+    let services = core.services.borrow();
+    let Some(service) = services.get(ex.service) else {
+        return;
+    };
+    tracer.finish_attempt(
+        trace,
+        crate::tracing_ctx::AttemptRecord {
+            service: &service.name,
+            endpoint: addr,
+            number: s.attempts,
+            retry_reason,
+            status,
+            error,
+            deadline,
+        },
+    );
 }

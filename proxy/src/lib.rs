@@ -3,6 +3,7 @@
 //! [`start`] runs the proxy in this process (what `coremesh run`, `coremesh proxy`, the demo
 //! and the end-to-end tests use) and returns a [`ProxyHandle`] to stop it.
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod rewrite;
 pub mod runtime;
 pub mod server;
 pub mod signal;
+pub mod tracing_ctx;
 pub mod tunnel;
 
 use admin::{AdminShared, LogLevel};
@@ -40,6 +42,8 @@ pub struct ProxyHandle {
     controls: Vec<Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
     admin: Option<(Arc<AdminShared>, JoinHandle<()>)>,
+    /// Exporter and access-log writer: they end when the cores' senders are gone.
+    side_threads: Vec<JoinHandle<()>>,
     shutdown_requests: Receiver<()>,
     /// Kept so that `shutdown_requests` stays open when there is no admin server.
     _shutdown_sender: Sender<()>,
@@ -105,6 +109,9 @@ impl ProxyHandle {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        for t in self.side_threads.drain(..) {
+            let _ = t.join();
+        }
         if let Some((_, thread)) = self.admin.take() {
             // Wake the accept loop so it sees `stopping`.
             if let Some(addr) = self.admin_addr {
@@ -157,6 +164,21 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         ),
         None => None,
     };
+    // Span export (when a collector is configured) and the access log run on their own
+    // threads; cores only ever try_send to them.
+    let span_queue = config.telemetry.exporter_config().map(|cfg| {
+        (
+            cfg,
+            coremesh_telemetry::span_queue::SpanQueue::new(config.telemetry.span_queue_capacity),
+        )
+    });
+    let span_stats = span_queue.as_ref().map(|(_, q)| q.stats());
+    let (access_log, access_writer) = if config.telemetry.access_log {
+        let (log, writer) = access_log::AccessLog::new();
+        (Some(log), Some(writer))
+    } else {
+        (None, None)
+    };
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<Driver, String>>();
     let mut gossip_ports = coremesh_balancer::GossipMesh::new(cores).into_iter();
     let mut controls = Vec::with_capacity(cores);
@@ -170,6 +192,11 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             control: rx,
             params: core::CoreParams {
                 id,
+                tracer: span_queue.as_ref().map(|(_, q)| tracing_ctx::Tracer {
+                    sender: q.sender(),
+                    sampler: config.telemetry.sampler(),
+                }),
+                access_log: access_log.clone(),
                 defaults: config.defaults.clone(),
                 grace,
                 snapshot: snapshot.clone(),
@@ -202,6 +229,23 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         threads.push(thread);
     }
     drop(ready_tx);
+    drop(access_log);
+    let mut side_threads = Vec::new();
+    if let Some((cfg, queue)) = span_queue {
+        let exporter = coremesh_telemetry::otlp::OtlpExporter::new(cfg, queue.into_receiver());
+        side_threads.push(
+            std::thread::Builder::new()
+                .name("coremesh-otlp".into())
+                .spawn(move || exporter.run())?,
+        );
+    }
+    if let Some(writer) = access_writer {
+        side_threads.push(
+            std::thread::Builder::new()
+                .name("coremesh-access-log".into())
+                .spawn(move || writer.run(std::io::stdout()))?,
+        );
+    }
     let mut driver = wanted;
     let (shutdown_tx, shutdown_rx) = crossbeam_channel::unbounded();
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -213,6 +257,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         controls,
         threads,
         admin: None,
+        side_threads,
         shutdown_requests: shutdown_rx,
         _shutdown_sender: shutdown_tx.clone(),
         per_endpoint_metrics: config.telemetry.per_endpoint_metrics,
@@ -240,7 +285,10 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             shutdown_requests: shutdown_tx,
             log_level: options.log_level,
             driver: driver_name(driver),
-            metrics: Box::new(move |reports| metrics::render(reports, driver_name(driver))),
+            metrics: Box::new(move |reports| {
+                let spans = span_stats.as_ref().map(|s| s.counts());
+                metrics::render(reports, driver_name(driver), spans.as_ref())
+            }),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()

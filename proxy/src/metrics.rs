@@ -6,7 +6,11 @@ use coremesh_telemetry::prometheus::{encode, BuildInfo, ProcessMetrics, Scrape};
 use coremesh_telemetry::MetricsSnapshot;
 
 /// Render the merged reports.
-pub fn render(reports: &[CoreReport], driver: &str) -> String {
+pub fn render(
+    reports: &[CoreReport],
+    driver: &str,
+    spans: Option<&coremesh_telemetry::span_queue::SpanCounts>,
+) -> String {
     let mut merged = MetricsSnapshot::empty();
     for r in reports {
         if let Some(m) = &r.metrics {
@@ -23,7 +27,7 @@ pub fn render(reports: &[CoreReport], driver: &str) -> String {
                 driver,
             },
             process: Some(&process),
-            spans: None,
+            spans,
         },
         &mut out,
     );

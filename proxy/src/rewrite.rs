@@ -10,6 +10,8 @@ use std::net::IpAddr;
 /// What the proxy adds to a forwarded request.
 pub struct RequestAdditions<'a> {
     pub forwarded_for: Option<IpAddr>,
+    /// Drop the caller's trace headers (the proxy writes its own per attempt).
+    pub strip_trace: bool,
     pub via: bool,
     /// Extra header lines (already formatted, CRLF-terminated), e.g. trace context.
     pub extra: &'a [u8],
@@ -46,6 +48,11 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
         }
         if listed_in_connection(buf, &head.connection_tokens, name)
             || name.eq_ignore_ascii_case(b"expect")
+        {
+            continue;
+        }
+        if add.strip_trace
+            && std::str::from_utf8(name).is_ok_and(coremesh_telemetry::trace::is_trace_header)
         {
             continue;
         }
@@ -145,11 +152,14 @@ pub fn error_response(status: u16, kind: &str, message: &str, close: bool, out: 
 }
 
 /// Append the deadline header line to a finished head (which ends with an empty line).
-pub fn append_deadline(head: &[u8], remaining_ms: u64, out: &mut Vec<u8>) {
+/// `extra` holds further header lines (each CRLF-terminated), e.g. the attempt's trace context.
+pub fn append_deadline(head: &[u8], remaining_ms: u64, extra: &[u8], out: &mut Vec<u8>) {
     let without_end = head.strip_suffix(b"\r\n").unwrap_or(head);
     out.extend_from_slice(without_end);
     out.extend_from_slice(DEADLINE_HEADER);
-    let _ = write!(out, ": {remaining_ms}\r\n\r\n");
+    let _ = write!(out, ": {remaining_ms}\r\n");
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -165,6 +175,7 @@ mod tests {
         let mut out = Vec::new();
         let add = RequestAdditions {
             forwarded_for: Some("127.0.0.9".parse().unwrap()),
+            strip_trace: false,
             via: true,
             extra: b"",
         };

@@ -22,6 +22,12 @@ const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// Reusable per-connection scratch space.
 pub struct ConnScratch {
+    /// The current request's trace, when tracing is active.
+    pub trace: Option<crate::tracing_ctx::RequestTrace>,
+    /// Header lines carrying the current attempt's trace context.
+    pub trace_lines: Vec<u8>,
+    /// Attempts made for the current request.
+    pub attempts: u32,
     /// The status the client got for the current request and the endpoint that answered.
     pub status: u16,
     pub endpoint: Option<SocketAddr>,
@@ -57,6 +63,9 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     let max_headers = core.defaults.max_headers;
     core.metrics.borrow().record_client_connection_opened();
     let mut scratch = ConnScratch {
+        trace: None,
+        trace_lines: Vec::new(),
+        attempts: 0,
         status: 0,
         endpoint: None,
         head: RequestHead::default(),
@@ -197,22 +206,97 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     let started = Instant::now();
     s.status = 0;
     s.endpoint = None;
+    s.attempts = 0;
+    if let Some(t) = &mut s.trace {
+        t.attempt = None;
+    }
     let mut target = (usize::MAX, usize::MAX);
     let next = route_and_forward(core, client, s, &mut target).await;
     let (route, service) = target;
-    let ids = core.ids.borrow();
-    let route_id = if route == usize::MAX {
-        ids.unrouted
-    } else {
-        ids.route(route, service)
-    };
-    let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
-    if s.status != 0 {
-        core.metrics
-            .borrow()
-            .record_response(route_id, endpoint, s.status, started.elapsed());
+    let latency = started.elapsed();
+    {
+        let ids = core.ids.borrow();
+        let route_id = if route == usize::MAX {
+            ids.unrouted
+        } else {
+            ids.route(route, service)
+        };
+        let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
+        if s.status != 0 {
+            core.metrics
+                .borrow()
+                .record_response(route_id, endpoint, s.status, latency);
+        }
+    }
+    let traced = core.tracer.is_some() || core.access_log.is_some();
+    if traced && s.status != 0 {
+        finish_observation(core, s, route, service, latency);
     }
     next
+}
+
+/// The request's span and its access-log line.
+fn finish_observation(
+    core: &Core,
+    s: &mut ConnScratch,
+    route: usize,
+    service: usize,
+    latency: Duration,
+) {
+    let snapshot = core.snapshot();
+    let route_name = snapshot.routes.get(route).map(|r| r.name.as_str());
+    let service_name: Option<std::sync::Arc<str>> = core
+        .services
+        .borrow()
+        .get(service)
+        .map(|st| st.name.clone());
+    if let (Some(tracer), Some(trace)) = (&core.tracer, &s.trace) {
+        tracer.finish_request(trace, service_name.clone(), route_name, s.status);
+    }
+    if let Some(log) = &core.access_log {
+        let endpoint = s.endpoint.map(|e| e.to_string());
+        let entry = coremesh_telemetry::access_log::AccessLogEntry {
+            time: std::time::SystemTime::now(),
+            route: route_name,
+            service: service_name.as_deref(),
+            endpoint: endpoint.as_deref(),
+            status: s.status,
+            latency,
+            attempts: s.attempts,
+            trace_id: s.trace.as_ref().map(|t| &t.ctx.trace_id),
+        };
+        log.write(&entry);
+    }
+}
+
+/// Read the caller's trace context and open the proxy's span for this request.
+fn start_trace(
+    core: &Core,
+    data: &[u8],
+    head: &RequestHead,
+    reuse: Option<crate::tracing_ctx::RequestTrace>,
+) -> crate::tracing_ctx::RequestTrace {
+    let headers = head.headers.iter().filter_map(|h| {
+        std::str::from_utf8(&data[h.name.clone()])
+            .ok()
+            .map(|n| (n, &data[h.value.clone()]))
+    });
+    let extracted = coremesh_telemetry::trace::extract(headers);
+    let sampler = match &core.tracer {
+        Some(t) => t.sampler,
+        None => coremesh_telemetry::trace::Sampler::new(0.0),
+    };
+    let ctx = core.with_rng(|rng| extracted.server_context(&sampler, rng));
+    let mut tracestate = reuse.map(|t| t.tracestate).unwrap_or_default();
+    tracestate.clear();
+    extracted.tracestate.write_value(&mut tracestate);
+    crate::tracing_ctx::RequestTrace {
+        ctx,
+        formats: extracted.formats,
+        tracestate,
+        start: std::time::SystemTime::now(),
+        attempt: None,
+    }
 }
 
 /// Route the request and forward it; `target` gets the (route, service) indices chosen.
@@ -298,9 +382,14 @@ async fn route_and_forward(
     }
     let deadline = started + timeout;
 
+    if core.tracer.is_some() {
+        s.trace = Some(start_trace(core, data, head, s.trace.take()));
+    }
+
     // The upstream request head, then the client's head is consumed.
     let add = RequestAdditions {
         forwarded_for: settings.add_forwarded_for.then(|| s.peer.ip()),
+        strip_trace: core.tracer.is_some(),
         via: settings.add_via,
         extra: b"",
     };
