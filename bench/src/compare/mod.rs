@@ -72,8 +72,8 @@ pub struct CompareArgs {
 /// Durations and sizes of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
-    /// Rounds of the overhead and cpu scenarios (medians are reported), contenders in a
-    /// rotated order each round.
+    /// Rounds of every scenario but memory (medians are reported), contenders in a rotated
+    /// order each round.
     pub rounds: usize,
     pub connections: usize,
     pub warmup: Duration,
@@ -122,8 +122,8 @@ impl Plan {
             fixed: Duration::from_secs(10),
             scenario_rate: 2000.0,
             scenario_connections: 64,
-            scenario: Duration::from_secs(15),
-            dead: Duration::from_secs(15),
+            scenario: Duration::from_secs(10),
+            dead: Duration::from_secs(12),
             idle_connections: idle,
         }
     }

@@ -541,8 +541,11 @@ pub fn overhead_and_cpu(
     Ok(out)
 }
 
-/// Three endpoints behind each proxy in its resilient profile, an open-loop run, and which
-/// endpoint served what.
+/// One round of one contender: its figures and the load they came from.
+type RoundFigures = (BTreeMap<String, f64>, LoadReport);
+
+/// Three endpoints behind each proxy in its resilient profile, open-loop runs (in rounds),
+/// and which endpoint served what.
 fn three_endpoint_scenario(
     ctx: &Ctx<'_>,
     tag: &str,
@@ -558,76 +561,148 @@ fn three_endpoint_scenario(
     ])?;
     let eps: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
     let names: Vec<String> = ups.iter().map(|u| u.args.name.clone()).collect();
-    let mut rows = Vec::new();
-    for kind in ctx.contenders.iter().filter(|k| k.is_proxy()) {
-        progress(tag, *kind);
-        let mut row = Row::new(*kind);
-        session(
-            ctx,
-            *kind,
-            Profile::Resilient,
-            &eps,
-            tag,
-            &mut row,
-            |running, row| {
-                let rate = plan.scenario_rate;
-                let warm = ctx.spec(
-                    running.addr,
-                    plan.scenario_connections,
-                    Mode::Open { rate },
-                    Stop::Duration(plan.warmup),
-                );
-                let _ = ctx.load(&warm);
-                let before: Vec<_> = ups.iter().map(|u| u.stats()).collect();
-                let spec = ctx.spec(
-                    running.addr,
-                    plan.scenario_connections,
-                    Mode::Open { rate },
-                    Stop::Duration(duration),
-                );
-                let result = std::thread::scope(|s| {
-                    let load = s.spawn(|| ctx.load(&spec));
-                    during(&mut ups, row, duration);
-                    load.join()
-                        .unwrap_or_else(|_| Err("load thread panicked".into()))
-                });
-                let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
-                let served = served_between(&before, &after);
-                match result {
-                    Ok(r) => {
-                        let total = r.sent.max(1) as f64;
-                        row.set("p50_us", r.latency.p50_us);
-                        row.set("p99_us", r.latency.p99_us);
-                        row.set("p999_us", r.latency.p999_us);
-                        row.set("errors", r.errors_total as f64);
-                        row.set("error_pct", 100.0 * r.errors_total as f64 / total);
-                        let upstream_total: u64 = served.iter().sum();
-                        if upstream_total > 0 {
-                            row.set(
-                                "third_share_pct",
-                                100.0 * served[2] as f64 / upstream_total as f64,
+    let proxies: Vec<Kind> = ctx
+        .contenders
+        .iter()
+        .copied()
+        .filter(|k| k.is_proxy())
+        .collect();
+    let mut rows: BTreeMap<Kind, Row> = proxies.iter().map(|k| (*k, Row::new(*k))).collect();
+    // Per contender, the figures and the load of each round.
+    let mut rounds: BTreeMap<Kind, Vec<RoundFigures>> = BTreeMap::new();
+    for round in 0..plan.rounds {
+        for kind in rotated(&proxies, round) {
+            let Some(row) = rows.get_mut(&kind) else {
+                continue;
+            };
+            if row.skipped.is_some() {
+                continue;
+            }
+            progress(&format!("{tag} round {}/{}", round + 1, plan.rounds), kind);
+            let measured = session(
+                ctx,
+                kind,
+                Profile::Resilient,
+                &eps,
+                tag,
+                row,
+                |running, row| {
+                    let rate = plan.scenario_rate;
+                    let warm = ctx.spec(
+                        running.addr,
+                        plan.scenario_connections,
+                        Mode::Open { rate },
+                        Stop::Duration(plan.warmup),
+                    );
+                    let _ = ctx.load(&warm);
+                    let before: Vec<_> = ups.iter().map(|u| u.stats()).collect();
+                    let spec = ctx.spec(
+                        running.addr,
+                        plan.scenario_connections,
+                        Mode::Open { rate },
+                        Stop::Duration(duration),
+                    );
+                    let ours = |ups: &[UpstreamProc]| {
+                        running.cpu_ticks()
+                            + procfs::cpu_ticks(std::process::id()).unwrap_or(0)
+                            + ups
+                                .iter()
+                                .filter_map(|u| u.pid())
+                                .map(procfs::tree_cpu_ticks)
+                                .sum::<u64>()
+                    };
+                    let (ours0, machine0) = (ours(&ups), procfs::machine_busy_ticks());
+                    let began = Instant::now();
+                    let result = std::thread::scope(|s| {
+                        let load = s.spawn(|| ctx.load(&spec));
+                        during(&mut ups, row, duration);
+                        load.join()
+                            .unwrap_or_else(|_| Err("load thread panicked".into()))
+                    });
+                    let others = procfs::machine_busy_ticks().saturating_sub(machine0) as f64
+                        - ours(&ups).saturating_sub(ours0) as f64;
+                    let wall = began.elapsed().as_secs_f64();
+                    let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
+                    let served = served_between(&before, &after);
+                    match result {
+                        Ok(r) => {
+                            let mut f = BTreeMap::new();
+                            let total = r.scheduled.max(1) as f64;
+                            if r.responses > 0 {
+                                f.insert("p50_us".to_string(), r.latency.p50_us);
+                                f.insert("p99_us".to_string(), r.latency.p99_us);
+                                f.insert("p999_us".to_string(), r.latency.p999_us);
+                            }
+                            f.insert("errors".to_string(), r.errors_total as f64);
+                            f.insert(
+                                "error_pct".to_string(),
+                                100.0 * r.errors_total as f64 / total,
                             );
-                            row.set(
-                                "upstream_per_client",
-                                upstream_total as f64 / r.responses.max(1) as f64,
+                            f.insert(
+                                "others_pct".to_string(),
+                                (100.0 * others / hz() / wall).max(0.0),
                             );
+                            let upstream_total: u64 = served.iter().sum();
+                            if upstream_total > 0 {
+                                f.insert(
+                                    "third_share_pct".to_string(),
+                                    100.0 * served[2] as f64 / upstream_total as f64,
+                                );
+                                f.insert(
+                                    "upstream_per_client".to_string(),
+                                    upstream_total as f64 / r.responses.max(1) as f64,
+                                );
+                            }
+                            for (n, s) in names.iter().zip(&served) {
+                                row.extra
+                                    .insert(format!("served_{n}_round{}", round + 1), (*s).into());
+                            }
+                            if let Some(n) = error_note(&r) {
+                                row.notes.push(format!("round {}: {n}", round + 1));
+                            }
+                            Some((f, r))
                         }
-                        for (n, s) in names.iter().zip(&served) {
-                            row.extra.insert(format!("served_{n}"), (*s).into());
+                        Err(e) => {
+                            row.notes.push(e);
+                            None
                         }
-                        if let Some(n) = error_note(&r) {
-                            row.notes.push(n);
-                        }
-                        row.loads.insert(tag.to_string(), r);
                     }
-                    Err(e) => row.notes.push(e),
-                }
-            },
-        );
-        rows.push(row);
+                },
+            );
+            if let Some(Some(m)) = measured {
+                rounds.entry(kind).or_default().push(m);
+            }
+        }
+    }
+    for (kind, list) in rounds {
+        let Some(row) = rows.get_mut(&kind) else {
+            continue;
+        };
+        let keys: std::collections::BTreeSet<String> =
+            list.iter().flat_map(|(f, _)| f.keys().cloned()).collect();
+        for key in keys {
+            let values: Vec<f64> = list
+                .iter()
+                .filter_map(|(f, _)| f.get(&key).copied())
+                .collect();
+            row.set(&key, median(&values));
+        }
+        // The plotted curve is the round whose p99 is the median one.
+        let mut by_p99: Vec<&LoadReport> = list.iter().map(|(_, r)| r).collect();
+        by_p99.sort_by(|a, b| a.latency.p99_us.total_cmp(&b.latency.p99_us));
+        if let Some(mid) = by_p99.get(by_p99.len() / 2) {
+            row.loads.insert(tag.to_string(), (*mid).clone());
+        }
+        if list.len() > 1 {
+            for (i, (_, r)) in list.iter().enumerate() {
+                let mut r = r.clone();
+                r.latency_curve.clear();
+                row.loads.insert(format!("{tag}_round{}", i + 1), r);
+            }
+        }
     }
     let notes = vec![format!(
-        "Upstreams: {}. Open loop at {:.0} req/s over {} connections for {:.1} s after {:.1} s of warm-up.",
+        "Upstreams: {}. Open loop at {:.0} req/s over {} connections for {:.1} s after {:.1} s of warm-up; median of {} round(s), contenders in rotated order. `other load` is CPU used meanwhile by processes outside the benchmark (100% = one CPU).",
         ups.iter()
             .map(|u| format!("{} ({}, error rate {})", u.args.name, u.args.latency, u.args.error_rate))
             .collect::<Vec<_>>()
@@ -635,9 +710,10 @@ fn three_endpoint_scenario(
         plan.scenario_rate,
         plan.scenario_connections,
         duration.as_secs_f64(),
-        plan.warmup.as_secs_f64()
+        plan.warmup.as_secs_f64(),
+        plan.rounds
     )];
-    Ok((rows, notes))
+    Ok((rows.into_values().collect(), notes))
 }
 
 fn settings_note(ctx: &Ctx<'_>) -> Vec<String> {
@@ -665,6 +741,7 @@ pub fn slow(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
             Column::new("p999_us", "p99.9 µs", Better::Lower),
             Column::new("third_share_pct", "slow share %", Better::Lower),
             Column::new("errors", "errors", Better::Lower),
+            Column::new("others_pct", "other load %", Better::Neither),
         ],
         rows,
         notes,
@@ -689,6 +766,7 @@ pub fn flaky(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
             Column::new("p99_us", "p99 µs", Better::Lower),
             Column::new("third_share_pct", "flaky share %", Better::Lower),
             Column::new("upstream_per_client", "upstream/client", Better::Lower),
+            Column::new("others_pct", "other load %", Better::Neither),
         ],
         rows,
         notes,
@@ -728,6 +806,7 @@ pub fn dead(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
             Column::new("p50_us", "p50 µs", Better::Lower),
             Column::new("p99_us", "p99 µs", Better::Lower),
             Column::new("p999_us", "p99.9 µs", Better::Lower),
+            Column::new("others_pct", "other load %", Better::Neither),
         ],
         rows,
         notes,
