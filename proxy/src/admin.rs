@@ -42,6 +42,9 @@ pub trait LogLevel: Send + Sync {
 /// Renders `/metrics` from the cores' reports.
 pub type MetricsRenderer = Box<dyn Fn(&[CoreReport]) -> String + Send + Sync>;
 
+/// Renders extra metric families (appended after the cores' metrics).
+pub type ExtraMetrics = Box<dyn Fn() -> String + Send + Sync>;
+
 /// What the admin thread shares with the rest of the control plane.
 pub struct AdminShared {
     pub config: Mutex<Config>,
@@ -52,6 +55,7 @@ pub struct AdminShared {
     pub log_level: Option<Arc<dyn LogLevel>>,
     pub driver: &'static str,
     pub metrics: MetricsRenderer,
+    pub extra_metrics: Mutex<Option<ExtraMetrics>>,
 }
 
 impl AdminShared {
@@ -198,7 +202,12 @@ fn handle(mut stream: TcpStream, shared: &AdminShared) {
         }
         ("GET", "/metrics") => {
             let reports = shared.reports();
-            let body = (shared.metrics)(&reports);
+            let mut body = (shared.metrics)(&reports);
+            if let Ok(extra) = shared.extra_metrics.lock() {
+                if let Some(render) = extra.as_ref() {
+                    body.push_str(&render());
+                }
+            }
             respond(
                 &mut stream,
                 200,

@@ -50,11 +50,31 @@ pub struct ProxyHandle {
     per_endpoint_metrics: bool,
 }
 
+/// Sends new snapshots to every core; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Installer {
+    controls: Vec<Sender<Control>>,
+    per_endpoint_metrics: bool,
+}
+
+impl Installer {
+    /// Build the snapshot's metrics layout once and send both to every core; each core
+    /// switches at its next loop boundary.
+    pub fn install(&self, snapshot: Arc<Snapshot>) {
+        let layout = observe::build_layout(&snapshot, self.per_endpoint_metrics);
+        for c in &self.controls {
+            let _ = c.send(Control::Install(snapshot.clone(), layout.clone()));
+        }
+    }
+}
+
 /// Optional hooks for [`start_with`].
 #[derive(Default)]
 pub struct StartOptions {
     /// Lets the admin server read and change the log filter.
     pub log_level: Option<Arc<dyn LogLevel>>,
+    /// Start with `/ready` false (set true later with [`ProxyHandle::set_ready`]).
+    pub not_ready_yet: bool,
 }
 
 impl ProxyHandle {
@@ -88,9 +108,27 @@ impl ProxyHandle {
     }
     /// Send every core a new snapshot of routes and endpoints (with its metrics layout).
     pub fn install(&self, snapshot: Arc<Snapshot>) {
-        let layout = observe::build_layout(&snapshot, self.per_endpoint_metrics);
-        for c in &self.controls {
-            let _ = c.send(Control::Install(snapshot.clone(), layout.clone()));
+        self.installer().install(snapshot);
+    }
+    /// A handle that installs snapshots from another thread (the discovery controller).
+    pub fn installer(&self) -> Installer {
+        Installer {
+            controls: self.controls.clone(),
+            per_endpoint_metrics: self.per_endpoint_metrics,
+        }
+    }
+    /// Mark the proxy ready (admin `/ready`) once the first discovery round is done.
+    pub fn set_ready(&self, ready: bool) {
+        if let Some((shared, _)) = &self.admin {
+            shared.ready.store(ready, Ordering::SeqCst);
+        }
+    }
+    /// Extra metric families appended to every `/metrics` scrape (e.g. discovery's).
+    pub fn set_extra_metrics(&self, render: admin::ExtraMetrics) {
+        if let Some((shared, _)) = &self.admin {
+            if let Ok(mut extra) = shared.extra_metrics.lock() {
+                *extra = Some(render);
+            }
         }
     }
     /// Graceful stop, as on SIGTERM: stop accepting, let in-flight requests finish within the
@@ -280,7 +318,8 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         let shared = Arc::new(AdminShared {
             config: std::sync::Mutex::new(config.clone()),
             controls: handle.controls.clone(),
-            ready: std::sync::atomic::AtomicBool::new(true),
+            ready: std::sync::atomic::AtomicBool::new(!options.not_ready_yet),
+            extra_metrics: std::sync::Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
             shutdown_requests: shutdown_tx,
             log_level: options.log_level,

@@ -144,8 +144,8 @@ fn main() -> ExitCode {
             }
             serve_until_signal(config, log_level.clone())
         }
-        Command::Run { config } => match coremesh_discovery::load_config(&config) {
-            Ok(cfg) => serve_until_signal(cfg, log_level.clone()),
+        Command::Run { config: path } => match coremesh_discovery::load_config(&path) {
+            Ok(cfg) => run_with_discovery(path, cfg, log_level.clone()),
             Err(errors) => {
                 eprintln!("{errors}");
                 return ExitCode::from(2);
@@ -219,6 +219,102 @@ impl LogLevel for ReloadableLevel {
     }
 }
 
+/// How long `run` waits for the first DNS answers and EndpointSlices before `/ready`
+/// says yes anyway (services without endpoints answer 503 until they arrive).
+const FIRST_DISCOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `coremesh run`: the proxy plus the discovery controller, which watches the file (and
+/// DNS / Kubernetes sources) and installs each new snapshot on every core. SIGHUP re-reads
+/// the file at once; SIGTERM / SIGINT / admin `POST /shutdown` stop gracefully.
+fn run_with_discovery(
+    path: PathBuf,
+    config: Config,
+    log_level: Arc<dyn LogLevel>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let signal_handle = signals.handle();
+    let handle = coremesh::start_with(
+        config.clone(),
+        StartOptions {
+            log_level: Some(log_level),
+            not_ready_yet: true,
+        },
+    )?;
+    let installer = handle.installer();
+    let discovery =
+        coremesh_discovery::Discovery::start(Some(path.clone()), config, move |snapshot| {
+            installer.install(snapshot);
+        })?;
+    let discovery = Arc::new(discovery);
+    let stats_source = Arc::downgrade(&discovery);
+    handle.set_extra_metrics(Box::new(move || {
+        stats_source
+            .upgrade()
+            .map(|d| discovery_metrics(&d.stats()))
+            .unwrap_or_default()
+    }));
+    if !discovery.wait_ready(FIRST_DISCOVERY_WAIT) {
+        tracing::warn!("discovery sources have not all answered yet; serving anyway");
+    }
+    handle.set_ready(true);
+    let (tx, rx) = crossbeam_channel::bounded::<i32>(8);
+    let signal_thread = std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if tx.send(signal).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> signal => match signal {
+                Ok(SIGHUP) => match discovery.reload_now() {
+                    coremesh_discovery::ReloadOutcome::Refused(errors) => {
+                        tracing::error!("{}: reload refused, the configuration in force stays:\n{errors}", path.display());
+                    }
+                    outcome => tracing::info!("{}: reload: {outcome:?}", path.display()),
+                },
+                Ok(signal) => {
+                    tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
+                    break;
+                }
+                Err(_) => break,
+            },
+            recv(handle.shutdown_requests()) -> _ => {
+                tracing::info!("shutting down (admin request): no new connections, finishing in-flight requests");
+                break;
+            }
+        }
+    }
+    handle.set_ready(false);
+    // The metrics closure holds only a weak reference, so this is the last one.
+    if let Ok(d) = Arc::try_unwrap(discovery) {
+        d.stop();
+    }
+    handle.shutdown();
+    signal_handle.close();
+    let _ = signal_thread.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Discovery's counters as Prometheus families.
+fn discovery_metrics(stats: &coremesh_discovery::DiscoveryStats) -> String {
+    format!(
+        "# HELP coremesh_config_reloads_total Configuration file versions accepted.\n\
+         # TYPE coremesh_config_reloads_total counter\n\
+         coremesh_config_reloads_total {}\n\
+         # HELP coremesh_config_reloads_refused_total Configuration file versions refused (invalid); the previous one stayed in force.\n\
+         # TYPE coremesh_config_reloads_refused_total counter\n\
+         coremesh_config_reloads_refused_total {}\n\
+         # HELP coremesh_discovery_snapshots_total Snapshots of routes and endpoints installed on the cores.\n\
+         # TYPE coremesh_discovery_snapshots_total counter\n\
+         coremesh_discovery_snapshots_total {}\n",
+        stats.reloads_applied, stats.reloads_refused, stats.snapshots_published
+    )
+}
+
 /// Run until SIGTERM, SIGINT or an admin `POST /shutdown`, then shut down gracefully and
 /// exit 0.
 fn serve_until_signal(config: Config, log_level: Arc<dyn LogLevel>) -> anyhow::Result<()> {
@@ -229,6 +325,7 @@ fn serve_until_signal(config: Config, log_level: Arc<dyn LogLevel>) -> anyhow::R
         config,
         StartOptions {
             log_level: Some(log_level),
+            not_ready_yet: false,
         },
     )?;
     let (tx, rx) = crossbeam_channel::bounded::<String>(2);
