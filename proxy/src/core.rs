@@ -172,6 +172,25 @@ impl Core {
         self.snapshot.borrow().clone()
     }
 
+    /// Whether `snapshot` is the one in force.
+    pub fn is_current(&self, snapshot: &Arc<Snapshot>) -> bool {
+        Arc::ptr_eq(&self.snapshot.borrow(), snapshot)
+    }
+
+    /// Map a service index of `snapshot` to the current one (`usize::MAX` if gone).
+    pub fn resolve_service(&self, snapshot: &Arc<Snapshot>, index: usize) -> usize {
+        if self.is_current(snapshot) {
+            return index;
+        }
+        let Some(name) = snapshot.services.get(index).map(|s| s.name.as_str()) else {
+            return usize::MAX;
+        };
+        self.snapshot
+            .borrow()
+            .service_index(name)
+            .unwrap_or(usize::MAX)
+    }
+
     /// Switch to a new snapshot (see the module doc).
     pub fn install(&self, snapshot: Arc<Snapshot>, layout: Arc<MetricsLayout>) {
         *self.ids.borrow_mut() = MetricIds::new(&snapshot, &layout);

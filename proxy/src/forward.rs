@@ -22,7 +22,9 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 
 /// What the connection handler decided about a request before forwarding it.
 pub struct Exchange<'a> {
-    pub service: usize,
+    /// The destination service's index in `snapshot` (the one the request started on).
+    pub service_index: usize,
+    pub snapshot: &'a std::sync::Arc<coremesh_discovery::Snapshot>,
     pub settings: &'a Settings,
     pub framing: Framing,
     pub is_head_method: bool,
@@ -35,6 +37,15 @@ pub struct Exchange<'a> {
     pub attempt_timeout: Option<Duration>,
     pub retry_on: &'a [u16],
     pub retry_non_idempotent: bool,
+}
+
+impl Exchange<'_> {
+    /// The service's index in the core's current per-service state: the same as in the
+    /// request's snapshot unless a new snapshot was installed meanwhile, then found by
+    /// name (`usize::MAX` if the service is gone, which every lookup treats as absent).
+    pub fn service(&self, core: &Core) -> usize {
+        core.resolve_service(self.snapshot, self.service_index)
+    }
 }
 
 /// Where the request body stands.
@@ -99,8 +110,8 @@ pub async fn forward(
     let mut body = Some(body);
     let may_repeat = ex.idempotent || ex.retry_non_idempotent;
     let max_attempts = ex.settings.max_attempts.max(1);
-    core.budget_deposit(ex.service, Instant::now());
-    let service_id = core.ids.borrow().service(ex.service);
+    core.budget_deposit(ex.service(core), Instant::now());
+    let service_id = core.ids.borrow().service(ex.service(core));
     let deadline_exceeded = || {
         if let Some(id) = service_id {
             core.metrics.borrow().record_deadline_exceeded(id);
@@ -118,7 +129,7 @@ pub async fn forward(
             client.consume(buffered_len);
             return Err((ProxyError::Timeout, replayable));
         }
-        let Some(choice) = core.choose(ex.service, now, &tried) else {
+        let Some(choice) = core.choose(ex.service(core), now, &tried) else {
             client.consume(buffered_len);
             return Err((ProxyError::NoEndpoints, replayable));
         };
@@ -146,7 +157,7 @@ pub async fn forward(
             if !(replayable && attempt < max_attempts && Instant::now() < ex.deadline) {
                 return false;
             }
-            let granted = core.budget_withdraw(ex.service, Instant::now());
+            let granted = core.budget_withdraw(ex.service(core), Instant::now());
             if let Some(id) = service_id {
                 let m = core.metrics.borrow();
                 if granted {
@@ -160,7 +171,7 @@ pub async fn forward(
         let error = match sent {
             Err(_) => {
                 core.record(
-                    ex.service,
+                    ex.service(core),
                     addr,
                     done,
                     latency,
@@ -180,12 +191,12 @@ pub async fn forward(
             }
             Ok(Ok(upstream)) => {
                 let status = s.response_head.status;
-                let outcome = if core.is_failure_status(ex.service, status) {
+                let outcome = if core.is_failure_status(ex.service(core), status) {
                     Outcome::Failure(FailureKind::Status(status))
                 } else {
                     Outcome::Success
                 };
-                core.record(ex.service, addr, done, latency, outcome);
+                core.record(ex.service(core), addr, done, latency, outcome);
                 end_attempt_trace(core, s, ex, addr, retry_reason, Some(status), None, left);
                 if ex.retry_on.contains(&status)
                     && may_repeat
@@ -212,7 +223,7 @@ pub async fn forward(
                     _ => None,
                 };
                 let outcome = kind.map_or(Outcome::Success, Outcome::Failure);
-                core.record(ex.service, addr, done, latency, outcome);
+                core.record(ex.service(core), addr, done, latency, outcome);
                 end_attempt_trace(core, s, ex, addr, retry_reason, None, Some(e.kind()), left);
                 let safe = e.nothing_processed()
                     || (may_repeat && matches!(e, ProxyError::UpstreamClosed { .. }));
@@ -334,7 +345,7 @@ async fn send_and_await_head(
     let idle_timeout = Duration::from_millis(ex.settings.pool_idle_timeout_ms);
     let pooled = core.pool.borrow_mut().checkout(addr, now, idle_timeout);
     let reused = pooled.is_some();
-    if let Some(id) = core.ids.borrow().service(ex.service) {
+    if let Some(id) = core.ids.borrow().service(ex.service(core)) {
         let m = core.metrics.borrow();
         if reused {
             m.record_upstream_connection_reused(id);
@@ -345,7 +356,7 @@ async fn send_and_await_head(
         None => {
             let stream = connect(addr, ex.settings).await?;
             core.pool.borrow_mut().opened += 1;
-            if let Some(id) = core.ids.borrow().service(ex.service) {
+            if let Some(id) = core.ids.borrow().service(ex.service(core)) {
                 core.metrics.borrow().record_upstream_connection_opened(id);
             }
             stream
@@ -708,7 +719,7 @@ fn end_attempt_trace(
         return;
     };
     let services = core.services.borrow();
-    let Some(service) = services.get(ex.service) else {
+    let Some(service) = services.get(ex.service(core)) else {
         return;
     };
     tracer.finish_attempt(

@@ -20,6 +20,7 @@ pub mod rewrite;
 pub mod runtime;
 pub mod server;
 pub mod signal;
+pub mod top;
 pub mod tracing_ctx;
 pub mod tunnel;
 

@@ -211,8 +211,15 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
         t.attempt = None;
     }
     let mut target = (usize::MAX, usize::MAX);
+    let request_snapshot = core.snapshot();
     let next = route_and_forward(core, client, s, &mut target).await;
-    let (route, service) = target;
+    let (route, mut service) = target;
+    let mut route = route;
+    if !core.is_current(&request_snapshot) {
+        // A new snapshot came in meanwhile: its indices mean other things.
+        service = core.resolve_service(&request_snapshot, service);
+        route = usize::MAX;
+    }
     let latency = started.elapsed();
     {
         let ids = core.ids.borrow();
@@ -408,7 +415,8 @@ async fn route_and_forward(
     }
 
     let exchange = Exchange {
-        service: service_index,
+        service_index,
+        snapshot: &snapshot,
         settings,
         framing,
         is_head_method,
