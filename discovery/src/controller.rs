@@ -322,6 +322,8 @@ impl Controller {
                 command = commands.recv() => match command {
                     Some(Command::ReloadNow(reply)) => {
                         let outcome = self.reload_file(true);
+                        // The counters the caller may read next already count this reload.
+                        self.share();
                         let _ = reply.send(outcome);
                     }
                     Some(Command::Stop) | None => return,
@@ -590,8 +592,10 @@ impl Controller {
         let snapshot = Arc::new(snapshot);
         self.stats.snapshots_published += 1;
         tracing::info!("snapshot {}: {diff}", self.stats.snapshots_published);
-        (self.on_snapshot)(snapshot.clone());
-        self.published = snapshot;
+        self.published = snapshot.clone();
+        // Whoever receives the snapshot sees counters and `current()` that include it.
+        self.share();
+        (self.on_snapshot)(snapshot);
     }
 
     /// Copies counters, statuses and the current snapshot to [`Shared`].

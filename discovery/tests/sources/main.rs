@@ -12,3 +12,5 @@ mod file_reload;
 mod kubernetes;
 #[cfg(feature = "kubernetes")]
 mod manifests;
+#[cfg(not(feature = "kubernetes"))]
+mod without_kubernetes;
