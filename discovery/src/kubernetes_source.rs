@@ -54,14 +54,6 @@ impl SharedClient {
         })
     }
 
-    /// A client already built (tests: one for an API server stand-in).
-    pub fn with_client(settings: KubernetesSettings, client: Client) -> Arc<SharedClient> {
-        Arc::new(SharedClient {
-            settings,
-            client: OnceCell::new_with(Some(client)),
-        })
-    }
-
     pub async fn client(&self) -> Result<Client, String> {
         self.client
             .get_or_try_init(|| connect(&self.settings))
