@@ -1,8 +1,9 @@
 //! The choice of an endpoint: [`ServiceBalancer::choose`].
 //!
 //! Order of preference, first that yields an endpoint wins:
-//! 1. a half-open endpoint waiting for its probe (first attempts only: a retry, i.e. a
-//!    non-empty `exclude`, is never spent on a probe);
+//! 1. a half-open endpoint waiting for its probe, then a suspect endpoint whose re-try
+//!    probe is due (first attempts only: a retry, i.e. a non-empty `exclude`, is never
+//!    spent on a probe);
 //! 2. available endpoints not yet tried by this request;
 //! 3. available endpoints, even if already tried (every healthy one failed this request;
 //!    another go on a healthy one beats a known-bad one);
@@ -13,10 +14,11 @@
 //! retry: nothing healthy is left to spare it.)
 //!
 //! Within a tier, `Kind::LeastLatency` draws two distinct endpoints at random and takes
-//! the lower score (power of two choices), `Kind::Random` one at random, `Kind::RoundRobin`
-//! the next in turn. Random draws reject ineligible endpoints a few times before falling
-//! back to listing the eligible ones, so a choice costs O(1) in the common case even for
-//! thousands of endpoints.
+//! the lower score (power of two choices) — unless the two are within [`TIE_TOLERANCE`] of
+//! each other, a tie that goes to the first draw, i.e. to either at random —
+//! `Kind::Random` one at random, `Kind::RoundRobin` the next in turn. Random draws reject
+//! ineligible endpoints a few times before falling back to listing the eligible ones, so a
+//! choice costs O(1) in the common case even for thousands of endpoints.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -31,11 +33,21 @@ use crate::service::{Choice, ServiceBalancer};
 /// endpoints out of the pool, eight draws find two eligible ones almost always.
 const SAMPLE_ATTEMPTS: usize = 8;
 
+/// Two least-latency scores within this ratio of each other (the larger at most 1.25 × the
+/// smaller) are a tie, broken at random. Estimates of identical endpoints differ by the
+/// noise of the samples they happen to have seen — peak-EWMA keeps the largest recent one,
+/// and latencies of a healthy service commonly spread by ±20 % — so a strict comparison
+/// would hand every request to whichever was luckiest and starve the unluckiest under
+/// sequential load, where in-flight counts never tell them apart. Real differences are
+/// larger: a slow-down, a failure penalty, or one request in flight (× 2) are all well
+/// outside the band.
+pub(crate) const TIE_TOLERANCE: f64 = 0.25;
+
 impl ServiceBalancer {
     /// Chooses the endpoint for a request at `now`, drawing randomness from `rng`.
     /// `exclude` lists the endpoints this request already tried. Returns `None` only when
-    /// the service has no endpoints. If `Choice::probe` is set, the request is the
-    /// half-open probe of a returning endpoint.
+    /// the service has no endpoints. If `Choice::probe` is set, the request is the single
+    /// re-try probe of an endpoint that failed (half-open after an ejection, or suspect).
     pub fn choose(
         &mut self,
         now: Instant,
@@ -53,7 +65,7 @@ impl ServiceBalancer {
                 .iter()
                 .copied()
                 .find(|&i| self.endpoints[i].ejection.probe_ready(now, probe_cfg));
-            if let Some(i) = ready {
+            if let Some(i) = ready.or_else(|| self.due_suspect(now)) {
                 return Some(self.take(i, now));
             }
         }
@@ -80,7 +92,8 @@ impl ServiceBalancer {
         chosen.map(|i| self.take(i, now))
     }
 
-    /// Builds the choice for endpoint `i`, claiming the probe if it is half-open.
+    /// Builds the choice for endpoint `i`, claiming the probe if one is due (half-open, or
+    /// suspect past its back-off).
     fn take(&mut self, i: usize, now: Instant) -> Choice {
         let e = &mut self.endpoints[i];
         let probe = e.ejection.probe_ready(now, &self.cfg.ejection);
@@ -106,7 +119,12 @@ impl ServiceBalancer {
                 let (a, b) = sample(&self.endpoints, &mut self.scratch, rng, &eligible, 2)?;
                 let Some(b) = b else { return Some(a) };
                 let (score_a, score_b) = (self.score_of(a, now), self.score_of(b, now));
-                Some(if score_b < score_a { b } else { a })
+                // `a` is the first of two random draws: a tie goes to either at random.
+                Some(if score_b * (1.0 + TIE_TOLERANCE) < score_a {
+                    b
+                } else {
+                    a
+                })
             }
             Kind::Random => {
                 sample(&self.endpoints, &mut self.scratch, rng, &eligible, 1).map(|(a, _)| a)

@@ -11,8 +11,9 @@ use std::time::Duration;
 /// Consecutive counted failures that eject an endpoint: five in a row is rarely bad luck
 /// (at a 10 % error rate the chance is 1 in 100 000), and it is Envoy's default too.
 pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
-/// First ejection back-off: long enough for a restarting process to finish dying, short
-/// enough that a transient blip costs about one second of capacity.
+/// First back-off — of a first ejection, and before the re-try probe of an endpoint that
+/// failed without being ejected: long enough for a restarting process to finish dying,
+/// short enough that a transient blip costs about one second of capacity.
 pub const DEFAULT_BASE_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest ejection back-off: an endpoint that keeps failing its probe is still re-tried
 /// every minute, so a recovered instance is never forgotten for long.
@@ -24,8 +25,8 @@ pub const DEFAULT_MAX_EJECTED_RATIO: f64 = 0.5;
 /// Back-offs are shortened by a random factor of up to 20 %, so that endpoints ejected
 /// together (and cores that ejected the same endpoint) do not probe in lock-step.
 pub const DEFAULT_BACKOFF_JITTER: f64 = 0.2;
-/// A half-open probe whose outcome never arrives (the proxy abandoned the choice) frees the
-/// probe slot after this long; it is longer than any sane request timeout.
+/// A probe (half-open or suspect) whose outcome never arrives (the proxy abandoned the
+/// choice) frees the probe slot after this long; it is longer than any sane request timeout.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How far back the gossiped latency histograms reach: ten seconds is a hundred gossip ticks
@@ -67,7 +68,8 @@ pub enum Kind {
 pub struct EjectionConfig {
     /// Consecutive counted failures that eject an available endpoint.
     pub consecutive_failures: u32,
-    /// Back-off of the first ejection; it doubles with each further ejection in a row.
+    /// First back-off before an endpoint that failed is probed again (ejected, or suspect
+    /// after a failure that did not eject it); it doubles with each failed probe in a row.
     pub base_backoff: Duration,
     /// Upper bound of the back-off.
     pub max_backoff: Duration,
@@ -76,7 +78,7 @@ pub struct EjectionConfig {
     pub max_ejected_ratio: f64,
     /// Each back-off is multiplied by a random factor in `[1 - jitter, 1]`.
     pub backoff_jitter: f64,
-    /// A half-open probe with no outcome after this long lets another probe through.
+    /// A probe (half-open or suspect) with no outcome after this long lets another through.
     pub probe_timeout: Duration,
 }
 

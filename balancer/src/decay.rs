@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 /// Weight of one outcome in [`FailureRate`] (a memory of about ten outcomes): one failure
 /// after a run of successes moves the rate to 0.1, i.e. adds a tenth of the failure penalty
-/// (10 ms by default) — enough to lose against a healthy peer for a while, not for long —
-/// while an endpoint failing every request approaches the whole penalty within a few.
+/// (10 ms by default) — enough to lose against a healthy peer until the endpoint's re-try
+/// probe clears it (see `eject.rs`) — while an endpoint failing every request approaches the
+/// whole penalty within a few.
 pub(crate) const FAILURE_RATE_WEIGHT: f64 = 0.1;
 
 /// `exp(-elapsed / tau)`: how much of a value survives `elapsed`.

@@ -61,22 +61,33 @@ impl Endpoint {
     /// Latency estimate in µs without failures or load: the larger of the local peak-EWMA
     /// and the all-cores window quantile (a slow-down shows at once through the EWMA; a
     /// slow tail seen by any core shows through the window). `None` with no history.
+    ///
+    /// A *thin* window — fewer than [`min_window_samples`] samples, too few for its quantile
+    /// to be more than its largest sample — counts only while this core has no estimate of
+    /// its own (then it is all this core knows, e.g. one slow response another core saw).
+    /// Otherwise one slow sample, typically the first request that paid for a new
+    /// connection, would hold the endpoint at that value for the whole window while the
+    /// peak-EWMA that saw the same sample has long decayed.
     pub(crate) fn latency_estimate(&mut self, now: Instant, cfg: &BalancerConfig) -> Option<f64> {
         let local = self.ewma.get(now, cfg.ewma_decay);
-        let shared = self
-            .window
-            .quantile_us(cfg.window_quantile)
-            .map(|v| v as f64);
+        let quantile = cfg.window_quantile;
+        let shared = if local.is_none() || self.window.samples() >= min_window_samples(quantile) {
+            self.window.quantile_us(quantile).map(|v| v as f64)
+        } else {
+            None
+        };
         max_known(local, shared)
     }
 
     /// Same as [`latency_estimate`](Self::latency_estimate) without touching caches, for views.
     pub(crate) fn latency_estimate_at(&self, now: Instant, cfg: &BalancerConfig) -> Option<f64> {
         let local = self.ewma.get(now, cfg.ewma_decay);
+        let quantile = cfg.window_quantile;
         let shared = self
             .window
             .merged_at(now, cfg.gossip_window)
-            .map(|h| h.value_at_quantile(cfg.window_quantile) as f64);
+            .filter(|h| local.is_none() || h.len() >= min_window_samples(quantile))
+            .map(|h| h.value_at_quantile(quantile) as f64);
         max_known(local, shared)
     }
 
@@ -87,6 +98,17 @@ impl Endpoint {
         }
         self.window.release(pool);
     }
+}
+
+/// Fewest samples whose `quantile` is more than their maximum: `1 / (1 - quantile)`, 10 for
+/// p90 (capped at 1000 for quantiles very close to 1).
+pub(crate) fn min_window_samples(quantile: f64) -> u64 {
+    let tail = 1.0 - quantile.clamp(0.0, 1.0);
+    if tail <= 1e-3 {
+        return 1_000;
+    }
+    // The small margin keeps 1 / (1 - 0.9) = 10.000000000000002 at 10.
+    ((1.0 / tail) - 1e-9).ceil().max(1.0) as u64
 }
 
 fn max_known(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -111,6 +133,15 @@ mod tests {
         assert_eq!(score(1_000.0, 0.0, 100_000.0, 0), 1_000.0);
         assert_eq!(score(1_000.0, 0.0, 100_000.0, 2), 3_000.0);
         assert_eq!(score(1_000.0, 0.2, 100_000.0, 0), 21_000.0);
+    }
+
+    #[test]
+    fn a_quantile_needs_enough_samples_to_differ_from_the_max() {
+        assert_eq!(min_window_samples(0.9), 10);
+        assert_eq!(min_window_samples(0.5), 2);
+        assert_eq!(min_window_samples(0.99), 100);
+        assert_eq!(min_window_samples(0.0), 1);
+        assert_eq!(min_window_samples(1.0), 1_000);
     }
 
     #[test]

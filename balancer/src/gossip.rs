@@ -43,7 +43,8 @@ pub struct EjectionNotice {
     pub addr: SocketAddr,
     /// End of its back-off (cores share the monotonic clock, so an `Instant` travels).
     pub until: Instant,
-    /// Its ejections in a row, so every core continues the same back-off sequence.
+    /// Its ejections in a row; a receiving core continues its own back-off sequence from at
+    /// least this step (the sender's may be further along if suspect probes failed before).
     pub ejections: u32,
 }
 
@@ -144,8 +145,11 @@ impl ServiceBalancer {
                 notice.ejections,
                 may_eject,
             );
-            if newly_out && !self.out_of_pool.contains(&i) {
-                self.out_of_pool.push(i);
+            if newly_out {
+                self.suspects.retain(|&j| j != i);
+                if !self.out_of_pool.contains(&i) {
+                    self.out_of_pool.push(i);
+                }
             }
         }
         true

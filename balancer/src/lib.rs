@@ -1,5 +1,6 @@
 //! coremesh-balancer: choosing an endpoint for each request — latency scores, power of two
-//! choices, ejection with half-open probing, latency gossip between cores, retry budget.
+//! choices, re-try probes of failing endpoints (suspect, or ejected and half-open), latency
+//! gossip between cores, retry budget.
 //!
 //! Pure logic: no I/O, no locks, and it never reads the clock or a global RNG. Time comes
 //! in as `now: Instant`, randomness as `&mut impl RngCore`, so tests replay exact
@@ -43,8 +44,8 @@
 //! `on_outcome(addr, now, latency, outcome, rng)`. Pass `Outcome::Failure` only for failures
 //! that count ([`counts_as_failure`] for statuses). Before a retry: [`is_idempotent`],
 //! `RetryBudget::try_withdraw`, wait [`backoff`], then `choose` again with the tried
-//! endpoints in `exclude`. If a choice is abandoned before dispatch, call nothing; a
-//! half-open probe slot abandoned that way frees itself after `probe_timeout`.
+//! endpoints in `exclude`. If a choice is abandoned before dispatch, call nothing; a probe
+//! slot (`Choice.probe`) abandoned that way frees itself after `probe_timeout`.
 //!
 //! Per tick (default 100 ms): for each service, `take_gossip(now)` and broadcast the batch
 //! through the core's `GossipPort`; drain `try_recv()` and hand each batch to

@@ -6,9 +6,10 @@
 //!
 //! Lifecycle of an endpoint: it enters through [`ServiceBalancer::new`] or
 //! [`ServiceBalancer::set_endpoints`] with no history (scored at the service's neutral
-//! latency), builds history from its outcomes and from peers' gossip, may be ejected and
-//! probed back (see `eject.rs`), and leaves when a later `set_endpoints` omits it, giving its
-//! histograms back to the free list. An endpoint present in both the old and the new set
+//! latency), builds history from its outcomes and from peers' gossip, may turn suspect after
+//! a failure or be ejected and is then probed back on the back-off schedule (see
+//! `eject.rs`), and leaves when a later `set_endpoints` omits it, giving its histograms back
+//! to the free list. An endpoint present in both the old and the new set
 //! keeps everything: latency history, in-flight count and ejection state.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -26,9 +27,11 @@ use crate::gossip::{EjectionNotice, GossipBatch};
 use crate::histogram::{latency_us, HistogramPool};
 use crate::outcome::{FailureKind, Outcome};
 
-/// The neutral latency (median of known endpoints) is recomputed at most this often once
-/// it has been computed from real history: it is a starting point, not a precise value.
-const NEUTRAL_REFRESH: Duration = Duration::from_millis(100);
+/// Which endpoint sits at the median of the known estimates is re-ranked at most this often
+/// once history exists; its estimate is read afresh at every use, so the neutral latency
+/// moves with the estimates in between (a cached *value* would fall behind estimates that
+/// keep shrinking, and a new endpoint scored at it would lose every comparison by a hair).
+const NEUTRAL_RERANK: Duration = Duration::from_millis(100);
 /// Free histograms kept beyond one per endpoint, for churn between gossip ticks.
 const POOL_SLACK: usize = 16;
 
@@ -40,8 +43,9 @@ pub struct Choice {
     /// Its position in the endpoint list last given to `new` / `set_endpoints`
     /// (duplicates removed); only valid until the next `set_endpoints`.
     pub index: usize,
-    /// This request is the single half-open probe of an endpoint coming back from
-    /// ejection; its outcome decides whether the endpoint returns to the pool.
+    /// This request is the single probe of an endpoint being re-tried after failing —
+    /// half-open after an ejection, or suspect after a failure that did not eject it; its
+    /// outcome decides whether the endpoint is back with a clean record.
     pub probe: bool,
 }
 
@@ -81,12 +85,15 @@ pub struct EndpointView {
     pub ejections: u32,
 }
 
-/// The latency an endpoint without history is scored at.
+/// Where the latency an endpoint without history is scored at comes from: the current
+/// estimate of the endpoint ranked at the median, or the configured default if none has
+/// history.
 #[derive(Debug, Default)]
 pub(crate) struct Neutral {
-    pub(crate) value_us: f64,
-    pub(crate) computed_at: Option<Instant>,
-    pub(crate) from_history: bool,
+    /// Index of the median endpoint at the last ranking; `None` if none had history.
+    pub(crate) median_of: Option<usize>,
+    pub(crate) ranked_at: Option<Instant>,
+    /// Outcomes or gossip arrived since the ranking.
     pub(crate) dirty: bool,
 }
 
@@ -100,6 +107,10 @@ pub struct ServiceBalancer {
     pub(crate) index: HashMap<SocketAddr, usize>,
     /// Indices of endpoints that are ejected or half-open (at most `max_ejected`, small).
     pub(crate) out_of_pool: Vec<usize>,
+    /// Indices of suspect endpoints: in the pool, failed since their last good probe.
+    pub(crate) suspects: Vec<usize>,
+    /// No suspect's probe is due before this; `None`: look at the next first attempt.
+    pub(crate) next_suspect_probe: Option<Instant>,
     pub(crate) pool: HistogramPool,
     /// Peak-EWMA of every success on the service: the "worst recent latency" that a
     /// failure is worth at least.
@@ -107,7 +118,7 @@ pub struct ServiceBalancer {
     pub(crate) neutral: Neutral,
     pub(crate) round_robin_next: usize,
     pub(crate) scratch: Vec<usize>,
-    pub(crate) scratch_latencies: Vec<f64>,
+    pub(crate) scratch_latencies: Vec<(f64, usize)>,
     /// Ejections decided here since the last gossip tick.
     pub(crate) pending_ejections: Vec<EjectionNotice>,
     /// Batches handed out, kept so their histograms come back once every peer dropped them.
@@ -117,19 +128,17 @@ pub struct ServiceBalancer {
 impl ServiceBalancer {
     /// A balancer for `service` over `endpoints` (duplicates ignored), all starting neutral.
     pub fn new(service: Arc<str>, endpoints: &[SocketAddr], cfg: BalancerConfig) -> Self {
-        let neutral = Neutral {
-            value_us: latency_us(cfg.neutral_latency) as f64,
-            ..Neutral::default()
-        };
         let mut balancer = ServiceBalancer {
             service,
             cfg,
             endpoints: Vec::new(),
             index: HashMap::new(),
             out_of_pool: Vec::new(),
+            suspects: Vec::new(),
+            next_suspect_probe: None,
             pool: HistogramPool::with_limit(POOL_SLACK),
             service_peak: PeakEwma::default(),
-            neutral,
+            neutral: Neutral::default(),
             round_robin_next: 0,
             scratch: Vec::new(),
             scratch_latencies: Vec::new(),
@@ -198,8 +207,16 @@ impl ServiceBalancer {
             .filter(|(_, e)| !e.ejection.is_available())
             .map(|(i, _)| i)
             .collect();
+        self.suspects = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.ejection.is_suspect())
+            .map(|(i, _)| i)
+            .collect();
+        self.next_suspect_probe = None;
         self.round_robin_next = 0;
-        self.neutral.computed_at = None;
+        self.neutral = Neutral::default();
         self.pool.set_limit(self.endpoints.len() + POOL_SLACK);
     }
 
@@ -253,7 +270,14 @@ impl ServiceBalancer {
         self.neutral.dirty = true;
         match transition {
             Transition::None => {}
+            Transition::Suspect(retry_at) => {
+                if !self.suspects.contains(&i) {
+                    self.suspects.push(i);
+                }
+                self.next_suspect_probe = self.next_suspect_probe.map(|at| at.min(retry_at));
+            }
             Transition::Ejected(until) | Transition::Reejected(until) => {
+                self.suspects.retain(|&j| j != i);
                 if !self.out_of_pool.contains(&i) {
                     self.out_of_pool.push(i);
                 }
@@ -265,10 +289,11 @@ impl ServiceBalancer {
                 });
             }
             Transition::Recovered => {
-                // The ejection paid for those failures and the probe is fresh evidence:
+                // The back-off paid for those failures and the probe is fresh evidence:
                 // the endpoint comes back without a failure penalty.
                 self.endpoints[i].failure_rate = FailureRate::default();
                 self.out_of_pool.retain(|&j| j != i);
+                self.suspects.retain(|&j| j != i);
             }
         }
     }
@@ -291,6 +316,29 @@ impl ServiceBalancer {
         }
     }
 
+    /// A suspect endpoint whose probe is due at `now`, if any. Looks through the suspects
+    /// only once the earliest known due time has come, so a choice costs nothing extra
+    /// while none is due.
+    pub(crate) fn due_suspect(&mut self, now: Instant) -> Option<usize> {
+        if self.suspects.is_empty() || self.next_suspect_probe.is_some_and(|at| now < at) {
+            return None;
+        }
+        let cfg = &self.cfg.ejection;
+        let mut next: Option<Instant> = None;
+        for &i in &self.suspects {
+            match self.endpoints[i].ejection.next_probe_at(now, cfg) {
+                Some(at) if at <= now => {
+                    self.next_suspect_probe = None;
+                    return Some(i);
+                }
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.next_suspect_probe = next;
+        None
+    }
+
     /// The penalty magnitude in µs: what one failure is worth, the larger of the configured
     /// floor and the worst recent latency of the service.
     pub(crate) fn penalty_us(&self, now: Instant) -> f64 {
@@ -302,41 +350,56 @@ impl ServiceBalancer {
         floor.max(peak)
     }
 
-    /// The latency an endpoint without history is scored at: the median of the estimates
-    /// of endpoints with history, or `cfg.neutral_latency` if none has any.
+    /// The latency an endpoint without history is scored at: the current estimate of the
+    /// endpoint at the median of those with history (re-ranked at most every
+    /// [`NEUTRAL_RERANK`] while outcomes arrive), or `cfg.neutral_latency` if none has any.
     pub(crate) fn neutral_us(&mut self, now: Instant) -> f64 {
         let n = &self.neutral;
-        let fresh = match n.computed_at {
+        let ranked = match n.ranked_at {
             None => false,
             Some(at) => {
-                !n.dirty || (n.from_history && now.saturating_duration_since(at) < NEUTRAL_REFRESH)
+                !n.dirty
+                    || (n.median_of.is_some() && now.saturating_duration_since(at) < NEUTRAL_RERANK)
             }
         };
-        if fresh {
-            return n.value_us;
+        if ranked {
+            let median = match self.neutral.median_of {
+                None => return latency_us(self.cfg.neutral_latency) as f64,
+                Some(i) => self.endpoints[i].latency_estimate(now, &self.cfg),
+            };
+            if let Some(v) = median {
+                return v;
+            }
         }
         let mut known = std::mem::take(&mut self.scratch_latencies);
         known.clear();
-        for e in &mut self.endpoints {
+        for (i, e) in self.endpoints.iter_mut().enumerate() {
             if let Some(v) = e.latency_estimate(now, &self.cfg) {
-                known.push(v);
+                known.push((v, i));
             }
         }
-        let (value_us, from_history) = if known.is_empty() {
-            (latency_us(self.cfg.neutral_latency) as f64, false)
+        let (value_us, median_of) = if known.is_empty() {
+            (latency_us(self.cfg.neutral_latency) as f64, None)
         } else {
             let mid = known.len() / 2;
-            let (_, median, _) = known.select_nth_unstable_by(mid, f64::total_cmp);
-            (*median, true)
+            let (_, &mut (v, i), _) = known.select_nth_unstable_by(mid, |a, b| a.0.total_cmp(&b.0));
+            (v, Some(i))
         };
         self.scratch_latencies = known;
         self.neutral = Neutral {
-            value_us,
-            computed_at: Some(now),
-            from_history,
+            median_of,
+            ranked_at: Some(now),
             dirty: false,
         };
         value_us
+    }
+
+    /// [`neutral_us`](Self::neutral_us) without re-ranking or touching caches, for views.
+    fn neutral_at(&self, now: Instant) -> f64 {
+        self.neutral
+            .median_of
+            .and_then(|i| self.endpoints[i].latency_estimate_at(now, &self.cfg))
+            .unwrap_or(latency_us(self.cfg.neutral_latency) as f64)
     }
 
     /// Score of endpoint `i` at `now` (lower wins).
@@ -357,6 +420,7 @@ impl ServiceBalancer {
     /// A snapshot of every endpoint for the admin API, in choice-index order.
     pub fn views(&self, now: Instant) -> Vec<EndpointView> {
         let penalty = self.penalty_us(now);
+        let neutral = self.neutral_at(now);
         let us = |v: u64| Duration::from_micros(v);
         self.endpoints
             .iter()
@@ -365,7 +429,7 @@ impl ServiceBalancer {
                 let q = |quantile| merged.as_ref().map(|h| us(h.value_at_quantile(quantile)));
                 let estimate = e.latency_estimate_at(now, &self.cfg);
                 let rate = e.failure_rate.get(now, self.cfg.ewma_decay);
-                let latency = estimate.unwrap_or(self.neutral.value_us);
+                let latency = estimate.unwrap_or(neutral);
                 EndpointView {
                     addr: e.addr,
                     state: e.ejection.health(now),

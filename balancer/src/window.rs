@@ -138,6 +138,11 @@ impl LatencyWindow {
         (!merged.is_empty()).then_some(std::borrow::Cow::Owned(merged))
     }
 
+    /// Samples in the window (all cores), as of its last change or expiry.
+    pub(crate) fn samples(&self) -> u64 {
+        self.total.as_ref().map_or(0, |t| t.len())
+    }
+
     /// Whether any histogram is held (so housekeeping can skip idle endpoints).
     pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()

@@ -104,6 +104,34 @@ fn ejection_decided_on_one_core_applies_on_the_other() {
 }
 
 #[test]
+fn remote_ejection_of_a_suspect_takes_it_out_of_the_pool() {
+    let ports = GossipMesh::new(2);
+    let mut a = Sim::new(&[1, 2, 3, 4], BalancerConfig::default());
+    let mut b = Sim::new(&[1, 2, 3, 4], BalancerConfig::default());
+    let x = addr(1);
+    // B saw one failure (x is suspect there); A sees five and ejects it.
+    b.request(x, MS, Outcome::Failure(FailureKind::Connect));
+    for _ in 0..5 {
+        a.request(x, MS, Outcome::Failure(FailureKind::Connect));
+    }
+    let Health::Ejected { until } = a.health(x) else {
+        panic!("A ejected x");
+    };
+    b.now = a.now;
+    tick(&mut a, &mut b, &ports, true);
+    assert_eq!(b.health(x), Health::Ejected { until });
+    // While it is ejected, B neither chooses it nor probes it as a suspect.
+    b.advance(until - b.now - MS);
+    for _ in 0..100 {
+        let c = b.bal.choose(b.now, &mut b.rng, &[]).unwrap();
+        assert!(c.addr != x && !c.probe);
+    }
+    b.advance(MS);
+    let c = b.bal.choose(b.now, &mut b.rng, &[]).unwrap();
+    assert_eq!((c.addr, c.probe), (x, true), "half-open on B too");
+}
+
+#[test]
 fn remote_ejections_respect_the_local_cap() {
     let ports = GossipMesh::new(2);
     let mut cfg_a = BalancerConfig::default();
