@@ -463,10 +463,7 @@ mod tests {
 
     #[test]
     fn without_a_previous_sample_there_is_no_rate_and_success_is_since_the_start() {
-        let cur = sample(&[(
-            "users",
-            vec![endpoint("a:1", 10, 1), endpoint("b:1", 0, 0)],
-        )]);
+        let cur = sample(&[("users", vec![endpoint("a:1", 10, 1), endpoint("b:1", 0, 0)])]);
         let r = rows(None, &cur, Duration::from_secs(1));
         assert_eq!(r.len(), 3);
         assert_eq!(r[0].endpoint, None);
@@ -546,9 +543,9 @@ mod tests {
         let cur = sample(&[("users", vec![a])]);
         let text = render(Some(&prev), &cur, Duration::from_secs(2));
         let expected = "\
-SERVICE / ENDPOINT  STATE          RPS  SUCCESS  P50    P99  IN-FLIGHT  REQUESTS
-users               1/1 available  10.0   75.00%    -      -          1        30
-  10.0.0.1:8080     available      10.0   75.00%  1.2ms  1.50s        1        30
+SERVICE / ENDPOINT  STATE           RPS  SUCCESS    P50    P99  IN-FLIGHT  REQUESTS
+users               1/1 available  10.0   75.00%      -      -          1        30
+  10.0.0.1:8080     available      10.0   75.00%  1.2ms  1.50s          1        30
 ";
         assert_eq!(text, expected);
         assert_eq!(
@@ -556,7 +553,41 @@ users               1/1 available  10.0   75.00%    -      -          1        3
             "no services\n"
         );
         let once = render(None, &prev, Duration::from_secs(1));
-        assert!(once.lines().nth(1).unwrap().contains("  -   90.00%"), "{once}");
+        assert!(
+            once.lines().nth(1).unwrap().contains("  -   90.00%"),
+            "{once}"
+        );
+    }
+
+    #[test]
+    fn the_example_in_the_observability_doc() {
+        let mut a = endpoint("10.0.0.1:8080", 9115, 0);
+        a.p50_ms = Some(1.2);
+        a.p99_ms = Some(9.8);
+        a.in_flight = 3;
+        let mut b = endpoint("10.0.0.2:8080", 5, 5);
+        b.state = "ejected".into();
+        b.ejected_for_ms = Some(1840);
+        let prev = sample(&[(
+            "users",
+            vec![
+                endpoint("10.0.0.1:8080", 9074, 0),
+                endpoint("10.0.0.2:8080", 5, 5),
+            ],
+        )]);
+        let cur = sample(&[("users", vec![a, b])]);
+        let expected = "\
+SERVICE / ENDPOINT  STATE           RPS  SUCCESS    P50    P99  IN-FLIGHT  REQUESTS
+users               1/2 available  41.0  100.00%      -      -          3      9120
+  10.0.0.1:8080     available      41.0  100.00%  1.2ms  9.8ms          3      9115
+  10.0.0.2:8080     ejected 1.8s    0.0        -      -      -          0         5
+";
+        assert_eq!(render(Some(&prev), &cur, Duration::from_secs(1)), expected);
+        let doc = include_str!("../../docs/observability.md");
+        assert!(
+            doc.contains(expected),
+            "docs/observability.md shows this table"
+        );
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //! - [`wire`]: the HTTP/1.1 reading both sides share.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod data;
 pub mod load;
+pub mod otlp;
+pub mod prometheus;
 pub mod proxy;
 pub mod restartable;
 pub mod traffic;
