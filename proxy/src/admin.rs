@@ -8,8 +8,8 @@
 //! - `GET /endpoints` — per service, each endpoint's state (available / ejected until /
 //!   half-open), merged latency p50/p90/p99, in-flight, requests, success rate, as JSON.
 //! - `GET /metrics` — Prometheus text format, every core's counters merged at scrape time.
-//! - `GET /log-level`, `PUT /log-level` (body: a filter such as `debug` or
-//!   `info,coremesh=trace`) — only from loopback.
+//! - `GET /log-level`, and `PUT /log-level` (body: a filter such as `debug` or
+//!   `info,coremesh=trace`) — the change only from loopback.
 //! - `POST /shutdown` — graceful shutdown, only from loopback and only when
 //!   `proxy.admin_shutdown = true`.
 //!
@@ -21,7 +21,7 @@ use crate::runtime::Control;
 use coremesh_discovery::Config;
 use crossbeam_channel::Sender;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -166,17 +166,38 @@ fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) 
     let _ = stream.write_all(body.as_bytes());
 }
 
+/// Whether a request that changes state must be refused: `PUT /log-level` and
+/// `POST /shutdown` only from loopback, and `/shutdown` only when enabled.
+pub fn refusal(
+    method: &str,
+    path: &str,
+    peer: Option<IpAddr>,
+    shutdown_enabled: bool,
+) -> Option<(u16, &'static str)> {
+    let loopback = peer.is_some_and(|ip| ip.to_canonical().is_loopback());
+    match (method, path) {
+        ("PUT", "/log-level") if !loopback => Some((403, "only from loopback\n")),
+        ("POST", "/shutdown") if !loopback => {
+            Some((403, "shutdown is accepted only from loopback\n"))
+        }
+        ("POST", "/shutdown") if !shutdown_enabled => {
+            Some((404, "shutdown is disabled (proxy.admin_shutdown = false)\n"))
+        }
+        _ => None,
+    }
+}
+
 fn handle(mut stream: TcpStream, shared: &AdminShared) {
-    let peer_is_loopback = stream
-        .peer_addr()
-        .map(|a| a.ip().is_loopback())
-        .unwrap_or(false);
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let Some(req) = read_request(&mut stream) else {
         respond(&mut stream, 400, "text/plain", "bad request\n");
         return;
     };
     const TEXT: &str = "text/plain; charset=utf-8";
     const JSON: &str = "application/json";
+    if let Some((status, why)) = refusal(&req.method, &req.path, peer, shared.shutdown_enabled()) {
+        return respond(&mut stream, status, TEXT, why);
+    }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/live") => respond(&mut stream, 200, TEXT, "live\n"),
         ("GET", "/ready") => {
@@ -225,9 +246,6 @@ fn handle(mut stream: TcpStream, shared: &AdminShared) {
             ),
         },
         ("PUT", "/log-level") => {
-            if !peer_is_loopback {
-                return respond(&mut stream, 403, TEXT, "only from loopback\n");
-            }
             let filter = String::from_utf8_lossy(&req.body).trim().to_string();
             match &shared.log_level {
                 Some(l) => match l.set(&filter) {
@@ -243,24 +261,8 @@ fn handle(mut stream: TcpStream, shared: &AdminShared) {
             }
         }
         ("POST", "/shutdown") => {
-            if !peer_is_loopback {
-                respond(
-                    &mut stream,
-                    403,
-                    TEXT,
-                    "shutdown is accepted only from loopback\n",
-                )
-            } else if !shared.shutdown_enabled() {
-                respond(
-                    &mut stream,
-                    404,
-                    TEXT,
-                    "shutdown is disabled (proxy.admin_shutdown = false)\n",
-                )
-            } else {
-                respond(&mut stream, 202, TEXT, "shutting down\n");
-                let _ = shared.shutdown_requests.send(());
-            }
+            respond(&mut stream, 202, TEXT, "shutting down\n");
+            let _ = shared.shutdown_requests.send(());
         }
         (
             _,
@@ -281,5 +283,40 @@ impl AdminShared {
             .lock()
             .map(|c| c.proxy.admin_shutdown)
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn state_changes_only_from_loopback() {
+        let remote = ip("10.1.2.3");
+        for enabled in [true, false] {
+            assert_eq!(
+                refusal("POST", "/shutdown", remote, enabled).unwrap().0,
+                403
+            );
+            assert_eq!(refusal("POST", "/shutdown", None, enabled).unwrap().0, 403);
+        }
+        assert_eq!(
+            refusal("POST", "/shutdown", ip("127.0.0.1"), false)
+                .unwrap()
+                .0,
+            404
+        );
+        for lo in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(refusal("POST", "/shutdown", ip(lo), true), None, "{lo}");
+            assert_eq!(refusal("PUT", "/log-level", ip(lo), false), None, "{lo}");
+        }
+        assert_eq!(refusal("PUT", "/log-level", remote, true).unwrap().0, 403);
+        assert_eq!(refusal("GET", "/metrics", remote, false), None);
+        assert_eq!(refusal("GET", "/log-level", remote, false), None);
     }
 }

@@ -364,6 +364,8 @@ impl Core {
 
     /// This core's state for the admin server.
     pub fn report(&self, now: Instant) -> crate::report::CoreReport {
+        // Bring endpoint-state metrics up to the balancer's view before snapshotting them.
+        self.track_endpoint_states(&self.services.borrow(), now);
         let services = self
             .services
             .borrow()

@@ -327,7 +327,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             driver: driver_name(driver),
             metrics: Box::new(move |reports| {
                 let spans = span_stats.as_ref().map(|s| s.counts());
-                metrics::render(reports, driver_name(driver), spans.as_ref())
+                metrics::render(reports, driver_label(driver), spans.as_ref())
             }),
         });
         let thread_shared = shared.clone();
@@ -344,6 +344,14 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         driver_name(driver)
     );
     Ok(handle)
+}
+
+/// The driver as metrics label it: `uring` or `legacy`.
+pub fn driver_label(driver: Driver) -> &'static str {
+    match driver {
+        Driver::Uring => "uring",
+        Driver::Legacy => "legacy",
+    }
 }
 
 pub fn driver_name(driver: Driver) -> &'static str {

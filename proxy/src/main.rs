@@ -100,6 +100,8 @@ enum Command {
     },
     /// Start demo backends and the proxy in this process, drive traffic, print what happened.
     Demo(coremesh::demo::DemoArgs),
+    /// A live view of a running proxy's services and endpoints (reads the admin server).
+    Top(coremesh::top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -167,6 +169,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo(args) => coremesh::demo::run(args),
+        Command::Top(args) => coremesh::top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -75,17 +75,32 @@ where
     Fut: Future,
 {
     if driver == Driver::Uring {
-        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(URING_ENTRIES)
-            .enable_timer()
-            .build()
-        {
-            Ok(mut rt) => {
-                on_start(Driver::Uring);
-                return Ok(rt.block_on(make(Driver::Uring)));
+        // First with the task-run flags (fewer interrupts per completion: measured
+        // 14 µs instead of 20 µs of CPU per proxied request, see docs/architecture.md),
+        // then plain io_uring for kernels older than 6.0, then the legacy driver.
+        for tuned in [true, false] {
+            let mut urb = io_uring::IoUring::builder();
+            if tuned {
+                urb.setup_coop_taskrun().setup_single_issuer();
             }
-            Err(e) => {
-                tracing::warn!("io_uring runtime failed to start ({e}); using the legacy driver")
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .uring_builder(urb)
+                .enable_timer()
+                .build()
+            {
+                Ok(mut rt) => {
+                    on_start(Driver::Uring);
+                    return Ok(rt.block_on(make(Driver::Uring)));
+                }
+                Err(e) if tuned => {
+                    tracing::debug!("io_uring with COOP_TASKRUN/SINGLE_ISSUER unavailable ({e})")
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "io_uring runtime failed to start ({e}); using the legacy driver"
+                    )
+                }
             }
         }
     }
