@@ -71,6 +71,9 @@ pub fn validate(config: &Config) -> Vec<Violation> {
         &discovery,
         &config.discovery,
     ));
+    if let Err(e) = config.telemetry.validate() {
+        out.push(root.key("telemetry").key(e.field), e.message);
+    }
     out.0
 }
 

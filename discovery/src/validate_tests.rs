@@ -273,3 +273,12 @@ fn errors_in_dotted_keys_point_at_the_last_key() {
         ]
     );
 }
+
+#[test]
+fn telemetry_section_is_validated_with_its_line() {
+    let text = "[telemetry]\ntrace_sample_ratio = 2.5\n\n[[services]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]\nservice = \"a\"\n";
+    let errors = crate::parse_config(text, "t.toml").unwrap_err();
+    let e = errors.iter().next().unwrap();
+    assert_eq!(e.field, "telemetry.trace_sample_ratio");
+    assert_eq!(e.line, 2);
+}
