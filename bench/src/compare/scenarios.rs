@@ -579,12 +579,17 @@ fn three_endpoint_scenario(
                 continue;
             }
             progress(&format!("{tag} round {}/{}", round + 1, plan.rounds), kind);
+            let session_tag = if plan.rounds > 1 {
+                format!("{tag}-r{round}")
+            } else {
+                tag.to_string()
+            };
             let measured = session(
                 ctx,
                 kind,
                 Profile::Resilient,
                 &eps,
-                tag,
+                &session_tag,
                 row,
                 |running, row| {
                     let rate = plan.scenario_rate;
