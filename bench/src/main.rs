@@ -30,6 +30,11 @@ enum Command {
     Upstream(UpstreamArgs),
     /// Start direct, coremesh, nginx and HAProxy one after another and compare them.
     Compare(CompareArgs),
+    /// Render a comparison's report.md and plots again from its results.json.
+    Report {
+        /// The run's folder (holding results.json).
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Command::Load(args) => run_load(args),
         Command::Upstream(args) => run_upstream(args),
         Command::Compare(args) => compare::run(args),
+        Command::Report { dir } => compare::rerender(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -486,25 +486,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if wanted("memory") {
         run_scenario(&mut results, &|| scenarios::memory(&ctx).map(|s| vec![s]))?;
     }
-    results.targets = report::check_targets(&results);
     results.elapsed_s = run_began.elapsed().as_secs_f64();
-    let plots = crate::plot::draw_all(&out, &results);
-    for p in &plots {
-        if let Err(e) = p {
-            results
-                .notes
-                .push(format!("a plot could not be drawn: {e}"));
-        }
-    }
-    report::write_json(&out, &results)?;
-    let md = report::markdown(
-        &results,
-        &plots
-            .iter()
-            .filter_map(|p| p.as_ref().ok().cloned())
-            .collect::<Vec<_>>(),
-    );
-    std::fs::write(out.join("report.md"), &md)?;
+    render(&out, &mut results)?;
     println!("{}", report::headline(&results));
     println!("contender logs: {}", work_dir.display());
     println!(
@@ -513,6 +496,40 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         results.elapsed_s,
         results.build_s
     );
+    Ok(())
+}
+
+/// Check the targets, draw the plots and write `results.json` and `report.md` into `out`.
+pub fn render(out: &Path, results: &mut report::Results) -> anyhow::Result<()> {
+    results.targets = report::check_targets(results);
+    let plots = crate::plot::draw_all(out, results);
+    let mut drawn = Vec::new();
+    for p in plots {
+        match p {
+            Ok(file) => drawn.push(file),
+            Err(e) => {
+                let note = format!("a plot could not be drawn: {e}");
+                if !results.notes.contains(&note) {
+                    results.notes.push(note);
+                }
+            }
+        }
+    }
+    report::write_json(out, results)?;
+    std::fs::write(out.join("report.md"), report::markdown(results, &drawn))?;
+    Ok(())
+}
+
+/// `coremesh-bench report DIR`: render a run's report and plots again from its
+/// `results.json` (after a change to the report's wording or the targets).
+pub fn rerender(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut results: report::Results = serde_json::from_str(&text)?;
+    render(dir, &mut results)?;
+    println!("{}", report::headline(&results));
+    println!("report: {}", dir.join("report.md").display());
     Ok(())
 }
 
