@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod client;
 pub mod data;
+pub mod live;
 pub mod load;
 pub mod otlp;
 pub mod prometheus;
