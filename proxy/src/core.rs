@@ -117,6 +117,10 @@ pub struct Core {
     /// This core's counters (single writer) and the handles to record them with.
     pub metrics: RefCell<CoreMetrics>,
     pub ids: RefCell<MetricIds>,
+    /// httparse's header slots, used only inside one synchronous parse, so one per core.
+    pub parse_scratch: RefCell<crate::codec::HeaderScratch>,
+    /// Header views for route matching, likewise used synchronously.
+    pub route_scratch: RefCell<Vec<httparse::Header<'static>>>,
     last_ejections: RefCell<std::collections::HashMap<SocketAddr, u32>>,
     pub pool: RefCell<Pool>,
     rng: RefCell<SmallRng>,
@@ -144,6 +148,7 @@ impl Core {
         } = params;
         let services = build_services(&snapshot, Vec::new());
         let ids = MetricIds::new(&snapshot, &layout);
+        let max_headers = defaults.max_headers;
         Rc::new(Core {
             id,
             tracer,
@@ -156,6 +161,8 @@ impl Core {
             gossip,
             metrics: RefCell::new(CoreMetrics::new(layout)),
             ids: RefCell::new(ids),
+            parse_scratch: RefCell::new(crate::codec::HeaderScratch::new(max_headers)),
+            route_scratch: RefCell::new(Vec::with_capacity(max_headers)),
             last_ejections: RefCell::new(Default::default()),
             pool: RefCell::new(Pool::default()),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),

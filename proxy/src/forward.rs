@@ -152,7 +152,9 @@ pub async fn forward(
         )
         .await;
         let done = Instant::now();
-        let latency = done.duration_since(started);
+        // The endpoint's latency leaves out the TCP connect: a new connection's handshake
+        // says nothing about how fast the endpoint answers requests.
+        let latency = done.duration_since(s.sent_at.max(started));
         let can_retry = |core: &Core, reason: RetryReason| {
             if !(replayable && attempt < max_attempts && Instant::now() < ex.deadline) {
                 return false;
@@ -362,6 +364,7 @@ async fn send_and_await_head(
             stream
         }
     };
+    s.sent_at = Instant::now();
     let mut up = Conn::new(stream, core.buffer());
     let result = exchange_head(
         core,
@@ -452,12 +455,13 @@ async fn exchange_head(
     let max = core.defaults.max_header_bytes;
     loop {
         if up.buffered() > 0 {
-            match parse_response(
+            let parsed = parse_response(
                 up.data(),
                 max,
-                &mut s.response_scratch,
+                &mut core.parse_scratch.borrow_mut(),
                 &mut s.response_head,
-            ) {
+            );
+            match parsed {
                 Ok(Parsed::Complete) => {
                     let status = s.response_head.status;
                     if status == 101 || status >= 200 {

@@ -2,9 +2,7 @@
 //! upstream endpoint, relay the response, and repeat for keep-alive and pipelined requests,
 //! which are answered strictly in order because they are handled one after another.
 
-use crate::codec::{
-    parse_request, Framing, HeadError, HeaderScratch, Parsed, RequestHead, ResponseHead,
-};
+use crate::codec::{parse_request, Framing, HeadError, Parsed, RequestHead, ResponseHead};
 use crate::conn::{Conn, Fill};
 use crate::core::{Core, BODY_CHUNK};
 use crate::error::ProxyError;
@@ -28,15 +26,14 @@ pub struct ConnScratch {
     pub trace_lines: Vec<u8>,
     /// Attempts made for the current request.
     pub attempts: u32,
+    /// When the current attempt's connection was ready and its request began to go out.
+    pub sent_at: Instant,
     /// The status the client got for the current request and the endpoint that answered.
     pub status: u16,
     pub endpoint: Option<SocketAddr>,
     pub head: RequestHead,
-    pub headers: HeaderScratch,
-    pub route_headers: Vec<httparse::Header<'static>>,
     pub upstream_head: Vec<u8>,
     pub response_head: ResponseHead,
-    pub response_scratch: HeaderScratch,
     pub out: Vec<u8>,
     pub peer: SocketAddr,
     pub last_response: Instant,
@@ -59,22 +56,19 @@ pub enum Next {
 pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     let _guard = core.connection_guard();
     let _ = stream.set_nodelay(true);
-    let mut client = Conn::new(stream, core.buffer());
-    let max_headers = core.defaults.max_headers;
+    let mut client = Conn::new(stream, Vec::new());
     core.metrics.borrow().record_client_connection_opened();
     let mut scratch = ConnScratch {
         trace: None,
         trace_lines: Vec::new(),
         attempts: 0,
+        sent_at: Instant::now(),
         status: 0,
         endpoint: None,
         head: RequestHead::default(),
-        headers: HeaderScratch::new(max_headers),
-        route_headers: Vec::with_capacity(max_headers),
-        upstream_head: Vec::with_capacity(1024),
+        upstream_head: Vec::new(),
         response_head: ResponseHead::default(),
-        response_scratch: HeaderScratch::new(max_headers),
-        out: Vec::with_capacity(1024),
+        out: Vec::new(),
         peer,
         last_response: Instant::now(),
     };
@@ -145,13 +139,27 @@ async fn read_head(
         } else {
             limits.client_idle_timeout_ms
         });
-        if !wait_for_bytes(core, client, max, idle, s.last_response).await {
+        if client.buf.capacity() == 0 {
+            // A new connection waits for its first bytes holding no buffer, so that idle
+            // connections cost little memory; it takes one when bytes are there.
+            if !wait_readable(core, client, idle, s.last_response).await {
+                return HeadOutcome::Closed;
+            }
+            client.buf = core.buffer();
+        } else if !wait_for_bytes(core, client, max, idle, s.last_response).await {
+            // Between keep-alive requests the buffer stays: one read per request.
             return HeadOutcome::Closed;
         }
     }
     let deadline = Instant::now() + Duration::from_millis(limits.header_read_timeout_ms);
     loop {
-        match parse_request(client.data(), max, &mut s.headers, &mut s.head) {
+        let parsed = parse_request(
+            client.data(),
+            max,
+            &mut core.parse_scratch.borrow_mut(),
+            &mut s.head,
+        );
+        match parsed {
             Ok(Parsed::Complete) => return HeadOutcome::Ready,
             Ok(Parsed::Partial) => {}
             Err(e) => return HeadOutcome::Reject(e),
@@ -176,8 +184,8 @@ async fn read_head(
     }
 }
 
-/// Wait for the first bytes of the next request. False: close the connection quietly
-/// (peer closed, idle timeout, or idle while draining).
+/// Wait for the first bytes of the next request, reading them into the buffer. False:
+/// close the connection quietly (peer closed, idle timeout, or idle while draining).
 async fn wait_for_bytes(
     core: &Core,
     client: &mut Conn,
@@ -199,6 +207,25 @@ async fn wait_for_bytes(
         }
     };
     matches!(result, Some(Ok(Fill::Read(_))))
+}
+
+/// Wait until the first bytes can be read, holding no buffer meanwhile (a connection that
+/// has sent nothing yet costs its socket and a small task). False: close it quietly.
+async fn wait_readable(core: &Core, client: &mut Conn, idle: Duration, last: Instant) -> bool {
+    let mut ready = std::pin::pin!(client.stream.readable(false));
+    let result = if core.is_draining() {
+        let left = DRAIN_IDLE.saturating_sub(last.elapsed());
+        monoio::time::timeout(left, &mut ready).await.ok()
+    } else {
+        monoio::select! {
+            r = monoio::time::timeout(idle, &mut ready) => r.ok(),
+            _ = core.shutdown.wait() => {
+                let left = DRAIN_IDLE.saturating_sub(last.elapsed());
+                monoio::time::timeout(left, &mut ready).await.ok()
+            }
+        }
+    };
+    matches!(result, Some(Ok(())))
 }
 
 /// Handle the request whose head is at the start of the client's buffer, and record it.
@@ -333,7 +360,9 @@ async fn route_and_forward(
             .clone()
             .and_then(|r| std::str::from_utf8(&data[r]).ok())
     });
-    let mut route_headers: Vec<httparse::Header<'_>> = std::mem::take(&mut s.route_headers);
+    // Taken out of the core's scratch and put back before any await.
+    let mut route_headers: Vec<httparse::Header<'_>> =
+        std::mem::take(&mut *core.route_scratch.borrow_mut());
     route_headers.clear();
     for h in &head.headers {
         if let Ok(name) = std::str::from_utf8(&data[h.name.clone()]) {
@@ -345,7 +374,7 @@ async fn route_and_forward(
     }
     let route = snapshot.select_route(host, path, &route_headers);
     route_headers.clear();
-    s.route_headers = route_headers
+    *core.route_scratch.borrow_mut() = route_headers
         .into_iter()
         .map(|_| httparse::EMPTY_HEADER)
         .collect();
