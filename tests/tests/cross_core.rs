@@ -153,11 +153,11 @@ fn ejection_decided_on_one_core_steers_the_other() {
 fn latency_learned_on_one_core_steers_the_other() {
     // Two endpoints, fast and slow (+200 ms). With two endpoints, power of two choices
     // compares both on every request, so a core that knows the slow one is slow never
-    // picks it. A core that does not know it ties the two at the neutral score on its first
-    // request (each wins with probability 1/2) and again each time its neutral estimate is
-    // refreshed (every 100 ms of traffic): over the 3 s that core B is looked at, B would
-    // pick the slow endpoint at least once with probability about 1 - 2^-31 if nothing had
-    // told it. So "no request of core B reaches the slow endpoint" shows that core A's
+    // picks it. A core that does not know it scores the unknown endpoint at the neutral
+    // (median) estimate, within the tie band of the known one, so it picks it with
+    // probability about 1/2 per request until it learns: over the 3 s that core B is looked
+    // at, B would pick the slow endpoint at least once with probability about 1 - 2^-31 if
+    // nothing had told it. So "no request of core B reaches the slow endpoint" shows that core A's
     // knowledge reached core B.
     //
     // Learned latency lives in the 10 s gossip window; core B's look ends within 7 s of
@@ -177,10 +177,9 @@ fn latency_learned_on_one_core_steers_the_other() {
         );
         let mut cores = TwoCores::find(proxy.addr());
 
-        // Core A: until it has tried the slow endpoint (a tie won with probability 1/2 on
-        // the first request and at every refresh of the neutral score, i.e. about every
-        // 100 ms: 20 s without one has probability about 2^-200), and at least 50 requests
-        // so that it knows the fast one well.
+        // Core A: until it has tried the slow endpoint (an unknown endpoint ties at the
+        // neutral score and wins about half of its pairings: 20 s without one is
+        // vanishingly unlikely), and at least 50 requests so that it knows the fast one well.
         let teach_started = Instant::now();
         let mut taught = 0;
         while (slow.requests_received() == 0 || taught < 50)
