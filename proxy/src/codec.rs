@@ -146,6 +146,15 @@ impl HeaderScratch {
             slots: vec![httparse::EMPTY_HEADER; max_headers.max(1)],
         }
     }
+
+    /// Lend the slots for headers borrowing a buffer of lifetime `'b`; they are emptied
+    /// and kept (same allocation) afterwards.
+    fn with_slots<'b, T>(&mut self, f: impl FnOnce(&mut [httparse::Header<'b>]) -> T) -> T {
+        let mut slots: Vec<httparse::Header<'b>> = std::mem::take(&mut self.slots);
+        let result = f(&mut slots);
+        self.slots = slots.into_iter().map(|_| httparse::EMPTY_HEADER).collect();
+        result
+    }
 }
 
 /// Parse a request head from `buf`. `max_head` bounds the head size (431 beyond).
@@ -155,11 +164,7 @@ pub fn parse_request(
     scratch: &mut HeaderScratch,
     head: &mut RequestHead,
 ) -> Result<Parsed, HeadError> {
-    // httparse borrows the slots for the lifetime of `buf`; reborrow a fresh array.
-    let mut slots: Vec<httparse::Header<'_>> = std::mem::take(&mut scratch.slots);
-    let result = parse_request_inner(buf, max_head, &mut slots, head);
-    scratch.slots = slots.into_iter().map(|_| httparse::EMPTY_HEADER).collect();
-    result
+    scratch.with_slots(|slots| parse_request_inner(buf, max_head, slots, head))
 }
 
 fn parse_request_inner<'b>(
@@ -325,10 +330,7 @@ pub fn parse_response(
     scratch: &mut HeaderScratch,
     head: &mut ResponseHead,
 ) -> Result<Parsed, HeadError> {
-    let mut slots: Vec<httparse::Header<'_>> = std::mem::take(&mut scratch.slots);
-    let result = parse_response_inner(buf, max_head, &mut slots, head);
-    scratch.slots = slots.into_iter().map(|_| httparse::EMPTY_HEADER).collect();
-    result
+    scratch.with_slots(|slots| parse_response_inner(buf, max_head, slots, head))
 }
 
 fn parse_response_inner<'b>(

@@ -193,39 +193,37 @@ async fn wait_for_bytes(
     idle: Duration,
     last: Instant,
 ) -> bool {
-    let mut fill = std::pin::pin!(client.fill(max));
-    let result = if core.is_draining() {
-        let left = DRAIN_IDLE.saturating_sub(last.elapsed());
-        monoio::time::timeout(left, &mut fill).await.ok()
-    } else {
-        monoio::select! {
-            r = monoio::time::timeout(idle, &mut fill) => r.ok(),
-            _ = core.shutdown.wait() => {
-                let left = DRAIN_IDLE.saturating_sub(last.elapsed());
-                monoio::time::timeout(left, &mut fill).await.ok()
-            }
-        }
-    };
+    let result = wait_while_idle(core, client.fill(max), idle, last).await;
     matches!(result, Some(Ok(Fill::Read(_))))
 }
 
 /// Wait until the first bytes can be read, holding no buffer meanwhile (a connection that
 /// has sent nothing yet costs its socket and a small task). False: close it quietly.
 async fn wait_readable(core: &Core, client: &mut Conn, idle: Duration, last: Instant) -> bool {
-    let mut ready = std::pin::pin!(client.stream.readable(false));
-    let result = if core.is_draining() {
-        let left = DRAIN_IDLE.saturating_sub(last.elapsed());
-        monoio::time::timeout(left, &mut ready).await.ok()
-    } else {
-        monoio::select! {
-            r = monoio::time::timeout(idle, &mut ready) => r.ok(),
-            _ = core.shutdown.wait() => {
-                let left = DRAIN_IDLE.saturating_sub(last.elapsed());
-                monoio::time::timeout(left, &mut ready).await.ok()
-            }
-        }
-    };
+    let result = wait_while_idle(core, client.stream.readable(false), idle, last).await;
     matches!(result, Some(Ok(())))
+}
+
+/// Run `wait` for at most `idle`; once shutdown begins, for at most what is left of
+/// `DRAIN_IDLE` since the last response. `None` when the time ran out.
+async fn wait_while_idle<F: std::future::Future>(
+    core: &Core,
+    wait: F,
+    idle: Duration,
+    last: Instant,
+) -> Option<F::Output> {
+    let mut wait = std::pin::pin!(wait);
+    if core.is_draining() {
+        let left = DRAIN_IDLE.saturating_sub(last.elapsed());
+        return monoio::time::timeout(left, &mut wait).await.ok();
+    }
+    monoio::select! {
+        r = monoio::time::timeout(idle, &mut wait) => r.ok(),
+        _ = core.shutdown.wait() => {
+            let left = DRAIN_IDLE.saturating_sub(last.elapsed());
+            monoio::time::timeout(left, &mut wait).await.ok()
+        }
+    }
 }
 
 /// Handle the request whose head is at the start of the client's buffer, and record it.
