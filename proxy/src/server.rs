@@ -146,9 +146,18 @@ async fn read_head(
                 return HeadOutcome::Closed;
             }
             client.buf = core.buffer();
-        } else if !wait_for_bytes(core, client, max, idle, s.last_response).await {
+        } else {
+            // A buffer that grew for a large head or body goes back (shrunk) to the core
+            // before the connection idles, so keep-alive clients hold the usual size.
+            if client.buf.capacity() > crate::core::BUFFER_SIZE * 2 {
+                let big = std::mem::replace(&mut client.buf, core.buffer());
+                core.recycle(big);
+                client.start = 0;
+            }
             // Between keep-alive requests the buffer stays: one read per request.
-            return HeadOutcome::Closed;
+            if !wait_for_bytes(core, client, max, idle, s.last_response).await {
+                return HeadOutcome::Closed;
+            }
         }
     }
     let deadline = Instant::now() + Duration::from_millis(limits.header_read_timeout_ms);
