@@ -71,6 +71,21 @@ impl FileWatch {
     /// whether or not it changed, without waiting for it to settle.
     pub fn check(&mut self, force: bool) -> FileCheck {
         let read = std::fs::read(&self.path).map_err(|error| format!("cannot read file: {error}"));
+        // An empty file is a file being rewritten in place (truncated, not yet written):
+        // wait for its content rather than run with no services and no routes. A forced
+        // read reports it as an error.
+        if read
+            .as_ref()
+            .is_ok_and(|bytes| bytes.iter().all(u8::is_ascii_whitespace))
+        {
+            if force {
+                return FileCheck::Changed(Err(ConfigErrors::single(
+                    &self.origin,
+                    "the file is empty".to_string(),
+                )));
+            }
+            return FileCheck::Settling;
+        }
         let seen = match &read {
             Ok(bytes) => {
                 let mut hasher = DefaultHasher::new();
@@ -167,6 +182,20 @@ mod tests {
             vec![([10, 0, 0, 2], 80).into()]
         );
         assert_eq!(watch.check(false), FileCheck::Unchanged);
+    }
+
+    #[test]
+    fn an_empty_file_is_never_taken_for_a_configuration() {
+        let file = TempFile::new("empty");
+        file.write("[[services]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n");
+        let mut watch = FileWatch::new(&file.0);
+        assert_eq!(watch.check(false), FileCheck::Settling);
+        assert!(matches!(watch.check(false), FileCheck::Changed(Ok(_))));
+        file.write("");
+        for _ in 0..5 {
+            assert_eq!(watch.check(false), FileCheck::Settling);
+        }
+        assert!(matches!(watch.check(true), FileCheck::Changed(Err(_))));
     }
 
     #[test]
