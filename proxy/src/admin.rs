@@ -53,7 +53,6 @@ pub struct AdminShared {
     pub stopping: AtomicBool,
     pub shutdown_requests: Sender<()>,
     pub log_level: Option<Arc<dyn LogLevel>>,
-    pub driver: &'static str,
     pub metrics: MetricsRenderer,
     pub extra_metrics: Mutex<Option<ExtraMetrics>>,
 }

@@ -161,8 +161,3 @@ pub fn idle_conn_is_alive(stream: &TcpStream) -> bool {
         false
     }
 }
-
-/// A buffer recycled through the core's free list keeps its capacity; see `Core::buffer`.
-pub fn fresh_buffer(capacity: usize) -> Vec<u8> {
-    Vec::with_capacity(capacity)
-}

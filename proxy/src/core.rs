@@ -16,7 +16,7 @@ use coremesh_balancer::{
     BalancerConfig, Choice, EjectionConfig, GossipPort, Kind, Outcome, RetryBudget,
     RetryBudgetConfig, ServiceBalancer,
 };
-use coremesh_discovery::{BalanceKind, Driver, Settings, Snapshot};
+use coremesh_discovery::{BalanceKind, Settings, Snapshot};
 use coremesh_telemetry::{CoreMetrics, MetricsLayout};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -107,7 +107,6 @@ pub struct Core {
     pub id: usize,
     pub tracer: Option<crate::tracing_ctx::Tracer>,
     pub access_log: Option<crate::access_log::AccessLog>,
-    pub driver: Driver,
     /// Global defaults: limits that apply before a request is routed.
     pub defaults: Settings,
     pub grace: Duration,
@@ -134,7 +133,7 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(params: CoreParams, driver: Driver) -> Rc<Core> {
+    pub fn new(params: CoreParams) -> Rc<Core> {
         let CoreParams {
             id,
             tracer,
@@ -153,7 +152,6 @@ impl Core {
             id,
             tracer,
             access_log,
-            driver,
             defaults,
             grace,
             snapshot: RefCell::new(snapshot),

@@ -641,18 +641,21 @@ pub async fn pipe(
                 return Ok(());
             }
         }
-        match monoio::time::timeout(idle, src.fill(BODY_CHUNK)).await {
-            Err(_) => return Err(PipeError::Timeout),
-            Ok(Ok(Fill::Read(_))) | Ok(Ok(Fill::Full)) => {}
-            Ok(Ok(Fill::Eof)) => {
-                return if matches!(state, BodyState::UntilClose) {
-                    Ok(())
-                } else {
-                    Err(PipeError::SourceClosed)
-                }
-            }
-            Ok(Err(_)) => return Err(PipeError::Source),
+        if !fill_body(src, idle, matches!(state, BodyState::UntilClose)).await? {
+            return Ok(());
         }
+    }
+}
+
+/// Read the next bytes of a body being streamed, at most `idle` apart. `Ok(false)`: the
+/// source closed where that ends the body (`until_close`); a close anywhere else is an error.
+async fn fill_body(src: &mut Conn, idle: Duration, until_close: bool) -> Result<bool, PipeError> {
+    match monoio::time::timeout(idle, src.fill(BODY_CHUNK)).await {
+        Err(_) => Err(PipeError::Timeout),
+        Ok(Ok(Fill::Read(_))) | Ok(Ok(Fill::Full)) => Ok(true),
+        Ok(Ok(Fill::Eof)) if until_close => Ok(false),
+        Ok(Ok(Fill::Eof)) => Err(PipeError::SourceClosed),
+        Ok(Err(_)) => Err(PipeError::Source),
     }
 }
 
@@ -679,12 +682,7 @@ async fn dechunk_pipe(
                 return Ok(());
             }
         }
-        match monoio::time::timeout(idle, src.fill(BODY_CHUNK)).await {
-            Err(_) => return Err(PipeError::Timeout),
-            Ok(Ok(Fill::Read(_))) | Ok(Ok(Fill::Full)) => {}
-            Ok(Ok(Fill::Eof)) => return Err(PipeError::SourceClosed),
-            Ok(Err(_)) => return Err(PipeError::Source),
-        }
+        fill_body(src, idle, false).await?;
     }
 }
 

@@ -256,7 +256,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
                 let ready_ok = ready.clone();
                 let result = runtime::run_on_driver(
                     wanted,
-                    |driver| runtime::core_main(start, driver),
+                    || runtime::core_main(start),
                     move |driver| {
                         let _ = ready_ok.send(Ok(driver));
                     },
@@ -324,7 +324,6 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             stopping: std::sync::atomic::AtomicBool::new(false),
             shutdown_requests: shutdown_tx,
             log_level: options.log_level,
-            driver: driver_name(driver),
             metrics: Box::new(move |reports| {
                 let spans = span_stats.as_ref().map(|s| s.counts());
                 metrics::render(reports, driver_label(driver), spans.as_ref())

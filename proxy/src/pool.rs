@@ -62,8 +62,4 @@ impl Pool {
     pub fn retain_endpoints(&mut self, keep: &dyn Fn(&SocketAddr) -> bool) {
         self.idle.retain(|addr, _| keep(addr));
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.values().map(Vec::len).sum()
-    }
 }

@@ -71,7 +71,7 @@ pub fn run_on_driver<F, Fut>(
     on_start: impl FnOnce(Driver),
 ) -> io::Result<Fut::Output>
 where
-    F: FnOnce(Driver) -> Fut,
+    F: FnOnce() -> Fut,
     Fut: Future,
 {
     if driver == Driver::Uring {
@@ -91,7 +91,7 @@ where
             {
                 Ok(mut rt) => {
                     on_start(Driver::Uring);
-                    return Ok(rt.block_on(make(Driver::Uring)));
+                    return Ok(rt.block_on(make()));
                 }
                 Err(e) if tuned => {
                     tracing::debug!("io_uring with COOP_TASKRUN/SINGLE_ISSUER unavailable ({e})")
@@ -108,7 +108,7 @@ where
         .enable_timer()
         .build()?;
     on_start(Driver::Legacy);
-    Ok(rt.block_on(make(Driver::Legacy)))
+    Ok(rt.block_on(make()))
 }
 
 /// Everything a core needs to start.
@@ -120,7 +120,7 @@ pub struct CoreStart {
 
 /// A core's event loop: accept until shutdown, then wait for connections to finish or the
 /// grace period to end.
-pub async fn core_main(start: CoreStart, driver: Driver) {
+pub async fn core_main(start: CoreStart) {
     let CoreStart {
         listener,
         control,
@@ -129,7 +129,7 @@ pub async fn core_main(start: CoreStart, driver: Driver) {
     let id = params.id;
     let grace = params.grace;
     let max_connections = params.defaults.max_connections;
-    let core = Core::new(params, driver);
+    let core = Core::new(params);
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {

@@ -4,7 +4,7 @@
 
 use crate::codec::{parse_request, Framing, HeadError, Parsed, RequestHead, ResponseHead};
 use crate::conn::{Conn, Fill};
-use crate::core::{Core, BODY_CHUNK};
+use crate::core::Core;
 use crate::error::ProxyError;
 use crate::forward::{forward, Exchange};
 use crate::rewrite::{error_response, request_head, RequestAdditions};
@@ -246,7 +246,7 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     }
     let mut target = (usize::MAX, usize::MAX);
     let request_snapshot = core.snapshot();
-    let next = route_and_forward(core, client, s, &mut target).await;
+    let next = route_and_forward(core, client, s, &mut target, started).await;
     let (route, mut service) = target;
     let mut route = route;
     if !core.is_current(&request_snapshot) {
@@ -346,15 +346,15 @@ async fn route_and_forward(
     client: &mut Conn,
     s: &mut ConnScratch,
     target_out: &mut (usize, usize),
+    started: Instant,
 ) -> Next {
-    let started = Instant::now();
     let snapshot = core.snapshot();
     let head = &s.head;
     let data = client.data();
     let framing = head.framing.unwrap_or(Framing::None);
     let client_close = head.close || core.is_draining();
     let is_head_method = &data[head.method.clone()] == b"HEAD";
-    let idempotent = coremesh_balancer_idempotent(&data[head.method.clone()]);
+    let idempotent = coremesh_balancer::is_idempotent(&data[head.method.clone()]);
     let expect_continue = head.expect_continue && framing != Framing::None;
     let upgrade = head.upgrade;
     let http10 = head.minor_version == 0;
@@ -537,10 +537,6 @@ fn split_target(target: &str) -> (Option<&str>, &str) {
     (None, target)
 }
 
-fn coremesh_balancer_idempotent(method: &[u8]) -> bool {
-    coremesh_balancer::is_idempotent(method)
-}
-
 /// The `x-coremesh-timeout-ms` value the caller sent, if it is a valid number.
 fn caller_deadline_ms(buf: &[u8], head: &RequestHead) -> Option<u64> {
     head.headers
@@ -548,9 +544,4 @@ fn caller_deadline_ms(buf: &[u8], head: &RequestHead) -> Option<u64> {
         .find(|h| buf[h.name.clone()].eq_ignore_ascii_case(crate::rewrite::DEADLINE_HEADER))
         .and_then(|h| std::str::from_utf8(&buf[h.value.clone()]).ok())
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Bytes to read per step while streaming a body.
-pub const fn body_chunk() -> usize {
-    BODY_CHUNK
 }
