@@ -135,6 +135,44 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     }
 }
 
+impl HeaderRef {
+    /// The offsets of `h`, a header httparse found in `buf`.
+    fn of(buf: &[u8], h: &httparse::Header<'_>) -> HeaderRef {
+        let name = offset_in(buf, h.name.as_bytes());
+        let value = offset_in(buf, h.value);
+        HeaderRef {
+            line: name.start..value.end,
+            name,
+            value,
+        }
+    }
+}
+
+/// The options a `Connection` header names (of both directions).
+#[derive(Default)]
+struct ConnectionOptions {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+impl ConnectionOptions {
+    /// Read one `Connection` value; every token's offsets go to `tokens` (the headers it
+    /// names are hop-by-hop).
+    fn read(&mut self, buf: &[u8], value: &[u8], tokens: &mut Vec<Range<usize>>) {
+        for token in list_items(value) {
+            if eq_ignore_case(token, b"close") {
+                self.close = true;
+            } else if eq_ignore_case(token, b"keep-alive") {
+                self.keep_alive = true;
+            } else if eq_ignore_case(token, b"upgrade") {
+                self.upgrade = true;
+            }
+            tokens.push(offset_in(buf, token));
+        }
+    }
+}
+
 /// Scratch space for httparse, sized by the `max_headers` limit and reused per connection.
 pub struct HeaderScratch {
     slots: Vec<httparse::Header<'static>>,
@@ -216,17 +254,12 @@ fn parse_request_inner<'b>(
     let mut te_chunked_last = false;
     let mut saw_te = false;
     let mut upgrade_header = false;
-    let mut connection_upgrade = false;
-    let mut keep_alive = false;
+    let mut connection = ConnectionOptions::default();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        let line_start = offset_in(buf, name).start;
-        let value_range = offset_in(buf, h.value);
-        head.headers.push(HeaderRef {
-            name: offset_in(buf, name),
-            value: value_range.clone(),
-            line: line_start..value_range.end,
-        });
+        let header = HeaderRef::of(buf, h);
+        let value_range = header.value.clone();
+        head.headers.push(header);
         if eq_ignore_case(name, b"content-length") {
             let Some(n) = parse_content_length(h.value) else {
                 return Err(HeadError::new(400, "invalid Content-Length"));
@@ -254,16 +287,7 @@ fn parse_request_inner<'b>(
             }
             head.host = Some(value_range);
         } else if eq_ignore_case(name, b"connection") {
-            for token in list_items(h.value) {
-                if eq_ignore_case(token, b"close") {
-                    head.close = true;
-                } else if eq_ignore_case(token, b"keep-alive") {
-                    keep_alive = true;
-                } else if eq_ignore_case(token, b"upgrade") {
-                    connection_upgrade = true;
-                }
-                head.connection_tokens.push(offset_in(buf, token));
-            }
+            connection.read(buf, h.value, &mut head.connection_tokens);
         } else if eq_ignore_case(name, b"expect") {
             if eq_ignore_case(trim(h.value), b"100-continue") {
                 head.expect_continue = true;
@@ -292,14 +316,9 @@ fn parse_request_inner<'b>(
     if version == 1 && head.host.is_none() {
         return Err(HeadError::new(400, "missing Host header"));
     }
-    if version == 0 && !keep_alive {
-        head.close = true;
-    }
     // HTTP/1.0 keep-alive is not offered: the proxy closes after each 1.0 exchange.
-    if version == 0 {
-        head.close = true;
-    }
-    head.upgrade = upgrade_header && connection_upgrade && version == 1;
+    head.close = connection.close || version == 0;
+    head.upgrade = upgrade_header && connection.upgrade && version == 1;
     head.framing = Some(if saw_te {
         Framing::Chunked
     } else {
@@ -381,16 +400,10 @@ fn parse_response_inner<'b>(
     let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
     head.status_line = 0..line_end;
     let mut saw_te = false;
-    let mut keep_alive = false;
+    let mut connection = ConnectionOptions::default();
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
-        let line_start = offset_in(buf, name).start;
-        let value_range = offset_in(buf, h.value);
-        head.headers.push(HeaderRef {
-            name: offset_in(buf, name),
-            value: value_range.clone(),
-            line: line_start..value_range.end,
-        });
+        head.headers.push(HeaderRef::of(buf, h));
         if eq_ignore_case(name, b"content-length") {
             let Some(n) = parse_content_length(h.value) else {
                 return Err(HeadError::new(
@@ -411,14 +424,7 @@ fn parse_response_inner<'b>(
                 .last()
                 .is_some_and(|c| eq_ignore_case(c, b"chunked"));
         } else if eq_ignore_case(name, b"connection") {
-            for token in list_items(h.value) {
-                if eq_ignore_case(token, b"close") {
-                    head.close = true;
-                } else if eq_ignore_case(token, b"keep-alive") {
-                    keep_alive = true;
-                }
-                head.connection_tokens.push(offset_in(buf, token));
-            }
+            connection.read(buf, h.value, &mut head.connection_tokens);
         }
     }
     if saw_te {
@@ -432,7 +438,7 @@ fn parse_response_inner<'b>(
             head.close = true;
         }
     }
-    if version == 0 && !keep_alive {
+    if connection.close || (version == 0 && !connection.keep_alive) {
         head.close = true;
     }
     Ok(Parsed::Complete)
