@@ -144,10 +144,10 @@ fn main() -> ExitCode {
             if let Some(g) = grace_ms {
                 config.proxy.shutdown_grace_ms = g;
             }
-            serve_until_signal(config, log_level.clone())
+            serve(config, log_level.clone(), None)
         }
         Command::Run { config: path } => match coremesh_discovery::load_config(&path) {
-            Ok(cfg) => run_with_discovery(path, cfg, log_level.clone()),
+            Ok(cfg) => serve(cfg, log_level.clone(), Some(path)),
             Err(errors) => {
                 eprintln!("{errors}");
                 return ExitCode::from(2);
@@ -226,41 +226,56 @@ impl LogLevel for ReloadableLevel {
 /// says yes anyway (services without endpoints answer 503 until they arrive).
 const FIRST_DISCOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `coremesh run`: the proxy plus the discovery controller, which watches the file (and
-/// DNS / Kubernetes sources) and installs each new snapshot on every core. SIGHUP re-reads
-/// the file at once; SIGTERM / SIGINT / admin `POST /shutdown` stop gracefully.
-fn run_with_discovery(
-    path: PathBuf,
+/// Run the proxy until SIGTERM, SIGINT or an admin `POST /shutdown`, then shut down
+/// gracefully and exit 0. With a config file (`coremesh run`), the discovery controller
+/// watches it (and DNS / Kubernetes sources) and installs each new snapshot on every core,
+/// and SIGHUP re-reads the file at once.
+fn serve(
     config: Config,
     log_level: Arc<dyn LogLevel>,
+    path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let wanted: &[i32] = if path.is_some() {
+        &[SIGTERM, SIGINT, SIGHUP]
+    } else {
+        &[SIGTERM, SIGINT]
+    };
+    let mut signals = signal_hook::iterator::Signals::new(wanted)?;
     let signal_handle = signals.handle();
     let handle = coremesh::start_with(
         config.clone(),
         StartOptions {
             log_level: Some(log_level),
-            not_ready_yet: true,
+            not_ready_yet: path.is_some(),
         },
     )?;
-    let installer = handle.installer();
-    let discovery =
-        coremesh_discovery::Discovery::start(Some(path.clone()), config, move |snapshot| {
-            installer.install(snapshot);
-        })?;
-    let discovery = Arc::new(discovery);
-    let stats_source = Arc::downgrade(&discovery);
-    handle.set_extra_metrics(Box::new(move || {
-        stats_source
-            .upgrade()
-            .map(|d| discovery_metrics(&d.stats()))
-            .unwrap_or_default()
-    }));
-    if !discovery.wait_ready(FIRST_DISCOVERY_WAIT) {
-        tracing::warn!("discovery sources have not all answered yet; serving anyway");
-    }
-    handle.set_ready(true);
+    let discovery = match &path {
+        Some(path) => {
+            let installer = handle.installer();
+            let discovery = coremesh_discovery::Discovery::start(
+                Some(path.clone()),
+                config,
+                move |snapshot| {
+                    installer.install(snapshot);
+                },
+            )?;
+            let discovery = Arc::new(discovery);
+            let stats_source = Arc::downgrade(&discovery);
+            handle.set_extra_metrics(Box::new(move || {
+                stats_source
+                    .upgrade()
+                    .map(|d| discovery_metrics(&d.stats()))
+                    .unwrap_or_default()
+            }));
+            if !discovery.wait_ready(FIRST_DISCOVERY_WAIT) {
+                tracing::warn!("discovery sources have not all answered yet; serving anyway");
+            }
+            handle.set_ready(true);
+            Some(discovery)
+        }
+        None => None,
+    };
     let (tx, rx) = crossbeam_channel::bounded::<i32>(8);
     let signal_thread = std::thread::spawn(move || {
         for signal in signals.forever() {
@@ -271,18 +286,18 @@ fn run_with_discovery(
     });
     loop {
         crossbeam_channel::select! {
-            recv(rx) -> signal => match signal {
-                Ok(SIGHUP) => match discovery.reload_now() {
+            recv(rx) -> signal => match (signal, &discovery, &path) {
+                (Ok(SIGHUP), Some(discovery), Some(path)) => match discovery.reload_now() {
                     coremesh_discovery::ReloadOutcome::Refused(errors) => {
                         tracing::error!("{}: reload refused, the configuration in force stays:\n{errors}", path.display());
                     }
                     outcome => tracing::info!("{}: reload: {outcome:?}", path.display()),
                 },
-                Ok(signal) => {
+                (Ok(signal), _, _) => {
                     tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
                     break;
                 }
-                Err(_) => break,
+                (Err(_), _, _) => break,
             },
             recv(handle.shutdown_requests()) -> _ => {
                 tracing::info!("shutting down (admin request): no new connections, finishing in-flight requests");
@@ -292,7 +307,7 @@ fn run_with_discovery(
     }
     handle.set_ready(false);
     // The metrics closure holds only a weak reference, so this is the last one.
-    if let Ok(d) = Arc::try_unwrap(discovery) {
+    if let Some(Ok(d)) = discovery.map(Arc::try_unwrap) {
         d.stop();
     }
     handle.shutdown();
@@ -316,39 +331,4 @@ fn discovery_metrics(stats: &coremesh_discovery::DiscoveryStats) -> String {
          coremesh_discovery_snapshots_total {}\n",
         stats.reloads_applied, stats.reloads_refused, stats.snapshots_published
     )
-}
-
-/// Run until SIGTERM, SIGINT or an admin `POST /shutdown`, then shut down gracefully and
-/// exit 0.
-fn serve_until_signal(config: Config, log_level: Arc<dyn LogLevel>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    let signal_handle = signals.handle();
-    let handle = coremesh::start_with(
-        config,
-        StartOptions {
-            log_level: Some(log_level),
-            not_ready_yet: false,
-        },
-    )?;
-    let (tx, rx) = crossbeam_channel::bounded::<String>(2);
-    let signal_tx = tx.clone();
-    let signal_thread = std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            let _ = signal_tx.send(format!("signal {signal}"));
-        }
-    });
-    crossbeam_channel::select! {
-        recv(rx) -> why => {
-            tracing::info!("shutting down ({}): no new connections, finishing in-flight requests", why.unwrap_or_default());
-        }
-        recv(handle.shutdown_requests()) -> _ => {
-            tracing::info!("shutting down (admin request): no new connections, finishing in-flight requests");
-        }
-    }
-    handle.shutdown();
-    signal_handle.close();
-    let _ = signal_thread.join();
-    tracing::info!("stopped");
-    Ok(())
 }
