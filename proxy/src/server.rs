@@ -246,7 +246,7 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     }
     let mut target = (usize::MAX, usize::MAX);
     let request_snapshot = core.snapshot();
-    let next = route_and_forward(core, client, s, &mut target, started).await;
+    let next = route_and_forward(core, client, s, &mut target, started, &request_snapshot).await;
     let (route, mut service) = target;
     let mut route = route;
     if !core.is_current(&request_snapshot) {
@@ -271,7 +271,7 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     }
     let traced = core.tracer.is_some() || core.access_log.is_some();
     if traced && s.status != 0 {
-        finish_observation(core, s, route, service, latency);
+        finish_observation(core, s, &request_snapshot, route, service, latency);
     }
     next
 }
@@ -280,11 +280,11 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
 fn finish_observation(
     core: &Core,
     s: &mut ConnScratch,
+    snapshot: &coremesh_discovery::Snapshot,
     route: usize,
     service: usize,
     latency: Duration,
 ) {
-    let snapshot = core.snapshot();
     let route_name = snapshot.routes.get(route).map(|r| r.name.as_str());
     let service_name: Option<std::sync::Arc<str>> = core
         .services
@@ -347,8 +347,8 @@ async fn route_and_forward(
     s: &mut ConnScratch,
     target_out: &mut (usize, usize),
     started: Instant,
+    snapshot: &std::sync::Arc<coremesh_discovery::Snapshot>,
 ) -> Next {
-    let snapshot = core.snapshot();
     let head = &s.head;
     let data = client.data();
     let framing = head.framing.unwrap_or(Framing::None);
@@ -452,7 +452,7 @@ async fn route_and_forward(
 
     let exchange = Exchange {
         service_index,
-        snapshot: &snapshot,
+        snapshot,
         settings,
         framing,
         is_head_method,
