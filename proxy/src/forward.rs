@@ -33,7 +33,6 @@ pub struct Exchange<'a> {
     pub http10: bool,
     pub client_close: bool,
     pub deadline: Instant,
-    pub max_body: u64,
     pub attempt_timeout: Option<Duration>,
     pub retry_on: &'a [u16],
     pub retry_non_idempotent: bool,
@@ -431,7 +430,7 @@ async fn exchange_head(
         }
         RequestBody::Streaming(state) => {
             let idle = Duration::from_millis(ex.settings.client_idle_timeout_ms);
-            pipe(client, up, state, idle, Some(ex.max_body))
+            pipe(client, up, state, idle, Some(ex.settings.max_body_bytes))
                 .await
                 .map_err(|e| match e {
                     PipeError::Destination => ProxyError::UpstreamClosed { request_sent: true },

@@ -461,7 +461,6 @@ async fn route_and_forward(
         http10,
         client_close,
         deadline,
-        max_body: settings.max_body_bytes,
         attempt_timeout: route.attempt_timeout,
         retry_on: &route.retry_on,
         retry_non_idempotent: route.retry_non_idempotent,
