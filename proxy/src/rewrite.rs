@@ -23,19 +23,8 @@ pub const DEADLINE_HEADER: &[u8] = b"x-coremesh-timeout-ms";
 /// Write the upstream request head for `head` (parsed from `buf`) into `out`.
 pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, out: &mut Vec<u8>) {
     out.clear();
-    let line_end = head
-        .headers
-        .first()
-        .map(|h| h.line.start)
-        .unwrap_or(head.len)
-        .min(buf.len());
-    // The request line as received (with its CRLF).
-    let request_line = &buf[..line_end];
-    let trimmed = request_line
-        .strip_suffix(b"\r\n")
-        .or_else(|| request_line.strip_suffix(b"\n"))
-        .unwrap_or(request_line);
-    out.extend_from_slice(trimmed);
+    // The request line as received, with CRLF whatever line ending it came with.
+    out.extend_from_slice(&buf[head.request_line.clone()]);
     out.extend_from_slice(b"\r\n");
     let mut xff: Option<&[u8]> = None;
     for h in &head.headers {
@@ -165,7 +154,7 @@ pub fn append_deadline(head: &[u8], remaining_ms: u64, extra: &[u8], out: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{parse_request, HeaderScratch};
+    use crate::codec::{parse_request, parse_response, HeaderScratch};
 
     #[test]
     fn hop_by_hop_removed_and_additions_made() {
@@ -183,6 +172,52 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nVia: 1.1 coremesh\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_less_http_1_0_request_keeps_its_additions_inside_the_head() {
+        let raw = b"GET /a HTTP/1.0\r\n\r\n";
+        let mut head = RequestHead::default();
+        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
+        let mut out = Vec::new();
+        let add = RequestAdditions {
+            forwarded_for: Some("127.0.0.9".parse().unwrap()),
+            strip_trace: false,
+            via: false,
+            extra: b"",
+        };
+        request_head(raw, &head, &add, &mut out);
+        let mut with_deadline = Vec::new();
+        append_deadline(&out, 250, b"", &mut with_deadline);
+        assert_eq!(
+            std::str::from_utf8(&with_deadline).unwrap(),
+            "GET /a HTTP/1.0\r\nConnection: close\r\nX-Forwarded-For: 127.0.0.9\r\nx-coremesh-timeout-ms: 250\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn bare_lf_heads_are_sent_on_with_crlf() {
+        let raw = b"GET /b HTTP/1.1\nHost: a\nX-A: 1\n\n";
+        let mut head = RequestHead::default();
+        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
+        let mut out = Vec::new();
+        let add = RequestAdditions {
+            forwarded_for: None,
+            strip_trace: false,
+            via: false,
+            extra: b"",
+        };
+        request_head(raw, &head, &add, &mut out);
+        assert_eq!(out, b"GET /b HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n");
+
+        let raw = b"HTTP/1.1 200 OK\nContent-Length: 2\nX-B: 2\n\nhi";
+        let mut head = ResponseHead::default();
+        parse_response(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
+        response_head(raw, &head, false, false, false, false, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-B: 2\r\n\r\n"
         );
     }
 

@@ -37,6 +37,8 @@ pub struct ConnScratch {
     pub out: Vec<u8>,
     pub peer: SocketAddr,
     pub last_response: Instant,
+    /// The attempt whose interim (1xx) responses the client was sent, for this request.
+    pub interim_from_attempt: Option<u32>,
 }
 
 enum HeadOutcome {
@@ -71,6 +73,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         out: Vec::new(),
         peer,
         last_response: Instant::now(),
+        interim_from_attempt: None,
     };
     let mut first = true;
     loop {
@@ -241,6 +244,7 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     s.status = 0;
     s.endpoint = None;
     s.attempts = 0;
+    s.interim_from_attempt = None;
     if let Some(t) = &mut s.trace {
         t.attempt = None;
     }
@@ -469,6 +473,12 @@ async fn route_and_forward(
         Ok(next) => next,
         Err((err, body_consumed)) => {
             if matches!(err, ProxyError::ClientGone) {
+                return Next::Close;
+            }
+            if matches!(err, ProxyError::UpstreamBrokeResponse) {
+                // The response head already went out with the upstream's status; the
+                // connection closes short of the body's end.
+                record_error(core, &err);
                 return Next::Close;
             }
             let close = client_close || !body_consumed;

@@ -143,6 +143,12 @@ pub enum Action {
     /// Answer 101 with the right `Sec-WebSocket-Accept`, then echo every byte until the peer
     /// closes (400 if the request is not a WebSocket upgrade).
     WebSocketEcho,
+    /// Write exactly these bytes (a hand-made response, well-formed or not), then keep the
+    /// connection for the next request.
+    Raw(Vec<u8>),
+    /// Write exactly these bytes, then close with a TCP reset (SO_LINGER 0): an upstream
+    /// that dies in the middle of its response.
+    RawThenReset(Vec<u8>),
 }
 
 impl Action {
@@ -659,6 +665,15 @@ fn perform(
         Action::WebSocketEcho => {
             websocket_echo(&shared.name, req, reader, writer)?;
             Ok(After::Close)
+        }
+        Action::Raw(bytes) => {
+            writer.write_all(&bytes)?;
+            Ok(After::KeepAlive)
+        }
+        Action::RawThenReset(bytes) => {
+            writer.write_all(&bytes)?;
+            SockRef::from(&*writer).set_linger(Some(Duration::ZERO))?;
+            Ok(After::Reset)
         }
     }
 }
