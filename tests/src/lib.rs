@@ -6,7 +6,8 @@
 //! - [`proxy`]: start the proxy in-process, run a test once per I/O driver, build configs;
 //! - [`load`]: keep-alive load that tells a clean stop from a failed request (shutdown tests);
 //! - [`data`]: reproducible bodies and checksums;
-//! - [`wire`]: the HTTP/1.1 reading both sides share.
+//! - [`wire`]: the HTTP/1.1 reading both sides share;
+//! - [`sockets`]: the kernel's view of TCP sockets, to wait for a FIN instead of sleeping.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod proxy;
 pub mod restartable;
+pub mod sockets;
 pub mod traffic;
 pub mod upstream;
 pub mod wire;

@@ -311,6 +311,26 @@ impl Upstream {
     pub fn bytes_received(&self) -> u64 {
         self.shared.bytes_received.load(Ordering::SeqCst)
     }
+    /// Connections open now: accepted and not yet closed by either side.
+    pub fn connections_open(&self) -> usize {
+        lock(&self.shared.live).len()
+    }
+    /// The far-end (proxy-side) addresses of the connections open now.
+    pub fn open_connection_peers(&self) -> Vec<SocketAddr> {
+        lock(&self.shared.live)
+            .values()
+            .filter_map(|s| s.peer_addr().ok())
+            .collect()
+    }
+    /// Close every open connection from this side, as a server closing its idle keep-alive
+    /// connections does (a FIN to the peer); returns how many it closed.
+    pub fn close_open_connections(&self) -> usize {
+        let live = lock(&self.shared.live);
+        for stream in live.values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        live.len()
+    }
     /// Every complete request received, in arrival order.
     pub fn received(&self) -> Vec<ReceivedRequest> {
         lock(&self.shared.received).clone()
