@@ -337,6 +337,9 @@ fn parse_request_inner<'b>(
             "Transfer-Encoding in an HTTP/1.0 request",
         ));
     }
+    if split_absolute_form(&buf[head.target.clone()]).is_some_and(|(host, _)| host.is_empty()) {
+        return Err(HeadError::new(400, "absolute-form target without a host"));
+    }
     if version == 1 && head.host.is_none() {
         return Err(HeadError::new(400, "missing Host header"));
     }
@@ -505,6 +508,29 @@ impl ResponseHead {
             Framing::UntilClose
         }
     }
+}
+
+/// An absolute-form request target (`http://host:port/path?query`, RFC 9112 §3.2.2): the
+/// offsets in `target` of its authority (any user info dropped) and where what follows the
+/// authority starts (the path and query; at `target.len()` when the URI has neither).
+/// `None` for any other form or scheme.
+pub fn split_absolute_form(target: &[u8]) -> Option<(Range<usize>, usize)> {
+    let colon = target.iter().position(|&b| b == b':')?;
+    let scheme = &target[..colon];
+    if !(eq_ignore_case(scheme, b"http") || eq_ignore_case(scheme, b"https")) {
+        return None;
+    }
+    target[colon..].strip_prefix(b"://")?;
+    let start = colon + 3;
+    let end = target[start..]
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .map_or(target.len(), |i| start + i);
+    let host_start = target[start..end]
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(start, |at| start + at + 1);
+    Some((host_start..end, end))
 }
 
 /// Headers that apply to one connection only (RFC 9110 §7.6.1) and are never forwarded.

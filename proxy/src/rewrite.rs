@@ -2,7 +2,9 @@
 //! head to the client, each from the original bytes minus hop-by-hop headers, plus what the
 //! proxy must add. Also the proxy's own error responses.
 
-use crate::codec::{is_hop_by_hop, listed_in_connection, RequestHead, ResponseHead};
+use crate::codec::{
+    is_hop_by_hop, listed_in_connection, split_absolute_form, RequestHead, ResponseHead,
+};
 use crate::error::reason_phrase;
 use std::io::Write;
 use std::net::IpAddr;
@@ -23,12 +25,32 @@ pub const DEADLINE_HEADER: &[u8] = b"x-coremesh-timeout-ms";
 /// Write the upstream request head for `head` (parsed from `buf`) into `out`.
 pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, out: &mut Vec<u8>) {
     out.clear();
-    // The request line as received, with CRLF whatever line ending it came with.
-    out.extend_from_slice(&buf[head.request_line.clone()]);
+    let target = &buf[head.target.clone()];
+    let absolute = split_absolute_form(target);
+    match &absolute {
+        // Toward the upstream the target goes in origin-form, with a Host generated from
+        // the target in place of any received one (RFC 9112 §3.2.2).
+        Some((host, rest)) => {
+            let (host, rest) = (&target[host.clone()], &target[*rest..]);
+            out.extend_from_slice(&buf[head.method.clone()]);
+            out.extend_from_slice(b" ");
+            if !rest.starts_with(b"/") {
+                out.push(b'/');
+            }
+            out.extend_from_slice(rest);
+            let _ = write!(out, " HTTP/1.{}\r\nHost: ", head.minor_version);
+            out.extend_from_slice(host);
+        }
+        // The request line as received, with CRLF whatever line ending it came with.
+        None => out.extend_from_slice(&buf[head.request_line.clone()]),
+    }
     out.extend_from_slice(b"\r\n");
     let mut xff: Option<&[u8]> = None;
     for h in &head.headers {
         let name = &buf[h.name.clone()];
+        if absolute.is_some() && name.eq_ignore_ascii_case(b"host") {
+            continue;
+        }
         if is_hop_by_hop(name) {
             if head.upgrade && name.eq_ignore_ascii_case(b"upgrade") {
                 push_line(out, &buf[h.line.clone()]);
@@ -218,6 +240,25 @@ mod tests {
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-B: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn absolute_form_goes_out_in_origin_form_with_the_target_s_host() {
+        let raw = b"GET http://u@b.example:81?x HTTP/1.1\r\nHost: a.example\r\nX-A: 1\r\n\r\n";
+        let mut head = RequestHead::default();
+        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
+        let mut out = Vec::new();
+        let add = RequestAdditions {
+            forwarded_for: None,
+            strip_trace: false,
+            via: false,
+            extra: b"",
+        };
+        request_head(raw, &head, &add, &mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "GET /?x HTTP/1.1\r\nHost: b.example:81\r\nX-A: 1\r\n\r\n"
         );
     }
 

@@ -532,18 +532,17 @@ pub async fn send_error(client: &mut Conn, err: &ProxyError, close: bool, out: &
 
 /// `absolute-form` targets (`http://host/path`) carry their own authority.
 fn split_target(target: &str) -> (Option<&str>, &str) {
-    for scheme in ["http://", "https://"] {
-        if let Some(rest) = target.strip_prefix(scheme) {
-            let slash = rest.find('/').unwrap_or(rest.len());
-            let path = if slash == rest.len() {
-                "/"
-            } else {
-                &rest[slash..]
+    match crate::codec::split_absolute_form(target.as_bytes()) {
+        // The offsets fall on ASCII delimiters (':', '/', '?', '#', '@'): valid str bounds.
+        Some((host, rest)) => {
+            let path = match &target[rest..] {
+                p if p.starts_with('/') => p,
+                _ => "/",
             };
-            return (Some(&rest[..slash]), path);
+            (Some(&target[host]), path)
         }
+        None => (None, target),
     }
-    (None, target)
 }
 
 /// The `x-coremesh-timeout-ms` value the caller sent, if it is a valid number.

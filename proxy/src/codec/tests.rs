@@ -301,3 +301,33 @@ fn expect_continue_is_ignored_in_http_1_0() {
             .unwrap();
     assert!(h.expect_continue);
 }
+
+#[test]
+fn absolute_form_targets_split_into_host_and_the_rest() {
+    let split =
+        |t: &'static [u8]| split_absolute_form(t).map(|(host, rest)| (&t[host], &t[rest..]));
+    assert_eq!(
+        split(b"http://a.example:8080/p?q=1"),
+        Some((b"a.example:8080".as_slice(), b"/p?q=1".as_slice()))
+    );
+    assert_eq!(
+        split(b"HTTPS://a.example"),
+        Some((b"a.example".as_slice(), b"".as_slice()))
+    );
+    assert_eq!(
+        split(b"http://a.example?q"),
+        Some((b"a.example".as_slice(), b"?q".as_slice()))
+    );
+    assert_eq!(
+        split(b"http://user:pw@a.example/x"),
+        Some((b"a.example".as_slice(), b"/x".as_slice()))
+    );
+    assert_eq!(split(b"/plain"), None);
+    assert_eq!(split(b"ftp://a.example/"), None);
+    assert_eq!(split(b"a.example:443"), None);
+    assert_eq!(
+        status_of(b"GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n"),
+        400,
+        "an absolute-form target needs a host"
+    );
+}
