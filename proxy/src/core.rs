@@ -110,6 +110,8 @@ pub struct CoreParams {
     pub access_log: Option<crate::access_log::AccessLog>,
     pub defaults: Settings,
     pub grace: Duration,
+    /// An upgraded tunnel idle both ways for this long is closed.
+    pub tunnel_idle: Duration,
     pub snapshot: Arc<Snapshot>,
     pub seed: u64,
     pub gossip: Option<GossipPort>,
@@ -123,6 +125,8 @@ pub struct Core {
     /// Global defaults: limits that apply before a request is routed.
     pub defaults: Settings,
     pub grace: Duration,
+    /// An upgraded tunnel idle both ways for this long is closed.
+    pub tunnel_idle: Duration,
     snapshot: RefCell<Arc<Snapshot>>,
     pub services: RefCell<Vec<ServiceState>>,
     gossip: Option<GossipPort>,
@@ -152,6 +156,7 @@ impl Core {
             access_log,
             defaults,
             grace,
+            tunnel_idle,
             snapshot,
             seed,
             gossip,
@@ -166,6 +171,7 @@ impl Core {
             access_log,
             defaults,
             grace,
+            tunnel_idle,
             snapshot: RefCell::new(snapshot),
             services: RefCell::new(services),
             gossip,

@@ -99,7 +99,11 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
             Next::Close => break,
             Next::Upgrade(upstream) => {
                 record_connection_end(&core, &client);
-                let (to_upstream, to_client) = crate::tunnel::tunnel(client, upstream).await;
+                let crate::tunnel::TunnelEnd {
+                    to_upstream,
+                    to_client,
+                    ..
+                } = crate::tunnel::tunnel(client, upstream, core.tunnel_idle).await;
                 let m = core.metrics.borrow();
                 m.record_bytes_sent(coremesh_telemetry::Peer::Upstream, to_upstream);
                 m.record_bytes_received(coremesh_telemetry::Peer::Upstream, to_client);
