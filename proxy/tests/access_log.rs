@@ -8,7 +8,9 @@
 //! start-up log on standard error. It is killed if a test fails before it exits.
 
 use coremesh_tests::client::{self, Client};
-use coremesh_tests::proxy::{closed_port_addr, driver_name, for_each_driver};
+use coremesh_tests::proxy::{
+    assert_running_driver, closed_port_addr, driver_in_start_line, driver_name, for_each_driver,
+};
 use coremesh_tests::traffic::get_on;
 use coremesh_tests::upstream::{Action, Response, Upstream};
 use coremesh_tests::Driver;
@@ -123,9 +125,10 @@ fn logged_addr(lines: &[String], marker: &str) -> Option<SocketAddr> {
 }
 
 impl RunProcess {
-    /// Write `toml` to a file and run `coremesh run --config FILE`; wait until it logged
-    /// both addresses and its admin server says ready.
-    fn start(tag: &str, toml: &str) -> RunProcess {
+    /// Write `toml` (which asks for `driver`) to a file and run `coremesh run --config FILE`;
+    /// wait until it logged both addresses and its admin server says ready. The driver its
+    /// start-up line names must be `driver` (see `assert_running_driver`).
+    fn start(tag: &str, driver: Driver, toml: &str) -> RunProcess {
         let dir = TempDir::new(tag);
         let path = dir.0.join("coremesh.toml");
         std::fs::write(&path, toml).expect("write the configuration file");
@@ -167,6 +170,16 @@ impl RunProcess {
         });
         process.listen = logged_addr(&lines, "listening on ").expect("checked");
         process.admin = logged_addr(&lines, "admin server on http://").expect("checked");
+        let running = lines
+            .iter()
+            .find_map(|l| driver_in_start_line(l))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no driver in the start-up line; stderr:\n{}",
+                    lines.join("\n")
+                )
+            });
+        assert_running_driver(driver, running);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(r) = client::get(process.admin, "/ready", &[]) {
@@ -305,6 +318,7 @@ fn access_log_has_one_json_line_per_request() {
         let collector = closed_port_addr();
         let process = RunProcess::start(
             driver_name(driver),
+            driver,
             &config_file(driver, ok.addr(), dead, collector),
         );
         let mut client = Client::connect(process.listen).expect("connect to the proxy");
@@ -386,6 +400,7 @@ fn log_level_changes_the_binarys_filter() {
     let ok = Upstream::fixed_named("ok", 200, b"ok");
     let process = RunProcess::start(
         "log-level",
+        Driver::Legacy,
         &config_file(
             Driver::Legacy,
             ok.addr(),
