@@ -12,9 +12,11 @@ use coremesh::ProxyHandle;
 use coremesh_discovery::{
     Config, Driver, HeaderMatch, RouteConfig, ServiceConfig, WeightedService,
 };
-use std::net::{SocketAddr, TcpListener};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
 /// Both drivers every end-to-end case runs on.
 pub const DRIVERS: [Driver; 2] = [Driver::Uring, Driver::Legacy];
@@ -296,10 +298,25 @@ pub fn services_with_routes(services: Vec<ServiceConfig>, routes: Vec<RouteConfi
     config
 }
 
-/// An address on 127.0.0.1 where nothing listens: a port bound and released at once.
+/// An address on 127.0.0.1 where nothing listens, for as long as this test process runs:
+/// connects to it are refused.
+///
+/// The port is held by a socket that is bound but never listens (without `SO_REUSEADDR` or
+/// `SO_REUSEPORT`, so no other socket can bind it, and the kernel does not hand it out as an
+/// ephemeral port) and that is kept open until the process exits. A port bound and
+/// released at once could be taken by anyone a moment later, and then the "closed" endpoint
+/// would answer.
 pub fn closed_port_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    drop(listener);
+    static HELD: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+    let socket =
+        Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("create a TCP socket");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal socket address");
+    socket.bind(&any_port.into()).expect("bind 127.0.0.1:0");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("the bound socket's address");
+    HELD.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
     addr
 }
