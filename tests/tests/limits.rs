@@ -488,3 +488,86 @@ fn pool_keeps_pool_max_idle_connections_and_closes_the_one_over() {
         );
     });
 }
+
+#[test]
+fn connections_arriving_together_are_admitted_only_up_to_the_limit() {
+    const MAX: usize = 2;
+    const ARRIVING: usize = 8;
+    for_each_driver(|driver| {
+        let (upstream, proxy) = echo_proxy(driver, |c| c.defaults.max_connections = MAX);
+        // All connect before any sends a byte: the proxy sees them as one burst.
+        let mut clients: Vec<Client> = (0..ARRIVING)
+            .map(|_| Client::connect(proxy.addr()).expect("the kernel accepts it"))
+            .collect();
+        let mut served = 0;
+        for (i, c) in clients.iter_mut().enumerate() {
+            let answered = c
+                .send_request("GET", &format!("/burst/{i}"), &[], None)
+                .is_ok()
+                && c.read_response(false).is_ok_and(|r| r.status == 200);
+            if answered {
+                served += 1;
+            }
+        }
+        assert_eq!(
+            served, MAX,
+            "of {ARRIVING} connections arriving together, exactly max_connections = {MAX} \
+             are served"
+        );
+        assert_eq!(upstream.requests_received(), MAX as u64);
+    });
+}
+
+#[test]
+fn body_over_the_limit_announced_with_expect_gets_413_and_no_100_continue() {
+    for_each_driver(|driver| {
+        let (upstream, proxy) =
+            echo_proxy(driver, |c| c.defaults.max_body_bytes = SMALL_BODY_LIMIT);
+        let head = |len: u64| {
+            format!(
+                "PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {len}\r\n\r\n"
+            )
+        };
+        // At the limit: 100 Continue, then the body goes through.
+        let mut c = Client::connect(proxy.addr()).expect("connect");
+        c.send_raw(head(SMALL_BODY_LIMIT).as_bytes()).expect("send");
+        assert_eq!(c.read_head_only().expect("an interim response").status, 100);
+        let body = pseudo_random_bytes(SMALL_BODY_LIMIT as usize, 8);
+        c.send_raw(&body).expect("send the body");
+        assert_eq!(c.read_response(false).expect("a response").status, 200);
+        assert_eq!(upstream.received()[0].body, body);
+
+        // One byte over: refused before the client sends its body.
+        let mut c = Client::connect(proxy.addr()).expect("connect");
+        c.send_raw(head(SMALL_BODY_LIMIT + 1).as_bytes())
+            .expect("send");
+        let r = c.read_response(false).expect("a response");
+        assert_eq!(r.status, 413, "{}", r.body_text());
+        assert!(r.interim.is_empty(), "no 100 Continue for a body refused");
+        assert!(c.is_closed_by_peer());
+        assert_eq!(upstream.requests_received(), 1);
+    });
+}
+
+#[test]
+fn pool_max_idle_zero_keeps_no_upstream_connection() {
+    for_each_driver(|driver| {
+        let (upstream, proxy) = echo_proxy(driver, |c| c.defaults.pool_max_idle = 0);
+        let mut c = Client::connect(proxy.addr()).expect("connect");
+        for i in 0..3 {
+            assert_eq!(
+                get_on(&mut c, "/p", &[], &format!("request {i}")).status,
+                200
+            );
+            wait_for("the proxy to close the upstream connection", || {
+                upstream.connections_open() == 0
+            });
+        }
+        let ids: Vec<_> = upstream
+            .received()
+            .iter()
+            .map(|r| r.connection_id)
+            .collect();
+        assert_eq!(ids, [0, 1, 2], "a new upstream connection per request");
+    });
+}
