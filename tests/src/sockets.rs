@@ -8,17 +8,34 @@ pub const TCP_CLOSE_WAIT: u8 = 0x08;
 /// `TCP_ESTABLISHED` in `/proc/net/tcp`.
 pub const TCP_ESTABLISHED: u8 = 0x01;
 
-/// The state of the socket bound to `local` and connected to `remote` (IPv4 only), or
-/// `None` when no such socket exists (closed, or never opened).
-pub fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+/// What the kernel says of one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// `TCP_*` state number.
+    pub state: u8,
+    /// Bytes received and not yet read by the application.
+    pub rx_queue: u32,
+}
+
+/// The socket bound to `local` and connected to `remote` (IPv4 only), or `None` when no
+/// such socket exists (closed, or never opened).
+pub fn tcp_socket(local: SocketAddr, remote: SocketAddr) -> Option<TcpSocket> {
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
     table.lines().skip(1).find_map(|line| {
         let mut fields = line.split_whitespace().skip(1);
         let l = parse_address(fields.next()?)?;
         let r = parse_address(fields.next()?)?;
         let state = u8::from_str_radix(fields.next()?, 16).ok()?;
-        (SocketAddr::V4(l) == local && SocketAddr::V4(r) == remote).then_some(state)
+        let (_, rx) = fields.next()?.split_once(':')?;
+        let rx_queue = u32::from_str_radix(rx, 16).ok()?;
+        (SocketAddr::V4(l) == local && SocketAddr::V4(r) == remote)
+            .then_some(TcpSocket { state, rx_queue })
     })
+}
+
+/// The state of the socket bound to `local` and connected to `remote`; see [`tcp_socket`].
+pub fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+    tcp_socket(local, remote).map(|s| s.state)
 }
 
 /// `0100007F:1F90` (address as the kernel's native-order u32, port in hex) to 127.0.0.1:8080.
@@ -32,15 +49,22 @@ fn parse_address(field: &str) -> Option<SocketAddrV4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::{TcpListener, TcpStream};
 
     #[test]
-    fn sees_an_established_connection_and_the_peer_s_fin() {
+    fn sees_an_established_connection_its_unread_bytes_and_the_peer_s_fin() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let (local, remote) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
         assert_eq!(tcp_state(local, remote), Some(TCP_ESTABLISHED));
+        (&server).write_all(b"abc").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tcp_socket(local, remote).map(|s| s.rx_queue) != Some(3) {
+            assert!(std::time::Instant::now() < deadline, "no bytes seen");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         server.shutdown(std::net::Shutdown::Both).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while tcp_state(local, remote) != Some(TCP_CLOSE_WAIT) {

@@ -11,7 +11,8 @@ use coremesh_discovery::{BalanceKind, Config, DEFAULT_REPLAY_BODY_LIMIT};
 use coremesh_tests::client::{build_request, chunked_body, Client};
 use coremesh_tests::data::pseudo_random_bytes;
 use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
-use coremesh_tests::sockets::{tcp_state, TCP_CLOSE_WAIT};
+use coremesh_tests::scripted::ScriptedUpstream;
+use coremesh_tests::sockets::{tcp_socket, tcp_state, TCP_CLOSE_WAIT};
 use coremesh_tests::traffic::{answered_by, get_on, wait_until};
 use coremesh_tests::upstream::{echo_body, Action, Response, Upstream};
 use coremesh_tests::Driver;
@@ -617,4 +618,74 @@ fn refused_websocket_upgrade_is_passed_on_and_the_connection_stays_http() {
             assert_eq!(paths, ["/chat", "/next"], "{status}");
         });
     }
+}
+
+/// `200 OK` with `body` and its Content-Length.
+fn raw_ok(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn bytes_after_a_response_never_reach_the_next_request() {
+    // The upstream's first answer carries a second response behind it, in the same write.
+    // Reusing that connection would hand "smuggled" to the next request.
+    for_each_driver(|driver| {
+        let upstream = ScriptedUpstream::start(|conn, index, _| {
+            if (conn, index) == (0, 0) {
+                let mut both = raw_ok("first");
+                both.extend(raw_ok("smuggled"));
+                both
+            } else {
+                raw_ok(&format!("conn-{conn}-request-{index}"))
+            }
+        });
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        assert_eq!(get_on(&mut c, "/1", &[], "first").body_text(), "first");
+        assert_eq!(
+            get_on(&mut c, "/2", &[], "second").body_text(),
+            "conn-1-request-0",
+            "the connection that sent more than its response was not reused"
+        );
+        assert_eq!(upstream.connections_accepted(), 2);
+    });
+}
+
+#[test]
+fn bytes_arriving_on_an_idle_pooled_connection_retire_it() {
+    for_each_driver(|driver| {
+        let upstream = ScriptedUpstream::start(|conn, index, _| {
+            raw_ok(&format!("conn-{conn}-request-{index}"))
+        });
+        let mut config = one_service(&[upstream.addr()]);
+        config.defaults.pool_idle_timeout_ms = 600_000;
+        let proxy = start_proxy(driver, config);
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        assert_eq!(
+            get_on(&mut c, "/1", &[], "first").body_text(),
+            "conn-0-request-0"
+        );
+        // A response nobody asked for lands on the pooled connection; wait until the
+        // kernel holds it in the proxy's socket.
+        let unsolicited = raw_ok("unsolicited");
+        upstream
+            .write_to(0, &unsolicited)
+            .expect("write on the idle connection");
+        let pooled = upstream.peer_of(0).expect("connection 0's far end");
+        wait_for("the unsolicited bytes at the proxy's pooled socket", || {
+            tcp_socket(pooled, upstream.addr())
+                .is_some_and(|s| s.rx_queue as usize == unsolicited.len())
+        });
+        assert_eq!(
+            get_on(&mut c, "/2", &[], "second").body_text(),
+            "conn-1-request-0",
+            "the connection with unsolicited bytes was not reused"
+        );
+        let heads: Vec<_> = upstream.heads().iter().map(|(c, i, _)| (*c, *i)).collect();
+        assert_eq!(heads, [(0, 0), (1, 0)]);
+    });
 }
