@@ -10,6 +10,7 @@ use coremesh_discovery::{Config, DEFAULT_REPLAY_BODY_LIMIT};
 use coremesh_tests::client::{chunked_body, Client};
 use coremesh_tests::data::pseudo_random_bytes;
 use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
+use coremesh_tests::scripted::ScriptedUpstream;
 use coremesh_tests::traffic::{answered_by, get_on, wait_until};
 use coremesh_tests::upstream::{echo_body, Action, Response, Upstream};
 use coremesh_tests::Driver;
@@ -569,5 +570,59 @@ fn pool_max_idle_zero_keeps_no_upstream_connection() {
             .map(|r| r.connection_id)
             .collect();
         assert_eq!(ids, [0, 1, 2], "a new upstream connection per request");
+    });
+}
+
+#[test]
+fn request_head_trickled_byte_by_byte_is_held_to_the_same_limit() {
+    for_each_driver(|driver| {
+        let (upstream, proxy) = echo_proxy(driver, |c| c.defaults.max_header_bytes = HEAD_LIMIT);
+        for (len, status) in [(HEAD_LIMIT, 200), (HEAD_LIMIT + 1, 431)] {
+            let (raw, _) = request_head_of(len);
+            let mut c = Client::connect(proxy.addr()).expect("connect");
+            for b in &raw {
+                if c.send_raw(std::slice::from_ref(b)).is_err() {
+                    break; // the proxy answered and closed before the last byte
+                }
+            }
+            let r = c.read_response(false).expect("a response");
+            assert_eq!(r.status, status, "a {len}-byte head sent a byte at a time");
+        }
+        assert_eq!(upstream.requests_received(), 1);
+    });
+}
+
+#[test]
+fn response_head_trickled_byte_by_byte_is_held_to_the_same_limit() {
+    for_each_driver(|driver| {
+        for (len, status) in [(HEAD_LIMIT, 200), (HEAD_LIMIT + 1, 502)] {
+            // The script sends nothing; the test writes the response a byte at a time.
+            let upstream = ScriptedUpstream::start(|_, _, _| Vec::new());
+            let mut config = one_service(&[upstream.addr()]);
+            config.defaults.max_header_bytes = HEAD_LIMIT;
+            let proxy = start_proxy(driver, config);
+            let mut c = Client::connect(proxy.addr()).expect("connect");
+            c.send_request("GET", "/trickle", &[], None).expect("send");
+            wait_for("the request at the upstream", || {
+                upstream.heads().len() == 1
+            });
+            let start = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pad: ";
+            let end = "\r\n\r\n";
+            let pad = "p".repeat(len - start.len() - end.len());
+            let response = format!("{start}{pad}{end}ok");
+            for b in response.as_bytes() {
+                if upstream.write_to(0, std::slice::from_ref(b)).is_err() {
+                    break; // the proxy gave up on the head and closed
+                }
+            }
+            let r = c.read_response(false).expect("a response");
+            assert_eq!(
+                r.status, status,
+                "a {len}-byte response head a byte at a time"
+            );
+            if status == 200 {
+                assert_eq!((r.raw_head.len(), r.body_text().as_str()), (len, "ok"));
+            }
+        }
     });
 }
