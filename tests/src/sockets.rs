@@ -1,7 +1,9 @@
 //! The kernel's view of this machine's IPv4 TCP sockets (`/proc/net/tcp`), so that a test
-//! can wait until a FIN or a reset has reached a socket instead of sleeping.
+//! can wait until a FIN or bytes have reached a socket instead of sleeping; and a listener
+//! that lets connects hang, for connect timeouts.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::time::{Duration, Instant};
 
 /// `TCP_CLOSE_WAIT` in `/proc/net/tcp`: the peer sent its FIN, this side has not closed.
 pub const TCP_CLOSE_WAIT: u8 = 0x08;
@@ -38,6 +40,49 @@ pub fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
     tcp_socket(local, remote).map(|s| s.state)
 }
 
+/// A listener on 127.0.0.1 that never accepts and whose accept queue is full, so the
+/// kernel drops every further SYN: a connect to it is neither accepted nor refused, it
+/// hangs until the connecting side gives up (a connect timeout without leaving the host).
+pub struct SilentListener {
+    addr: SocketAddr,
+    _listener: socket2::Socket,
+    _filler: TcpStream,
+}
+
+impl SilentListener {
+    /// Listen with a backlog of 0 and fill the queue with one connection that is never
+    /// accepted; returns once the kernel shows it queued.
+    pub fn start() -> SilentListener {
+        use socket2::{Domain, Socket, Type};
+        let listener =
+            Socket::new(Domain::IPV4, Type::STREAM, None).expect("create a listening socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("a literal socket address");
+        listener.bind(&any.into()).expect("bind 127.0.0.1:0");
+        listener.listen(0).expect("listen with a backlog of 0");
+        let addr = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("the listener's address");
+        let filler = TcpStream::connect(addr).expect("the one connection the queue holds");
+        let unspecified: SocketAddr = "0.0.0.0:0".parse().expect("a literal socket address");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tcp_socket(addr, unspecified).map(|s| s.rx_queue) != Some(1) {
+            assert!(Instant::now() < deadline, "the accept queue never filled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        SilentListener {
+            addr,
+            _listener: listener,
+            _filler: filler,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// `0100007F:1F90` (address as the kernel's native-order u32, port in hex) to 127.0.0.1:8080.
 fn parse_address(field: &str) -> Option<SocketAddrV4> {
     let (ip, port) = field.split_once(':')?;
@@ -72,5 +117,13 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         drop(client);
+    }
+
+    #[test]
+    fn a_connect_to_the_silent_listener_times_out() {
+        let silent = SilentListener::start();
+        let err = TcpStream::connect_timeout(&silent.addr(), Duration::from_millis(200))
+            .expect_err("the SYN is dropped, so the connect cannot complete");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     }
 }

@@ -1,18 +1,21 @@
 //! Every configured limit exactly at its value and one past it, end to end on both drivers:
 //! request and response head size, header count, body size (Content-Length, chunked kept
 //! for replay, chunked streamed), client connections per core, idle timeouts (client and
-//! pooled upstream), a slow body (408) and the idle pool size.
+//! pooled upstream), a slow body (408), the idle pool size, the connect timeout and an
+//! upstream stalling mid-body.
 //!
 //! Each test configures small values; a timeout under test is short and the test waits for
 //! its effect (a close, an answer), never for the clock.
 
 use coremesh_discovery::{Config, DEFAULT_REPLAY_BODY_LIMIT};
-use coremesh_tests::client::{chunked_body, Client};
+use coremesh_tests::client::{self, chunked_body, Client};
 use coremesh_tests::data::pseudo_random_bytes;
 use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
 use coremesh_tests::scripted::ScriptedUpstream;
+use coremesh_tests::sockets::SilentListener;
 use coremesh_tests::traffic::{answered_by, get_on, wait_until};
 use coremesh_tests::upstream::{echo_body, Action, Response, Upstream};
+use coremesh_tests::wire::WireError;
 use coremesh_tests::Driver;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -624,5 +627,65 @@ fn response_head_trickled_byte_by_byte_is_held_to_the_same_limit() {
                 assert_eq!((r.raw_head.len(), r.body_text().as_str()), (len, "ok"));
             }
         }
+    });
+}
+
+#[test]
+fn connect_timeout_gives_504_alone_and_moves_even_a_post_to_another_endpoint() {
+    for_each_driver(|driver| {
+        let silent = SilentListener::start();
+        let mut config = one_service(&[silent.addr()]);
+        config.defaults.connect_timeout_ms = SHORT_TIMEOUT_MS;
+        let proxy = start_proxy(driver, config);
+        let r = client::request(proxy.addr(), "POST", "/order", &[], Some(b"one order"))
+            .expect("a response");
+        assert_eq!(
+            (r.status, answered_by(&r)),
+            (504, "proxy:connect-timeout".to_string()),
+            "{}",
+            r.body_text()
+        );
+        drop(proxy);
+
+        // Nothing was sent, so even a POST may go to the next endpoint.
+        let healthy = Upstream::echo_named("healthy");
+        let mut config = one_service(&[silent.addr(), healthy.addr()]);
+        config.services[0].overrides.balance = Some(coremesh_discovery::BalanceKind::RoundRobin);
+        config.defaults.connect_timeout_ms = SHORT_TIMEOUT_MS;
+        let proxy = start_proxy(driver, config);
+        let r = client::request(proxy.addr(), "POST", "/order", &[], Some(b"one order"))
+            .expect("a response");
+        assert_eq!((r.status, answered_by(&r)), (200, "healthy".to_string()));
+        let got = healthy.received();
+        assert_eq!(got.len(), 1, "exactly once");
+        assert_eq!(got[0].body, b"one order");
+    });
+}
+
+#[test]
+fn upstream_stalling_mid_body_is_cut_off_after_the_request_timeout() {
+    for_each_driver(|driver| {
+        let upstream = ScriptedUpstream::start(|conn, _, _| {
+            if conn == 0 {
+                // Ten bytes announced, five sent, then silence with the connection open.
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf!".to_vec()
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
+            }
+        });
+        let mut config = one_service(&[upstream.addr()]);
+        config.defaults.request_timeout_ms = SHORT_TIMEOUT_MS;
+        let proxy = start_proxy(driver, config);
+        let mut c = Client::connect(proxy.addr()).expect("connect");
+        c.send_request("GET", "/stall", &[], None).expect("send");
+        match c.read_response(false) {
+            Err(WireError::Closed { consumed: 5, .. }) => {}
+            other => panic!("expected the body cut off after its 5 bytes, got {other:?}"),
+        }
+        let mut next = Client::connect(proxy.addr()).expect("connect");
+        let r = get_on(&mut next, "/next", &[], "the request after the stall");
+        assert_eq!((r.status, r.body_text().as_str()), (200, "ok"));
+        let conns: Vec<_> = upstream.heads().iter().map(|(c, _, _)| *c).collect();
+        assert_eq!(conns, [0, 1], "the stalled connection was not reused");
     });
 }
