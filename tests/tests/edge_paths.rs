@@ -689,3 +689,54 @@ fn bytes_arriving_on_an_idle_pooled_connection_retire_it() {
         assert_eq!(heads, [(0, 0), (1, 0)]);
     });
 }
+
+#[test]
+fn requests_pipelined_behind_connection_close_are_never_forwarded() {
+    for_each_driver(|driver| {
+        let upstream = Upstream::echo();
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        let mut batch = build_request("GET", "/a", &[], None);
+        batch.extend(build_request("GET", "/b", &[("Connection", "close")], None));
+        batch.extend(build_request("POST", "/c", &[], Some(b"must not go")));
+        c.send_raw(&batch).expect("send the pipeline");
+        let a = c.read_response(false).expect("response to /a");
+        assert_eq!(echoed_request_line(&a.body_text()), "GET /a HTTP/1.1");
+        let b = c.read_response(false).expect("response to /b");
+        assert_eq!(echoed_request_line(&b.body_text()), "GET /b HTTP/1.1");
+        assert!(b.has_connection_close(), "the last response says close");
+        assert!(c.is_closed_by_peer(), "and the proxy closes");
+        let paths: Vec<_> = upstream.received().iter().map(|r| r.path.clone()).collect();
+        assert_eq!(paths, ["/a", "/b"], "nothing after the close was forwarded");
+    });
+}
+
+#[test]
+fn uninvited_protocol_switch_gets_502_and_the_client_connection_goes_on() {
+    for_each_driver(|driver| {
+        let upstream = ScriptedUpstream::start(|conn, index, _| {
+            if conn == 0 {
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+                    .to_vec()
+            } else {
+                raw_ok(&format!("conn-{conn}-request-{index}"))
+            }
+        });
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        let r = get_on(&mut c, "/plain", &[], "a request that asked for no upgrade");
+        assert_eq!(
+            (r.status, answered_by(&r)),
+            (502, "proxy:upstream-bad-response".to_string()),
+            "{}",
+            r.body_text()
+        );
+        assert!(!r.has_header("upgrade"));
+        let next = get_on(&mut c, "/next", &[], "the next request");
+        assert_eq!(
+            (next.status, next.body_text().as_str()),
+            (200, "conn-1-request-0"),
+            "the switched connection was dropped, the client's kept"
+        );
+    });
+}
