@@ -740,3 +740,58 @@ fn uninvited_protocol_switch_gets_502_and_the_client_connection_goes_on() {
         );
     });
 }
+
+#[test]
+fn connect_is_refused_with_501_and_never_reaches_the_upstream() {
+    // A 2xx to CONNECT turns the connection into a tunnel (RFC 9110 §9.3.6): relayed as an
+    // ordinary response, its body would be read as tunnel bytes and the upstream connection
+    // pooled mid-tunnel. coremesh does not tunnel CONNECT, so it says so (nginx: 400).
+    for_each_driver(|driver| {
+        assert_rejected(
+            driver,
+            b"CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n",
+            501,
+        );
+    });
+}
+
+#[test]
+fn asterisk_form_options_is_forwarded_as_it_is() {
+    for_each_driver(|driver| {
+        let upstream = Upstream::echo();
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        c.send_raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        let r = c.read_response(false).expect("a response");
+        assert_eq!(r.status, 200);
+        let got = upstream.received();
+        assert_eq!(
+            (got[0].method.as_str(), got[0].path.as_str()),
+            ("OPTIONS", "*")
+        );
+    });
+}
+
+#[test]
+fn client_that_half_closes_after_its_request_still_gets_the_response() {
+    for_each_driver(|driver| {
+        let upstream = Upstream::echo();
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        c.send_request("POST", "/last", &[], Some(b"final words"))
+            .expect("send");
+        c.shutdown_write().expect("half-close");
+        let r = c
+            .read_response(false)
+            .expect("the response after the half-close");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body_text().contains("\nbody-length: 11\n"),
+            "{}",
+            r.body_text()
+        );
+        assert!(c.is_closed_by_peer(), "then the proxy closes too");
+        assert_eq!(upstream.received()[0].body, b"final words");
+    });
+}
