@@ -2,6 +2,8 @@
 //!
 //! - [`upstream`]: a programmable HTTP/1.1 upstream (responses, delays, resets, hangs,
 //!   WebSocket echo) that records what it received;
+//! - [`scripted`]: an upstream that answers with exact bytes (several responses at once, bytes
+//!   on an idle connection);
 //! - [`client`]: a raw HTTP/1.1 client (exact bytes out, every framing in);
 //! - [`proxy`]: start the proxy in-process, run a test once per I/O driver, build configs;
 //! - [`load`]: keep-alive load that tells a clean stop from a failed request (shutdown tests);
@@ -19,6 +21,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod proxy;
 pub mod restartable;
+pub mod scripted;
 pub mod sockets;
 pub mod traffic;
 pub mod upstream;

@@ -11,7 +11,8 @@ use coremesh_discovery::{BalanceKind, Config, DEFAULT_REPLAY_BODY_LIMIT};
 use coremesh_tests::client::{build_request, chunked_body, Client};
 use coremesh_tests::data::pseudo_random_bytes;
 use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
-use coremesh_tests::sockets::{tcp_state, TCP_CLOSE_WAIT};
+use coremesh_tests::scripted::ScriptedUpstream;
+use coremesh_tests::sockets::{tcp_socket, tcp_state, TCP_CLOSE_WAIT};
 use coremesh_tests::traffic::{answered_by, get_on, wait_until};
 use coremesh_tests::upstream::{echo_body, Action, Response, Upstream};
 use coremesh_tests::Driver;
@@ -617,4 +618,180 @@ fn refused_websocket_upgrade_is_passed_on_and_the_connection_stays_http() {
             assert_eq!(paths, ["/chat", "/next"], "{status}");
         });
     }
+}
+
+/// `200 OK` with `body` and its Content-Length.
+fn raw_ok(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn bytes_after_a_response_never_reach_the_next_request() {
+    // The upstream's first answer carries a second response behind it, in the same write.
+    // Reusing that connection would hand "smuggled" to the next request.
+    for_each_driver(|driver| {
+        let upstream = ScriptedUpstream::start(|conn, index, _| {
+            if (conn, index) == (0, 0) {
+                let mut both = raw_ok("first");
+                both.extend(raw_ok("smuggled"));
+                both
+            } else {
+                raw_ok(&format!("conn-{conn}-request-{index}"))
+            }
+        });
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        assert_eq!(get_on(&mut c, "/1", &[], "first").body_text(), "first");
+        assert_eq!(
+            get_on(&mut c, "/2", &[], "second").body_text(),
+            "conn-1-request-0",
+            "the connection that sent more than its response was not reused"
+        );
+        assert_eq!(upstream.connections_accepted(), 2);
+    });
+}
+
+#[test]
+fn bytes_arriving_on_an_idle_pooled_connection_retire_it() {
+    for_each_driver(|driver| {
+        let upstream = ScriptedUpstream::start(|conn, index, _| {
+            raw_ok(&format!("conn-{conn}-request-{index}"))
+        });
+        let mut config = one_service(&[upstream.addr()]);
+        config.defaults.pool_idle_timeout_ms = 600_000;
+        let proxy = start_proxy(driver, config);
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        assert_eq!(
+            get_on(&mut c, "/1", &[], "first").body_text(),
+            "conn-0-request-0"
+        );
+        // A response nobody asked for lands on the pooled connection; wait until the
+        // kernel holds it in the proxy's socket.
+        let unsolicited = raw_ok("unsolicited");
+        upstream
+            .write_to(0, &unsolicited)
+            .expect("write on the idle connection");
+        let pooled = upstream.peer_of(0).expect("connection 0's far end");
+        wait_for("the unsolicited bytes at the proxy's pooled socket", || {
+            tcp_socket(pooled, upstream.addr())
+                .is_some_and(|s| s.rx_queue as usize == unsolicited.len())
+        });
+        assert_eq!(
+            get_on(&mut c, "/2", &[], "second").body_text(),
+            "conn-1-request-0",
+            "the connection with unsolicited bytes was not reused"
+        );
+        let heads: Vec<_> = upstream.heads().iter().map(|(c, i, _)| (*c, *i)).collect();
+        assert_eq!(heads, [(0, 0), (1, 0)]);
+    });
+}
+
+#[test]
+fn requests_pipelined_behind_connection_close_are_never_forwarded() {
+    for_each_driver(|driver| {
+        let upstream = Upstream::echo();
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        let mut batch = build_request("GET", "/a", &[], None);
+        batch.extend(build_request("GET", "/b", &[("Connection", "close")], None));
+        batch.extend(build_request("POST", "/c", &[], Some(b"must not go")));
+        c.send_raw(&batch).expect("send the pipeline");
+        let a = c.read_response(false).expect("response to /a");
+        assert_eq!(echoed_request_line(&a.body_text()), "GET /a HTTP/1.1");
+        let b = c.read_response(false).expect("response to /b");
+        assert_eq!(echoed_request_line(&b.body_text()), "GET /b HTTP/1.1");
+        assert!(b.has_connection_close(), "the last response says close");
+        assert!(c.is_closed_by_peer(), "and the proxy closes");
+        let paths: Vec<_> = upstream.received().iter().map(|r| r.path.clone()).collect();
+        assert_eq!(paths, ["/a", "/b"], "nothing after the close was forwarded");
+    });
+}
+
+#[test]
+fn uninvited_protocol_switch_gets_502_and_the_client_connection_goes_on() {
+    for_each_driver(|driver| {
+        let upstream = ScriptedUpstream::start(|conn, index, _| {
+            if conn == 0 {
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+                    .to_vec()
+            } else {
+                raw_ok(&format!("conn-{conn}-request-{index}"))
+            }
+        });
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        let r = get_on(&mut c, "/plain", &[], "a request that asked for no upgrade");
+        assert_eq!(
+            (r.status, answered_by(&r)),
+            (502, "proxy:upstream-bad-response".to_string()),
+            "{}",
+            r.body_text()
+        );
+        assert!(!r.has_header("upgrade"));
+        let next = get_on(&mut c, "/next", &[], "the next request");
+        assert_eq!(
+            (next.status, next.body_text().as_str()),
+            (200, "conn-1-request-0"),
+            "the switched connection was dropped, the client's kept"
+        );
+    });
+}
+
+#[test]
+fn connect_is_refused_with_501_and_never_reaches_the_upstream() {
+    // A 2xx to CONNECT turns the connection into a tunnel (RFC 9110 §9.3.6): relayed as an
+    // ordinary response, its body would be read as tunnel bytes and the upstream connection
+    // pooled mid-tunnel. coremesh does not tunnel CONNECT, so it says so (nginx: 400).
+    for_each_driver(|driver| {
+        assert_rejected(
+            driver,
+            b"CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n",
+            501,
+        );
+    });
+}
+
+#[test]
+fn asterisk_form_options_is_forwarded_as_it_is() {
+    for_each_driver(|driver| {
+        let upstream = Upstream::echo();
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        c.send_raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        let r = c.read_response(false).expect("a response");
+        assert_eq!(r.status, 200);
+        let got = upstream.received();
+        assert_eq!(
+            (got[0].method.as_str(), got[0].path.as_str()),
+            ("OPTIONS", "*")
+        );
+    });
+}
+
+#[test]
+fn client_that_half_closes_after_its_request_still_gets_the_response() {
+    for_each_driver(|driver| {
+        let upstream = Upstream::echo();
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        c.send_request("POST", "/last", &[], Some(b"final words"))
+            .expect("send");
+        c.shutdown_write().expect("half-close");
+        let r = c
+            .read_response(false)
+            .expect("the response after the half-close");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body_text().contains("\nbody-length: 11\n"),
+            "{}",
+            r.body_text()
+        );
+        assert!(c.is_closed_by_peer(), "then the proxy closes too");
+        assert_eq!(upstream.received()[0].body, b"final words");
+    });
 }

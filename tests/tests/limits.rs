@@ -1,17 +1,21 @@
 //! Every configured limit exactly at its value and one past it, end to end on both drivers:
 //! request and response head size, header count, body size (Content-Length, chunked kept
 //! for replay, chunked streamed), client connections per core, idle timeouts (client and
-//! pooled upstream), a slow body (408) and the idle pool size.
+//! pooled upstream), a slow body (408), the idle pool size, the connect timeout and an
+//! upstream stalling mid-body.
 //!
 //! Each test configures small values; a timeout under test is short and the test waits for
 //! its effect (a close, an answer), never for the clock.
 
 use coremesh_discovery::{Config, DEFAULT_REPLAY_BODY_LIMIT};
-use coremesh_tests::client::{chunked_body, Client};
+use coremesh_tests::client::{self, chunked_body, Client};
 use coremesh_tests::data::pseudo_random_bytes;
 use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
+use coremesh_tests::scripted::ScriptedUpstream;
+use coremesh_tests::sockets::SilentListener;
 use coremesh_tests::traffic::{answered_by, get_on, wait_until};
 use coremesh_tests::upstream::{echo_body, Action, Response, Upstream};
+use coremesh_tests::wire::WireError;
 use coremesh_tests::Driver;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -486,5 +490,204 @@ fn pool_keeps_pool_max_idle_connections_and_closes_the_one_over() {
             (CONCURRENT + (CONCURRENT - MAX_IDLE)) as u64,
             "round 1 opened {CONCURRENT}; the pool kept {MAX_IDLE}, so round 2 opened one"
         );
+    });
+}
+
+#[test]
+fn connections_arriving_together_are_admitted_only_up_to_the_limit() {
+    const MAX: usize = 2;
+    const ARRIVING: usize = 8;
+    for_each_driver(|driver| {
+        let (upstream, proxy) = echo_proxy(driver, |c| c.defaults.max_connections = MAX);
+        // All connect before any sends a byte: the proxy sees them as one burst.
+        let mut clients: Vec<Client> = (0..ARRIVING)
+            .map(|_| Client::connect(proxy.addr()).expect("the kernel accepts it"))
+            .collect();
+        let mut served = 0;
+        for (i, c) in clients.iter_mut().enumerate() {
+            let answered = c
+                .send_request("GET", &format!("/burst/{i}"), &[], None)
+                .is_ok()
+                && c.read_response(false).is_ok_and(|r| r.status == 200);
+            if answered {
+                served += 1;
+            }
+        }
+        assert_eq!(
+            served, MAX,
+            "of {ARRIVING} connections arriving together, exactly max_connections = {MAX} \
+             are served"
+        );
+        assert_eq!(upstream.requests_received(), MAX as u64);
+    });
+}
+
+#[test]
+fn body_over_the_limit_announced_with_expect_gets_413_and_no_100_continue() {
+    for_each_driver(|driver| {
+        let (upstream, proxy) =
+            echo_proxy(driver, |c| c.defaults.max_body_bytes = SMALL_BODY_LIMIT);
+        let head = |len: u64| {
+            format!(
+                "PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {len}\r\n\r\n"
+            )
+        };
+        // At the limit: 100 Continue, then the body goes through.
+        let mut c = Client::connect(proxy.addr()).expect("connect");
+        c.send_raw(head(SMALL_BODY_LIMIT).as_bytes()).expect("send");
+        assert_eq!(c.read_head_only().expect("an interim response").status, 100);
+        let body = pseudo_random_bytes(SMALL_BODY_LIMIT as usize, 8);
+        c.send_raw(&body).expect("send the body");
+        assert_eq!(c.read_response(false).expect("a response").status, 200);
+        assert_eq!(upstream.received()[0].body, body);
+
+        // One byte over: refused before the client sends its body.
+        let mut c = Client::connect(proxy.addr()).expect("connect");
+        c.send_raw(head(SMALL_BODY_LIMIT + 1).as_bytes())
+            .expect("send");
+        let r = c.read_response(false).expect("a response");
+        assert_eq!(r.status, 413, "{}", r.body_text());
+        assert!(r.interim.is_empty(), "no 100 Continue for a body refused");
+        assert!(c.is_closed_by_peer());
+        assert_eq!(upstream.requests_received(), 1);
+    });
+}
+
+#[test]
+fn pool_max_idle_zero_keeps_no_upstream_connection() {
+    for_each_driver(|driver| {
+        let (upstream, proxy) = echo_proxy(driver, |c| c.defaults.pool_max_idle = 0);
+        let mut c = Client::connect(proxy.addr()).expect("connect");
+        for i in 0..3 {
+            assert_eq!(
+                get_on(&mut c, "/p", &[], &format!("request {i}")).status,
+                200
+            );
+            wait_for("the proxy to close the upstream connection", || {
+                upstream.connections_open() == 0
+            });
+        }
+        let ids: Vec<_> = upstream
+            .received()
+            .iter()
+            .map(|r| r.connection_id)
+            .collect();
+        assert_eq!(ids, [0, 1, 2], "a new upstream connection per request");
+    });
+}
+
+#[test]
+fn request_head_trickled_byte_by_byte_is_held_to_the_same_limit() {
+    for_each_driver(|driver| {
+        let (upstream, proxy) = echo_proxy(driver, |c| c.defaults.max_header_bytes = HEAD_LIMIT);
+        for (len, status) in [(HEAD_LIMIT, 200), (HEAD_LIMIT + 1, 431)] {
+            let (raw, _) = request_head_of(len);
+            let mut c = Client::connect(proxy.addr()).expect("connect");
+            for b in &raw {
+                if c.send_raw(std::slice::from_ref(b)).is_err() {
+                    break; // the proxy answered and closed before the last byte
+                }
+            }
+            let r = c.read_response(false).expect("a response");
+            assert_eq!(r.status, status, "a {len}-byte head sent a byte at a time");
+        }
+        assert_eq!(upstream.requests_received(), 1);
+    });
+}
+
+#[test]
+fn response_head_trickled_byte_by_byte_is_held_to_the_same_limit() {
+    for_each_driver(|driver| {
+        for (len, status) in [(HEAD_LIMIT, 200), (HEAD_LIMIT + 1, 502)] {
+            // The script sends nothing; the test writes the response a byte at a time.
+            let upstream = ScriptedUpstream::start(|_, _, _| Vec::new());
+            let mut config = one_service(&[upstream.addr()]);
+            config.defaults.max_header_bytes = HEAD_LIMIT;
+            let proxy = start_proxy(driver, config);
+            let mut c = Client::connect(proxy.addr()).expect("connect");
+            c.send_request("GET", "/trickle", &[], None).expect("send");
+            wait_for("the request at the upstream", || {
+                upstream.heads().len() == 1
+            });
+            let start = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pad: ";
+            let end = "\r\n\r\n";
+            let pad = "p".repeat(len - start.len() - end.len());
+            let response = format!("{start}{pad}{end}ok");
+            for b in response.as_bytes() {
+                if upstream.write_to(0, std::slice::from_ref(b)).is_err() {
+                    break; // the proxy gave up on the head and closed
+                }
+            }
+            let r = c.read_response(false).expect("a response");
+            assert_eq!(
+                r.status, status,
+                "a {len}-byte response head a byte at a time"
+            );
+            if status == 200 {
+                assert_eq!((r.raw_head.len(), r.body_text().as_str()), (len, "ok"));
+            }
+        }
+    });
+}
+
+#[test]
+fn connect_timeout_gives_504_alone_and_moves_even_a_post_to_another_endpoint() {
+    for_each_driver(|driver| {
+        let silent = SilentListener::start();
+        let mut config = one_service(&[silent.addr()]);
+        config.defaults.connect_timeout_ms = SHORT_TIMEOUT_MS;
+        let proxy = start_proxy(driver, config);
+        let r = client::request(proxy.addr(), "POST", "/order", &[], Some(b"one order"))
+            .expect("a response");
+        assert_eq!(
+            (r.status, answered_by(&r)),
+            (504, "proxy:connect-timeout".to_string()),
+            "{}",
+            r.body_text()
+        );
+        drop(proxy);
+
+        // Nothing was sent, so even a POST may go to the next endpoint.
+        let healthy = Upstream::echo_named("healthy");
+        let mut config = one_service(&[silent.addr(), healthy.addr()]);
+        config.services[0].overrides.balance = Some(coremesh_discovery::BalanceKind::RoundRobin);
+        config.defaults.connect_timeout_ms = SHORT_TIMEOUT_MS;
+        let proxy = start_proxy(driver, config);
+        let r = client::request(proxy.addr(), "POST", "/order", &[], Some(b"one order"))
+            .expect("a response");
+        assert_eq!((r.status, answered_by(&r)), (200, "healthy".to_string()));
+        let got = healthy.received();
+        assert_eq!(got.len(), 1, "exactly once");
+        assert_eq!(got[0].body, b"one order");
+    });
+}
+
+#[test]
+fn upstream_stalling_mid_body_is_cut_off_after_the_request_timeout() {
+    for_each_driver(|driver| {
+        let upstream = ScriptedUpstream::start(|conn, _, _| {
+            if conn == 0 {
+                // Ten bytes announced, five sent, then silence with the connection open.
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf!".to_vec()
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
+            }
+        });
+        let mut config = one_service(&[upstream.addr()]);
+        // Also the whole request's timeout up to the response head, which must not fire:
+        // longer than the other short timeouts so that a busy machine gets the head through.
+        config.defaults.request_timeout_ms = 2_000;
+        let proxy = start_proxy(driver, config);
+        let mut c = Client::connect(proxy.addr()).expect("connect");
+        c.send_request("GET", "/stall", &[], None).expect("send");
+        match c.read_response(false) {
+            Err(WireError::Closed { consumed: 5, .. }) => {}
+            other => panic!("expected the body cut off after its 5 bytes, got {other:?}"),
+        }
+        let mut next = Client::connect(proxy.addr()).expect("connect");
+        let r = get_on(&mut next, "/next", &[], "the request after the stall");
+        assert_eq!((r.status, r.body_text().as_str()), (200, "ok"));
+        let conns: Vec<_> = upstream.heads().iter().map(|(c, _, _)| *c).collect();
+        assert_eq!(conns, [0, 1], "the stalled connection was not reused");
     });
 }
