@@ -268,6 +268,10 @@ fn parse_request_inner<'b>(
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::new(400, "incomplete request line"));
     };
+    if method == "CONNECT" {
+        // A 2xx would turn the connection into a tunnel; the proxy does not tunnel CONNECT.
+        return Err(HeadError::new(501, "CONNECT is not supported"));
+    }
     head.method = offset_in(buf, method.as_bytes());
     head.target = offset_in(buf, path.as_bytes());
     head.request_line = first_line(buf, head.method.start, len);
@@ -429,6 +433,12 @@ fn parse_response_inner<'b>(
             };
         }
     };
+    if len > max_head {
+        return Err(HeadError::new(
+            502,
+            "upstream response head larger than the limit",
+        ));
+    }
     *head = ResponseHead {
         headers: std::mem::take(&mut head.headers),
         connection_tokens: std::mem::take(&mut head.connection_tokens),

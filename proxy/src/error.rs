@@ -13,7 +13,7 @@ pub enum Source {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
-    /// The client's head or body broke the rules; `status` is 400/408/413/417/431/505.
+    /// The client's head or body broke the rules; `status` is 400/408/413/417/431/501/505.
     BadRequest {
         status: u16,
         reason: &'static str,
@@ -146,6 +146,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         499 => "Client Closed Request",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",

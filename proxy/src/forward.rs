@@ -294,6 +294,12 @@ async fn prefetch_body(client: &mut Conn, ex: &Exchange<'_>) -> Result<RequestBo
                     }
                 })?;
                 scanned += scan.consumed;
+                if scanner.data_bytes() > ex.settings.max_body_bytes {
+                    return Err(ProxyError::BadRequest {
+                        status: 413,
+                        reason: "request body larger than the limit",
+                    });
+                }
                 if scan.done {
                     return Ok(RequestBody::Buffered(scanned));
                 }
@@ -657,7 +663,11 @@ pub async fn pipe(
                 }
                 BodyState::UntilClose | BodyState::Dechunk(_) => (src.buffered(), false),
             };
-            total += take as u64;
+            // The limit counts body bytes: a chunked body's framing is not part of it.
+            total = match state {
+                BodyState::Chunked(scanner) => scanner.data_bytes(),
+                _ => total + take as u64,
+            };
             if limit.is_some_and(|l| total > l) {
                 return Err(PipeError::TooLarge);
             }

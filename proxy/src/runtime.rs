@@ -148,7 +148,10 @@ pub async fn core_main(start: CoreStart) {
                         drop(stream);
                         continue;
                     }
-                    monoio::spawn(serve(core.clone(), stream, peer));
+                    // Counted now, not when the task first runs: a burst of accepts
+                    // must see the connections admitted before it.
+                    let counted = core.connection_guard();
+                    monoio::spawn(serve(core.clone(), stream, peer, counted));
                 }
                 Err(e) => {
                     tracing::warn!(core = id, "accept failed: {e}");

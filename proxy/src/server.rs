@@ -55,8 +55,14 @@ pub enum Next {
     Upgrade(Conn),
 }
 
-pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
-    let _guard = core.connection_guard();
+/// Serve one client connection; `_counted` keeps it in the core's connection count (taken
+/// when it was accepted) until it ends.
+pub async fn serve(
+    core: Rc<Core>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _counted: crate::core::ConnectionGuard,
+) {
     let _ = stream.set_nodelay(true);
     let mut client = Conn::new(stream, Vec::new());
     core.metrics.borrow().record_client_connection_opened();
