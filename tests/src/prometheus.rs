@@ -1,6 +1,6 @@
 //! Reading a Prometheus text exposition (format 0.0.4) back into samples, so tests can
 //! assert exact values by metric name and labels, and running `promtool check metrics` on
-//! one when promtool is installed.
+//! one (promtool must be installed unless `COREMESH_TEST_SKIP_PROMTOOL=1`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -155,6 +155,15 @@ fn parse_sample(line: &str) -> Result<MetricSample, String> {
     })
 }
 
+/// Set to `1` to let the promtool checks pass when promtool is not installed, for a machine
+/// without Debian's `prometheus` package. Without it a missing promtool fails the check.
+pub const SKIP_PROMTOOL_ENV: &str = "COREMESH_TEST_SKIP_PROMTOOL";
+
+/// Whether [`SKIP_PROMTOOL_ENV`] is set to `1` in this process's environment.
+pub fn promtool_skip_allowed() -> bool {
+    std::env::var(SKIP_PROMTOOL_ENV).is_ok_and(|v| v.trim() == "1")
+}
+
 /// What `promtool check metrics` said about an exposition.
 #[derive(Debug)]
 pub enum PromtoolVerdict {
@@ -162,13 +171,29 @@ pub enum PromtoolVerdict {
     Accepted { output: String },
     /// promtool rejected it (non-zero exit) and why.
     Rejected { output: String },
-    /// promtool is not installed (not on `PATH`).
+    /// promtool is not installed (not on `PATH`) and [`SKIP_PROMTOOL_ENV`] allows that.
     NotInstalled,
 }
 
-/// Run `promtool check metrics` with `text` on its standard input.
+/// Run `promtool check metrics` with `text` on its standard input. A missing promtool is
+/// an error unless [`SKIP_PROMTOOL_ENV`] is `1`.
 pub fn promtool_check(text: &str) -> Result<PromtoolVerdict, String> {
-    let child = Command::new("promtool")
+    promtool_check_with(text, promtool_skip_allowed())
+}
+
+/// [`promtool_check`] with the opt-out given: `skip_allowed` turns a missing promtool into
+/// [`PromtoolVerdict::NotInstalled`] instead of an error.
+pub fn promtool_check_with(text: &str, skip_allowed: bool) -> Result<PromtoolVerdict, String> {
+    check_metrics_with("promtool", text, skip_allowed)
+}
+
+/// `PROGRAM check metrics` (the program a parameter, so a test can name a missing one).
+fn check_metrics_with(
+    program: &str,
+    text: &str,
+    skip_allowed: bool,
+) -> Result<PromtoolVerdict, String> {
+    let child = Command::new(program)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -177,7 +202,14 @@ pub fn promtool_check(text: &str) -> Result<PromtoolVerdict, String> {
     let mut child = match child {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(PromtoolVerdict::NotInstalled)
+            return if skip_allowed {
+                Ok(PromtoolVerdict::NotInstalled)
+            } else {
+                Err(format!(
+                    "{program} is not installed: install Debian's `prometheus` package (.ci/run \
+                     does), or set {SKIP_PROMTOOL_ENV}=1 to skip the promtool checks"
+                ))
+            };
         }
         Err(e) => return Err(format!("cannot run promtool: {e}")),
     };
@@ -228,15 +260,30 @@ mod tests {
 
     #[test]
     fn promtool_verdicts() {
-        match promtool_check("# HELP ok_total Ok.\n# TYPE ok_total counter\nok_total 1\n").unwrap()
-        {
-            PromtoolVerdict::NotInstalled => eprintln!("skipped: promtool is not installed"),
+        let ok = "# HELP ok_total Ok.\n# TYPE ok_total counter\nok_total 1\n";
+        match promtool_check(ok).unwrap_or_else(|e| panic!("{e}")) {
+            PromtoolVerdict::NotInstalled => {
+                assert!(promtool_skip_allowed());
+                eprintln!("skipped: promtool is not installed ({SKIP_PROMTOOL_ENV}=1)");
+            }
             v => {
                 assert!(matches!(v, PromtoolVerdict::Accepted { .. }), "{v:?}");
-                let v = promtool_check("garbage{\n").unwrap();
+                let v = promtool_check("garbage{\n").unwrap_or_else(|e| panic!("{e}"));
                 assert!(matches!(v, PromtoolVerdict::Rejected { .. }), "{v:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_missing_promtool_fails_unless_skipping_is_allowed() {
+        let missing = "coremesh-test-no-such-promtool";
+        let err = check_metrics_with(missing, "ok_total 1\n", false)
+            .expect_err("a missing promtool is an error");
+        assert!(err.contains(SKIP_PROMTOOL_ENV), "{err}");
+        assert!(matches!(
+            check_metrics_with(missing, "ok_total 1\n", true),
+            Ok(PromtoolVerdict::NotInstalled)
+        ));
     }
 
     #[test]

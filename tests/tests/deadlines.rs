@@ -1,5 +1,5 @@
 //! End-to-end deadlines through the proxy, on both drivers: a route timeout or a caller's
-//! `x-coremesh-timeout-ms` below the upstream's latency yields a 504 `timeout` soon after
+//! `x-coremesh-timeout-ms` that passes before the upstream answers yields a 504 `timeout` soon after
 //! the deadline, with no further attempt; the remaining budget is forwarded to the upstream
 //! in the same header; a per-attempt timeout is retried elsewhere for an idempotent
 //! request only.
@@ -14,8 +14,13 @@ use coremesh_tests::traffic::{answered_by, get_on, wait_until};
 use coremesh_tests::upstream::{echo_body, Action, Response, Upstream};
 use std::time::{Duration, Instant};
 
-/// How long the slow upstreams take to answer.
-const SLOW: Duration = Duration::from_millis(200);
+/// The deadline of the 504 tests (route timeout or caller's header). Its attempt reaches
+/// an upstream that never answers, so the deadline is what ends it whatever its length; it
+/// is long so that the proxy has surely written the attempt before it passes, even on a
+/// loaded machine (the tests check that the one attempt arrived).
+const DEADLINE_MS: u64 = 1_000;
+/// After the 504, how long a retry is given to show up at an upstream (it must not).
+const RETRY_WATCH: Duration = Duration::from_millis(500);
 /// Slack allowed past a deadline for the 504 to reach the client.
 const SLACK: Duration = Duration::from_secs(1);
 /// The per-attempt timeout of the retry test. It bounds the retry's attempt too, so it is
@@ -23,10 +28,9 @@ const SLACK: Duration = Duration::from_secs(1);
 /// meets an upstream that never answers, so the timeout is what ends it however long it is.
 const ATTEMPT_TIMEOUT_MS: u64 = 2_000;
 
-fn slow(name: &str) -> Upstream {
-    Upstream::start(name, |_| {
-        Action::delay(SLOW, Action::Respond(Response::ok("too late")))
-    })
+/// An upstream that never answers (until the test stops it).
+fn silent(name: &str) -> Upstream {
+    Upstream::start(name, |_| Action::Hang)
 }
 
 fn total_received(upstreams: &[&Upstream]) -> u64 {
@@ -57,14 +61,14 @@ fn expect_timeout_without_retry(
         "the 504 came {elapsed:?} after the request; deadline {deadline:?} (+{SLACK:?} slack)"
     );
     // The one attempt reaches an upstream (it was written before the deadline); wait for
-    // it, then for longer than the slow upstream takes, so a retry would have arrived.
+    // it, then give a retry time to arrive.
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(5), || {
             total_received(upstreams) >= 1
         }),
         "the attempt reached an upstream"
     );
-    std::thread::sleep(SLOW + Duration::from_millis(300));
+    std::thread::sleep(RETRY_WATCH);
     assert_eq!(
         total_received(upstreams),
         1,
@@ -72,35 +76,37 @@ fn expect_timeout_without_retry(
     );
 }
 
-fn two_slow_endpoints(a: &Upstream, b: &Upstream) -> Config {
+fn two_silent_endpoints(a: &Upstream, b: &Upstream) -> Config {
     one_service(&[a.addr(), b.addr()])
 }
 
 #[test]
 fn route_timeout_answers_504_and_stops_attempting() {
     for_each_driver(|driver| {
-        let (a, b) = (slow("slow-a"), slow("slow-b"));
-        let mut config = two_slow_endpoints(&a, &b);
-        config.routes[0].timeout_ms = Some(50);
+        let (a, b) = (silent("silent-a"), silent("silent-b"));
+        let mut config = two_silent_endpoints(&a, &b);
+        config.routes[0].timeout_ms = Some(DEADLINE_MS);
         // A retry would be allowed if anything allowed one: 503 retries on, budget default.
         config.routes[0].retry_on = vec![502, 503, 504];
         let proxy = start_proxy(driver, config);
         let mut client = Client::connect(proxy.addr()).expect("connect");
-        expect_timeout_without_retry(&mut client, &[], Duration::from_millis(50), &[&a, &b]);
+        let deadline = Duration::from_millis(DEADLINE_MS);
+        expect_timeout_without_retry(&mut client, &[], deadline, &[&a, &b]);
     });
 }
 
 #[test]
 fn caller_deadline_header_answers_504_and_stops_attempting() {
     for_each_driver(|driver| {
-        let (a, b) = (slow("slow-a"), slow("slow-b"));
-        // No route timeout: the service default (15 s) is capped by the caller's 50 ms.
-        let proxy = start_proxy(driver, two_slow_endpoints(&a, &b));
+        let (a, b) = (silent("silent-a"), silent("silent-b"));
+        // No route timeout: the service default (15 s) is capped by the caller's 1 s.
+        let proxy = start_proxy(driver, two_silent_endpoints(&a, &b));
         let mut client = Client::connect(proxy.addr()).expect("connect");
+        let header = DEADLINE_MS.to_string();
         expect_timeout_without_retry(
             &mut client,
-            &[("x-coremesh-timeout-ms", "50")],
-            Duration::from_millis(50),
+            &[("x-coremesh-timeout-ms", header.as_str())],
+            Duration::from_millis(DEADLINE_MS),
             &[&a, &b],
         );
     });

@@ -224,13 +224,8 @@ fn promtool_accepts_a_live_scrape() {
                 )
             }
             PromtoolVerdict::NotInstalled => {
-                if std::env::var_os("CI").is_some() {
-                    panic!(
-                        "promtool is not installed but CI is set: install Debian's `prometheus` \
-                         package (.ci/run does) so the live scrape is checked"
-                    );
-                }
-                eprintln!("skipped the promtool check: promtool is not installed (set CI to make this fail)");
+                // Only with COREMESH_TEST_SKIP_PROMTOOL=1; otherwise promtool_check fails.
+                eprintln!("skipped the promtool check: promtool is not installed");
             }
         }
     });
