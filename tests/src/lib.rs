@@ -7,7 +7,8 @@
 //! - [`nginx`]: Debian's nginx as a reference reverse proxy (differential tests);
 //! - [`load`]: keep-alive load that tells a clean stop from a failed request (shutdown tests);
 //! - [`data`]: reproducible bodies and checksums;
-//! - [`wire`]: the HTTP/1.1 reading both sides share.
+//! - [`wire`]: the HTTP/1.1 reading both sides share;
+//! - [`sockets`]: the kernel's view of TCP sockets, to wait for a FIN instead of sleeping.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod proxy;
 pub mod restartable;
+pub mod sockets;
 pub mod traffic;
 pub mod upstream;
 pub mod wire;
