@@ -29,6 +29,29 @@ pub fn is_head(request: &[u8]) -> bool {
     request.starts_with(b"HEAD ")
 }
 
+/// For each request in `bytes` (several when pipelined), whether it is a HEAD request.
+/// Bytes that do not form a whole request count as one request.
+fn pipelined_heads(bytes: &[u8]) -> Vec<bool> {
+    let mut heads = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match message::read_request(&bytes[at..]) {
+            MessageRead::Complete(_, used) if used > 0 => {
+                heads.push(is_head(&bytes[at..]));
+                at += used;
+            }
+            _ => {
+                heads.push(is_head(&bytes[at..]));
+                break;
+            }
+        }
+    }
+    if heads.is_empty() {
+        heads.push(false);
+    }
+    heads
+}
+
 pub fn run(addr: SocketAddr, requests: &[Vec<u8>]) -> ClientCapture {
     let mut capture = ClientCapture::default();
     if let Err(e) = exchange(addr, requests, &mut capture) {
@@ -51,19 +74,22 @@ fn exchange(addr: SocketAddr, requests: &[Vec<u8>], capture: &mut ClientCapture)
         if stream.write_all(request).is_err() {
             break;
         }
-        capture.head_requests.push(is_head(request));
-        let head = is_head(request);
-        loop {
-            match message::read_response(&capture.bytes[read_to..], head, eof) {
-                MessageRead::Complete(m, used) => {
-                    read_to += used;
-                    if !m.is_interim() {
-                        continue 'requests;
+        // Pipelined requests in one section: wait for a final response to each of them
+        // (a half-close with responses still due would make a proxy abort them).
+        for head in pipelined_heads(request) {
+            capture.head_requests.push(head);
+            loop {
+                match message::read_response(&capture.bytes[read_to..], head, eof) {
+                    MessageRead::Complete(m, used) => {
+                        read_to += used;
+                        if !m.is_interim() {
+                            break;
+                        }
                     }
+                    MessageRead::Invalid(_) => break 'requests,
+                    MessageRead::Incomplete if eof => break 'requests,
+                    MessageRead::Incomplete => eof = fill(&mut stream, &mut capture.bytes)?,
                 }
-                MessageRead::Invalid(_) => break 'requests,
-                MessageRead::Incomplete if eof => break 'requests,
-                MessageRead::Incomplete => eof = fill(&mut stream, &mut capture.bytes)?,
             }
         }
     }
