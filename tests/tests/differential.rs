@@ -9,8 +9,9 @@
 //! - `expect: agree`: coremesh's renderings equal nginx's (or, where the case allows it,
 //!   coremesh answered one of the `coremesh-may-answer` statuses and forwarded nothing odd);
 //! - `expect: diverge`: a documented divergence; coremesh's renderings equal the case's
-//!   `coremesh upstream` / `coremesh client` sections (its specific, correct behaviour), and
-//!   nginx's equal the `nginx ...` sections where the case records them.
+//!   `coremesh upstream` / `coremesh client` sections (its specific, correct behaviour; one
+//!   of them where a case gives alternatives). nginx's are compared with the `nginx ...`
+//!   sections where the case records them, and a change is reported, not failed.
 //!
 //! Cases named `issue13_*` check fixes being made on main (the case's `tracks:` line says
 //! which): `cargo test -p coremesh-tests --test differential issue13_`.
@@ -158,8 +159,9 @@ fn check(name: &str) {
                     && !coremesh.client.contains("not a response")
                     && !coremesh.client.contains("incomplete:");
                 if allowed_refusal {
-                    assert_eq!(
-                        coremesh.upstream, nginx.upstream,
+                    // A refusal forwards what nginx forwarded, or (a request refused) nothing.
+                    assert!(
+                        coremesh.upstream == nginx.upstream || coremesh.upstream == "(nothing)\n",
                         "upstream side differs: {context}"
                     );
                     return;
@@ -182,8 +184,17 @@ fn check(name: &str) {
                     ),
                     ("coremesh client", &case.coremesh_client, &coremesh.client),
                 ] {
-                    if let Some(expected) = expected {
-                        assert_eq!(got, expected, "`{label}` differs from the case: {context}");
+                    if expected.len() == 1 {
+                        assert_eq!(
+                            got, &expected[0],
+                            "`{label}` differs from the case: {context}"
+                        );
+                    } else if !expected.is_empty() {
+                        assert!(
+                            expected.contains(got),
+                            "`{label}` is none of the case's {} alternatives: {context}",
+                            expected.len()
+                        );
                     }
                 }
                 // nginx's side is the record of what the reference did when the case was
@@ -248,6 +259,10 @@ cases! {
     non_ascii_values => "non-ascii-values",
     pipelined_requests => "pipelined-requests",
     request_bare_lf => "request-bare-lf",
+    request_chunk_bare_lf => "request-chunk-bare-lf",
+    request_chunk_data_without_crlf => "request-chunk-data-without-crlf",
+    request_chunk_size_overflow => "request-chunk-size-overflow",
+    request_chunk_size_with_space => "request-chunk-size-with-space",
     request_chunked_extensions_trailers => "request-chunked-extensions-trailers",
     request_chunked_twice => "request-chunked-twice",
     request_content_length_leading_zeros => "request-content-length-leading-zeros",
@@ -256,14 +271,18 @@ cases! {
     request_duplicate_host => "request-duplicate-host",
     request_get_with_body => "request-get-with-body",
     request_http10_transfer_encoding => "request-http10-transfer-encoding",
+    request_identity_then_chunked => "request-identity-then-chunked",
     request_missing_host => "request-missing-host",
     request_nul_in_value => "request-nul-in-value",
     request_obs_fold => "request-obs-fold",
     request_space_before_colon => "request-space-before-colon",
     request_te_and_cl => "request-te-and-cl",
+    request_transfer_coding_case => "request-transfer-coding-case",
     request_version_12 => "request-version-12",
     request_version_20 => "request-version-20",
     request_version_30 => "request-version-30",
+    response_chunk_bare_lf => "response-chunk-bare-lf",
+    response_chunk_size_with_space => "response-chunk-size-with-space",
     response_chunked_extensions_trailers => "response-chunked-extensions-trailers",
     response_close_delimited => "response-close-delimited",
     response_content_length_list => "response-content-length-list",

@@ -38,9 +38,10 @@ pub struct Case {
     /// Statuses coremesh may answer instead of agreeing (e.g. 502 where forwarding a
     /// repaired message and refusing it are both correct).
     pub coremesh_may_answer: Vec<u16>,
-    /// Expected renderings (text, compared exactly) for divergent cases.
-    pub coremesh_upstream: Option<String>,
-    pub coremesh_client: Option<String>,
+    /// Expected renderings (text, compared exactly) for divergent cases; several sections
+    /// with the same name are alternatives (coremesh must produce one of them).
+    pub coremesh_upstream: Vec<String>,
+    pub coremesh_client: Vec<String>,
     pub nginx_upstream: Option<String>,
     pub nginx_client: Option<String>,
     /// A bug fix on main this case checks (re-run it after the merge).
@@ -93,8 +94,8 @@ fn parse(name: &str, path: &Path, text: &str) -> Result<Case, String> {
         responses: Vec::new(),
         own_response: false,
         coremesh_may_answer: Vec::new(),
-        coremesh_upstream: None,
-        coremesh_client: None,
+        coremesh_upstream: Vec::new(),
+        coremesh_client: Vec::new(),
         nginx_upstream: None,
         nginx_client: None,
         tracks: None,
@@ -179,8 +180,8 @@ fn parse(name: &str, path: &Path, text: &str) -> Result<Case, String> {
         return Err("no `--- request` section".into());
     }
     if case.expect == Expect::Diverge
-        && case.coremesh_upstream.is_none()
-        && case.coremesh_client.is_none()
+        && case.coremesh_upstream.is_empty()
+        && case.coremesh_client.is_empty()
     {
         return Err(
             "`expect: diverge` needs a `coremesh upstream` or `coremesh client` section".into(),
@@ -205,13 +206,12 @@ fn finish(case: &mut Case, section: Option<Section>, bytes: &mut Vec<u8>, lines:
             let mut text = lines.join("\n");
             text.push('\n');
             lines.clear();
-            let slot = match which {
-                "coremesh upstream" => &mut case.coremesh_upstream,
-                "coremesh client" => &mut case.coremesh_client,
-                "nginx upstream" => &mut case.nginx_upstream,
-                _ => &mut case.nginx_client,
-            };
-            *slot = Some(text);
+            match which {
+                "coremesh upstream" => case.coremesh_upstream.push(text),
+                "coremesh client" => case.coremesh_client.push(text),
+                "nginx upstream" => case.nginx_upstream = Some(text),
+                _ => case.nginx_client = Some(text),
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! every byte each connection brought until that connection closed.
 //!
 //! A request is complete when [`message::read_request`] says so; bytes that do not form a
-//! request get no answer (they stay in the capture). When the script has run out, the
+//! request get no answer, and the upstream closes its side (they stay in the capture). When the script has run out, the
 //! connection is closed without an answer, so a proxy waiting for one fails fast (502) instead
 //! of waiting for its timeout.
 
@@ -147,7 +147,12 @@ fn serve(shared: &Shared, mut stream: TcpStream, id: usize) -> io::Result<()> {
         while answering {
             match message::read_request(&buf[parsed_to..]) {
                 MessageRead::Incomplete => break,
-                MessageRead::Invalid(_) => answering = false,
+                MessageRead::Invalid(_) => {
+                    // As a server would after a 400: no answer, and close, so the proxy
+                    // does not wait for its timeout.
+                    let _ = stream.shutdown(Shutdown::Write);
+                    answering = false;
+                }
                 MessageRead::Complete(_, used) => {
                     parsed_to += used;
                     let index = shared.next_response.fetch_add(1, Ordering::SeqCst);
