@@ -43,7 +43,7 @@ pub fn require_nginx() -> Option<PathBuf> {
     }
     panic!(
         "nginx is needed by this test and was not found (looked at ${BINARY_ENV}, the PATH \
-         and /usr/sbin/nginx); install it (apt-get install nginx-light) or set {OPT_OUT_ENV}=1 \
+         and /usr/sbin/nginx); install it (apt-get install nginx, or nginx-light) or set {OPT_OUT_ENV}=1 \
          to skip"
     );
 }
