@@ -6,6 +6,7 @@
 //!   on an idle connection);
 //! - [`client`]: a raw HTTP/1.1 client (exact bytes out, every framing in);
 //! - [`proxy`]: start the proxy in-process, run a test once per I/O driver, build configs;
+//! - [`nginx`]: Debian's nginx as a reference reverse proxy (differential tests);
 //! - [`load`]: keep-alive load that tells a clean stop from a failed request (shutdown tests);
 //! - [`data`]: reproducible bodies and checksums;
 //! - [`wire`]: the HTTP/1.1 reading both sides share;
@@ -17,6 +18,7 @@ pub mod client;
 pub mod data;
 pub mod live;
 pub mod load;
+pub mod nginx;
 pub mod otlp;
 pub mod prometheus;
 pub mod proxy;
