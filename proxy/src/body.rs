@@ -18,7 +18,9 @@ pub struct ChunkedScanner {
 enum State {
     #[default]
     Size,
-    /// After the size: optional whitespace and `;ext` up to CR.
+    /// Whitespace after the size: only more of it or `;` may follow (RFC 9112 §7.1.1).
+    SizeSpace,
+    /// A chunk extension (`;name=value`...) up to CR.
     Extension,
     SizeLf,
     Data,
@@ -91,12 +93,30 @@ impl ChunkedScanner {
                         self.size = (self.size << 4) | u64::from(digit);
                         self.size_digits += 1;
                     }
-                    b';' | b' ' | b'\t' if self.size_digits > 0 => {
+                    b';' if self.size_digits > 0 => {
                         self.state = State::Extension;
+                        self.trailer_line_len = 0;
+                    }
+                    b' ' | b'\t' if self.size_digits > 0 => {
+                        self.state = State::SizeSpace;
                         self.trailer_line_len = 0;
                     }
                     b'\r' if self.size_digits > 0 => self.state = State::SizeLf,
                     _ => return Err(ChunkError("invalid chunk size")),
+                },
+                State::SizeSpace => match b {
+                    b';' => self.state = State::Extension,
+                    b' ' | b'\t' => {
+                        self.trailer_line_len += 1;
+                        if self.trailer_line_len > MAX_LINE {
+                            return Err(ChunkError("chunk extension too long"));
+                        }
+                    }
+                    _ => {
+                        return Err(ChunkError(
+                            "whitespace after a chunk size not followed by ';'",
+                        ))
+                    }
                 },
                 State::Extension => match b {
                     b'\r' => self.state = State::SizeLf,
@@ -226,6 +246,21 @@ mod tests {
         assert!(scan_all(b"ffffffffffffffff\r\n").is_err());
         assert!(scan_all(b"3\r\nabcX").is_err());
         assert!(scan_all(b"3\nabc").is_err());
+    }
+
+    #[test]
+    fn whitespace_after_a_size_only_before_an_extension() {
+        assert!(scan_all(b"5 \r\nhello\r\n0\r\n\r\n").is_err());
+        assert!(scan_all(b"5\t\r\nhello\r\n0\r\n\r\n").is_err());
+        assert!(scan_all(b"5 x\r\nhello\r\n0\r\n\r\n").is_err());
+        let ok = b"5 \t;a=b\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(
+            scan_all(ok),
+            Ok(Scan {
+                consumed: ok.len(),
+                done: true
+            })
+        );
     }
 
     #[test]

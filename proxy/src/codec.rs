@@ -31,14 +31,14 @@ pub enum Framing {
 pub struct RequestHead {
     /// Bytes of the head including the final blank line.
     pub len: usize,
-    /// The request line without its line ending (leading empty lines skipped).
-    pub request_line: Range<usize>,
     pub method: Range<usize>,
     pub target: Range<usize>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     pub headers: Vec<HeaderRef>,
     pub framing: Option<Framing>,
+    /// The Content-Length the request declared (one value, however it was written).
+    pub content_length: Option<u64>,
     pub host: Option<Range<usize>>,
     /// The client asked to close the connection after this exchange.
     pub close: bool,
@@ -58,7 +58,11 @@ pub struct ResponseHead {
     /// The status line without its line ending (CRLF or a bare LF).
     pub status_line: Range<usize>,
     pub headers: Vec<HeaderRef>,
+    /// The Content-Length the response declared (one value, however it was written);
+    /// `None` when Transfer-Encoding overrides it.
     pub content_length: Option<u64>,
+    /// A Transfer-Encoding header is present: any Content-Length is not forwarded.
+    pub transfer_encoding: bool,
     pub chunked: bool,
     pub close: bool,
     pub connection_tokens: Vec<Range<usize>>,
@@ -90,17 +94,15 @@ fn offset_in(buf: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
-/// The first line of a head that starts at or after `from` (empty lines before it skipped,
-/// as httparse skips them), without its CRLF or bare LF. The head is complete, so the line
-/// ends inside it.
-fn first_line(buf: &[u8], from: usize, head_len: usize) -> Range<usize> {
+/// The first line of a head (empty lines before it skipped, as httparse skips them),
+/// without its CRLF or bare LF. The head is complete, so the line ends inside it.
+fn first_line(buf: &[u8], head_len: usize) -> Range<usize> {
     let head = &buf[..head_len.min(buf.len())];
-    let start = from
-        + head[from.min(head.len())..]
-            .iter()
-            .position(|&b| b != b'\r' && b != b'\n')
-            .unwrap_or(0);
-    let end = head[start.min(head.len())..]
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
+    let end = head[start..]
         .iter()
         .position(|&b| b == b'\n')
         .map_or(head.len(), |i| start + i);
@@ -274,7 +276,6 @@ fn parse_request_inner<'b>(
     }
     head.method = offset_in(buf, method.as_bytes());
     head.target = offset_in(buf, path.as_bytes());
-    head.request_line = first_line(buf, head.method.start, len);
     head.minor_version = version;
     let mut content_length: Option<u64> = None;
     let mut saw_cl = false;
@@ -350,6 +351,7 @@ fn parse_request_inner<'b>(
     // HTTP/1.0 keep-alive is not offered: the proxy closes after each 1.0 exchange.
     head.close = connection.close || version == 0;
     head.upgrade = upgrade_header && connection.upgrade && version == 1;
+    head.content_length = content_length;
     head.framing = Some(if saw_te {
         Framing::Chunked
     } else {
@@ -365,7 +367,7 @@ fn parse_request_inner<'b>(
 /// well-formed `HTTP/<digit>.<digit>` that coremesh does not speak (RFC 9112 §2.3), 400 for
 /// anything malformed (a lower-case name, extra characters, a missing version).
 fn version_error(buf: &[u8]) -> HeadError {
-    let line = &buf[first_line(buf, 0, buf.len())];
+    let line = &buf[first_line(buf, buf.len())];
     let mut parts = line.split(|&b| b == b' ');
     let well_formed = matches!(
         (parts.next(), parts.next(), parts.next(), parts.next()),
@@ -455,7 +457,7 @@ fn parse_response_inner<'b>(
     };
     head.status = code;
     head.minor_version = version;
-    head.status_line = first_line(buf, 0, len);
+    head.status_line = first_line(buf, len);
     let mut saw_te = false;
     let mut connection = ConnectionOptions::default();
     for h in res.headers.iter() {
@@ -483,6 +485,12 @@ fn parse_response_inner<'b>(
         } else if eq_ignore_case(name, b"connection") {
             connection.read(buf, h.value, &mut head.connection_tokens);
         }
+    }
+    head.transfer_encoding = saw_te;
+    if saw_te && version == 0 {
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
+        // it is read as it says and the connection closed after it.
+        head.close = true;
     }
     if saw_te {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); such a connection

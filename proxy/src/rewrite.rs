@@ -3,7 +3,7 @@
 //! proxy must add. Also the proxy's own error responses.
 
 use crate::codec::{
-    is_hop_by_hop, listed_in_connection, split_absolute_form, RequestHead, ResponseHead,
+    is_hop_by_hop, listed_in_connection, split_absolute_form, HeaderRef, RequestHead, ResponseHead,
 };
 use crate::error::reason_phrase;
 use std::io::Write;
@@ -27,24 +27,36 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
     out.clear();
     let target = &buf[head.target.clone()];
     let absolute = split_absolute_form(target);
+    // RFC 9110 §6.2: the proxy sends its own version. An HTTP/1.0 request without a Host
+    // stays 1.0: an HTTP/1.1 request would need a Host nobody gave.
+    let version: &[u8] = if head.minor_version == 1 || head.host.is_some() || absolute.is_some() {
+        b"HTTP/1.1"
+    } else {
+        b"HTTP/1.0"
+    };
+    out.extend_from_slice(&buf[head.method.clone()]);
+    out.push(b' ');
     match &absolute {
         // Toward the upstream the target goes in origin-form, with a Host generated from
         // the target in place of any received one (RFC 9112 §3.2.2).
-        Some((host, rest)) => {
-            let (host, rest) = (&target[host.clone()], &target[*rest..]);
-            out.extend_from_slice(&buf[head.method.clone()]);
-            out.extend_from_slice(b" ");
+        Some((_, rest)) => {
+            let rest = &target[*rest..];
             if !rest.starts_with(b"/") {
                 out.push(b'/');
             }
             out.extend_from_slice(rest);
-            let _ = write!(out, " HTTP/1.{}\r\nHost: ", head.minor_version);
-            out.extend_from_slice(host);
         }
-        // The request line as received, with CRLF whatever line ending it came with.
-        None => out.extend_from_slice(&buf[head.request_line.clone()]),
+        None => out.extend_from_slice(target),
     }
+    out.push(b' ');
+    out.extend_from_slice(version);
     out.extend_from_slice(b"\r\n");
+    if let Some((host, _)) = &absolute {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(&target[host.clone()]);
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut content_length = ContentLengthLine::new(head.content_length);
     let mut xff: Option<&[u8]> = None;
     for h in &head.headers {
         let name = &buf[h.name.clone()];
@@ -60,6 +72,10 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
         if listed_in_connection(buf, &head.connection_tokens, name)
             || name.eq_ignore_ascii_case(b"expect")
         {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            content_length.push(buf, h, out);
             continue;
         }
         if add.strip_trace
@@ -112,8 +128,19 @@ pub fn response_head(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    out.extend_from_slice(&buf[head.status_line.clone()]);
+    // RFC 9110 §6.2: the proxy's own version; the status code and reason as received.
+    let status_line = &buf[head.status_line.clone()];
+    match status_line.get(b"HTTP/1.x".len()..) {
+        Some(code_and_reason) => {
+            out.extend_from_slice(b"HTTP/1.1");
+            out.extend_from_slice(code_and_reason);
+        }
+        None => out.extend_from_slice(status_line),
+    }
     out.extend_from_slice(b"\r\n");
+    // With Transfer-Encoding present no Content-Length goes on (RFC 9112 §6.3).
+    let mut content_length =
+        ContentLengthLine::new(head.content_length.filter(|_| !head.transfer_encoding));
     for h in &head.headers {
         let name = &buf[h.name.clone()];
         if is_hop_by_hop(name) {
@@ -127,6 +154,10 @@ pub fn response_head(
         {
             continue;
         }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            content_length.push(buf, h, out);
+            continue;
+        }
         push_line(out, &buf[h.line.clone()]);
     }
     if upgrade {
@@ -138,6 +169,37 @@ pub fn response_head(
         out.extend_from_slice(b"Via: 1.1 coremesh\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Content-Length goes on as one field with one value (RFC 9110 §8.6): the first line as
+/// received when it is that already, else the first name with the value the parser
+/// settled on; repeated lines are dropped. `None`: no Content-Length goes on at all.
+struct ContentLengthLine {
+    value: Option<u64>,
+    written: bool,
+}
+
+impl ContentLengthLine {
+    fn new(value: Option<u64>) -> Self {
+        ContentLengthLine {
+            value,
+            written: false,
+        }
+    }
+
+    fn push(&mut self, buf: &[u8], h: &HeaderRef, out: &mut Vec<u8>) {
+        let Some(n) = self.value.filter(|_| !self.written) else {
+            return;
+        };
+        self.written = true;
+        let value = &buf[h.value.clone()];
+        if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
+            push_line(out, &buf[h.line.clone()]);
+        } else {
+            out.extend_from_slice(&buf[h.name.clone()]);
+            let _ = write!(out, ": {n}\r\n");
+        }
+    }
 }
 
 fn push_line(out: &mut Vec<u8>, line: &[u8]) {
@@ -259,6 +321,76 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "GET /?x HTTP/1.1\r\nHost: b.example:81\r\nX-A: 1\r\n\r\n"
+        );
+    }
+
+    fn rewrite_request(raw: &[u8]) -> String {
+        let mut head = RequestHead::default();
+        parse_request(raw, 4096, &mut HeaderScratch::new(16), &mut head).unwrap();
+        let mut out = Vec::new();
+        let add = RequestAdditions {
+            forwarded_for: None,
+            strip_trace: false,
+            via: false,
+            extra: b"",
+        };
+        request_head(raw, &head, &add, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn rewrite_response(raw: &[u8]) -> String {
+        let mut head = ResponseHead::default();
+        parse_response(raw, 4096, &mut HeaderScratch::new(16), &mut head).unwrap();
+        let mut out = Vec::new();
+        response_head(raw, &head, false, false, false, false, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_proxy_sends_its_own_version() {
+        assert_eq!(
+            rewrite_request(b"GET /v HTTP/1.0\r\nHost: a\r\n\r\n"),
+            "GET /v HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_request(b"\r\nGET /v HTTP/1.0\r\n\r\n"),
+            "GET /v HTTP/1.0\r\nConnection: close\r\n\r\n",
+            "without a Host an HTTP/1.0 request stays 1.0"
+        );
+        assert_eq!(
+            rewrite_response(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi"),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_response(b"HTTP/1.1 599 \r\n\r\n"),
+            "HTTP/1.1 599 \r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn content_length_goes_on_as_one_value() {
+        assert_eq!(
+            rewrite_request(
+                b"POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5, 5\r\nX: 1\r\nContent-Length: 5\r\n\r\n"
+            ),
+            "POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nX: 1\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_request(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_response(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n"
+            ),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_response(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "Transfer-Encoding overrides Content-Length, which is not forwarded"
         );
     }
 

@@ -233,22 +233,6 @@ fn mutated_heads_never_panic_and_offsets_stay_in_bounds() {
 }
 
 #[test]
-fn request_line_ends_at_its_own_line_ending() {
-    // No header lines: the request line ends at its CRLF, not at the blank line.
-    let raw = b"GET /a HTTP/1.0\r\n\r\n";
-    let (_, h) = req(raw).unwrap();
-    assert_eq!(&raw[h.request_line.clone()], b"GET /a HTTP/1.0");
-    // Bare LF line endings.
-    let raw = b"GET /b HTTP/1.1\nHost: a\n\n";
-    let (_, h) = req(raw).unwrap();
-    assert_eq!(&raw[h.request_line.clone()], b"GET /b HTTP/1.1");
-    // Empty lines before the request line are skipped (RFC 9112 §2.2).
-    let raw = b"\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n";
-    let (_, h) = req(raw).unwrap();
-    assert_eq!(&raw[h.request_line.clone()], b"GET /c HTTP/1.1");
-}
-
-#[test]
 fn status_line_of_a_bare_lf_head() {
     let mut scratch = HeaderScratch::new(64);
     let mut head = ResponseHead::default();
@@ -329,5 +313,18 @@ fn absolute_form_targets_split_into_host_and_the_rest() {
         status_of(b"GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n"),
         400,
         "an absolute-form target needs a host"
+    );
+}
+
+#[test]
+fn transfer_encoding_in_an_http_1_0_response_ends_the_connection() {
+    let mut scratch = HeaderScratch::new(64);
+    let mut head = ResponseHead::default();
+    let raw = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+    parse_response(raw, 1024, &mut scratch, &mut head).unwrap();
+    assert_eq!(head.framing(false), Framing::Chunked);
+    assert!(
+        head.close,
+        "the connection is not reused after faulty framing"
     );
 }
