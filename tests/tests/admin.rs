@@ -11,7 +11,7 @@
 //! The server never blocks: 50 clients that stall in the middle of their heads do not hold
 //! up `/live` and `/ready` (and each is answered once it finishes); a head that never ends
 //! is closed by the whole-request timeout, also when it trickles in; the connection cap
-//! answers `200` at the cap and `503` one over it.
+//! answers `200` at the cap and `503` one over it, and closes unanswered past twice the cap.
 //!
 //! Not covered here: `/shutdown` and `PUT /log-level` refused (403) from a non-loopback
 //! peer. The admin server binds 127.0.0.1 in tests, so every peer is loopback; that decision
@@ -793,6 +793,24 @@ fn the_connection_cap_serves_at_the_cap_and_answers_503_one_over() {
         );
         assert!(r.has_connection_close());
         assert!(over.is_closed_by_peer(), "closed after the 503");
+
+        // An over-cap connection keeps its own slot until its client closes; with CAP of
+        // those open too, one more connection is closed at once, unanswered.
+        let mut refused = vec![over];
+        for _ in 1..CAP {
+            let mut c = Client::connect(admin).expect("connect to the admin server");
+            c.set_read_timeout(HANG_BOUND).unwrap();
+            c.send_request("GET", "/ready", &[], None).unwrap();
+            assert_eq!(c.read_response(false).expect("a 503").status, 503);
+            refused.push(c);
+        }
+        let mut unanswered = Client::connect(admin).expect("connect to the admin server");
+        unanswered.set_read_timeout(HANG_BOUND).unwrap();
+        assert!(
+            unanswered.is_closed_by_peer(),
+            "over twice the cap: closed without an answer"
+        );
+        drop(refused);
 
         // A stalled client that finishes is answered, and its slot is free again once its
         // connection has closed.
