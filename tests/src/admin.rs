@@ -354,3 +354,26 @@ pub fn trickle_until_closed(
         std::thread::sleep(every);
     }
 }
+
+/// A connection to the admin server with a small receive buffer that has sent `GET path`
+/// and reads nothing yet: an answer larger than the socket buffers stalls the server's write.
+pub fn non_reading_admin_client(admin: SocketAddr, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(admin),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("a socket: {e}"));
+    socket
+        .set_recv_buffer_size(4096)
+        .unwrap_or_else(|e| panic!("a small receive buffer: {e}"));
+    socket
+        .connect_timeout(&admin.into(), client::DEFAULT_IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to the admin server {admin}: {e}"));
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .write_all(&client::build_request("GET", path, &[], None))
+        .unwrap_or_else(|e| panic!("send GET {path}: {e}"));
+    stream
+}

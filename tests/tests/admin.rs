@@ -11,7 +11,8 @@
 //! The server never blocks: 50 clients that stall in the middle of their heads do not hold
 //! up `/live` and `/ready` (and each is answered once it finishes); a head that never ends
 //! is closed by the whole-request timeout, also when it trickles in; the connection cap
-//! answers `200` at the cap and `503` one over it, and closes unanswered past twice the cap.
+//! answers `200` at the cap and `503` one over it, and closes unanswered past twice the cap;
+//! a client that stops reading its answer is closed by the write timeout.
 //!
 //! Not covered here: `/shutdown` and `PUT /log-level` refused (403) from a non-loopback
 //! peer. The admin server binds 127.0.0.1 in tests, so every peer is loopback; that decision
@@ -20,9 +21,9 @@
 use coremesh::admin::LogLevel;
 use coremesh_discovery::{BalanceKind, Config};
 use coremesh_tests::admin::{
-    admin_get_within, finish_stalled_head, stalled_admin_client, start_with_admin,
-    start_with_admin_and_log_level, trickle_until_closed, wait_for_admin, AdminProxy,
-    EndpointEntry, ADMIN_WAIT,
+    admin_get_within, finish_stalled_head, non_reading_admin_client, stalled_admin_client,
+    start_with_admin, start_with_admin_and_log_level, trickle_until_closed, wait_for_admin,
+    AdminProxy, EndpointEntry, ADMIN_WAIT,
 };
 use coremesh_tests::client::Client;
 use coremesh_tests::prometheus::Exposition;
@@ -820,5 +821,45 @@ fn the_connection_cap_serves_at_the_cap_and_answers_503_one_over() {
         assert!(done.is_closed_by_peer());
         let again = admin_get_within(admin, "/ready", HANG_BOUND);
         assert_eq!(again.status, 200, "{}", again.body_text());
+    });
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_by_the_write_timeout() {
+    use std::io::Read;
+    for_each_driver(|driver| {
+        // Far larger than any socket buffer, so the write stalls when the client stops.
+        const EXTRA: usize = 32 * 1024 * 1024;
+        let upstream = Upstream::fixed(200, b"ok");
+        let mut config = one_service(&[upstream.addr()]);
+        config.proxy.admin_max_connections = 1;
+        config.proxy.admin_write_timeout_ms = 200;
+        let proxy = start_with_admin(driver, config);
+        proxy.set_extra_metrics(Box::new(|| "#".repeat(EXTRA)));
+        let mut stalled = non_reading_admin_client(proxy.admin(), "/metrics");
+
+        // The stalled answer holds the only slot (503) until the write timeout frees it.
+        wait_for_admin(|| {
+            let r = admin_get_within(proxy.admin(), "/live", HANG_BOUND);
+            (
+                (r.status == 200).then_some(()),
+                format!("{} {}", r.status, r.body_text()),
+            )
+        })
+        .unwrap_or_else(|last| panic!("the slot was never freed; last answer: {last}"));
+
+        // The stalled client gets what was sent before the server gave up: a part.
+        stalled.set_read_timeout(Some(HANG_BOUND)).unwrap();
+        let mut got = Vec::new();
+        match stalled.read_to_end(&mut got) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("reading the abandoned answer: {e}"),
+        }
+        assert!(
+            got.len() < EXTRA,
+            "the answer was cut short, got {} bytes",
+            got.len()
+        );
     });
 }
