@@ -340,3 +340,34 @@ tunnel_idle_timeout_ms = 0
         )
     );
 }
+
+/// The `[proxy]` example of `docs/configuration.md` parses, and shows the admin limits and
+/// the tunnel idle timeout at their defaults.
+#[test]
+fn the_documented_proxy_example_shows_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let block = text
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|block| block.starts_with("[proxy]\n"))
+        .unwrap_or_else(|| panic!("{path} has no [proxy] example"));
+    let config = parse_config(block, "configuration.md")
+        .unwrap_or_else(|e| panic!("the [proxy] example: {e}"));
+    let p = config.proxy;
+    assert_eq!(
+        (
+            p.admin_request_timeout_ms,
+            p.admin_write_timeout_ms,
+            p.admin_max_connections,
+            p.tunnel_idle_timeout_ms,
+        ),
+        (
+            DEFAULT_ADMIN_REQUEST_TIMEOUT_MS,
+            DEFAULT_ADMIN_WRITE_TIMEOUT_MS,
+            DEFAULT_ADMIN_MAX_CONNECTIONS,
+            DEFAULT_TUNNEL_IDLE_TIMEOUT_MS,
+        )
+    );
+}

@@ -247,8 +247,11 @@ impl AdminShared {
 
 #[cfg(test)]
 mod tests {
-    use super::refusal;
+    use super::{answer, refusal, AdminRequest, AdminShared, LogLevel};
+    use coremesh_discovery::Config;
     use std::net::IpAddr;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
@@ -277,5 +280,60 @@ mod tests {
         assert_eq!(refusal("PUT", "/log-level", remote, true).unwrap().0, 403);
         assert_eq!(refusal("GET", "/metrics", remote, false), None);
         assert_eq!(refusal("GET", "/log-level", remote, false), None);
+    }
+
+    /// A log filter that remembers what it was set to.
+    struct FakeLog(Mutex<String>);
+
+    impl LogLevel for FakeLog {
+        fn get(&self) -> String {
+            self.0.lock().map(|f| f.clone()).unwrap_or_default()
+        }
+        fn set(&self, filter: &str) -> Result<(), String> {
+            *self.0.lock().map_err(|e| e.to_string())? = filter.to_string();
+            Ok(())
+        }
+    }
+
+    fn request(method: &str, path: &str, body: &[u8]) -> AdminRequest {
+        AdminRequest {
+            method: method.into(),
+            path: path.into(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn answers_change_state_only_for_loopback_peers() {
+        let log = Arc::new(FakeLog(Mutex::new("info".into())));
+        let mut config = Config::default();
+        config.proxy.admin_shutdown = true;
+        let (shutdown_requests, _rx) = crossbeam_channel::unbounded();
+        let shared = AdminShared {
+            config: Mutex::new(config),
+            controls: Vec::new(),
+            ready: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            shutdown_requests,
+            log_level: Some(log.clone()),
+            metrics: Box::new(|_| String::new()),
+            extra_metrics: Mutex::new(None),
+        };
+        let remote = ip("10.1.2.3");
+        let put = request("PUT", "/log-level", b"debug\n");
+        let shutdown = request("POST", "/shutdown", b"");
+
+        let refused = answer(&put, remote, &shared);
+        assert_eq!((refused.status, log.get().as_str()), (403, "info"));
+        let refused = answer(&shutdown, remote, &shared);
+        assert_eq!((refused.status, refused.then_shutdown), (403, false));
+        // Reading is open to every peer.
+        let read = answer(&request("GET", "/log-level", b""), remote, &shared);
+        assert_eq!((read.status, read.body.as_str()), (200, "info\n"));
+
+        let changed = answer(&put, ip("::1"), &shared);
+        assert_eq!((changed.status, log.get().as_str()), (200, "debug"));
+        let accepted = answer(&shutdown, ip("127.0.0.1"), &shared);
+        assert_eq!((accepted.status, accepted.then_shutdown), (202, true));
     }
 }

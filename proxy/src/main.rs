@@ -66,6 +66,15 @@ enum Command {
         /// Admin server address (e.g. 127.0.0.1:4191).
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// A whole admin request must arrive within this many milliseconds.
+        #[arg(long, default_value_t = coremesh_discovery::DEFAULT_ADMIN_REQUEST_TIMEOUT_MS)]
+        admin_request_timeout_ms: u64,
+        /// An admin answer must be written within this many milliseconds.
+        #[arg(long, default_value_t = coremesh_discovery::DEFAULT_ADMIN_WRITE_TIMEOUT_MS)]
+        admin_write_timeout_ms: u64,
+        /// Admin connections served at once; one more is answered 503.
+        #[arg(long, default_value_t = coremesh_discovery::DEFAULT_ADMIN_MAX_CONNECTIONS)]
+        admin_max_connections: usize,
         /// Worker cores (default: one per available CPU).
         #[arg(long)]
         cores: Option<usize>,
@@ -112,6 +121,9 @@ fn main() -> ExitCode {
             listen,
             to,
             admin,
+            admin_request_timeout_ms,
+            admin_write_timeout_ms,
+            admin_max_connections,
             cores,
             driver,
             grace_ms,
@@ -131,6 +143,10 @@ fn main() -> ExitCode {
             for route in &mut config.routes {
                 route.retry_on = retry_on.clone();
             }
+            config.proxy.admin = admin;
+            config.proxy.admin_request_timeout_ms = admin_request_timeout_ms;
+            config.proxy.admin_write_timeout_ms = admin_write_timeout_ms;
+            config.proxy.admin_max_connections = admin_max_connections;
             let problems = coremesh_discovery::validate(&config);
             if !problems.is_empty() {
                 for p in &problems {
@@ -138,7 +154,6 @@ fn main() -> ExitCode {
                 }
                 return ExitCode::from(2);
             }
-            config.proxy.admin = admin;
             config.proxy.cores = cores.unwrap_or(0);
             config.proxy.driver = driver.into();
             if let Some(g) = grace_ms {

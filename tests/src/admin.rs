@@ -263,3 +263,120 @@ fn entry(service: &str, e: &serde_json::Value) -> Result<EndpointEntry, String> 
         ejections: count("ejections")?,
     })
 }
+
+/// The start of a `GET /live` head without its final blank line: what a slow admin client
+/// has sent when it stalls. [`finish_stalled_head`] completes it.
+pub const STALLED_HEAD: &[u8] = b"GET /live HTTP/1.1\r\nHost: admin\r\n";
+
+/// A client that sent [`STALLED_HEAD`] to the admin server and stalls; reads and writes
+/// time out after `bound` (a generous bound that only turns a hang into a failure).
+pub fn stalled_admin_client(admin: SocketAddr, bound: Duration) -> client::Client {
+    let mut c = client::Client::connect(admin)
+        .unwrap_or_else(|e| panic!("connect to the admin server {admin}: {e}"));
+    c.set_read_timeout(bound)
+        .unwrap_or_else(|e| panic!("set a read timeout: {e}"));
+    c.send_raw(STALLED_HEAD)
+        .unwrap_or_else(|e| panic!("send a partial head to {admin}: {e}"));
+    c
+}
+
+/// Send the blank line that ends a [`stalled_admin_client`]'s head and read the answer.
+pub fn finish_stalled_head(c: &mut client::Client) -> RawResponse {
+    c.send_raw(b"\r\n")
+        .unwrap_or_else(|e| panic!("finish a stalled head: {e}"));
+    c.read_response(false)
+        .unwrap_or_else(|e| panic!("the answer to a finished head: {e}"))
+}
+
+/// One `GET path` on a new admin connection that waits up to `bound` for the answer.
+pub fn admin_get_within(admin: SocketAddr, path: &str, bound: Duration) -> RawResponse {
+    let mut c = client::Client::connect(admin)
+        .unwrap_or_else(|e| panic!("connect to the admin server {admin}: {e}"));
+    c.set_read_timeout(bound)
+        .unwrap_or_else(|e| panic!("set a read timeout: {e}"));
+    c.send_request("GET", path, &[], None)
+        .unwrap_or_else(|e| panic!("send GET {path}: {e}"));
+    c.read_response(false)
+        .unwrap_or_else(|e| panic!("GET {path} not answered within {bound:?}: {e}"))
+}
+
+/// How a trickling client's connection ended.
+#[derive(Debug)]
+pub struct TrickleEnd {
+    /// Header bytes sent before the server closed.
+    pub bytes_sent: usize,
+    /// What the server sent before closing (may be lost when the close resets).
+    pub received: Vec<u8>,
+}
+
+/// Send the start of a head, then one more header byte every `every`, never ending the
+/// head, until the server closes the connection; `Err` if it is still open after `bound`.
+/// A per-read timeout longer than `every` never closes such a client; a whole-request
+/// timeout does.
+pub fn trickle_until_closed(
+    admin: SocketAddr,
+    every: Duration,
+    bound: Duration,
+) -> Result<TrickleEnd, String> {
+    use std::io::{ErrorKind, Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, client::DEFAULT_IO_TIMEOUT)
+        .map_err(|e| format!("connect to {admin}: {e}"))?;
+    let start = b"GET /live HTTP/1.1\r\nHost: admin\r\nx-slow: ";
+    stream
+        .write_all(start)
+        .map_err(|e| format!("send the start of a head: {e}"))?;
+    stream
+        .set_nonblocking(true)
+        .map_err(|e| format!("set non-blocking: {e}"))?;
+    let mut end = TrickleEnd {
+        bytes_sent: start.len(),
+        received: Vec::new(),
+    };
+    let deadline = Instant::now() + bound;
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(end),
+            Ok(n) => end.received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return Ok(end), // reset: closed
+        }
+        if end.received.is_empty() {
+            match stream.write(b"a") {
+                Ok(n) => end.bytes_sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return Ok(end), // broken pipe or reset: closed
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "still open after {bound:?} and {} bytes sent",
+                end.bytes_sent
+            ));
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// A connection to the admin server with a small receive buffer that has sent `GET path`
+/// and reads nothing yet: an answer larger than the socket buffers stalls the server's write.
+pub fn non_reading_admin_client(admin: SocketAddr, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(admin),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("a socket: {e}"));
+    socket
+        .set_recv_buffer_size(4096)
+        .unwrap_or_else(|e| panic!("a small receive buffer: {e}"));
+    socket
+        .connect_timeout(&admin.into(), client::DEFAULT_IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to the admin server {admin}: {e}"));
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .write_all(&client::build_request("GET", path, &[], None))
+        .unwrap_or_else(|e| panic!("send GET {path}: {e}"));
+    stream
+}

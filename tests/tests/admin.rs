@@ -8,15 +8,22 @@
 //! shows has reached what it sent — cores report at their tick and may record an outcome
 //! just after the client read the response — then asserts equality.
 //!
+//! The server never blocks: 50 clients that stall in the middle of their heads do not hold
+//! up `/live` and `/ready` (and each is answered once it finishes); a head that never ends
+//! is closed by the whole-request timeout, also when it trickles in; the connection cap
+//! answers `200` at the cap and `503` one over it, and closes unanswered past twice the cap;
+//! a client that stops reading its answer is closed by the write timeout.
+//!
 //! Not covered here: `/shutdown` and `PUT /log-level` refused (403) from a non-loopback
 //! peer. The admin server binds 127.0.0.1 in tests, so every peer is loopback; that decision
-//! needs a unit test in `proxy/src/admin.rs`.
+//! is unit-tested in `proxy/src/admin.rs` (through the same function that answers).
 
 use coremesh::admin::LogLevel;
 use coremesh_discovery::{BalanceKind, Config};
 use coremesh_tests::admin::{
-    start_with_admin, start_with_admin_and_log_level, wait_for_admin, AdminProxy, EndpointEntry,
-    ADMIN_WAIT,
+    admin_get_within, finish_stalled_head, non_reading_admin_client, stalled_admin_client,
+    start_with_admin, start_with_admin_and_log_level, trickle_until_closed, wait_for_admin,
+    AdminProxy, EndpointEntry, ADMIN_WAIT,
 };
 use coremesh_tests::client::Client;
 use coremesh_tests::prometheus::Exposition;
@@ -682,4 +689,177 @@ fn top_says_why_it_cannot_read() {
         format!("{e:#}").contains("cannot connect to the admin server"),
         "{e:#}"
     );
+}
+
+/// Only turns a hang into a failure; nothing here is expected to come near it.
+const HANG_BOUND: Duration = Duration::from_secs(30);
+
+#[test]
+fn fifty_stalled_admin_clients_do_not_hold_up_live_and_ready() {
+    const STALLED: usize = 50;
+    // The default cap leaves room for the probes.
+    const { assert!(coremesh_discovery::DEFAULT_ADMIN_MAX_CONNECTIONS > STALLED + 1) };
+    for_each_driver(|driver| {
+        let upstream = Upstream::fixed(200, b"ok");
+        let mut config = one_service(&[upstream.addr()]);
+        // Far longer than the test: the stalled clients stay open throughout.
+        config.proxy.admin_request_timeout_ms = 10 * 60 * 1000;
+        let proxy = start_with_admin(driver, config);
+        let mut stalled: Vec<_> = (0..STALLED)
+            .map(|_| stalled_admin_client(proxy.admin(), HANG_BOUND))
+            .collect();
+        // Served one at a time, these would wait behind every stalled client.
+        let ready = admin_get_within(proxy.admin(), "/ready", HANG_BOUND);
+        assert_eq!((ready.status, ready.body_text().as_str()), (200, "ready\n"));
+        let live = admin_get_within(proxy.admin(), "/live", HANG_BOUND);
+        assert_eq!((live.status, live.body_text().as_str()), (200, "live\n"));
+        // Each stalled client was held open, and is answered once its head is complete.
+        let answered: Vec<(u16, String)> = stalled
+            .iter_mut()
+            .map(|c| {
+                let r = finish_stalled_head(c);
+                (r.status, r.body_text())
+            })
+            .collect();
+        assert_eq!(answered, vec![(200, "live\n".to_string()); STALLED]);
+    });
+}
+
+#[test]
+fn a_head_that_never_ends_is_closed_by_the_whole_request_timeout() {
+    for_each_driver(|driver| {
+        let upstream = Upstream::fixed(200, b"ok");
+        let mut config = one_service(&[upstream.addr()]);
+        config.proxy.admin_request_timeout_ms = 200;
+        let proxy = start_with_admin(driver, config);
+
+        // Stalls after part of its head: 408, then the connection is closed.
+        let mut c = stalled_admin_client(proxy.admin(), HANG_BOUND);
+        let r = c.read_response(false).expect("a 408 before the close");
+        assert_eq!(
+            (r.status, r.body_text().as_str()),
+            (408, "request not received within 200 ms\n")
+        );
+        assert!(c.is_closed_by_peer(), "closed after the 408");
+
+        // Sends a byte of its head every 20 ms, never ending it: no read waits long, but
+        // the whole request is late, so it is closed all the same.
+        let end = trickle_until_closed(proxy.admin(), Duration::from_millis(20), HANG_BOUND)
+            .unwrap_or_else(|e| panic!("a trickling head was never closed: {e}"));
+        let text = String::from_utf8_lossy(&end.received);
+        assert!(
+            end.received.is_empty() || text.starts_with("HTTP/1.1 408 "),
+            "only a 408 may precede the close, got {text:?}"
+        );
+
+        // The server still answers.
+        assert_eq!(proxy.get("/live").status, 200);
+    });
+}
+
+#[test]
+fn the_connection_cap_serves_at_the_cap_and_answers_503_one_over() {
+    for_each_driver(|driver| {
+        const CAP: usize = 3;
+        let upstream = Upstream::fixed(200, b"ok");
+        let mut config = one_service(&[upstream.addr()]);
+        config.proxy.admin_max_connections = CAP;
+        config.proxy.admin_request_timeout_ms = 10 * 60 * 1000;
+        let proxy = start_with_admin(driver, config);
+        let admin = proxy.admin();
+
+        // CAP - 1 stalled connections: one more is the CAP-th, and is served.
+        let mut stalled: Vec<_> = (0..CAP - 1)
+            .map(|_| stalled_admin_client(admin, HANG_BOUND))
+            .collect();
+        let at_cap = admin_get_within(admin, "/live", HANG_BOUND);
+        assert_eq!(
+            (at_cap.status, at_cap.body_text().as_str()),
+            (200, "live\n")
+        );
+
+        // CAP stalled connections: the next one is over the cap. Connections are accepted in
+        // order, so the stalled ones hold every slot when it arrives.
+        stalled.push(stalled_admin_client(admin, HANG_BOUND));
+        let mut over = Client::connect(admin).expect("connect to the admin server");
+        over.set_read_timeout(HANG_BOUND).unwrap();
+        over.send_request("GET", "/ready", &[], None).unwrap();
+        let r = over.read_response(false).expect("a 503 over the cap");
+        assert_eq!(
+            (r.status, r.body_text().as_str()),
+            (
+                503,
+                "too many admin connections (proxy.admin_max_connections = 3)\n"
+            )
+        );
+        assert!(r.has_connection_close());
+        assert!(over.is_closed_by_peer(), "closed after the 503");
+
+        // An over-cap connection keeps its own slot until its client closes; with CAP of
+        // those open too, one more connection is closed at once, unanswered.
+        let mut refused = vec![over];
+        for _ in 1..CAP {
+            let mut c = Client::connect(admin).expect("connect to the admin server");
+            c.set_read_timeout(HANG_BOUND).unwrap();
+            c.send_request("GET", "/ready", &[], None).unwrap();
+            assert_eq!(c.read_response(false).expect("a 503").status, 503);
+            refused.push(c);
+        }
+        let mut unanswered = Client::connect(admin).expect("connect to the admin server");
+        unanswered.set_read_timeout(HANG_BOUND).unwrap();
+        assert!(
+            unanswered.is_closed_by_peer(),
+            "over twice the cap: closed without an answer"
+        );
+        drop(refused);
+
+        // A stalled client that finishes is answered, and its slot is free again once its
+        // connection has closed.
+        let mut done = stalled.remove(0);
+        let r = finish_stalled_head(&mut done);
+        assert_eq!((r.status, r.body_text().as_str()), (200, "live\n"));
+        assert!(done.is_closed_by_peer());
+        let again = admin_get_within(admin, "/ready", HANG_BOUND);
+        assert_eq!(again.status, 200, "{}", again.body_text());
+    });
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_by_the_write_timeout() {
+    use std::io::Read;
+    for_each_driver(|driver| {
+        // Far larger than any socket buffer, so the write stalls when the client stops.
+        const EXTRA: usize = 32 * 1024 * 1024;
+        let upstream = Upstream::fixed(200, b"ok");
+        let mut config = one_service(&[upstream.addr()]);
+        config.proxy.admin_max_connections = 1;
+        config.proxy.admin_write_timeout_ms = 200;
+        let proxy = start_with_admin(driver, config);
+        proxy.set_extra_metrics(Box::new(|| "#".repeat(EXTRA)));
+        let mut stalled = non_reading_admin_client(proxy.admin(), "/metrics");
+
+        // The stalled answer holds the only slot (503) until the write timeout frees it.
+        wait_for_admin(|| {
+            let r = admin_get_within(proxy.admin(), "/live", HANG_BOUND);
+            (
+                (r.status == 200).then_some(()),
+                format!("{} {}", r.status, r.body_text()),
+            )
+        })
+        .unwrap_or_else(|last| panic!("the slot was never freed; last answer: {last}"));
+
+        // The stalled client gets what was sent before the server gave up: a part.
+        stalled.set_read_timeout(Some(HANG_BOUND)).unwrap();
+        let mut got = Vec::new();
+        match stalled.read_to_end(&mut got) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("reading the abandoned answer: {e}"),
+        }
+        assert!(
+            got.len() < EXTRA,
+            "the answer was cut short, got {} bytes",
+            got.len()
+        );
+    });
 }

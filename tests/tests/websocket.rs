@@ -1,10 +1,14 @@
 //! End-to-end WebSocket through the proxy, on both drivers: an `Upgrade: websocket` request
-//! gets the upstream's 101, then bytes are tunnelled both ways until the client closes.
+//! gets the upstream's 101, then bytes are tunnelled both ways until the client closes; a
+//! tunnel idle both ways past `proxy.tunnel_idle_timeout_ms` is closed while an active one
+//! stays open.
 
 use coremesh_tests::client::Client;
 use coremesh_tests::data::pseudo_random_bytes;
 use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
 use coremesh_tests::upstream::{Action, Upstream};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// RFC 6455 §1.3's example key and its accept value.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -86,6 +90,73 @@ fn websocket_upgrade_then_bytes_echo_both_ways() {
             upstream.requests_received(),
             1,
             "nothing after the upgrade was parsed as HTTP"
+        );
+    });
+}
+
+/// Only turns a hang into a failure; nothing here is expected to come near it.
+const HANG_BOUND: Duration = Duration::from_secs(30);
+
+/// A client whose connection through the proxy at `addr` has been upgraded (101).
+fn upgraded(addr: SocketAddr) -> Client {
+    let mut c = Client::connect(addr).expect("connect to the proxy");
+    c.set_read_timeout(HANG_BOUND).unwrap();
+    c.send_raw(&upgrade_request()).unwrap();
+    let response = c.read_response(false).expect("the upgrade response");
+    assert_eq!(response.status, 101);
+    c
+}
+
+/// Send `bytes` through the tunnel and read them back from the echoing upstream.
+fn echo(c: &mut Client, bytes: &[u8]) {
+    c.send_raw(bytes).unwrap();
+    let back = c
+        .read_exact_raw(bytes.len())
+        .unwrap_or_else(|e| panic!("echo of {} bytes: {e}", bytes.len()));
+    assert_eq!(back, bytes);
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_while_an_active_one_stays_open() {
+    for_each_driver(|driver| {
+        // Long enough that the active tunnel's 20 ms rounds never come near it.
+        const IDLE: Duration = Duration::from_millis(1_000);
+        let upstream = Upstream::start("ws", |_| Action::WebSocketEcho);
+        let mut config = one_service(&[upstream.addr()]);
+        config.proxy.tunnel_idle_timeout_ms = IDLE.as_millis() as u64;
+        let proxy = start_proxy(driver, config);
+        let mut idle = upgraded(proxy.addr());
+        let mut active = upgraded(proxy.addr());
+        echo(&mut idle, b"one round, then silence");
+
+        // The active tunnel echoes a message every 20 ms until the idle one is closed, and
+        // on for at least three idle timeouts in all.
+        let start = Instant::now();
+        let mut idle_closed = false;
+        let mut rounds = 0u64;
+        while !idle_closed || start.elapsed() < 3 * IDLE {
+            echo(&mut active, format!("round {rounds}").as_bytes());
+            rounds += 1;
+            idle_closed = idle_closed || idle.peer_closed_now();
+            assert!(
+                start.elapsed() < HANG_BOUND,
+                "the idle tunnel is still open after {HANG_BOUND:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(idle_closed);
+
+        // The active tunnel still carries bytes, and ends when its client closes.
+        echo(&mut active, b"still open");
+        active.shutdown_write().unwrap();
+        assert!(
+            active.is_closed_by_peer(),
+            "closing the client ends the tunnel"
+        );
+        assert_eq!(
+            upstream.requests_received(),
+            2,
+            "two upgrades, nothing else"
         );
     });
 }

@@ -30,6 +30,8 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 /// When the server stops, answers still being computed on blocking threads get this long.
 const STOP_WAIT: Duration = Duration::from_secs(1);
+/// After a failed accept (out of descriptors and the like), pause rather than spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// Bytes read from a client at a time.
 const READ_CHUNK: usize = 4096;
 
@@ -99,9 +101,8 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of descriptors and the like: pause rather than spin.
                 tracing::debug!("admin accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
