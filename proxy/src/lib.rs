@@ -304,7 +304,9 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     };
     for _ in 0..cores {
         match ready_rx.recv() {
-            Ok(Ok(d)) => driver = d,
+            // Any core that fell back to epoll makes the whole proxy report `legacy`.
+            Ok(Ok(d)) if d == Driver::Legacy => driver = d,
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 handle.stop();
                 anyhow::bail!(e);

@@ -147,17 +147,18 @@ fn main() -> ExitCode {
             config.proxy.admin_request_timeout_ms = admin_request_timeout_ms;
             config.proxy.admin_write_timeout_ms = admin_write_timeout_ms;
             config.proxy.admin_max_connections = admin_max_connections;
+            config.proxy.cores = cores.unwrap_or(0);
+            config.proxy.driver = driver.into();
+            if let Some(g) = grace_ms {
+                config.proxy.shutdown_grace_ms = g;
+            }
+            // Every flag is in the configuration before it is checked.
             let problems = coremesh_discovery::validate(&config);
             if !problems.is_empty() {
                 for p in &problems {
                     eprintln!("coremesh: {}: {}", p.path, p.message);
                 }
                 return ExitCode::from(2);
-            }
-            config.proxy.cores = cores.unwrap_or(0);
-            config.proxy.driver = driver.into();
-            if let Some(g) = grace_ms {
-                config.proxy.shutdown_grace_ms = g;
             }
             serve(config, log_level.clone(), None)
         }
