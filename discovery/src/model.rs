@@ -71,6 +71,10 @@ pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
 /// An upgraded (WebSocket) tunnel with no bytes in either direction for this long is
 /// closed on both sides (an hour, as common proxies do for tunnels).
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT_MS: u64 = 60 * 60 * 1000;
+/// How long the proxy keeps reading (and discarding) from a client it is closing on while
+/// that client still had bytes coming, so that closing does not reset the connection over
+/// the end of the last response (RFC 9112 §9.6). nginx's `lingering_timeout` is 5 s too.
+pub const DEFAULT_LINGERING_CLOSE_MS: u64 = 5_000;
 /// Default listener of `coremesh proxy` and of a config without `proxy.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4140";
 
@@ -128,6 +132,10 @@ pub struct ProxySettings {
     /// An upgraded tunnel idle both ways for this long is closed on both sides.
     #[serde(default = "d_tunnel_idle_timeout_ms")]
     pub tunnel_idle_timeout_ms: u64,
+    /// Closing a client connection with its bytes still arriving: read and discard them
+    /// for at most this long after the last response, so the close does not reset it.
+    #[serde(default = "d_lingering_close_ms")]
+    pub lingering_close_ms: u64,
 }
 
 impl Default for ProxySettings {
@@ -144,6 +152,7 @@ impl Default for ProxySettings {
             admin_write_timeout_ms: d_admin_write_timeout_ms(),
             admin_max_connections: d_admin_max_connections(),
             tunnel_idle_timeout_ms: d_tunnel_idle_timeout_ms(),
+            lingering_close_ms: d_lingering_close_ms(),
         }
     }
 }
@@ -542,6 +551,9 @@ fn d_admin_max_connections() -> usize {
 }
 fn d_tunnel_idle_timeout_ms() -> u64 {
     DEFAULT_TUNNEL_IDLE_TIMEOUT_MS
+}
+fn d_lingering_close_ms() -> u64 {
+    DEFAULT_LINGERING_CLOSE_MS
 }
 fn d_header_read_timeout_ms() -> u64 {
     DEFAULT_HEADER_READ_TIMEOUT_MS

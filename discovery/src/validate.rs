@@ -136,6 +136,10 @@ fn check_proxy(path: &FieldPath, proxy: &ProxySettings, out: &mut Violations) {
         path.key("tunnel_idle_timeout_ms"),
         proxy.tunnel_idle_timeout_ms,
     );
+    // 0 turns lingering off: a close is immediate.
+    if proxy.lingering_close_ms > 0 {
+        out.timeout(path.key("lingering_close_ms"), proxy.lingering_close_ms);
+    }
     if proxy.admin == Some(proxy.listen) && proxy.listen.port() != 0 {
         out.push(path.key("admin"), "is the same address as `proxy.listen`");
     }

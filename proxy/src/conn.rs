@@ -137,9 +137,18 @@ pub async fn write_vec(stream: &mut TcpStream, bytes: Vec<u8>) -> (io::Result<()
     (res.map(|_| ()), bytes)
 }
 
-/// Whether an idle pooled connection is still usable: no EOF, no reset and no unexpected
-/// bytes waiting. Peeks without blocking.
-pub fn idle_conn_is_alive(stream: &TcpStream) -> bool {
+/// What a non-blocking peek at a socket's receive queue finds.
+#[derive(Debug, PartialEq, Eq)]
+enum Peek {
+    /// Nothing yet (the peer is quiet).
+    Nothing,
+    /// Bytes are waiting to be read.
+    Bytes,
+    /// End of stream, or an error such as a reset.
+    Closed,
+}
+
+fn peek(stream: &TcpStream) -> Peek {
     use std::os::fd::AsRawFd;
     let fd = stream.as_raw_fd();
     let mut byte = [0u8; 1];
@@ -153,11 +162,22 @@ pub fn idle_conn_is_alive(stream: &TcpStream) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        err.kind() == io::ErrorKind::WouldBlock
-    } else {
-        // 0: the upstream closed; >0: bytes nobody asked for, so the stream is out of sync.
-        false
+    match n {
+        n if n > 0 => Peek::Bytes,
+        0 => Peek::Closed,
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Peek::Nothing,
+        _ => Peek::Closed,
     }
+}
+
+/// Whether an idle pooled connection is still usable: no EOF, no reset and no unexpected
+/// bytes waiting (bytes nobody asked for mean the stream is out of sync). Peeks without
+/// blocking.
+pub fn idle_conn_is_alive(stream: &TcpStream) -> bool {
+    peek(stream) == Peek::Nothing
+}
+
+/// Whether the peer sent bytes that nobody has read yet. Peeks without blocking.
+pub fn has_unread_bytes(stream: &TcpStream) -> bool {
+    peek(stream) == Peek::Bytes
 }

@@ -112,6 +112,8 @@ pub struct CoreParams {
     pub grace: Duration,
     /// An upgraded tunnel idle both ways for this long is closed.
     pub tunnel_idle: Duration,
+    /// How long a closing client connection with bytes still coming is read and drained.
+    pub lingering_close: Duration,
     pub snapshot: Arc<Snapshot>,
     pub seed: u64,
     pub gossip: Option<GossipPort>,
@@ -127,6 +129,8 @@ pub struct Core {
     pub grace: Duration,
     /// An upgraded tunnel idle both ways for this long is closed.
     pub tunnel_idle: Duration,
+    /// How long a closing client connection with bytes still coming is read and drained.
+    pub lingering_close: Duration,
     snapshot: RefCell<Arc<Snapshot>>,
     pub services: RefCell<Vec<ServiceState>>,
     gossip: Option<GossipPort>,
@@ -157,6 +161,7 @@ impl Core {
             defaults,
             grace,
             tunnel_idle,
+            lingering_close,
             snapshot,
             seed,
             gossip,
@@ -172,6 +177,7 @@ impl Core {
             defaults,
             grace,
             tunnel_idle,
+            lingering_close,
             snapshot: RefCell::new(snapshot),
             services: RefCell::new(services),
             gossip,

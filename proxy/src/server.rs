@@ -120,9 +120,43 @@ pub async fn serve(
         }
     }
     record_connection_end(&core, &client);
+    // Bytes the client sent beyond the last request it was answered: it is pipelining,
+    // and more may still be on the way.
+    let pipelining = client.buffered() > 0;
     let Conn { stream, buf, .. } = client;
-    drop(stream);
     core.recycle(buf);
+    linger_close(stream, pipelining, core.lingering_close).await;
+}
+
+/// Most bytes a lingering close reads and throws away before it closes anyway.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
+/// Close a client connection without resetting it over the end of the last response.
+/// Closing a socket with unread bytes makes the kernel send a reset, and the client's
+/// kernel may then discard response bytes it had not yet handed to the client. So when
+/// bytes are still coming (a pipelined request, an unread body), send a FIN first, then
+/// read and discard until the client closes, for at most `limit` (RFC 9112 §9.6).
+async fn linger_close(mut stream: TcpStream, pipelining: bool, limit: Duration) {
+    use monoio::io::{AsyncReadRent, AsyncWriteRent};
+    if limit.is_zero() || !(pipelining || crate::conn::has_unread_bytes(&stream)) {
+        return;
+    }
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + limit;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_MAX_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                drained += n;
+                buf = b;
+            }
+            _ => break,
+        }
+    }
 }
 
 fn record_error(core: &Core, err: &ProxyError) {
