@@ -259,6 +259,12 @@ impl Client {
         }
     }
 
+    /// Bytes received but not yet read as part of a response (after a complete response:
+    /// bytes the peer sent that no request asked for).
+    pub fn buffered_len(&self) -> usize {
+        self.reader.buffered().len()
+    }
+
     /// Half-close: tell the peer this side sends no more.
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.stream().shutdown(Shutdown::Write)

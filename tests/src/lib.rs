@@ -6,12 +6,16 @@
 //! - [`proxy`]: start the proxy in-process, run a test once per I/O driver, build configs;
 //! - [`load`]: keep-alive load that tells a clean stop from a failed request (shutdown tests);
 //! - [`data`]: reproducible bodies and checksums;
+//! - [`ledger`]: upstreams sharing a ledger of every request id and its fate, killable;
+//! - [`gated_load`]: numbered requests whose fault schedule is gated by request counts;
 //! - [`wire`]: the HTTP/1.1 reading both sides share.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod client;
 pub mod data;
+pub mod gated_load;
+pub mod ledger;
 pub mod live;
 pub mod load;
 pub mod otlp;

@@ -148,7 +148,7 @@ impl Drop for Restartable {
 }
 
 /// A listener on `addr` with `SO_REUSEADDR` set before bind.
-fn bind_reusable(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn bind_reusable(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;

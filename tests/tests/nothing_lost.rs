@@ -1,0 +1,668 @@
+//! Nothing lost, nothing doubled: 10,000 requests, each with its own id, go through the proxy
+//! (following a configuration file it watches, as `coremesh run` does) to six upstreams
+//! while the test kills and revives upstreams, makes one fail every request until it is
+//! ejected, breaks single requests (503, reset, close) and rewrites the configuration
+//! (endpoints added and removed, weights changed). GETs and POSTs with bodies are mixed, on
+//! twelve keep-alive client connections.
+//!
+//! The upstreams keep one ledger of every id they read and what became of it
+//! (`coremesh_tests::ledger`), the clients record the one response each id got; the test
+//! reconciles both: every request got exactly one whole response (a failure is a proper
+//! HTTP error response, and counted); no POST reached an upstream twice; every id answered
+//! 2xx was answered 2xx by exactly one upstream, once, the one the client names; a
+//! duplicate is a GET retried after an attempt that failed at the upstream (counted and
+//! reported); no upstream's success was turned into an error; every body arrived intact.
+//!
+//! The fault schedule is fixed by a seed and by request counts (the gate in
+//! `coremesh_tests::gated_load`), not by time; nothing here asserts a duration.
+
+use coremesh_discovery::Driver;
+use coremesh_tests::admin::wait_for_admin;
+use coremesh_tests::gated_load::{ClientReport, GatedLoad, Outcome, Planned};
+use coremesh_tests::ledger::{receipt, upstream_name, Arrival, Fate, Fault, Fleet, Mode};
+use coremesh_tests::live::{ConfigFile, LiveProxy, WriteMode, LIVE_WAIT};
+use coremesh_tests::proxy::{driver_name, TEST_SHUTDOWN_GRACE_MS};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Seed of the request mix and of the single-request faults.
+const SEED: u64 = 0x6e6f_6c6f_7374;
+const REQUESTS: u64 = 10_000;
+/// Keep-alive client connections.
+const CLIENTS: usize = 12;
+const CORES: usize = 2;
+const UPSTREAMS: usize = 6;
+/// Shares of the request mix, in per mille.
+const POST_PER_MILLE: u32 = 400;
+const CLOSE_PER_MILLE: u32 = 20;
+/// Single-request faults on an id's first arrival, in per mille of ids.
+const FIRST_503_PER_MILLE: u32 = 30;
+const FIRST_RESET_PER_MILLE: u32 = 15;
+const FIRST_CLOSE_PER_MILLE: u32 = 15;
+/// Largest POST body (well under the 64 KiB replay limit, so every POST is replayable).
+const MAX_POST_BODY: usize = 3_000;
+/// Bounds the whole run; only a hang reaches it.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The endpoints (upstream indices) of "blue" (round-robin) and "green" (random), and the
+/// split weights of the one route.
+#[derive(Debug, Clone, Copy)]
+struct Version {
+    blue: &'static [usize],
+    green: &'static [usize],
+    weights: (u32, u32),
+}
+
+/// One step of the fault schedule.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Rewrite(Version),
+    Kill(usize),
+    Revive(usize),
+    Mode(usize, Mode),
+    /// Wait (bounded) until the admin server shows the upstream ejected at least once in
+    /// the service: proof that the failing window did what it is there for.
+    ExpectEjected(&'static str, usize),
+}
+
+const FIRST: Version = Version {
+    blue: &[0, 1, 2],
+    green: &[3, 4],
+    weights: (70, 30),
+};
+
+/// (ids issued before the step, step). Upstreams are never in both services at once, a
+/// kill and a failing window never overlap in one service, and a service always keeps a
+/// live endpoint.
+const SCHEDULE: &[(u64, Step)] = &[
+    (
+        800,
+        Step::Rewrite(Version {
+            blue: &[0, 1, 2, 5],
+            green: &[3, 4],
+            weights: (50, 50),
+        }),
+    ),
+    (1_400, Step::Kill(1)),
+    (2_400, Step::Revive(1)),
+    (3_000, Step::Mode(2, Mode::Failing503)),
+    (3_800, Step::ExpectEjected("blue", 2)),
+    (3_800, Step::Mode(2, Mode::Normal)),
+    (
+        4_200,
+        Step::Rewrite(Version {
+            blue: &[1, 2, 5],
+            green: &[0, 3, 4],
+            weights: (30, 70),
+        }),
+    ),
+    (5_000, Step::Kill(4)),
+    (
+        5_600,
+        Step::Rewrite(Version {
+            blue: &[1, 2, 5],
+            green: &[0, 3],
+            weights: (40, 60),
+        }),
+    ),
+    (6_200, Step::Revive(4)),
+    (
+        6_500,
+        Step::Rewrite(Version {
+            blue: &[1, 2, 4, 5],
+            green: &[0, 3],
+            weights: (60, 40),
+        }),
+    ),
+    (7_000, Step::Mode(3, Mode::Resetting)),
+    (7_800, Step::ExpectEjected("green", 3)),
+    (7_800, Step::Mode(3, Mode::Normal)),
+    (8_400, Step::Kill(5)),
+    (
+        8_800,
+        Step::Rewrite(Version {
+            blue: &[0, 1, 2, 4, 5],
+            green: &[3],
+            weights: (80, 20),
+        }),
+    ),
+    (9_300, Step::Revive(5)),
+];
+
+#[test]
+fn nothing_lost_nothing_doubled_on_uring() {
+    run(Driver::Uring);
+}
+
+#[test]
+fn nothing_lost_nothing_doubled_on_legacy() {
+    run(Driver::Legacy);
+}
+
+/// The request mix and the first-arrival faults, from [`SEED`].
+fn plan() -> (Vec<Planned>, Vec<Fault>) {
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut plans = Vec::with_capacity(REQUESTS as usize);
+    let mut faults = Vec::with_capacity(REQUESTS as usize);
+    for id in 0..REQUESTS {
+        let post = rng.gen_range(0..1000) < POST_PER_MILLE;
+        let close = rng.gen_range(0..1000) < CLOSE_PER_MILLE;
+        let body = post.then(|| {
+            let len = rng.gen_range(0..=MAX_POST_BODY);
+            let mut body = format!("order {id}:").into_bytes();
+            body.extend(coremesh_tests::data::pseudo_random_bytes(len, SEED ^ id));
+            body
+        });
+        plans.push(Planned {
+            method: if post { "POST" } else { "GET" },
+            body,
+            close,
+        });
+        let roll = rng.gen_range(0..1000);
+        faults.push(if roll < FIRST_503_PER_MILLE {
+            Fault::Status(503)
+        } else if roll < FIRST_503_PER_MILLE + FIRST_RESET_PER_MILLE {
+            Fault::Reset
+        } else if roll < FIRST_503_PER_MILLE + FIRST_RESET_PER_MILLE + FIRST_CLOSE_PER_MILLE {
+            Fault::Close
+        } else {
+            Fault::Status(200)
+        });
+    }
+    (plans, faults)
+}
+
+fn toml(driver: Driver, fleet: &Fleet, v: &Version) -> String {
+    let list = |set: &[usize]| {
+        set.iter()
+            .map(|&i| format!("\"{}\"", fleet.addr(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"# coremesh nothing-lost test
+[proxy]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+cores = {CORES}
+driver = "{driver}"
+pin_cores = false
+shutdown_grace_ms = {TEST_SHUTDOWN_GRACE_MS}
+
+[defaults]
+retry_budget_ratio = 0.5
+
+[discovery]
+debounce_ms = 10
+
+[discovery.file]
+poll_interval_ms = 20
+
+[[services]]
+name = "blue"
+balance = "round-robin"
+endpoints = [{blue}]
+
+[[services]]
+name = "green"
+balance = "random"
+endpoints = [{green}]
+
+[[routes]]
+name = "split"
+path_prefix = "/"
+retry_on = [503]
+split = [{{ service = "blue", weight = {w0} }}, {{ service = "green", weight = {w1} }}]
+"#,
+        driver = driver_name(driver),
+        blue = list(v.blue),
+        green = list(v.green),
+        w0 = v.weights.0,
+        w1 = v.weights.1,
+    )
+}
+
+/// What the steps did, for the report and the non-vacuity checks.
+#[derive(Default)]
+struct StepLog {
+    rewrites: usize,
+    kills: usize,
+    revivals: usize,
+    /// (service, upstream, ejections the admin server showed).
+    ejections: Vec<(&'static str, usize, u64)>,
+    failures: Vec<String>,
+}
+
+fn run(driver: Driver) {
+    let what = format!("driver {}", driver_name(driver));
+    let started = Instant::now();
+    let (plans, faults) = plan();
+    let plans = Arc::new(plans);
+    let fleet = Fleet::start(UPSTREAMS, move |id| {
+        faults
+            .get(id as usize)
+            .copied()
+            .unwrap_or(Fault::Status(200))
+    });
+    let file = ConfigFile::create(
+        &format!("nolost-{}", driver_name(driver)),
+        WriteMode::Rename,
+        &toml(driver, &fleet, &FIRST),
+    );
+    let live = LiveProxy::start(driver, &file);
+    let first_mark = SCHEDULE.first().map_or(REQUESTS, |(mark, _)| *mark);
+    let load = GatedLoad::start(live.addr(), CLIENTS, plans.clone(), first_mark);
+
+    let mut log = StepLog::default();
+    let give_up_at = started + RUN_LIMIT;
+    for (n, &(mark, step)) in SCHEDULE.iter().enumerate() {
+        let left = give_up_at.saturating_duration_since(Instant::now());
+        if !load.gate().wait_issued(mark, left) {
+            log.failures
+                .push(format!("ids below {mark} were not all issued in time"));
+            break;
+        }
+        apply(step, driver, &fleet, &file, &live, &mut log);
+        let next = SCHEDULE.get(n + 1).map_or(REQUESTS, |(m, _)| *m);
+        load.gate().open_to(next);
+    }
+    let reports = load.finish();
+    let elapsed = started.elapsed();
+    // Kill every upstream: every arrival now has its final fate.
+    fleet.stop();
+    let stats = live.stats();
+    drop(live);
+
+    let rec = reconcile(&plans, &reports, &fleet.arrivals());
+    eprintln!(
+        "{what}: {REQUESTS} requests in {elapsed:?}; steps: {} rewrites ({} applied by the \
+         controller), {} kills, {} revivals, ejections seen {:?}\n{}",
+        log.rewrites,
+        stats.reloads_applied,
+        log.kills,
+        log.revivals,
+        log.ejections,
+        rec.summary()
+    );
+    let anomalies = fleet.anomalies();
+    assert!(
+        anomalies.is_empty(),
+        "{what}: upstreams received requests they could not read: {anomalies:#?}"
+    );
+    assert!(
+        log.failures.is_empty(),
+        "{what}: the fault schedule did not run as planned: {:#?}",
+        log.failures
+    );
+    assert!(
+        rec.violations.is_empty(),
+        "{what}: {} violation(s) (first 30):\n{}\n{}",
+        rec.violations.len(),
+        rec.violations
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        rec.summary()
+    );
+    // Not vacuous: the faults happened and were survived.
+    assert_eq!(
+        stats.reloads_applied as usize, log.rewrites,
+        "{what}: every rewrite was applied on its own: {stats:?}"
+    );
+    assert_eq!(
+        (log.kills, log.revivals),
+        (3, 3),
+        "{what}: kills and revivals"
+    );
+    assert!(
+        rec.retried_duplicates > 0,
+        "{what}: some GET reached two upstreams after a failed first attempt"
+    );
+    for fate in ["503", "reset", "closed"] {
+        assert!(
+            rec.fates.get(fate).copied().unwrap_or(0) > 0,
+            "{what}: some arrival was {fate}: {:?}",
+            rec.fates
+        );
+    }
+    assert!(
+        rec.successes * 2 > REQUESTS,
+        "{what}: fewer than half of the requests succeeded ({}): {}",
+        rec.successes,
+        rec.summary()
+    );
+}
+
+fn apply(
+    step: Step,
+    driver: Driver,
+    fleet: &Fleet,
+    file: &ConfigFile,
+    live: &LiveProxy,
+    log: &mut StepLog,
+) {
+    match step {
+        Step::Rewrite(v) => {
+            file.write(&toml(driver, fleet, &v));
+            log.rewrites += 1;
+            // One snapshot per rewrite (the start-up configuration is not one): wait for
+            // this one before the next step, so no two rewrites merge into one reload.
+            if live.wait_installed(log.rewrites).is_none() {
+                log.failures.push(format!(
+                    "rewrite {} ({v:?}) was not installed within {LIVE_WAIT:?}: {:?}",
+                    log.rewrites,
+                    live.stats()
+                ));
+            }
+        }
+        Step::Kill(i) => {
+            fleet.kill(i);
+            log.kills += 1;
+        }
+        Step::Revive(i) => {
+            fleet.revive(i);
+            log.revivals += 1;
+        }
+        Step::Mode(i, mode) => fleet.set_mode(i, mode),
+        Step::ExpectEjected(service, i) => {
+            let addr = fleet.addr(i);
+            let seen = wait_for_admin(|| {
+                let n = live
+                    .proxy()
+                    .endpoints()
+                    .endpoint(service, addr)
+                    .map_or(0, |e| e.ejections);
+                (
+                    (n > 0).then_some(n),
+                    format!("{service} {addr}: {n} ejections"),
+                )
+            });
+            match seen {
+                Ok(n) => log.ejections.push((service, i, n)),
+                Err(last) => log.failures.push(format!(
+                    "{} failed every request of its window and was never ejected: {last}",
+                    upstream_name(i)
+                )),
+            }
+        }
+    }
+}
+
+/// The reconciliation of what clients saw with what upstreams recorded.
+#[derive(Default)]
+struct Reconciliation {
+    violations: Vec<String>,
+    /// Requests answered 2xx.
+    successes: u64,
+    /// Client-visible statuses, with who produced them (`L{i}` or `proxy:<kind>`).
+    statuses: BTreeMap<String, u64>,
+    /// Fates of every arrival.
+    fates: BTreeMap<&'static str, u64>,
+    /// GETs answered 2xx that reached upstreams more than once, every other attempt having
+    /// failed at the upstream; by the fate of the (first) failed attempt.
+    retried_duplicates: u64,
+    duplicates_by_failed_fate: BTreeMap<&'static str, u64>,
+    /// GETs that reached upstreams several times and still failed.
+    retried_and_failed: u64,
+    /// POSTs answered with an error, by who produced it.
+    post_errors: BTreeMap<String, u64>,
+    /// Requests the proxy failed without any upstream reading them.
+    failed_unseen: u64,
+}
+
+impl Reconciliation {
+    fn violation(&mut self, id: u64, what: String) {
+        self.violations.push(format!("id {id}: {what}"));
+    }
+
+    fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "  client statuses: {:?}", self.statuses);
+        let _ = writeln!(s, "  upstream arrival fates: {:?}", self.fates);
+        let _ = writeln!(
+            s,
+            "  GETs answered 2xx after reaching upstreams more than once: {} (failed attempt: \
+             {:?}); retried and still failed: {}",
+            self.retried_duplicates, self.duplicates_by_failed_fate, self.retried_and_failed
+        );
+        let _ = writeln!(s, "  POST errors: {:?}", self.post_errors);
+        let _ = write!(
+            s,
+            "  failed before any upstream read them: {}",
+            self.failed_unseen
+        );
+        s
+    }
+}
+
+fn fate_name(fate: Fate) -> &'static str {
+    match fate {
+        Fate::Pending => "pending",
+        Fate::Answered(s) if (200..300).contains(&s) => "2xx",
+        Fate::Answered(503) => "503",
+        Fate::Answered(_) => "other-status",
+        Fate::Reset => "reset",
+        Fate::Closed => "closed",
+        Fate::Killed => "killed",
+    }
+}
+
+fn reconcile(
+    plans: &[Planned],
+    reports: &[ClientReport],
+    arrivals: &HashMap<u64, Vec<Arrival>>,
+) -> Reconciliation {
+    let mut rec = Reconciliation::default();
+    for report in reports {
+        rec.violations.extend(report.violations.iter().cloned());
+    }
+    // Exactly one client outcome per id.
+    let mut outcomes: Vec<Option<&Outcome>> = vec![None; plans.len()];
+    for (id, outcome) in reports.iter().flat_map(|r| r.outcomes.iter()) {
+        match outcomes.get_mut(*id as usize) {
+            Some(slot @ None) => *slot = Some(outcome),
+            Some(Some(_)) => rec.violation(*id, "sent twice by the clients".into()),
+            None => rec.violation(*id, "not a planned id".into()),
+        }
+    }
+    for id in arrivals.keys().filter(|&&id| id >= plans.len() as u64) {
+        rec.violation(*id, "reached an upstream but was never planned".into());
+    }
+    let none = Vec::new();
+    for (id, plan) in plans.iter().enumerate() {
+        let id = id as u64;
+        let seen = arrivals.get(&id).unwrap_or(&none);
+        for a in seen {
+            *rec.fates.entry(fate_name(a.fate)).or_default() += 1;
+        }
+        let Some(outcome) = outcomes[id as usize] else {
+            rec.violation(id, "no client sent it".into());
+            continue;
+        };
+        check_id(&mut rec, id, plan, outcome, seen);
+    }
+    rec
+}
+
+fn check_id(
+    rec: &mut Reconciliation,
+    id: u64,
+    plan: &Planned,
+    outcome: &Outcome,
+    seen: &[Arrival],
+) {
+    let idempotent = plan.method == "GET";
+    for a in seen {
+        if a.method != plan.method || a.body != plan.body_bytes() {
+            rec.violation(
+                id,
+                format!(
+                    "{} received {} with a {}-byte body; the client sent {} with {} bytes",
+                    upstream_name(a.upstream),
+                    a.method,
+                    a.body.len(),
+                    plan.method,
+                    plan.body_bytes().len()
+                ),
+            );
+        }
+        if a.fate == Fate::Pending {
+            rec.violation(
+                id,
+                format!("{} never settled it", upstream_name(a.upstream)),
+            );
+        }
+    }
+    let trail = || {
+        seen.iter()
+            .map(|a| format!("{}:{:?}#{}", upstream_name(a.upstream), a.fate, a.order))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !idempotent && seen.len() > 1 {
+        rec.violation(
+            id,
+            format!(
+                "{} reached the upstreams {} times: {}",
+                plan.method,
+                seen.len(),
+                trail()
+            ),
+        );
+    }
+    let answer = match outcome {
+        Outcome::Lost(why) => {
+            rec.violation(
+                id,
+                format!(
+                    "{} got no response ({why}); upstreams: [{}]",
+                    plan.method,
+                    trail()
+                ),
+            );
+            return;
+        }
+        Outcome::Response(answer) => answer,
+    };
+    let producer = match (answer.upstream, &answer.proxy_error) {
+        (Some(i), _) => upstream_name(i),
+        (None, Some(kind)) => format!("proxy:{kind}"),
+        (None, None) => "unknown".to_string(),
+    };
+    *rec.statuses
+        .entry(format!("{} {producer}", answer.status))
+        .or_default() += 1;
+    if answer.upstream.is_some() {
+        let expected = receipt(id, plan.method, plan.body_bytes());
+        if answer.echoed_id.as_deref() != Some(id.to_string().as_str())
+            || answer.body != expected.as_bytes()
+        {
+            rec.violation(
+                id,
+                format!(
+                    "got the response to another request: x-request-id {:?}, body {:?}",
+                    answer.echoed_id,
+                    String::from_utf8_lossy(&answer.body[..answer.body.len().min(80)])
+                ),
+            );
+            return;
+        }
+    }
+    let successes: Vec<&Arrival> = seen.iter().filter(|a| a.fate.is_success()).collect();
+    if answer.is_success() {
+        rec.successes += 1;
+        let Some(by) = answer.upstream else {
+            rec.violation(id, format!("{} without x-upstream", answer.status));
+            return;
+        };
+        if successes.len() != 1 || successes[0].upstream != by {
+            rec.violation(
+                id,
+                format!(
+                    "answered {} by {}, but the upstreams answered 2xx {} time(s): [{}]",
+                    answer.status,
+                    upstream_name(by),
+                    successes.len(),
+                    trail()
+                ),
+            );
+            return;
+        }
+        if seen.len() > 1 {
+            // Only a GET whose other attempts all failed at the upstream may be repeated, and
+            // an upstream that answered (503, reset, close) did so before the proxy could
+            // retry. A request an upstream read while being killed is recorded when the
+            // kill lets go of it, which may be after the retry succeeded: its place in the
+            // order says nothing, its fate is what counts.
+            let success_order = successes[0].order;
+            let earlier_failed = seen
+                .iter()
+                .filter(|a| !a.fate.is_success())
+                .all(|a| a.fate == Fate::Killed || a.order < success_order);
+            if !idempotent || !earlier_failed {
+                rec.violation(
+                    id,
+                    format!("{} repeated without cause: [{}]", plan.method, trail()),
+                );
+                return;
+            }
+            rec.retried_duplicates += 1;
+            if let Some(failed) = seen.iter().find(|a| !a.fate.is_success()) {
+                *rec.duplicates_by_failed_fate
+                    .entry(fate_name(failed.fate))
+                    .or_default() += 1;
+            }
+        }
+        return;
+    }
+    // An error response: a proper one, and no upstream success behind it.
+    if !matches!(answer.status, 502..=504) {
+        rec.violation(
+            id,
+            format!("unexpected status {} from {producer}", answer.status),
+        );
+    }
+    if !successes.is_empty() {
+        rec.violation(
+            id,
+            format!(
+                "the client got {} from {producer} although {} answered 2xx: [{}]",
+                answer.status,
+                upstream_name(successes[0].upstream),
+                trail()
+            ),
+        );
+    }
+    if let Some(by) = answer.upstream {
+        // The upstream's own error, passed on: it is the last attempt.
+        match seen.last() {
+            Some(last) if last.upstream == by && last.fate == Fate::Answered(answer.status) => {}
+            _ => rec.violation(
+                id,
+                format!(
+                    "{} from {} is not its last attempt: [{}]",
+                    answer.status,
+                    upstream_name(by),
+                    trail()
+                ),
+            ),
+        }
+    }
+    if seen.is_empty() {
+        rec.failed_unseen += 1;
+    }
+    if seen.len() > 1 {
+        rec.retried_and_failed += 1;
+    }
+    if !idempotent {
+        *rec.post_errors
+            .entry(format!("{} {producer}", answer.status))
+            .or_default() += 1;
+    }
+}
