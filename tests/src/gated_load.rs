@@ -6,7 +6,7 @@
 //! Each client records, for every id it sent, the one response it read or why it got none,
 //! and flags bytes the proxy sent that no request asked for.
 
-use crate::client::{Client, RawResponse};
+use crate::client::{chunked_body, Client, RawResponse};
 use crate::ledger::{upstream_index, ID_PATH_PREFIX, REQUEST_ID_HEADER};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 /// Read time-out of a load client: above the proxy's default whole-request timeout (15 s),
 /// so a request the proxy gives up on gets its 504 before the client gives up on it.
 pub const LOAD_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunk size of chunked request bodies: small, so a body has several chunks.
+const CHUNK_BYTES: usize = 700;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -25,8 +27,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     pub method: &'static str,
-    /// Sent with Content-Length when present.
+    /// Sent with Content-Length (or chunked) when present.
     pub body: Option<Vec<u8>>,
+    /// The body is sent with chunked framing.
+    pub chunked: bool,
+    /// Sent with `Expect: 100-continue` (the body follows at once, without waiting).
+    pub expect_continue: bool,
     /// Sent with `Connection: close` (the client opens a new connection after it).
     pub close: bool,
 }
@@ -56,8 +62,8 @@ pub struct Answer {
     /// `x-request-id` of the response.
     pub echoed_id: Option<String>,
     pub body: Vec<u8>,
-    /// Interim (1xx) responses before it.
-    pub interim: usize,
+    /// Statuses of the interim (1xx) responses before it, in order.
+    pub interim: Vec<u16>,
 }
 
 impl Answer {
@@ -68,7 +74,7 @@ impl Answer {
             proxy_error: r.header("x-coremesh-error"),
             echoed_id: r.header(REQUEST_ID_HEADER),
             body: r.body.clone(),
-            interim: r.interim.len(),
+            interim: r.interim.iter().map(|i| i.status).collect(),
         }
     }
     pub fn is_success(&self) -> bool {
@@ -261,8 +267,18 @@ fn run_client(c: usize, addr: SocketAddr, gate: &Gate, plans: &[Planned]) -> Cli
         if plan.close {
             headers.push(("connection", "close"));
         }
+        if plan.expect_continue {
+            headers.push(("expect", "100-continue"));
+        }
+        let framed;
+        let mut body = plan.body.as_deref();
+        if let (true, Some(b)) = (plan.chunked, body) {
+            headers.push(("transfer-encoding", "chunked"));
+            framed = chunked_body(b, CHUNK_BYTES, &[]);
+            body = Some(&framed);
+        }
         let target = format!("{ID_PATH_PREFIX}{id}");
-        if let Err(e) = client.send_request(plan.method, &target, &headers, plan.body.as_deref()) {
+        if let Err(e) = client.send_request(plan.method, &target, &headers, body) {
             report.outcomes.push((
                 id,
                 Outcome::Lost(format!("client {c}: writing the request failed: {e}")),

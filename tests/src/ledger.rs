@@ -12,7 +12,9 @@
 //! request is recorded as [`Fate::Killed`]); no request is answered in part.
 //!
 //! Requests carry their id twice: `x-request-id: {id}` and the path `/nl/{id}`. Responses
-//! carry `x-upstream: L{index}`, `x-request-id: {id}` and the body [`receipt`].
+//! carry `x-upstream: L{index}`, `x-request-id: {id}` and the body [`receipt`]; per id
+//! ([`Treatment`]) a response is chunked, announces `connection: close`, or is preceded by
+//! `103 Early Hints` (also before a reset or close).
 //!
 //! Lifecycle: [`Fleet::start`] binds every upstream on 127.0.0.1:0; [`Fleet::kill`] and
 //! [`Fleet::revive`] alternate per upstream; [`Fleet::stop`] (also run on drop) kills every
@@ -122,12 +124,40 @@ struct LedgerState {
     anomalies: Vec<String>,
 }
 
-/// Decides the fault of a request id's first arrival.
-pub type FirstArrivalFault = dyn Fn(u64) -> Fault + Send + Sync;
+/// How the upstreams treat one request id, whichever of them gets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Treatment {
+    /// What its first arrival at any upstream gets (in [`Mode::Normal`]); later arrivals
+    /// (retries) are answered 200.
+    pub first_arrival: Fault,
+    /// Send `103 Early Hints` before whatever is done with it (a response, a reset, a close).
+    pub early_hints: bool,
+    /// Answer with a chunked body.
+    pub chunked: bool,
+    /// Answer with `connection: close`, then close.
+    pub close: bool,
+}
+
+impl Default for Treatment {
+    fn default() -> Self {
+        Treatment {
+            first_arrival: Fault::Status(200),
+            early_hints: false,
+            chunked: false,
+            close: false,
+        }
+    }
+}
+
+/// Decides the treatment of a request id.
+pub type TreatmentOf = dyn Fn(u64) -> Treatment + Send + Sync;
+
+/// The interim response sent before a request's answer when [`Treatment::early_hints`].
+pub const EARLY_HINTS: &str = "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
 
 struct Shared {
     ledger: Mutex<LedgerState>,
-    first_arrival_fault: Box<FirstArrivalFault>,
+    treatment: Box<TreatmentOf>,
 }
 
 impl Shared {
@@ -136,7 +166,14 @@ impl Shared {
     }
 
     /// Record an arrival and decide what to do with it; returns (id, slot, fault).
-    fn arrive(&self, node: &Node, id: u64, method: &str, body: Vec<u8>) -> (usize, Fault) {
+    fn arrive(
+        &self,
+        node: &Node,
+        id: u64,
+        method: &str,
+        body: Vec<u8>,
+        first_arrival: Fault,
+    ) -> (usize, Fault) {
         let mut ledger = lock(&self.ledger);
         let order = ledger.arrivals;
         ledger.arrivals += 1;
@@ -145,7 +182,7 @@ impl Shared {
         let fault = match Mode::of(node.mode.load(Ordering::SeqCst)) {
             Mode::Failing503 => Fault::Status(503),
             Mode::Resetting => Fault::Reset,
-            Mode::Normal if first => (self.first_arrival_fault)(id),
+            Mode::Normal if first => first_arrival,
             Mode::Normal => Fault::Status(200),
         };
         arrivals.push(Arrival {
@@ -229,15 +266,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Start `n` upstreams on 127.0.0.1:0; `first_arrival_fault` decides each id's fate on
-    /// its first arrival at any of them (in [`Mode::Normal`]).
-    pub fn start(
-        n: usize,
-        first_arrival_fault: impl Fn(u64) -> Fault + Send + Sync + 'static,
-    ) -> Fleet {
+    /// Start `n` upstreams on 127.0.0.1:0; `treatment` says how each id is treated.
+    pub fn start(n: usize, treatment: impl Fn(u64) -> Treatment + Send + Sync + 'static) -> Fleet {
         let shared = Arc::new(Shared {
             ledger: Mutex::new(LedgerState::default()),
-            first_arrival_fault: Box::new(first_arrival_fault),
+            treatment: Box::new(treatment),
         });
         let nodes = (0..n)
             .map(|index| {
@@ -450,21 +483,30 @@ fn serve(node: &Node, shared: &Shared, stream: TcpStream, conn: u64) {
             shared.record_killed(node, req.id, &req.method, req.body);
             break;
         }
+        let treatment = (shared.treatment)(req.id);
         let answer = receipt(req.id, &req.method, &req.body);
-        let (slot, fault) = shared.arrive(node, req.id, &req.method, req.body);
+        let (slot, fault) =
+            shared.arrive(node, req.id, &req.method, req.body, treatment.first_arrival);
+        let close = req.close || treatment.close;
+        let hints = if treatment.early_hints {
+            EARLY_HINTS
+        } else {
+            ""
+        };
         let (fate, keep_going) = match fault {
             Fault::Status(status) => {
-                let head = format!(
-                    "HTTP/1.1 {status} Status\r\nx-upstream: {}\r\n{REQUEST_ID_HEADER}: {}\r\ncontent-length: {}\r\n{}\r\n",
-                    upstream_name(node.index),
+                let bytes = response(
+                    node.index,
                     req.id,
-                    answer.len(),
-                    if req.close { "connection: close\r\n" } else { "" },
+                    status,
+                    &answer,
+                    treatment.chunked,
+                    close,
                 );
-                let mut bytes = head.into_bytes();
-                bytes.extend_from_slice(answer.as_bytes());
-                match writer.write_all(&bytes).and_then(|()| writer.flush()) {
-                    Ok(()) => (Fate::Answered(status), !req.close),
+                let mut out = hints.as_bytes().to_vec();
+                out.extend_from_slice(&bytes);
+                match writer.write_all(&out).and_then(|()| writer.flush()) {
+                    Ok(()) => (Fate::Answered(status), !close),
                     Err(e) => {
                         shared.anomaly(format!(
                             "L{} connection {conn}: writing the response to {}: {e}",
@@ -475,12 +517,14 @@ fn serve(node: &Node, shared: &Shared, stream: TcpStream, conn: u64) {
                 }
             }
             Fault::Reset => {
+                let _ = writer.write_all(hints.as_bytes());
                 // The tracked clone must go too, or the socket outlives this thread.
                 lock(&node.conns).remove(&conn);
                 let _ = SockRef::from(&writer).set_linger(Some(Duration::ZERO));
                 (Fate::Reset, false)
             }
             Fault::Close => {
+                let _ = writer.write_all(hints.as_bytes());
                 let _ = writer.shutdown(Shutdown::Both);
                 (Fate::Closed, false)
             }
@@ -496,6 +540,29 @@ fn serve(node: &Node, shared: &Shared, stream: TcpStream, conn: u64) {
         }
     }
     let _ = writer.shutdown(Shutdown::Both);
+}
+
+/// The bytes of a response to request `id` from upstream `index`.
+fn response(index: usize, id: u64, status: u16, body: &str, chunked: bool, close: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} Status\r\nx-upstream: {}\r\n{REQUEST_ID_HEADER}: {id}\r\n",
+        upstream_name(index)
+    );
+    if close {
+        out.push_str("connection: close\r\n");
+    }
+    if chunked {
+        out.push_str("transfer-encoding: chunked\r\n\r\n");
+        // Two chunks, so that a chunk boundary falls inside the body.
+        let (a, b) = body.split_at(body.len() / 2);
+        for part in [a, b].into_iter().filter(|p| !p.is_empty()) {
+            out.push_str(&format!("{:x}\r\n{part}\r\n", part.len()));
+        }
+        out.push_str("0\r\n\r\n");
+    } else {
+        out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    }
+    out.into_bytes()
 }
 
 fn read_request(reader: &mut WireReader<TcpStream>) -> Result<Option<Request>, WireError> {
@@ -586,10 +653,15 @@ mod tests {
 
     #[test]
     fn ledger_records_fates_kills_and_revivals() {
-        let fleet = Fleet::start(2, |id| match id {
-            1 => Fault::Status(503),
-            2 => Fault::Reset,
-            _ => Fault::Status(200),
+        let fleet = Fleet::start(2, |id| Treatment {
+            first_arrival: match id {
+                1 => Fault::Status(503),
+                2 => Fault::Reset,
+                _ => Fault::Status(200),
+            },
+            early_hints: id == 4,
+            chunked: id == 4,
+            ..Treatment::default()
         });
         let mut c = Client::connect(fleet.addr(0)).expect("connect");
         assert_eq!(exchange(&mut c, 0, "GET", None), 200);
@@ -611,7 +683,15 @@ mod tests {
         fleet.revive(1);
         fleet.set_mode(1, Mode::Normal);
         let mut e = Client::connect(fleet.addr(1)).expect("connect after revival");
-        assert_eq!(exchange(&mut e, 4, "GET", None), 200);
+        e.send_request("GET", "/nl/4", &[(REQUEST_ID_HEADER, "4")], None)
+            .expect("send");
+        let r = e.read_response(false).expect("a response");
+        assert_eq!(
+            r.interim.iter().map(|i| i.status).collect::<Vec<_>>(),
+            [103]
+        );
+        assert_eq!(r.framing, crate::client::BodyFraming::Chunked);
+        assert_eq!(r.body, receipt(4, "GET", b"").as_bytes());
         fleet.stop();
         let a = fleet.arrivals();
         let fates = |id: u64| -> Vec<(usize, Fate)> {

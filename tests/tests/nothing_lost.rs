@@ -19,7 +19,9 @@
 use coremesh_discovery::Driver;
 use coremesh_tests::admin::wait_for_admin;
 use coremesh_tests::gated_load::{ClientReport, GatedLoad, Outcome, Planned};
-use coremesh_tests::ledger::{receipt, upstream_name, Arrival, Fate, Fault, Fleet, Mode};
+use coremesh_tests::ledger::{
+    receipt, upstream_name, Arrival, Fate, Fault, Fleet, Mode, Treatment,
+};
 use coremesh_tests::live::{ConfigFile, LiveProxy, WriteMode, LIVE_WAIT};
 use coremesh_tests::proxy::{driver_name, TEST_SHUTDOWN_GRACE_MS};
 use rand::rngs::StdRng;
@@ -36,9 +38,15 @@ const REQUESTS: u64 = 10_000;
 const CLIENTS: usize = 12;
 const CORES: usize = 2;
 const UPSTREAMS: usize = 6;
-/// Shares of the request mix, in per mille.
+/// Shares of the request mix, in per mille: POSTs (the rest are GETs); requests (and,
+/// separately, responses) with `connection: close`; chunked bodies (of POSTs, and
+/// separately of responses); POSTs with `Expect: 100-continue`; ids whose every answer is
+/// preceded by `103 Early Hints`.
 const POST_PER_MILLE: u32 = 400;
 const CLOSE_PER_MILLE: u32 = 20;
+const CHUNKED_PER_MILLE: u32 = 250;
+const EXPECT_PER_MILLE: u32 = 100;
+const EARLY_HINTS_PER_MILLE: u32 = 50;
 /// Single-request faults on an id's first arrival, in per mille of ids.
 const FIRST_503_PER_MILLE: u32 = 30;
 const FIRST_RESET_PER_MILLE: u32 = 15;
@@ -143,14 +151,27 @@ fn nothing_lost_nothing_doubled_on_legacy() {
     run(Driver::Legacy);
 }
 
-/// The request mix and the first-arrival faults, from [`SEED`].
-fn plan() -> (Vec<Planned>, Vec<Fault>) {
+/// True `per_mille` times in a thousand.
+fn chance(rng: &mut StdRng, per_mille: u32) -> bool {
+    rng.gen_range(0..1000) < per_mille
+}
+
+/// The request mix and how the upstreams treat each request, from [`SEED`].
+fn plan() -> (Vec<Planned>, Vec<Treatment>) {
     let mut rng = StdRng::seed_from_u64(SEED);
     let mut plans = Vec::with_capacity(REQUESTS as usize);
-    let mut faults = Vec::with_capacity(REQUESTS as usize);
+    let mut treatments = Vec::with_capacity(REQUESTS as usize);
     for id in 0..REQUESTS {
-        let post = rng.gen_range(0..1000) < POST_PER_MILLE;
-        let close = rng.gen_range(0..1000) < CLOSE_PER_MILLE;
+        let post = chance(&mut rng, POST_PER_MILLE);
+        let close = chance(&mut rng, CLOSE_PER_MILLE);
+        let chunked = post && chance(&mut rng, CHUNKED_PER_MILLE);
+        let expect_continue = post && chance(&mut rng, EXPECT_PER_MILLE);
+        let treatment = Treatment {
+            first_arrival: Fault::Status(200),
+            early_hints: chance(&mut rng, EARLY_HINTS_PER_MILLE),
+            chunked: chance(&mut rng, CHUNKED_PER_MILLE),
+            close: chance(&mut rng, CLOSE_PER_MILLE),
+        };
         let body = post.then(|| {
             let len = rng.gen_range(0..=MAX_POST_BODY);
             let mut body = format!("order {id}:").into_bytes();
@@ -160,10 +181,12 @@ fn plan() -> (Vec<Planned>, Vec<Fault>) {
         plans.push(Planned {
             method: if post { "POST" } else { "GET" },
             body,
+            chunked,
+            expect_continue,
             close,
         });
         let roll = rng.gen_range(0..1000);
-        faults.push(if roll < FIRST_503_PER_MILLE {
+        let first_arrival = if roll < FIRST_503_PER_MILLE {
             Fault::Status(503)
         } else if roll < FIRST_503_PER_MILLE + FIRST_RESET_PER_MILLE {
             Fault::Reset
@@ -171,9 +194,13 @@ fn plan() -> (Vec<Planned>, Vec<Fault>) {
             Fault::Close
         } else {
             Fault::Status(200)
+        };
+        treatments.push(Treatment {
+            first_arrival,
+            ..treatment
         });
     }
-    (plans, faults)
+    (plans, treatments)
 }
 
 fn toml(driver: Driver, fleet: &Fleet, v: &Version) -> String {
@@ -240,13 +267,12 @@ struct StepLog {
 fn run(driver: Driver) {
     let what = format!("driver {}", driver_name(driver));
     let started = Instant::now();
-    let (plans, faults) = plan();
+    let (plans, treatments) = plan();
     let plans = Arc::new(plans);
+    let treatments = Arc::new(treatments);
+    let of = treatments.clone();
     let fleet = Fleet::start(UPSTREAMS, move |id| {
-        faults
-            .get(id as usize)
-            .copied()
-            .unwrap_or(Fault::Status(200))
+        of.get(id as usize).copied().unwrap_or_default()
     });
     let file = ConfigFile::create(
         &format!("nolost-{}", driver_name(driver)),
@@ -277,7 +303,7 @@ fn run(driver: Driver) {
     let stats = live.stats();
     drop(live);
 
-    let rec = reconcile(&plans, &reports, &fleet.arrivals());
+    let rec = reconcile(&plans, &treatments, &reports, &fleet.arrivals());
     eprintln!(
         "{what}: {REQUESTS} requests in {elapsed:?}; steps: {} rewrites ({} applied by the \
          controller), {} kills, {} revivals, ejections seen {:?}\n{}",
@@ -414,6 +440,8 @@ struct Reconciliation {
     post_errors: BTreeMap<String, u64>,
     /// Requests the proxy failed without any upstream reading them.
     failed_unseen: u64,
+    /// Responses by the number of interim responses before them.
+    interim: BTreeMap<usize, u64>,
 }
 
 impl Reconciliation {
@@ -432,6 +460,11 @@ impl Reconciliation {
             self.retried_duplicates, self.duplicates_by_failed_fate, self.retried_and_failed
         );
         let _ = writeln!(s, "  POST errors: {:?}", self.post_errors);
+        let _ = writeln!(
+            s,
+            "  responses by number of interim responses: {:?}",
+            self.interim
+        );
         let _ = write!(
             s,
             "  failed before any upstream read them: {}",
@@ -455,6 +488,7 @@ fn fate_name(fate: Fate) -> &'static str {
 
 fn reconcile(
     plans: &[Planned],
+    treatments: &[Treatment],
     reports: &[ClientReport],
     arrivals: &HashMap<u64, Vec<Arrival>>,
 ) -> Reconciliation {
@@ -486,8 +520,46 @@ fn reconcile(
             continue;
         };
         check_id(&mut rec, id, plan, outcome, seen);
+        if let (Outcome::Response(answer), Some(treatment)) = (outcome, treatments.get(id as usize))
+        {
+            check_interim(&mut rec, id, plan, treatment, &answer.interim);
+        }
     }
     rec
+}
+
+/// Interim responses: at most one `100 Continue` (only to an `Expect: 100-continue`), at
+/// most one `103 Early Hints` (only for an id the upstreams send it for), whatever number
+/// of attempts the proxy made; nothing else.
+fn check_interim(
+    rec: &mut Reconciliation,
+    id: u64,
+    plan: &Planned,
+    treatment: &Treatment,
+    interim: &[u16],
+) {
+    let count = |status: u16| interim.iter().filter(|&&s| s == status).count();
+    let allowed = |status: u16| match status {
+        100 => usize::from(plan.expect_continue),
+        103 => usize::from(treatment.early_hints),
+        _ => 0,
+    };
+    *rec.interim.entry(interim.len()).or_default() += 1;
+    let mut statuses = interim.to_vec();
+    statuses.sort_unstable();
+    statuses.dedup();
+    for status in statuses {
+        if count(status) > allowed(status) {
+            rec.violation(
+                id,
+                format!(
+                    "the client got interim {status} {} time(s) (at most {} allowed): {interim:?}",
+                    count(status),
+                    allowed(status)
+                ),
+            );
+        }
+    }
 }
 
 fn check_id(
@@ -664,5 +736,75 @@ fn check_id(
         *rec.post_errors
             .entry(format!("{} {producer}", answer.status))
             .or_default() += 1;
+    }
+}
+
+/// The doubling the big run finds, minimised: one GET whose first attempt gets
+/// `103 Early Hints` and then fails (a 503 the route retries on, or a reset), retried on a
+/// second upstream that also sends `103` before its 200. The client must get one final
+/// response and the hints once, not once per attempt.
+#[test]
+fn interim_response_of_a_failed_attempt_is_not_doubled_by_the_retry() {
+    use coremesh_discovery::BalanceKind;
+    use coremesh_tests::client::Client;
+    use coremesh_tests::ledger::REQUEST_ID_HEADER;
+    use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
+
+    for (id, first_attempt) in [(0u64, Fault::Status(503)), (1, Fault::Reset)] {
+        for_each_driver(|driver| {
+            let what = format!("{first_attempt:?} after 103 on {}", driver_name(driver));
+            let fleet = Fleet::start(2, move |_| Treatment {
+                first_arrival: first_attempt,
+                early_hints: true,
+                ..Treatment::default()
+            });
+            // Round-robin starts with the first endpoint: the first attempt goes to L0.
+            let mut config = one_service(&[fleet.addr(0), fleet.addr(1)]);
+            config.services[0].overrides.balance = Some(BalanceKind::RoundRobin);
+            config.routes[0].retry_on = vec![503];
+            let proxy = start_proxy(driver, config);
+            let mut client = Client::connect(proxy.addr()).expect("connect to the proxy");
+            let id_text = id.to_string();
+            client
+                .send_request(
+                    "GET",
+                    &format!("/nl/{id}"),
+                    &[(REQUEST_ID_HEADER, &id_text)],
+                    None,
+                )
+                .expect("send");
+            let r = client.read_response(false).expect("a response");
+            fleet.stop();
+            let trail: Vec<(usize, Fate)> = fleet.arrivals()[&id]
+                .iter()
+                .map(|a| (a.upstream, a.fate))
+                .collect();
+            let first_fate = match first_attempt {
+                Fault::Reset => Fate::Reset,
+                _ => Fate::Answered(503),
+            };
+            // Retrying after hints were passed on, or answering the first attempt's failure
+            // as it is: either is consistent; hints twice are not.
+            match trail.as_slice() {
+                [(0, f), (1, Fate::Answered(200))] if *f == first_fate => assert_eq!(
+                    (r.status, r.header("x-upstream")),
+                    (200, Some(upstream_name(1))),
+                    "{what}: retried at L1, so its response"
+                ),
+                [(0, f)] if *f == first_fate => assert!(
+                    matches!(r.status, 502 | 503),
+                    "{what}: not retried, so the failure: {} {:?}",
+                    r.status,
+                    r.header("x-upstream")
+                ),
+                other => panic!("{what}: unexpected attempts {other:?}"),
+            }
+            let interim: Vec<u16> = r.interim.iter().map(|i| i.status).collect();
+            assert_eq!(
+                interim.iter().filter(|&&s| s == 103).count(),
+                1,
+                "{what}: the client got the early hints once per attempt: {interim:?}"
+            );
+        });
     }
 }
