@@ -8,6 +8,7 @@
 
 use crate::client::{chunked_body, Client, RawResponse};
 use crate::ledger::{upstream_index, ID_PATH_PREFIX, REQUEST_ID_HEADER};
+use crate::wire::WireError;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -47,7 +48,9 @@ impl Planned {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Response(Answer),
-    /// No complete response: why.
+    /// A response head arrived, then the connection closed inside the body: why.
+    Cut(String),
+    /// No response: why.
     Lost(String),
 }
 
@@ -296,11 +299,21 @@ fn run_client(c: usize, addr: SocketAddr, gate: &Gate, plans: &[Planned]) -> Cli
                     .push((id, Outcome::Response(Answer::of(&r))));
             }
             Err(e) => {
+                let why = format!("client {c}: request written, no full response: {e}");
+                let cut = matches!(
+                    e,
+                    WireError::Closed {
+                        while_reading: "a response body",
+                        ..
+                    }
+                );
                 report.outcomes.push((
                     id,
-                    Outcome::Lost(format!(
-                        "client {c}: request written, no full response: {e}"
-                    )),
+                    if cut {
+                        Outcome::Cut(why)
+                    } else {
+                        Outcome::Lost(why)
+                    },
                 ));
                 connection = None;
             }

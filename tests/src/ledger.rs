@@ -1,7 +1,8 @@
 //! A fleet of upstreams sharing one ledger of every request id they received and what each
 //! did with it (answered with a status, reset, closed without answering, or died holding
 //! it), with faults the test schedules: a status or a broken connection on a request's
-//! first arrival, a mode in which an upstream fails every request (to get it ejected), and
+//! first arrival, a mode in which an upstream fails every request (503, reset, or a
+//! response cut off mid-body: to get it ejected), and
 //! kills (listener closed, every connection shut down) followed by a revival on the same
 //! address.
 //!
@@ -54,6 +55,8 @@ pub enum Fault {
     Reset,
     /// Close after reading the request, without a byte of response.
     Close,
+    /// Send the response head and half its (Content-Length) body, then close.
+    Truncate,
 }
 
 /// How an upstream treats every request, whatever its id.
@@ -66,6 +69,8 @@ pub enum Mode {
     Failing503,
     /// Every request is reset.
     Resetting,
+    /// Every response is cut off in the middle of its body.
+    Truncating,
 }
 
 impl Mode {
@@ -74,12 +79,14 @@ impl Mode {
             Mode::Normal => 0,
             Mode::Failing503 => 1,
             Mode::Resetting => 2,
+            Mode::Truncating => 3,
         }
     }
     fn of(code: u8) -> Mode {
         match code {
             1 => Mode::Failing503,
             2 => Mode::Resetting,
+            3 => Mode::Truncating,
             _ => Mode::Normal,
         }
     }
@@ -94,6 +101,8 @@ pub enum Fate {
     Answered(u16),
     Reset,
     Closed,
+    /// The head and half the body of a 200 were written, then the connection closed.
+    Truncated,
     /// Read in full, then the upstream was killed before answering.
     Killed,
 }
@@ -182,6 +191,7 @@ impl Shared {
         let fault = match Mode::of(node.mode.load(Ordering::SeqCst)) {
             Mode::Failing503 => Fault::Status(503),
             Mode::Resetting => Fault::Reset,
+            Mode::Truncating => Fault::Truncate,
             Mode::Normal if first => first_arrival,
             Mode::Normal => Fault::Status(200),
         };
@@ -527,6 +537,15 @@ fn serve(node: &Node, shared: &Shared, stream: TcpStream, conn: u64) {
                 let _ = writer.write_all(hints.as_bytes());
                 let _ = writer.shutdown(Shutdown::Both);
                 (Fate::Closed, false)
+            }
+            Fault::Truncate => {
+                let whole = response(node.index, req.id, 200, &answer, false, false);
+                let cut = whole.len() - answer.len() / 2;
+                let mut out = hints.as_bytes().to_vec();
+                out.extend_from_slice(&whole[..cut]);
+                let _ = writer.write_all(&out);
+                let _ = writer.shutdown(Shutdown::Both);
+                (Fate::Truncated, false)
             }
         };
         shared.settle(req.id, slot, fate);

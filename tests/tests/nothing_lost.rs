@@ -51,8 +51,12 @@ const EARLY_HINTS_PER_MILLE: u32 = 50;
 const FIRST_503_PER_MILLE: u32 = 30;
 const FIRST_RESET_PER_MILLE: u32 = 15;
 const FIRST_CLOSE_PER_MILLE: u32 = 15;
-/// Largest POST body (well under the 64 KiB replay limit, so every POST is replayable).
+/// Largest body of other POSTs (well under the 64 KiB replay limit: replayable).
 const MAX_POST_BODY: usize = 3_000;
+/// POSTs with a body over the 64 KiB replay limit, in per mille of POSTs: streamed to the
+/// upstream, so never retried, even when nothing was sent.
+const LARGE_POST_PER_MILLE: u32 = 25;
+const LARGE_POST_BODY: std::ops::RangeInclusive<usize> = 65_537..=100_000;
 /// Bounds the whole run; only a hang reaches it.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
@@ -139,6 +143,9 @@ const SCHEDULE: &[(u64, Step)] = &[
         }),
     ),
     (9_300, Step::Revive(5)),
+    (9_400, Step::Mode(0, Mode::Truncating)),
+    (9_900, Step::ExpectEjected("blue", 0)),
+    (9_900, Step::Mode(0, Mode::Normal)),
 ];
 
 #[test]
@@ -173,7 +180,11 @@ fn plan() -> (Vec<Planned>, Vec<Treatment>) {
             close: chance(&mut rng, CLOSE_PER_MILLE),
         };
         let body = post.then(|| {
-            let len = rng.gen_range(0..=MAX_POST_BODY);
+            let len = if chance(&mut rng, LARGE_POST_PER_MILLE) {
+                rng.gen_range(LARGE_POST_BODY)
+            } else {
+                rng.gen_range(0..=MAX_POST_BODY)
+            };
             let mut body = format!("order {id}:").into_bytes();
             body.extend(coremesh_tests::data::pseudo_random_bytes(len, SEED ^ id));
             body
@@ -350,7 +361,8 @@ fn run(driver: Driver) {
         rec.retried_duplicates > 0,
         "{what}: some GET reached two upstreams after a failed first attempt"
     );
-    for fate in ["503", "reset", "closed"] {
+    assert!(rec.cut > 0, "{what}: some response was cut short");
+    for fate in ["503", "reset", "closed", "truncated"] {
         assert!(
             rec.fates.get(fate).copied().unwrap_or(0) > 0,
             "{what}: some arrival was {fate}: {:?}",
@@ -442,6 +454,8 @@ struct Reconciliation {
     failed_unseen: u64,
     /// Responses by the number of interim responses before them.
     interim: BTreeMap<usize, u64>,
+    /// Responses cut short because the upstream cut them short.
+    cut: u64,
 }
 
 impl Reconciliation {
@@ -460,6 +474,11 @@ impl Reconciliation {
             self.retried_duplicates, self.duplicates_by_failed_fate, self.retried_and_failed
         );
         let _ = writeln!(s, "  POST errors: {:?}", self.post_errors);
+        let _ = writeln!(
+            s,
+            "  responses cut short by their upstream (head already passed on): {}",
+            self.cut
+        );
         let _ = writeln!(
             s,
             "  responses by number of interim responses: {:?}",
@@ -482,6 +501,7 @@ fn fate_name(fate: Fate) -> &'static str {
         Fate::Answered(_) => "other-status",
         Fate::Reset => "reset",
         Fate::Closed => "closed",
+        Fate::Truncated => "truncated",
         Fate::Killed => "killed",
     }
 }
@@ -609,6 +629,27 @@ fn check_id(
         );
     }
     let answer = match outcome {
+        Outcome::Cut(why) => {
+            // Only a response the upstream itself cut short may reach the client cut short
+            // (its head was already passed on), and only from its last attempt.
+            match seen.last() {
+                Some(last)
+                    if last.fate == Fate::Truncated
+                        && !seen.iter().any(|a| a.fate.is_success()) =>
+                {
+                    rec.cut += 1;
+                }
+                _ => rec.violation(
+                    id,
+                    format!(
+                        "{} was cut short ({why}); upstreams: [{}]",
+                        plan.method,
+                        trail()
+                    ),
+                ),
+            }
+            return;
+        }
         Outcome::Lost(why) => {
             rec.violation(
                 id,
@@ -807,4 +848,76 @@ fn interim_response_of_a_failed_attempt_is_not_doubled_by_the_retry() {
             );
         });
     }
+}
+
+/// The ejection the big run waits for in vain, minimised: an upstream that cuts every
+/// response off in the middle of its body fails every request it gets, so after
+/// `eject_consecutive_failures` (5) of them in a row it must be ejected, as an upstream
+/// answering 503 is. Each cut response reaches the client cut short (its head was already
+/// passed on), and is not retried.
+#[test]
+fn upstream_cutting_every_response_short_is_ejected() {
+    use coremesh_discovery::BalanceKind;
+    use coremesh_tests::admin::start_with_admin;
+    use coremesh_tests::client::Client;
+    use coremesh_tests::ledger::REQUEST_ID_HEADER;
+    use coremesh_tests::proxy::{for_each_driver, one_service};
+    use coremesh_tests::wire::WireError;
+
+    for_each_driver(|driver| {
+        let what = format!("driver {}", driver_name(driver));
+        let fleet = Fleet::start(2, |_| Treatment::default());
+        fleet.set_mode(0, Mode::Truncating);
+        let mut config = one_service(&[fleet.addr(0), fleet.addr(1)]);
+        config.services[0].overrides.balance = Some(BalanceKind::RoundRobin);
+        let proxy = start_with_admin(driver, config);
+        // Round-robin alternates L0, L1 while both are in: ten requests give L0 five.
+        for id in 0..10u64 {
+            let mut client = Client::connect(proxy.addr()).expect("connect to the proxy");
+            let id_text = id.to_string();
+            client
+                .send_request(
+                    "GET",
+                    &format!("/nl/{id}"),
+                    &[(REQUEST_ID_HEADER, &id_text)],
+                    None,
+                )
+                .expect("send");
+            match client.read_response(false) {
+                Ok(r) => assert_eq!(
+                    (r.status, r.header("x-upstream")),
+                    (200, Some(upstream_name(1))),
+                    "{what}: id {id}: a whole response comes from L1"
+                ),
+                Err(WireError::Closed {
+                    while_reading: "a response body",
+                    ..
+                }) => {}
+                Err(e) => panic!("{what}: id {id}: neither a response nor one cut short: {e}"),
+            }
+        }
+        let arrivals = fleet.arrivals();
+        let at_l0 = arrivals
+            .values()
+            .flatten()
+            .filter(|a| a.upstream == 0)
+            .count();
+        assert!(
+            arrivals.values().all(|a| a.len() == 1),
+            "{what}: a response cut short is not retried: {arrivals:?}"
+        );
+        assert!(at_l0 >= 5, "{what}: L0 got {at_l0} of the 10 requests");
+        let addr = fleet.addr(0);
+        let ejected = wait_for_admin(|| {
+            let n = proxy
+                .endpoints()
+                .endpoint("backend", addr)
+                .map_or(0, |e| e.ejections);
+            ((n > 0).then_some(n), format!("{n} ejections of L0"))
+        });
+        assert!(
+            ejected.is_ok(),
+            "{what}: L0 cut all its {at_l0} responses short and was never ejected: {ejected:?}"
+        );
+    });
 }
