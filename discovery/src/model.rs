@@ -3,7 +3,8 @@
 //! Defaults (see `docs/configuration.md`):
 //! - `proxy.listen` = 127.0.0.1:4140, `proxy.admin` = none, `proxy.cores` = 0 (all CPUs),
 //!   `proxy.driver` = "uring" (falls back to "legacy" where io_uring is missing),
-//!   `proxy.shutdown_grace_ms` = 30000.
+//!   `proxy.shutdown_grace_ms` = 30000; the admin server's limits and the tunnel idle
+//!   timeout: the `DEFAULT_ADMIN_*` and `DEFAULT_TUNNEL_*` constants below.
 //! - `defaults.*`: see [`Settings`] and the `DEFAULT_*` constants below.
 
 use crate::discovery_settings::DiscoverySettings;
@@ -58,6 +59,18 @@ pub const DEFAULT_EJECT_MAX_MS: u64 = 60_000;
 pub const DEFAULT_EJECT_MAX_PERCENT: u32 = 50;
 /// Response statuses that count as endpoint failures for ejection: "5xx", "NNN" or "NNN-MMM".
 pub const DEFAULT_FAILURE_STATUSES: &[&str] = &["5xx"];
+/// An admin request (head and body) must arrive whole within this, however it trickles in;
+/// a probe or a scrape sends its few hundred bytes at once.
+pub const DEFAULT_ADMIN_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// An admin answer must be written within this; as Prometheus's default scrape timeout, so
+/// a large `/metrics` reaches a slow scraper but a reader that stopped does not hold on.
+pub const DEFAULT_ADMIN_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Admin connections served at once; probes, a scraper and a few people need a handful,
+/// and each may hold a thread while it waits for the cores' reports.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// An upgraded (WebSocket) tunnel with no bytes in either direction for this long is
+/// closed on both sides (an hour, as common proxies do for tunnels).
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT_MS: u64 = 60 * 60 * 1000;
 /// Default listener of `coremesh proxy` and of a config without `proxy.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4140";
 
@@ -103,6 +116,18 @@ pub struct ProxySettings {
     /// Accept `POST /shutdown` on the admin server (from loopback only). Off by default.
     #[serde(default)]
     pub admin_shutdown: bool,
+    /// An admin request must arrive whole within this (408 and close beyond).
+    #[serde(default = "d_admin_request_timeout_ms")]
+    pub admin_request_timeout_ms: u64,
+    /// An admin answer must be written within this (the connection is closed beyond).
+    #[serde(default = "d_admin_write_timeout_ms")]
+    pub admin_write_timeout_ms: u64,
+    /// Admin connections served at once; one more gets `503` and is closed.
+    #[serde(default = "d_admin_max_connections")]
+    pub admin_max_connections: usize,
+    /// An upgraded tunnel idle both ways for this long is closed on both sides.
+    #[serde(default = "d_tunnel_idle_timeout_ms")]
+    pub tunnel_idle_timeout_ms: u64,
 }
 
 impl Default for ProxySettings {
@@ -115,6 +140,10 @@ impl Default for ProxySettings {
             pin_cores: true,
             shutdown_grace_ms: default_shutdown_grace_ms(),
             admin_shutdown: false,
+            admin_request_timeout_ms: d_admin_request_timeout_ms(),
+            admin_write_timeout_ms: d_admin_write_timeout_ms(),
+            admin_max_connections: d_admin_max_connections(),
+            tunnel_idle_timeout_ms: d_tunnel_idle_timeout_ms(),
         }
     }
 }
@@ -501,6 +530,18 @@ fn default_listen() -> SocketAddr {
 }
 fn default_shutdown_grace_ms() -> u64 {
     DEFAULT_SHUTDOWN_GRACE_MS
+}
+fn d_admin_request_timeout_ms() -> u64 {
+    DEFAULT_ADMIN_REQUEST_TIMEOUT_MS
+}
+fn d_admin_write_timeout_ms() -> u64 {
+    DEFAULT_ADMIN_WRITE_TIMEOUT_MS
+}
+fn d_admin_max_connections() -> usize {
+    DEFAULT_ADMIN_MAX_CONNECTIONS
+}
+fn d_tunnel_idle_timeout_ms() -> u64 {
+    DEFAULT_TUNNEL_IDLE_TIMEOUT_MS
 }
 fn d_header_read_timeout_ms() -> u64 {
     DEFAULT_HEADER_READ_TIMEOUT_MS

@@ -32,6 +32,8 @@ pub const MAX_MAX_HEADERS: usize = 1024;
 pub const MAX_POOL_MAX_IDLE: usize = 10_000;
 /// Largest `max_connections` per core.
 pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+/// Largest `proxy.admin_max_connections`: each may hold a control-plane thread.
+pub const MAX_ADMIN_CONNECTIONS: usize = 10_000;
 /// Largest `proxy.cores`.
 pub const MAX_CORES: usize = 1024;
 
@@ -116,6 +118,24 @@ fn check_proxy(path: &FieldPath, proxy: &ProxySettings, out: &mut Violations) {
     if proxy.shutdown_grace_ms > MAX_TIMEOUT_MS {
         out.push(path.key("shutdown_grace_ms"), "is more than one day");
     }
+    out.timeout(
+        path.key("admin_request_timeout_ms"),
+        proxy.admin_request_timeout_ms,
+    );
+    out.timeout(
+        path.key("admin_write_timeout_ms"),
+        proxy.admin_write_timeout_ms,
+    );
+    out.range(
+        path.key("admin_max_connections"),
+        proxy.admin_max_connections,
+        1,
+        MAX_ADMIN_CONNECTIONS,
+    );
+    out.timeout(
+        path.key("tunnel_idle_timeout_ms"),
+        proxy.tunnel_idle_timeout_ms,
+    );
     if proxy.admin == Some(proxy.listen) && proxy.listen.port() != 0 {
         out.push(path.key("admin"), "is the same address as `proxy.listen`");
     }

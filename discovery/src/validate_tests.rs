@@ -1,7 +1,11 @@
 //! Tests of [`validate`](super::validate) through [`parse_config`]: each rule's exact
 //! message, field and line.
 
-use crate::{parse_config, validate, Config, Settings};
+use crate::{
+    parse_config, validate, Config, ProxySettings, Settings, DEFAULT_ADMIN_MAX_CONNECTIONS,
+    DEFAULT_ADMIN_REQUEST_TIMEOUT_MS, DEFAULT_ADMIN_WRITE_TIMEOUT_MS,
+    DEFAULT_TUNNEL_IDLE_TIMEOUT_MS,
+};
 
 /// The errors `text` gets, formatted as the proxy prints them.
 fn errors(text: &str) -> Vec<String> {
@@ -281,4 +285,58 @@ fn telemetry_section_is_validated_with_its_line() {
     let e = errors.iter().next().unwrap();
     assert_eq!(e.field, "telemetry.trace_sample_ratio");
     assert_eq!(e.line, 2);
+}
+
+#[test]
+fn admin_and_tunnel_limits() {
+    let text = r#"[proxy]
+admin = "127.0.0.1:4191"
+admin_request_timeout_ms = 0
+admin_write_timeout_ms = 86400001
+admin_max_connections = 0
+tunnel_idle_timeout_ms = 0
+"#;
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:3:1: field `proxy.admin_request_timeout_ms`: must be greater than 0",
+            "v.toml:4:1: field `proxy.admin_write_timeout_ms`: 86400001 ms is more than one day (86400000 ms)",
+            "v.toml:5:1: field `proxy.admin_max_connections`: 0 is outside 1 to 10000",
+            "v.toml:6:1: field `proxy.tunnel_idle_timeout_ms`: must be greater than 0",
+        ]
+    );
+    let at_bounds = Config {
+        proxy: ProxySettings {
+            admin_request_timeout_ms: 1,
+            admin_write_timeout_ms: 86_400_000,
+            admin_max_connections: 10_000,
+            tunnel_idle_timeout_ms: 1,
+            ..ProxySettings::default()
+        },
+        ..Config::default()
+    };
+    assert_eq!(validate(&at_bounds), vec![]);
+    let over = Config {
+        proxy: ProxySettings {
+            admin_max_connections: 10_001,
+            ..ProxySettings::default()
+        },
+        ..Config::default()
+    };
+    assert_eq!(validate(&over).len(), 1);
+    let defaults = ProxySettings::default();
+    assert_eq!(
+        (
+            defaults.admin_request_timeout_ms,
+            defaults.admin_write_timeout_ms,
+            defaults.admin_max_connections,
+            defaults.tunnel_idle_timeout_ms,
+        ),
+        (
+            DEFAULT_ADMIN_REQUEST_TIMEOUT_MS,
+            DEFAULT_ADMIN_WRITE_TIMEOUT_MS,
+            DEFAULT_ADMIN_MAX_CONNECTIONS,
+            DEFAULT_TUNNEL_IDLE_TIMEOUT_MS,
+        )
+    );
 }

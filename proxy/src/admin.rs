@@ -13,25 +13,30 @@
 //! - `POST /shutdown` — graceful shutdown, only from loopback and only when
 //!   `proxy.admin_shutdown = true`.
 //!
+//! Connections are served concurrently, each within a whole-request and a write timeout,
+//! at most `proxy.admin_max_connections` at once (see `admin/listener.rs`); requests are
+//! read by `admin/request.rs`; [`answer`] and [`refusal`] decide what each gets.
+//!
 //! The server asks each core for a report over the core's control channel; a core answers
 //! at its next tick, so a scrape never touches a core's state from another thread.
+
+mod listener;
+mod request;
+
+pub use listener::{serve, AdminLimits};
+pub use request::{parse as parse_request, AdminRequest, Parsed, MAX_ADMIN_REQUEST};
 
 use crate::report::{merge_endpoint_views, CoreReport};
 use crate::runtime::Control;
 use coremesh_discovery::Config;
 use crossbeam_channel::Sender;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a scrape waits for the cores' reports.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest admin request accepted (head and body).
-const MAX_ADMIN_REQUEST: usize = 64 * 1024;
-/// A client must send its request within this time.
-const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Changes the process's log filter; provided by the binary (tests run without one).
 pub trait LogLevel: Send + Sync {
@@ -87,82 +92,57 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
 }
 
-/// Serve until `shared.stopping` is set (then one connection wakes the accept).
-pub fn serve(listener: TcpListener, shared: Arc<AdminShared>) {
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
+/// An answer: status, content type and body; every answer closes its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// Ask for a graceful shutdown once this answer has been written.
+    pub then_shutdown: bool,
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+impl Answer {
+    fn new(status: u16, content_type: &'static str, body: String) -> Answer {
+        Answer {
+            status,
+            content_type,
+            body,
+            then_shutdown: false,
         }
-        let Ok(stream) = stream else { continue };
-        handle(stream, &shared);
     }
-}
 
-struct AdminRequest {
-    method: String,
-    path: String,
-    body: Vec<u8>,
-}
+    pub fn text(status: u16, body: String) -> Answer {
+        Answer::new(status, TEXT, body)
+    }
 
-fn read_request(stream: &mut TcpStream) -> Option<AdminRequest> {
-    let _ = stream.set_read_timeout(Some(ADMIN_READ_TIMEOUT));
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_ADMIN_REQUEST {
-            return None;
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(head_len)) = req.parse(&buf) else {
-            continue;
+    /// The whole response, head and body.
+    pub fn encode(&self) -> Vec<u8> {
+        let reason = match self.status {
+            200 => "OK",
+            202 => "Accepted",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            500 => "Internal Server Error",
+            503 => "Service Unavailable",
+            _ => "Error",
         };
-        let length = req
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        if head_len + length > MAX_ADMIN_REQUEST {
-            return None;
-        }
-        let method = req.method?.to_string();
-        let path = req.path?.split('?').next()?.to_string();
-        while buf.len() < head_len + length {
-            let n = stream.read(&mut chunk).ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = buf[head_len..head_len + length].to_vec();
-        return Some(AdminRequest { method, path, body });
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            self.status,
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(self.body.as_bytes());
+        out
     }
-}
-
-fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) {
-    let reason = match status {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body.as_bytes());
 }
 
 /// Whether a request that changes state must be refused: `PUT /log-level` and
@@ -186,24 +166,21 @@ pub fn refusal(
     }
 }
 
-fn handle(mut stream: TcpStream, shared: &AdminShared) {
-    let peer = stream.peer_addr().ok().map(|a| a.ip());
-    let Some(req) = read_request(&mut stream) else {
-        respond(&mut stream, 400, "text/plain", "bad request\n");
-        return;
-    };
-    const TEXT: &str = "text/plain; charset=utf-8";
-    const JSON: &str = "application/json";
+/// The answer to `req` from `peer`. May block for up to [`REPORT_TIMEOUT`] (a scrape waits
+/// for the cores); only `GET /live` and `GET /ready` never block.
+pub fn answer(req: &AdminRequest, peer: Option<IpAddr>, shared: &AdminShared) -> Answer {
+    let text = |status, body: &str| Answer::text(status, body.to_string());
     if let Some((status, why)) = refusal(&req.method, &req.path, peer, shared.shutdown_enabled()) {
-        return respond(&mut stream, status, TEXT, why);
+        return text(status, why);
     }
+    let no_log_control = || text(404, "log level control is not available\n");
     match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/live") => respond(&mut stream, 200, TEXT, "live\n"),
+        ("GET", "/live") => text(200, "live\n"),
         ("GET", "/ready") => {
             if shared.ready.load(Ordering::SeqCst) && !shared.stopping.load(Ordering::SeqCst) {
-                respond(&mut stream, 200, TEXT, "ready\n")
+                text(200, "ready\n")
             } else {
-                respond(&mut stream, 503, TEXT, "not ready\n")
+                text(503, "not ready\n")
             }
         }
         ("GET", "/config") => {
@@ -212,13 +189,13 @@ fn handle(mut stream: TcpStream, shared: &AdminShared) {
                     .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
                 Err(_) => "{}".into(),
             };
-            respond(&mut stream, 200, JSON, &body)
+            Answer::new(200, JSON, body)
         }
         ("GET", "/endpoints") => {
             let reports = shared.reports();
             let body = serde_json::to_string_pretty(&merge_endpoint_views(&reports))
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-            respond(&mut stream, 200, JSON, &body)
+            Answer::new(200, JSON, body)
         }
         ("GET", "/metrics") => {
             let reports = shared.reports();
@@ -228,49 +205,32 @@ fn handle(mut stream: TcpStream, shared: &AdminShared) {
                     body.push_str(&render());
                 }
             }
-            respond(
-                &mut stream,
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-            )
+            Answer::new(200, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         ("GET", "/log-level") => match &shared.log_level {
-            Some(l) => respond(&mut stream, 200, TEXT, &format!("{}\n", l.get())),
-            None => respond(
-                &mut stream,
-                404,
-                TEXT,
-                "log level control is not available\n",
-            ),
+            Some(l) => text(200, &format!("{}\n", l.get())),
+            None => no_log_control(),
         },
         ("PUT", "/log-level") => {
             let filter = String::from_utf8_lossy(&req.body).trim().to_string();
             match &shared.log_level {
                 Some(l) => match l.set(&filter) {
-                    Ok(()) => respond(&mut stream, 200, TEXT, &format!("{filter}\n")),
-                    Err(e) => respond(&mut stream, 400, TEXT, &format!("{e}\n")),
+                    Ok(()) => text(200, &format!("{filter}\n")),
+                    Err(e) => text(400, &format!("{e}\n")),
                 },
-                None => respond(
-                    &mut stream,
-                    404,
-                    TEXT,
-                    "log level control is not available\n",
-                ),
+                None => no_log_control(),
             }
         }
-        ("POST", "/shutdown") => {
-            respond(&mut stream, 202, TEXT, "shutting down\n");
-            let _ = shared.shutdown_requests.send(());
-        }
+        ("POST", "/shutdown") => Answer {
+            then_shutdown: true,
+            ..text(202, "shutting down\n")
+        },
         (
             _,
             "/live" | "/ready" | "/config" | "/endpoints" | "/metrics" | "/log-level" | "/shutdown",
-        ) => respond(&mut stream, 405, TEXT, "method not allowed\n"),
-        _ => respond(
-            &mut stream,
+        ) => text(405, "method not allowed\n"),
+        _ => text(
             404,
-            TEXT,
             "not found: try /live /ready /config /endpoints /metrics /log-level\n",
         ),
     }

@@ -10,6 +10,8 @@ pub struct ChunkedScanner {
     size_digits: u8,
     /// Bytes of the current trailer line (0 means the line is empty so far).
     trailer_line_len: usize,
+    /// Payload bytes seen so far (chunk data only: no sizes, extensions, CRLFs, trailers).
+    data_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +55,11 @@ impl ChunkedScanner {
 
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Payload bytes scanned so far: what a body-size limit counts (framing excluded).
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
     }
 
     /// Scan `data`, the next bytes of the body.
@@ -120,6 +127,7 @@ impl ChunkedScanner {
                         sink.extend_from_slice(&data[i..i + take as usize]);
                     }
                     self.size -= take;
+                    self.data_bytes += take;
                     i += take as usize;
                     if self.size == 0 {
                         self.state = State::DataCr;
@@ -229,6 +237,22 @@ mod tests {
             .unwrap();
         assert!(s.done);
         assert_eq!(sink, b"hello!");
+    }
+
+    #[test]
+    fn data_bytes_count_payload_only_across_splits() {
+        let body = b"5\r\nhello\r\n1;x\r\n!\r\n0\r\nt: 1\r\n\r\n";
+        let mut whole = ChunkedScanner::new();
+        whole.scan(body).unwrap();
+        assert_eq!(whole.data_bytes(), 6);
+        let mut split = ChunkedScanner::new();
+        for b in body {
+            split.scan(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!(split.data_bytes(), 6);
+        let mut partial = ChunkedScanner::new();
+        partial.scan(b"5\r\nhel").unwrap();
+        assert_eq!(partial.data_bytes(), 3);
     }
 
     #[test]

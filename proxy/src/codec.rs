@@ -31,6 +31,8 @@ pub enum Framing {
 pub struct RequestHead {
     /// Bytes of the head including the final blank line.
     pub len: usize,
+    /// The request line without its line ending (leading empty lines skipped).
+    pub request_line: Range<usize>,
     pub method: Range<usize>,
     pub target: Range<usize>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
@@ -53,7 +55,7 @@ pub struct ResponseHead {
     pub len: usize,
     pub status: u16,
     pub minor_version: u8,
-    /// The status line without CRLF.
+    /// The status line without its line ending (CRLF or a bare LF).
     pub status_line: Range<usize>,
     pub headers: Vec<HeaderRef>,
     pub content_length: Option<u64>,
@@ -86,6 +88,28 @@ fn offset_in(buf: &[u8], part: &[u8]) -> Range<usize> {
     // Both slices come from `buf`; the subtraction yields the offset of `part` within it.
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     start..start + part.len()
+}
+
+/// The first line of a head that starts at or after `from` (empty lines before it skipped,
+/// as httparse skips them), without its CRLF or bare LF. The head is complete, so the line
+/// ends inside it.
+fn first_line(buf: &[u8], from: usize, head_len: usize) -> Range<usize> {
+    let head = &buf[..head_len.min(buf.len())];
+    let start = from
+        + head[from.min(head.len())..]
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(0);
+    let end = head[start.min(head.len())..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |i| start + i);
+    let end = if end > start && head[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    };
+    start..end.max(start)
 }
 
 fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
@@ -217,9 +241,7 @@ fn parse_request_inner<'b>(
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HeadError::new(431, "too many header fields"))
         }
-        Err(httparse::Error::Version) => {
-            return Err(HeadError::new(505, "HTTP version not supported"))
-        }
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(e) => return Err(HeadError::new(400, error_reason(e))),
     };
     let len = match status {
@@ -248,6 +270,7 @@ fn parse_request_inner<'b>(
     };
     head.method = offset_in(buf, method.as_bytes());
     head.target = offset_in(buf, path.as_bytes());
+    head.request_line = first_line(buf, head.method.start, len);
     head.minor_version = version;
     let mut content_length: Option<u64> = None;
     let mut saw_cl = false;
@@ -290,7 +313,8 @@ fn parse_request_inner<'b>(
             connection.read(buf, h.value, &mut head.connection_tokens);
         } else if eq_ignore_case(name, b"expect") {
             if eq_ignore_case(trim(h.value), b"100-continue") {
-                head.expect_continue = true;
+                // RFC 9110 §10.1.1: the expectation is ignored in an HTTP/1.0 request.
+                head.expect_continue = version == 1;
             } else {
                 return Err(HeadError::new(417, "unsupported expectation"));
             }
@@ -313,6 +337,9 @@ fn parse_request_inner<'b>(
             "Transfer-Encoding in an HTTP/1.0 request",
         ));
     }
+    if split_absolute_form(&buf[head.target.clone()]).is_some_and(|(host, _)| host.is_empty()) {
+        return Err(HeadError::new(400, "absolute-form target without a host"));
+    }
     if version == 1 && head.host.is_none() {
         return Err(HeadError::new(400, "missing Host header"));
     }
@@ -328,6 +355,27 @@ fn parse_request_inner<'b>(
         }
     });
     Ok(Parsed::Complete)
+}
+
+/// The answer to a request line whose version httparse refused: 505 when it is a
+/// well-formed `HTTP/<digit>.<digit>` that coremesh does not speak (RFC 9112 §2.3), 400 for
+/// anything malformed (a lower-case name, extra characters, a missing version).
+fn version_error(buf: &[u8]) -> HeadError {
+    let line = &buf[first_line(buf, 0, buf.len())];
+    let mut parts = line.split(|&b| b == b' ');
+    let well_formed = matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(method), Some(target), Some(version), None)
+            if !method.is_empty()
+                && !target.is_empty()
+                && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                    if major.is_ascii_digit() && minor.is_ascii_digit())
+    );
+    if well_formed {
+        HeadError::new(505, "HTTP version not supported")
+    } else {
+        HeadError::new(400, "invalid HTTP version")
+    }
 }
 
 fn error_reason(e: httparse::Error) -> &'static str {
@@ -397,8 +445,7 @@ fn parse_response_inner<'b>(
     };
     head.status = code;
     head.minor_version = version;
-    let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
-    head.status_line = 0..line_end;
+    head.status_line = first_line(buf, 0, len);
     let mut saw_te = false;
     let mut connection = ConnectionOptions::default();
     for h in res.headers.iter() {
@@ -461,6 +508,29 @@ impl ResponseHead {
             Framing::UntilClose
         }
     }
+}
+
+/// An absolute-form request target (`http://host:port/path?query`, RFC 9112 §3.2.2): the
+/// offsets in `target` of its authority (any user info dropped) and where what follows the
+/// authority starts (the path and query; at `target.len()` when the URI has neither).
+/// `None` for any other form or scheme.
+pub fn split_absolute_form(target: &[u8]) -> Option<(Range<usize>, usize)> {
+    let colon = target.iter().position(|&b| b == b':')?;
+    let scheme = &target[..colon];
+    if !(eq_ignore_case(scheme, b"http") || eq_ignore_case(scheme, b"https")) {
+        return None;
+    }
+    target[colon..].strip_prefix(b"://")?;
+    let start = colon + 3;
+    let end = target[start..]
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .map_or(target.len(), |i| start + i);
+    let host_start = target[start..end]
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(start, |at| start + at + 1);
+    Some((host_start..end, end))
 }
 
 /// Headers that apply to one connection only (RFC 9110 §7.6.1) and are never forwarded.

@@ -21,6 +21,7 @@ use coremesh_telemetry::{CoreMetrics, MetricsLayout};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -52,6 +53,18 @@ pub struct ServiceState {
     pub balancer: ServiceBalancer,
     pub budget: RetryBudget,
     settings: Settings,
+    /// Each endpoint's ejection count as last exported to metrics, so that only new
+    /// ejections are counted; kept per service (two services may share an address) and
+    /// pruned to the endpoints the balancer still has.
+    ejections_counted: HashMap<SocketAddr, u32>,
+}
+
+impl ServiceState {
+    /// How many ejections of `addr` happened since the last call, remembering `total`.
+    fn new_ejections(&mut self, addr: SocketAddr, total: u32) -> u32 {
+        let previous = self.ejections_counted.insert(addr, total).unwrap_or(0);
+        total.saturating_sub(previous)
+    }
 }
 
 /// The balancer configuration a service's settings ask for.
@@ -97,6 +110,8 @@ pub struct CoreParams {
     pub access_log: Option<crate::access_log::AccessLog>,
     pub defaults: Settings,
     pub grace: Duration,
+    /// An upgraded tunnel idle both ways for this long is closed.
+    pub tunnel_idle: Duration,
     pub snapshot: Arc<Snapshot>,
     pub seed: u64,
     pub gossip: Option<GossipPort>,
@@ -110,6 +125,8 @@ pub struct Core {
     /// Global defaults: limits that apply before a request is routed.
     pub defaults: Settings,
     pub grace: Duration,
+    /// An upgraded tunnel idle both ways for this long is closed.
+    pub tunnel_idle: Duration,
     snapshot: RefCell<Arc<Snapshot>>,
     pub services: RefCell<Vec<ServiceState>>,
     gossip: Option<GossipPort>,
@@ -120,7 +137,6 @@ pub struct Core {
     pub parse_scratch: RefCell<crate::codec::HeaderScratch>,
     /// Header views for route matching, likewise used synchronously.
     pub route_scratch: RefCell<Vec<httparse::Header<'static>>>,
-    last_ejections: RefCell<std::collections::HashMap<SocketAddr, u32>>,
     pub pool: RefCell<Pool>,
     rng: RefCell<SmallRng>,
     buffers: RefCell<Vec<Vec<u8>>>,
@@ -140,6 +156,7 @@ impl Core {
             access_log,
             defaults,
             grace,
+            tunnel_idle,
             snapshot,
             seed,
             gossip,
@@ -154,6 +171,7 @@ impl Core {
             access_log,
             defaults,
             grace,
+            tunnel_idle,
             snapshot: RefCell::new(snapshot),
             services: RefCell::new(services),
             gossip,
@@ -161,7 +179,6 @@ impl Core {
             ids: RefCell::new(ids),
             parse_scratch: RefCell::new(crate::codec::HeaderScratch::new(max_headers)),
             route_scratch: RefCell::new(Vec::with_capacity(max_headers)),
-            last_ejections: RefCell::new(Default::default()),
             pool: RefCell::new(Pool::default()),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),
             buffers: RefCell::new(Vec::new()),
@@ -288,7 +305,7 @@ impl Core {
     /// what they sent. Called from the tick, never on the request path.
     pub fn gossip_tick(&self, now: Instant) {
         let mut services = self.services.borrow_mut();
-        self.track_endpoint_states(&services, now);
+        self.track_endpoint_states(&mut services, now);
         for state in services.iter_mut() {
             if let Some(batch) = state.balancer.take_gossip(now) {
                 if let Some(port) = &self.gossip {
@@ -306,7 +323,7 @@ impl Core {
     }
 
     /// Export endpoint states and count ejections (a transition into "ejected").
-    fn track_endpoint_states(&self, services: &[ServiceState], now: Instant) {
+    fn track_endpoint_states(&self, services: &mut [ServiceState], now: Instant) {
         use coremesh_balancer::Health;
         use coremesh_telemetry::EndpointState;
         let ids = self.ids.borrow();
@@ -316,7 +333,16 @@ impl Core {
             let Some(index) = snapshot.service_index(&state.name) else {
                 continue;
             };
-            for view in state.balancer.views(now) {
+            let views = state.balancer.views(now);
+            if state.ejections_counted.len() > views.len() {
+                // An endpoint left the service: forget what was counted for it.
+                let current: HashSet<SocketAddr> = views.iter().map(|v| v.addr).collect();
+                state
+                    .ejections_counted
+                    .retain(|addr, _| current.contains(addr));
+            }
+            for view in views {
+                let new_ejections = state.new_ejections(view.addr, view.ejections);
                 let Some(endpoint) = ids.endpoint(index, view.addr) else {
                     continue;
                 };
@@ -325,12 +351,8 @@ impl Core {
                     Health::Ejected { .. } => EndpointState::Ejected,
                     Health::HalfOpen { .. } => EndpointState::HalfOpen,
                 };
-                let mut seen = self.last_ejections.borrow_mut();
-                let previous = seen.insert(view.addr, view.ejections).unwrap_or(0);
-                if view.ejections > previous {
-                    for _ in previous..view.ejections {
-                        metrics.record_ejection(endpoint);
-                    }
+                for _ in 0..new_ejections {
+                    metrics.record_ejection(endpoint);
                 }
                 metrics.set_endpoint_state(endpoint, new);
             }
@@ -370,7 +392,7 @@ impl Core {
     /// This core's state for the admin server.
     pub fn report(&self, now: Instant) -> crate::report::CoreReport {
         // Bring endpoint-state metrics up to the balancer's view before snapshotting them.
-        self.track_endpoint_states(&self.services.borrow(), now);
+        self.track_endpoint_states(&mut self.services.borrow_mut(), now);
         let services = self
             .services
             .borrow()
@@ -448,6 +470,7 @@ fn build_services(snapshot: &Snapshot, old: Vec<ServiceState>) -> Vec<ServiceSta
                         budget: RetryBudget::new(budget_config(&s.settings)),
                         settings: s.settings.clone(),
                         name,
+                        ejections_counted: HashMap::new(),
                     }
                 }
             }

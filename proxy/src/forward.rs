@@ -197,12 +197,12 @@ pub async fn forward(
                 } else {
                     Outcome::Success
                 };
-                core.record(ex.service(core), addr, done, latency, outcome);
                 end_attempt_trace(core, s, ex, addr, retry_reason, Some(status), None, left);
                 if ex.retry_on.contains(&status)
                     && may_repeat
                     && can_retry(core, RetryReason::Status)
                 {
+                    core.record(ex.service(core), addr, done, latency, outcome);
                     // Drop this response (and its connection) and try another endpoint.
                     core.recycle(upstream.buf);
                     retry_reason = Some(RetryReason::Status);
@@ -211,7 +211,17 @@ pub async fn forward(
                     continue;
                 }
                 client.consume(buffered_len);
-                return relay(core, client, s, ex, addr, upstream).await;
+                let relayed = relay(core, client, s, ex, addr, upstream).await;
+                // The outcome is known once the body is through: an upstream that breaks
+                // off its response failed, whatever its status said.
+                let outcome = match &relayed {
+                    Err((ProxyError::UpstreamBrokeResponse, _)) => {
+                        Outcome::Failure(FailureKind::Reset)
+                    }
+                    _ => outcome,
+                };
+                core.record(ex.service(core), addr, Instant::now(), latency, outcome);
+                return relayed;
             }
             Ok(Err(e)) => {
                 let kind = match &e {
@@ -467,10 +477,28 @@ async fn exchange_head(
                         return Ok(());
                     }
                     let len = s.response_head.len;
-                    if status != 100 && !ex.http10 {
-                        up.forward(len, client)
-                            .await
-                            .map_err(|_| ProxyError::ClientGone)?;
+                    // The client hears interim responses from one attempt only: a retry's
+                    // would repeat them. `100 Continue` was the proxy's own to send, and an
+                    // HTTP/1.0 client gets none (RFC 9110 §15.2).
+                    let to_client = status != 100
+                        && !ex.http10
+                        && s.interim_from_attempt.is_none_or(|a| a == s.attempts);
+                    if to_client {
+                        s.interim_from_attempt = Some(s.attempts);
+                        let mut out = std::mem::take(&mut s.out);
+                        response_head(
+                            up.data(),
+                            &s.response_head,
+                            false,
+                            false,
+                            ex.settings.add_via,
+                            false,
+                            &mut out,
+                        );
+                        up.consume(len);
+                        let (res, out) = client.write_vec(out).await;
+                        s.out = out;
+                        res.map_err(|_| ProxyError::ClientGone)?;
                     } else {
                         up.consume(len);
                     }
@@ -575,18 +603,16 @@ async fn relay(
         core.recycle(up.buf);
         return Ok(Next::Close);
     }
-    let mut completed = true;
+    let mut piped = Ok(());
     if let Some(state) = state.as_mut() {
         let idle = Duration::from_millis(ex.settings.request_timeout_ms);
-        let piped = if let BodyState::Dechunk(scanner) = state {
+        piped = if let BodyState::Dechunk(scanner) = state {
             dechunk_pipe(&mut up, client, scanner, idle, &mut s.out).await
         } else {
             pipe(&mut up, client, state, idle, None).await
         };
-        if piped.is_err() {
-            completed = false;
-        }
     }
+    let completed = piped.is_ok();
     let now = Instant::now();
     record_upstream_bytes(core, &up);
     let Conn { stream, buf, .. } = up;
@@ -597,10 +623,12 @@ async fn relay(
             .borrow_mut()
             .checkin(addr, stream, now, ex.settings.pool_max_idle);
     }
-    if completed && !close_client {
-        Ok(Next::KeepAlive)
-    } else {
-        Ok(Next::Close)
+    match piped {
+        Ok(()) if !close_client => Ok(Next::KeepAlive),
+        Ok(()) | Err(PipeError::Destination) => Ok(Next::Close),
+        // The head is out: the client learns of the break by the connection closing
+        // before the body's end.
+        Err(_) => Err((ProxyError::UpstreamBrokeResponse, true)),
     }
 }
 

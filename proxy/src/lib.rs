@@ -238,6 +238,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
                 access_log: access_log.clone(),
                 defaults: config.defaults.clone(),
                 grace,
+                tunnel_idle: Duration::from_millis(config.proxy.tunnel_idle_timeout_ms),
                 snapshot: snapshot.clone(),
                 seed: rand::random::<u64>() ^ id as u64,
                 gossip: gossip_ports.next(),

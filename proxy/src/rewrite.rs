@@ -2,7 +2,9 @@
 //! head to the client, each from the original bytes minus hop-by-hop headers, plus what the
 //! proxy must add. Also the proxy's own error responses.
 
-use crate::codec::{is_hop_by_hop, listed_in_connection, RequestHead, ResponseHead};
+use crate::codec::{
+    is_hop_by_hop, listed_in_connection, split_absolute_form, RequestHead, ResponseHead,
+};
 use crate::error::reason_phrase;
 use std::io::Write;
 use std::net::IpAddr;
@@ -23,23 +25,32 @@ pub const DEADLINE_HEADER: &[u8] = b"x-coremesh-timeout-ms";
 /// Write the upstream request head for `head` (parsed from `buf`) into `out`.
 pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, out: &mut Vec<u8>) {
     out.clear();
-    let line_end = head
-        .headers
-        .first()
-        .map(|h| h.line.start)
-        .unwrap_or(head.len)
-        .min(buf.len());
-    // The request line as received (with its CRLF).
-    let request_line = &buf[..line_end];
-    let trimmed = request_line
-        .strip_suffix(b"\r\n")
-        .or_else(|| request_line.strip_suffix(b"\n"))
-        .unwrap_or(request_line);
-    out.extend_from_slice(trimmed);
+    let target = &buf[head.target.clone()];
+    let absolute = split_absolute_form(target);
+    match &absolute {
+        // Toward the upstream the target goes in origin-form, with a Host generated from
+        // the target in place of any received one (RFC 9112 §3.2.2).
+        Some((host, rest)) => {
+            let (host, rest) = (&target[host.clone()], &target[*rest..]);
+            out.extend_from_slice(&buf[head.method.clone()]);
+            out.extend_from_slice(b" ");
+            if !rest.starts_with(b"/") {
+                out.push(b'/');
+            }
+            out.extend_from_slice(rest);
+            let _ = write!(out, " HTTP/1.{}\r\nHost: ", head.minor_version);
+            out.extend_from_slice(host);
+        }
+        // The request line as received, with CRLF whatever line ending it came with.
+        None => out.extend_from_slice(&buf[head.request_line.clone()]),
+    }
     out.extend_from_slice(b"\r\n");
     let mut xff: Option<&[u8]> = None;
     for h in &head.headers {
         let name = &buf[h.name.clone()];
+        if absolute.is_some() && name.eq_ignore_ascii_case(b"host") {
+            continue;
+        }
         if is_hop_by_hop(name) {
             if head.upgrade && name.eq_ignore_ascii_case(b"upgrade") {
                 push_line(out, &buf[h.line.clone()]);
@@ -165,7 +176,7 @@ pub fn append_deadline(head: &[u8], remaining_ms: u64, extra: &[u8], out: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{parse_request, HeaderScratch};
+    use crate::codec::{parse_request, parse_response, HeaderScratch};
 
     #[test]
     fn hop_by_hop_removed_and_additions_made() {
@@ -183,6 +194,71 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nVia: 1.1 coremesh\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_less_http_1_0_request_keeps_its_additions_inside_the_head() {
+        let raw = b"GET /a HTTP/1.0\r\n\r\n";
+        let mut head = RequestHead::default();
+        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
+        let mut out = Vec::new();
+        let add = RequestAdditions {
+            forwarded_for: Some("127.0.0.9".parse().unwrap()),
+            strip_trace: false,
+            via: false,
+            extra: b"",
+        };
+        request_head(raw, &head, &add, &mut out);
+        let mut with_deadline = Vec::new();
+        append_deadline(&out, 250, b"", &mut with_deadline);
+        assert_eq!(
+            std::str::from_utf8(&with_deadline).unwrap(),
+            "GET /a HTTP/1.0\r\nConnection: close\r\nX-Forwarded-For: 127.0.0.9\r\nx-coremesh-timeout-ms: 250\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn bare_lf_heads_are_sent_on_with_crlf() {
+        let raw = b"GET /b HTTP/1.1\nHost: a\nX-A: 1\n\n";
+        let mut head = RequestHead::default();
+        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
+        let mut out = Vec::new();
+        let add = RequestAdditions {
+            forwarded_for: None,
+            strip_trace: false,
+            via: false,
+            extra: b"",
+        };
+        request_head(raw, &head, &add, &mut out);
+        assert_eq!(out, b"GET /b HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n");
+
+        let raw = b"HTTP/1.1 200 OK\nContent-Length: 2\nX-B: 2\n\nhi";
+        let mut head = ResponseHead::default();
+        parse_response(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
+        response_head(raw, &head, false, false, false, false, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-B: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn absolute_form_goes_out_in_origin_form_with_the_target_s_host() {
+        let raw = b"GET http://u@b.example:81?x HTTP/1.1\r\nHost: a.example\r\nX-A: 1\r\n\r\n";
+        let mut head = RequestHead::default();
+        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
+        let mut out = Vec::new();
+        let add = RequestAdditions {
+            forwarded_for: None,
+            strip_trace: false,
+            via: false,
+            extra: b"",
+        };
+        request_head(raw, &head, &add, &mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "GET /?x HTTP/1.1\r\nHost: b.example:81\r\nX-A: 1\r\n\r\n"
         );
     }
 

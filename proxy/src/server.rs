@@ -37,6 +37,8 @@ pub struct ConnScratch {
     pub out: Vec<u8>,
     pub peer: SocketAddr,
     pub last_response: Instant,
+    /// The attempt whose interim (1xx) responses the client was sent, for this request.
+    pub interim_from_attempt: Option<u32>,
 }
 
 enum HeadOutcome {
@@ -71,6 +73,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         out: Vec::new(),
         peer,
         last_response: Instant::now(),
+        interim_from_attempt: None,
     };
     let mut first = true;
     loop {
@@ -96,7 +99,11 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
             Next::Close => break,
             Next::Upgrade(upstream) => {
                 record_connection_end(&core, &client);
-                let (to_upstream, to_client) = crate::tunnel::tunnel(client, upstream).await;
+                let crate::tunnel::TunnelEnd {
+                    to_upstream,
+                    to_client,
+                    ..
+                } = crate::tunnel::tunnel(client, upstream, core.tunnel_idle).await;
                 let m = core.metrics.borrow();
                 m.record_bytes_sent(coremesh_telemetry::Peer::Upstream, to_upstream);
                 m.record_bytes_received(coremesh_telemetry::Peer::Upstream, to_client);
@@ -241,6 +248,7 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     s.status = 0;
     s.endpoint = None;
     s.attempts = 0;
+    s.interim_from_attempt = None;
     if let Some(t) = &mut s.trace {
         t.attempt = None;
     }
@@ -471,6 +479,12 @@ async fn route_and_forward(
             if matches!(err, ProxyError::ClientGone) {
                 return Next::Close;
             }
+            if matches!(err, ProxyError::UpstreamBrokeResponse) {
+                // The response head already went out with the upstream's status; the
+                // connection closes short of the body's end.
+                record_error(core, &err);
+                return Next::Close;
+            }
             let close = client_close || !body_consumed;
             s.status = err.status();
             record_error(core, &err);
@@ -522,18 +536,17 @@ pub async fn send_error(client: &mut Conn, err: &ProxyError, close: bool, out: &
 
 /// `absolute-form` targets (`http://host/path`) carry their own authority.
 fn split_target(target: &str) -> (Option<&str>, &str) {
-    for scheme in ["http://", "https://"] {
-        if let Some(rest) = target.strip_prefix(scheme) {
-            let slash = rest.find('/').unwrap_or(rest.len());
-            let path = if slash == rest.len() {
-                "/"
-            } else {
-                &rest[slash..]
+    match crate::codec::split_absolute_form(target.as_bytes()) {
+        // The offsets fall on ASCII delimiters (':', '/', '?', '#', '@'): valid str bounds.
+        Some((host, rest)) => {
+            let path = match &target[rest..] {
+                p if p.starts_with('/') => p,
+                _ => "/",
             };
-            return (Some(&rest[..slash]), path);
+            (Some(&target[host]), path)
         }
+        None => (None, target),
     }
-    (None, target)
 }
 
 /// The `x-coremesh-timeout-ms` value the caller sent, if it is a valid number.

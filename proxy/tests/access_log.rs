@@ -1,14 +1,17 @@
 //! The real `coremesh` binary, `coremesh run --config FILE`, on both drivers: with
 //! `telemetry.access_log = true` each request gives one JSON line on standard output with
 //! its route, service, endpoint, status, latency, attempts and trace id; the admin server's
-//! `/log-level` changes the binary's log filter; and `POST /shutdown` (enabled in the file)
+//! `/log-level` changes the binary's log filter (debug lines appear after `PUT debug`, none
+//! at the starting level `info`); and `POST /shutdown` (enabled in the file)
 //! stops the process with exit status 0.
 //!
 //! The process listens on 127.0.0.1:0 (proxy and admin); the ports it got are read from its
 //! start-up log on standard error. It is killed if a test fails before it exits.
 
 use coremesh_tests::client::{self, Client};
-use coremesh_tests::proxy::{closed_port_addr, driver_name, for_each_driver};
+use coremesh_tests::proxy::{
+    assert_running_driver, closed_port_addr, driver_in_start_line, driver_name, for_each_driver,
+};
 use coremesh_tests::traffic::get_on;
 use coremesh_tests::upstream::{Action, Response, Upstream};
 use coremesh_tests::Driver;
@@ -123,9 +126,10 @@ fn logged_addr(lines: &[String], marker: &str) -> Option<SocketAddr> {
 }
 
 impl RunProcess {
-    /// Write `toml` to a file and run `coremesh run --config FILE`; wait until it logged
-    /// both addresses and its admin server says ready.
-    fn start(tag: &str, toml: &str) -> RunProcess {
+    /// Write `toml` (which asks for `driver`) to a file and run `coremesh run --config FILE`;
+    /// wait until it logged both addresses and its admin server says ready. The driver its
+    /// start-up line names must be `driver` (see `assert_running_driver`).
+    fn start(tag: &str, driver: Driver, toml: &str) -> RunProcess {
         let dir = TempDir::new(tag);
         let path = dir.0.join("coremesh.toml");
         std::fs::write(&path, toml).expect("write the configuration file");
@@ -167,6 +171,16 @@ impl RunProcess {
         });
         process.listen = logged_addr(&lines, "listening on ").expect("checked");
         process.admin = logged_addr(&lines, "admin server on http://").expect("checked");
+        let running = lines
+            .iter()
+            .find_map(|l| driver_in_start_line(l))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no driver in the start-up line; stderr:\n{}",
+                    lines.join("\n")
+                )
+            });
+        assert_running_driver(driver, running);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(r) = client::get(process.admin, "/ready", &[]) {
@@ -210,8 +224,9 @@ impl RunProcess {
         }
     }
 
-    /// `POST /shutdown` (enabled in the file): 202, then exit status 0.
-    fn shutdown_through_admin(mut self) -> Vec<String> {
+    /// `POST /shutdown` (enabled in the file): 202, then exit status 0. Everything the
+    /// process wrote.
+    fn shutdown_through_admin(mut self) -> Output {
         let r = self.admin("POST", "/shutdown", None);
         assert_eq!(r.status, 202, "POST /shutdown: {}", r.body_text());
         let status = self.wait_exit(WAIT).unwrap_or_else(|| {
@@ -225,8 +240,25 @@ impl RunProcess {
             "exit status {status}; stderr:\n{}",
             self.stderr_text()
         );
-        self.stdout.snapshot()
+        Output {
+            stdout: self.stdout.snapshot(),
+            stderr: self.stderr.snapshot(),
+        }
     }
+}
+
+/// The lines a process wrote, once it has exited.
+struct Output {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+}
+
+/// The `DEBUG` lines of a log (the level is a word of its own in the binary's format).
+fn debug_lines(stderr: &[String]) -> Vec<&String> {
+    stderr
+        .iter()
+        .filter(|l| l.split_whitespace().any(|w| w == "DEBUG"))
+        .collect()
 }
 
 impl Drop for RunProcess {
@@ -305,6 +337,7 @@ fn access_log_has_one_json_line_per_request() {
         let collector = closed_port_addr();
         let process = RunProcess::start(
             driver_name(driver),
+            driver,
             &config_file(driver, ok.addr(), dead, collector),
         );
         let mut client = Client::connect(process.listen).expect("connect to the proxy");
@@ -329,8 +362,15 @@ fn access_log_has_one_json_line_per_request() {
         let lines = {
             // Nothing more after the process stops (and every line so far was one request).
             let all = process.shutdown_through_admin();
-            assert_eq!(all, lines, "exactly one line per request");
-            all
+            assert_eq!(all.stdout, lines, "exactly one line per request");
+            // RUST_LOG=info throughout: not one debug line (the control for the log-level
+            // test, whose debug lines appear only after its change).
+            assert_eq!(
+                debug_lines(&all.stderr),
+                Vec::<&String>::new(),
+                "debug lines at level info"
+            );
+            all.stdout
         };
         let parsed: Vec<serde_json::Value> = lines
             .iter()
@@ -386,6 +426,7 @@ fn log_level_changes_the_binarys_filter() {
     let ok = Upstream::fixed_named("ok", 200, b"ok");
     let process = RunProcess::start(
         "log-level",
+        Driver::Legacy,
         &config_file(
             Driver::Legacy,
             ok.addr(),
@@ -395,6 +436,12 @@ fn log_level_changes_the_binarys_filter() {
     );
     let get = process.admin("GET", "/log-level", None);
     assert_eq!((get.status, get.body_text().as_str()), (200, "info\n"));
+    let before = process.stderr.snapshot();
+    assert_eq!(
+        debug_lines(&before),
+        Vec::<&String>::new(),
+        "debug lines at level info"
+    );
     let put = process.admin("PUT", "/log-level", Some(b"debug"));
     assert_eq!((put.status, put.body_text().as_str()), (200, "debug\n"));
     let get = process.admin("GET", "/log-level", None);
@@ -407,9 +454,18 @@ fn log_level_changes_the_binarys_filter() {
         "debug\n",
         "a refused filter leaves the old one"
     );
-    let lines = process.shutdown_through_admin();
+    let out = process.shutdown_through_admin();
     assert!(
-        lines.is_empty(),
-        "no request, no access log line: {lines:?}"
+        out.stdout.is_empty(),
+        "no request, no access log line: {:?}",
+        out.stdout
+    );
+    // At debug, each core logs how long it drained when it stops (proxy/src/runtime.rs);
+    // at info (the access log test above) that line is absent.
+    let debug = debug_lines(&out.stderr);
+    assert!(
+        debug.iter().any(|l| l.contains("core stopped after")),
+        "no debug line from the core's stop after PUT /log-level debug; stderr:\n{}",
+        out.stderr.join("\n")
     );
 }

@@ -129,10 +129,13 @@ fn start_with_admin_and(driver: Driver, mut config: Config, options: StartOption
         admin.ip().is_loopback() && admin.port() != 0,
         "admin_addr() must report the bound loopback port, got {admin}"
     );
-    AdminProxy {
+    let running = handle.driver();
+    let proxy = AdminProxy {
         handle: Some(handle),
         admin,
-    }
+    };
+    crate::proxy::assert_running_driver(driver, running);
+    proxy
 }
 
 /// One request on a new connection to the admin server; panics on an I/O or framing error.

@@ -3,14 +3,20 @@
 //!
 //! Every proxy a test starts listens on 127.0.0.1:0 with `pin_cores = false` and is shut down
 //! when its [`TestProxy`] is dropped, even when the test panics.
+//!
+//! Both drivers means both drivers: a proxy asked for io_uring that fell back to epoll (no
+//! io_uring in this kernel, seccomp, locked-memory limits) fails the test, unless
+//! [`ALLOW_EPOLL_FALLBACK_ENV`] is set to `1` for a machine that cannot run io_uring.
 
 use coremesh::ProxyHandle;
 use coremesh_discovery::{
     Config, Driver, HeaderMatch, RouteConfig, ServiceConfig, WeightedService,
 };
-use std::net::{SocketAddr, TcpListener};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
 /// Both drivers every end-to-end case runs on.
 pub const DRIVERS: [Driver; 2] = [Driver::Uring, Driver::Legacy];
@@ -18,6 +24,60 @@ pub const DRIVERS: [Driver; 2] = [Driver::Uring, Driver::Legacy];
 /// Shutdown grace of test proxies: long enough for any in-flight test request, short enough
 /// that a proxy left with a stuck connection does not stall the suite.
 pub const TEST_SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// Set to `1` to let a proxy asked for io_uring run on the legacy (epoll) driver instead of
+/// failing the test: for machines without io_uring only, since the "uring" half of every
+/// test then runs epoll a second time.
+pub const ALLOW_EPOLL_FALLBACK_ENV: &str = "COREMESH_TEST_ALLOW_EPOLL_FALLBACK";
+
+/// Whether [`ALLOW_EPOLL_FALLBACK_ENV`] is set to `1` in this process's environment.
+pub fn epoll_fallback_allowed() -> bool {
+    std::env::var(ALLOW_EPOLL_FALLBACK_ENV).is_ok_and(|v| v.trim() == "1")
+}
+
+/// Whether a proxy asked for `asked` and running `running` is what a test on `asked` may
+/// use: the same driver, or io_uring fallen back to epoll when `fallback_allowed`.
+pub fn driver_check(asked: Driver, running: Driver, fallback_allowed: bool) -> Result<(), String> {
+    match (asked, running) {
+        (a, r) if a == r => Ok(()),
+        (Driver::Uring, Driver::Legacy) if fallback_allowed => Ok(()),
+        (Driver::Uring, Driver::Legacy) => Err(format!(
+            "asked for driver uring but the proxy fell back to legacy (epoll): this machine \
+             cannot run io_uring here, so the uring half of the test would run epoll again; \
+             set {ALLOW_EPOLL_FALLBACK_ENV}=1 to accept that"
+        )),
+        (a, r) => Err(format!(
+            "asked for driver {} but the proxy runs {}",
+            driver_name(a),
+            driver_name(r)
+        )),
+    }
+}
+
+/// Panic unless a proxy asked for `asked` really runs `running` (see [`driver_check`] and
+/// [`ALLOW_EPOLL_FALLBACK_ENV`]).
+pub fn assert_running_driver(asked: Driver, running: Driver) {
+    if let Err(why) = driver_check(asked, running, epoll_fallback_allowed()) {
+        panic!("{why}");
+    }
+    if asked != running {
+        eprintln!(
+            "asked for {}, running {}: allowed by {ALLOW_EPOLL_FALLBACK_ENV}=1",
+            driver_name(asked),
+            driver_name(running)
+        );
+    }
+}
+
+/// The driver named in the binary's start-up log line (`coremesh listening on ADDR with N
+/// core(s), driver NAME`, NAME as [`coremesh::driver_name`] writes it), if `line` is that line.
+pub fn driver_in_start_line(line: &str) -> Option<Driver> {
+    let rest = &line[line.find("coremesh listening on ")?..];
+    let named = rest[rest.find(", driver ")? + ", driver ".len()..].trim_end();
+    [Driver::Uring, Driver::Legacy]
+        .into_iter()
+        .find(|d| named.starts_with(coremesh::driver_name(*d)))
+}
 
 /// The lower-case name the CLI uses for `driver` (`--driver uring|legacy`).
 pub fn driver_name(driver: Driver) -> &'static str {
@@ -38,7 +98,8 @@ impl TestProxy {
     pub fn addr(&self) -> SocketAddr {
         self.handle().listen_addr()
     }
-    /// The driver the test asked for.
+    /// The driver the test asked for (the one running, unless [`ALLOW_EPOLL_FALLBACK_ENV`]
+    /// let io_uring fall back to epoll).
     pub fn requested_driver(&self) -> Driver {
         self.driver
     }
@@ -105,10 +166,14 @@ pub fn start_proxy(driver: Driver, mut config: Config) -> TestProxy {
         driver_name(driver),
         driver_name(handle.driver())
     );
-    TestProxy {
+    let running = handle.driver();
+    let proxy = TestProxy {
         handle: Some(handle),
         driver,
-    }
+    };
+    // After the TestProxy exists, so that a failure here still shuts the proxy down.
+    assert_running_driver(driver, running);
+    proxy
 }
 
 /// Run `body` once per driver (io_uring, then legacy). Both always run; if either fails the
@@ -233,10 +298,25 @@ pub fn services_with_routes(services: Vec<ServiceConfig>, routes: Vec<RouteConfi
     config
 }
 
-/// An address on 127.0.0.1 where nothing listens: a port bound and released at once.
+/// An address on 127.0.0.1 where nothing listens, for as long as this test process runs:
+/// connects to it are refused.
+///
+/// The port is held by a socket that is bound but never listens (without `SO_REUSEADDR` or
+/// `SO_REUSEPORT`, so no other socket can bind it, and the kernel does not hand it out as an
+/// ephemeral port) and that is kept open until the process exits. A port bound and
+/// released at once could be taken by anyone a moment later, and then the "closed" endpoint
+/// would answer.
 pub fn closed_port_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    drop(listener);
+    static HELD: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+    let socket =
+        Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("create a TCP socket");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a literal socket address");
+    socket.bind(&any_port.into()).expect("bind 127.0.0.1:0");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("the bound socket's address");
+    HELD.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
     addr
 }

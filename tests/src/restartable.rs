@@ -4,6 +4,13 @@
 //! instance is killed) and starts again on the same port (`SO_REUSEADDR`, so the
 //! `TIME_WAIT` connections the stop left behind do not block the new listener).
 //!
+//! The port stays the relay's while it is stopped: before the listener closes, a socket that
+//! is bound to the same address but never listens takes over the port (both carry
+//! `SO_REUSEPORT`, which lets them share it; the placeholder has no `SO_REUSEADDR`), and it is closed only after the next listener
+//! is up. Connects meanwhile are refused, as by a dead instance, and no other socket can
+//! take the port in between (an unrelated socket would need `SO_REUSEPORT` too and ask for
+//! this very port; the kernel never hands out a bound port as an ephemeral one).
+//!
 //! The relay only copies bytes both ways, one connection to the target per accepted
 //! connection, so every request that passes it reaches the target upstream, which keeps
 //! counting and logging across restarts. Lifecycle: [`Restartable::start`] binds
@@ -17,9 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long [`Restartable::restart`] keeps trying to bind the old port: binding fails only
-/// while something else holds it (e.g. an outgoing connection that happened to get it as
-/// its ephemeral port), which is rare and short-lived.
+/// How long [`Restartable::restart`] keeps trying to bind the old port. The placeholder
+/// holds the port while the relay is stopped, so the first bind succeeds; this only turns
+/// an unexpected refusal into a clear failure rather than a hang.
 const REBIND_PATIENCE: Duration = Duration::from_secs(10);
 /// Pause between bind attempts.
 const REBIND_PAUSE: Duration = Duration::from_millis(20);
@@ -45,6 +52,8 @@ pub struct Restartable {
     addr: SocketAddr,
     target: SocketAddr,
     run: Option<Run>,
+    /// While stopped: the bound, never-listening socket that keeps the port.
+    placeholder: Option<Socket>,
     /// Connections accepted over all runs.
     accepted: Arc<AtomicU64>,
 }
@@ -59,6 +68,7 @@ impl Restartable {
             addr,
             target,
             run: None,
+            placeholder: None,
             accepted: Arc::new(AtomicU64::new(0)),
         };
         relay.run = Some(relay.spawn(listener));
@@ -80,12 +90,19 @@ impl Restartable {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    /// Die: close the listener (new connects are refused), then shut every relayed
-    /// connection down both ways, and join every thread. Idempotent.
+    /// Die: close the listener (new connects are refused; the port stays held by a socket
+    /// that does not listen), then shut every relayed connection down both ways, and join
+    /// every thread. Idempotent.
     pub fn stop(&mut self) {
         let Some(run) = self.run.take() else {
             return;
         };
+        self.placeholder = Some(bind_placeholder(self.addr).unwrap_or_else(|e| {
+            panic!(
+                "could not hold the relay's port {} while it is stopped: {e}",
+                self.addr
+            )
+        }));
         run.stopping.store(true, Ordering::SeqCst);
         // Wake the blocking accept(); it sees `stopping` and returns, dropping the listener.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5));
@@ -115,6 +132,8 @@ impl Restartable {
             }
         };
         self.run = Some(self.spawn(listener));
+        // The new listener holds the port now.
+        self.placeholder = None;
     }
 
     fn spawn(&self, listener: TcpListener) -> Run {
@@ -147,13 +166,24 @@ impl Drop for Restartable {
     }
 }
 
-/// A listener on `addr` with `SO_REUSEADDR` set before bind.
+/// A listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` set before bind.
 pub fn bind_reusable(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(128)?;
     Ok(socket.into())
+}
+
+/// A socket bound to `addr` that never listens: it holds the port (connects are refused).
+/// `SO_REUSEPORT` lets it share the port with the relay's listeners; no `SO_REUSEADDR`, for
+/// with it any `SO_REUSEADDR` socket could bind the port beside it while nothing listens.
+fn bind_placeholder(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 struct AcceptContext {

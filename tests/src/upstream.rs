@@ -143,6 +143,12 @@ pub enum Action {
     /// Answer 101 with the right `Sec-WebSocket-Accept`, then echo every byte until the peer
     /// closes (400 if the request is not a WebSocket upgrade).
     WebSocketEcho,
+    /// Write exactly these bytes (a hand-made response, well-formed or not), then keep the
+    /// connection for the next request.
+    Raw(Vec<u8>),
+    /// Write exactly these bytes, then close with a TCP reset (SO_LINGER 0): an upstream
+    /// that dies in the middle of its response.
+    RawThenReset(Vec<u8>),
 }
 
 impl Action {
@@ -304,6 +310,26 @@ impl Upstream {
     /// Bytes read from all connections, whether or not they formed a request.
     pub fn bytes_received(&self) -> u64 {
         self.shared.bytes_received.load(Ordering::SeqCst)
+    }
+    /// Connections open now: accepted and not yet closed by either side.
+    pub fn connections_open(&self) -> usize {
+        lock(&self.shared.live).len()
+    }
+    /// The far-end (proxy-side) addresses of the connections open now.
+    pub fn open_connection_peers(&self) -> Vec<SocketAddr> {
+        lock(&self.shared.live)
+            .values()
+            .filter_map(|s| s.peer_addr().ok())
+            .collect()
+    }
+    /// Close every open connection from this side, as a server closing its idle keep-alive
+    /// connections does (a FIN to the peer); returns how many it closed.
+    pub fn close_open_connections(&self) -> usize {
+        let live = lock(&self.shared.live);
+        for stream in live.values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        live.len()
     }
     /// Every complete request received, in arrival order.
     pub fn received(&self) -> Vec<ReceivedRequest> {
@@ -659,6 +685,15 @@ fn perform(
         Action::WebSocketEcho => {
             websocket_echo(&shared.name, req, reader, writer)?;
             Ok(After::Close)
+        }
+        Action::Raw(bytes) => {
+            writer.write_all(&bytes)?;
+            Ok(After::KeepAlive)
+        }
+        Action::RawThenReset(bytes) => {
+            writer.write_all(&bytes)?;
+            SockRef::from(&*writer).set_linger(Some(Duration::ZERO))?;
+            Ok(After::Reset)
         }
     }
 }

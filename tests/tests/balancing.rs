@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 
 /// The slow endpoint's extra latency.
 const SLOW_DELAY: Duration = Duration::from_millis(30);
+/// Ejection back-off of the kill/restart tests, first and longest: a failed endpoint (ejected
+/// or, under least-latency, suspect) is probed again within this long of its last failure,
+/// so a restarted one is probed, and comes back, within it of the restart.
+const TEST_EJECT_BACKOFF_MS: u64 = 200;
+/// Bounds only a broken run: the waits below end when their condition holds, which takes
+/// one back-off ([`TEST_EJECT_BACKOFF_MS`]) of requests, a hundred times less.
+const HANG_GUARD: Duration = Duration::from_secs(60);
 
 fn fast(name: &str) -> Upstream {
     Upstream::fixed_named(name, 200, b"fast")
@@ -159,7 +166,7 @@ fn killed_endpoint_costs_no_errors_and_gets_traffic_again_after_restart_round_ro
 /// Three echo upstreams, each behind a relay (so they look alike to the balancer); "c" is
 /// killed between two requests of a sequential GET load, kept down for 300 requests, and
 /// restarted on the same port. Expected: no client-visible error at any point, and "c" gets
-/// requests again within 30 s of coming back.
+/// requests again once the proxy probes it, within one ejection back-off of coming back.
 fn kill_and_restart(driver: Driver, balance: BalanceKind) {
     let upstreams: Vec<Upstream> = ["a", "b", "c"]
         .iter()
@@ -172,7 +179,10 @@ fn kill_and_restart(driver: Driver, balance: BalanceKind) {
     let c = &upstreams[2];
     let endpoints: Vec<SocketAddr> = relays.iter().map(Restartable::addr).collect();
     let mut config = one_service(&endpoints);
-    config.services[0].overrides.balance = Some(balance);
+    let o = &mut config.services[0].overrides;
+    o.balance = Some(balance);
+    o.eject_base_ms = Some(TEST_EJECT_BACKOFF_MS);
+    o.eject_max_ms = Some(TEST_EJECT_BACKOFF_MS);
     let proxy = start_proxy(driver, config);
     let mut load = Load::new(proxy.addr());
 
@@ -180,10 +190,10 @@ fn kill_and_restart(driver: Driver, balance: BalanceKind) {
     // in the middle of a response cannot be hidden from the client by any proxy; a kill
     // before the response starts is `get_in_flight_on_an_endpoint_killed_before_it_answers`).
     // Before the kill: 200 requests, and more until "c" has served 10, so that the proxy
-    // has a pooled connection to it and history for it (bounded: 30 s).
+    // has a pooled connection to it and history for it.
     load.run(200);
     let warm_up_started = Instant::now();
-    while c.requests_received() < 10 && warm_up_started.elapsed() < Duration::from_secs(30) {
+    while c.requests_received() < 10 && warm_up_started.elapsed() < HANG_GUARD {
         load.one();
     }
     let c_before_kill = c.requests_received();
@@ -205,24 +215,23 @@ fn kill_and_restart(driver: Driver, balance: BalanceKind) {
     let down_for = restarted_at - killed_at;
 
     // Traffic through the restarted relay arrives on upstream connections opened after the
-    // restart. Keep the load running until one does, for at most 30 s.
+    // restart. Keep the load running until one does: that is a probe, which the proxy sends
+    // once the back-off since the endpoint's last failure has passed.
     // - Round-robin keeps choosing the dead endpoint until 5 failures eject it; it is then
-    //   probed after its back-off (1 s, doubling per failed probe: down for well under a
-    //   second, it is probed within about 2 s of coming back; seen: 0.7-0.95 s).
-    // - Least-latency shuns it after its first failure, so it is usually never ejected and
-    //   never probed; it comes back only once its failure penalty (10 ms after one failure,
-    //   decaying with a 10 s time constant) has decayed below the healthy endpoints'
-    //   latency, i.e. after about 10 s x ln(10 ms / their latency). Seen here (debug build,
-    //   ~1 ms per exchange): 0.5-14 s. On faster hardware or a release build the wait grows
-    //   (0.2 ms: about 40 s) and this bound can fail: that is the behaviour to fix, not the
-    //   bound.
+    //   probed after each back-off, and a failed probe ejects it again.
+    // - Least-latency shuns it after its first failure (its score carries the failure
+    //   penalty, so it is usually never ejected); as a suspect it is probed after the same
+    //   back-off, and each failed probe schedules the next.
+    // The back-off is pinned to TEST_EJECT_BACKOFF_MS (no doubling), so the first probe after
+    // the restart comes within that long of it whatever the machine's speed: the wait is for
+    // the probe, not for a failure penalty to decay with the clock.
     let came_back = |c: &Upstream| {
         c.received()
             .iter()
             .any(|r| r.connection_id >= c_conns_at_restart)
     };
     let sent_at_restart = load.sent;
-    while !came_back(c) && restarted_at.elapsed() < Duration::from_secs(30) {
+    while !came_back(c) && restarted_at.elapsed() < HANG_GUARD {
         load.one();
     }
     let waited = restarted_at.elapsed();

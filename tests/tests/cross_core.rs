@@ -13,21 +13,53 @@
 //! then the two client connections were served by two different cores. (Pool sweeps are
 //! pushed out of the way with a 10-minute pool idle timeout.)
 //!
+//! Core B is looked at only once the gossip has reached it, which the tests see on the
+//! admin server's `coremesh_endpoint_state{state="ejected"}`, the number of cores that hold
+//! an endpoint ejected: an ejection gossiped from core A shows as 2. The latency test uses an
+//! ejection as a barrier: a core sends its peers one message per service and tick, in the
+//! service order of the configuration, over a FIFO channel, so once core B holds an ejection
+//! that core A decided after it had observed the slow endpoint, core B has merged that
+//! observation too. Nothing waits for a fixed time; the limits below only turn a hang into a
+//! failure.
+//!
 //! Limits: the tests prove that state crossed from core A to core B; they cannot show
-//! when (the gossip tick is 100 ms; the tests give it 500 ms before looking).
+//! how fast (the gossip tick is 100 ms).
 
 use coremesh_discovery::{BalanceKind, Config, RouteConfig};
+use coremesh_tests::admin::{start_with_admin, wait_for_admin, AdminProxy};
 use coremesh_tests::client::Client;
-use coremesh_tests::proxy::{
-    base_config, for_each_driver, route_all, route_to, service, start_proxy,
-};
+use coremesh_tests::prometheus::Exposition;
+use coremesh_tests::proxy::{base_config, for_each_driver, route_all, route_to, service};
 use coremesh_tests::traffic::get_on;
 use coremesh_tests::upstream::{echo_body, Action, Response, Upstream};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Time given to gossip (five ticks of 100 ms) before core B is looked at.
-const GOSSIP_WAIT: Duration = Duration::from_millis(500);
+/// Ejection back-off long enough that no ejection in these tests ends while they look.
+const LONG_EJECTION_MS: u64 = 60_000;
+
+/// Wait until every core of `proxy` holds `endpoint` of `service` ejected, as the admin
+/// server's `coremesh_endpoint_state` counts cores; panics after the admin wait.
+fn wait_until_ejected_on_every_core(proxy: &AdminProxy, service: &str, endpoint: SocketAddr) {
+    let cores = proxy.cores() as f64;
+    let endpoint = endpoint.to_string();
+    let labels = [
+        ("service", service),
+        ("endpoint", endpoint.as_str()),
+        ("state", "ejected"),
+    ];
+    wait_for_admin(|| {
+        let text = proxy.metrics_text();
+        let ejected_on = Exposition::parse(&text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .value("coremesh_endpoint_state", &labels);
+        (
+            (ejected_on == Some(cores)).then_some(()),
+            format!("{service} {endpoint}: ejected on {ejected_on:?} of {cores} cores"),
+        )
+    })
+    .unwrap_or_else(|last| panic!("the ejection never reached every core: {last}"));
+}
 
 /// Two cores; service "whoami" (one echo upstream) on path `/whoami`, service "backend"
 /// on everything else.
@@ -115,13 +147,13 @@ fn ejection_decided_on_one_core_steers_the_other() {
             two_core_config(&whoami, &[bad.addr(), healthy_a.addr(), healthy_b.addr()]);
         // Round-robin, which starts every core at the first endpoint, "bad": without the
         // ejection gossiped from core A, core B's first request goes to "bad". A long
-        // ejection (30-60 s) so that it cannot end while the test looks.
+        // ejection (48-60 s with jitter) so that it cannot end while the test looks.
         let o = &mut config.services[1].overrides;
         o.balance = Some(BalanceKind::RoundRobin);
-        o.eject_base_ms = Some(60_000);
-        o.eject_max_ms = Some(60_000);
+        o.eject_base_ms = Some(LONG_EJECTION_MS);
+        o.eject_max_ms = Some(LONG_EJECTION_MS);
         config.routes[1].retry_on = vec![503];
-        let proxy = start_proxy(driver, config);
+        let proxy = start_with_admin(driver, config);
         let mut cores = TwoCores::find(proxy.addr());
 
         // Core A: until "bad" has failed 5 requests in a row and is ejected there.
@@ -134,7 +166,8 @@ fn ejection_decided_on_one_core_steers_the_other() {
         }
         assert_eq!(bad.requests_received(), 5, "core A sent bad its 5 failures");
 
-        std::thread::sleep(GOSSIP_WAIT);
+        // Core A ejected "bad"; wait until core B holds the ejection too.
+        wait_until_ejected_on_every_core(&proxy, "backend", bad.addr());
         // Core B has sent nothing to "backend" yet; its round-robin would start at "bad".
         for i in 0..30 {
             let r = get_on(&mut cores.b, "/x", &[], &format!("core B request {i}"));
@@ -155,13 +188,18 @@ fn latency_learned_on_one_core_steers_the_other() {
     // compares both on every request, so a core that knows the slow one is slow never
     // picks it. A core that does not know it scores the unknown endpoint at the neutral
     // (median) estimate, within the tie band of the known one, so it picks it with
-    // probability about 1/2 per request until it learns: over the 3 s that core B is looked
-    // at, B would pick the slow endpoint at least once with probability about 1 - 2^-31 if
-    // nothing had told it. So "no request of core B reaches the slow endpoint" shows that core A's
-    // knowledge reached core B.
+    // probability about 1/2 per request until it learns: over the 30 requests that core B
+    // is looked at, B would pick the slow endpoint at least once with probability about
+    // 1 - 2^-30 if nothing had told it. So "no request of core B reaches the slow endpoint"
+    // shows that core A's knowledge reached core B.
     //
-    // Learned latency lives in the 10 s gossip window; core B's look ends within 7 s of
+    // Learned latency lives in the 10 s gossip window; core B's look ends within 8 s of
     // core A's observation of the slow endpoint, while B still holds that sample.
+    //
+    // The barrier: a service "marker" (one endpoint that answers 503, ejected at its first
+    // failure), listed after "backend". Core A fails it once after it has seen the slow
+    // endpoint; when core B holds "marker" ejected, it has merged core A's gossip up to that
+    // tick, the slow endpoint's latency included.
     for_each_driver(|driver| {
         let whoami = whoami_upstream();
         let fast = Upstream::fixed_named("fast", 200, b"ok");
@@ -171,10 +209,23 @@ fn latency_learned_on_one_core_steers_the_other() {
                 Action::Respond(Response::ok("slow")),
             )
         });
-        let proxy = start_proxy(
-            driver,
-            two_core_config(&whoami, &[fast.addr(), slow.addr()]),
+        let marker = Upstream::fixed_named("marker", 503, b"marker");
+        let mut config = two_core_config(&whoami, &[fast.addr(), slow.addr()]);
+        let mut marker_service = service("marker", &[marker.addr()]);
+        let o = &mut marker_service.overrides;
+        o.eject_consecutive_failures = Some(1);
+        o.eject_max_percent = Some(100);
+        o.eject_base_ms = Some(LONG_EJECTION_MS);
+        o.eject_max_ms = Some(LONG_EJECTION_MS);
+        config.services.push(marker_service);
+        config.routes.insert(
+            0,
+            RouteConfig {
+                path_prefix: Some("/marker".into()),
+                ..route_to("marker")
+            },
         );
+        let proxy = start_with_admin(driver, config);
         let mut cores = TwoCores::find(proxy.addr());
 
         // Core A: until it has tried the slow endpoint (an unknown endpoint ties at the
@@ -196,11 +247,19 @@ fn latency_learned_on_one_core_steers_the_other() {
             "core A never tried the slow endpoint in {taught} requests"
         );
 
-        std::thread::sleep(GOSSIP_WAIT);
-        let look_until =
-            (Instant::now() + Duration::from_secs(3)).min(observed_at + Duration::from_secs(7));
+        // The barrier: core A fails "marker" once (ejecting it there), after its look at
+        // the slow endpoint; core B holding that ejection has merged the latency before it.
+        let r = get_on(&mut cores.a, "/marker", &[], "core A's marker request");
+        assert_eq!(r.status, 503, "the marker request: {}", r.body_text());
+        assert_eq!(marker.requests_received(), 1);
+        wait_until_ejected_on_every_core(&proxy, "marker", marker.addr());
+
+        // 30 requests: without core A's news, core B would pick the slow endpoint at least
+        // once with probability about 1 - 2^-30. Stopped early only if core A's sample is
+        // about to leave the 10 s window (a machine too slow for this test).
+        let look_until = observed_at + Duration::from_secs(8);
         let mut on_b = 0;
-        while Instant::now() < look_until {
+        while on_b < 30 && Instant::now() < look_until {
             let r = get_on(&mut cores.b, "/x", &[], &format!("core B request {on_b}"));
             assert_eq!(r.status, 200, "core B request {on_b}: {}", r.body_text());
             on_b += 1;
@@ -209,7 +268,10 @@ fn latency_learned_on_one_core_steers_the_other() {
         eprintln!(
             "core A: {taught} requests, {slow_seen_by_a} to slow; core B: {on_b} requests, {slow_from_b} to slow"
         );
-        assert!(on_b > 0, "core B sent no request");
+        assert!(
+            on_b > 0,
+            "core B sent no request within 8 s of core A's observation"
+        );
         assert_eq!(
             slow_from_b, 0,
             "core B sent {slow_from_b} of {on_b} requests to the endpoint core A had seen slow"

@@ -142,6 +142,21 @@ fn head_204_304_have_no_body() {
             .map(|r| r.method.clone())
             .collect();
         assert_eq!(methods, ["HEAD", "GET", "GET", "GET"]);
+        // The proxy read each bodiless response to its end and pooled the connection: all
+        // four exchanges on one upstream connection, in order. A proxy that waited for the
+        // HEAD's 11 bytes, or took a 204/304 as close-delimited, would have had to drop the
+        // connection and open another.
+        assert_eq!(
+            upstream.connections_accepted(),
+            1,
+            "one pooled upstream connection"
+        );
+        let on_the_wire: Vec<(u64, u64)> = upstream
+            .received()
+            .iter()
+            .map(|r| (r.connection_id, r.index_in_connection))
+            .collect();
+        assert_eq!(on_the_wire, [(0, 0), (0, 1), (0, 2), (0, 3)]);
     });
 }
 

@@ -4,8 +4,16 @@
 use coremesh_tests::client::{self, chunked_body, BodyFraming, Client};
 use coremesh_tests::data::{pseudo_random_bytes, sha1_hex};
 use coremesh_tests::load::{ClientEnd, Load};
+use coremesh_tests::proxy::{
+    closed_port_addr, driver_check, driver_in_start_line, epoll_fallback_allowed, for_each_driver,
+    one_service, start_proxy, ALLOW_EPOLL_FALLBACK_ENV,
+};
+use coremesh_tests::restartable::Restartable;
 use coremesh_tests::upstream::{echo_body, websocket_accept, Action, Response, Upstream};
 use coremesh_tests::wire::WireError;
+use coremesh_tests::Driver;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -379,4 +387,124 @@ fn load_reports_a_request_left_unanswered() {
         "{:?}",
         report.failures
     );
+}
+
+#[test]
+fn driver_check_refuses_a_silent_fallback_unless_allowed() {
+    for d in [Driver::Uring, Driver::Legacy] {
+        assert_eq!(driver_check(d, d, false), Ok(()));
+        assert_eq!(driver_check(d, d, true), Ok(()));
+    }
+    let refused = driver_check(Driver::Uring, Driver::Legacy, false)
+        .expect_err("io_uring fallen back to epoll fails the test");
+    assert!(refused.contains(ALLOW_EPOLL_FALLBACK_ENV), "{refused}");
+    assert_eq!(driver_check(Driver::Uring, Driver::Legacy, true), Ok(()));
+    // Asked for epoll, running io_uring: no setting makes that right.
+    assert!(driver_check(Driver::Legacy, Driver::Uring, false).is_err());
+    assert!(driver_check(Driver::Legacy, Driver::Uring, true).is_err());
+}
+
+#[test]
+fn the_binarys_start_line_names_its_driver() {
+    let line = |name: &str| {
+        format!(
+            "2026-01-01T00:00:00.000000Z  INFO coremesh: coremesh listening on 127.0.0.1:4140 \
+             with 2 core(s), driver {name}"
+        )
+    };
+    assert_eq!(
+        driver_in_start_line(&line(coremesh::driver_name(Driver::Uring))),
+        Some(Driver::Uring)
+    );
+    assert_eq!(
+        driver_in_start_line(&line(coremesh::driver_name(Driver::Legacy))),
+        Some(Driver::Legacy)
+    );
+    assert_eq!(driver_in_start_line(&line("kqueue")), None);
+    assert_eq!(
+        driver_in_start_line("INFO coremesh: admin server on http://127.0.0.1:1"),
+        None
+    );
+}
+
+#[test]
+fn each_driver_runs_what_it_names() {
+    // start_proxy fails a test whose proxy runs another driver than asked; this shows it
+    // directly: the handle reports the driver asked for (io_uring only may fall back, and
+    // only with the opt-out set).
+    let upstream = Upstream::echo();
+    for_each_driver(|driver| {
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let fell_back = driver == Driver::Uring && proxy.driver() == Driver::Legacy;
+        assert!(
+            proxy.driver() == driver || (fell_back && epoll_fallback_allowed()),
+            "asked for {driver:?}, running {:?}",
+            proxy.driver()
+        );
+        assert_eq!(
+            client::get(proxy.addr(), "/", &[])
+                .expect("a response")
+                .status,
+            200
+        );
+    });
+}
+
+/// Whether `addr` refuses a connect.
+fn refused(addr: SocketAddr) -> bool {
+    matches!(TcpStream::connect(addr), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
+}
+
+/// Whether a new socket (with `SO_REUSEADDR`, the most a test's listener ever asks) can
+/// bind `addr`.
+fn bindable(addr: SocketAddr) -> bool {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("create a socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket.bind(&addr.into()).is_ok()
+}
+
+#[test]
+fn a_closed_port_refuses_and_nobody_else_can_take_it() {
+    let addr = closed_port_addr();
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    for _ in 0..3 {
+        assert!(refused(addr), "connects to {addr} are refused");
+    }
+    assert!(TcpListener::bind(addr).is_err(), "{addr} stays held");
+    assert!(!bindable(addr), "{addr} stays held, SO_REUSEADDR or not");
+    assert_ne!(
+        closed_port_addr(),
+        addr,
+        "each call holds a port of its own"
+    );
+    assert!(refused(addr), "still refused later in the test");
+}
+
+#[test]
+fn a_stopped_relay_refuses_keeps_its_port_and_comes_back_on_it() {
+    let upstream = Upstream::echo_named("behind");
+    let mut relay = Restartable::start(upstream.addr());
+    let addr = relay.addr();
+    let through = |what: &str| {
+        let r = client::get(addr, "/", &[]).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(r.header("x-upstream").as_deref(), Some("behind"), "{what}");
+    };
+    through("before the stop");
+    for round in 0..3 {
+        relay.stop();
+        assert!(!relay.is_running());
+        assert!(
+            refused(addr),
+            "round {round}: stopped, connects are refused"
+        );
+        assert!(
+            !bindable(addr),
+            "round {round}: stopped, the port stays the relay's"
+        );
+        relay.restart();
+        assert_eq!(relay.addr(), addr);
+        through(&format!("round {round}: after the restart"));
+    }
+    assert_eq!(upstream.requests_received(), 4);
 }

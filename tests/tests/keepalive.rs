@@ -126,5 +126,22 @@ fn pipelined_requests_with_bodies_and_head_are_answered_in_order() {
         assert_eq!(paths, ["/m/0", "/m/1", "/m/2", "/m/3", "/m/4"]);
         assert_eq!(received[1].body, b"length body");
         assert_eq!(received[2].body, b"chunked body");
+        // The HEAD's response left the pooled connection usable for the GET after it.
+        assert_eq!(
+            upstream.connections_accepted(),
+            1,
+            "one upstream connection"
+        );
+        assert!(
+            received
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.connection_id == 0 && r.index_in_connection == i as u64),
+            "{:?}",
+            received
+                .iter()
+                .map(|r| (r.connection_id, r.index_in_connection))
+                .collect::<Vec<_>>()
+        );
     });
 }

@@ -231,3 +231,103 @@ fn mutated_heads_never_panic_and_offsets_stay_in_bounds() {
     // The mutations keep many inputs valid, so the checks above ran on real heads.
     assert!(complete > 2_000, "only {complete} complete heads");
 }
+
+#[test]
+fn request_line_ends_at_its_own_line_ending() {
+    // No header lines: the request line ends at its CRLF, not at the blank line.
+    let raw = b"GET /a HTTP/1.0\r\n\r\n";
+    let (_, h) = req(raw).unwrap();
+    assert_eq!(&raw[h.request_line.clone()], b"GET /a HTTP/1.0");
+    // Bare LF line endings.
+    let raw = b"GET /b HTTP/1.1\nHost: a\n\n";
+    let (_, h) = req(raw).unwrap();
+    assert_eq!(&raw[h.request_line.clone()], b"GET /b HTTP/1.1");
+    // Empty lines before the request line are skipped (RFC 9112 §2.2).
+    let raw = b"\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (_, h) = req(raw).unwrap();
+    assert_eq!(&raw[h.request_line.clone()], b"GET /c HTTP/1.1");
+}
+
+#[test]
+fn status_line_of_a_bare_lf_head() {
+    let mut scratch = HeaderScratch::new(64);
+    let mut head = ResponseHead::default();
+    let raw = b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi";
+    parse_response(raw, 1024, &mut scratch, &mut head).unwrap();
+    assert_eq!(&raw[head.status_line.clone()], b"HTTP/1.1 200 OK");
+    assert_eq!(head.content_length, Some(2));
+    let raw = b"HTTP/1.1 204 No Content\n\n";
+    parse_response(raw, 1024, &mut scratch, &mut head).unwrap();
+    assert_eq!(&raw[head.status_line.clone()], b"HTTP/1.1 204 No Content");
+    // A status line with no reason phrase.
+    let raw = b"HTTP/1.1 200 \r\n\r\n";
+    parse_response(raw, 1024, &mut scratch, &mut head).unwrap();
+    assert_eq!(&raw[head.status_line.clone()], b"HTTP/1.1 200 ");
+}
+
+#[test]
+fn malformed_versions_are_400_and_unsupported_ones_505() {
+    for raw in [
+        b"GET / HTTP/2.0\r\nHost: a\r\n\r\n".as_slice(),
+        b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/3.0\r\n\r\n",
+    ] {
+        assert_eq!(status_of(raw), 505, "{}", String::from_utf8_lossy(raw));
+    }
+    for raw in [
+        b"GET / http/1.1\r\nHost: a\r\n\r\n".as_slice(),
+        b"GET / HTTP/1.1x\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/11\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.\r\nHost: a\r\n\r\n",
+        b"GET / FOO/1.1\r\nHost: a\r\n\r\n",
+        b"GET /\r\n\r\n",
+        b"GET / HTTP/1.1 extra\r\nHost: a\r\n\r\n",
+        b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b" GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\rHost: a\r\n\r\n",
+    ] {
+        assert_eq!(status_of(raw), 400, "{}", String::from_utf8_lossy(raw));
+    }
+}
+
+#[test]
+fn expect_continue_is_ignored_in_http_1_0() {
+    let (_, h) =
+        req(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").unwrap();
+    assert!(!h.expect_continue);
+    let (_, h) =
+        req(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+            .unwrap();
+    assert!(h.expect_continue);
+}
+
+#[test]
+fn absolute_form_targets_split_into_host_and_the_rest() {
+    let split =
+        |t: &'static [u8]| split_absolute_form(t).map(|(host, rest)| (&t[host], &t[rest..]));
+    assert_eq!(
+        split(b"http://a.example:8080/p?q=1"),
+        Some((b"a.example:8080".as_slice(), b"/p?q=1".as_slice()))
+    );
+    assert_eq!(
+        split(b"HTTPS://a.example"),
+        Some((b"a.example".as_slice(), b"".as_slice()))
+    );
+    assert_eq!(
+        split(b"http://a.example?q"),
+        Some((b"a.example".as_slice(), b"?q".as_slice()))
+    );
+    assert_eq!(
+        split(b"http://user:pw@a.example/x"),
+        Some((b"a.example".as_slice(), b"/x".as_slice()))
+    );
+    assert_eq!(split(b"/plain"), None);
+    assert_eq!(split(b"ftp://a.example/"), None);
+    assert_eq!(split(b"a.example:443"), None);
+    assert_eq!(
+        status_of(b"GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n"),
+        400,
+        "an absolute-form target needs a host"
+    );
+}

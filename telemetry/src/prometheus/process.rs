@@ -5,9 +5,21 @@
 use super::text::{family, sample, Value};
 use std::fs;
 
-/// Clock ticks per second of the times in `/proc/*/stat` (`USER_HZ`): fixed at 100 by the
-/// kernel's user ABI on every architecture Linux exposes it on, so no `sysconf` is needed.
-const USER_HZ: f64 = 100.0;
+/// Clock ticks per second of the times in `/proc/*/stat` (`USER_HZ`), as
+/// `sysconf(_SC_CLK_TCK)` answers it (the `AT_CLKTCK` value the kernel hands every process).
+/// It is 100 on common builds but not promised to be: a kernel may be built otherwise, so
+/// it is asked rather than assumed. A zero answer (impossible on Linux) falls back to 100.
+fn clock_ticks_per_second() -> u64 {
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100,
+        ticks => ticks,
+    }
+}
+
+/// `ticks` of `ticks_per_second` each, in seconds.
+fn ticks_to_seconds(ticks: u64, ticks_per_second: u64) -> f64 {
+    ticks as f64 / ticks_per_second.max(1) as f64
+}
 
 /// The process's resource use, as Prometheus client libraries report it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,24 +42,32 @@ impl ProcessMetrics {
     /// Reads the current values from `/proc/self` (blocking file reads: call it on the
     /// control thread).
     pub fn read() -> ProcessMetrics {
-        let stat = fs::read_to_string("/proc/self/stat").ok();
-        let stat = stat.as_deref().and_then(parse_stat);
-        let boot_time = fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| parse_boot_time(&s));
-        let status = fs::read_to_string("/proc/self/status").ok();
-        let limits = fs::read_to_string("/proc/self/limits").ok();
-        let open_fds = fs::read_dir("/proc/self/fd")
-            .ok()
-            .map(|dir| dir.count() as u64);
+        let text = |path: &str| fs::read_to_string(path).ok();
+        let files = ProcFiles {
+            stat: text("/proc/self/stat"),
+            system_stat: text("/proc/stat"),
+            status: text("/proc/self/status"),
+            limits: text("/proc/self/limits"),
+            open_fds: fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|dir| dir.count() as u64),
+        };
+        ProcessMetrics::from_files(&files, clock_ticks_per_second())
+    }
+
+    /// The values in `files`, whose tick counts run at `ticks_per_second`.
+    fn from_files(files: &ProcFiles, ticks_per_second: u64) -> ProcessMetrics {
+        let stat = files.stat.as_deref().and_then(parse_stat);
+        let boot_time = files.system_stat.as_deref().and_then(parse_boot_time);
+        let seconds = |ticks: u64| ticks_to_seconds(ticks, ticks_per_second);
         ProcessMetrics {
-            cpu_seconds: stat.map(|s| (s.utime + s.stime) as f64 / USER_HZ),
-            resident_memory_bytes: status.as_deref().and_then(parse_vm_rss),
+            cpu_seconds: stat.map(|s| seconds(s.utime + s.stime)),
+            resident_memory_bytes: files.status.as_deref().and_then(parse_vm_rss),
             virtual_memory_bytes: stat.map(|s| s.vsize),
-            open_fds,
-            max_fds: limits.as_deref().and_then(parse_max_fds),
+            open_fds: files.open_fds,
+            max_fds: files.limits.as_deref().and_then(parse_max_fds),
             start_time_seconds: match (stat, boot_time) {
-                (Some(s), Some(boot)) => Some(boot as f64 + s.start_ticks as f64 / USER_HZ),
+                (Some(s), Some(boot)) => Some(boot as f64 + seconds(s.start_ticks)),
                 _ => None,
             },
         }
@@ -100,6 +120,16 @@ impl ProcessMetrics {
             }
         }
     }
+}
+
+/// The texts read from `/proc` (each `None` when unreadable).
+#[derive(Debug, Default)]
+struct ProcFiles {
+    stat: Option<String>,
+    system_stat: Option<String>,
+    status: Option<String>,
+    limits: Option<String>,
+    open_fds: Option<u64>,
 }
 
 /// The fields of `/proc/self/stat` used here.
@@ -184,6 +214,41 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1024                 524288               files\n";
         assert_eq!(parse_max_fds(limits), Some(1024));
+    }
+
+    #[test]
+    fn ticks_convert_at_the_rate_the_system_reports() {
+        assert_eq!(ticks_to_seconds(300, 100), 3.0);
+        // A kernel with USER_HZ 250 or 1000: the same tick count is less time.
+        assert_eq!(ticks_to_seconds(300, 250), 1.2);
+        assert_eq!(ticks_to_seconds(1500, 1000), 1.5);
+        assert_eq!(ticks_to_seconds(7, 0), 7.0);
+        // utime 250 + stime 50 ticks, started 123456 ticks after boot.
+        let files = ProcFiles {
+            stat: Some(
+                "4242 (coremesh) S 1 4242 4242 0 -1 4194560 1200 0 0 0 \
+                 250 50 0 0 20 0 9 0 123456 987654321 2000 18446744073709551615"
+                    .into(),
+            ),
+            system_stat: Some("cpu 1 2\nbtime 1700000000\n".into()),
+            ..ProcFiles::default()
+        };
+        let at_250 = ProcessMetrics::from_files(&files, 250);
+        assert_eq!(at_250.cpu_seconds, Some(1.2));
+        assert_eq!(at_250.start_time_seconds, Some(1_700_000_000.0 + 493.824));
+        let at_100 = ProcessMetrics::from_files(&files, 100);
+        assert_eq!(at_100.cpu_seconds, Some(3.0));
+        assert_eq!(at_100.start_time_seconds, Some(1_700_000_000.0 + 1234.56));
+        // What this machine says is what sysconf(_SC_CLK_TCK) says (getconf asks it too).
+        let getconf = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output();
+        if let Ok(output) = getconf {
+            let text = String::from_utf8_lossy(&output.stdout);
+            if let Ok(expected) = text.trim().parse::<u64>() {
+                assert_eq!(clock_ticks_per_second(), expected);
+            }
+        }
     }
 
     #[test]
