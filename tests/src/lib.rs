@@ -8,6 +8,7 @@
 //! - [`data`]: reproducible bodies and checksums;
 //! - [`ledger`]: upstreams sharing a ledger of every request id and its fate, killable;
 //! - [`gated_load`]: numbered requests whose fault schedule is gated by request counts;
+//! - [`reconcile`]: what those clients saw against that ledger, id by id;
 //! - [`wire`]: the HTTP/1.1 reading both sides share;
 //! - [`sockets`]: the kernel's view of TCP sockets, to wait for a FIN instead of sleeping.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod load;
 pub mod otlp;
 pub mod prometheus;
 pub mod proxy;
+pub mod reconcile;
 pub mod restartable;
 pub mod sockets;
 pub mod traffic;
