@@ -1,20 +1,28 @@
 //! Nothing lost, nothing doubled: 10,000 requests, each with its own id, go through the proxy
 //! (following a configuration file it watches, as `coremesh run` does) to six upstreams
-//! while the test kills and revives upstreams, makes one fail every request until it is
-//! ejected, breaks single requests (503, reset, close) and rewrites the configuration
-//! (endpoints added and removed, weights changed). GETs and POSTs with bodies are mixed, on
-//! twelve keep-alive client connections.
+//! while the test kills and revives upstreams, makes one fail every request (503s, resets,
+//! responses cut off mid-body) until it is ejected, breaks single requests (503, reset,
+//! close) and rewrites the configuration (endpoints added and removed, weights changed).
+//! GETs and POSTs mix on twelve keep-alive client connections: POST bodies small and
+//! replayable or over the replay limit, Content-Length or chunked, some with
+//! `Expect: 100-continue`; responses Content-Length or chunked, some announcing
+//! `connection: close`, some preceded by `103 Early Hints`.
 //!
 //! The upstreams keep one ledger of every id they read and what became of it
-//! (`coremesh_tests::ledger`), the clients record the one response each id got; the test
-//! reconciles both: every request got exactly one whole response (a failure is a proper
-//! HTTP error response, and counted); no POST reached an upstream twice; every id answered
-//! 2xx was answered 2xx by exactly one upstream, once, the one the client names; a
-//! duplicate is a GET retried after an attempt that failed at the upstream (counted and
-//! reported); no upstream's success was turned into an error; every body arrived intact.
+//! (`coremesh_tests::ledger`), the clients record the one response each id got, and
+//! `coremesh_tests::reconcile` checks both: every request got exactly one whole response (a
+//! failure is a proper HTTP error response, and counted; a response its upstream cut short
+//! arrives cut short); no POST reached an upstream twice; every id answered 2xx was answered
+//! 2xx by exactly one upstream, once, the one the client names; a duplicate is a GET retried
+//! after an attempt that failed at the upstream (counted and reported); no upstream's
+//! success was turned into an error; every body arrived intact; no interim response came
+//! twice.
 //!
 //! The fault schedule is fixed by a seed and by request counts (the gate in
-//! `coremesh_tests::gated_load`), not by time; nothing here asserts a duration.
+//! `coremesh_tests::gated_load`), not by time; nothing here asserts a duration. Two small
+//! tests at the end reproduce, one request at a time, the two breaches this run found: a
+//! failed attempt's `103` repeated by the retry, and an upstream cutting every response
+//! short never ejected.
 
 use coremesh_discovery::Driver;
 use coremesh_tests::admin::wait_for_admin;
