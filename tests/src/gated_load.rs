@@ -4,9 +4,10 @@
 //! schedule is a function of request counts, never of time.
 //!
 //! Each client records, for every id it sent, the one response it read or why it got none,
-//! and flags bytes the proxy sent that no request asked for.
+//! and flags bytes the proxy sent that no request asked for. Some clients pipeline: they
+//! write two requests back to back, then read both responses.
 
-use crate::client::{chunked_body, Client, RawResponse};
+use crate::client::{build_request, chunked_body, Client, RawResponse};
 use crate::ledger::{upstream_index, ID_PATH_PREFIX, REQUEST_ID_HEADER};
 use crate::wire::WireError;
 use std::net::SocketAddr;
@@ -52,6 +53,9 @@ pub enum Outcome {
     Cut(String),
     /// No response: why.
     Lost(String),
+    /// A pipelined request written behind one whose response ended the connection, and
+    /// never answered: why. Fine only if no upstream processed it.
+    Unanswered(String),
 }
 
 /// A complete response.
@@ -151,6 +155,18 @@ impl Gate {
         self.changed.notify_all();
     }
 
+    /// The next id if the gate lets it through now; never waits.
+    fn try_take(&self) -> Option<u64> {
+        let mut s = lock(&self.state);
+        if s.next < s.total && s.next < s.open_below {
+            let id = s.next;
+            s.next += 1;
+            self.changed.notify_all();
+            return Some(id);
+        }
+        None
+    }
+
     /// Ids handed out so far.
     pub fn issued(&self) -> u64 {
         lock(&self.state).next
@@ -164,6 +180,8 @@ pub struct ClientReport {
     /// Bytes no request asked for, and keep-alive connections the proxy closed unannounced.
     pub violations: Vec<String>,
     pub connections: u64,
+    /// Requests written behind another before its response was read.
+    pub pipelined: u64,
 }
 
 /// Clients sending `plans[id]` for every id, through the gate.
@@ -173,10 +191,12 @@ pub struct GatedLoad {
 }
 
 impl GatedLoad {
-    /// Start `clients` threads against `addr`, the gate open below `first_mark`.
+    /// Start `clients` threads against `addr`, the gate open below `first_mark`; one client
+    /// in every `pipelining_every` (0: none) writes requests two at a time.
     pub fn start(
         addr: SocketAddr,
         clients: usize,
+        pipelining_every: usize,
         plans: Arc<Vec<Planned>>,
         first_mark: u64,
     ) -> GatedLoad {
@@ -186,7 +206,10 @@ impl GatedLoad {
                 let (gate, plans) = (gate.clone(), plans.clone());
                 std::thread::Builder::new()
                     .name(format!("gated-load-{c}"))
-                    .spawn(move || run_client(c, addr, &gate, &plans))
+                    .spawn(move || {
+                        let pipelining = pipelining_every > 0 && c % pipelining_every == 0;
+                        run_client(c, addr, &gate, &plans, pipelining)
+                    })
                     .expect("spawn a load client")
             })
             .collect();
@@ -228,7 +251,64 @@ impl Drop for GatedLoad {
     }
 }
 
-fn run_client(c: usize, addr: SocketAddr, gate: &Gate, plans: &[Planned]) -> ClientReport {
+/// The bytes of request `id` as `plan` says.
+fn request_bytes(id: u64, plan: &Planned) -> Vec<u8> {
+    let id_text = id.to_string();
+    let mut headers = vec![(REQUEST_ID_HEADER, id_text.as_str())];
+    if plan.close {
+        headers.push(("connection", "close"));
+    }
+    if plan.expect_continue {
+        headers.push(("expect", "100-continue"));
+    }
+    let framed;
+    let mut body = plan.body.as_deref();
+    if let (true, Some(b)) = (plan.chunked, body) {
+        headers.push(("transfer-encoding", "chunked"));
+        framed = chunked_body(b, CHUNK_BYTES, &[]);
+        body = Some(&framed);
+    }
+    build_request(
+        plan.method,
+        &format!("{ID_PATH_PREFIX}{id}"),
+        &headers,
+        body,
+    )
+}
+
+/// Read the response to one request; and whether the connection may carry another.
+fn read_one(client: &mut Client, c: usize, plan: &Planned) -> (Outcome, bool) {
+    match client.read_response(false) {
+        Ok(r) => {
+            let reusable = !(r.has_connection_close() || plan.close);
+            (Outcome::Response(Answer::of(&r)), reusable)
+        }
+        Err(e) => {
+            let why = format!("client {c}: request written, no full response: {e}");
+            let cut = matches!(
+                e,
+                WireError::Closed {
+                    while_reading: "a response body",
+                    ..
+                }
+            );
+            let outcome = if cut {
+                Outcome::Cut(why)
+            } else {
+                Outcome::Lost(why)
+            };
+            (outcome, false)
+        }
+    }
+}
+
+fn run_client(
+    c: usize,
+    addr: SocketAddr,
+    gate: &Gate,
+    plans: &[Planned],
+    pipelining: bool,
+) -> ClientReport {
     let mut report = ClientReport::default();
     let mut connection: Option<Client> = None;
     while let Some(id) = gate.take() {
@@ -265,58 +345,43 @@ fn run_client(c: usize, addr: SocketAddr, gate: &Gate, plans: &[Planned]) -> Cli
                 }
             },
         };
-        let id_text = id.to_string();
-        let mut headers = vec![(REQUEST_ID_HEADER, id_text.as_str())];
-        if plan.close {
-            headers.push(("connection", "close"));
+        // A pipelining client writes a second request behind the first (unless the first
+        // closes the connection, or the gate holds the next id back).
+        let second = if pipelining && !plan.close {
+            gate.try_take()
+        } else {
+            None
+        };
+        let mut bytes = request_bytes(id, plan);
+        if let Some(id2) = second {
+            bytes.extend(request_bytes(id2, &plans[id2 as usize]));
+            report.pipelined += 1;
         }
-        if plan.expect_continue {
-            headers.push(("expect", "100-continue"));
-        }
-        let framed;
-        let mut body = plan.body.as_deref();
-        if let (true, Some(b)) = (plan.chunked, body) {
-            headers.push(("transfer-encoding", "chunked"));
-            framed = chunked_body(b, CHUNK_BYTES, &[]);
-            body = Some(&framed);
-        }
-        let target = format!("{ID_PATH_PREFIX}{id}");
-        if let Err(e) = client.send_request(plan.method, &target, &headers, body) {
-            report.outcomes.push((
-                id,
-                Outcome::Lost(format!("client {c}: writing the request failed: {e}")),
-            ));
+        if let Err(e) = client.send_raw(&bytes) {
+            let why = format!("client {c}: writing the request failed: {e}");
+            report.outcomes.push((id, Outcome::Lost(why.clone())));
+            if let Some(id2) = second {
+                report.outcomes.push((id2, Outcome::Lost(why)));
+            }
             connection = None;
             continue;
         }
-        match client.read_response(false) {
-            Ok(r) => {
-                if r.has_connection_close() || plan.close {
-                    connection = None;
-                }
-                report
-                    .outcomes
-                    .push((id, Outcome::Response(Answer::of(&r))));
-            }
-            Err(e) => {
-                let why = format!("client {c}: request written, no full response: {e}");
-                let cut = matches!(
-                    e,
-                    WireError::Closed {
-                        while_reading: "a response body",
-                        ..
-                    }
-                );
-                report.outcomes.push((
-                    id,
-                    if cut {
-                        Outcome::Cut(why)
-                    } else {
-                        Outcome::Lost(why)
-                    },
-                ));
+        let (outcome, reusable) = read_one(client, c, plan);
+        report.outcomes.push((id, outcome));
+        if let Some(id2) = second {
+            let plan2 = &plans[id2 as usize];
+            let (outcome2, reusable2) = match read_one(client, c, plan2) {
+                // The connection ended with the first response: the second request may
+                // go unanswered, as long as nothing processed it.
+                (Outcome::Lost(why), _) if !reusable => (Outcome::Unanswered(why), false),
+                other => other,
+            };
+            report.outcomes.push((id2, outcome2));
+            if !reusable2 {
                 connection = None;
             }
+        } else if !reusable {
+            connection = None;
         }
     }
     report

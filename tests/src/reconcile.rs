@@ -1,6 +1,7 @@
 //! Reconciling what load clients saw (`gated_load`) with what the upstreams recorded
 //! (`ledger`), id by id: every request got exactly one whole response (or one its upstream
-//! cut short), a failure is a proper HTTP error, no POST reached an upstream twice, a 2xx
+//! cut short, or, pipelined behind a response that ended the connection, none while no
+//! upstream processed it), a failure is a proper HTTP error, no POST reached an upstream twice, a 2xx
 //! was answered 2xx by exactly one upstream once (the one the client names), a duplicate is
 //! a GET retried after an attempt that failed at the upstream, no upstream success became
 //! an error, bodies arrived intact, and interim responses were not repeated. Every breach is
@@ -35,6 +36,9 @@ pub struct Reconciliation {
     pub interim: BTreeMap<usize, u64>,
     /// Responses cut short because the upstream cut them short.
     pub cut: u64,
+    /// Pipelined requests left unanswered when the connection ended before them, which no
+    /// upstream processed.
+    pub unanswered: u64,
 }
 
 impl Reconciliation {
@@ -58,6 +62,11 @@ impl Reconciliation {
             s,
             "  responses cut short by their upstream (head already passed on): {}",
             self.cut
+        );
+        let _ = writeln!(
+            s,
+            "  pipelined requests unanswered as the connection ended, processed nowhere: {}",
+            self.unanswered
         );
         let _ = writeln!(
             s,
@@ -229,6 +238,23 @@ fn check_id(
                         trail()
                     ),
                 ),
+            }
+            return;
+        }
+        Outcome::Unanswered(why) => {
+            // Pipelined behind a response that ended the connection: the client may send it
+            // again only if nothing processed it.
+            if seen.is_empty() {
+                rec.unanswered += 1;
+            } else {
+                rec.violation(
+                    id,
+                    format!(
+                        "{} was never answered ({why}) but reached the upstreams: [{}]",
+                        plan.method,
+                        trail()
+                    ),
+                );
             }
             return;
         }
@@ -473,6 +499,10 @@ mod tests {
         );
         assert!(r.violations.is_empty(), "{:?}", r.violations);
         assert_eq!(r.cut, 1);
+        // A pipelined request nothing processed, left unanswered.
+        let r = one(p.clone(), Outcome::Unanswered("closed".into()), vec![]);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.unanswered, 1);
     }
 
     #[test]
@@ -541,6 +571,12 @@ mod tests {
                 vec![arrival(0, &g, 0, Fate::Answered(200))],
             ),
             ("a 400", g.clone(), from_proxy(400, "bad-request"), vec![]),
+            (
+                "unanswered but processed",
+                p.clone(),
+                Outcome::Unanswered("closed".into()),
+                vec![arrival(0, &p, 0, Fate::Answered(200))],
+            ),
         ];
         for (what, plan, outcome, seen) in cases {
             let r = one(plan, outcome, seen);

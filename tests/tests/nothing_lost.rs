@@ -3,7 +3,8 @@
 //! while the test kills and revives upstreams, makes one fail every request (503s, resets,
 //! responses cut off mid-body) until it is ejected, breaks single requests (503, reset,
 //! close) and rewrites the configuration (endpoints added and removed, weights changed).
-//! GETs and POSTs mix on twelve keep-alive client connections: POST bodies small and
+//! GETs and POSTs mix on twelve keep-alive client connections (three of them pipelining
+//! requests two at a time): POST bodies small and
 //! replayable or over the replay limit, Content-Length or chunked, some with
 //! `Expect: 100-continue`; responses Content-Length or chunked, some announcing
 //! `connection: close`, some preceded by `103 Early Hints`.
@@ -41,6 +42,8 @@ const SEED: u64 = 0x6e6f_6c6f_7374;
 const REQUESTS: u64 = 10_000;
 /// Keep-alive client connections.
 const CLIENTS: usize = 12;
+/// One client in this many pipelines (writes two requests, then reads both responses).
+const PIPELINING_EVERY: usize = 4;
 const CORES: usize = 2;
 const UPSTREAMS: usize = 6;
 /// Shares of the request mix, in per mille: POSTs (the rest are GETs); requests (and,
@@ -300,7 +303,13 @@ fn run(driver: Driver) {
     );
     let live = LiveProxy::start(driver, &file);
     let first_mark = SCHEDULE.first().map_or(REQUESTS, |(mark, _)| *mark);
-    let load = GatedLoad::start(live.addr(), CLIENTS, plans.clone(), first_mark);
+    let load = GatedLoad::start(
+        live.addr(),
+        CLIENTS,
+        PIPELINING_EVERY,
+        plans.clone(),
+        first_mark,
+    );
 
     let mut log = StepLog::default();
     let give_up_at = started + RUN_LIMIT;
@@ -316,6 +325,8 @@ fn run(driver: Driver) {
         load.gate().open_to(next);
     }
     let reports = load.finish();
+    let pipelined: u64 = reports.iter().map(|r| r.pipelined).sum();
+    let connections: u64 = reports.iter().map(|r| r.connections).sum();
     let elapsed = started.elapsed();
     // Kill every upstream: every arrival now has its final fate.
     fleet.stop();
@@ -324,7 +335,8 @@ fn run(driver: Driver) {
 
     let rec = reconcile(&plans, &treatments, &reports, &fleet.arrivals());
     eprintln!(
-        "{what}: {REQUESTS} requests in {elapsed:?}; steps: {} rewrites ({} applied by the \
+        "{what}: {REQUESTS} requests in {elapsed:?} on {connections} client connections, \
+         {pipelined} of them pipelined behind another; steps: {} rewrites ({} applied by the \
          controller), {} kills, {} revivals, ejections seen {:?}\n{}",
         log.rewrites,
         stats.reloads_applied,
@@ -370,6 +382,7 @@ fn run(driver: Driver) {
         "{what}: some GET reached two upstreams after a failed first attempt"
     );
     assert!(rec.cut > 0, "{what}: some response was cut short");
+    assert!(pipelined > 0, "{what}: some request was pipelined");
     for fate in ["503", "reset", "closed", "truncated"] {
         assert!(
             rec.fates.get(fate).copied().unwrap_or(0) > 0,
