@@ -175,7 +175,9 @@ impl Client {
         })
     }
 
-    fn read_body(
+    /// Read the body of `response`, whose head [`read_head_only`](Self::read_head_only)
+    /// returned (so a caller can tell a response cut short from one that never came).
+    pub fn read_body(
         &mut self,
         response: &mut RawResponse,
         method_was_head: bool,

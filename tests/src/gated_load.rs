@@ -9,7 +9,6 @@
 
 use crate::client::{build_request, chunked_body, Client, RawResponse};
 use crate::ledger::{upstream_index, ID_PATH_PREFIX, REQUEST_ID_HEADER};
-use crate::wire::WireError;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -49,7 +48,8 @@ impl Planned {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Response(Answer),
-    /// A response head arrived, then the connection closed inside the body: why.
+    /// A response head arrived, then the body broke off (the connection closed or was
+    /// reset): why.
     Cut(String),
     /// No response: why.
     Lost(String),
@@ -276,28 +276,35 @@ fn request_bytes(id: u64, plan: &Planned) -> Vec<u8> {
     )
 }
 
-/// Read the response to one request; and whether the connection may carry another.
+/// Read the response to one request (interim responses, then the final one); and whether
+/// the connection may carry another. A failure once the final head is in is a response
+/// cut short, whatever ended it (a close, or a reset because a pipelined request was left
+/// unread); before that, a response that never came.
 fn read_one(client: &mut Client, c: usize, plan: &Planned) -> (Outcome, bool) {
-    match client.read_response(false) {
-        Ok(r) => {
-            let reusable = !(r.has_connection_close() || plan.close);
-            (Outcome::Response(Answer::of(&r)), reusable)
+    let mut interim = Vec::new();
+    let mut response = loop {
+        match client.read_head_only() {
+            Ok(r) if (100..200).contains(&r.status) && r.status != 101 => interim.push(r),
+            Ok(r) => break r,
+            Err(e) => {
+                let why = format!("client {c}: request written, no response: {e}");
+                return (Outcome::Lost(why), false);
+            }
+        }
+    };
+    response.interim = interim;
+    match client.read_body(&mut response, false) {
+        Ok(()) => {
+            let reusable = !(response.has_connection_close() || plan.close);
+            (Outcome::Response(Answer::of(&response)), reusable)
         }
         Err(e) => {
-            let why = format!("client {c}: request written, no full response: {e}");
-            let cut = matches!(
-                e,
-                WireError::Closed {
-                    while_reading: "a response body",
-                    ..
-                }
+            let why = format!(
+                "client {c}: {} from {:?}, then the body broke off: {e}",
+                response.status,
+                response.header("x-upstream")
             );
-            let outcome = if cut {
-                Outcome::Cut(why)
-            } else {
-                Outcome::Lost(why)
-            };
-            (outcome, false)
+            (Outcome::Cut(why), false)
         }
     }
 }
