@@ -20,10 +20,11 @@
 //! twice.
 //!
 //! The fault schedule is fixed by a seed and by request counts (the gate in
-//! `coremesh_tests::gated_load`), not by time; nothing here asserts a duration. Two small
-//! tests at the end reproduce, one request at a time, the two breaches this run found: a
-//! failed attempt's `103` repeated by the retry, and an upstream cutting every response
-//! short never ejected.
+//! `coremesh_tests::gated_load`), not by time; nothing here asserts a duration. Small
+//! tests at the end reproduce, one request at a time, the breaches this run found (a
+//! failed attempt's `103` repeated by the retry; an upstream cutting every response short
+//! never ejected) and one it led to: a response the proxy ends by closing the connection,
+//! cut off by the reset that closing over an unread pipelined request sends.
 
 use coremesh_discovery::Driver;
 use coremesh_tests::admin::wait_for_admin;
@@ -603,5 +604,52 @@ fn upstream_cutting_every_response_short_is_ejected() {
             ejected.is_ok(),
             "{what}: L0 cut all its {at_l0} responses short and was never ejected: {ejected:?}"
         );
+    });
+}
+
+/// A response the proxy must end by closing the connection (the upstream's body is
+/// close-delimited) reaches the client whole even though the client had already pipelined
+/// another request: closing a socket with unread bytes sends a reset, which throws away
+/// whatever of the response is still queued to send (RFC 9112 §9.6 asks for a lingering
+/// close). The body is larger than the socket buffers, so some of it is still queued when
+/// the proxy has written the last byte.
+#[test]
+fn close_delimited_response_survives_a_pipelined_request() {
+    use coremesh_tests::client::{build_request, Client};
+    use coremesh_tests::data::pseudo_random_bytes;
+    use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
+    use coremesh_tests::upstream::{Action, Response, Upstream};
+
+    const BODY_BYTES: usize = 16 * 1024 * 1024;
+    for_each_driver(|driver| {
+        let what = format!("driver {}", driver_name(driver));
+        let body = pseudo_random_bytes(BODY_BYTES, 7);
+        let expected = body.clone();
+        let upstream = Upstream::start("until-close", move |_| {
+            Action::Respond(Response::ok(body.clone()).close_delimited())
+        });
+        let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
+        let mut client = Client::connect(proxy.addr()).expect("connect to the proxy");
+        client
+            .send_request("GET", "/first", &[], None)
+            .expect("send the first request");
+        // Once its head is here the proxy is relaying the body and not reading this
+        // connection: the second request waits, unread, in the proxy's socket.
+        let mut r = client
+            .read_head_only()
+            .unwrap_or_else(|e| panic!("{what}: no response head: {e}"));
+        assert_eq!(r.status, 200, "{what}");
+        client
+            .send_raw(&build_request("GET", "/second", &[], None))
+            .expect("pipeline the second request");
+        if let Err(e) = client.read_body(&mut r, false) {
+            panic!("{what}: the body of the first response was cut off: {e}");
+        }
+        assert_eq!(
+            r.body.len(),
+            expected.len(),
+            "{what}: the whole body of the first response"
+        );
+        assert!(r.body == expected, "{what}: the body arrived intact");
     });
 }
