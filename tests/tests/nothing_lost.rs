@@ -612,20 +612,31 @@ fn upstream_cutting_every_response_short_is_ejected() {
 /// another request: closing a socket with unread bytes sends a reset, which throws away
 /// whatever of the response is still queued to send (RFC 9112 §9.6 asks for a lingering
 /// close). The body is larger than the socket buffers, so some of it is still queued when
-/// the proxy has written the last byte.
+/// the proxy has written the last byte. The client pipelines its second request once the
+/// upstream holds the first (so the proxy has read the first, and not the second) and
+/// before any byte of the response, as RFC 9112 §9.3.2 allows.
 #[test]
 fn close_delimited_response_survives_a_pipelined_request() {
     use coremesh_tests::client::{build_request, Client};
     use coremesh_tests::data::pseudo_random_bytes;
     use coremesh_tests::proxy::{for_each_driver, one_service, start_proxy};
     use coremesh_tests::upstream::{Action, Response, Upstream};
+    use std::sync::{Condvar, Mutex};
 
     const BODY_BYTES: usize = 16 * 1024 * 1024;
     for_each_driver(|driver| {
         let what = format!("driver {}", driver_name(driver));
         let body = pseudo_random_bytes(BODY_BYTES, 7);
         let expected = body.clone();
+        // The upstream answers once the test lets it (bounded, so a broken run ends).
+        let go = Arc::new((Mutex::new(false), Condvar::new()));
+        let upstream_go = go.clone();
         let upstream = Upstream::start("until-close", move |_| {
+            let (lock, signal) = &*upstream_go;
+            let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = signal
+                .wait_timeout_while(guard, Duration::from_secs(30), |go| !*go)
+                .unwrap_or_else(|p| p.into_inner());
             Action::Respond(Response::ok(body.clone()).close_delimited())
         });
         let proxy = start_proxy(driver, one_service(&[upstream.addr()]));
@@ -633,23 +644,28 @@ fn close_delimited_response_survives_a_pipelined_request() {
         client
             .send_request("GET", "/first", &[], None)
             .expect("send the first request");
-        // Once its head is here the proxy is relaying the body and not reading this
-        // connection: the second request waits, unread, in the proxy's socket.
-        let mut r = client
-            .read_head_only()
-            .unwrap_or_else(|e| panic!("{what}: no response head: {e}"));
-        assert_eq!(r.status, 200, "{what}");
+        assert!(
+            upstream.wait_for_requests(1, Duration::from_secs(30)),
+            "{what}: the first request reached the upstream"
+        );
         client
             .send_raw(&build_request("GET", "/second", &[], None))
             .expect("pipeline the second request");
-        if let Err(e) = client.read_body(&mut r, false) {
-            panic!("{what}: the body of the first response was cut off: {e}");
+        {
+            let (lock, signal) = &*go;
+            *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            signal.notify_all();
         }
-        assert_eq!(
-            r.body.len(),
-            expected.len(),
-            "{what}: the whole body of the first response"
-        );
+        let r = client
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("{what}: the first response was cut off: {e}"));
+        assert_eq!(r.status, 200, "{what}");
+        assert_eq!(r.body.len(), expected.len(), "{what}: the whole body");
         assert!(r.body == expected, "{what}: the body arrived intact");
+        assert_eq!(
+            upstream.requests_received(),
+            1,
+            "{what}: the second request, after a response that closed, went nowhere"
+        );
     });
 }
