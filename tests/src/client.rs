@@ -175,7 +175,9 @@ impl Client {
         })
     }
 
-    fn read_body(
+    /// Read the body of `response`, whose head [`read_head_only`](Self::read_head_only)
+    /// returned (so a caller can tell a response cut short from one that never came).
+    pub fn read_body(
         &mut self,
         response: &mut RawResponse,
         method_was_head: bool,
@@ -257,6 +259,12 @@ impl Client {
             Err(e) if e.kind() == ErrorKind::WouldBlock => false,
             Err(e) => is_reset(&e),
         }
+    }
+
+    /// Bytes received but not yet read as part of a response (after a complete response:
+    /// bytes the peer sent that no request asked for).
+    pub fn buffered_len(&self) -> usize {
+        self.reader.buffered().len()
     }
 
     /// Half-close: tell the peer this side sends no more.

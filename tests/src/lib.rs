@@ -9,6 +9,9 @@
 //! - [`nginx`]: Debian's nginx as a reference reverse proxy (differential tests);
 //! - [`load`]: keep-alive load that tells a clean stop from a failed request (shutdown tests);
 //! - [`data`]: reproducible bodies and checksums;
+//! - [`ledger`]: upstreams sharing a ledger of every request id and its fate, killable;
+//! - [`gated_load`]: numbered requests whose fault schedule is gated by request counts;
+//! - [`reconcile`]: what those clients saw against that ledger, id by id;
 //! - [`wire`]: the HTTP/1.1 reading both sides share;
 //! - [`sockets`]: the kernel's view of TCP sockets, to wait for a FIN instead of sleeping.
 #![forbid(unsafe_code)]
@@ -16,12 +19,15 @@
 pub mod admin;
 pub mod client;
 pub mod data;
+pub mod gated_load;
+pub mod ledger;
 pub mod live;
 pub mod load;
 pub mod nginx;
 pub mod otlp;
 pub mod prometheus;
 pub mod proxy;
+pub mod reconcile;
 pub mod restartable;
 pub mod scripted;
 pub mod sockets;

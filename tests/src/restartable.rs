@@ -167,7 +167,7 @@ impl Drop for Restartable {
 }
 
 /// A listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` set before bind.
-fn bind_reusable(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn bind_reusable(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
