@@ -67,7 +67,10 @@ fn a_watch_ended_at_its_timeout_resumes_without_losing_or_repeating_an_event() {
     let at_timeout = Trigger::WatchTimeout(Kind::EndpointSlice);
     stand_in.at_next(
         at_timeout,
-        vec![Action::ApplySlice(slice("web-b", &[("10.1.1.1", Ready)]))],
+        vec![Action::ApplySlice(Box::new(slice(
+            "web-b",
+            &[("10.1.1.1", Ready)],
+        )))],
     );
     reports.until(&addrs(&["10.1.0.1:8080", "10.1.1.1:8080"]));
     // A change while some watch (or none, between two) is open.
@@ -246,7 +249,10 @@ fn a_list_in_small_pages_yields_every_endpoint_and_a_consistent_version() {
     // snapshot as of the first), so the watch from that version must bring it.
     stand_in.at_next(
         Trigger::ContinuedList(Kind::EndpointSlice),
-        vec![Action::ApplySlice(slice("web-f", &[("10.1.5.1", Ready)]))],
+        vec![Action::ApplySlice(Box::new(slice(
+            "web-f",
+            &[("10.1.5.1", Ready)],
+        )))],
     );
     let (runtime, mut reports) = start_watch_with(&stand_in, "web.prod:80", paged(2));
     let all = addrs(&[
@@ -290,7 +296,7 @@ fn an_expired_continue_token_leads_to_a_relist_with_the_right_endpoints() {
         Trigger::ContinuedList(Kind::EndpointSlice),
         vec![
             delete("web-a"),
-            Action::ApplySlice(slice("web-f", &[("10.1.5.1", Ready)])),
+            Action::ApplySlice(Box::new(slice("web-f", &[("10.1.5.1", Ready)]))),
             Action::Compact,
         ],
     );

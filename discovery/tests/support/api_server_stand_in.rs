@@ -96,7 +96,7 @@ pub enum Trigger {
 /// A change queued with [`ApiServerStandIn::at_next`].
 #[derive(Debug, Clone)]
 pub enum Action {
-    ApplySlice(EndpointSlice),
+    ApplySlice(Box<EndpointSlice>),
     DeleteSlice {
         namespace: String,
         name: String,
@@ -239,7 +239,7 @@ impl Shared {
         for action in actions {
             match action {
                 Action::ApplySlice(slice) => {
-                    let value = to_value(&slice);
+                    let value = to_value(&*slice);
                     self.change(Kind::EndpointSlice, &value.clone(), Some(value), true);
                 }
                 Action::DeleteSlice { namespace, name } => {
