@@ -332,6 +332,9 @@ fn an_expired_continue_token_leads_to_a_relist_with_the_right_endpoints() {
         reports.failures
     );
     // The relist's version is where the watch starts: nothing is replayed.
+    wait_until("the slices are watched after the relist", || {
+        !watches_of(&stand_in, Kind::EndpointSlice).is_empty()
+    });
     let watches = watches_of(&stand_in, Kind::EndpointSlice);
     assert_eq!(version_param(&watches[0]), stand_in.version());
     assert_eq!(slice_events(&stand_in), Vec::<(&str, String)>::new());
