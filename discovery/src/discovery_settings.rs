@@ -7,7 +7,8 @@
 //! - `discovery.dns.servers` = none (the system resolver, `/etc/resolv.conf`),
 //!   `min_refresh_ms` = 1000, `max_refresh_ms` = 30000, `timeout_ms` = 2000.
 //! - `discovery.kubernetes.kubeconfig` = none (infer: `$KUBECONFIG`, `~/.kube/config`,
-//!   then the in-cluster service account), `context` = none (the current context).
+//!   then the in-cluster service account), `context` = none (the current context),
+//!   `watch_timeout_secs` = 290, `list_page_size` = 500.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -28,6 +29,15 @@ pub const DEFAULT_DNS_MIN_REFRESH_MS: u64 = 1_000;
 pub const DEFAULT_DNS_MAX_REFRESH_MS: u64 = 30_000;
 /// One DNS query (per attempt; two attempts per server).
 pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2_000;
+
+/// How long the API server keeps one watch open (`timeoutSeconds`) before ending it; the
+/// watch is then resumed from the last version seen. `kube`'s and client-go's choice: under
+/// the API server's own minimum request timeout (1800 s), so the client decides when, and
+/// often enough that a silently dead connection is noticed (after this plus 5 s).
+pub const DEFAULT_KUBERNETES_WATCH_TIMEOUT_SECS: u32 = 290;
+/// Objects per page of a list (`limit`): client-go's page size. Few services have more
+/// EndpointSlices than this, and a page bounds what one answer holds in memory.
+pub const DEFAULT_KUBERNETES_LIST_PAGE_SIZE: u32 = 500;
 
 /// `[discovery]`. Defaults: see the `DEFAULT_*` constants above.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -105,8 +115,8 @@ impl Default for DnsSettings {
 }
 
 /// `[discovery.kubernetes]`: how to reach the API server for services' `kubernetes`
-/// entries.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// entries, and how its lists and watches are paced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSettings {
     /// A kubeconfig file; none = infer (`$KUBECONFIG`, `~/.kube/config`, then in-cluster).
@@ -115,6 +125,23 @@ pub struct KubernetesSettings {
     /// The kubeconfig context to use; none = its current context.
     #[serde(default)]
     pub context: Option<String>,
+    /// `timeoutSeconds` of each watch (1 to 3600).
+    #[serde(default = "d_watch_timeout_secs")]
+    pub watch_timeout_secs: u32,
+    /// `limit` of each list page (1 to 10000).
+    #[serde(default = "d_list_page_size")]
+    pub list_page_size: u32,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        KubernetesSettings {
+            kubeconfig: None,
+            context: None,
+            watch_timeout_secs: d_watch_timeout_secs(),
+            list_page_size: d_list_page_size(),
+        }
+    }
 }
 
 fn d_debounce_ms() -> u64 {
@@ -131,4 +158,10 @@ fn d_max_refresh_ms() -> u64 {
 }
 fn d_dns_timeout_ms() -> u64 {
     DEFAULT_DNS_TIMEOUT_MS
+}
+fn d_watch_timeout_secs() -> u32 {
+    DEFAULT_KUBERNETES_WATCH_TIMEOUT_SECS
+}
+fn d_list_page_size() -> u32 {
+    DEFAULT_KUBERNETES_LIST_PAGE_SIZE
 }

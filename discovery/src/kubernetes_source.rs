@@ -4,10 +4,14 @@
 //! [`resolve_endpoints`] finds after every change.
 //!
 //! Lifecycle of a watch (all of it `kube`'s `watcher`, which this module checks in its
-//! tests against an API server stand-in): list (with the list's `resourceVersion`), then
-//! watch from that version; a watch the server ends or the network drops is resumed from
-//! the last version seen; a `410 Gone` (the version is too old) makes it list again, and
-//! the relisted set replaces the old one. Errors are reported (the last endpoints stay in
+//! tests against an API server stand-in): list in pages of `list_page_size` (`limit`,
+//! `continue`), then watch from the list's `resourceVersion` with `timeoutSeconds` =
+//! `watch_timeout_secs` and `allowWatchBookmarks=true`; bookmarks move the version a
+//! resumed watch starts from without carrying an object; a watch the server ends (at its
+//! timeout) or the network drops is resumed from the last version seen; a `410 Gone` (the
+//! version is too old, or a list page's `continue` token expired) makes it list again from
+//! the start, and the relisted set replaces the old one. A slice relabelled away from the
+//! Service arrives as a deletion (the server's label-selector semantics). Errors are reported (the last endpoints stay in
 //! use) and retried with `kube`'s default back-off (under a second at first, growing to
 //! about half a minute).
 //!
@@ -54,6 +58,11 @@ impl SharedClient {
         })
     }
 
+    /// The settings the client is built from (and the watches paced by).
+    pub fn settings(&self) -> &KubernetesSettings {
+        &self.settings
+    }
+
     pub async fn client(&self) -> Result<Client, String> {
         self.client
             .get_or_try_init(|| connect(&self.settings))
@@ -94,6 +103,7 @@ pub async fn run(
     events: UnboundedSender<SourceEvent>,
 ) {
     let mut wait = CONNECT_RETRY_MIN;
+    let settings = client.settings().clone();
     let client = loop {
         match client.client().await {
             Ok(client) => break client,
@@ -107,18 +117,28 @@ pub async fn run(
             }
         }
     };
-    watch(client, target, events).await;
+    watch(client, &settings, target, events).await;
 }
 
-/// Watches `target`'s Service and EndpointSlices with `client` and sends an update each
-/// time its endpoints change (and a failure each time a watch fails), until `events` is
-/// closed or the task is aborted.
-pub async fn watch(client: Client, target: KubernetesTarget, events: UnboundedSender<SourceEvent>) {
+/// Watches `target`'s Service and EndpointSlices with `client` (paced by `settings`'
+/// watch timeout and list page size) and sends an update each time its endpoints change
+/// (and a failure each time a watch fails), until `events` is closed or the task is
+/// aborted.
+pub async fn watch(
+    client: Client,
+    settings: &KubernetesSettings,
+    target: KubernetesTarget,
+    events: UnboundedSender<SourceEvent>,
+) {
     let services_api: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
     let slices_api: Api<EndpointSlice> = Api::namespaced(client, &target.namespace);
-    let by_name = watcher::Config::default().fields(&format!("metadata.name={}", target.service));
-    let by_label =
-        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", target.service));
+    let paced = watcher::Config::default()
+        .timeout(settings.watch_timeout_secs)
+        .page_size(settings.list_page_size);
+    let by_name = paced
+        .clone()
+        .fields(&format!("metadata.name={}", target.service));
+    let by_label = paced.labels(&format!("{SERVICE_NAME_LABEL}={}", target.service));
     let mut service_events = watcher(services_api, by_name).default_backoff().boxed();
     let mut slice_events = watcher(slices_api, by_label).default_backoff().boxed();
     let mut services: ObjectSet<Service> = ObjectSet::default();

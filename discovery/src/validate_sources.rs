@@ -115,8 +115,31 @@ pub fn check_discovery(path: &FieldPath, discovery: &DiscoverySettings) -> Vec<V
             "must not be empty (leave it out for the current context)",
         ));
     }
+    for (field, value, max) in [
+        (
+            "watch_timeout_secs",
+            discovery.kubernetes.watch_timeout_secs,
+            MAX_KUBERNETES_WATCH_TIMEOUT_SECS,
+        ),
+        (
+            "list_page_size",
+            discovery.kubernetes.list_page_size,
+            MAX_KUBERNETES_LIST_PAGE_SIZE,
+        ),
+    ] {
+        if !(1..=max).contains(&value) {
+            let message = format!("{value} is outside 1 to {max}");
+            out.push(violation(kubernetes_path.key(field), message));
+        }
+    }
     out
 }
+
+/// An hour: the API server's own limit on a request is about as long (its minimum request
+/// timeout, 1800 s, randomised up to twice that).
+const MAX_KUBERNETES_WATCH_TIMEOUT_SECS: u32 = 3600;
+/// Larger pages gain nothing and make one answer large.
+const MAX_KUBERNETES_LIST_PAGE_SIZE: u32 = 10_000;
 
 fn violation(path: FieldPath, message: impl Into<String>) -> Violation {
     Violation {
@@ -196,6 +219,7 @@ max_refresh_ms = 10000
 [discovery.kubernetes]
 kubeconfig = "/etc/coremesh/kubeconfig"
 context = "prod"
+watch_timeout_secs = 60
 "#,
         );
         let expected = DiscoverySettings {
@@ -215,6 +239,8 @@ context = "prod"
             kubernetes: KubernetesSettings {
                 kubeconfig: Some(PathBuf::from("/etc/coremesh/kubeconfig")),
                 context: Some("prod".into()),
+                watch_timeout_secs: 60,
+                list_page_size: DEFAULT_KUBERNETES_LIST_PAGE_SIZE,
             },
         };
         assert_eq!(config.discovery, expected);
@@ -308,11 +334,13 @@ timeout_ms = 0
 [discovery.kubernetes]
 kubeconfig = ""
 context = ""
+watch_timeout_secs = 0
+list_page_size = 10001
 unknown = 1
 "#;
         assert_eq!(
             errors(text),
-            vec!["s.toml:14:1: field `discovery.kubernetes.unknown`: unknown field `unknown`, expected `kubeconfig` or `context`"]
+            vec!["s.toml:16:1: field `discovery.kubernetes.unknown`: unknown field `unknown`, expected one of `kubeconfig`, `context`, `watch_timeout_secs`, `list_page_size`"]
         );
         let text = text.replace("unknown = 1\n", "");
         assert_eq!(
@@ -326,6 +354,8 @@ unknown = 1
                 "s.toml:9:1: field `discovery.dns.timeout_ms`: must be greater than 0",
                 "s.toml:12:1: field `discovery.kubernetes.kubeconfig`: must not be empty (leave it out to infer)",
                 "s.toml:13:1: field `discovery.kubernetes.context`: must not be empty (leave it out for the current context)",
+                "s.toml:14:1: field `discovery.kubernetes.watch_timeout_secs`: 0 is outside 1 to 3600",
+                "s.toml:15:1: field `discovery.kubernetes.list_page_size`: 10001 is outside 1 to 10000",
             ]
         );
     }

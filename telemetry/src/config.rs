@@ -12,11 +12,13 @@
 //! | `export_batch_size` | `512` | spans per OTLP post |
 //! | `export_interval_ms` | `1000` | longest a span waits before its batch is posted |
 //! | `export_timeout_ms` | `5000` | longest one post may take |
+//! | `export_max_retries` | `3` | posts of a batch again after a 429/502/503/504 |
+//! | `export_max_retry_delay_ms` | `30000` | longest wait before such a retry (caps `Retry-After`) |
 //! | `access_log` | `false` | write one JSON line per request |
 
 use crate::otlp::{
     CollectorUrl, ExporterConfig, DEFAULT_EXPORT_BATCH, DEFAULT_EXPORT_INTERVAL,
-    DEFAULT_EXPORT_TIMEOUT,
+    DEFAULT_EXPORT_MAX_RETRIES, DEFAULT_EXPORT_MAX_RETRY_DELAY, DEFAULT_EXPORT_TIMEOUT,
 };
 use crate::span_queue::DEFAULT_SPAN_QUEUE_CAPACITY;
 use crate::trace::sampler::DEFAULT_SAMPLE_RATIO;
@@ -45,6 +47,11 @@ pub struct TelemetryConfig {
     pub export_interval_ms: u64,
     /// Longest one post may take, ms (1 ms to 10 minutes).
     pub export_timeout_ms: u64,
+    /// Times a batch is posted again when the collector asks for a retry (0 to 10).
+    pub export_max_retries: u32,
+    /// Longest wait before such a retry, ms, whatever `Retry-After` says (1 ms to 10
+    /// minutes).
+    pub export_max_retry_delay_ms: u64,
     /// Write one JSON line per request.
     pub access_log: bool,
 }
@@ -70,6 +77,8 @@ impl Default for TelemetryConfig {
             export_batch_size: DEFAULT_EXPORT_BATCH,
             export_interval_ms: DEFAULT_EXPORT_INTERVAL.as_millis() as u64,
             export_timeout_ms: DEFAULT_EXPORT_TIMEOUT.as_millis() as u64,
+            export_max_retries: DEFAULT_EXPORT_MAX_RETRIES,
+            export_max_retry_delay_ms: DEFAULT_EXPORT_MAX_RETRY_DELAY.as_millis() as u64,
             access_log: false,
         }
     }
@@ -103,7 +112,7 @@ impl TelemetryConfig {
         if self.trace_service_name.is_empty() {
             return err("trace_service_name", "must not be empty".into());
         }
-        let ranges: [(&'static str, u64, u64, u64); 4] = [
+        let ranges: [(&'static str, u64, u64, u64); 6] = [
             (
                 "span_queue_capacity",
                 self.span_queue_capacity as u64,
@@ -118,6 +127,18 @@ impl TelemetryConfig {
             ),
             ("export_interval_ms", self.export_interval_ms, 1, 3_600_000),
             ("export_timeout_ms", self.export_timeout_ms, 1, 600_000),
+            (
+                "export_max_retries",
+                u64::from(self.export_max_retries),
+                0,
+                10,
+            ),
+            (
+                "export_max_retry_delay_ms",
+                self.export_max_retry_delay_ms,
+                1,
+                600_000,
+            ),
         ];
         for (field, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -142,6 +163,8 @@ impl TelemetryConfig {
             max_batch: self.export_batch_size,
             interval: Duration::from_millis(self.export_interval_ms),
             timeout: Duration::from_millis(self.export_timeout_ms),
+            max_retries: self.export_max_retries,
+            max_retry_delay: Duration::from_millis(self.export_max_retry_delay_ms),
         })
     }
 }
@@ -160,6 +183,8 @@ mod tests {
         assert_eq!(config.export_batch_size, 512);
         assert_eq!(config.export_interval_ms, 1000);
         assert_eq!(config.export_timeout_ms, 5000);
+        assert_eq!(config.export_max_retries, 3);
+        assert_eq!(config.export_max_retry_delay_ms, 30_000);
         assert!(!config.access_log);
         assert_eq!(config.exporter_config(), None);
         assert_eq!(config.sampler().ratio(), 0.01);
@@ -175,7 +200,8 @@ mod tests {
     fn settings_become_an_exporter_config() {
         let config: TelemetryConfig = serde_json::from_str(
             r#"{"otlp_endpoint":"http://127.0.0.1:4318","export_batch_size":10,
-                "export_interval_ms":50,"export_timeout_ms":200,"trace_service_name":"edge"}"#,
+                "export_interval_ms":50,"export_timeout_ms":200,"trace_service_name":"edge",
+                "export_max_retries":0,"export_max_retry_delay_ms":1500}"#,
         )
         .unwrap();
         assert_eq!(config.validate(), Ok(()));
@@ -188,6 +214,8 @@ mod tests {
         assert_eq!(exporter.interval, Duration::from_millis(50));
         assert_eq!(exporter.timeout, Duration::from_millis(200));
         assert_eq!(exporter.service_name, "edge");
+        assert_eq!(exporter.max_retries, 0);
+        assert_eq!(exporter.max_retry_delay, Duration::from_millis(1500));
     }
 
     #[test]
@@ -231,6 +259,20 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "export_timeout_ms: must be from 1 to 600000, not 0"
+        );
+        assert_eq!(
+            field(TelemetryConfig {
+                export_max_retries: 11,
+                ..base()
+            }),
+            "export_max_retries"
+        );
+        assert_eq!(
+            field(TelemetryConfig {
+                export_max_retry_delay_ms: 0,
+                ..base()
+            }),
+            "export_max_retry_delay_ms"
         );
         assert!(serde_json::from_str::<TelemetryConfig>(r#"{"nope":1}"#).is_err());
     }

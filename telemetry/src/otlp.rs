@@ -5,8 +5,9 @@
 //! - [`CollectorUrl`]: where to send (`http://host:port/path`; no TLS).
 //! - [`export_request`]: finished spans as an `ExportTraceServiceRequest`.
 //! - [`OtlpExporter`]: takes spans from the queue, batches them, posts each batch within a
-//!   timeout; a batch that fails (collector down, timeout, error status) is dropped and
-//!   counted, and the exporter goes on with the next.
+//!   timeout; a batch the collector asks to retry (429/502/503/504) is posted again after
+//!   its `Retry-After` (bounded), one that fails otherwise is dropped and counted, and the
+//!   exporter goes on with the next.
 
 mod exporter;
 mod http;
@@ -14,10 +15,11 @@ mod proto;
 mod url;
 
 pub use exporter::{
-    ExportOutcome, ExporterConfig, OtlpExporter, DEFAULT_EXPORT_BATCH, DEFAULT_EXPORT_INTERVAL,
+    ExportClock, ExportOutcome, ExporterConfig, OtlpExporter, SystemClock, DEFAULT_EXPORT_BATCH,
+    DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_MAX_RETRIES, DEFAULT_EXPORT_MAX_RETRY_DELAY,
     DEFAULT_EXPORT_TIMEOUT,
 };
-pub use http::ExportError;
+pub use http::{ExportError, RetryAfter};
 pub use proto::{attribute_keys, export_request};
 pub use url::{CollectorUrl, UrlError, DEFAULT_OTLP_HTTP_PORT, DEFAULT_TRACES_PATH};
 

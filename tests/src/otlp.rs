@@ -1,16 +1,20 @@
 //! A test OTLP/HTTP trace collector on 127.0.0.1: accepts `POST /v1/traces` (protobuf
-//! `ExportTraceServiceRequest`, decoded with the `opentelemetry-proto` types), answers 200,
-//! and keeps every span it received in a flat, comparable form.
+//! `ExportTraceServiceRequest`, decoded with the `opentelemetry-proto` types), answers 200
+//! (or, scripted, what a busy or picky collector answers: 429/503 with `Retry-After`, a
+//! chunked partial success), and keeps every span it received in a flat, comparable form.
 //!
 //! It is a programmable [`Upstream`] underneath, so it stops (and joins its threads) on drop.
 
 use crate::upstream::{Action, ReceivedRequest, Response, Upstream};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// An attribute value as exported.
@@ -75,6 +79,23 @@ impl OtlpCollector {
         OtlpCollector { upstream }
     }
 
+    /// Start on 127.0.0.1:0, answering the n-th post (from 0) with `script[n]`, and every
+    /// post after the script with a plain 200.
+    pub fn start_scripted(script: Vec<Response>) -> OtlpCollector {
+        let posts = AtomicUsize::new(0);
+        let upstream = Upstream::start("otlp-collector", move |req| {
+            if req.method != "POST" || req.path != "/v1/traces" {
+                return Action::Respond(Response::new(404).body("only POST /v1/traces"));
+            }
+            let n = posts.fetch_add(1, Ordering::SeqCst);
+            let answer = script.get(n).cloned().unwrap_or_else(|| {
+                Response::new(200).header("content-type", "application/x-protobuf")
+            });
+            Action::Respond(answer)
+        });
+        OtlpCollector { upstream }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.upstream.addr()
     }
@@ -133,6 +154,22 @@ impl OtlpCollector {
     pub fn errors(&self) -> Vec<String> {
         self.upstream.errors()
     }
+}
+
+/// A 200 whose chunked protobuf body reports `rejected` spans as rejected (OTLP partial
+/// success).
+pub fn partial_success_chunked(rejected: i64, message: &str) -> Response {
+    let body = ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: rejected,
+            error_message: message.to_string(),
+        }),
+    }
+    .encode_to_vec();
+    Response::new(200)
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .chunked(&[])
 }
 
 /// Decode one post's body into flat spans.

@@ -2,7 +2,9 @@
 //! a live scrape; spans exported over OTLP/HTTP to a test collector (decoded with the
 //! `opentelemetry-proto` types) with their parent/child links and attributes; the trace
 //! context the upstream receives (W3C, B3 single, B3 multi); a retried request's two
-//! attempt spans; and a collector that is down, which costs spans (counted) but no request.
+//! attempt spans; a collector that is down, which costs spans (counted) but no request; and
+//! a busy collector (429 and 503 with `Retry-After`, then a chunked partial success), whose
+//! batch is posted again after the wait and whose rejected spans are counted.
 //!
 //! Every wait is bounded and on a condition (spans arrived, a counter reached a value).
 //! Spans of one core reach the collector in the order they finished (one queue, batches
@@ -15,7 +17,7 @@
 use coremesh_discovery::{BalanceKind, Config};
 use coremesh_tests::admin::{start_with_admin, wait_for_admin, AdminProxy};
 use coremesh_tests::client::Client;
-use coremesh_tests::otlp::{ExportedSpan, OtlpCollector};
+use coremesh_tests::otlp::{decode, partial_success_chunked, ExportedSpan, OtlpCollector};
 use coremesh_tests::prometheus::{promtool_check, Exposition, PromtoolVerdict};
 use coremesh_tests::proxy::{
     closed_port_addr, for_each_driver, one_service, route_all, route_to, service,
@@ -630,5 +632,65 @@ fn exported_spans_are_counted() {
         .unwrap_or_else(|last| panic!("10 exported spans never counted: {last}"));
         assert_eq!(counts.0, Some(10.0));
         assert!(counts.1.iter().all(|(_, n)| *n == 0.0), "{counts:?}");
+    });
+}
+
+#[test]
+fn a_busy_collector_gets_the_batch_again_after_retry_after_and_rejections_are_counted() {
+    for_each_driver(|driver| {
+        let collector = OtlpCollector::start_scripted(vec![
+            Response::new(429).header("retry-after", "1"),
+            Response::new(503).header("retry-after", "1"),
+            partial_success_chunked(1, "one span refused"),
+        ]);
+        let upstream = Upstream::fixed_named("ok", 200, b"ok");
+        let proxy = start_with_admin(
+            driver,
+            traced(backend(&[upstream.addr()]), collector.endpoint_url()),
+        );
+        let mut client = Client::connect(proxy.addr()).expect("connect");
+        for i in 0..5 {
+            assert_eq!(get_on(&mut client, "/x", &[], &format!("{i}")).status, 200);
+        }
+        // 5 requests x (server + attempt span), exported or rejected, none dropped.
+        let counts = wait_for_admin(|| {
+            let counts = span_counts(&proxy);
+            let rejected = counts
+                .1
+                .iter()
+                .find(|(r, _)| r == "rejected")
+                .map_or(0.0, |(_, n)| *n);
+            let settled = counts.0.unwrap_or(0.0) + rejected >= 10.0;
+            (settled.then(|| counts.clone()), format!("{counts:?}"))
+        })
+        .unwrap_or_else(|last| panic!("10 spans never settled: {last}"));
+        assert_eq!(
+            counts,
+            (
+                Some(9.0),
+                vec![
+                    ("queue_full".to_string(), 0.0),
+                    ("exporter_gone".to_string(), 0.0),
+                    ("export_failed".to_string(), 0.0),
+                    ("rejected".to_string(), 1.0),
+                ]
+            )
+        );
+        // The refused batch was posted three times, byte for byte; every span arrived, and
+        // apart from those repeats, once.
+        let posts = collector.posts();
+        assert!(posts.len() >= 3, "{} posts", posts.len());
+        assert_eq!(posts[1].body, posts[0].body);
+        assert_eq!(posts[2].body, posts[0].body);
+        let repeated = decode(&posts[0].body).expect("decodes").len();
+        let spans = collector.spans();
+        assert_eq!(spans.len(), 10 + 2 * repeated);
+        let mut ids: Vec<&str> = spans[2 * repeated..]
+            .iter()
+            .map(|s| s.span_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 10);
     });
 }

@@ -8,7 +8,8 @@ use crate::support::{wait_until, TempDir, PATIENCE};
 use coremesh_discovery::kubernetes_source::watch;
 use coremesh_discovery::source_event::{SourceEvent, SourceUpdate};
 use coremesh_discovery::{
-    parse_config, Discovery, KubernetesTarget, Snapshot, SourceKind, SourceState,
+    parse_config, Discovery, KubernetesSettings, KubernetesTarget, Snapshot, SourceKind,
+    SourceState,
 };
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 
-fn service(namespace: &str, name: &str) -> Service {
+pub(crate) fn service(namespace: &str, name: &str) -> Service {
     Service {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -47,15 +48,24 @@ fn service(namespace: &str, name: &str) -> Service {
 }
 
 #[derive(Clone, Copy)]
-enum Condition {
+pub(crate) enum Condition {
     Ready,
     /// Not ready, still serving, terminating.
     Terminating,
 }
 
 /// A slice of service `web` in `prod` with port `http` = 8080 and `metrics` = 9100.
-fn slice(name: &str, endpoints: &[(&str, Condition)]) -> EndpointSlice {
-    let labels = BTreeMap::from([("kubernetes.io/service-name".to_owned(), "web".to_owned())]);
+pub(crate) fn slice(name: &str, endpoints: &[(&str, Condition)]) -> EndpointSlice {
+    slice_of("web", name, endpoints)
+}
+
+/// A slice in `prod` labelled with `service`, ports as [`slice`]'s.
+pub(crate) fn slice_of(
+    service: &str,
+    name: &str,
+    endpoints: &[(&str, Condition)],
+) -> EndpointSlice {
+    let labels = BTreeMap::from([("kubernetes.io/service-name".to_owned(), service.to_owned())]);
     EndpointSlice {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -103,25 +113,26 @@ fn slice(name: &str, endpoints: &[(&str, Condition)]) -> EndpointSlice {
 
 use Condition::{Ready, Terminating};
 
-fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+pub(crate) fn addrs(list: &[&str]) -> Vec<SocketAddr> {
     list.iter()
         .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
         .collect()
 }
 
 /// What the watch task reported: endpoint sets in order, and failures.
-struct Reports {
-    updates: Receiver<SourceUpdate>,
-    failures: Vec<String>,
+pub(crate) struct Reports {
+    pub(crate) updates: Receiver<SourceUpdate>,
+    pub(crate) failures: Vec<String>,
 }
 
 impl Reports {
-    /// Waits for an endpoint report equal to `expected`, collecting failures on the way.
-    fn until(&mut self, expected: &[SocketAddr]) {
+    /// Waits for an endpoint report equal to `expected`, collecting failures on the way;
+    /// the other endpoint sets reported meanwhile.
+    pub(crate) fn until(&mut self, expected: &[SocketAddr]) -> Vec<Vec<SocketAddr>> {
         let mut seen = Vec::new();
         loop {
             match self.updates.recv_timeout(PATIENCE) {
-                Ok(SourceUpdate::Endpoints(endpoints)) if endpoints == expected => return,
+                Ok(SourceUpdate::Endpoints(endpoints)) if endpoints == expected => return seen,
                 Ok(SourceUpdate::Endpoints(endpoints)) => seen.push(endpoints),
                 Ok(SourceUpdate::Failed(message)) => self.failures.push(message),
                 Err(_) => panic!("never reported {expected:?}; reported {seen:?}"),
@@ -130,8 +141,18 @@ impl Reports {
     }
 }
 
-/// Runs [`watch`] for `entry` against `stand_in` on a runtime of its own.
+/// Runs [`watch`] for `entry` against `stand_in` on a runtime of its own, with the default
+/// settings.
 fn start_watch(stand_in: &ApiServerStandIn, entry: &str) -> (tokio::runtime::Runtime, Reports) {
+    start_watch_with(stand_in, entry, KubernetesSettings::default())
+}
+
+/// Runs [`watch`] for `entry` against `stand_in` with `settings` (its pacing).
+pub(crate) fn start_watch_with(
+    stand_in: &ApiServerStandIn,
+    entry: &str,
+    settings: KubernetesSettings,
+) -> (tokio::runtime::Runtime, Reports) {
     let target = KubernetesTarget::parse(entry).unwrap_or_else(|p| panic!("{entry}: {p}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -143,7 +164,7 @@ fn start_watch(stand_in: &ApiServerStandIn, entry: &str) -> (tokio::runtime::Run
     let config = stand_in.kube_config();
     runtime.spawn(async move {
         let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
-        watch(client, target, events).await;
+        watch(client, &settings, target, events).await;
     });
     runtime.spawn(async move {
         while let Some(SourceEvent::Kubernetes(_, update)) = event_receiver.recv().await {

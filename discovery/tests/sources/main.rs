@@ -11,6 +11,8 @@ mod file_reload;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 #[cfg(feature = "kubernetes")]
+mod kubernetes_api;
+#[cfg(feature = "kubernetes")]
 mod manifests;
 #[cfg(not(feature = "kubernetes"))]
 mod without_kubernetes;

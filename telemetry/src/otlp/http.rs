@@ -1,12 +1,14 @@
 //! A blocking HTTP/1.1 POST over `std::net::TcpStream`, bounded by one timeout for the
 //! whole exchange (connect, write, read). It runs on the control thread, never on a core.
 //! One connection per batch (`Connection: close`): at one batch a second or less, reusing
-//! connections would save little and cost a response-framing state machine.
+//! connections would save little and cost a response-framing state machine. A 2xx body
+//! is read when framed by `Content-Length` or `Transfer-Encoding: chunked` (collectors
+//! send partial-success answers both ways); a refusal keeps its `Retry-After`.
 
 use super::url::CollectorUrl;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Largest response head read before giving up on it.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -41,19 +43,77 @@ pub enum ExportError {
     /// Reading or writing failed.
     #[error("collector connection failed: {0}")]
     Io(io::Error),
-    /// The collector answered with a non-2xx status.
-    #[error("collector answered HTTP {0}")]
-    Status(u16),
+    /// The collector answered with a non-2xx status (and maybe when to try again).
+    #[error("collector answered HTTP {status}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// Its `Retry-After`, when it had a valid one.
+        retry_after: Option<RetryAfter>,
+    },
     /// The answer was not HTTP/1.x.
     #[error("collector sent an invalid response: {0}")]
     BadResponse(&'static str),
+}
+
+impl ExportError {
+    /// Whether the collector asked for the same batch again later: 429, 502, 503 and 504,
+    /// the statuses OTLP/HTTP names as retryable.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ExportError::Status {
+                status: 429 | 502 | 503 | 504,
+                ..
+            }
+        )
+    }
+
+    /// The `Retry-After` of a refusal.
+    pub fn retry_after(&self) -> Option<RetryAfter> {
+        match self {
+            ExportError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// `delay-seconds`.
+    Delay(Duration),
+    /// An HTTP-date.
+    At(SystemTime),
+}
+
+impl RetryAfter {
+    /// Parses `120` or `Wed, 21 Oct 2015 07:28:00 GMT`; `None` for anything else.
+    pub fn parse(value: &str) -> Option<RetryAfter> {
+        let value = value.trim();
+        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            // More digits than a u64 holds is "a very long time", not an error.
+            let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+            return Some(RetryAfter::Delay(Duration::from_secs(seconds)));
+        }
+        httpdate::parse_http_date(value).ok().map(RetryAfter::At)
+    }
+
+    /// How long to wait from `now` (wall clock); a date in the past is no wait.
+    pub fn delay_from(self, now: SystemTime) -> Duration {
+        match self {
+            RetryAfter::Delay(delay) => delay,
+            RetryAfter::At(at) => at.duration_since(now).unwrap_or(Duration::ZERO),
+        }
+    }
 }
 
 /// A 2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Answer {
     pub(crate) status: u16,
-    /// The body, when the answer had a `Content-Length` (up to `MAX_RESPONSE_BODY`).
+    /// The body, when it was framed by `Content-Length` or chunked and fit in
+    /// `MAX_RESPONSE_BODY` (else empty).
     pub(crate) body: Vec<u8>,
 }
 
@@ -140,23 +200,43 @@ pub(crate) fn post(
                     buf.drain(..head_len);
                     continue;
                 }
-                if !(200..300).contains(&status) {
-                    return Err(ExportError::Status(status));
-                }
-                let length = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok())
-                    .and_then(|v| v.trim().parse::<usize>().ok());
-                let body = match length {
-                    Some(length) if length <= MAX_RESPONSE_BODY => {
-                        read_body(&mut stream, buf.split_off(head_len), length, remaining)
-                            .unwrap_or_default()
-                    }
-                    _ => Vec::new(),
+                let header = |name: &str| {
+                    response
+                        .headers
+                        .iter()
+                        .rev()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
                 };
-                return Ok(Answer { status, body });
+                if !(200..300).contains(&status) {
+                    let retry_after = header("retry-after").and_then(RetryAfter::parse);
+                    return Err(ExportError::Status {
+                        status,
+                        retry_after,
+                    });
+                }
+                let chunked = header("transfer-encoding").is_some_and(|codings| {
+                    codings
+                        .rsplit(',')
+                        .next()
+                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+                });
+                let length = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+                let rest = buf.split_off(head_len);
+                let body = if chunked {
+                    read_chunked(&mut stream, rest, &remaining)
+                } else {
+                    match length {
+                        Some(length) if length <= MAX_RESPONSE_BODY => {
+                            read_body(&mut stream, rest, length, &remaining)
+                        }
+                        _ => None,
+                    }
+                };
+                return Ok(Answer {
+                    status,
+                    body: body.unwrap_or_default(),
+                });
             }
             Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
                 return Err(ExportError::BadResponse("response head too large"))
@@ -180,26 +260,76 @@ pub(crate) fn post(
     }
 }
 
+/// Reads more of the answer into `buf`; `None` when the time is up or the peer closed.
+fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    remaining: &impl Fn() -> Result<Duration, ExportError>,
+) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        stream.set_read_timeout(Some(remaining().ok()?)).ok()?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Some(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Reads the rest of a `length`-byte body; `None` if it does not all arrive in time (the
 /// export still counts as delivered: the status said so).
 fn read_body(
     stream: &mut TcpStream,
     mut body: Vec<u8>,
     length: usize,
-    remaining: impl Fn() -> Result<Duration, ExportError>,
+    remaining: &impl Fn() -> Result<Duration, ExportError>,
 ) -> Option<Vec<u8>> {
-    let mut chunk = [0u8; 4096];
     while body.len() < length {
-        stream.set_read_timeout(Some(remaining().ok()?)).ok()?;
-        match stream.read(&mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
+        read_more(stream, &mut body, remaining)?;
     }
     body.truncate(length);
     Some(body)
+}
+
+/// Reads and decodes a chunked body that starts in `raw`; `None` if it is malformed,
+/// larger than `MAX_RESPONSE_BODY`, or does not all arrive in time. Trailers are not read
+/// (the connection is closed after the answer anyway).
+fn read_chunked(
+    stream: &mut TcpStream,
+    mut raw: Vec<u8>,
+    remaining: &impl Fn() -> Result<Duration, ExportError>,
+) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        match httparse::parse_chunk_size(&raw[at..]) {
+            Ok(httparse::Status::Complete((_, 0))) => return Some(body),
+            Ok(httparse::Status::Complete((size_line, size))) => {
+                let size = usize::try_from(size).ok()?;
+                if body.len().checked_add(size)? > MAX_RESPONSE_BODY {
+                    return None;
+                }
+                let data = at + size_line;
+                let end = data + size;
+                while raw.len() < end + 2 {
+                    read_more(stream, &mut raw, remaining)?;
+                }
+                if &raw[end..end + 2] != b"\r\n" {
+                    return None;
+                }
+                body.extend_from_slice(&raw[data..end]);
+                at = end + 2;
+            }
+            Ok(httparse::Status::Partial) if raw.len() - at > MAX_RESPONSE_HEAD => return None,
+            Ok(httparse::Status::Partial) => read_more(stream, &mut raw, remaining)?,
+            Err(_) => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -272,10 +402,72 @@ mod tests {
         let (url, _server) =
             serve_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
         let err = post(&url, "x", b"hello", Duration::from_secs(5)).unwrap_err();
-        assert!(matches!(err, ExportError::Status(503)), "{err}");
+        assert!(
+            matches!(
+                err,
+                ExportError::Status {
+                    status: 503,
+                    retry_after: None
+                }
+            ),
+            "{err}"
+        );
         let (url, _server) = serve_once(b"SSH-2.0-OpenSSH\r\n\r\n");
         let err = post(&url, "x", b"hello", Duration::from_secs(5)).unwrap_err();
         assert!(matches!(err, ExportError::BadResponse(_)), "{err}");
+    }
+
+    #[test]
+    fn retry_after_is_kept_with_the_status() {
+        let (url, _server) = serve_once(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n",
+        );
+        let err = post(&url, "x", b"hello", Duration::from_secs(5)).unwrap_err();
+        assert!(err.is_retryable());
+        assert_eq!(
+            err.retry_after(),
+            Some(RetryAfter::Delay(Duration::from_secs(7)))
+        );
+        let (url, _server) = serve_once(b"HTTP/1.1 400 Bad Request\r\nRetry-After: 7\r\n\r\n");
+        let err = post(&url, "x", b"hello", Duration::from_secs(5)).unwrap_err();
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let now = epoch + Duration::from_secs(1_700_000_000);
+        let delay = |v: &str| RetryAfter::parse(v).map(|r| r.delay_from(now));
+        assert_eq!(delay("0"), Some(Duration::ZERO));
+        assert_eq!(delay(" 120 "), Some(Duration::from_secs(120)));
+        // 1 700 000 000 s after the epoch is Tue, 14 Nov 2023 22:13:20 GMT.
+        assert_eq!(
+            delay("Tue, 14 Nov 2023 22:13:25 GMT"),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(delay("Tue, 14 Nov 2023 22:13:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            delay("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(delay("-1"), None);
+        assert_eq!(delay("soon"), None);
+        assert_eq!(delay(""), None);
+    }
+
+    #[test]
+    fn a_chunked_answer_is_decoded() {
+        let (url, _server) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n",
+        );
+        let answer = post(&url, "x", b"hello", Duration::from_secs(5)).unwrap();
+        assert_eq!(answer.body, b"abcde");
+        // A broken chunk still counts as delivered (the status said so), without a body.
+        let (url, _server) =
+            serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n");
+        let answer = post(&url, "x", b"hello", Duration::from_secs(5)).unwrap();
+        assert_eq!((answer.status, answer.body), (200, Vec::new()));
     }
 
     #[test]

@@ -359,3 +359,306 @@ fn rejected_spans_of_a_partial_success_are_counted() {
     let counts = stats.counts();
     assert_eq!((counts.exported, counts.dropped_rejected), (2, 1));
 }
+
+/// The exporter's clocks, moved by the test: `sleep` advances them.
+#[derive(Clone)]
+struct ManualClock(Arc<std::sync::Mutex<(Instant, SystemTime)>>);
+
+impl ManualClock {
+    fn new() -> ManualClock {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        ManualClock(Arc::new(std::sync::Mutex::new((Instant::now(), wall))))
+    }
+
+    fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap();
+        now.0 += by;
+        now.1 += by;
+    }
+}
+
+impl ExportClock for ManualClock {
+    fn now(&self) -> Instant {
+        self.0.lock().unwrap().0
+    }
+    fn wall(&self) -> SystemTime {
+        self.0.lock().unwrap().1
+    }
+    fn sleep(&self, duration: Duration) {
+        self.advance(duration);
+    }
+}
+
+/// A test OTLP/HTTP receiver answering the n-th post with `answers[n]` (raw bytes, head
+/// and body), sending each decoded request to the returned channel.
+fn scripted(
+    answers: Vec<Vec<u8>>,
+) -> (
+    CollectorUrl,
+    mpsc::Receiver<ExportTraceServiceRequest>,
+    thread::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = CollectorUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        for answer in answers {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let (head_len, length) = loop {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "client closed early");
+                buf.extend_from_slice(&chunk[..n]);
+                let mut headers = [httparse::EMPTY_HEADER; 16];
+                let mut req = httparse::Request::new(&mut headers);
+                if let httparse::Status::Complete(len) = req.parse(&buf).unwrap() {
+                    let length: usize = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                        .unwrap();
+                    break (len, length);
+                }
+            };
+            while buf.len() < head_len + length {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "body cut short");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let request =
+                ExportTraceServiceRequest::decode(&buf[head_len..head_len + length]).unwrap();
+            stream.write_all(&answer).unwrap();
+            tx.send(request).unwrap();
+        }
+    });
+    (url, rx, handle)
+}
+
+fn status(line: &str, headers: &str) -> Vec<u8> {
+    format!("HTTP/1.1 {line}\r\n{headers}Content-Length: 0\r\n\r\n").into_bytes()
+}
+
+fn ok() -> Vec<u8> {
+    status("200 OK", "")
+}
+
+fn trace_ids(request: &ExportTraceServiceRequest) -> Vec<u8> {
+    request.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.trace_id[0])
+        .collect()
+}
+
+#[test]
+fn a_429_with_retry_after_holds_the_batch_until_then_and_posts_it_again() {
+    let (url, rx, server) = scripted(vec![
+        status("429 Too Many Requests", "Retry-After: 7\r\n"),
+        ok(),
+        ok(),
+    ]);
+    let clock = ManualClock::new();
+    let queue = SpanQueue::new(8);
+    let sender = queue.sender();
+    let stats = queue.stats();
+    let mut exporter =
+        OtlpExporter::with_clock(config(url), queue.into_receiver(), Box::new(clock.clone()));
+    for n in 1..=3 {
+        assert!(sender.try_send(simple_span(n)));
+    }
+    let start = clock.now();
+    match exporter.export_pending() {
+        ExportOutcome::Deferred {
+            spans: 3,
+            retry: 1,
+            retry_in,
+            error: ExportError::Status { status: 429, .. },
+        } => assert_eq!(retry_in, Duration::from_secs(7)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(trace_ids(&rx.recv().unwrap()), [1, 2, 3]);
+    // Spans arriving meanwhile wait in the queue; nothing is posted before the time.
+    assert!(sender.try_send(simple_span(4)));
+    clock.advance(Duration::from_secs(6));
+    for _ in 0..3 {
+        match exporter.export_pending() {
+            ExportOutcome::Waiting { spans: 3, until } => {
+                assert_eq!(until, start + Duration::from_secs(7))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(rx.try_recv().is_err());
+    clock.advance(Duration::from_secs(1));
+    assert!(matches!(
+        exporter.export_pending(),
+        ExportOutcome::Exported {
+            spans: 3,
+            rejected: 0
+        }
+    ));
+    assert_eq!(trace_ids(&rx.recv().unwrap()), [1, 2, 3]);
+    assert!(matches!(
+        exporter.export_pending(),
+        ExportOutcome::Exported {
+            spans: 1,
+            rejected: 0
+        }
+    ));
+    assert_eq!(trace_ids(&rx.recv().unwrap()), [4]);
+    server.join().unwrap();
+    let counts = stats.counts();
+    assert_eq!((counts.exported, counts.dropped()), (4, 0));
+}
+
+#[test]
+fn retries_are_bounded_in_number_and_in_wait() {
+    // An hour asked (capped at 10 s), none said (1 s doubled: 2 s), a date 5 s ahead (5 s),
+    // then the batch is given up.
+    let (url, rx, server) = scripted(vec![
+        status("503 Service Unavailable", "Retry-After: 3600\r\n"),
+        status("503 Service Unavailable", ""),
+        status(
+            "502 Bad Gateway",
+            "Retry-After: Tue, 14 Nov 2023 22:13:37 GMT\r\n",
+        ),
+        status("504 Gateway Timeout", "Retry-After: 1\r\n"),
+    ]);
+    let clock = ManualClock::new();
+    let queue = SpanQueue::new(8);
+    let sender = queue.sender();
+    let stats = queue.stats();
+    let mut exporter = OtlpExporter::with_clock(
+        ExporterConfig {
+            max_retries: 3,
+            max_retry_delay: Duration::from_secs(10),
+            ..config(url)
+        },
+        queue.into_receiver(),
+        Box::new(clock.clone()),
+    );
+    assert!(sender.try_send(simple_span(1)));
+    assert!(sender.try_send(simple_span(2)));
+    let mut waits = Vec::new();
+    loop {
+        match exporter.export_pending() {
+            ExportOutcome::Deferred {
+                spans: 2,
+                retry,
+                retry_in,
+                ..
+            } => {
+                waits.push((retry, retry_in.as_secs()));
+                // The clock is at 1 700 000 000 s + the waits so far (22:13:20 + 12 s)
+                // when the third answer's date (22:13:37) is read.
+                clock.advance(retry_in);
+            }
+            ExportOutcome::Failed {
+                spans: 2,
+                error: ExportError::Status { status: 504, .. },
+            } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(waits, [(1, 10), (2, 2), (3, 5)]);
+    server.join().unwrap();
+    assert_eq!(rx.try_iter().count(), 4);
+    let counts = stats.counts();
+    assert_eq!((counts.exported, counts.dropped_export_failed), (0, 2));
+    assert!(matches!(exporter.export_pending(), ExportOutcome::Idle));
+}
+
+#[test]
+fn other_refusals_drop_the_batch_at_once() {
+    let (url, rx, server) = scripted(vec![status("400 Bad Request", "Retry-After: 1\r\n")]);
+    let queue = SpanQueue::new(8);
+    let sender = queue.sender();
+    let stats = queue.stats();
+    let mut exporter = OtlpExporter::with_clock(
+        config(url),
+        queue.into_receiver(),
+        Box::new(ManualClock::new()),
+    );
+    assert!(sender.try_send(simple_span(1)));
+    assert!(matches!(
+        exporter.export_pending(),
+        ExportOutcome::Failed {
+            spans: 1,
+            error: ExportError::Status { status: 400, .. }
+        }
+    ));
+    assert!(matches!(exporter.export_pending(), ExportOutcome::Idle));
+    server.join().unwrap();
+    assert_eq!(rx.try_iter().count(), 1);
+    assert_eq!(stats.counts().dropped_export_failed, 1);
+}
+
+#[test]
+fn a_chunked_partial_success_counts_its_rejected_spans() {
+    let answer = ExportTraceServiceResponse {
+        partial_success: Some(ExportTracePartialSuccess {
+            rejected_spans: 2,
+            error_message: "two spans too old".into(),
+        }),
+    }
+    .encode_to_vec();
+    let (first, second) = answer.split_at(answer.len() / 2);
+    let mut chunked = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for part in [first, second] {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (url, rx, server) = scripted(vec![chunked]);
+    let queue = SpanQueue::new(8);
+    let sender = queue.sender();
+    let stats = queue.stats();
+    let mut exporter = OtlpExporter::new(config(url), queue.into_receiver());
+    for n in 1..=3 {
+        assert!(sender.try_send(simple_span(n)));
+    }
+    assert!(matches!(
+        exporter.export_pending(),
+        ExportOutcome::Exported {
+            spans: 3,
+            rejected: 2
+        }
+    ));
+    server.join().unwrap();
+    assert_eq!(trace_ids(&rx.recv().unwrap()), [1, 2, 3]);
+    let counts = stats.counts();
+    assert_eq!((counts.exported, counts.dropped_rejected), (1, 2));
+}
+
+#[test]
+fn at_shutdown_a_held_batch_is_posted_once_without_waiting() {
+    let (url, rx, server) = scripted(vec![
+        status("503 Service Unavailable", "Retry-After: 30\r\n"),
+        status("503 Service Unavailable", "Retry-After: 30\r\n"),
+    ]);
+    let clock = ManualClock::new();
+    let queue = SpanQueue::new(8);
+    let sender = queue.sender();
+    let stats = queue.stats();
+    let exporter = OtlpExporter::with_clock(
+        ExporterConfig {
+            max_batch: 1,
+            ..config(url)
+        },
+        queue.into_receiver(),
+        Box::new(clock.clone()),
+    );
+    assert!(sender.try_send(simple_span(1)));
+    drop(sender);
+    // The first post is deferred 30 s; the queue is closed, so the batch is posted once
+    // more at once and then dropped, and `run` returns.
+    thread::spawn(move || exporter.run()).join().unwrap();
+    server.join().unwrap();
+    assert_eq!(rx.try_iter().count(), 2);
+    assert_eq!(stats.counts().dropped_export_failed, 1);
+}
