@@ -154,8 +154,9 @@ pub async fn forward(
         // The endpoint's latency leaves out the TCP connect: a new connection's handshake
         // says nothing about how fast the endpoint answers requests.
         let latency = done.duration_since(s.sent_at.max(started));
-        let can_retry = |core: &Core, reason: RetryReason| {
-            if !(replayable && attempt < max_attempts && Instant::now() < ex.deadline) {
+        // `repeatable`: the body can go out again (kept for replay, or never read).
+        let can_retry = |core: &Core, reason: RetryReason, repeatable: bool| {
+            if !(repeatable && attempt < max_attempts && Instant::now() < ex.deadline) {
                 return false;
             }
             let granted = core.budget_withdraw(ex.service(core), Instant::now());
@@ -200,7 +201,7 @@ pub async fn forward(
                 end_attempt_trace(core, s, ex, addr, retry_reason, Some(status), None, left);
                 if ex.retry_on.contains(&status)
                     && may_repeat
-                    && can_retry(core, RetryReason::Status)
+                    && can_retry(core, RetryReason::Status, replayable)
                 {
                     core.record(ex.service(core), addr, done, latency, outcome);
                     // Drop this response (and its connection) and try another endpoint.
@@ -242,6 +243,11 @@ pub async fn forward(
                     client.consume(buffered_len);
                     return Err((e, replayable));
                 }
+                if e.nothing_processed() && body.is_none() {
+                    // Nothing went out, so a streamed body was not read yet: the next
+                    // attempt can stream it instead.
+                    body = Some(request_body);
+                }
                 e
             }
         };
@@ -251,7 +257,7 @@ pub async fn forward(
             ProxyError::Timeout => RetryReason::Timeout,
             _ => RetryReason::Reset,
         };
-        if !can_retry(core, reason) {
+        if !can_retry(core, reason, body.is_some()) {
             client.consume(buffered_len);
             return Err((error, replayable));
         }

@@ -309,3 +309,37 @@ fn ejections_of_an_endpoint_two_services_share_are_counted_once() {
         }
     });
 }
+
+#[test]
+fn a_streamed_body_moves_to_another_endpoint_when_the_first_refuses_to_connect() {
+    for_each_driver(|driver| {
+        let good = Upstream::start("good", |req| {
+            Action::Respond(Response::ok(req.body.clone()))
+        });
+        let refusing = coremesh_tests::proxy::closed_port_addr();
+        let mut config = one_service(&[refusing, good.addr()]);
+        let o = &mut config.services[0].overrides;
+        o.balance = Some(BalanceKind::RoundRobin);
+        o.max_attempts = Some(2);
+        let proxy = start_proxy(driver, config);
+
+        // Larger than the replay limit, so the body is streamed, never kept whole; a POST,
+        // so only "nothing went out" makes a second attempt safe.
+        let body = coremesh_tests::data::pseudo_random_bytes(200 * 1024, 7);
+        let mut c = Client::connect(proxy.addr()).expect("connect to the proxy");
+        c.send_request("POST", "/big", &[], Some(&body))
+            .expect("send");
+        let r = c.read_response(false).expect("a response");
+        assert_eq!(
+            (r.status, answered_by(&r)),
+            (200, "good".to_string()),
+            "{}",
+            r.body_text()
+        );
+        assert_eq!(r.body.len(), body.len());
+        assert!(r.body == body, "the echoed body differs");
+        let received = good.received();
+        assert_eq!(received.len(), 1, "the POST reached the good endpoint once");
+        assert!(received[0].body == body);
+    });
+}
