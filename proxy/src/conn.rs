@@ -39,19 +39,20 @@ impl Conn {
         }
     }
 
-    /// The unconsumed bytes.
+    /// The unconsumed bytes. A read cancelled mid-flight (a timeout) takes the buffer with
+    /// it, leaving `buf` empty behind a stale `start`: the connection then holds nothing.
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..]
+        self.buf.get(self.start..).unwrap_or_default()
     }
 
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len().saturating_sub(self.start)
     }
 
     /// Mark `n` buffered bytes as used.
     pub fn consume(&mut self, n: usize) {
         self.start += n.min(self.buffered());
-        if self.start == self.buf.len() {
+        if self.start >= self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
@@ -61,6 +62,11 @@ impl Conn {
     pub async fn fill(&mut self, max: usize) -> io::Result<Fill> {
         if self.buffered() >= max {
             return Ok(Fill::Full);
+        }
+        if self.start >= self.buf.len() {
+            // Nothing unconsumed (or the buffer went with a cancelled read): start afresh.
+            self.buf.clear();
+            self.start = 0;
         }
         if self.start > 0 && self.buf.len() == self.buf.capacity() {
             let len = self.buf.len();
