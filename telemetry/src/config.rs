@@ -243,6 +243,25 @@ mod tests {
             }),
             "otlp_endpoint"
         );
+        let with_user = TelemetryConfig {
+            otlp_endpoint: Some("http://user:secret@[::1]:4318".into()),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(with_user.field, "otlp_endpoint");
+        assert!(
+            with_user.to_string().contains("user name or password"),
+            "{with_user}"
+        );
+        assert_eq!(
+            TelemetryConfig {
+                otlp_endpoint: Some("http://[::1]:4318".into()),
+                ..base()
+            }
+            .validate(),
+            Ok(())
+        );
         assert_eq!(
             field(TelemetryConfig {
                 span_queue_capacity: 0,
