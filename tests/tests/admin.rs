@@ -157,6 +157,7 @@ fn ready_follows_set_ready() {
             },
         )
         .expect("start");
+        coremesh_tests::proxy::assert_running_driver(driver, handle.driver());
         let admin = handle.admin_addr().expect("admin address");
         let get = |path: &str| coremesh_tests::admin::admin_request(admin, "GET", path, None);
         assert_eq!(
