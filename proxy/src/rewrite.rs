@@ -240,40 +240,61 @@ mod tests {
     use super::*;
     use crate::codec::{parse_request, parse_response, HeaderScratch};
 
-    #[test]
-    fn hop_by_hop_removed_and_additions_made() {
-        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\nx-coremesh-timeout-ms: 9\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Private: s\r\nX-Forwarded-For: 10.0.0.1\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n";
+    /// The upstream head for `raw` with `add`.
+    fn rewrite_request_with(raw: &[u8], add: &RequestAdditions<'_>) -> String {
         let mut head = RequestHead::default();
         parse_request(raw, 4096, &mut HeaderScratch::new(32), &mut head).unwrap();
         let mut out = Vec::new();
+        request_head(raw, &head, add, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The upstream head for `raw`, with nothing added.
+    fn rewrite_request(raw: &[u8]) -> String {
+        let add = RequestAdditions {
+            forwarded_for: None,
+            strip_trace: false,
+            via: false,
+            extra: b"",
+        };
+        rewrite_request_with(raw, &add)
+    }
+
+    /// The client head for the upstream response `raw`.
+    fn rewrite_response(raw: &[u8]) -> String {
+        let mut head = ResponseHead::default();
+        parse_response(raw, 4096, &mut HeaderScratch::new(16), &mut head).unwrap();
+        let mut out = Vec::new();
+        response_head(raw, &head, false, false, false, false, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_removed_and_additions_made() {
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\nx-coremesh-timeout-ms: 9\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Private: s\r\nX-Forwarded-For: 10.0.0.1\r\nExpect: 100-continue\r\nAccept: */*\r\n\r\n";
         let add = RequestAdditions {
             forwarded_for: Some("127.0.0.9".parse().unwrap()),
             strip_trace: false,
             via: true,
             extra: b"",
         };
-        request_head(raw, &head, &add, &mut out);
         assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
+            rewrite_request_with(raw, &add),
             "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nVia: 1.1 coremesh\r\n\r\n"
         );
     }
 
     #[test]
     fn header_less_http_1_0_request_keeps_its_additions_inside_the_head() {
-        let raw = b"GET /a HTTP/1.0\r\n\r\n";
-        let mut head = RequestHead::default();
-        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
-        let mut out = Vec::new();
         let add = RequestAdditions {
             forwarded_for: Some("127.0.0.9".parse().unwrap()),
             strip_trace: false,
             via: false,
             extra: b"",
         };
-        request_head(raw, &head, &add, &mut out);
+        let head = rewrite_request_with(b"GET /a HTTP/1.0\r\n\r\n", &add);
         let mut with_deadline = Vec::new();
-        append_deadline(&out, 250, b"", &mut with_deadline);
+        append_deadline(head.as_bytes(), 250, b"", &mut with_deadline);
         assert_eq!(
             std::str::from_utf8(&with_deadline).unwrap(),
             "GET /a HTTP/1.0\r\nConnection: close\r\nX-Forwarded-For: 127.0.0.9\r\nx-coremesh-timeout-ms: 250\r\n\r\n"
@@ -282,68 +303,24 @@ mod tests {
 
     #[test]
     fn bare_lf_heads_are_sent_on_with_crlf() {
-        let raw = b"GET /b HTTP/1.1\nHost: a\nX-A: 1\n\n";
-        let mut head = RequestHead::default();
-        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
-        let mut out = Vec::new();
-        let add = RequestAdditions {
-            forwarded_for: None,
-            strip_trace: false,
-            via: false,
-            extra: b"",
-        };
-        request_head(raw, &head, &add, &mut out);
-        assert_eq!(out, b"GET /b HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n");
-
-        let raw = b"HTTP/1.1 200 OK\nContent-Length: 2\nX-B: 2\n\nhi";
-        let mut head = ResponseHead::default();
-        parse_response(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
-        response_head(raw, &head, false, false, false, false, &mut out);
         assert_eq!(
-            out,
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-B: 2\r\n\r\n"
+            rewrite_request(b"GET /b HTTP/1.1\nHost: a\nX-A: 1\n\n"),
+            "GET /b HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_response(b"HTTP/1.1 200 OK\nContent-Length: 2\nX-B: 2\n\nhi"),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-B: 2\r\n\r\n"
         );
     }
 
     #[test]
     fn absolute_form_goes_out_in_origin_form_with_the_target_s_host() {
-        let raw = b"GET http://u@b.example:81?x HTTP/1.1\r\nHost: a.example\r\nX-A: 1\r\n\r\n";
-        let mut head = RequestHead::default();
-        parse_request(raw, 4096, &mut HeaderScratch::new(8), &mut head).unwrap();
-        let mut out = Vec::new();
-        let add = RequestAdditions {
-            forwarded_for: None,
-            strip_trace: false,
-            via: false,
-            extra: b"",
-        };
-        request_head(raw, &head, &add, &mut out);
         assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
+            rewrite_request(
+                b"GET http://u@b.example:81?x HTTP/1.1\r\nHost: a.example\r\nX-A: 1\r\n\r\n"
+            ),
             "GET /?x HTTP/1.1\r\nHost: b.example:81\r\nX-A: 1\r\n\r\n"
         );
-    }
-
-    fn rewrite_request(raw: &[u8]) -> String {
-        let mut head = RequestHead::default();
-        parse_request(raw, 4096, &mut HeaderScratch::new(16), &mut head).unwrap();
-        let mut out = Vec::new();
-        let add = RequestAdditions {
-            forwarded_for: None,
-            strip_trace: false,
-            via: false,
-            extra: b"",
-        };
-        request_head(raw, &head, &add, &mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    fn rewrite_response(raw: &[u8]) -> String {
-        let mut head = ResponseHead::default();
-        parse_response(raw, 4096, &mut HeaderScratch::new(16), &mut head).unwrap();
-        let mut out = Vec::new();
-        response_head(raw, &head, false, false, false, false, &mut out);
-        String::from_utf8(out).unwrap()
     }
 
     #[test]
