@@ -407,6 +407,9 @@ fn parse_response_inner<'b>(
             "upstream sent an incomplete status line",
         ));
     };
+    if code < 100 {
+        return Err(HeadError::new(502, "upstream sent an invalid status code"));
+    }
     head.status = code;
     head.minor_version = version;
     let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(0);

@@ -62,3 +62,17 @@ fn connection_cannot_make_framing_or_host_hop_by_hop() {
         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
     );
 }
+
+#[test]
+fn a_status_code_below_100_is_refused() {
+    // 050 would pass for an interim response with no body.
+    assert_eq!(
+        response(b"HTTP/1.1 050 X\r\nContent-Length: 5\r\n\r\nhello").err(),
+        Some(502)
+    );
+    assert_eq!(response(b"HTTP/1.1 000 X\r\n\r\n").err(), Some(502));
+    assert_eq!(
+        response(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap().status,
+        100
+    );
+}
