@@ -76,3 +76,11 @@ fn a_status_code_below_100_is_refused() {
         100
     );
 }
+#[test]
+fn every_forwarded_for_line_is_combined_in_order() {
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\n\r\n";
+    assert_eq!(
+        upstream_head(raw, Some("10.0.0.9")),
+        "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.9\r\n\r\n"
+    );
+}
