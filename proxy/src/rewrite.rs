@@ -106,6 +106,12 @@ pub fn response_head(
     out.clear();
     out.extend_from_slice(&buf[head.status_line.clone()]);
     out.extend_from_slice(b"\r\n");
+    // Transfer-Encoding overrides Content-Length, which must then not be forwarded
+    // (RFC 9112 §6.3): the next hop would see two framings.
+    let transfer_encoding = head
+        .headers
+        .iter()
+        .any(|h| buf[h.name.clone()].eq_ignore_ascii_case(b"transfer-encoding"));
     for h in &head.headers {
         let name = &buf[h.name.clone()];
         if is_hop_by_hop(name) {
@@ -116,6 +122,7 @@ pub fn response_head(
         }
         if listed_in_connection(buf, &head.connection_tokens, name)
             || (drop_transfer_encoding && name.eq_ignore_ascii_case(b"transfer-encoding"))
+            || (transfer_encoding && name.eq_ignore_ascii_case(b"content-length"))
         {
             continue;
         }

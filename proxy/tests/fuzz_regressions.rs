@@ -76,11 +76,26 @@ fn a_status_code_below_100_is_refused() {
         100
     );
 }
+
 #[test]
 fn every_forwarded_for_line_is_combined_in_order() {
     let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\n\r\n";
     assert_eq!(
         upstream_head(raw, Some("10.0.0.9")),
         "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.9\r\n\r\n"
+    );
+}
+
+#[test]
+fn content_length_beside_transfer_encoding_is_not_forwarded() {
+    let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(
+        client_head(raw, false),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    // Turned into a close-delimited body for an HTTP/1.0 client: neither framing is sent.
+    assert_eq!(
+        client_head(raw, true),
+        "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
     );
 }
