@@ -31,28 +31,43 @@ cargo "${toolchain[@]}" fuzz build --release --debug-assertions
 triple="$(rustc "${toolchain[@]}" -vV | sed -n 's/^host: //p')"
 bin_dir="target/$triple/release"
 
-failed=()
-summary=()
-for target in "${targets[@]}"; do
+# Targets run side by side, as many at a time as there are CPUs (FUZZ_JOBS to change).
+jobs="${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+
+run_target() {
+  local target="$1" log="artifacts/$1/last-run.log"
   mkdir -p "corpus/$target" "artifacts/$target"
-  log="artifacts/$target/last-run.log"
-  echo "fuzz: $target for ${seconds}s"
-  status=0
-  # Inputs larger than 64 KiB add nothing a smaller one cannot show; -rss_limit_mb keeps a
-  # runaway allocation a finding rather than an out-of-memory kill.
+  # -max_len: inputs beyond 64 KiB add nothing a smaller one cannot show; -rss_limit_mb keeps
+  # a runaway allocation a finding rather than an out-of-memory kill.
   "$bin_dir/$target" "corpus/$target" \
     -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
-    -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
+    -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1
+}
+
+echo "fuzz: ${targets[*]} for ${seconds}s each, $jobs at a time"
+declare -A pids=()
+for target in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+    wait -n || true
+  done
+  run_target "$target" &
+  pids[$target]=$!
+done
+
+failed=()
+for target in "${targets[@]}"; do
+  status=0
+  wait "${pids[$target]}" || status=$?
+  log="artifacts/$target/last-run.log"
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
-  summary+=("$(printf '%-16s %12s executions  %s' "$target" "${runs:-?}" "$([ $status -eq 0 ] && echo ok || echo CRASH)")")
+  printf '%-16s %12s executions  %s\n' "$target" "${runs:-?}" "$([ $status -eq 0 ] && echo ok || echo CRASH)"
   if [ $status -ne 0 ]; then
     failed+=("$target")
-    grep -E -A25 '^(==[0-9]+==ERROR|thread .* panicked|ERROR: libFuzzer)' "$log" | head -40 >&2 || tail -40 "$log" >&2
-    ls -1 "artifacts/$target/" | grep -v last-run.log | sed "s|^|fuzz: saved artifacts/$target/|" >&2 || true
+    grep -E -A12 '^(thread .* panicked|==[0-9]+==ERROR: AddressSanitizer|ERROR: libFuzzer)' "$log" | head -30 >&2 || tail -30 "$log" >&2
+    ls -1 "artifacts/$target/" | grep -v last-run.log | sed "s|^|fuzz: saved fuzz/artifacts/$target/|" >&2 || true
   fi
 done
 
-printf '%s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: crashed: ${failed[*]}" >&2
   exit 1
