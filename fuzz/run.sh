@@ -12,13 +12,11 @@ seconds="${1:-60}"
 shift || true
 
 # cargo-fuzz needs a nightly compiler for the sanitizer flags.
-toolchain=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-  toolchain=(+nightly)
-else
-  echo "fuzz: no nightly toolchain; building with the default one (RUSTC_BOOTSTRAP=1)" >&2
-  export RUSTC_BOOTSTRAP=1
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "fuzz: no nightly toolchain (rustup toolchain install nightly)" >&2
+  exit 2
 fi
+toolchain=(+nightly)
 
 if [ $# -gt 0 ]; then
   targets=("$@")
