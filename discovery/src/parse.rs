@@ -25,7 +25,8 @@ pub fn parse_config(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
             let offset = error.span().map_or(0, |span| span.start);
             let (line, _) = line_col(text, offset);
             let field = field_near_line(text, line);
-            return Err(report.errors(vec![report.at(offset, &field, error.message())]));
+            let message = syntax_message(text, offset, error.message());
+            return Err(report.errors(vec![report.at(offset, &field, &message)]));
         }
     };
     let root = document.as_table();
@@ -45,6 +46,18 @@ pub fn parse_config(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         })
         .collect();
     Err(report.errors(errors))
+}
+
+/// The parser's message for a syntax error at `offset`; it gives none for some characters
+/// (a NUL in a comment, for one), and then the character is named instead.
+fn syntax_message(text: &str, offset: usize, message: &str) -> String {
+    if !message.trim().is_empty() {
+        return message.to_owned();
+    }
+    match text.get(offset..).and_then(|rest| rest.chars().next()) {
+        Some(c) => format!("invalid TOML: unexpected character {c:?}"),
+        None => "invalid TOML: unexpected end of file".to_owned(),
+    }
 }
 
 /// Reads and parses the file at `path`; a read error is reported as a [`ConfigErrors`] too.

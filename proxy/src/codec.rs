@@ -187,6 +187,11 @@ impl ConnectionOptions {
     /// names are hop-by-hop).
     fn read(&mut self, buf: &[u8], value: &[u8], tokens: &mut Vec<Range<usize>>) {
         for token in list_items(value) {
+            if names_end_to_end_essential(token) {
+                // The message's framing and Host reach the next hop whatever Connection
+                // says: dropping them would change where the body ends.
+                continue;
+            }
             if eq_ignore_case(token, b"close") {
                 self.close = true;
             } else if eq_ignore_case(token, b"keep-alive") {
@@ -197,6 +202,13 @@ impl ConnectionOptions {
             tokens.push(offset_in(buf, token));
         }
     }
+}
+
+/// Headers that a `Connection` option never makes hop-by-hop: the body framing and `Host`.
+fn names_end_to_end_essential(token: &[u8]) -> bool {
+    [&b"content-length"[..], b"transfer-encoding", b"host"]
+        .iter()
+        .any(|h| eq_ignore_case(token, h))
 }
 
 /// Scratch space for httparse, sized by the `max_headers` limit and reused per connection.
@@ -455,6 +467,9 @@ fn parse_response_inner<'b>(
             "upstream sent an incomplete status line",
         ));
     };
+    if code < 100 {
+        return Err(HeadError::new(502, "upstream sent an invalid status code"));
+    }
     head.status = code;
     head.minor_version = version;
     head.status_line = first_line(buf, len);

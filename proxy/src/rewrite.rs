@@ -57,7 +57,6 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
         out.extend_from_slice(b"\r\n");
     }
     let mut content_length = ContentLengthLine::new(head.content_length);
-    let mut xff: Option<&[u8]> = None;
     for h in &head.headers {
         let name = &buf[h.name.clone()];
         if absolute.is_some() && name.eq_ignore_ascii_case(b"host") {
@@ -88,11 +87,8 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
             continue;
         }
         if add.forwarded_for.is_some() && name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            // Several X-Forwarded-For lines are combined into one below.
-            if xff.is_none() {
-                xff = Some(&buf[h.value.clone()]);
-                continue;
-            }
+            // Every X-Forwarded-For line is combined into one below, in order.
+            continue;
         }
         push_line(out, &buf[h.line.clone()]);
     }
@@ -103,9 +99,16 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
     }
     if let Some(ip) = add.forwarded_for {
         out.extend_from_slice(b"X-Forwarded-For: ");
-        if let Some(prev) = xff.filter(|v| !v.is_empty()) {
-            out.extend_from_slice(prev);
-            out.extend_from_slice(b", ");
+        for h in &head.headers {
+            let name = &buf[h.name.clone()];
+            let value = &buf[h.value.clone()];
+            if name.eq_ignore_ascii_case(b"x-forwarded-for")
+                && !value.is_empty()
+                && !listed_in_connection(buf, &head.connection_tokens, name)
+            {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
         }
         let _ = write!(out, "{ip}");
         out.extend_from_slice(b"\r\n");
