@@ -14,7 +14,7 @@ fn parse(buf: &[u8], max_head: usize, head: &mut RequestHead) -> Result<Parsed, 
     let mut scratch = HeaderScratch::new(MAX_HEADERS);
     parse_request(buf, max_head, &mut scratch, head).map_err(|e| {
         assert!(
-            matches!(e.status, 400 | 417 | 431 | 505),
+            matches!(e.status, 400 | 417 | 431 | 501 | 505),
             "unexpected status {e:?}"
         );
         assert!(!e.reason.is_empty());
