@@ -1,6 +1,6 @@
 //! Checks shared by the fuzz targets: every range a parsed head keeps must lie inside the head.
 
-use coremesh::codec::{HeaderRef, RequestHead, ResponseHead};
+use coremesh::codec::{HeaderRef, Parsed, RequestHead, ResponseHead};
 use std::ops::Range;
 
 /// Panics unless `range` is well-formed and lies within `0..len`.
@@ -79,4 +79,34 @@ pub fn assert_response_in_bounds(head: &ResponseHead, buf_len: usize) {
     for t in &head.connection_tokens {
         assert_within("connection token", t, head.len);
     }
+}
+
+/// Checks that hold for any head parser, given `parse` (input, head to fill) and a complete
+/// head of `n` bytes at the start of `data` that parsed as `shown` (its `Debug` form):
+/// the head's bytes alone parse the same, into a head that held `warm_up` before (so
+/// nothing depends on what follows the head or came before it); and one byte short is
+/// never complete.
+pub fn assert_head_stable<H: Default + std::fmt::Debug, E>(
+    mut parse: impl FnMut(&[u8], &mut H) -> Result<Parsed, E>,
+    data: &[u8],
+    n: usize,
+    shown: &str,
+    warm_up: &[u8],
+) {
+    let mut reused = H::default();
+    let _ = parse(warm_up, &mut reused);
+    assert!(matches!(
+        parse(&data[..n], &mut reused),
+        Ok(Parsed::Complete)
+    ));
+    assert_eq!(
+        format!("{reused:?}"),
+        shown,
+        "head depends on what follows it or came before"
+    );
+    let mut short = H::default();
+    assert!(
+        !matches!(parse(&data[..n - 1], &mut short), Ok(Parsed::Complete)),
+        "a prefix of the head is complete"
+    );
 }
