@@ -2,6 +2,9 @@
 //! framed, an incremental chunked-body scanner, and the head parsing that the load
 //! generator (responses) and the built-in upstream (requests) share.
 
+/// The header naming the upstream that answered (set by the built-in upstream and relayed
+/// by every proxy), so the generator can keep one latency histogram per upstream.
+pub const UPSTREAM_HEADER: &str = "x-upstream";
 /// Most header fields read in one head.
 pub const MAX_HEADERS: usize = 64;
 /// Largest head accepted; a larger one is an error (the bench only talks to its own
@@ -26,6 +29,8 @@ pub struct ResponseHead {
     pub framing: BodyFraming,
     /// The connection must not be reused after this response.
     pub close: bool,
+    /// Byte range of the [`UPSTREAM_HEADER`] value in the parsed data, when present.
+    pub upstream: Option<(usize, usize)>,
 }
 
 /// A parsed request head.
@@ -122,11 +127,23 @@ pub fn parse_response(data: &[u8], head_request: bool) -> Parse<ResponseHead> {
             let close = common.close
                 || (http10 && !common.keep_alive)
                 || framing == BodyFraming::UntilClose;
+            let base = data.as_ptr() as usize;
+            let upstream = response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(UPSTREAM_HEADER))
+                .map(|h| {
+                    // httparse hands out slices of `data`: the value's offset is where it sits.
+                    let start = (h.value.as_ptr() as usize).saturating_sub(base);
+                    (start, start + h.value.len())
+                })
+                .filter(|&(start, end)| end <= head_len && start <= end);
             Parse::Complete(ResponseHead {
                 status,
                 head_len,
                 framing,
                 close,
+                upstream,
             })
         }
     }
@@ -305,9 +322,18 @@ mod tests {
                 status: 200,
                 head_len: 38,
                 framing: BodyFraming::Length(5),
-                close: false
+                close: false,
+                upstream: None,
             })
         );
+        let r = b"HTTP/1.1 503 No\r\nX-Upstream: u2-slow\r\nContent-Length: 0\r\n\r\n";
+        match parse_response(r, false) {
+            Parse::Complete(h) => {
+                let (a, b) = h.upstream.expect("tagged");
+                assert_eq!(&r[a..b], b"u2-slow");
+            }
+            other => panic!("{other:?}"),
+        }
         let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
         match parse_response(r, false) {
             Parse::Complete(h) => {

@@ -10,7 +10,9 @@
 //! which requests not yet sent are counted as `not_sent`. A transport error closes the
 //! connection; the next request opens a new one. Responses of any status are recorded in
 //! the latency histograms; a status of 400 or more also counts as an error of kind
-//! `status_NNN`.
+//! `status_NNN`. Responses that name their upstream (`X-Upstream`, set by the built-in
+//! upstream and relayed by proxies) are also recorded per upstream, so a run through a
+//! balancer reports each endpoint's share and the latency of the requests it answered.
 
 use crate::http::{self, BodyFraming, ChunkScanner, Parse};
 use crate::schedule::{clock_start, OpenSchedule};
@@ -134,6 +136,10 @@ pub struct LoadReport {
     pub latency_curve: Vec<[f64; 2]>,
     /// The driver the runtimes used.
     pub driver: String,
+    /// Latency (as `latency`) of the responses each upstream answered, by its
+    /// `X-Upstream` name; `count` is how many it answered.
+    #[serde(default)]
+    pub by_upstream: BTreeMap<String, LatencySummary>,
 }
 
 /// A report with the histograms it was drawn from.
@@ -141,6 +147,21 @@ pub struct LoadOutcome {
     pub report: LoadReport,
     pub latency: Histogram<u64>,
     pub service: Histogram<u64>,
+    /// `latency` split by the `X-Upstream` name of the responses.
+    pub by_upstream: Vec<(String, Histogram<u64>)>,
+}
+
+impl LoadOutcome {
+    /// The latency of the responses the named upstreams answered, as one histogram.
+    pub fn upstreams_latency(&self, names: &[&str]) -> Histogram<u64> {
+        let mut h = stats::new_histogram();
+        for (name, part) in &self.by_upstream {
+            if names.contains(&name.as_str()) {
+                let _ = h.add(part);
+            }
+        }
+        h
+    }
 }
 
 /// Kinds of failure, as named in the report.
@@ -180,6 +201,8 @@ struct Tally {
     queued: u64,
     errors: BTreeMap<String, u64>,
     statuses: BTreeMap<u16, u64>,
+    /// Latency by `X-Upstream` name (a handful of names: searched in order).
+    by_upstream: Vec<(String, Histogram<u64>)>,
 }
 
 impl Tally {
@@ -193,14 +216,31 @@ impl Tally {
             queued: 0,
             errors: BTreeMap::new(),
             statuses: BTreeMap::new(),
+            by_upstream: Vec::new(),
         }
+    }
+
+    fn upstream_histogram(&mut self, name: &[u8]) -> &mut Histogram<u64> {
+        let at = match self
+            .by_upstream
+            .iter()
+            .position(|(n, _)| n.as_bytes() == name)
+        {
+            Some(i) => i,
+            None => {
+                let n = String::from_utf8_lossy(name).into_owned();
+                self.by_upstream.push((n, stats::new_histogram()));
+                self.by_upstream.len() - 1
+            }
+        };
+        &mut self.by_upstream[at].1
     }
 
     fn error(&mut self, kind: &str, n: u64) {
         *self.errors.entry(kind.to_string()).or_insert(0) += n;
     }
 
-    fn response(&mut self, status: u16, latency: Duration, service: Duration) {
+    fn response(&mut self, status: u16, upstream: &[u8], latency: Duration, service: Duration) {
         self.responses += 1;
         *self.statuses.entry(status).or_insert(0) += 1;
         if status >= 400 {
@@ -210,6 +250,9 @@ impl Tally {
         }
         stats::record(&mut self.latency, latency);
         stats::record(&mut self.service, service);
+        if !upstream.is_empty() {
+            stats::record(self.upstream_histogram(upstream), latency);
+        }
     }
 
     fn merge(&mut self, other: Tally) {
@@ -225,6 +268,9 @@ impl Tally {
         for (k, v) in other.statuses {
             *self.statuses.entry(k).or_insert(0) += v;
         }
+        for (name, h) in other.by_upstream {
+            let _ = self.upstream_histogram(name.as_bytes()).add(&h);
+        }
     }
 }
 
@@ -233,6 +279,8 @@ struct Client {
     target: SocketAddr,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
+    /// The `X-Upstream` value of the last response (empty when it had none).
+    upstream: Vec<u8>,
 }
 
 impl Client {
@@ -241,6 +289,7 @@ impl Client {
             target,
             stream: None,
             buf: Vec::with_capacity(READ_BUFFER),
+            upstream: Vec::new(),
         }
     }
 
@@ -300,6 +349,10 @@ impl Client {
                 }
             }
         };
+        self.upstream.clear();
+        if let Some((start, end)) = head.upstream {
+            self.upstream.extend_from_slice(&self.buf[start..end]);
+        }
         self.buf.drain(..head.head_len);
         match head.framing {
             BodyFraming::None => {}
@@ -405,7 +458,7 @@ async fn closed_connection(ctx: Rc<ThreadCtx>) {
         if let Some((status, done)) = timed_exchange(&ctx, &mut client).await {
             ctx.tally
                 .borrow_mut()
-                .response(status, done - sent, done - sent);
+                .response(status, &client.upstream, done - sent, done - sent);
         }
     }
     let left = ctx.budget.get().unwrap_or(0);
@@ -448,7 +501,7 @@ async fn open_connection(ctx: Rc<ThreadCtx>, connection: usize) {
         if let Some((status, done)) = timed_exchange(&ctx, &mut client).await {
             ctx.tally
                 .borrow_mut()
-                .response(status, done - clock, done - sent);
+                .response(status, &client.upstream, done - clock, done - sent);
         }
         free_at = Instant::now();
     }
@@ -590,11 +643,17 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadOutcome> {
         service_latency: stats::summarize(&total.service),
         latency_curve: stats::percentile_curve(&total.latency),
         driver: driver.to_string(),
+        by_upstream: total
+            .by_upstream
+            .iter()
+            .map(|(n, h)| (n.clone(), stats::summarize(h)))
+            .collect(),
     };
     Ok(LoadOutcome {
         report,
         latency: total.latency,
         service: total.service,
+        by_upstream: total.by_upstream,
     })
 }
 

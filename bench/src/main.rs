@@ -112,6 +112,10 @@ struct UpstreamArgs {
     stall_request: Option<u64>,
     #[arg(long, default_value_t = 0)]
     stall_ms: u64,
+    /// Requests answered at once per thread; more wait their turn in arrival order, so
+    /// latency grows with load (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
     #[arg(long, value_enum, default_value = "auto")]
     driver: Driver,
 }
@@ -220,6 +224,7 @@ fn run_upstream(args: UpstreamArgs) -> anyhow::Result<()> {
         stall: args
             .stall_request
             .map(|k| (k, Duration::from_millis(args.stall_ms))),
+        concurrency: args.concurrency,
         driver: args.driver,
     };
     let handle = upstream::spawn(spec)?;

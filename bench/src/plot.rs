@@ -313,6 +313,16 @@ pub fn draw_all(out: &Path, results: &Results) -> Vec<Result<String, String>> {
             &[("cpu_us_per_req", "CPU µs / request")],
         ));
     }
+    if let Some(s) = find(results, "shared-core") {
+        plots.push(figure_bars(
+            out,
+            "shared-core-cpu.svg",
+            "Shared core: proxy CPU time per request (lower is better)",
+            "µs of CPU / request",
+            s,
+            &[("cpu_us_per_req", "CPU µs / request")],
+        ));
+    }
     for (key, title) in [
         ("slow", "Slow endpoint: client latency by percentile"),
         ("flaky", "Flaky endpoint: client latency by percentile"),

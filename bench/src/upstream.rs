@@ -5,8 +5,11 @@
 //!
 //! `GET /__bench/stats` answers with the counters as JSON and is not counted itself. A
 //! *stall* (request number `K` answered after `S` ms) lets tests build a deterministic
-//! hiccup. Used in-process by tests ([`spawn`]) and as a separate process by the
-//! comparison (`coremesh-bench upstream`).
+//! hiccup. A *concurrency limit* makes it a server with that many workers: a request that
+//! arrives while all are busy waits for the first to come free (first come, first served),
+//! so its latency grows with the load, as a busy application's does ([`Workers`]).
+//! Used in-process by tests ([`spawn`]) and as a separate process by the comparison
+//! (`coremesh-bench upstream`).
 
 use crate::http::{self, BodyFraming, ChunkScanner, Parse};
 use crate::load::{block_on, Driver};
@@ -24,7 +27,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Path answered with the counters.
 pub const STATS_PATH: &str = "/__bench/stats";
@@ -109,6 +112,8 @@ pub struct UpstreamSpec {
     pub seed: u64,
     /// Request number `K` (counted from 1 over the whole server) is answered after this.
     pub stall: Option<(u64, Duration)>,
+    /// Requests answered at once per thread; 0: no limit (every request starts at once).
+    pub concurrency: usize,
     pub driver: Driver,
 }
 
@@ -125,6 +130,7 @@ impl UpstreamSpec {
             threads: 1,
             seed: 1,
             stall: None,
+            concurrency: 0,
             driver: Driver::Auto,
         }
     }
@@ -238,8 +244,40 @@ impl Answers {
     }
 }
 
+/// `n` workers answering in arrival order: each request takes the worker that comes free
+/// first, starts when it is free (or at once) and holds it for its latency. Plain
+/// arithmetic on the times passed in, so a test can replay an exact sequence.
+#[derive(Debug, Clone)]
+pub struct Workers {
+    free_at: Vec<Instant>,
+}
+
+impl Workers {
+    /// `n` workers, all free at `now` (at least one).
+    pub fn new(n: usize, now: Instant) -> Workers {
+        Workers {
+            free_at: vec![now; n.max(1)],
+        }
+    }
+
+    /// A request arriving at `now` that takes `work`: when it is done.
+    pub fn admit(&mut self, now: Instant, work: Duration) -> Instant {
+        let mut first = 0;
+        for (i, t) in self.free_at.iter().enumerate() {
+            if *t < self.free_at[first] {
+                first = i;
+            }
+        }
+        let done = self.free_at[first].max(now) + work;
+        self.free_at[first] = done;
+        done
+    }
+}
+
 struct ThreadState {
     spec: UpstreamSpec,
+    /// With a concurrency limit, the workers of this thread.
+    workers: Option<RefCell<Workers>>,
     answers: Answers,
     stats: Arc<UpstreamStats>,
     rng: RefCell<SmallRng>,
@@ -289,6 +327,8 @@ pub fn spawn(spec: UpstreamSpec) -> anyhow::Result<UpstreamHandle> {
                 let driver = spec.driver;
                 let state = Rc::new(ThreadState {
                     answers: Answers::new(&spec),
+                    workers: (spec.concurrency > 0)
+                        .then(|| RefCell::new(Workers::new(spec.concurrency, Instant::now()))),
                     rng: RefCell::new(SmallRng::seed_from_u64(spec.seed.wrapping_add(t as u64))),
                     spec,
                     stats,
@@ -387,8 +427,16 @@ async fn serve_connection(mut stream: TcpStream, state: Rc<ThreadState>) {
                 Some((k, stall)) if k == seq => delay + stall,
                 _ => delay,
             };
-            if !delay.is_zero() {
-                monoio::time::sleep(delay).await;
+            match &state.workers {
+                Some(workers) => {
+                    let now = Instant::now();
+                    let done = workers.borrow_mut().admit(now, delay);
+                    if done > now {
+                        monoio::time::sleep_until(monoio::time::Instant::from_std(done)).await;
+                    }
+                }
+                None if !delay.is_zero() => monoio::time::sleep(delay).await,
+                None => {}
             }
             let a = &state.answers;
             if fail {
@@ -477,6 +525,25 @@ mod tests {
         assert!("uniform:3-1".parse::<LatencyDist>().is_err());
         assert!("exp:-1".parse::<LatencyDist>().is_err());
         assert!("gauss:1".parse::<LatencyDist>().is_err());
+    }
+
+    #[test]
+    fn busy_workers_queue_requests_in_arrival_order() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = Workers::new(2, t0);
+        // Two start at once; the third waits for the first free worker, the fourth for
+        // the next one.
+        assert_eq!(w.admit(t0, ms(10)), t0 + ms(10));
+        assert_eq!(w.admit(t0, ms(4)), t0 + ms(4));
+        assert_eq!(w.admit(t0 + ms(1), ms(10)), t0 + ms(14));
+        assert_eq!(w.admit(t0 + ms(2), ms(1)), t0 + ms(11));
+        // Once idle, a request starts when it arrives.
+        assert_eq!(w.admit(t0 + ms(50), ms(3)), t0 + ms(53));
+        // Zero workers asked for still means one.
+        let mut one = Workers::new(0, t0);
+        assert_eq!(one.admit(t0, ms(5)), t0 + ms(5));
+        assert_eq!(one.admit(t0, ms(5)), t0 + ms(10));
     }
 
     #[test]

@@ -159,3 +159,55 @@ fn upstream_speaks_enough_http() {
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
     up.stop();
 }
+
+#[test]
+fn responses_are_counted_per_upstream_by_their_name() {
+    let mut a = UpstreamSpec::new();
+    a.name = "u0".into();
+    let mut b = UpstreamSpec::new();
+    b.name = "u2-slow".into();
+    let (a, b) = (
+        upstream::spawn(a).expect("upstream a"),
+        upstream::spawn(b).expect("upstream b"),
+    );
+    let out_a = load::run(&LoadSpec::new(a.addr, 3, Stop::Count(300))).expect("load a");
+    assert_eq!(
+        out_a.report.by_upstream.len(),
+        1,
+        "{:?}",
+        out_a.report.by_upstream
+    );
+    assert_eq!(
+        out_a.report.by_upstream.get("u0").map(|s| s.count),
+        Some(300)
+    );
+    assert_eq!(out_a.upstreams_latency(&["u0"]).len(), 300);
+    assert_eq!(out_a.upstreams_latency(&["u2-slow"]).len(), 0);
+    let out_b = load::run(&LoadSpec::new(b.addr, 2, Stop::Count(40))).expect("load b");
+    assert_eq!(
+        out_b.report.by_upstream.get("u2-slow").map(|s| s.count),
+        Some(40)
+    );
+    assert_eq!(out_b.upstreams_latency(&["u0", "u2-slow"]).len(), 40);
+    a.stop();
+    b.stop();
+}
+
+/// One worker of 20 ms: eight requests from four connections are answered one after the
+/// other, so the last answer comes at least 160 ms after the first request arrived, however
+/// fast or slow the machine (without the limit the four connections are served in parallel
+/// and the run takes about 40 ms).
+#[test]
+fn a_concurrency_limit_makes_requests_wait_their_turn() {
+    let mut us = UpstreamSpec::new();
+    us.latency = upstream::LatencyDist::Fixed(Duration::from_millis(20));
+    us.concurrency = 1;
+    let up = upstream::spawn(us).expect("upstream");
+    let r = load::run(&LoadSpec::new(up.addr, 4, Stop::Count(8)))
+        .expect("load")
+        .report;
+    assert_eq!(r.responses, 8);
+    assert_eq!(r.errors_total, 0, "{:?}", r.errors);
+    assert!(r.elapsed_s >= 0.16, "{} s", r.elapsed_s);
+    up.stop();
+}

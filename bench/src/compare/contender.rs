@@ -71,12 +71,21 @@ pub struct Setup {
     pub haproxy: Result<PathBuf, String>,
     pub taskset: Option<PathBuf>,
     pub proxy_cpus: Vec<usize>,
+    /// Workers / threads / cores each proxy runs (default: one per proxy CPU).
+    pub proxy_cores: Option<usize>,
     pub work_dir: PathBuf,
     pub config_dir: PathBuf,
     /// The open-file limit every child inherits.
     pub nofile: u64,
     /// coremesh needs `--admin` to keep running (see [`coremesh_preflight`]).
     pub coremesh_admin: bool,
+}
+
+impl Setup {
+    /// Workers / threads / cores given to each proxy.
+    pub fn cores(&self) -> usize {
+        self.proxy_cores.unwrap_or(self.proxy_cpus.len()).max(1)
+    }
 }
 
 /// The flags coremesh needs for its best resilient settings.
@@ -224,7 +233,7 @@ pub fn start(
     endpoints: &[SocketAddr],
     tag: &str,
 ) -> Result<Running, String> {
-    let cores = setup.proxy_cpus.len().max(1);
+    let cores = setup.cores();
     let name = format!("{}-{tag}", kind.name());
     let log = setup.work_dir.join(format!("{name}.log"));
     let (cmd, addr, notes) = match kind {

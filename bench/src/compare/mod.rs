@@ -1,7 +1,8 @@
 //! `coremesh-bench compare`: direct, coremesh, nginx and HAProxy, one after another in one
-//! run, on loopback, with the same CPU pinning, through six scenarios (overhead, cpu, slow
-//! endpoint, flaky endpoint, dead endpoint, memory). Writes `report.md`, `results.json`,
-//! the generated configs and SVG plots to `bench/results/<date>[-quick]/`.
+//! run, on loopback, with the same CPU pinning, through the scenarios of [`scenarios::ALL`]
+//! (overhead, cpu, slow / flaky / dead endpoint at a fixed rate, memory, the saturation
+//! sweeps and the shared core). Writes `report.md`, `results.json`, the generated configs
+//! and SVG plots to `bench/results/<date>[-quick]/`.
 //!
 //! Layout on the machine: the proxy under test gets `--proxy-cpus` (default: the last CPU)
 //! and as many workers/threads/cores as CPUs there; the load generator, wrk and the
@@ -12,6 +13,8 @@
 pub mod contender;
 pub mod report;
 pub mod scenarios;
+pub mod shared_core;
+pub mod sweeps;
 pub mod upstreams;
 
 use crate::procs;
@@ -29,7 +32,7 @@ const WANTED_NOFILE: u64 = 65_536;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CompareArgs {
-    /// Run every scenario briefly (under 3 minutes on 2 cores).
+    /// Run every scenario briefly (about 5 minutes on 2 cores).
     #[arg(long)]
     pub quick: bool,
     /// Output folder (default: bench/results/<date>, or <date>-quick).
@@ -48,19 +51,26 @@ pub struct CompareArgs {
         default_value = "direct,coremesh,nginx,haproxy"
     )]
     pub contenders: Vec<String>,
-    /// Scenarios, comma-separated.
+    /// Scenarios, comma-separated: overhead, cpu, slow, flaky, dead, memory, slow-sweep,
+    /// flaky-sweep, capacity-sweep (closed loop at 1, 8, 32 and 64 connections), shared-core
+    /// (the proxy and its upstream on the proxy CPUs).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "overhead,cpu,slow,flaky,dead,memory"
+        default_value = "overhead,cpu,slow,flaky,dead,memory,slow-sweep,flaky-sweep,capacity-sweep,shared-core"
     )]
     pub scenarios: Vec<String>,
     /// CPUs for the proxy under test (default: the last CPU).
     #[arg(long, value_delimiter = ',')]
     pub proxy_cpus: Vec<usize>,
-    /// CPUs for the load generator, wrk and the upstreams (default: the others).
+    /// CPUs for the load generator, wrk and the upstreams (default: the others). In the
+    /// shared-core scenario the upstream runs on the proxy CPUs instead.
     #[arg(long, value_delimiter = ',')]
     pub load_cpus: Vec<usize>,
+    /// Workers / threads / cores of each proxy (default: one per proxy CPU); e.g.
+    /// `--proxy-cores 1` for one coremesh core, one nginx worker, one HAProxy thread.
+    #[arg(long)]
+    pub proxy_cores: Option<usize>,
     /// Idle client connections in the memory scenario.
     #[arg(long, default_value_t = 10_000)]
     pub idle_connections: usize,
@@ -89,6 +99,29 @@ pub struct Plan {
     pub scenario: Duration,
     pub dead: Duration,
     pub idle_connections: usize,
+    /// Connections of each point of the saturation sweeps (closed loop).
+    #[serde(default = "default_sweep_connections")]
+    pub sweep_connections: Vec<usize>,
+    /// Warm-up and measurement of one sweep point (a fresh proxy per point, one round).
+    #[serde(default = "default_sweep_warmup")]
+    pub sweep_warmup: Duration,
+    #[serde(default = "default_sweep")]
+    pub sweep: Duration,
+}
+
+/// The concurrencies the sweeps visit: one connection, a few, and well past saturation.
+pub const SWEEP_CONNECTIONS: [usize; 4] = [1, 8, 32, 64];
+
+fn default_sweep_connections() -> Vec<usize> {
+    SWEEP_CONNECTIONS.to_vec()
+}
+
+fn default_sweep_warmup() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_sweep() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl Plan {
@@ -107,6 +140,9 @@ impl Plan {
             scenario: Duration::from_secs(3),
             dead: Duration::from_millis(4500),
             idle_connections: idle,
+            sweep_connections: default_sweep_connections(),
+            sweep_warmup: Duration::from_millis(500),
+            sweep: Duration::from_millis(1500),
         }
     }
 
@@ -125,6 +161,9 @@ impl Plan {
             scenario: Duration::from_secs(10),
             dead: Duration::from_secs(12),
             idle_connections: idle,
+            sweep_connections: default_sweep_connections(),
+            sweep_warmup: default_sweep_warmup(),
+            sweep: default_sweep(),
         }
     }
 }
@@ -139,6 +178,9 @@ pub struct Machine {
     pub io_uring: bool,
     pub nofile_limit: u64,
     pub proxy_cpus: Vec<usize>,
+    /// Workers / threads / cores each proxy ran (0 in results from before it was recorded).
+    #[serde(default)]
+    pub proxy_cores: usize,
     pub load_cpus: Vec<usize>,
     pub coremesh: String,
     pub coremesh_commit: String,
@@ -210,6 +252,7 @@ fn describe_machine(setup: &Setup, nofile: u64, load_cpus: &[usize], root: &Path
         io_uring: monoio::utils::detect_uring(),
         nofile_limit: nofile,
         proxy_cpus: setup.proxy_cpus.clone(),
+        proxy_cores: setup.cores(),
         load_cpus: load_cpus.to_vec(),
         coremesh: match &setup.coremesh {
             Ok(p) => first_line_of(Command::new(p).arg("--version")),
@@ -405,6 +448,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         haproxy: tool("haproxy"),
         taskset: on_path("taskset"),
         proxy_cpus,
+        proxy_cores: args.proxy_cores,
         work_dir: work_dir.clone(),
         config_dir,
         nofile,
@@ -485,6 +529,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     if wanted("memory") {
         run_scenario(&mut results, &|| scenarios::memory(&ctx).map(|s| vec![s]))?;
+    }
+    for name in sweeps::SWEEPS {
+        if let (true, Some(sweep)) = (wanted(name), sweeps::Sweep::parse(name)) {
+            run_scenario(&mut results, &|| sweeps::run(&ctx, sweep).map(|s| vec![s]))?;
+        }
+    }
+    if wanted("shared-core") {
+        run_scenario(&mut results, &|| shared_core::run(&ctx).map(|s| vec![s]))?;
     }
     results.elapsed_s = run_began.elapsed().as_secs_f64();
     render(&out, &mut results)?;

@@ -24,6 +24,10 @@ pub struct Column {
     pub key: String,
     pub label: String,
     pub better: Better,
+    /// Print the figure alone, without its ratio to coremesh's (for figures that are
+    /// ratios or references themselves).
+    #[serde(default)]
+    pub no_ratio: bool,
 }
 
 impl Column {
@@ -32,6 +36,15 @@ impl Column {
             key: key.to_string(),
             label: label.to_string(),
             better,
+            no_ratio: false,
+        }
+    }
+
+    /// A column printed without ratios to coremesh.
+    pub fn plain(key: &str, label: &str) -> Column {
+        Column {
+            no_ratio: true,
+            ..Column::new(key, label, Better::Neither)
         }
     }
 }
@@ -40,6 +53,9 @@ impl Column {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub contender: Kind,
+    /// In a sweep: the point (client connections) this row was measured at.
+    #[serde(default)]
+    pub point: Option<usize>,
     /// Why it did not run, when it did not.
     pub skipped: Option<String>,
     pub figures: BTreeMap<String, f64>,
@@ -61,6 +77,7 @@ impl Row {
     pub fn new(contender: Kind) -> Row {
         Row {
             contender,
+            point: None,
             skipped: None,
             figures: BTreeMap::new(),
             command: String::new(),
@@ -103,6 +120,21 @@ impl ScenarioResult {
 
     pub fn figure(&self, kind: Kind, key: &str) -> Option<f64> {
         self.row(kind).and_then(|r| r.get(key))
+    }
+
+    /// In a sweep: `kind`'s figure at `point`.
+    pub fn figure_at(&self, kind: Kind, point: Option<usize>, key: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.contender == kind && r.point == point && r.skipped.is_none())
+            .and_then(|r| r.get(key))
+    }
+
+    /// In a sweep: its points in order (empty otherwise).
+    pub fn points(&self) -> Vec<usize> {
+        let set: std::collections::BTreeSet<usize> =
+            self.rows.iter().filter_map(|r| r.point).collect();
+        set.into_iter().collect()
     }
 }
 
@@ -160,6 +192,144 @@ pub fn write_json(out: &Path, results: &Results) -> anyhow::Result<()> {
         serde_json::to_string_pretty(results)?,
     )?;
     Ok(())
+}
+
+/// A target that must hold at every point of a sweep: `judge` gives, per point, the text
+/// of what was measured and whether it held (`None`: not measured there).
+fn at_every_point(
+    target: &str,
+    key: &str,
+    s: Option<&ScenarioResult>,
+    judge: impl Fn(&ScenarioResult, usize) -> Option<(String, bool)>,
+) -> TargetCheck {
+    let Some(s) = s.filter(|s| !s.points().is_empty()) else {
+        return TargetCheck {
+            target: target.to_string(),
+            measured: format!("the {key} scenario did not run"),
+            verdict: Verdict::NotMeasured,
+        };
+    };
+    let mut parts = Vec::new();
+    let (mut held, mut failed, mut missing) = (0, 0, 0);
+    for p in s.points() {
+        match judge(s, p) {
+            Some((text, ok)) => {
+                parts.push(format!("{p} conns: {text}"));
+                if ok {
+                    held += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            None => {
+                parts.push(format!("{p} conns: not measured"));
+                missing += 1;
+            }
+        }
+    }
+    TargetCheck {
+        target: target.to_string(),
+        measured: parts.join("; "),
+        verdict: if failed > 0 {
+            Verdict::Missed
+        } else if missing > 0 || held == 0 {
+            Verdict::NotMeasured
+        } else {
+            Verdict::Met
+        },
+    }
+}
+
+/// The targets of the saturation sweeps and the shared core.
+fn saturation_targets(r: &Results) -> Vec<TargetCheck> {
+    let mut out = Vec::new();
+    let slow = r.scenario("slow-sweep");
+    out.push(at_every_point(
+        "Slow endpoint under saturation: under 0.1% of requests to it at every concurrency",
+        "slow-sweep",
+        slow,
+        |s, p| {
+            let v = s.figure_at(Kind::Coremesh, Some(p), "third_share_pct")?;
+            Some((format!("{v:.2}%"), v < 0.1))
+        },
+    ));
+    out.push(at_every_point(
+        "Slow endpoint under saturation: client p99 within 2× of the fast endpoints' own at every concurrency",
+        "slow-sweep",
+        slow,
+        |s, p| {
+            let v = s.figure_at(Kind::Coremesh, Some(p), "p99_over_fast")?;
+            Some((format!("{v:.2}×"), v <= 2.0))
+        },
+    ));
+    out.push(at_every_point(
+        "Flaky endpoint under saturation: p99 and throughput at least as good as the best of nginx and HAProxy at every concurrency",
+        "flaky-sweep",
+        r.scenario("flaky-sweep"),
+        |s, p| {
+            let c_p99 = s.figure_at(Kind::Coremesh, Some(p), "p99_us")?;
+            let c_rps = s.figure_at(Kind::Coremesh, Some(p), "rps")?;
+            let peers = [Kind::Nginx, Kind::Haproxy];
+            let best_p99 = peers
+                .iter()
+                .filter_map(|k| s.figure_at(*k, Some(p), "p99_us"))
+                .fold(f64::INFINITY, f64::min);
+            let best_rps = peers
+                .iter()
+                .filter_map(|k| s.figure_at(*k, Some(p), "rps"))
+                .fold(f64::NEG_INFINITY, f64::max);
+            if !best_p99.is_finite() || !best_rps.is_finite() || best_p99 <= 0.0 || best_rps <= 0.0 {
+                return None;
+            }
+            Some((
+                format!(
+                    "p99 {:.2}×, req/s {:.2}× the best peer's",
+                    c_p99 / best_p99,
+                    c_rps / best_rps
+                ),
+                c_p99 <= best_p99 && c_rps >= best_rps,
+            ))
+        },
+    ));
+    let shared = r.scenario("shared-core");
+    let pair = |key: &str| {
+        shared.and_then(|s| Some((s.figure(Kind::Coremesh, key)?, s.figure(Kind::Nginx, key)?)))
+    };
+    let t = "Shared core: CPU per request at most 0.6× nginx's";
+    out.push(match pair("cpu_us_per_req") {
+        Some((c, n)) if n > 0.0 => TargetCheck {
+            target: t.into(),
+            measured: format!("coremesh {c:.2} µs, nginx {n:.2} µs: {:.2}×", c / n),
+            verdict: if c / n <= 0.6 {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            },
+        },
+        _ => TargetCheck {
+            target: t.into(),
+            measured: "coremesh or nginx did not run in the shared-core scenario".into(),
+            verdict: Verdict::NotMeasured,
+        },
+    });
+    let t = "Shared core: throughput at least 1.3× nginx's";
+    out.push(match pair("rps") {
+        Some((c, n)) if n > 0.0 => TargetCheck {
+            target: t.into(),
+            measured: format!("coremesh {c:.0} req/s, nginx {n:.0} req/s: {:.2}×", c / n),
+            verdict: if c / n >= 1.3 {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            },
+        },
+        _ => TargetCheck {
+            target: t.into(),
+            measured: "coremesh or nginx did not run in the shared-core scenario".into(),
+            verdict: Verdict::NotMeasured,
+        },
+    });
+    out
 }
 
 fn best_peer(s: &ScenarioResult, key: &str) -> Option<(Kind, f64)> {
@@ -340,6 +510,7 @@ pub fn check_targets(r: &Results) -> Vec<TargetCheck> {
         }
         None => out.push(not(&t, "coremesh did not run in the memory scenario")),
     }
+    out.extend(saturation_targets(r));
     out
 }
 
@@ -360,7 +531,12 @@ fn cell(value: Option<f64>, reference: Option<f64>, is_coremesh: bool) -> String
 
 fn table(s: &ScenarioResult) -> String {
     let mut out = String::new();
-    out.push_str("| contender |");
+    let sweep = s.rows.iter().any(|r| r.point.is_some());
+    out.push_str(if sweep {
+        "| conns | contender |"
+    } else {
+        "| contender |"
+    });
     for c in &s.columns {
         let hint = match c.better {
             Better::Lower => " ↓",
@@ -370,13 +546,17 @@ fn table(s: &ScenarioResult) -> String {
         out.push_str(&format!(" {}{hint} |", c.label));
     }
     out.push('\n');
-    out.push_str("|---|");
+    out.push_str(if sweep { "|---:|---|" } else { "|---|" });
     for _ in &s.columns {
         out.push_str("---:|");
     }
     out.push('\n');
     for row in &s.rows {
         let name = row.contender.name();
+        if sweep {
+            let point = row.point.map(|p| p.to_string()).unwrap_or_default();
+            out.push_str(&format!("| {point} "));
+        }
         if let Some(reason) = &row.skipped {
             out.push_str(&format!(
                 "| {name} | skipped: {} |{}\n",
@@ -387,7 +567,13 @@ fn table(s: &ScenarioResult) -> String {
         }
         out.push_str(&format!("| {name} |"));
         for c in &s.columns {
-            let reference = s.figure(Kind::Coremesh, &c.key);
+            let reference = if c.no_ratio {
+                None
+            } else if sweep {
+                s.figure_at(Kind::Coremesh, row.point, &c.key)
+            } else {
+                s.figure(Kind::Coremesh, &c.key)
+            };
             out.push_str(&format!(
                 " {} |",
                 cell(row.get(&c.key), reference, row.contender == Kind::Coremesh)
@@ -411,6 +597,18 @@ pub fn headline(r: &Results) -> String {
         parts.extend(ratio("overhead-saturated", "rps", "throughput", peer));
         parts.extend(ratio("cpu", "cpu_us_per_req", "CPU/request", peer));
     }
+    parts.extend(ratio(
+        "shared-core",
+        "rps",
+        "shared-core throughput",
+        Kind::Nginx,
+    ));
+    parts.extend(ratio(
+        "shared-core",
+        "cpu_us_per_req",
+        "shared-core CPU/request",
+        Kind::Nginx,
+    ));
     let met = r
         .targets
         .iter()
@@ -464,8 +662,10 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
         }
     ));
     out.push_str(&format!(
-        "- Pinning: proxy under test on CPU {:?} (one worker / thread / core per CPU); load generator, wrk and upstreams on CPU {:?}\n",
-        m.proxy_cpus, m.load_cpus
+        "- Pinning: proxy under test on CPU {:?} ({} worker / thread / core); load generator, wrk and upstreams on CPU {:?} (in the shared-core scenario the upstream runs on the proxy's CPU)\n",
+        m.proxy_cpus,
+        if m.proxy_cores > 0 { m.proxy_cores.to_string() } else { "one".to_string() },
+        m.load_cpus
     ));
     out.push_str(&format!(
         "- coremesh: {} at {}\n- nginx: {}\n- HAProxy: {}\n- wrk: {}\n- {}; open-file limit {}\n\n",
@@ -552,6 +752,205 @@ mod tests {
         assert!(
             text.contains("| haproxy | skipped: haproxy not found on PATH |"),
             "{text}"
+        );
+    }
+
+    fn sweep_row(kind: Kind, point: usize, figures: &[(&str, f64)]) -> Row {
+        let mut r = Row::new(kind);
+        r.point = Some(point);
+        for (k, v) in figures {
+            r.set(k, *v);
+        }
+        r
+    }
+
+    /// A run with the two sweeps that have targets and the shared core, every figure fixed.
+    fn saturation_results() -> Results {
+        let sweep = |key: &str, rows: Vec<Row>| ScenarioResult {
+            key: key.into(),
+            title: format!("{key} title"),
+            setup: "s".into(),
+            columns: vec![
+                Column::new("rps", "req/s", Better::Higher),
+                Column::new("p99_us", "p99 µs", Better::Lower),
+                Column::plain("p99_over_fast", "p99 / fast p99"),
+                Column::new("third_share_pct", "slow share %", Better::Lower),
+            ],
+            rows,
+            notes: vec![],
+        };
+        let slow = sweep(
+            "slow-sweep",
+            vec![
+                sweep_row(
+                    Kind::Coremesh,
+                    1,
+                    &[
+                        ("rps", 5000.0),
+                        ("p99_us", 300.0),
+                        ("p99_over_fast", 1.2),
+                        ("third_share_pct", 0.0),
+                    ],
+                ),
+                sweep_row(
+                    Kind::Nginx,
+                    1,
+                    &[
+                        ("rps", 4000.0),
+                        ("p99_us", 30_500.0),
+                        ("p99_over_fast", 100.0),
+                        ("third_share_pct", 33.0),
+                    ],
+                ),
+                sweep_row(
+                    Kind::Coremesh,
+                    64,
+                    &[
+                        ("rps", 40_000.0),
+                        ("p99_us", 3000.0),
+                        ("p99_over_fast", 2.5),
+                        ("third_share_pct", 0.05),
+                    ],
+                ),
+                sweep_row(
+                    Kind::Nginx,
+                    64,
+                    &[
+                        ("rps", 30_000.0),
+                        ("p99_us", 31_000.0),
+                        ("p99_over_fast", 15.0),
+                        ("third_share_pct", 2.0),
+                    ],
+                ),
+            ],
+        );
+        let flaky = sweep(
+            "flaky-sweep",
+            vec![
+                sweep_row(Kind::Coremesh, 8, &[("rps", 20_000.0), ("p99_us", 800.0)]),
+                sweep_row(Kind::Nginx, 8, &[("rps", 18_000.0), ("p99_us", 900.0)]),
+                sweep_row(Kind::Haproxy, 8, &[("rps", 21_000.0), ("p99_us", 1000.0)]),
+            ],
+        );
+        let mut c = Row::new(Kind::Coremesh);
+        c.set("rps", 39_000.0);
+        c.set("cpu_us_per_req", 12.0);
+        let mut n = Row::new(Kind::Nginx);
+        n.set("rps", 30_000.0);
+        n.set("cpu_us_per_req", 20.0);
+        let mut rows = vec![c, n];
+        crate::compare::shared_core::set_ratios_to_nginx(&mut rows);
+        let shared = ScenarioResult {
+            key: "shared-core".into(),
+            title: "Shared core".into(),
+            setup: "s".into(),
+            columns: vec![
+                Column::new("rps", "req/s", Better::Higher),
+                Column::plain("rps_vs_nginx", "req/s × nginx"),
+                Column::new("cpu_us_per_req", "CPU µs / request", Better::Lower),
+                Column::plain("cpu_vs_nginx", "CPU × nginx"),
+            ],
+            rows,
+            notes: vec![],
+        };
+        Results {
+            date: "2026-12-01".into(),
+            quick: true,
+            command: "compare --quick".into(),
+            machine: Machine::default(),
+            plan: Plan::quick(100),
+            settings: BTreeMap::new(),
+            notes: vec![],
+            scenarios: vec![slow, flaky, shared],
+            targets: vec![],
+            build_s: 0.0,
+            elapsed_s: 1.0,
+        }
+    }
+
+    fn target<'a>(targets: &'a [TargetCheck], starts: &str) -> &'a TargetCheck {
+        targets
+            .iter()
+            .find(|t| t.target.starts_with(starts))
+            .unwrap_or_else(|| panic!("no target {starts:?} in {targets:?}"))
+    }
+
+    #[test]
+    fn sweep_tables_compare_each_point_with_coremesh_at_that_point() {
+        let r = saturation_results();
+        let text = table(&r.scenarios[0]);
+        assert!(text.starts_with("| conns | contender | req/s ↑ | p99 µs ↓ | p99 / fast p99 | slow share % ↓ |\n|---:|---|---:|---:|---:|---:|\n"), "{text}");
+        assert!(
+            text.contains("| 1 | coremesh | 5000 | 300 | 1.20 | 0.00 |\n"),
+            "{text}"
+        );
+        // nginx at 1 connection against coremesh at 1; the p99 / fast column has no ratio.
+        assert!(
+            text.contains("| 1 | nginx | 4000 (0.80×) | 30.5k (101.67×) | 100 | 33.0 |\n"),
+            "{text}"
+        );
+        // At 64 connections against coremesh at 64 (40k req/s), not at 1.
+        assert!(
+            text.contains(
+                "| 64 | nginx | 30.0k (0.75×) | 31.0k (10.33×) | 15.0 | 2.00 (40.00×) |\n"
+            ),
+            "{text}"
+        );
+        let shared = table(&r.scenarios[2]);
+        assert!(
+            shared.contains("| coremesh | 39.0k | 1.30 | 12.0 | 0.60 |\n"),
+            "{shared}"
+        );
+        assert!(
+            shared.contains("| nginx | 30.0k (0.77×) | 1.00 | 20.0 (1.67×) | 1.00 |\n"),
+            "{shared}"
+        );
+    }
+
+    #[test]
+    fn saturation_targets_are_judged_at_every_point_and_against_nginx() {
+        let mut r = saturation_results();
+        let targets = check_targets(&r);
+        let share = target(&targets, "Slow endpoint under saturation: under 0.1%");
+        assert_eq!(share.measured, "1 conns: 0.00%; 64 conns: 0.05%");
+        assert_eq!(share.verdict, Verdict::Met);
+        let tail = target(
+            &targets,
+            "Slow endpoint under saturation: client p99 within 2×",
+        );
+        assert_eq!(tail.measured, "1 conns: 1.20×; 64 conns: 2.50×");
+        assert_eq!(tail.verdict, Verdict::Missed);
+        // p99 better than both peers, throughput below HAProxy's: missed.
+        let flaky = target(&targets, "Flaky endpoint under saturation");
+        assert_eq!(
+            flaky.measured,
+            "8 conns: p99 0.89×, req/s 0.95× the best peer's"
+        );
+        assert_eq!(flaky.verdict, Verdict::Missed);
+        let cpu = target(&targets, "Shared core: CPU per request");
+        assert_eq!(cpu.measured, "coremesh 12.00 µs, nginx 20.00 µs: 0.60×");
+        assert_eq!(cpu.verdict, Verdict::Met);
+        let rps = target(&targets, "Shared core: throughput");
+        assert_eq!(
+            rps.measured,
+            "coremesh 39000 req/s, nginx 30000 req/s: 1.30×"
+        );
+        assert_eq!(rps.verdict, Verdict::Met);
+        // Without the scenarios: not measured, never met.
+        r.scenarios.clear();
+        for t in check_targets(&r) {
+            assert_eq!(t.verdict, Verdict::NotMeasured, "{t:?}");
+        }
+        // The whole report carries the tables and the verdicts.
+        let mut r = saturation_results();
+        r.targets = check_targets(&r);
+        let md = markdown(&r, &[]);
+        assert!(md.contains("## slow-sweep title"), "{md}");
+        assert!(md.contains("| Shared core: CPU per request at most 0.6× nginx's | coremesh 12.00 µs, nginx 20.00 µs: 0.60× | **met** |"), "{md}");
+        assert!(
+            headline(&r).contains("shared-core CPU/request 0.60× nginx"),
+            "{}",
+            headline(&r)
         );
     }
 }

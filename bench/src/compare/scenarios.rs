@@ -1,11 +1,14 @@
-//! The six scenarios. Each starts its upstreams once, then each contender in turn (start,
-//! warm up, measure, stop), and returns one table per measured figure set.
+//! The scenarios at a fixed rate or count (overhead, cpu, slow, flaky, dead, memory) and
+//! what every scenario shares ([`Ctx`], [`session`]). Each starts its upstreams once, then
+//! each contender in turn (start, warm up, measure, stop), and returns one table per
+//! measured figure set. The saturation sweeps are in `sweeps.rs`, the shared core in
+//! `shared_core.rs`.
 
 use super::contender::{self, Kind, Profile, Running, Setup, StopRecord};
 use super::report::{Better, Column, Row, ScenarioResult};
 use super::upstreams::{served_between, UpstreamArgs, UpstreamProc};
 use super::Plan;
-use crate::load::{self, LoadReport, LoadSpec, Mode, Stop};
+use crate::load::{self, LoadOutcome, LoadReport, LoadSpec, Mode, Stop};
 use crate::procfs;
 use crate::sys;
 use crate::wrk::{self, WrkResult};
@@ -14,7 +17,19 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub const ALL: [&str; 6] = ["overhead", "cpu", "slow", "flaky", "dead", "memory"];
+/// Every scenario `compare --scenarios` accepts.
+pub const ALL: [&str; 10] = [
+    "overhead",
+    "cpu",
+    "slow",
+    "flaky",
+    "dead",
+    "memory",
+    "slow-sweep",
+    "flaky-sweep",
+    "capacity-sweep",
+    "shared-core",
+];
 
 /// What every scenario shares.
 pub struct Ctx<'a> {
@@ -27,18 +42,34 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn upstream_taskset(&self) -> Option<(PathBuf, String)> {
-        let cpus: Vec<String> = self.load_cpus.iter().map(|c| c.to_string()).collect();
-        self.setup.taskset.clone().map(|t| (t, cpus.join(",")))
+    /// Start upstreams pinned to the load CPUs.
+    pub(super) fn start_upstreams(
+        &self,
+        list: Vec<UpstreamArgs>,
+    ) -> anyhow::Result<Vec<UpstreamProc>> {
+        self.start_upstreams_on(list, &self.load_cpus)
     }
 
-    fn start_upstreams(&self, list: Vec<UpstreamArgs>) -> anyhow::Result<Vec<UpstreamProc>> {
+    /// Start upstreams pinned to `cpus`.
+    pub(super) fn start_upstreams_on(
+        &self,
+        list: Vec<UpstreamArgs>,
+        cpus: &[usize],
+    ) -> anyhow::Result<Vec<UpstreamProc>> {
+        let cpus: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
+        let taskset = self.setup.taskset.clone().map(|t| (t, cpus.join(",")));
         list.into_iter()
-            .map(|a| UpstreamProc::start(&self.exe, self.upstream_taskset(), a, &self.work_dir))
+            .map(|a| UpstreamProc::start(&self.exe, taskset.clone(), a, &self.work_dir))
             .collect()
     }
 
-    fn spec(&self, target: SocketAddr, connections: usize, mode: Mode, stop: Stop) -> LoadSpec {
+    pub(super) fn spec(
+        &self,
+        target: SocketAddr,
+        connections: usize,
+        mode: Mode,
+        stop: Stop,
+    ) -> LoadSpec {
         let mut spec = LoadSpec::new(target, connections, stop);
         spec.mode = mode;
         spec.cpus = self.load_cpus.clone();
@@ -51,18 +82,21 @@ impl Ctx<'_> {
         spec
     }
 
-    fn load(&self, spec: &LoadSpec) -> Result<LoadReport, String> {
-        load::run(spec)
-            .map(|o| o.report)
-            .map_err(|e| format!("load failed: {e:#}"))
+    pub(super) fn load(&self, spec: &LoadSpec) -> Result<LoadReport, String> {
+        self.load_outcome(spec).map(|o| o.report)
+    }
+
+    /// A load with its histograms.
+    pub(super) fn load_outcome(&self, spec: &LoadSpec) -> Result<LoadOutcome, String> {
+        load::run(spec).map_err(|e| format!("load failed: {e:#}"))
     }
 }
 
-fn hz() -> f64 {
+pub(super) fn hz() -> f64 {
     sys::clock_ticks_per_second() as f64
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(super) fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return f64::NAN;
@@ -76,7 +110,7 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn rotated(list: &[Kind], by: usize) -> Vec<Kind> {
+pub(super) fn rotated(list: &[Kind], by: usize) -> Vec<Kind> {
     let mut v = list.to_vec();
     if !v.is_empty() {
         let n = v.len();
@@ -85,12 +119,12 @@ fn rotated(list: &[Kind], by: usize) -> Vec<Kind> {
     v
 }
 
-fn progress(what: &str, kind: Kind) {
+pub(super) fn progress(what: &str, kind: Kind) {
     println!("  {what}: {}", kind.name());
 }
 
 /// Start `kind`, run `f`, stop it; the row gets the command, notes and stop record.
-fn session<T>(
+pub(super) fn session<T>(
     ctx: &Ctx<'_>,
     kind: Kind,
     profile: Profile,
@@ -139,7 +173,7 @@ fn note_stop(kind: Kind, stop: &StopRecord, row: &mut Row) {
     }
 }
 
-fn error_note(r: &LoadReport) -> Option<String> {
+pub(super) fn error_note(r: &LoadReport) -> Option<String> {
     (r.errors_total > 0).then(|| {
         let kinds: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
         format!("errors: {}", kinds.join(", "))
@@ -721,7 +755,7 @@ fn three_endpoint_scenario(
     Ok((rows.into_values().collect(), notes))
 }
 
-fn settings_note(ctx: &Ctx<'_>) -> Vec<String> {
+pub(super) fn settings_note(ctx: &Ctx<'_>) -> Vec<String> {
     ctx.contenders
         .iter()
         .filter(|k| k.is_proxy())

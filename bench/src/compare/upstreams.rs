@@ -16,6 +16,8 @@ pub struct UpstreamArgs {
     pub latency: String,
     pub error_rate: f64,
     pub body_bytes: usize,
+    /// Requests answered at once (0: no limit); see `coremesh-bench upstream --concurrency`.
+    pub concurrency: usize,
 }
 
 impl UpstreamArgs {
@@ -25,6 +27,7 @@ impl UpstreamArgs {
             latency: "fixed:0".to_string(),
             error_rate: 0.0,
             body_bytes: 64,
+            concurrency: 0,
         }
     }
 }
@@ -58,6 +61,9 @@ fn command(
         .args(["--latency", &args.latency])
         .args(["--error-rate", &args.error_rate.to_string()])
         .args(["--body-bytes", &args.body_bytes.to_string()]);
+    if args.concurrency > 0 {
+        cmd.args(["--concurrency", &args.concurrency.to_string()]);
+    }
     cmd
 }
 
