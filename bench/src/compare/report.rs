@@ -622,7 +622,7 @@ pub fn headline(r: &Results) -> String {
     format!(
         "coremesh: {}; targets met {met}, missed {missed}, not measured {}",
         if parts.is_empty() {
-            "no ratios (a contender did not run)".to_string()
+            "no throughput or CPU ratios (coremesh or its peers did not run in the overhead, cpu or shared-core scenario)".to_string()
         } else {
             parts.join(", ")
         },

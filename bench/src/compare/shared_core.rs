@@ -16,6 +16,8 @@ struct Measured {
     report: LoadReport,
     proxy_cpu_s: f64,
     upstream_cpu_s: f64,
+    /// CPU used meanwhile by processes outside the benchmark (percent of one CPU).
+    others_pct: f64,
 }
 
 fn upstream_ticks(ups: &[UpstreamProc]) -> u64 {
@@ -40,11 +42,18 @@ fn measure(ctx: &Ctx<'_>, ups: &[UpstreamProc], running: &Running) -> Result<Mea
         Mode::Closed,
         Stop::Duration(plan.saturate),
     );
+    let me = std::process::id();
+    let ours =
+        || running.cpu_ticks() + upstream_ticks(ups) + crate::procfs::cpu_ticks(me).unwrap_or(0);
     let (p0, u0) = (running.cpu_ticks(), upstream_ticks(ups));
+    let (ours0, machine0) = (ours(), crate::procfs::machine_busy_ticks());
     let report = ctx.load(&spec)?;
+    let others = crate::procfs::machine_busy_ticks().saturating_sub(machine0) as f64
+        - ours().saturating_sub(ours0) as f64;
     Ok(Measured {
         proxy_cpu_s: running.cpu_ticks().saturating_sub(p0) as f64 / hz(),
         upstream_cpu_s: upstream_ticks(ups).saturating_sub(u0) as f64 / hz(),
+        others_pct: (100.0 * others / hz() / report.elapsed_s.max(1e-9)).max(0.0),
         report,
     })
 }
@@ -74,6 +83,7 @@ fn figures(row: &mut Row, rounds: &[Measured]) {
         "upstream_cpu_us_per_req",
         med(&|m| per_request(m.upstream_cpu_s, &m.report)),
     );
+    row.set("others_pct", med(&|m| m.others_pct));
 }
 
 /// Every row's throughput and CPU per request as a ratio to nginx's row.
@@ -160,7 +170,7 @@ pub fn run(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
         key: "shared-core".into(),
         title: "Shared core: the proxy and its upstream on one CPU".into(),
         setup: format!(
-            "One upstream (64-byte body, no added latency) and the proxy both pinned to CPU {} ({} worker / thread / core per proxy); the load generator on CPU {:?}. Closed loop, {} keep-alive connections, {:.1} s after {:.1} s of warm-up; median of {} round(s), contenders in rotated order. `CPU µs / request` is the proxy's utime + stime (all its processes, /proc/PID/stat, ticks of 1/{:.0} s) over the responses; `upstream CPU` the same for the upstream it shares the CPU with. `× nginx` columns are ratios to nginx's figure (targets: CPU at most 0.6×, throughput at least 1.3×).",
+            "One upstream (64-byte body, no added latency) and the proxy both pinned to CPU {} ({} worker / thread / core per proxy); the load generator on CPU {:?}. Closed loop, {} keep-alive connections, {:.1} s after {:.1} s of warm-up; median of {} round(s), contenders in rotated order. `CPU µs / request` is the proxy's utime + stime (all its processes, /proc/PID/stat, ticks of 1/{:.0} s) over the responses; `upstream CPU` the same for the upstream it shares the CPU with; `other load` the CPU used meanwhile by processes outside the benchmark (100% = one CPU). `× nginx` columns are ratios to nginx's figure (targets: CPU at most 0.6×, throughput at least 1.3×).",
             cpu_list.join(","),
             ctx.setup.cores(),
             ctx.load_cpus,
@@ -184,6 +194,7 @@ pub fn run(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
             Column::new("p50_us", "p50 µs", Better::Lower),
             Column::new("p99_us", "p99 µs", Better::Lower),
             Column::new("errors", "errors", Better::Lower),
+            Column::new("others_pct", "other load %", Better::Neither),
         ],
         rows,
         notes: Vec::new(),

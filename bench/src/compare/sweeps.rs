@@ -15,12 +15,13 @@
 
 use super::contender::{Kind, Profile};
 use super::report::{Better, Column, Row, ScenarioResult};
-use super::scenarios::{error_note, progress, rotated, session, settings_note, Ctx};
+use super::scenarios::{error_note, hz, progress, rotated, session, settings_note, Ctx};
 use super::upstreams::{served_between, UpstreamArgs};
 use crate::load::{Mode, Stop};
-use crate::stats;
+use crate::{procfs, stats};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Scenario names of the sweeps.
 pub const SWEEPS: [&str; 3] = ["slow-sweep", "flaky-sweep", "capacity-sweep"];
@@ -98,7 +99,7 @@ impl Sweep {
     }
 
     fn setup(self) -> String {
-        let common = "Each point: a fresh proxy in its resilient profile, warm-up, then a closed loop over that many keep-alive connections; one round, contenders in rotated order. `fast p99` is the p99 of the requests the two fast endpoints answered (by their `X-Upstream` header), as the client saw them; `p99 / fast p99` is the client's p99 over it (the target is at most 2). The third endpoint's share is counted by the upstreams themselves.";
+        let common = "Each point: a fresh proxy in its resilient profile, warm-up, then a closed loop over that many keep-alive connections; one round, contenders in rotated order. `fast p99` is the p99 of the requests the two fast endpoints answered (by their `X-Upstream` header), as the client saw them; `p99 / fast p99` is the client's p99 over it (the target is at most 2). The third endpoint's share is counted by the upstreams themselves. `other load` is CPU used meanwhile by processes outside the benchmark (100% = one CPU): where it is high, latencies say more about the machine than about the proxies.";
         match self {
             Sweep::Slow => format!(
                 "Three endpoints, the third answers {SLOW_EXTRA_MS:.0} ms later; the two fast ones can absorb all the work. {common}"
@@ -144,6 +145,7 @@ impl Sweep {
             }
         }
         c.push(Column::new("errors", "errors", Better::Lower));
+        c.push(Column::new("others_pct", "other load %", Better::Neither));
         c
     }
 }
@@ -230,7 +232,24 @@ pub fn run(ctx: &Ctx<'_>, sweep: Sweep) -> anyhow::Result<ScenarioResult> {
                         Mode::Closed,
                         Stop::Duration(plan.sweep),
                     );
+                    // CPU of the benchmark itself (proxy, generator, upstreams), to tell what
+                    // else ran on the machine meanwhile.
+                    let ours = || {
+                        running.cpu_ticks()
+                            + procfs::cpu_ticks(std::process::id()).unwrap_or(0)
+                            + ups
+                                .iter()
+                                .filter_map(|u| u.pid())
+                                .map(procfs::tree_cpu_ticks)
+                                .sum::<u64>()
+                    };
+                    let (ours0, machine0) = (ours(), procfs::machine_busy_ticks());
+                    let began = Instant::now();
                     let outcome = ctx.load_outcome(&spec);
+                    let wall = began.elapsed().as_secs_f64().max(1e-9);
+                    let others = procfs::machine_busy_ticks().saturating_sub(machine0) as f64
+                        - ours().saturating_sub(ours0) as f64;
+                    row.set("others_pct", (100.0 * others / hz() / wall).max(0.0));
                     let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
                     let served = served_between(&before, &after);
                     match outcome {
