@@ -22,6 +22,7 @@ pub mod server;
 pub mod signal;
 pub mod top;
 pub mod tracing_ctx;
+pub mod transport;
 pub mod tunnel;
 
 use admin::{AdminShared, LogLevel};
