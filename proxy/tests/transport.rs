@@ -320,7 +320,7 @@ fn a_mebibyte_each_way_arrives_byte_exact_and_is_counted() {
             let core = core_with(&[listener.local_addr().expect("addr")], 1, 0);
             let (mut conn, mut client) = accepted().await;
             // The client's first bytes are read by detection and must go first.
-            client.write_all(b"hello ").expect("write");
+            client.write_all(b"{ping}").expect("write");
             let got = detect(&mut conn, 8080, &DetectConfig::default()).await;
             assert_eq!(got, opaque(DetectReason::Unrecognised));
             let to_upstream = pattern(1, MIB);
@@ -340,7 +340,7 @@ fn a_mebibyte_each_way_arrives_byte_exact_and_is_counted() {
             // The relay ends once both sides have closed: the peers are done too.
             let at_upstream = upstream_side.join().expect("upstream peer");
             let at_client = client_side.join().expect("client peer");
-            assert_eq!(&at_upstream[..6], b"hello ");
+            assert_eq!(&at_upstream[..6], b"{ping}");
             assert!(
                 at_upstream[6..] == to_upstream[..],
                 "client → upstream bytes differ"
