@@ -17,7 +17,7 @@ use crate::error::ProxyError;
 use crate::transport::detect::Detection;
 use crate::tunnel::{splice, TunnelEnd};
 use coremesh_balancer::{FailureKind, Outcome};
-use coremesh_telemetry::{Peer, Side, Way};
+use coremesh_telemetry::{Peer, ServiceId, Side, Way};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -89,25 +89,38 @@ pub async fn connect(core: &Core, service: usize) -> Result<Connected, ProxyErro
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_error = ProxyError::NoEndpoints;
     for attempts in 1..=max_attempts {
-        let Some(choice) = core.choose(service, Instant::now(), &tried) else {
+        // A snapshot installed during a connect moves the service's index (or drops it).
+        let Some(choice) = core.choose(
+            core.resolve_service(&snapshot, service),
+            Instant::now(),
+            &tried,
+        ) else {
             break;
         };
         let started = Instant::now();
         let result = crate::forward::connect(choice.addr, settings).await;
         let now = Instant::now();
         let latency = now.duration_since(started);
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure(FailureKind::Connect),
+        };
+        core.record(
+            core.resolve_service(&snapshot, service),
+            choice.addr,
+            now,
+            latency,
+            outcome,
+        );
         match result {
             Ok(stream) => {
-                core.record(service, choice.addr, now, latency, Outcome::Success);
                 return Ok(Connected {
                     stream,
                     addr: choice.addr,
                     attempts,
-                });
+                })
             }
             Err(e) => {
-                let failure = Outcome::Failure(FailureKind::Connect);
-                core.record(service, choice.addr, now, latency, failure);
                 tracing::debug!(endpoint = %choice.addr, attempt = attempts, "opaque connect failed: {e}");
                 if !tried.contains(&choice.addr) {
                     tried.push(choice.addr);
@@ -119,6 +132,13 @@ pub async fn connect(core: &Core, service: usize) -> Result<Connected, ProxyErro
     Err(last_error)
 }
 
+/// The metrics handle of service `service` (an index into the core's current snapshot).
+/// Taken when a connection starts, it keeps counting under the service's name across
+/// configuration changes.
+pub fn service_metrics_id(core: &Core, service: usize) -> Option<ServiceId> {
+    core.ids.borrow().service(service)
+}
+
 /// Counts a detection on `side`.
 pub fn record_detection(core: &Core, side: Side, detection: Detection) {
     core.metrics
@@ -126,17 +146,15 @@ pub fn record_detection(core: &Core, side: Side, detection: Detection) {
         .record_detection(side, detection.protocol, detection.reason);
 }
 
-/// Counts an opaque connection on `side` to service `service` (an index into the core's
-/// current snapshot; `None`: to no known service) once its upstream is connected.
-pub fn record_connection(core: &Core, side: Side, service: Option<usize>) {
-    let id = service.and_then(|s| core.ids.borrow().service(s));
+/// Counts an opaque connection on `side` to the service `id` stands for (`None`: to no
+/// known service) once its upstream is connected.
+pub fn record_connection(core: &Core, side: Side, id: Option<ServiceId>) {
     core.metrics.borrow().record_tcp_connection(side, id);
 }
 
 /// Counts what a finished relay carried, in the opaque TCP byte counters and in the
 /// proxy's byte counters per peer.
-pub fn record_relay(core: &Core, side: Side, service: Option<usize>, report: &RelayReport) {
-    let id = service.and_then(|s| core.ids.borrow().service(s));
+pub fn record_relay(core: &Core, side: Side, id: Option<ServiceId>, report: &RelayReport) {
     let m = core.metrics.borrow();
     m.record_tcp_bytes(side, id, Way::ToUpstream, report.to_upstream);
     m.record_tcp_bytes(side, id, Way::ToClient, report.to_client);
@@ -155,9 +173,10 @@ pub async fn relay_to_service(
     service: usize,
     cfg: &RelayConfig,
 ) -> Result<RelayReport, ProxyError> {
+    let id = service_metrics_id(core, service);
     let connected = connect(core, service).await?;
-    record_connection(core, side, Some(service));
+    record_connection(core, side, id);
     let report = relay(client, connected.stream, cfg).await;
-    record_relay(core, side, Some(service), &report);
+    record_relay(core, side, id, &report);
     Ok(report)
 }
