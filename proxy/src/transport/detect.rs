@@ -20,19 +20,13 @@
 //! the server speaks first, such as SMTP or MySQL, would otherwise wait out the timeout).
 
 use crate::conn::{Conn, Fill};
+use coremesh_discovery::{SideSettings, DEFAULT_DETECT_TIMEOUT_MS};
 use std::time::{Duration, Instant};
 
 pub use coremesh_telemetry::{DetectReason, Protocol};
 
-/// Default detection timeout: long enough for a client on a slow link to send its first
-/// bytes, short enough that a server-speaks-first protocol on a port not listed as opaque
-/// starts within a second.
-pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// Ports whose protocols are opaque (and mostly server-speaks-first): SMTP (25, 587),
-/// MySQL (3306), 4444, PostgreSQL (5432), Redis (6379), Elasticsearch transport (9300),
-/// memcached (11211). Kept here until the configuration model holds the shared default.
-pub const DEFAULT_OPAQUE_PORTS: [u16; 8] = [25, 587, 3306, 4444, 5432, 6379, 9300, 11211];
+/// Default detection timeout (`detect_timeout_ms`, [`DEFAULT_DETECT_TIMEOUT_MS`]).
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(DEFAULT_DETECT_TIMEOUT_MS);
 
 /// Detection gives up (opaque) when this many bytes still leave it undecided: an HTTP/1
 /// request line with a target longer than this is relayed as opaque bytes.
@@ -48,10 +42,10 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Largest TLS record body a plaintext record (a ClientHello) may have: 2^14 bytes.
 const MAX_TLS_PLAINTEXT: u16 = 1 << 14;
 
-/// How detection is done on one side of the sidecar.
+/// How detection is done on one side of the sidecar (from its [`SideSettings`]).
 ///
 /// Defaults: `timeout` [`DEFAULT_DETECT_TIMEOUT`] (1 s), `opaque_ports`
-/// [`DEFAULT_OPAQUE_PORTS`].
+/// [`DEFAULT_OPAQUE_PORTS`](coremesh_discovery::DEFAULT_OPAQUE_PORTS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetectConfig {
     /// Waiting for the first bytes stops after this long (the connection is then opaque).
@@ -62,9 +56,15 @@ pub struct DetectConfig {
 
 impl Default for DetectConfig {
     fn default() -> Self {
+        DetectConfig::from(&SideSettings::default())
+    }
+}
+
+impl From<&SideSettings> for DetectConfig {
+    fn from(s: &SideSettings) -> Self {
         DetectConfig {
-            timeout: DEFAULT_DETECT_TIMEOUT,
-            opaque_ports: DEFAULT_OPAQUE_PORTS.to_vec(),
+            timeout: Duration::from_millis(s.detect_timeout_ms),
+            opaque_ports: s.opaque_ports.clone(),
         }
     }
 }

@@ -17,21 +17,21 @@ use crate::error::ProxyError;
 use crate::transport::detect::Detection;
 use crate::tunnel::{splice, TunnelEnd};
 use coremesh_balancer::{FailureKind, Outcome};
+use coremesh_discovery::{SideSettings, DEFAULT_TCP_IDLE_TIMEOUT_MS};
 use coremesh_telemetry::{Peer, ServiceId, Side, Way};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Default idle timeout of an opaque connection: an hour with no byte either way. Long-lived
-/// protocols (database sessions, message brokers) idle for minutes between bursts.
-pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default idle timeout of an opaque connection (`tcp_idle_timeout_ms`,
+/// [`DEFAULT_TCP_IDLE_TIMEOUT_MS`]).
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_millis(DEFAULT_TCP_IDLE_TIMEOUT_MS);
 
-/// Default relay buffer per direction of an opaque connection: one 16 KiB read at a time.
-pub const DEFAULT_TCP_BUFFER_BYTES: usize = 16 * 1024;
-
-/// How opaque connections are relayed on one side of the sidecar.
+/// How opaque connections are relayed on one side of the sidecar (from its
+/// [`SideSettings`]).
 ///
-/// Defaults: `buffer_bytes` [`DEFAULT_TCP_BUFFER_BYTES`] (16 KiB), `idle`
+/// Defaults: `buffer_bytes`
+/// [`DEFAULT_TCP_BUFFER_BYTES`](coremesh_discovery::DEFAULT_TCP_BUFFER_BYTES) (16 KiB), `idle`
 /// [`DEFAULT_TCP_IDLE_TIMEOUT`] (1 hour).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayConfig {
@@ -43,9 +43,15 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
+        RelayConfig::from(&SideSettings::default())
+    }
+}
+
+impl From<&SideSettings> for RelayConfig {
+    fn from(s: &SideSettings) -> Self {
         RelayConfig {
-            buffer_bytes: DEFAULT_TCP_BUFFER_BYTES,
-            idle: DEFAULT_TCP_IDLE_TIMEOUT,
+            buffer_bytes: s.tcp_buffer_bytes,
+            idle: Duration::from_millis(s.tcp_idle_timeout_ms),
         }
     }
 }

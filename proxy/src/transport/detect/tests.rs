@@ -179,3 +179,11 @@ fn decisions_on_random_bytes_are_stable_as_bytes_arrive() {
         }
     }
 }
+
+#[test]
+fn the_default_config_is_the_default_side_settings() {
+    let cfg = DetectConfig::default();
+    assert_eq!(cfg.timeout, DEFAULT_DETECT_TIMEOUT);
+    assert_eq!(cfg.opaque_ports, coremesh_discovery::DEFAULT_OPAQUE_PORTS);
+    assert!(cfg.opaque_ports.contains(&5432) && !cfg.opaque_ports.contains(&80));
+}
