@@ -159,7 +159,8 @@ pub fn record_connection(core: &Core, side: Side, id: Option<ServiceId>) {
 }
 
 /// Counts what a finished relay carried, in the opaque TCP byte counters and in the
-/// proxy's byte counters per peer.
+/// proxy's byte counters per peer. The client's bytes read during detection are part of
+/// `report.to_upstream`: the client connection's own `bytes_in` must not be counted too.
 pub fn record_relay(core: &Core, side: Side, id: Option<ServiceId>, report: &RelayReport) {
     let m = core.metrics.borrow();
     m.record_tcp_bytes(side, id, Way::ToUpstream, report.to_upstream);
