@@ -126,7 +126,7 @@ fn inbound_http_reaches_the_application_with_the_client_address() {
             "{text}"
         );
         assert_eq!(
-            sample(&text, "coremesh_sidecar_detect_total{direction=\"inbound\",protocol=\"http1\",reason=\"matched\"}"),
+            sample(&text, "coremesh_detect_total{direction=\"inbound\",protocol=\"http1\",reason=\"matched\"}"),
             Some(3)
         );
         assert_eq!(
@@ -170,9 +170,7 @@ fn inbound_opaque_tcp_comes_back_byte_exact() {
         assert!(back == payload, "the echo differs from what was sent");
         let text = proxy.metrics_text();
         let bytes = |way: &str| {
-            let series = format!(
-                "coremesh_sidecar_opaque_bytes_total{{direction=\"inbound\",way=\"{way}\"}}"
-            );
+            let series = format!("coremesh_tcp_bytes_total{{direction=\"inbound\",way=\"{way}\"}}");
             sample(&text, &series)
         };
         assert!(
@@ -180,14 +178,14 @@ fn inbound_opaque_tcp_comes_back_byte_exact() {
                 let text = proxy.metrics_text();
                 sample(
                     &text,
-                    "coremesh_sidecar_opaque_bytes_total{direction=\"inbound\",way=\"to_client\"}",
+                    "coremesh_tcp_bytes_total{direction=\"inbound\",way=\"to_client\"}",
                 ) == Some(1024 * 1024)
             }),
             "{text}"
         );
         assert_eq!(bytes("to_upstream"), Some(1024 * 1024), "{text}");
         assert_eq!(
-            sample(&text, "coremesh_sidecar_detect_total{direction=\"inbound\",protocol=\"opaque\",reason=\"opaque_port\"}"),
+            sample(&text, "coremesh_detect_total{direction=\"inbound\",protocol=\"opaque\",reason=\"opaque_port\"}"),
             Some(1)
         );
     });
