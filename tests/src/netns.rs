@@ -12,7 +12,7 @@
 //! in the machine's namespace.
 
 use anyhow::{bail, Context};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -222,16 +222,19 @@ impl Drop for Netns {
     }
 }
 
-/// Two namespaces joined by a veth pair: `a` has `10.77.<subnet>.1/24`, `b` has
-/// `10.77.<subnet>.2/24`, both ends are up, and each routes everything else through the
-/// other (so an address no one has still leaves through the veth instead of failing with
-/// "network unreachable").
+/// Two namespaces joined by a veth pair: `a` has `10.77.<subnet>.1/24` and
+/// `fd77:<subnet>::1/64`, `b` has `10.77.<subnet>.2/24` and `fd77:<subnet>::2/64` (usable at
+/// once: no duplicate address detection), both ends are up, and each routes everything
+/// else through the other (so an address no one has still leaves through the veth instead
+/// of failing with "network unreachable").
 #[derive(Debug)]
 pub struct Pair {
     pub a: Netns,
     pub b: Netns,
     pub a_addr: Ipv4Addr,
     pub b_addr: Ipv4Addr,
+    pub a_addr6: Ipv6Addr,
+    pub b_addr6: Ipv6Addr,
 }
 
 /// The name of each veth end inside its namespace.
@@ -250,12 +253,33 @@ impl Pair {
         )?;
         let a_addr = Ipv4Addr::new(10, 77, subnet, 1);
         let b_addr = Ipv4Addr::new(10, 77, subnet, 2);
-        for (ns, mine, theirs) in [(&a, a_addr, b_addr), (&b, b_addr, a_addr)] {
+        let a_addr6 = Ipv6Addr::new(0xfd77, subnet.into(), 0, 0, 0, 0, 0, 1);
+        let b_addr6 = Ipv6Addr::new(0xfd77, subnet.into(), 0, 0, 0, 0, 0, 2);
+        for (ns, mine, theirs, mine6, theirs6) in [
+            (&a, a_addr, b_addr, a_addr6, b_addr6),
+            (&b, b_addr, a_addr, b_addr6, a_addr6),
+        ] {
             ns.run("ip", &["addr", "add", &format!("{mine}/24"), "dev", VETH])?;
+            ns.run(
+                "ip",
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{mine6}/64"),
+                    "dev",
+                    VETH,
+                    "nodad",
+                ],
+            )?;
             ns.run("ip", &["link", "set", VETH, "up"])?;
             ns.run(
                 "ip",
                 &["route", "add", "default", "via", &theirs.to_string()],
+            )?;
+            ns.run(
+                "ip",
+                &["-6", "route", "add", "default", "via", &theirs6.to_string()],
             )?;
         }
         Ok(Pair {
@@ -263,8 +287,48 @@ impl Pair {
             b,
             a_addr,
             b_addr,
+            a_addr6,
+            b_addr6,
         })
     }
+}
+
+/// Where a connection redirected by the nat table was going (`SO_ORIGINAL_DST`, or its IPv6
+/// twin); for a connection nothing redirected, its own local address.
+pub fn original_dst(stream: &TcpStream) -> anyhow::Result<SocketAddr> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let fd = stream.as_raw_fd();
+    let local = stream.local_addr()?;
+    // No connection-tracking entry with a NAT binding (nothing redirected it, or no nat
+    // table in this namespace): the kernel answers ENOENT.
+    let unredirected = |e: nix::errno::Errno| -> anyhow::Result<SocketAddr> {
+        match e {
+            nix::errno::Errno::ENOENT => Ok(local),
+            e => Err(e.into()),
+        }
+    };
+    Ok(match local {
+        SocketAddr::V4(_) => {
+            let sa = match getsockopt(fd, sockopt::OriginalDst) {
+                Ok(sa) => sa,
+                Err(e) => return unredirected(e),
+            };
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr))),
+                u16::from_be(sa.sin_port),
+            )
+        }
+        SocketAddr::V6(_) => {
+            let sa = match getsockopt(fd, sockopt::Ip6tOriginalDst) {
+                Ok(sa) => sa,
+                Err(e) => return unredirected(e),
+            };
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr)),
+                u16::from_be(sa.sin6_port),
+            )
+        }
+    })
 }
 
 #[cfg(test)]
