@@ -28,6 +28,9 @@
 //! twice leaves the table as running it once. `uninstall` deletes the jumps to its chains
 //! (every copy), then flushes and deletes the chains, and touches nothing else; on a table
 //! without them it does nothing. `--dry-run` prints the same steps as a shell script.
+//! (While a second `install` refills a chain it has just flushed, new connections pass
+//! without redirection for that moment; a first install has no such window, since the
+//! jumps come last.)
 //!
 //! Programs: each step is one argv (no shell) for `iptables-nft` / `ip6tables-nft`, falling
 //! back to the `-legacy` programs when the nft ones are missing or cannot read the nat table,
@@ -664,13 +667,7 @@ fn carry_out(plans: &[(Family, Vec<Step>)], common: &CommonArgs, done: &str) -> 
         .replacen(Family::V4.program(), Family::V6.program(), 1);
     let v6 = first_usable(&[twin]);
     if let Err(why) = &v6 {
-        if common.require_ipv6 {
-            bail!("no usable ip6tables program: {why}");
-        }
-        eprintln!(
-            "coremesh iptables: warning: IPv6 rules not {done}, IPv6 connections are not \
-             intercepted: {why}"
-        );
+        eprintln!("{}", ipv6_unusable(why, common.require_ipv6, done)?);
     }
     let mut used = Vec::new();
     for (family, steps) in plans {
@@ -686,6 +683,18 @@ fn carry_out(plans: &[(Family, Vec<Step>)], common: &CommonArgs, done: &str) -> 
     }
     println!("coremesh iptables: {done} ({})", used.join(", "));
     Ok(())
+}
+
+/// When IPv6's program cannot be used: the warning to print, or the error that stops the
+/// run under `--require-ipv6`.
+fn ipv6_unusable(why: &str, require: bool, done: &str) -> anyhow::Result<String> {
+    if require {
+        bail!("no usable ip6tables program (--require-ipv6): {why}");
+    }
+    Ok(format!(
+        "coremesh iptables: warning: IPv6 rules not {done}, IPv6 connections are not \
+         intercepted: {why}"
+    ))
 }
 
 #[cfg(test)]
@@ -883,6 +892,32 @@ iptables -w 10 -t nat -C OUTPUT -p tcp -j COREMESH_OUTPUT >/dev/null 2>&1 || ipt
         assert_eq!(shown_name(Family::V6, Backend::Auto), "ip6tables");
         assert_eq!(shown_name(Family::V4, Backend::Legacy), "iptables-legacy");
         assert_eq!(shown_name(Family::V6, Backend::Nft), "ip6tables-nft");
+    }
+
+    #[test]
+    fn a_missing_program_is_named_with_where_it_was_looked_for() {
+        let names = [
+            "coremesh-no-such-iptables".to_string(),
+            "coremesh-nor-this".to_string(),
+        ];
+        let why = first_usable(&names).unwrap_err();
+        assert!(
+            why.starts_with("coremesh-no-such-iptables: not found (looked in PATH and /usr/sbin"),
+            "{why}"
+        );
+        assert!(why.contains("; coremesh-nor-this: not found"), "{why}");
+    }
+
+    #[test]
+    fn unusable_ipv6_warns_unless_it_is_required() {
+        let warning = ipv6_unusable("ip6tables-nft: not found", false, "installed").unwrap();
+        assert_eq!(
+            warning,
+            "coremesh iptables: warning: IPv6 rules not installed, IPv6 connections are not \
+             intercepted: ip6tables-nft: not found"
+        );
+        let err = ipv6_unusable("ip6tables-nft: not found", true, "installed").unwrap_err();
+        assert!(err.to_string().contains("--require-ipv6"), "{err}");
     }
 
     #[test]
