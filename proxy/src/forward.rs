@@ -36,6 +36,9 @@ pub struct Exchange<'a> {
     pub attempt_timeout: Option<Duration>,
     pub retry_on: &'a [u16],
     pub retry_non_idempotent: bool,
+    /// Send to this address instead of choosing among the service's endpoints (a sidecar
+    /// passing a request through, or handing it to the application).
+    pub fixed_endpoint: Option<SocketAddr>,
 }
 
 impl Exchange<'_> {
@@ -128,11 +131,14 @@ pub async fn forward(
             client.consume(buffered_len);
             return Err((ProxyError::Timeout, replayable));
         }
-        let Some(choice) = core.choose(ex.service(core), now, &tried) else {
+        let chosen = match ex.fixed_endpoint {
+            Some(addr) => Some(addr),
+            None => core.choose(ex.service(core), now, &tried).map(|c| c.addr),
+        };
+        let Some(addr) = chosen else {
             client.consume(buffered_len);
             return Err((ProxyError::NoEndpoints, replayable));
         };
-        let addr = choice.addr;
         let limit = ex.attempt_timeout.map_or(left, |t| t.min(left));
         let mut request_body = match &body {
             Some(RequestBody::Buffered(n)) => RequestBody::Buffered(*n),

@@ -20,9 +20,11 @@ pub mod report;
 pub mod rewrite;
 pub mod runtime;
 pub mod server;
+pub mod sidecar;
 pub mod signal;
 pub mod top;
 pub mod tracing_ctx;
+pub mod transport;
 pub mod tunnel;
 
 use admin::{AdminShared, LogLevel};
@@ -38,6 +40,8 @@ use std::time::Duration;
 /// A running proxy: its cores and their control channels.
 pub struct ProxyHandle {
     listen_addr: SocketAddr,
+    inbound_addr: Option<SocketAddr>,
+    outbound_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     driver: Driver,
     cores: usize,
@@ -83,6 +87,20 @@ impl ProxyHandle {
     /// The address the cores accept on (the real port when the config asked for port 0).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
+    }
+    /// The inbound side's listener, when configured (the real port for port 0).
+    pub fn inbound_addr(&self) -> Option<SocketAddr> {
+        self.inbound_addr
+    }
+    /// The outbound side's listener, when configured (the real port for port 0).
+    pub fn outbound_addr(&self) -> Option<SocketAddr> {
+        self.outbound_addr
+    }
+    /// A handle that ends the outbound side's grace period at once (admin `/shutdown`).
+    pub fn outbound_stopper(&self) -> OutboundStopper {
+        OutboundStopper {
+            controls: self.controls.clone(),
+        }
     }
     /// The admin server's address, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -134,7 +152,9 @@ impl ProxyHandle {
         }
     }
     /// Graceful stop, as on SIGTERM: stop accepting, let in-flight requests finish within the
-    /// grace period, then return once every core has exited.
+    /// grace period, then return once every core has exited. The outbound side, when
+    /// configured, keeps accepting for the whole grace period unless
+    /// [`OutboundStopper::stop`] is called.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -163,9 +183,56 @@ impl ProxyHandle {
 }
 
 impl Drop for ProxyHandle {
+    /// Dropped without [`shutdown`](Self::shutdown): the outbound side stops at once too.
     fn drop(&mut self) {
+        self.outbound_stopper().stop();
         self.stop();
     }
+}
+
+/// Ends the outbound side's grace period on every core; usable from any thread.
+#[derive(Clone)]
+pub struct OutboundStopper {
+    controls: Vec<Sender<Control>>,
+}
+
+impl OutboundStopper {
+    pub fn stop(&self) {
+        for c in &self.controls {
+            let _ = c.send(Control::StopOutbound);
+        }
+    }
+}
+
+/// Bind each configured side's listeners (`cores` each, `SO_REUSEPORT`): the listeners
+/// and the side's settings; the address a side's listeners share is the first's.
+fn bind_sides(
+    config: &Config,
+    cores: usize,
+) -> anyhow::Result<Vec<(Vec<std::net::TcpListener>, sidecar::Side, SocketAddr)>> {
+    let mut sides = Vec::new();
+    let wanted = [
+        config
+            .inbound
+            .as_ref()
+            .map(|i| (i.side.listen, sidecar::Side::inbound(i))),
+        config
+            .outbound
+            .as_ref()
+            .map(|o| (o.listen, sidecar::Side::outbound(o))),
+    ];
+    for (addr, side) in wanted.into_iter().flatten() {
+        let name = side.direction.label();
+        let listeners = runtime::bind_listeners(addr, cores)
+            .map_err(|e| anyhow::anyhow!("cannot listen for {name} on {addr}: {e}"))?;
+        let bound = listeners
+            .first()
+            .map(|l| l.local_addr())
+            .transpose()?
+            .unwrap_or(addr);
+        sides.push((listeners, side, bound));
+    }
+    Ok(sides)
 }
 
 /// Start the proxy described by `config` (already validated) in this process.
@@ -191,6 +258,15 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         .map(|l| l.local_addr())
         .transpose()?
         .unwrap_or(config.proxy.listen);
+    let mut bound_sides = bind_sides(&config, cores)?;
+    let side_addr = |direction| {
+        bound_sides
+            .iter()
+            .find(|(_, side, _)| side.direction == direction)
+            .map(|(_, _, addr)| *addr)
+    };
+    let inbound_addr = side_addr(sidecar::Direction::Inbound);
+    let outbound_addr = side_addr(sidecar::Direction::Outbound);
     let cpu_ids = if config.proxy.pin_cores {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -219,6 +295,22 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     } else {
         (None, None)
     };
+    // Every address this proxy listens on: a side refuses connections bound for them.
+    let mut own_listeners: Vec<SocketAddr> = bound_sides.iter().map(|(_, _, a)| *a).collect();
+    own_listeners.push(listen_addr);
+    own_listeners.extend(admin_listener.as_ref().and_then(|l| l.local_addr().ok()));
+    let mut side_listeners: Vec<(
+        std::vec::IntoIter<std::net::TcpListener>,
+        Arc<sidecar::Side>,
+    )> = Vec::new();
+    for (listeners, mut side, _) in bound_sides.drain(..) {
+        side.own_listeners = own_listeners.clone();
+        side_listeners.push((listeners.into_iter(), Arc::new(side)));
+    }
+    let side_stats: Vec<(sidecar::Direction, Arc<sidecar::stats::SideStats>)> = side_listeners
+        .iter()
+        .map(|(_, side)| (side.direction, side.stats.clone()))
+        .collect();
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<Driver, String>>();
     let mut gossip_ports = coremesh_balancer::GossipMesh::new(cores).into_iter();
     let mut controls = Vec::with_capacity(cores);
@@ -227,8 +319,13 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         let (tx, rx) = crossbeam_channel::unbounded();
         controls.push(tx);
         let cpu = (!cpu_ids.is_empty()).then(|| cpu_ids[id % cpu_ids.len()]);
+        let sides = side_listeners
+            .iter_mut()
+            .filter_map(|(listeners, side)| listeners.next().map(|l| (l, side.clone())))
+            .collect();
         let start = CoreStart {
             listener,
+            sides,
             control: rx,
             params: core::CoreParams {
                 id,
@@ -293,6 +390,8 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let mut handle = ProxyHandle {
         listen_addr,
+        inbound_addr,
+        outbound_addr,
         admin_addr,
         driver,
         cores,
@@ -331,7 +430,10 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             log_level: options.log_level,
             metrics: Box::new(move |reports| {
                 let spans = span_stats.as_ref().map(|s| s.counts());
-                metrics::render(reports, driver_label(driver), spans.as_ref())
+                let mut text = metrics::render(reports, driver_label(driver), spans.as_ref());
+                let sides: Vec<_> = side_stats.iter().map(|(d, s)| (*d, s.as_ref())).collect();
+                sidecar::stats::render(&sides, &mut text);
+                text
             }),
         });
         let thread_shared = shared.clone();
@@ -347,6 +449,12 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         "coremesh listening on {listen_addr} with {cores} core(s), driver {}",
         driver_name(driver)
     );
+    if let Some(addr) = inbound_addr {
+        tracing::info!("inbound side listening on {addr}");
+    }
+    if let Some(addr) = outbound_addr {
+        tracing::info!("outbound side listening on {addr}");
+    }
     Ok(handle)
 }
 

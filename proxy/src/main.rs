@@ -261,6 +261,7 @@ fn serve(
     } else {
         &[SIGTERM, SIGINT]
     };
+    let started = std::time::Instant::now();
     let mut signals = signal_hook::iterator::Signals::new(wanted)?;
     let signal_handle = signals.handle();
     let handle = coremesh::start_with(
@@ -296,6 +297,12 @@ fn serve(
         }
         None => None,
     };
+    // Every listener is bound (`start_with` returns after binding them) and the first
+    // discovery round is done: `/ready` says yes from here.
+    tracing::info!(
+        "ready {:.1} ms after start",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let (tx, rx) = crossbeam_channel::bounded::<i32>(8);
     let signal_thread = std::thread::spawn(move || {
         for signal in signals.forever() {
@@ -321,10 +328,23 @@ fn serve(
             },
             recv(handle.shutdown_requests()) -> _ => {
                 tracing::info!("shutting down (admin request): no new connections, finishing in-flight requests");
+                handle.outbound_stopper().stop();
                 break;
             }
         }
     }
+    // The outbound side keeps working through the grace period unless `/shutdown` (or a
+    // second signal) asks to stop now.
+    let stopper = handle.outbound_stopper();
+    let requests = handle.shutdown_requests().clone();
+    let signals_again = rx.clone();
+    std::thread::spawn(move || {
+        crossbeam_channel::select! {
+            recv(requests) -> _ => {},
+            recv(signals_again) -> _ => {},
+        }
+        stopper.stop();
+    });
     handle.set_ready(false);
     // The metrics closure holds only a weak reference, so this is the last one.
     if let Some(Ok(d)) = discovery.map(Arc::try_unwrap) {

@@ -1,10 +1,19 @@
 //! Starting the data plane: one thread per core, each pinned to a CPU, each running its own
 //! monoio runtime (io_uring, or the epoll "legacy" driver) with its own `SO_REUSEPORT`
-//! listener. A core's only link to the outside is its control channel, which its tick task
-//! drains at a loop boundary.
+//! listeners: the explicit `[proxy] listen` and, when configured, the sidecar's inbound and
+//! outbound sides. A core's only link to the outside is its control channel, which its tick
+//! task drains at a loop boundary.
+//!
+//! Stopping, in order: on [`Control::Shutdown`] (SIGTERM) the explicit and inbound
+//! listeners close and their connections drain, while the outbound listener keeps
+//! accepting for the whole grace period (the application's own shutdown still makes
+//! calls), unless [`Control::StopOutbound`] (admin `/shutdown`) ends it sooner; then the
+//! core waits for what is left within the grace period and exits.
 
-use crate::core::{Core, CoreParams};
+use crate::core::{ConnectionGuard, Core, CoreParams};
 use crate::server::serve;
+use crate::sidecar::{serve_side, Direction, Side};
+use crate::signal::Signal;
 use coremesh_discovery::{Driver, Snapshot};
 use crossbeam_channel::{Receiver, TryRecvError};
 use std::future::Future;
@@ -25,6 +34,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 pub enum Control {
     Install(Arc<Snapshot>, Arc<coremesh_telemetry::MetricsLayout>),
     Shutdown,
+    /// Stop the outbound side too (it otherwise keeps accepting for the grace period).
+    StopOutbound,
     /// Send a report of this core's state to the admin server.
     Report(crossbeam_channel::Sender<crate::report::CoreReport>),
 }
@@ -114,21 +125,23 @@ where
 /// Everything a core needs to start.
 pub struct CoreStart {
     pub listener: std::net::TcpListener,
+    /// This core's listener of each sidecar side.
+    pub sides: Vec<(std::net::TcpListener, Arc<Side>)>,
     pub control: Receiver<Control>,
     pub params: CoreParams,
 }
 
 /// A core's event loop: accept until shutdown, then wait for connections to finish or the
-/// grace period to end.
+/// grace period to end (see the module doc for the order).
 pub async fn core_main(start: CoreStart) {
     let CoreStart {
         listener,
+        sides,
         control,
         params,
     } = start;
     let id = params.id;
     let grace = params.grace;
-    let max_connections = params.defaults.max_connections;
     let core = Core::new(params);
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -137,7 +150,104 @@ pub async fn core_main(start: CoreStart) {
             return;
         }
     };
-    monoio::spawn(tick(core.clone(), control));
+    let outbound_stop = Rc::new(Signal::default());
+    let mut has_outbound = false;
+    for (listener, side) in sides {
+        let listener = match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(
+                    core = id,
+                    "cannot use {} listener: {e}",
+                    side.direction.label()
+                );
+                return;
+            }
+        };
+        let stop = match side.direction {
+            Direction::Outbound => {
+                has_outbound = true;
+                StopOn::Outbound(outbound_stop.clone())
+            }
+            _ => StopOn::Shutdown,
+        };
+        let core = core.clone();
+        monoio::spawn(async move {
+            let stop_signal = match &stop {
+                StopOn::Outbound(signal) => signal.as_ref(),
+                StopOn::Shutdown => &core.shutdown,
+            };
+            accept_loop(
+                &core,
+                &listener,
+                stop_signal,
+                |core, stream, peer, counted| {
+                    monoio::spawn(serve_side(core, side.clone(), stream, peer, counted));
+                },
+            )
+            .await;
+        });
+    }
+    monoio::spawn(tick(core.clone(), control, outbound_stop.clone()));
+    accept_loop(
+        &core,
+        &listener,
+        &core.shutdown,
+        |core, stream, peer, counted| {
+            monoio::spawn(serve(core, stream, peer, counted));
+        },
+    )
+    .await;
+    drop(listener);
+    let waited = Instant::now();
+    let deadline = waited + grace;
+    if has_outbound {
+        monoio::select! {
+            _ = outbound_stop.wait() => {},
+            _ = monoio::time::sleep(grace) => outbound_stop.fire(),
+        }
+        // `drained` may have fired while outbound still took connections: poll the count.
+        while core.connections() > 0 && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            monoio::time::sleep(left.min(TICK)).await;
+        }
+    } else {
+        monoio::select! {
+            _ = core.drained.wait() => {},
+            _ = monoio::time::sleep(grace) => {},
+        }
+    }
+    if core.connections() > 0 {
+        tracing::warn!(
+            core = id,
+            open = core.connections(),
+            "grace period over; closing the rest"
+        );
+    }
+    tracing::debug!(
+        core = id,
+        "core stopped after {:?} of draining",
+        waited.elapsed()
+    );
+}
+
+/// Which signal ends a listener's accept loop.
+enum StopOn {
+    /// The core's shutdown (SIGTERM): the explicit and inbound listeners.
+    Shutdown,
+    /// The outbound side's own stop.
+    Outbound(Rc<Signal>),
+}
+
+/// Accept on `listener` until `stop` fires, admitting connections up to the core's limit
+/// and handing each to `spawn_conn`.
+async fn accept_loop(
+    core: &Rc<Core>,
+    listener: &monoio::net::TcpListener,
+    stop: &Signal,
+    spawn_conn: impl Fn(Rc<Core>, monoio::net::TcpStream, SocketAddr, ConnectionGuard),
+) {
+    let max_connections = core.defaults.max_connections;
     loop {
         monoio::select! {
             accepted = listener.accept() => match accepted {
@@ -151,33 +261,20 @@ pub async fn core_main(start: CoreStart) {
                     // Counted now, not when the task first runs: a burst of accepts
                     // must see the connections admitted before it.
                     let counted = core.connection_guard();
-                    monoio::spawn(serve(core.clone(), stream, peer, counted));
+                    spawn_conn(core.clone(), stream, peer, counted);
                 }
                 Err(e) => {
-                    tracing::warn!(core = id, "accept failed: {e}");
+                    tracing::warn!(core = core.id, "accept failed: {e}");
                     monoio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
             },
-            _ = core.shutdown.wait() => break,
+            _ = stop.wait() => break,
         }
     }
-    drop(listener);
-    let waited = Instant::now();
-    monoio::select! {
-        _ = core.drained.wait() => {},
-        _ = monoio::time::sleep(grace) => {
-            tracing::warn!(core = id, open = core.connections(), "grace period over; closing the rest");
-        },
-    }
-    tracing::debug!(
-        core = id,
-        "core stopped after {:?} of draining",
-        waited.elapsed()
-    );
 }
 
 /// The core's periodic work: apply control messages, sweep idle upstream connections.
-async fn tick(core: Rc<Core>, control: Receiver<Control>) {
+async fn tick(core: Rc<Core>, control: Receiver<Control>, outbound_stop: Rc<Signal>) {
     loop {
         loop {
             match control.try_recv() {
@@ -185,8 +282,12 @@ async fn tick(core: Rc<Core>, control: Receiver<Control>) {
                 Ok(Control::Report(reply)) => {
                     let _ = reply.send(core.report(Instant::now()));
                 }
-                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
+                // Still listening afterwards: `StopOutbound` may follow.
+                Ok(Control::Shutdown) => core.begin_shutdown(),
+                Ok(Control::StopOutbound) => outbound_stop.fire(),
+                Err(TryRecvError::Disconnected) => {
                     core.begin_shutdown();
+                    outbound_stop.fire();
                     return;
                 }
                 Err(TryRecvError::Empty) => break,

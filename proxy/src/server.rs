@@ -39,6 +39,36 @@ pub struct ConnScratch {
     pub last_response: Instant,
     /// The attempt whose interim (1xx) responses the client was sent, for this request.
     pub interim_from_attempt: Option<u32>,
+    /// How the connection reached the proxy, and so where its requests go.
+    pub origin: Origin,
+}
+
+/// How a connection reached the proxy and where its requests go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub direction: crate::sidecar::Direction,
+    pub target: Target,
+}
+
+impl Origin {
+    /// A connection to the explicit `[proxy] listen`: requests are routed.
+    pub const EXPLICIT: Origin = Origin {
+        direction: crate::sidecar::Direction::Proxy,
+        target: Target::Route,
+    };
+}
+
+/// Where the requests of one connection go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Routed on host, path and headers (the explicit listener).
+    Route,
+    /// Outbound: to the service claiming this original destination (looked up in each
+    /// request's snapshot), else passed through to the destination itself.
+    Destination(SocketAddr),
+    /// Straight to this address (inbound: the application), with the client's address in
+    /// `X-Forwarded-For`.
+    Application(SocketAddr),
 }
 
 enum HeadOutcome {
@@ -61,10 +91,22 @@ pub async fn serve(
     core: Rc<Core>,
     stream: TcpStream,
     peer: SocketAddr,
-    _counted: crate::core::ConnectionGuard,
+    counted: crate::core::ConnectionGuard,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut client = Conn::new(stream, Vec::new());
+    let client = Conn::new(stream, Vec::new());
+    serve_conn(core, client, peer, counted, Origin::EXPLICIT).await;
+}
+
+/// Serve an HTTP/1 client connection whose first bytes may already be buffered (a side
+/// read them to detect the protocol), sending its requests where `origin` says.
+pub async fn serve_conn(
+    core: Rc<Core>,
+    mut client: Conn,
+    peer: SocketAddr,
+    _counted: crate::core::ConnectionGuard,
+    origin: Origin,
+) {
     core.metrics.borrow().record_client_connection_opened();
     let mut scratch = ConnScratch {
         trace: None,
@@ -80,6 +122,7 @@ pub async fn serve(
         peer,
         last_response: Instant::now(),
         interim_from_attempt: None,
+        origin,
     };
     let mut first = true;
     loop {
@@ -407,54 +450,32 @@ async fn route_and_forward(
     let upgrade = head.upgrade;
     let http10 = head.minor_version == 0;
 
-    // Route on host, path and headers.
-    let target = std::str::from_utf8(&data[head.target.clone()]).unwrap_or("/");
-    let (authority, path) = split_target(target);
-    let host = authority.or_else(|| {
-        head.host
-            .clone()
-            .and_then(|r| std::str::from_utf8(&data[r]).ok())
-    });
-    // Taken out of the core's scratch and put back before any await.
-    let mut route_headers: Vec<httparse::Header<'_>> =
-        std::mem::take(&mut *core.route_scratch.borrow_mut());
-    route_headers.clear();
-    for h in &head.headers {
-        if let Ok(name) = std::str::from_utf8(&data[h.name.clone()]) {
-            route_headers.push(httparse::Header {
-                name,
-                value: &data[h.value.clone()],
-            });
+    let plan = match s.origin.target {
+        Target::Route => {
+            let Some(plan) = route_request(core, snapshot, data, head) else {
+                return reject(core, client, s, framing, client_close, ProxyError::NoRoute).await;
+            };
+            plan
         }
-    }
-    let route = snapshot.select_route(host, path, &route_headers);
-    route_headers.clear();
-    *core.route_scratch.borrow_mut() = route_headers
-        .into_iter()
-        .map(|_| httparse::EMPTY_HEADER)
-        .collect();
-    let Some(route) = route else {
-        return reject(core, client, s, framing, client_close, ProxyError::NoRoute).await;
+        Target::Destination(destination) => match snapshot.service_for_destination(destination) {
+            Some(service_index) => Plan::service(service_index),
+            None => Plan::address(destination),
+        },
+        Target::Application(address) => Plan::address(address),
     };
-    let service_index = route.pick_service(core.random_u32());
-    let route_index = snapshot
-        .routes
-        .iter()
-        .position(|r| std::ptr::eq(r, route))
-        .unwrap_or(usize::MAX);
-    *target_out = (route_index, service_index);
-    let Some(service) = snapshot.services.get(service_index) else {
-        return reject(
-            core,
-            client,
-            s,
-            framing,
-            client_close,
-            ProxyError::NoEndpoints,
-        )
-        .await;
+    *target_out = (plan.route_index, plan.service_index);
+    let route = plan.route;
+    let service_index = plan.service_index;
+    let settings = match plan.fixed_endpoint {
+        Some(_) => &core.defaults,
+        None => match snapshot.services.get(service_index) {
+            Some(service) => &service.settings,
+            None => {
+                let err = ProxyError::NoEndpoints;
+                return reject(core, client, s, framing, client_close, err).await;
+            }
+        },
     };
-    let settings = &service.settings;
     if let Framing::Length(n) = framing {
         if n > settings.max_body_bytes {
             let err = ProxyError::BadRequest {
@@ -465,7 +486,7 @@ async fn route_and_forward(
         }
     }
     let mut timeout = route
-        .timeout
+        .and_then(|r| r.timeout)
         .unwrap_or(Duration::from_millis(settings.request_timeout_ms));
     // A caller's remaining budget, when it sent one, caps the route's timeout.
     if let Some(ms) = caller_deadline_ms(data, head) {
@@ -479,7 +500,7 @@ async fn route_and_forward(
 
     // The upstream request head, then the client's head is consumed.
     let add = RequestAdditions {
-        forwarded_for: settings.add_forwarded_for.then(|| s.peer.ip()),
+        forwarded_for: (settings.add_forwarded_for || plan.forwarded_for).then(|| s.peer.ip()),
         strip_trace: core.tracer.is_some(),
         via: settings.add_via,
         extra: b"",
@@ -509,9 +530,10 @@ async fn route_and_forward(
         http10,
         client_close,
         deadline,
-        attempt_timeout: route.attempt_timeout,
-        retry_on: &route.retry_on,
-        retry_non_idempotent: route.retry_non_idempotent,
+        attempt_timeout: route.and_then(|r| r.attempt_timeout),
+        retry_on: route.map_or(&[], |r| &r.retry_on),
+        retry_non_idempotent: route.is_some_and(|r| r.retry_non_idempotent),
+        fixed_endpoint: plan.fixed_endpoint,
     };
     match forward(core, client, s, &exchange).await {
         Ok(next) => next,
@@ -536,6 +558,87 @@ async fn route_and_forward(
             }
         }
     }
+}
+
+/// Where one request goes: the route (when routed), the service, or a fixed address.
+struct Plan<'s> {
+    route: Option<&'s coremesh_discovery::CompiledRoute>,
+    route_index: usize,
+    /// `usize::MAX` when the request goes to a fixed address.
+    service_index: usize,
+    fixed_endpoint: Option<SocketAddr>,
+    /// Add the client's address to `X-Forwarded-For` whatever the settings say.
+    forwarded_for: bool,
+}
+
+impl Plan<'_> {
+    fn service(service_index: usize) -> Self {
+        Plan {
+            route: None,
+            route_index: usize::MAX,
+            service_index,
+            fixed_endpoint: None,
+            forwarded_for: false,
+        }
+    }
+
+    fn address(address: SocketAddr) -> Self {
+        Plan {
+            route: None,
+            route_index: usize::MAX,
+            service_index: usize::MAX,
+            fixed_endpoint: Some(address),
+            forwarded_for: true,
+        }
+    }
+}
+
+/// Route on host, path and headers: the route and the service it picks.
+fn route_request<'s>(
+    core: &Core,
+    snapshot: &'s coremesh_discovery::Snapshot,
+    data: &[u8],
+    head: &RequestHead,
+) -> Option<Plan<'s>> {
+    let target = std::str::from_utf8(&data[head.target.clone()]).unwrap_or("/");
+    let (authority, path) = split_target(target);
+    let host = authority.or_else(|| {
+        head.host
+            .clone()
+            .and_then(|r| std::str::from_utf8(&data[r]).ok())
+    });
+    // Taken out of the core's scratch and put back before any await.
+    let mut route_headers: Vec<httparse::Header<'_>> =
+        std::mem::take(&mut *core.route_scratch.borrow_mut());
+    route_headers.clear();
+    for h in &head.headers {
+        if let Ok(name) = std::str::from_utf8(&data[h.name.clone()]) {
+            route_headers.push(httparse::Header {
+                name,
+                value: &data[h.value.clone()],
+            });
+        }
+    }
+    let route = snapshot.select_route(host, path, &route_headers);
+    route_headers.clear();
+    *core.route_scratch.borrow_mut() = route_headers
+        .into_iter()
+        .map(|_| httparse::EMPTY_HEADER)
+        .collect();
+    let route = route?;
+    let service_index = route.pick_service(core.random_u32());
+    let route_index = snapshot
+        .routes
+        .iter()
+        .position(|r| std::ptr::eq(r, route))
+        .unwrap_or(usize::MAX);
+    Some(Plan {
+        route: Some(route),
+        route_index,
+        service_index,
+        fixed_endpoint: None,
+        forwarded_for: false,
+    })
 }
 
 /// Answer with the proxy's own error before any of the body was read: the connection is

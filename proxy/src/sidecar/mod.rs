@@ -1,0 +1,165 @@
+//! The transparent sidecar's two sides: connections the interception rules redirect to
+//! the proxy, outbound (the application's own calls) and inbound (calls to the
+//! application). For each accepted connection a side reads its original destination,
+//! decides where it goes ([`outbound::decide`], [`inbound::decide`]), detects its protocol,
+//! and then serves HTTP/1 through the request path ([`crate::server::serve_conn`]) or
+//! relays opaque TCP both ways.
+//!
+//! A connection whose original destination is one of the proxy's own listeners was not
+//! redirected (or was redirected to the proxy itself): outbound refuses it (it would
+//! loop), inbound sends it to `app_port` when one is configured and refuses it otherwise.
+//! Refusals are counted in `coremesh_sidecar_refused_total{direction}` and logged at
+//! debug level (and the first one per core at warn level).
+
+pub mod detect_first;
+pub mod inbound;
+pub mod outbound;
+pub mod stats;
+
+use crate::conn::Conn;
+use crate::core::{ConnectionGuard, Core};
+use crate::server::{serve_conn, Origin, Target};
+use crate::transport::original_dst::{classify, original_destination, Destination};
+use detect_first::Protocol;
+use monoio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which listener a connection came in on: the metrics label `direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The explicit `[proxy] listen`.
+    Proxy,
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Proxy => "proxy",
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// One side's settings as the cores use them (the same on every core).
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub direction: Direction,
+    pub detect_timeout: Duration,
+    pub opaque_ports: Vec<u16>,
+    pub tcp_idle: Duration,
+    pub tcp_buffer: usize,
+    /// Every address this proxy listens on (as bound), to recognise loops.
+    pub own_listeners: Vec<SocketAddr>,
+    /// Inbound only: the application's address, and its fixed port when configured.
+    pub app_address: IpAddr,
+    pub app_port: Option<u16>,
+    /// This side's counters, shared by every core (one atomic add per connection event).
+    pub stats: Arc<stats::SideStats>,
+}
+
+impl Side {
+    /// The outbound side of `settings`.
+    pub fn outbound(settings: &coremesh_discovery::SideSettings) -> Side {
+        Side {
+            direction: Direction::Outbound,
+            detect_timeout: Duration::from_millis(settings.detect_timeout_ms),
+            opaque_ports: settings.opaque_ports.clone(),
+            tcp_idle: Duration::from_millis(settings.tcp_idle_timeout_ms),
+            tcp_buffer: settings.tcp_buffer_bytes,
+            own_listeners: Vec::new(),
+            app_address: coremesh_discovery::DEFAULT_APP_ADDRESS,
+            app_port: None,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The inbound side of `settings`.
+    pub fn inbound(settings: &coremesh_discovery::InboundSettings) -> Side {
+        Side {
+            direction: Direction::Inbound,
+            app_address: settings.app_address,
+            app_port: settings.app_port,
+            ..Side::outbound(&settings.side)
+        }
+    }
+}
+
+/// Where a side sends one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Outbound: balanced over the service claiming this destination, else passed
+    /// through to it (decided again per request / at connect, from the snapshot).
+    Destination(SocketAddr),
+    /// Inbound: to the application at this address.
+    Application(SocketAddr),
+    /// Refused: the destination is the proxy itself.
+    Refuse(SocketAddr),
+}
+
+/// Serve one connection accepted on `side`'s listener.
+pub async fn serve_side(
+    core: Rc<Core>,
+    side: Arc<Side>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    counted: ConnectionGuard,
+) {
+    let _ = stream.set_nodelay(true);
+    let direction = side.direction;
+    let destination = original_destination(&stream).and_then(|destination| {
+        let local = stream.local_addr()?;
+        Ok(classify(destination, local, &side.own_listeners))
+    });
+    let destination: Destination = match destination {
+        Ok(destination) => destination,
+        Err(e) => {
+            tracing::debug!(direction = direction.label(), %peer, "no original destination: {e}");
+            stats::count(&side.stats.refused);
+            return;
+        }
+    };
+    let decision = match direction {
+        Direction::Inbound => inbound::decide(&side, destination),
+        _ => outbound::decide(destination),
+    };
+    let (target, dst_port) = match decision {
+        Decision::Refuse(to) => {
+            side.stats.refused(&core, direction, peer, to);
+            return;
+        }
+        Decision::Destination(to) => (Target::Destination(to), to.port()),
+        Decision::Application(to) => (Target::Application(to), to.port()),
+    };
+    stats::count(&side.stats.connections);
+    let mut client = Conn::new(stream, Vec::new());
+    let (protocol, reason) = detect_first::detect(&core, &mut client, dst_port, &side).await;
+    side.stats.detected(protocol, reason);
+    match protocol {
+        Protocol::Http1 => {
+            let origin = Origin { direction, target };
+            serve_conn(core, client, peer, counted, origin).await;
+        }
+        Protocol::Closed => {}
+        Protocol::Opaque => {
+            let upstream = match target {
+                Target::Destination(to) => outbound::connect_opaque(&core, to).await,
+                Target::Application(to) => outbound::connect_direct(&core, to).await,
+                Target::Route => None,
+            };
+            let Some(upstream) = upstream else {
+                stats::count(&side.stats.connect_failures);
+                return;
+            };
+            let end =
+                crate::tunnel::tunnel(client, Conn::new(upstream, Vec::new()), side.tcp_idle).await;
+            side.stats.relayed(end.to_upstream, end.to_client);
+            drop(counted);
+        }
+    }
+}
