@@ -186,11 +186,44 @@ impl Netns {
         })
     }
 
+    /// `value` (made by [`Netns::enter`]) dropped inside this namespace when the guard
+    /// drops: what stops a server by connecting to it (as [`crate::Upstream`] does) must
+    /// connect from where it listens.
+    pub fn guard<T: Send>(&self, value: T) -> Inside<'_, T> {
+        Inside {
+            ns: self,
+            value: Some(value),
+        }
+    }
+
     /// `iptables-save -t nat` (or `ip6tables-save`, `iptables-legacy-save`: `save`) in the
     /// namespace, without comments and packet counters, so two readings compare equal when
     /// the rules are the same.
     pub fn nat_rules(&self, save: &str) -> anyhow::Result<String> {
         Ok(normalise_save(&self.run(save, &["-t", "nat"])?))
+    }
+}
+
+/// A value that is dropped inside its namespace (see [`Netns::guard`]).
+pub struct Inside<'a, T: Send> {
+    ns: &'a Netns,
+    value: Option<T>,
+}
+
+impl<T: Send> std::ops::Deref for Inside<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T: Send> Drop for Inside<'_, T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.value.take() {
+            if let Err(e) = self.ns.enter(move || drop(value)) {
+                eprintln!("could not drop a value inside {}: {e:#}", self.ns.name);
+            }
+        }
     }
 }
 
