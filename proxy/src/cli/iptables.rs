@@ -921,6 +921,20 @@ iptables -w 10 -t nat -C OUTPUT -p tcp -j COREMESH_OUTPUT >/dev/null 2>&1 || ipt
     }
 
     #[test]
+    fn default_ports_are_the_listeners_defaults() {
+        let port = |a: &str| a.parse::<std::net::SocketAddr>().unwrap().port();
+        assert_eq!(
+            DEFAULT_INBOUND_PORT,
+            port(coremesh_discovery::DEFAULT_INBOUND_LISTEN)
+        );
+        assert_eq!(
+            DEFAULT_OUTBOUND_PORT,
+            port(coremesh_discovery::DEFAULT_OUTBOUND_LISTEN)
+        );
+        assert_eq!(DEFAULT_ADMIN_PORT, port(crate::top::DEFAULT_ADMIN));
+    }
+
+    #[test]
     fn capability_is_read_from_the_effective_set() {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000001000\n";
         assert_eq!(has_capability(status, CAP_NET_ADMIN), Some(true));
