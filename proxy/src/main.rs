@@ -1,5 +1,6 @@
 //! The `coremesh` command line: `proxy` (a quick reverse proxy), `run` (a config file),
-//! `check` (validate a config file) and `demo` (the whole thing on a built-in setup).
+//! `check` (validate a config file), `demo` (the whole thing on a built-in setup), `top` and
+//! `iptables` (the rules that make it a transparent sidecar).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use coremesh::admin::LogLevel;
@@ -111,6 +112,8 @@ enum Command {
     Demo(coremesh::demo::DemoArgs),
     /// A live view of a running proxy's services and endpoints (reads the admin server).
     Top(coremesh::top::TopArgs),
+    /// Install or remove the nat-table rules that send this host's or pod's TCP through the proxy.
+    Iptables(coremesh::cli::iptables::IptablesArgs),
 }
 
 fn main() -> ExitCode {
@@ -186,6 +189,7 @@ fn main() -> ExitCode {
         },
         Command::Demo(args) => coremesh::demo::run(args),
         Command::Top(args) => coremesh::top::run(args),
+        Command::Iptables(args) => coremesh::cli::iptables::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,8 @@
 //! - [`gated_load`]: numbered requests whose fault schedule is gated by request counts;
 //! - [`reconcile`]: what those clients saw against that ledger, id by id;
 //! - [`wire`]: the HTTP/1.1 reading both sides share;
-//! - [`sockets`]: the kernel's view of TCP sockets, to wait for a FIN instead of sleeping.
+//! - [`sockets`]: the kernel's view of TCP sockets, to wait for a FIN instead of sleeping;
+//! - [`netns`]: network namespaces and veth pairs for the root-only suites (iptables, sidecar).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod gated_load;
 pub mod ledger;
 pub mod live;
 pub mod load;
+pub mod netns;
 pub mod nginx;
 pub mod otlp;
 pub mod prometheus;

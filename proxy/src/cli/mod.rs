@@ -1,0 +1,3 @@
+//! Subcommands of the `coremesh` program that are not the proxy itself.
+
+pub mod iptables;

@@ -1,0 +1,523 @@
+//! The transparent sidecar end to end (root only; elsewhere it says why it is skipped).
+//!
+//! Two network namespaces joined by a veth: a client (10.77.N.1) and an application
+//! (10.77.N.2). In the application's namespace: an HTTP server, a TCP echo on an opaque
+//! port, a server that speaks first, two endpoints of a service `users` claimed at the
+//! address 10.96.0.10:80, the `coremesh` program running as a uid of its own with
+//! `[inbound]` and `[outbound]`, and the rules of `coremesh iptables install`. Then:
+//! - from the client, HTTP to the application's address arrives through inbound (the
+//!   proxy counts it, the application sees the client's address in X-Forwarded-For);
+//!   1 MiB through the echo comes back byte-exact; the banner arrives before the client
+//!   sends anything (with a detection timeout of ten minutes, a wait would hang the test);
+//! - from the application's namespace, as root (not the proxy's uid): calls to the
+//!   service address are balanced over its two endpoints through outbound, and a call to
+//!   an address no service claims passes through to it;
+//! - `coremesh iptables uninstall` leaves the nat tables exactly as they were.
+//!
+//! It runs once per I/O driver, each in namespaces of its own.
+
+use coremesh_tests::admin::wait_for_admin;
+use coremesh_tests::client::{self, Client};
+use coremesh_tests::data::{pseudo_random_bytes, sha1_hex};
+use coremesh_tests::netns::{can_run, coremesh_bin, Netns, Pair};
+use coremesh_tests::prometheus::Exposition;
+use coremesh_tests::proxy::{driver_name, DRIVERS};
+use coremesh_tests::{Driver, Upstream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The proxy's uid: no user on a test machine has it, and the rules exempt it.
+const PROXY_UID: u32 = 47_213;
+/// An opaque port by default (Redis): the echo server.
+const ECHO_PORT: u16 = 6379;
+/// An opaque port by default (MySQL, whose server speaks first): the banner server.
+const BANNER_PORT: u16 = 3306;
+const BANNER: &[u8] = b"220 banner from the application\r\n";
+/// The address the service `users` claims.
+const SERVICE_ADDR: &str = "10.96.0.10:80";
+const ADMIN: &str = "127.0.0.1:4191";
+/// Bytes through the echo.
+const ECHO_BYTES: usize = 1024 * 1024;
+/// Calls to the service address (an even number: round-robin gives each endpoint half).
+const SERVICE_CALLS: u64 = 20;
+/// Turns a hang into a failure; nothing waits for it on a working run.
+const BOUND: Duration = Duration::from_secs(30);
+
+#[test]
+fn sidecar_in_network_namespaces() {
+    if !can_run(
+        "sidecar_in_network_namespaces",
+        &[
+            "iptables",
+            "ip6tables",
+            "iptables-save",
+            "ip6tables-save",
+            "setpriv",
+        ],
+    ) {
+        return;
+    }
+    for (i, driver) in DRIVERS.into_iter().enumerate() {
+        eprintln!("sidecar on {}", driver_name(driver));
+        sidecar(driver, 1 + i as u8);
+    }
+}
+
+fn sidecar(driver: Driver, subnet: u8) {
+    let pair = Pair::new(subnet).unwrap_or_else(|e| panic!("{e:#}"));
+    let (client_ns, app_ns) = (&pair.a, &pair.b);
+    let app_ip = pair.b_addr;
+    let saves = ["iptables-save", "ip6tables-save"];
+    let before: Vec<String> = saves.iter().map(|s| app_ns.nat_rules(s).unwrap()).collect();
+
+    // The application's side: its servers, and the service's endpoints.
+    let servers = app_ns
+        .enter(|| {
+            let app = Upstream::start("app", |req| {
+                coremesh_tests::Action::Respond(coremesh_tests::Response::ok(format!(
+                    "xff={}",
+                    req.header("x-forwarded-for").unwrap_or_default()
+                )))
+            });
+            let echo = echo_server(&format!("127.0.0.1:{ECHO_PORT}"));
+            let banner = banner_server(&format!("127.0.0.1:{BANNER_PORT}"));
+            (
+                app,
+                echo,
+                banner,
+                Upstream::fixed_named("users-a", 200, b"a"),
+                Upstream::fixed_named("users-b", 200, b"b"),
+            )
+        })
+        .unwrap();
+    let servers = app_ns.guard(servers);
+    let (app, echo, banner, users_a, users_b) = &*servers;
+    // Somewhere no service claims: a server in the client's namespace.
+    let elsewhere = client_ns
+        .enter(|| http_server(&format!("{}:0", pair.a_addr), b"elsewhere"))
+        .unwrap();
+
+    let dir = TempDir::new();
+    let config = dir.write(
+        "coremesh.toml",
+        &format!(
+            r#"[proxy]
+listen = "127.0.0.1:4180"
+admin = "{ADMIN}"
+cores = 1
+pin_cores = false
+driver = "{driver}"
+shutdown_grace_ms = 2000
+
+[defaults]
+balance = "round-robin"
+
+[outbound]
+listen = "127.0.0.1:4140"
+detect_timeout_ms = 600000
+
+[inbound]
+listen = "0.0.0.0:4143"
+detect_timeout_ms = 600000
+
+[[services]]
+name = "users"
+endpoints = ["{a}", "{b}"]
+addresses = ["{SERVICE_ADDR}"]
+"#,
+            driver = driver_name(driver),
+            a = users_a.addr(),
+            b = users_b.addr(),
+        ),
+    );
+    let started = Instant::now();
+    let proxy = ProxyProcess::start(app_ns, &config, &dir);
+    let ready = app_ns
+        .enter(|| {
+            wait_until(|| {
+                client::get(ADMIN.parse().unwrap(), "/ready", &[])
+                    .map(|r| r.status == 200)
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap();
+    assert!(ready, "not ready within {BOUND:?}\n{}", proxy.log());
+    // Printed, not asserted: from spawning the program to the first `/ready` answered 200
+    // (polled every 20 ms, so up to that much late).
+    eprintln!(
+        "{}: start to ready {} ms",
+        driver_name(driver),
+        started.elapsed().as_millis()
+    );
+
+    let uid = PROXY_UID.to_string();
+    app_ns
+        .run(
+            coremesh_bin().to_str().unwrap(),
+            &["iptables", "install", "--proxy-uid", &uid],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Inbound HTTP from the client, to the application's address and port.
+    let app_addr = SocketAddr::from((app_ip, app.addr().port()));
+    let inbound_calls = 3;
+    client_ns
+        .enter(|| {
+            for _ in 0..inbound_calls {
+                let r = client::get(app_addr, "/hello", &[]).unwrap();
+                assert_eq!(r.status, 200, "{}", proxy.log());
+                assert_eq!(r.body_text(), format!("xff={}", pair.a_addr));
+            }
+        })
+        .unwrap();
+    assert_eq!(app.requests_received(), inbound_calls);
+    let counted = app_ns
+        .enter(|| {
+            wait_for_admin(|| {
+                let m = metrics();
+                let n = m.sum(
+                    "coremesh_sidecar_connections_total",
+                    &[("direction", "inbound")],
+                );
+                let http = m.sum(
+                    "coremesh_sidecar_detect_total",
+                    &[("direction", "inbound"), ("protocol", "http1")],
+                );
+                let want = inbound_calls as f64;
+                (
+                    (n == want && http == want).then_some(()),
+                    format!("{n} {http}"),
+                )
+            })
+        })
+        .unwrap();
+    assert!(counted.is_ok(), "inbound requests counted: {counted:?}");
+
+    // 1 MiB through the echo, from the client, byte-exact.
+    let sent = pseudo_random_bytes(ECHO_BYTES, 10);
+    let back = client_ns
+        .enter(|| echo_through(SocketAddr::from((app_ip, ECHO_PORT)), &sent))
+        .unwrap();
+    assert_eq!(back.len(), sent.len());
+    assert_eq!(sha1_hex(&back), sha1_hex(&sent));
+    assert_eq!(echo.load(Ordering::SeqCst), 1, "echo connections");
+
+    // The banner, before the client sends anything.
+    let line = client_ns
+        .enter(|| read_banner(SocketAddr::from((app_ip, BANNER_PORT))))
+        .unwrap();
+    assert_eq!(line, BANNER);
+    assert_eq!(banner.load(Ordering::SeqCst), 1, "banner connections");
+    // Both were opaque at once (their ports), and the echo's bytes were counted each way.
+    let opaque = app_ns
+        .enter(|| {
+            wait_for_admin(|| {
+                let m = metrics();
+                let ports = m.sum(
+                    "coremesh_sidecar_detect_total",
+                    &[("direction", "inbound"), ("reason", "opaque_port")],
+                );
+                let bytes = |way| {
+                    m.sum(
+                        "coremesh_sidecar_opaque_bytes_total",
+                        &[("direction", "inbound"), ("way", way)],
+                    )
+                };
+                let (up, down) = (bytes("to_upstream"), bytes("to_client"));
+                let done = ports == 2.0
+                    && up == ECHO_BYTES as f64
+                    && down == (ECHO_BYTES + BANNER.len()) as f64;
+                (
+                    done.then_some(()),
+                    format!("ports {ports} up {up} down {down}"),
+                )
+            })
+        })
+        .unwrap();
+    assert!(opaque.is_ok(), "opaque inbound counted: {opaque:?}");
+
+    // Outbound, from the application's namespace as root: the service address is
+    // balanced over the two endpoints.
+    let service: SocketAddr = SERVICE_ADDR.parse().unwrap();
+    let bodies = app_ns
+        .enter(|| {
+            (0..SERVICE_CALLS)
+                .map(|_| {
+                    let r = client::get(service, "/users", &[("Host", "users")]).unwrap();
+                    assert_eq!(r.status, 200);
+                    r.body_text()
+                })
+                .collect::<Vec<String>>()
+        })
+        .unwrap();
+    let from_a = bodies.iter().filter(|b| *b == "a").count() as u64;
+    assert_eq!(from_a, SERVICE_CALLS / 2, "{bodies:?}");
+    assert_eq!(users_a.requests_received(), SERVICE_CALLS / 2);
+    assert_eq!(users_b.requests_received(), SERVICE_CALLS / 2);
+
+    // Outbound to an address no service claims: passed through to it, and seen by the
+    // proxy (the endpoints of `users` saw nothing more).
+    let r = app_ns
+        .enter(|| client::get(elsewhere.addr, "/", &[]).unwrap())
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"elsewhere");
+    assert_eq!(elsewhere.connections.load(Ordering::SeqCst), 1);
+    let seen = app_ns
+        .enter(|| {
+            wait_for_admin(|| {
+                let m = metrics();
+                let n = m.sum(
+                    "coremesh_sidecar_connections_total",
+                    &[("direction", "outbound")],
+                );
+                (
+                    (n == (SERVICE_CALLS + 1) as f64).then_some(()),
+                    format!("{n}"),
+                )
+            })
+        })
+        .unwrap();
+    assert!(seen.is_ok(), "passthrough not seen by outbound: {seen:?}");
+
+    app_ns
+        .run(coremesh_bin().to_str().unwrap(), &["iptables", "uninstall"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let after: Vec<String> = saves.iter().map(|s| app_ns.nat_rules(s).unwrap()).collect();
+    assert_eq!(after, before, "uninstall did not restore the nat tables");
+    proxy.stop();
+}
+
+fn metrics() -> Exposition {
+    let r = client::get(ADMIN.parse().unwrap(), "/metrics", &[]).unwrap();
+    Exposition::parse(&r.body_text()).unwrap()
+}
+
+/// Polls `cond` until it holds or [`BOUND`] has passed.
+fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + BOUND;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A TCP echo on `addr`; counts connections.
+fn echo_server(addr: &str) -> Arc<AtomicU64> {
+    serve(addr, |mut s| {
+        let mut buf = [0u8; 16384];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = s.shutdown(Shutdown::Write);
+    })
+}
+
+/// A server that writes [`BANNER`] as soon as it accepts, then reads until EOF.
+fn banner_server(addr: &str) -> Arc<AtomicU64> {
+    serve(addr, |mut s| {
+        let _ = s.write_all(BANNER);
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    })
+}
+
+struct Elsewhere {
+    addr: SocketAddr,
+    connections: Arc<AtomicU64>,
+}
+
+/// One HTTP answer `body` per connection, after reading a request head.
+fn http_server(addr: &str, body: &'static [u8]) -> Elsewhere {
+    let listener = TcpListener::bind(addr).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = accept_loop(listener, move |mut s| {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(body);
+    });
+    Elsewhere { addr, connections }
+}
+
+fn serve(addr: &str, handle: impl Fn(TcpStream) + Send + Sync + 'static) -> Arc<AtomicU64> {
+    accept_loop(TcpListener::bind(addr).unwrap(), handle)
+}
+
+/// Accepts forever on a thread (the listener lives as long as the test process), one
+/// thread per connection; counts connections.
+fn accept_loop(
+    listener: TcpListener,
+    handle: impl Fn(TcpStream) + Send + Sync + 'static,
+) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_read_timeout(Some(BOUND));
+            let h = handle.clone();
+            std::thread::spawn(move || h(s));
+        }
+    });
+    count
+}
+
+/// Writes `bytes` and reads everything back until the echo closes.
+fn echo_through(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let s = TcpStream::connect_timeout(&addr, BOUND).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    s.set_write_timeout(Some(BOUND)).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            writer.write_all(bytes).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::with_capacity(bytes.len());
+        (&s).read_to_end(&mut back).unwrap();
+        back
+    })
+}
+
+/// Connects and reads one line without sending anything.
+fn read_banner(addr: SocketAddr) -> Vec<u8> {
+    let mut c = Client::connect(addr).unwrap();
+    c.set_read_timeout(BOUND).unwrap();
+    c.read_exact_raw(BANNER.len()).unwrap()
+}
+
+/// A folder for the proxy's configuration and log, readable by the proxy's uid.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "cm-sidecar-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        set_mode(&p, 0o755);
+        TempDir(p)
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        set_mode(&p, 0o644);
+        p
+    }
+}
+
+fn set_mode(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `coremesh run` in a namespace as [`PROXY_UID`]; killed on drop unless stopped.
+struct ProxyProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ProxyProcess {
+    fn start(ns: &Netns, config: &std::path::Path, dir: &TempDir) -> ProxyProcess {
+        let log = dir.0.join("proxy.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let uid = PROXY_UID.to_string();
+        let child = ns
+            .command("setpriv")
+            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--"])
+            .arg(coremesh_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        ProxyProcess {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        format!(
+            "--- proxy log ---\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    /// SIGTERM, and the exit status must be 0 within [`BOUND`].
+    fn stop(mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let mut status = None;
+        let _ = wait_until(|| {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        let log = self.log();
+        match status {
+            Some(s) => assert!(s.success(), "proxy exited with {s}\n{log}"),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("proxy still running {BOUND:?} after SIGTERM\n{log}");
+            }
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!("{}", self.log());
+            }
+        }
+    }
+}
