@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod codec;
 pub mod conn;
 pub mod core;
