@@ -35,8 +35,8 @@ pub struct WantedTargets {
 }
 
 /// The `dns` and `kubernetes` targets of the services that some route sends to (by
-/// `service` or in a `split`): a service no route names receives no traffic, so nothing
-/// is resolved or watched for it. Entries that do not parse are left out (validation
+/// `service` or in a `split`) or that claim `addresses` (the outbound side sends to them):
+/// a service neither names receives no traffic, so nothing is resolved or watched for it. Entries that do not parse are left out (validation
 /// reports them).
 pub fn wanted_targets(config: &Config) -> WantedTargets {
     let routed: HashSet<&str> = config
@@ -51,7 +51,7 @@ pub fn wanted_targets(config: &Config) -> WantedTargets {
     for service in config
         .services
         .iter()
-        .filter(|service| routed.contains(service.name.as_str()))
+        .filter(|service| routed.contains(service.name.as_str()) || !service.addresses.is_empty())
     {
         let dns = service.dns.iter().filter_map(|e| DnsTarget::parse(e).ok());
         wanted.dns.extend(dns);

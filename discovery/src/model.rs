@@ -11,7 +11,7 @@ use crate::discovery_settings::DiscoverySettings;
 use crate::one_or_many::one_or_many;
 use crate::targets::EndpointEntry;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// How long a client may take to send a whole request head: slow-loris protection.
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
@@ -78,6 +78,27 @@ pub const DEFAULT_TUNNEL_IDLE_TIMEOUT_MS: u64 = 60 * 60 * 1000;
 pub const DEFAULT_LINGERING_CLOSE_MS: u64 = 5_000;
 /// Default listener of `coremesh proxy` and of a config without `proxy.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4140";
+/// Default listener of the outbound side: where the interception rules send the
+/// application's own connections (loopback only: nothing else should reach it).
+pub const DEFAULT_OUTBOUND_LISTEN: &str = "127.0.0.1:4140";
+/// Default listener of the inbound side: where the interception rules send connections
+/// arriving from other hosts, so it listens on every address.
+pub const DEFAULT_INBOUND_LISTEN: &str = "0.0.0.0:4143";
+/// Where the inbound side finds the application: the same host, on loopback.
+pub const DEFAULT_APP_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The one read of a connection's first bytes that decides its protocol waits at most
+/// this long; a client that sends nothing first is then treated as opaque TCP. Short, so
+/// a misdetected server-speaks-first protocol stalls for a second, not ten.
+pub const DEFAULT_DETECT_TIMEOUT_MS: u64 = 1_000;
+/// Ports whose server speaks first or whose client sends no recognisable preamble (SMTP,
+/// submission, MySQL, 4444, PostgreSQL, Redis, Elasticsearch transport, memcached): opaque
+/// TCP at once, without waiting for detection.
+pub const DEFAULT_OPAQUE_PORTS: &[u16] = &[25, 587, 3306, 4444, 5432, 6379, 9300, 11211];
+/// An opaque TCP connection with no bytes in either direction for this long is closed on
+/// both sides (an hour, as for upgraded tunnels).
+pub const DEFAULT_TCP_IDLE_TIMEOUT_MS: u64 = 60 * 60 * 1000;
+/// Buffer per direction of an opaque TCP connection: one typical socket read.
+pub const DEFAULT_TCP_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -98,6 +119,117 @@ pub struct Config {
     /// Metrics labels, tracing (sampling, OTLP export) and the access log.
     #[serde(default)]
     pub telemetry: coremesh_telemetry::TelemetryConfig,
+    /// The inbound side of a sidecar (present = it runs): connections redirected to the
+    /// proxy on their way to the application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<InboundSettings>,
+    /// The outbound side of a sidecar (present = it runs): the application's own
+    /// connections, redirected to the proxy on their way out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<SideSettings>,
+}
+
+/// Settings both sides share; as `[outbound]` they are the whole section.
+///
+/// Defaults: `listen` = [`DEFAULT_OUTBOUND_LISTEN`] (for `[inbound]`:
+/// [`DEFAULT_INBOUND_LISTEN`]), `detect_timeout_ms` = [`DEFAULT_DETECT_TIMEOUT_MS`],
+/// `opaque_ports` = [`DEFAULT_OPAQUE_PORTS`], `tcp_idle_timeout_ms` =
+/// [`DEFAULT_TCP_IDLE_TIMEOUT_MS`], `tcp_buffer_bytes` = [`DEFAULT_TCP_BUFFER_BYTES`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SideSettings {
+    #[serde(default = "d_outbound_listen")]
+    pub listen: SocketAddr,
+    /// The read of the first bytes that decides the protocol waits at most this long.
+    #[serde(default = "d_detect_timeout_ms")]
+    pub detect_timeout_ms: u64,
+    /// Destination ports treated as opaque TCP at once, with no detection.
+    #[serde(default = "d_opaque_ports")]
+    pub opaque_ports: Vec<u16>,
+    /// An opaque connection idle both ways for this long is closed.
+    #[serde(default = "d_tcp_idle_timeout_ms")]
+    pub tcp_idle_timeout_ms: u64,
+    /// Buffer per direction of each opaque connection.
+    #[serde(default = "d_tcp_buffer_bytes")]
+    pub tcp_buffer_bytes: usize,
+}
+
+impl Default for SideSettings {
+    fn default() -> Self {
+        SideSettings {
+            listen: d_outbound_listen(),
+            detect_timeout_ms: d_detect_timeout_ms(),
+            opaque_ports: d_opaque_ports(),
+            tcp_idle_timeout_ms: d_tcp_idle_timeout_ms(),
+            tcp_buffer_bytes: d_tcp_buffer_bytes(),
+        }
+    }
+}
+
+/// `[inbound]`: the shared [`SideSettings`] (with `listen` defaulting to
+/// [`DEFAULT_INBOUND_LISTEN`]) and where the application listens: `app_address` (default
+/// [`DEFAULT_APP_ADDRESS`]) on the connection's original destination port, or on
+/// `app_port` when set.
+///
+/// Read through [`InboundFile`], which spells every key out (as [`ServiceFile`] does), so
+/// an unknown key is reported at its line; written with `side` flattened.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(from = "InboundFile")]
+pub struct InboundSettings {
+    #[serde(flatten)]
+    pub side: SideSettings,
+    pub app_address: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_port: Option<u16>,
+}
+
+impl Default for InboundSettings {
+    fn default() -> Self {
+        InboundSettings {
+            side: SideSettings {
+                listen: d_inbound_listen(),
+                ..SideSettings::default()
+            },
+            app_address: DEFAULT_APP_ADDRESS,
+            app_port: None,
+        }
+    }
+}
+
+/// `[inbound]` as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundFile {
+    #[serde(default = "d_inbound_listen")]
+    listen: SocketAddr,
+    #[serde(default = "d_detect_timeout_ms")]
+    detect_timeout_ms: u64,
+    #[serde(default = "d_opaque_ports")]
+    opaque_ports: Vec<u16>,
+    #[serde(default = "d_tcp_idle_timeout_ms")]
+    tcp_idle_timeout_ms: u64,
+    #[serde(default = "d_tcp_buffer_bytes")]
+    tcp_buffer_bytes: usize,
+    #[serde(default = "d_app_address")]
+    app_address: IpAddr,
+    #[serde(default)]
+    app_port: Option<u16>,
+}
+
+impl From<InboundFile> for InboundSettings {
+    fn from(f: InboundFile) -> Self {
+        InboundSettings {
+            side: SideSettings {
+                listen: f.listen,
+                detect_timeout_ms: f.detect_timeout_ms,
+                opaque_ports: f.opaque_ports,
+                tcp_idle_timeout_ms: f.tcp_idle_timeout_ms,
+                tcp_buffer_bytes: f.tcp_buffer_bytes,
+            },
+            app_address: f.app_address,
+            app_port: f.app_port,
+        }
+    }
 }
 
 /// Process-wide settings: listeners, cores, driver, shutdown.
@@ -396,6 +528,10 @@ pub struct ServiceConfig {
     /// `name.namespace[.svc.cluster.local]:port` (the port by number or by name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kubernetes: Vec<String>,
+    /// Destinations (`ip:port`) this service claims on the outbound side: a connection
+    /// the application makes to one of them is balanced over this service's endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<SocketAddr>,
     /// Overrides of `[defaults]` for this service.
     #[serde(flatten)]
     pub overrides: SettingsOverride,
@@ -409,6 +545,7 @@ impl Default for ServiceConfig {
             endpoints: Vec::new(),
             dns: Vec::new(),
             kubernetes: Vec::new(),
+            addresses: Vec::new(),
             overrides: SettingsOverride::default(),
         }
     }
@@ -429,6 +566,8 @@ struct ServiceFile {
     /// One entry may be written as a plain string.
     #[serde(default, deserialize_with = "one_or_many")]
     kubernetes: Vec<String>,
+    #[serde(default)]
+    addresses: Vec<SocketAddr>,
     header_read_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_headers: Option<usize>,
@@ -476,6 +615,7 @@ impl From<ServiceFile> for ServiceConfig {
             endpoints,
             dns,
             kubernetes: f.kubernetes,
+            addresses: f.addresses,
             overrides: SettingsOverride {
                 header_read_timeout_ms: f.header_read_timeout_ms,
                 max_header_bytes: f.max_header_bytes,
@@ -568,6 +708,31 @@ fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN
         .parse()
         .expect("DEFAULT_LISTEN is a valid address")
+}
+fn d_outbound_listen() -> SocketAddr {
+    DEFAULT_OUTBOUND_LISTEN
+        .parse()
+        .expect("DEFAULT_OUTBOUND_LISTEN is a valid address")
+}
+fn d_inbound_listen() -> SocketAddr {
+    DEFAULT_INBOUND_LISTEN
+        .parse()
+        .expect("DEFAULT_INBOUND_LISTEN is a valid address")
+}
+fn d_app_address() -> IpAddr {
+    DEFAULT_APP_ADDRESS
+}
+fn d_detect_timeout_ms() -> u64 {
+    DEFAULT_DETECT_TIMEOUT_MS
+}
+fn d_opaque_ports() -> Vec<u16> {
+    DEFAULT_OPAQUE_PORTS.to_vec()
+}
+fn d_tcp_idle_timeout_ms() -> u64 {
+    DEFAULT_TCP_IDLE_TIMEOUT_MS
+}
+fn d_tcp_buffer_bytes() -> usize {
+    DEFAULT_TCP_BUFFER_BYTES
 }
 fn default_shutdown_grace_ms() -> u64 {
     DEFAULT_SHUTDOWN_GRACE_MS

@@ -7,6 +7,7 @@
 
 use crate::route::CompiledRoute;
 use crate::{Config, Settings};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub struct Snapshot {
     pub services: Vec<ServiceSnapshot>,
     /// In configuration order: the first that matches wins.
     pub routes: Vec<CompiledRoute>,
+    /// Original destination → index in [`services`](Self::services) of the service that
+    /// claims it (its `addresses`): what the outbound side looks up for each connection.
+    pub destinations: HashMap<SocketAddr, usize>,
 }
 
 /// A destination service: its endpoints and its settings (defaults merged with its
@@ -52,11 +56,24 @@ impl Snapshot {
             .enumerate()
             .map(|(index, route)| CompiledRoute::compile(index, route, &find))
             .collect();
+        // Validation makes each address claimed once; unvalidated, the first claim wins.
+        let mut destinations = HashMap::new();
+        for (index, service) in config.services.iter().enumerate() {
+            for address in &service.addresses {
+                destinations.entry(*address).or_insert(index);
+            }
+        }
         Snapshot {
             defaults: config.defaults.clone(),
             services,
             routes,
+            destinations,
         }
+    }
+
+    /// The service claiming original destination `destination`, if any (O(1)).
+    pub fn service_for_destination(&self, destination: SocketAddr) -> Option<usize> {
+        self.destinations.get(&destination).copied()
     }
 
     /// Index in [`services`](Self::services) of the service called `name`.
@@ -158,6 +175,31 @@ service = "slow"
             snapshot.request_timeout(route, 0),
             Duration::from_millis(15_000)
         );
+    }
+
+    #[test]
+    fn addresses_map_to_their_service() {
+        let snapshot = build(
+            r#"
+[[services]]
+name = "web"
+endpoints = ["10.0.0.1:80"]
+
+[[services]]
+name = "api"
+endpoints = ["10.0.0.2:80"]
+addresses = ["10.96.0.10:80", "[fd00::10]:8080"]
+"#,
+        );
+        let api = |text: &str| {
+            text.parse::<SocketAddr>()
+                .map(|a| snapshot.service_for_destination(a))
+        };
+        assert_eq!(api("10.96.0.10:80"), Ok(Some(1)));
+        assert_eq!(api("[fd00::10]:8080"), Ok(Some(1)));
+        assert_eq!(api("10.96.0.10:81"), Ok(None));
+        assert_eq!(api("10.0.0.2:80"), Ok(None));
+        assert_eq!(snapshot.destinations.len(), 2);
     }
 
     #[test]

@@ -8,14 +8,20 @@
 //! non-empty `split`, only to services that exist, with split weights adding up to more
 //! than 0; at most one of `path_prefix` / `path_exact`, each starting with '/'; header
 //! conditions on valid names with exactly one of `exact` / `present = true`; a valid host
-//! pattern; timeouts and limits within the bounds below.
+//! pattern; timeouts and limits within the bounds below. Sidecar sides (`[inbound]`,
+//! `[outbound]`): every listener (`proxy.listen`, `proxy.admin`, both sides) on its own
+//! address; timeouts and buffers within bounds; opaque ports and `app_port` not 0; a
+//! service's `addresses` neither port 0 nor unspecified, each claimed by one service only,
+//! and none equal to the outbound listener (that would loop).
 
 use crate::field_path::FieldPath;
 use crate::host::HostMatch;
 use crate::{
-    Config, HeaderMatch, ProxySettings, RouteConfig, ServiceConfig, Settings, SettingsOverride,
+    Config, HeaderMatch, InboundSettings, ProxySettings, RouteConfig, ServiceConfig, Settings,
+    SettingsOverride, SideSettings,
 };
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 
 /// Longest timeout accepted anywhere (one day): longer ones are surely typos, and keeping
 /// them bounded keeps deadline arithmetic far from overflow.
@@ -36,6 +42,10 @@ pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 pub const MAX_ADMIN_CONNECTIONS: usize = 10_000;
 /// Largest `proxy.cores`.
 pub const MAX_CORES: usize = 1024;
+/// Smallest `tcp_buffer_bytes` of a side: smaller buffers only add system calls.
+pub const MIN_TCP_BUFFER_BYTES: usize = 512;
+/// Largest `tcp_buffer_bytes` of a side: two of these per opaque connection.
+pub const MAX_TCP_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 
 /// One broken rule: the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +74,7 @@ pub fn validate(config: &Config) -> Vec<Violation> {
             out.push(path.key("name"), message);
         }
     }
+    check_sides(config, &mut out);
     let routes = root.key("routes");
     for (index, route) in config.routes.iter().enumerate() {
         check_route(&routes.index(index), route, &names, &mut out);
@@ -143,6 +154,120 @@ fn check_proxy(path: &FieldPath, proxy: &ProxySettings, out: &mut Violations) {
     if proxy.admin == Some(proxy.listen) && proxy.listen.port() != 0 {
         out.push(path.key("admin"), "is the same address as `proxy.listen`");
     }
+}
+
+/// `[inbound]`, `[outbound]`, the listeners they add and the services' `addresses`.
+fn check_sides(config: &Config, out: &mut Violations) {
+    let root = FieldPath::root();
+    if let Some(outbound) = &config.outbound {
+        check_side(&root.key("outbound"), outbound, out);
+    }
+    if let Some(inbound) = &config.inbound {
+        check_inbound(&root.key("inbound"), inbound, out);
+    }
+    check_listeners_distinct(config, out);
+    let outbound_listen = config.outbound.as_ref().map(|side| side.listen);
+    let mut claimed: HashMap<SocketAddr, usize> = HashMap::new();
+    for (index, service) in config.services.iter().enumerate() {
+        for (i, address) in service.addresses.iter().enumerate() {
+            let path = root.key("services").index(index).key("addresses").index(i);
+            if address.port() == 0 {
+                out.push(path, format!("address {address} has port 0"));
+            } else if address.ip().is_unspecified() {
+                out.push(path, format!("address {address} is unspecified"));
+            } else if Some(*address) == outbound_listen {
+                let message = format!("address {address} is the outbound listener (it would loop)");
+                out.push(path, message);
+            } else if let Some(first) = claimed.get(address) {
+                let message = format!(
+                    "address {address} is already claimed by services[{first}] ({:?})",
+                    config.services[*first].name
+                );
+                out.push(path, message);
+            } else {
+                claimed.insert(*address, index);
+            }
+        }
+    }
+}
+
+fn check_side(path: &FieldPath, side: &SideSettings, out: &mut Violations) {
+    out.timeout(path.key("detect_timeout_ms"), side.detect_timeout_ms);
+    out.timeout(path.key("tcp_idle_timeout_ms"), side.tcp_idle_timeout_ms);
+    out.range(
+        path.key("tcp_buffer_bytes"),
+        side.tcp_buffer_bytes,
+        MIN_TCP_BUFFER_BYTES,
+        MAX_TCP_BUFFER_BYTES,
+    );
+    for (i, port) in side.opaque_ports.iter().enumerate() {
+        if *port == 0 {
+            out.push(path.key("opaque_ports").index(i), "port 0 is not a port");
+        }
+    }
+}
+
+fn check_inbound(path: &FieldPath, inbound: &InboundSettings, out: &mut Violations) {
+    check_side(path, &inbound.side, out);
+    if inbound.app_address.is_unspecified() {
+        let message = format!(
+            "{} is unspecified; name the application's address (usually 127.0.0.1)",
+            inbound.app_address
+        );
+        out.push(path.key("app_address"), message);
+    }
+    if inbound.app_port == Some(0) {
+        out.push(path.key("app_port"), "port 0 is not a port");
+    }
+}
+
+/// Each listener binds its own address: two on one address would share connections.
+fn check_listeners_distinct(config: &Config, out: &mut Violations) {
+    let root = FieldPath::root();
+    let mut listeners: Vec<(FieldPath, &str, SocketAddr)> = vec![(
+        root.key("proxy").key("listen"),
+        "proxy.listen",
+        config.proxy.listen,
+    )];
+    if let Some(admin) = config.proxy.admin {
+        listeners.push((root.key("proxy").key("admin"), "proxy.admin", admin));
+    }
+    if let Some(outbound) = &config.outbound {
+        listeners.push((
+            root.key("outbound").key("listen"),
+            "outbound.listen",
+            outbound.listen,
+        ));
+    }
+    if let Some(inbound) = &config.inbound {
+        let listen = inbound.side.listen;
+        listeners.push((root.key("inbound").key("listen"), "inbound.listen", listen));
+    }
+    for (later, (path, this, address)) in listeners.iter().enumerate() {
+        for (_, name, earlier) in &listeners[..later] {
+            // `proxy.admin` against `proxy.listen` is reported by `check_proxy`.
+            if *this == "proxy.admin" || !overlaps(*earlier, *address) {
+                continue;
+            }
+            let hint = if *name == "proxy.listen" {
+                "; a sidecar sets `proxy.listen` to a port of its own (or the side to another)"
+            } else {
+                ""
+            };
+            let message = format!("{address} is the same listener as `{name}` ({earlier}){hint}");
+            out.push(path.clone(), message);
+            break;
+        }
+    }
+}
+
+/// Two listeners collide on one port when their addresses are equal or one is unspecified
+/// (binding 0.0.0.0:P takes P on every address of that family).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }
 
 /// The numeric settings, each checked the same way in `[defaults]` and in overrides.

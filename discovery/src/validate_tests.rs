@@ -371,3 +371,107 @@ fn the_documented_proxy_example_shows_the_defaults() {
         )
     );
 }
+
+#[test]
+fn sides_take_their_defaults() {
+    let text = "[proxy]\nlisten = \"127.0.0.1:4180\"\n\n[outbound]\n\n[inbound]\napp_port = 8080\n";
+    let config = match parse_config(text, "sides.toml") {
+        Ok(config) => config,
+        Err(errors) => panic!("{errors}"),
+    };
+    assert_eq!(config.outbound, Some(crate::SideSettings::default()));
+    let inbound = crate::InboundSettings {
+        app_port: Some(8080),
+        ..crate::InboundSettings::default()
+    };
+    assert_eq!(config.inbound, Some(inbound));
+    let outbound = config.outbound.unwrap_or_default();
+    assert_eq!(outbound.listen.to_string(), crate::DEFAULT_OUTBOUND_LISTEN);
+    assert_eq!(outbound.opaque_ports, crate::DEFAULT_OPAQUE_PORTS);
+    let inbound = config.inbound.unwrap_or_default();
+    assert_eq!(
+        inbound.side.listen.to_string(),
+        crate::DEFAULT_INBOUND_LISTEN
+    );
+    assert_eq!(inbound.app_address, crate::DEFAULT_APP_ADDRESS);
+    assert_eq!(
+        inbound.side.detect_timeout_ms,
+        crate::DEFAULT_DETECT_TIMEOUT_MS
+    );
+}
+
+#[test]
+fn side_settings_rules() {
+    let text = r#"[outbound]
+listen = "127.0.0.1:0"
+detect_timeout_ms = 0
+opaque_ports = [25, 0]
+tcp_buffer_bytes = 100
+
+[inbound]
+tcp_idle_timeout_ms = 86400001
+app_address = "0.0.0.0"
+app_port = 0
+bogus = 1
+"#;
+    assert_eq!(errors(text), vec!["v.toml:11:1: field `inbound.bogus`: unknown field `bogus`, expected one of `listen`, `detect_timeout_ms`, `opaque_ports`, `tcp_idle_timeout_ms`, `tcp_buffer_bytes`, `app_address`, `app_port`"]);
+    let text = text.replace("bogus = 1\n", "");
+    assert_eq!(
+        errors(&text),
+        vec![
+            "v.toml:3:1: field `outbound.detect_timeout_ms`: must be greater than 0",
+            "v.toml:4:21: field `outbound.opaque_ports[1]`: port 0 is not a port",
+            "v.toml:5:1: field `outbound.tcp_buffer_bytes`: 100 is outside 512 to 16777216",
+            "v.toml:8:1: field `inbound.tcp_idle_timeout_ms`: 86400001 ms is more than one day (86400000 ms)",
+            "v.toml:9:1: field `inbound.app_address`: 0.0.0.0 is unspecified; name the application's address (usually 127.0.0.1)",
+            "v.toml:10:1: field `inbound.app_port`: port 0 is not a port",
+        ]
+    );
+}
+
+#[test]
+fn listeners_must_be_distinct() {
+    // The explicit listener's default is the outbound side's default.
+    let text = "[proxy]\nadmin = \"0.0.0.0:4191\"\n\n[outbound]\n\n[inbound]\nlisten = \"127.0.0.1:4191\"\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:4:2: field `outbound.listen`: 127.0.0.1:4140 is the same listener as `proxy.listen` (127.0.0.1:4140); a sidecar sets `proxy.listen` to a port of its own (or the side to another)",
+            "v.toml:7:1: field `inbound.listen`: 127.0.0.1:4191 is the same listener as `proxy.admin` (0.0.0.0:4191)",
+        ]
+    );
+    let ok = "[proxy]\nlisten = \"127.0.0.1:4180\"\nadmin = \"127.0.0.1:4191\"\n\n[outbound]\n\n[inbound]\n";
+    assert!(parse_config(ok, "ok.toml").is_ok());
+    // The same port on another address of the family, or on the other family, is fine.
+    let ok =
+        "[proxy]\nlisten = \"127.0.0.2:4140\"\n\n[outbound]\n\n[inbound]\nlisten = \"[::]:4140\"\n";
+    assert!(parse_config(ok, "ok.toml").is_ok());
+}
+
+#[test]
+fn service_addresses_rules() {
+    let text = r#"[proxy]
+listen = "127.0.0.1:4180"
+
+[outbound]
+
+[[services]]
+name = "web"
+endpoints = ["10.0.0.1:80"]
+addresses = ["10.96.0.10:80", "10.96.0.11:0", "0.0.0.0:80", "127.0.0.1:4140"]
+
+[[services]]
+name = "api"
+endpoints = ["10.0.0.2:80"]
+addresses = ["10.96.0.12:80", "10.96.0.10:80"]
+"#;
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:9:31: field `services[0].addresses[1]`: address 10.96.0.11:0 has port 0",
+            "v.toml:9:47: field `services[0].addresses[2]`: address 0.0.0.0:80 is unspecified",
+            "v.toml:9:61: field `services[0].addresses[3]`: address 127.0.0.1:4140 is the outbound listener (it would loop)",
+            "v.toml:14:31: field `services[1].addresses[1]`: address 10.96.0.10:80 is already claimed by services[0] (\"web\")",
+        ]
+    );
+}
