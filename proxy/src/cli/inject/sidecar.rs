@@ -190,6 +190,8 @@ impl SidecarArgs {
         format!(
             "# Written by `coremesh inject`.\n\
              [proxy]\n\
+             # The explicit listener is not used in a pod: any free loopback port.\n\
+             listen = \"127.0.0.1:0\"\n\
              admin = \"0.0.0.0:{admin}\"\n\
              pin_cores = false\n\
              log_format = \"json\"\n\
@@ -437,6 +439,51 @@ mod tests {
             let error = format!("{:#}", args.build().expect_err(flag));
             assert!(error.contains(flag), "{flag}: {error}");
         }
+    }
+
+    #[test]
+    fn the_built_in_configuration_is_valid_and_uses_the_flags_ports() {
+        let args = SidecarArgs {
+            inbound_port: 5143,
+            outbound_port: 5140,
+            admin_port: 5191,
+            ..SidecarArgs::default()
+        };
+        let config = match coremesh_discovery::parse_config(&args.default_config(), "built-in") {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        };
+        assert_eq!(config.proxy.admin, Some(([0, 0, 0, 0], 5191).into()));
+        assert_eq!(
+            config.inbound.map(|side| side.side.listen),
+            Some(([0, 0, 0, 0], 5143).into())
+        );
+        assert_eq!(
+            config.outbound.map(|side| side.listen),
+            Some(([127, 0, 0, 1], 5140).into())
+        );
+        assert_eq!(config.proxy.log_format, coremesh_discovery::LogFormat::Json);
+    }
+
+    #[test]
+    fn a_configuration_file_must_serve_the_probes_on_the_admin_port() {
+        let dir = std::env::temp_dir().join(format!("coremesh-inject-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("mesh.toml");
+        std::fs::write(&file, "[proxy]\nadmin = \"0.0.0.0:9901\"\n").expect("write");
+        let args = SidecarArgs {
+            config: Some(file.clone()),
+            ..SidecarArgs::default()
+        };
+        let error = format!("{:#}", args.build().expect_err("wrong admin port"));
+        std::fs::write(&file, "[proxy]\ncores = \"two\"\n").expect("write");
+        let invalid = format!("{:#}", args.build().expect_err("invalid"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            error.ends_with("[proxy] admin must listen on port 4191 (--admin-port): the kubelet probes /ready there"),
+            "{error}"
+        );
+        assert!(invalid.contains(":2:9: field `proxy.cores`"), "{invalid}");
     }
 
     #[test]
