@@ -521,6 +521,15 @@ impl Controller {
                     return;
                 }
                 let name = target.to_string();
+                if let SourceUpdate::Addresses(addresses) = update {
+                    if self.resolved.kubernetes_addresses.get(&target) != Some(&addresses) {
+                        let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+                        tracing::info!("kubernetes {name}: claims [{}]", list.join(", "));
+                        self.resolved.kubernetes_addresses.insert(target, addresses);
+                        self.mark_dirty();
+                    }
+                    return;
+                }
                 if let SourceUpdate::Endpoints(endpoints) = &update {
                     if self.resolved.kubernetes.get(&target) != Some(endpoints) {
                         self.resolved.kubernetes.insert(target, endpoints.clone());
@@ -557,6 +566,8 @@ impl Controller {
                 status.last_error = Some(message.clone());
                 self.record_error(message);
             }
+            // Handled above, without changing the source's state.
+            SourceUpdate::Addresses(_) => {}
         }
         if was_pending {
             // The first answer of a source completes the start-up snapshot.

@@ -1,5 +1,6 @@
 //! From a Kubernetes Service and its `discovery.k8s.io/v1` EndpointSlices to endpoint
-//! addresses ([`resolve_endpoints`]), and the set of watched objects kept up to date from
+//! addresses ([`resolve_endpoints`]), from the Service to the destinations it claims on
+//! the outbound side ([`service_addresses`]: its ClusterIPs on the entry's port), and the set of watched objects kept up to date from
 //! `kube`'s watcher events ([`ObjectSet`]). Pure: the watch task feeds them.
 //!
 //! Which endpoints are used:
@@ -47,19 +48,7 @@ pub fn resolve_endpoints<'a>(
             target.namespace, target.service
         ));
     };
-    let ports = service
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.ports.as_ref())
-        .map_or(&[][..], Vec::as_slice);
-    let port = ports.iter().find(|port| {
-        is_tcp(port.protocol.as_deref())
-            && match &target.port {
-                ServicePort::Number(number) => port.port == i32::from(*number),
-                ServicePort::Name(name) => port.name.as_deref() == Some(name.as_str()),
-            }
-    });
-    let Some(port) = port else {
+    let Some(port) = service_port(target, service) else {
         return no_endpoints(format!(
             "Service {}/{} has no TCP port {}",
             target.namespace, target.service, target.port
@@ -108,6 +97,53 @@ pub fn resolve_endpoints<'a>(
         endpoints: chosen.into_iter().collect(),
         problem: None,
     }
+}
+
+/// The TCP port of `service` that `target` names, by number or by name.
+fn service_port<'a>(
+    target: &KubernetesTarget,
+    service: &'a Service,
+) -> Option<&'a k8s_openapi::api::core::v1::ServicePort> {
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.as_ref())
+        .map_or(&[][..], Vec::as_slice);
+    ports.iter().find(|port| {
+        is_tcp(port.protocol.as_deref())
+            && match &target.port {
+                ServicePort::Number(number) => port.port == i32::from(*number),
+                ServicePort::Name(name) => port.name.as_deref() == Some(name.as_str()),
+            }
+    })
+}
+
+/// The destinations `target`'s Service claims: each of its ClusterIPs (`clusterIPs`,
+/// else `clusterIP`; both families of a dual-stack Service) with the Service port the
+/// entry names, sorted. None for a missing Service, a headless one (`None`), an
+/// ExternalName one, or a port it does not have.
+pub fn service_addresses(target: &KubernetesTarget, service: Option<&Service>) -> Vec<SocketAddr> {
+    let Some(service) = service else {
+        return Vec::new();
+    };
+    let Some(port) = service_port(target, service).and_then(|p| u16::try_from(p.port).ok()) else {
+        return Vec::new();
+    };
+    let Some(spec) = service.spec.as_ref() else {
+        return Vec::new();
+    };
+    let ips = match spec.cluster_ips.as_deref() {
+        Some(ips) if !ips.is_empty() => ips.to_vec(),
+        _ => spec.cluster_ip.iter().cloned().collect(),
+    };
+    let addresses: BTreeSet<SocketAddr> = ips
+        .iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified())
+        .map(|ip| SocketAddr::new(ip, port))
+        .filter(|address| address.port() != 0)
+        .collect();
+    addresses.into_iter().collect()
 }
 
 fn is_tcp(protocol: Option<&str>) -> bool {
@@ -423,5 +459,55 @@ mod tests {
         assert!(set.apply(watcher::Event::InitDone));
         assert_eq!(names(&set), vec!["c"]);
         assert!(set.get("c").is_some());
+    }
+
+    #[test]
+    fn a_service_claims_its_cluster_ips_on_the_named_port() {
+        let ports = [
+            (Some("http"), 80, None),
+            (Some("metrics"), 9090, Some("TCP")),
+        ];
+        let with_ips = |cluster_ip: Option<&str>, cluster_ips: Option<&[&str]>| {
+            let mut service = service(&ports);
+            if let Some(spec) = service.spec.as_mut() {
+                spec.cluster_ip = cluster_ip.map(str::to_owned);
+                spec.cluster_ips =
+                    cluster_ips.map(|ips| ips.iter().map(|ip| (*ip).to_owned()).collect());
+            }
+            service
+        };
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter()
+                .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+                .collect()
+        };
+        let single = with_ips(Some("10.96.0.10"), None);
+        assert_eq!(
+            service_addresses(&target("web.prod:http"), Some(&single)),
+            addrs(&["10.96.0.10:80"])
+        );
+        assert_eq!(
+            service_addresses(&target("web.prod:9090"), Some(&single)),
+            addrs(&["10.96.0.10:9090"])
+        );
+        let dual = with_ips(Some("10.96.0.10"), Some(&["fd00::10", "10.96.0.10"]));
+        assert_eq!(
+            service_addresses(&target("web.prod:metrics"), Some(&dual)),
+            addrs(&["10.96.0.10:9090", "[fd00::10]:9090"])
+        );
+        let headless = with_ips(Some("None"), Some(&["None"]));
+        assert_eq!(
+            service_addresses(&target("web.prod:http"), Some(&headless)),
+            vec![]
+        );
+        assert_eq!(
+            service_addresses(&target("web.prod:81"), Some(&single)),
+            vec![]
+        );
+        assert_eq!(service_addresses(&target("web.prod:http"), None), vec![]);
+        assert_eq!(
+            service_addresses(&target("web.prod:http"), Some(&with_ips(None, None))),
+            vec![]
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! The Kubernetes source: for each `kubernetes` entry, a task on the control thread's
 //! runtime watches that one Service (field selector `metadata.name`) and its EndpointSlices
 //! (label `kubernetes.io/service-name`) in that one namespace, and reports the endpoints
-//! [`resolve_endpoints`] finds after every change.
+//! [`resolve_endpoints`] finds after every change, preceded by the ClusterIP:port
+//! destinations [`service_addresses`] finds whenever they change (the outbound side
+//! routes connections to them to this service).
 //!
 //! Lifecycle of a watch (all of it `kube`'s `watcher`, which this module checks in its
 //! tests against an API server stand-in): list in pages of `list_page_size` (`limit`,
@@ -24,7 +26,7 @@
 //! `/var/run/secrets/kubernetes.io/serviceaccount/`). One client is shared by all watches.
 
 use crate::discovery_settings::KubernetesSettings;
-use crate::endpoint_slices::{resolve_endpoints, ObjectSet, SERVICE_NAME_LABEL};
+use crate::endpoint_slices::{resolve_endpoints, service_addresses, ObjectSet, SERVICE_NAME_LABEL};
 use crate::source_event::{SourceEvent, SourceUpdate};
 use crate::targets::KubernetesTarget;
 use futures::StreamExt as _;
@@ -144,6 +146,8 @@ pub async fn watch(
     let mut services: ObjectSet<Service> = ObjectSet::default();
     let mut slices: ObjectSet<EndpointSlice> = ObjectSet::default();
     let mut reported: Option<(Vec<SocketAddr>, Option<String>)> = None;
+    // None claimed until the Service says otherwise.
+    let mut reported_addresses: Vec<SocketAddr> = Vec::new();
     // A watch failed since the last report: report again at the next event even if the
     // endpoints did not change, so the source is seen to have recovered.
     let mut failed = false;
@@ -181,6 +185,13 @@ pub async fn watch(
         };
         if !changed || !services.listed() || !slices.listed() {
             continue;
+        }
+        let addresses = service_addresses(&target, services.get(&target.service));
+        if addresses != reported_addresses {
+            if !send(SourceUpdate::Addresses(addresses.clone())) {
+                return;
+            }
+            reported_addresses = addresses;
         }
         let resolution =
             resolve_endpoints(&target, services.get(&target.service), slices.objects());

@@ -56,5 +56,5 @@ pub use quick::QUICK_SERVICE_NAME;
 pub use route::{CompiledRoute, HeaderCondition, HeaderValueMatch, PathMatch};
 pub use snapshot::{ServiceSnapshot, Snapshot};
 pub use status::{DiscoveryStats, ReloadOutcome, SourceKind, SourceState, SourceStatus};
-pub use targets::{DnsTarget, KubernetesTarget, ServicePort};
+pub use targets::{DnsTarget, EndpointEntry, KubernetesTarget, ServicePort};
 pub use validate::{validate, Violation};

@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 pub struct ResolvedEndpoints {
     pub dns: BTreeMap<DnsTarget, Vec<SocketAddr>>,
     pub kubernetes: BTreeMap<KubernetesTarget, Vec<SocketAddr>>,
+    /// The ClusterIP:port destinations each Kubernetes target's Service claims.
+    pub kubernetes_addresses: BTreeMap<KubernetesTarget, Vec<SocketAddr>>,
 }
 
 impl ResolvedEndpoints {
@@ -23,6 +25,8 @@ impl ResolvedEndpoints {
     pub fn retain_wanted(&mut self, wanted: &WantedTargets) {
         self.dns.retain(|target, _| wanted.dns.contains(target));
         self.kubernetes
+            .retain(|target, _| wanted.kubernetes.contains(target));
+        self.kubernetes_addresses
             .retain(|target, _| wanted.kubernetes.contains(target));
     }
 }
@@ -35,7 +39,9 @@ pub struct WantedTargets {
 }
 
 /// The `dns` and `kubernetes` targets of the services that some route sends to (by
-/// `service` or in a `split`) or that claim `addresses` (the outbound side sends to them):
+/// `service` or in a `split`) or that claim `addresses` (the outbound side sends to them),
+/// and with an `[outbound]` side every service's `kubernetes` targets (their Services'
+/// ClusterIPs become its `addresses`):
 /// a service neither names receives no traffic, so nothing is resolved or watched for it. Entries that do not parse are left out (validation
 /// reports them).
 pub fn wanted_targets(config: &Config) -> WantedTargets {
@@ -48,11 +54,11 @@ pub fn wanted_targets(config: &Config) -> WantedTargets {
         })
         .collect();
     let mut wanted = WantedTargets::default();
-    for service in config
-        .services
-        .iter()
-        .filter(|service| routed.contains(service.name.as_str()) || !service.addresses.is_empty())
-    {
+    for service in config.services.iter().filter(|service| {
+        routed.contains(service.name.as_str())
+            || !service.addresses.is_empty()
+            || (config.outbound.is_some() && !service.kubernetes.is_empty())
+    }) {
         let dns = service.dns.iter().filter_map(|e| DnsTarget::parse(e).ok());
         wanted.dns.extend(dns);
         let kubernetes = service
@@ -66,8 +72,10 @@ pub fn wanted_targets(config: &Config) -> WantedTargets {
 
 /// `config` with each service's `endpoints` replaced by its static endpoints (in the order
 /// written) followed by those its `dns` and `kubernetes` targets resolved to (sorted),
-/// without duplicates, and its `dns` / `kubernetes` entries left as they are. A target
-/// without an answer yet contributes nothing.
+/// without duplicates, and its `dns` / `kubernetes` entries left as they are; and its
+/// `addresses` followed by the ClusterIP:port destinations its `kubernetes` targets'
+/// Services claim (sorted, without duplicates). A target without an answer yet
+/// contributes nothing.
 pub fn merged_config(config: &Config, resolved: &ResolvedEndpoints) -> Config {
     let mut merged = config.clone();
     for service in &mut merged.services {
@@ -94,6 +102,21 @@ pub fn merged_config(config: &Config, resolved: &ResolvedEndpoints) -> Config {
         for address in dynamic {
             if seen.insert(address) {
                 service.endpoints.push(address);
+            }
+        }
+        let claimed: BTreeSet<SocketAddr> = service
+            .kubernetes
+            .iter()
+            .filter_map(|entry| KubernetesTarget::parse(entry).ok())
+            .filter_map(|target| resolved.kubernetes_addresses.get(&target))
+            .flatten()
+            .copied()
+            .filter(|address| address.port() != 0 && !address.ip().is_unspecified())
+            .collect();
+        let mut seen: HashSet<SocketAddr> = service.addresses.iter().copied().collect();
+        for address in claimed {
+            if seen.insert(address) {
+                service.addresses.push(address);
             }
         }
     }
@@ -202,6 +225,61 @@ service = "web"
         assert_eq!(
             resolved.dns.keys().cloned().collect::<Vec<_>>(),
             vec![dns("web.example.com:80")]
+        );
+    }
+
+    #[test]
+    fn claimed_cluster_ips_follow_the_static_addresses_and_unrouted_services_are_watched_with_an_outbound_side(
+    ) {
+        let mut with_outbound = config();
+        with_outbound.outbound = Some(crate::SideSettings::default());
+        with_outbound.services[1].addresses = vec![addr("10.96.0.1:8080")];
+        // Without a route to it, `unrouted`'s Service is watched once the outbound side
+        // runs: its ClusterIP may be called directly.
+        assert!(!wanted_targets(&config())
+            .kubernetes
+            .contains(&kubernetes("unrouted.prod:80")));
+        assert!(wanted_targets(&with_outbound)
+            .kubernetes
+            .contains(&kubernetes("unrouted.prod:80")));
+
+        let mut resolved = ResolvedEndpoints::default();
+        resolved.kubernetes_addresses.insert(
+            kubernetes("api.prod:8080"),
+            vec![
+                addr("10.96.0.1:8080"),
+                addr("10.96.0.2:8080"),
+                addr("0.0.0.0:8080"),
+            ],
+        );
+        resolved
+            .kubernetes_addresses
+            .insert(kubernetes("unrouted.prod:80"), vec![addr("10.96.0.3:80")]);
+        let merged = merged_config(&with_outbound, &resolved);
+        assert_eq!(merged.services[0].addresses, vec![]);
+        assert_eq!(
+            merged.services[1].addresses,
+            vec![addr("10.96.0.1:8080"), addr("10.96.0.2:8080")]
+        );
+        assert_eq!(merged.services[2].addresses, vec![addr("10.96.0.3:80")]);
+        let snapshot = crate::Snapshot::build(&merged);
+        assert_eq!(
+            snapshot.service_for_destination(addr("10.96.0.2:8080")),
+            Some(1)
+        );
+        assert_eq!(
+            snapshot.service_for_destination(addr("10.96.0.3:80")),
+            Some(2)
+        );
+
+        resolved.retain_wanted(&wanted_targets(&config()));
+        assert_eq!(
+            resolved
+                .kubernetes_addresses
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec![kubernetes("api.prod:8080")]
         );
     }
 }

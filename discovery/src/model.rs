@@ -9,6 +9,7 @@
 
 use crate::discovery_settings::DiscoverySettings;
 use crate::one_or_many::one_or_many;
+use crate::targets::EndpointEntry;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -268,6 +269,21 @@ pub struct ProxySettings {
     /// for at most this long after the last response, so the close does not reset it.
     #[serde(default = "d_lingering_close_ms")]
     pub lingering_close_ms: u64,
+    /// How log lines are written to standard error: `text` (coloured only on a terminal)
+    /// or `json` (one object per line, for collectors). Read at start-up only.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// The format of the log on standard error.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; ANSI colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, ...).
+    Json,
 }
 
 impl Default for ProxySettings {
@@ -285,6 +301,7 @@ impl Default for ProxySettings {
             admin_max_connections: d_admin_max_connections(),
             tunnel_idle_timeout_ms: d_tunnel_idle_timeout_ms(),
             lingering_close_ms: d_lingering_close_ms(),
+            log_format: LogFormat::default(),
         }
     }
 }
@@ -500,7 +517,8 @@ impl Settings {
 #[serde(deny_unknown_fields, from = "ServiceFile")]
 pub struct ServiceConfig {
     pub name: String,
-    /// Static endpoints, `ip:port`.
+    /// Static endpoints, `ip:port`. In the file, a `host:port` entry is a name and is
+    /// moved to `dns` when read.
     #[serde(default)]
     pub endpoints: Vec<SocketAddr>,
     /// DNS names resolved periodically (A and AAAA), `host:port`.
@@ -540,8 +558,9 @@ impl Default for ServiceConfig {
 #[serde(deny_unknown_fields)]
 struct ServiceFile {
     name: String,
+    /// Addresses, and names that become `dns` entries (see [`EndpointEntry`]).
     #[serde(default)]
-    endpoints: Vec<SocketAddr>,
+    endpoints: Vec<EndpointEntry>,
     #[serde(default)]
     dns: Vec<String>,
     /// One entry may be written as a plain string.
@@ -578,10 +597,23 @@ struct ServiceFile {
 
 impl From<ServiceFile> for ServiceConfig {
     fn from(f: ServiceFile) -> Self {
+        let mut endpoints = Vec::new();
+        let mut dns = f.dns;
+        for entry in f.endpoints {
+            match entry {
+                EndpointEntry::Address(address) => endpoints.push(address),
+                EndpointEntry::Name(target) => {
+                    let name = target.to_string();
+                    if !dns.contains(&name) {
+                        dns.push(name);
+                    }
+                }
+            }
+        }
         ServiceConfig {
             name: f.name,
-            endpoints: f.endpoints,
-            dns: f.dns,
+            endpoints,
+            dns,
             kubernetes: f.kubernetes,
             addresses: f.addresses,
             overrides: SettingsOverride {

@@ -346,7 +346,8 @@ headers = [{ name = "x-env", present = "yes" }]
              `retry_budget_min_per_sec`, `retry_budget_window_ms`, `retry_backoff_base_ms`, \
              `retry_backoff_max_ms`, `replay_body_limit`, `eject_consecutive_failures`, \
              `eject_base_ms`, `eject_max_ms`, `eject_max_percent`, `failure_statuses`",
-            "types.toml:11:14: field `services[1].endpoints[0]`: invalid socket address syntax",
+            "types.toml:11:14: field `services[1].endpoints[0]`: \"10.0.0.2\" must be \
+             `ip:port` or `host:port`",
             "types.toml:15:14: field `routes[0].timeout_ms`: invalid type: string \"soon\", \
              expected u64",
             "types.toml:19:40: field `routes[1].headers[0].present`: invalid type: string \

@@ -10,6 +10,10 @@ pub enum SourceUpdate {
     Endpoints(Vec<SocketAddr>),
     /// The source failed; the endpoints of its last good answer stay in use.
     Failed(String),
+    /// Kubernetes only: the destinations the target's Service claims on the outbound side
+    /// (its ClusterIPs on the entry's Service port; none for a headless Service). Sent
+    /// before the endpoints, whenever they change.
+    Addresses(Vec<SocketAddr>),
 }
 
 /// A [`SourceUpdate`] and the target it is about.

@@ -1,9 +1,10 @@
 //! What a service's `dns` and `kubernetes` entries name: [`DnsTarget`] (`host:port`) and
 //! [`KubernetesTarget`] (`name.namespace[.svc.CLUSTER-DOMAIN]:port`), parsed once for
-//! validation and again by the sources that resolve them.
+//! validation and again by the sources that resolve them; and [`EndpointEntry`], an
+//! `endpoints` entry (or a `--to` value), which is an address or a name to resolve.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Longest DNS name.
 const MAX_DNS_NAME_LEN: usize = 253;
@@ -39,6 +40,61 @@ impl DnsTarget {
 impl fmt::Display for DnsTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// An `endpoints` entry or a `coremesh proxy --to` value, as people write them: an
+/// address (`10.0.0.5:8080`, `[::1]:8080`) is an endpoint; a name (`localhost:8080`,
+/// `api.internal:80`) is resolved as a `dns` entry of the same service would be (A and
+/// AAAA, the hosts file first, again as the TTL says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointEntry {
+    Address(SocketAddr),
+    Name(DnsTarget),
+}
+
+impl EndpointEntry {
+    /// Parses `ip:port` or `host:port`; the error quotes the entry and says what is wrong.
+    pub fn parse(entry: &str) -> Result<EndpointEntry, String> {
+        if let Ok(address) = entry.parse::<SocketAddr>() {
+            return Ok(EndpointEntry::Address(address));
+        }
+        let Ok((host, _)) = split_port(entry) else {
+            return Err(format!("{entry:?} must be `ip:port` or `host:port`"));
+        };
+        if host.parse::<IpAddr>().is_ok() {
+            return Err(format!(
+                "{entry:?} must be `ip:port`, with an IPv6 address in brackets (`[::1]:8080`)"
+            ));
+        }
+        match DnsTarget::parse(entry) {
+            Ok(target) => Ok(EndpointEntry::Name(target)),
+            Err(problem) => Err(format!("{entry:?} {problem}")),
+        }
+    }
+}
+
+impl std::str::FromStr for EndpointEntry {
+    type Err = String;
+    fn from_str(entry: &str) -> Result<EndpointEntry, String> {
+        EndpointEntry::parse(entry)
+    }
+}
+
+/// Parsed inside the deserializer's call, so a bad entry's error carries its own position.
+impl<'de> serde::Deserialize<'de> for EndpointEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl serde::de::Visitor<'_> for EntryVisitor {
+            type Value = EndpointEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`ip:port` or `host:port`")
+            }
+            fn visit_str<E: serde::de::Error>(self, entry: &str) -> Result<EndpointEntry, E> {
+                EndpointEntry::parse(entry).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(EntryVisitor)
     }
 }
 
@@ -242,6 +298,56 @@ mod tests {
             error("-web:80"),
             "has an invalid name label \"-web\" (letters, digits, inner '-')"
         );
+    }
+
+    #[test]
+    fn endpoint_entries_are_addresses_or_names() {
+        let parse = |entry: &str| EndpointEntry::parse(entry);
+        assert_eq!(
+            parse("10.0.0.5:8080"),
+            Ok(EndpointEntry::Address(([10, 0, 0, 5], 8080).into()))
+        );
+        assert_eq!(
+            parse("[::1]:80"),
+            Ok(EndpointEntry::Address("[::1]:80".parse().expect("literal")))
+        );
+        assert_eq!(
+            parse("LocalHost:8080"),
+            Ok(EndpointEntry::Name(DnsTarget {
+                host: "localhost".into(),
+                port: 8080
+            }))
+        );
+        let error = |entry: &str| parse(entry).err().unwrap_or_default();
+        assert_eq!(
+            error("10.0.0.2"),
+            "\"10.0.0.2\" must be `ip:port` or `host:port`"
+        );
+        assert_eq!(
+            error("::1:80"),
+            "\"::1:80\" must be `ip:port`, with an IPv6 address in brackets (`[::1]:8080`)"
+        );
+        assert_eq!(error("web:0"), "\"web:0\" has port 0");
+        assert_eq!(
+            error("we b:80"),
+            "\"we b:80\" has an invalid name label \"we b\" (letters, digits, inner '-')"
+        );
+    }
+
+    #[test]
+    fn endpoint_names_become_dns_entries_of_their_service() {
+        let text = "[[services]]\nname = \"a\"\n\
+                    endpoints = [\"10.0.0.1:80\", \"LocalHost:8080\", \"api.internal:80\"]\n\
+                    dns = [\"api.internal:80\"]\n\n[[routes]]\nservice = \"a\"\n";
+        let config = match crate::parse_config(text, "t.toml") {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        };
+        let service = &config.services[0];
+        assert_eq!(service.endpoints, [SocketAddr::from(([10, 0, 0, 1], 80))]);
+        assert_eq!(service.dns, ["api.internal:80", "localhost:8080"]);
+        let only_a_name = "[[services]]\nname = \"a\"\nendpoints = [\"localhost:8080\"]\n";
+        assert!(crate::parse_config(only_a_name, "t.toml").is_ok());
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The `coremesh` command line: `proxy` (a quick reverse proxy), `run` (a config file),
-//! `check` (validate a config file), `demo` (the whole thing on a built-in setup), `top` and
-//! `iptables` (the rules that make it a transparent sidecar).
+//! `check` (validate a config file), `demo` (the whole thing on a built-in setup), `top`,
+//! `iptables` (the rules that make it a transparent sidecar) and `inject` / `uninject` (the
+//! sidecar in Kubernetes manifests).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use coremesh::admin::LogLevel;
 use coremesh::StartOptions;
-use coremesh_discovery::{BalanceKind, Config, Driver};
+use coremesh_discovery::{BalanceKind, Config, Driver, EndpointEntry, LogFormat};
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,21 @@ impl From<DriverArg> for Driver {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> LogFormat {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum BalanceArg {
     LeastLatency,
     RoundRobin,
@@ -61,9 +78,10 @@ enum Command {
         /// Address to accept on.
         #[arg(long, default_value = coremesh_discovery::DEFAULT_LISTEN)]
         listen: SocketAddr,
-        /// Endpoints, comma-separated `ip:port`.
+        /// Endpoints, comma-separated `ip:port` or `host:port` (a name is resolved like a
+        /// service's `dns` entry: A and AAAA, the hosts file first, again as the TTL says).
         #[arg(long, value_delimiter = ',', required = true)]
-        to: Vec<SocketAddr>,
+        to: Vec<EndpointEntry>,
         /// Admin server address (e.g. 127.0.0.1:4191).
         #[arg(long)]
         admin: Option<SocketAddr>,
@@ -97,11 +115,22 @@ enum Command {
         /// Request timeout in milliseconds (all attempts together).
         #[arg(long)]
         timeout: Option<u64>,
+        /// Log lines on standard error as text (colours only on a terminal) or JSON.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
     },
-    /// Run with a TOML configuration file.
+    /// Run with a TOML configuration file (watched for changes), or one held in an
+    /// environment variable.
     Run {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, required_unless_present = "config_env")]
+        config: Option<PathBuf>,
+        /// Read the configuration's TOML text from this environment variable instead of a
+        /// file (what `coremesh inject` sets up); it does not change while running.
+        #[arg(long, value_name = "VAR", conflicts_with = "config")]
+        config_env: Option<String>,
+        /// Overrides `[proxy] log_format`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
     },
     /// Validate a configuration file and name each error with its line and field.
     Check {
@@ -114,11 +143,14 @@ enum Command {
     Top(coremesh::top::TopArgs),
     /// Install or remove the nat-table rules that send this host's or pod's TCP through the proxy.
     Iptables(coremesh::cli::iptables::IptablesArgs),
+    /// Add the coremesh sidecar to the workloads of Kubernetes YAML (to standard output).
+    Inject(coremesh::cli::inject::InjectArgs),
+    /// Take out what `inject` added, giving back the original YAML.
+    Uninject(coremesh::cli::inject::UninjectArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_level = init_logging();
     let result = match cli.command {
         Command::Proxy {
             listen,
@@ -134,8 +166,23 @@ fn main() -> ExitCode {
             retries,
             retry_on,
             timeout,
+            log_format,
         } => {
-            let mut config = Config::quick(listen, to);
+            let mut addresses = Vec::new();
+            let mut names = Vec::new();
+            for entry in to {
+                match entry {
+                    EndpointEntry::Address(address) => addresses.push(address),
+                    EndpointEntry::Name(target) => names.push(target.to_string()),
+                }
+            }
+            let mut config = Config::quick(listen, addresses);
+            if let Some(service) = config.services.first_mut() {
+                service.dns = names;
+            }
+            if let Some(format) = log_format {
+                config.proxy.log_format = format.into();
+            }
             config.defaults.balance = balance.into();
             if let Some(n) = retries {
                 config.defaults.max_attempts = n;
@@ -163,15 +210,36 @@ fn main() -> ExitCode {
                 }
                 return ExitCode::from(2);
             }
-            serve(config, log_level.clone(), None)
+            let log_level = init_logging(config.proxy.log_format);
+            serve(config, log_level, None)
         }
-        Command::Run { config: path } => match coremesh_discovery::load_config(&path) {
-            Ok(cfg) => serve(cfg, log_level.clone(), Some(path)),
-            Err(errors) => {
-                eprintln!("{errors}");
-                return ExitCode::from(2);
+        Command::Run {
+            config: path,
+            config_env,
+            log_format,
+        } => {
+            let loaded = match (&path, &config_env) {
+                (_, Some(var)) => config_from_env(var),
+                (Some(path), None) => coremesh_discovery::load_config(path),
+                (None, None) => Err(coremesh_discovery::ConfigErrors::single(
+                    "coremesh run",
+                    "needs --config FILE or --config-env VAR".to_owned(),
+                )),
+            };
+            match loaded {
+                Ok(mut cfg) => {
+                    if let Some(format) = log_format {
+                        cfg.proxy.log_format = format.into();
+                    }
+                    let log_level = init_logging(cfg.proxy.log_format);
+                    serve(cfg, log_level, path)
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         Command::Check { config } => match coremesh_discovery::load_config(&config) {
             Ok(cfg) => {
                 println!(
@@ -187,9 +255,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::Demo(args) => coremesh::demo::run(args),
+        Command::Demo(args) => {
+            init_logging(LogFormat::Text);
+            coremesh::demo::run(args)
+        }
         Command::Top(args) => coremesh::top::run(args),
         Command::Iptables(args) => coremesh::cli::iptables::run(args),
+        Command::Inject(args) => coremesh::cli::inject::run_inject(args),
+        Command::Uninject(args) => coremesh::cli::inject::run_uninject(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -200,18 +273,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration held in the environment variable `var` (`coremesh run --config-env`).
+fn config_from_env(var: &str) -> Result<Config, coremesh_discovery::ConfigErrors> {
+    let origin = format!("${var}");
+    match std::env::var(var) {
+        Ok(text) => coremesh_discovery::parse_config(&text, &origin),
+        Err(error) => Err(coremesh_discovery::ConfigErrors::single(
+            &origin,
+            format!("cannot read the environment variable: {error}"),
+        )),
+    }
+}
+
 /// Structured logs to stderr, filtered by `RUST_LOG` (default `info`), changeable at run
-/// time through the admin server's `/log-level`.
-fn init_logging() -> Arc<dyn LogLevel> {
+/// time through the admin server's `/log-level`: text (ANSI colours only when stderr is a
+/// terminal and `NO_COLOR` is unset), or one JSON object per line.
+fn init_logging(format: LogFormat) -> Arc<dyn LogLevel> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, reload, EnvFilter};
     let initial = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let filter = EnvFilter::try_new(&initial).unwrap_or_else(|_| EnvFilter::new("info"));
     let (layer, handle) = reload::Layer::new(filter);
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let (text, json) = match format {
+        LogFormat::Text => (
+            Some(fmt::layer().with_ansi(colour).with_writer(std::io::stderr)),
+            None,
+        ),
+        LogFormat::Json => (None, Some(fmt::layer().json().with_writer(std::io::stderr))),
+    };
     let _ = tracing_subscriber::registry()
         .with(layer)
-        .with(fmt::layer().with_writer(std::io::stderr))
+        .with(text)
+        .with(json)
         .try_init();
     Arc::new(ReloadableLevel {
         handle,
@@ -256,6 +351,13 @@ fn serve(
     path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // A file to watch, or names to resolve and Services to follow: the discovery
+    // controller runs, and `/ready` waits for its first answers.
+    let discover = path.is_some()
+        || config
+            .services
+            .iter()
+            .any(|service| !service.dns.is_empty() || !service.kubernetes.is_empty());
     let wanted: &[i32] = if path.is_some() {
         &[SIGTERM, SIGINT, SIGHUP]
     } else {
@@ -268,19 +370,16 @@ fn serve(
         config.clone(),
         StartOptions {
             log_level: Some(log_level),
-            not_ready_yet: path.is_some(),
+            not_ready_yet: discover,
         },
     )?;
-    let discovery = match &path {
-        Some(path) => {
+    let discovery = match discover {
+        true => {
             let installer = handle.installer();
-            let discovery = coremesh_discovery::Discovery::start(
-                Some(path.clone()),
-                config,
-                move |snapshot| {
+            let discovery =
+                coremesh_discovery::Discovery::start(path.clone(), config, move |snapshot| {
                     installer.install(snapshot);
-                },
-            )?;
+                })?;
             let discovery = Arc::new(discovery);
             let stats_source = Arc::downgrade(&discovery);
             handle.set_extra_metrics(Box::new(move || {
@@ -295,7 +394,7 @@ fn serve(
             handle.set_ready(true);
             Some(discovery)
         }
-        None => None,
+        false => None,
     };
     // Every listener is bound (`start_with` returns after binding them) and the first
     // discovery round is done: `/ready` says yes from here.

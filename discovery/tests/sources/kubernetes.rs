@@ -119,10 +119,12 @@ pub(crate) fn addrs(list: &[&str]) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// What the watch task reported: endpoint sets in order, and failures.
+/// What the watch task reported: endpoint sets in order, failures, and the destinations
+/// the Service claimed.
 pub(crate) struct Reports {
     pub(crate) updates: Receiver<SourceUpdate>,
     pub(crate) failures: Vec<String>,
+    pub(crate) addresses: Vec<Vec<SocketAddr>>,
 }
 
 impl Reports {
@@ -135,6 +137,7 @@ impl Reports {
                 Ok(SourceUpdate::Endpoints(endpoints)) if endpoints == expected => return seen,
                 Ok(SourceUpdate::Endpoints(endpoints)) => seen.push(endpoints),
                 Ok(SourceUpdate::Failed(message)) => self.failures.push(message),
+                Ok(SourceUpdate::Addresses(addresses)) => self.addresses.push(addresses),
                 Err(_) => panic!("never reported {expected:?}; reported {seen:?}"),
             }
         }
@@ -176,6 +179,7 @@ pub(crate) fn start_watch_with(
     let reports = Reports {
         updates: update_receiver,
         failures: Vec::new(),
+        addresses: Vec::new(),
     };
     (runtime, reports)
 }
@@ -259,6 +263,120 @@ fn a_watch_follows_endpoint_slices_through_a_dropped_watch_and_410_gone() {
             .any(|f| f == "Service prod/web not found")
     });
     runtime.shutdown_background();
+}
+
+/// `service` with ClusterIPs, as the API server allocates them.
+fn with_cluster_ips(mut service: Service, ips: &[&str]) -> Service {
+    if let Some(spec) = service.spec.as_mut() {
+        spec.cluster_ip = ips.first().map(|ip| (*ip).to_owned());
+        spec.cluster_ips = Some(ips.iter().map(|ip| (*ip).to_owned()).collect());
+    }
+    service
+}
+
+#[test]
+fn the_service_claims_its_cluster_ips_on_the_entry_port_before_the_endpoints() {
+    let stand_in = ApiServerStandIn::start();
+    stand_in.apply_service(&with_cluster_ips(
+        service("prod", "web"),
+        &["10.96.0.10", "fd00::10"],
+    ));
+    stand_in.apply_slice(&slice("web-a", &[("10.1.0.1", Ready)]));
+    let (runtime, mut reports) = start_watch(&stand_in, "web.prod:http");
+    reports.until(&addrs(&["10.1.0.1:8080"]));
+    // Reported once, before the first endpoints; a slice change does not repeat it.
+    assert_eq!(
+        reports.addresses,
+        [addrs(&["10.96.0.10:80", "[fd00::10]:80"])]
+    );
+    stand_in.apply_slice(&slice("web-a", &[("10.1.0.2", Ready)]));
+    reports.until(&addrs(&["10.1.0.2:8080"]));
+    assert_eq!(reports.addresses.len(), 1);
+
+    // The Service made headless: it claims nothing any more.
+    stand_in.apply_service(&with_cluster_ips(service("prod", "web"), &["None"]));
+    wait_until("the headless Service claims nothing", || {
+        while let Ok(update) = reports.updates.try_recv() {
+            if let SourceUpdate::Addresses(addresses) = update {
+                reports.addresses.push(addresses);
+            }
+        }
+        reports.addresses.len() == 2
+    });
+    assert_eq!(reports.addresses[1], vec![]);
+    runtime.shutdown_background();
+
+    // A named port other than the first: its own port number.
+    let (runtime, mut reports) = start_watch(&stand_in, "web.prod:metrics");
+    stand_in.apply_service(&with_cluster_ips(service("prod", "web"), &["10.96.0.11"]));
+    reports.until(&addrs(&["10.1.0.2:9100"]));
+    wait_until("the metrics port is claimed", || {
+        while let Ok(update) = reports.updates.try_recv() {
+            if let SourceUpdate::Addresses(addresses) = update {
+                reports.addresses.push(addresses);
+            }
+        }
+        reports.addresses.last() == Some(&addrs(&["10.96.0.11:9090"]))
+    });
+    runtime.shutdown_background();
+}
+
+#[test]
+fn with_an_outbound_side_the_controller_maps_cluster_ips_to_their_service() {
+    let stand_in = ApiServerStandIn::start();
+    stand_in.apply_service(&with_cluster_ips(service("prod", "web"), &["10.96.0.10"]));
+    stand_in.apply_slice(&slice("web-a", &[("10.1.0.1", Ready)]));
+    let dir = TempDir::new("kubeconfig-outbound");
+    let kubeconfig = dir.file("kubeconfig");
+    crate::support::write_in_place(&kubeconfig, &stand_in.kubeconfig_yaml());
+    // No route names `web`: the outbound side alone makes it watched.
+    let text = format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+
+[outbound]
+listen = "127.0.0.1:4140"
+
+[discovery]
+debounce_ms = 10
+
+[discovery.kubernetes]
+kubeconfig = "{}"
+
+[[services]]
+name = "local"
+endpoints = ["127.0.0.1:9"]
+
+[[services]]
+name = "web"
+kubernetes = "web.prod:http"
+"#,
+        kubeconfig.display()
+    );
+    let config = match parse_config(&text, "k8s.toml") {
+        Ok(config) => config,
+        Err(errors) => panic!("{errors}"),
+    };
+    let (sender, snapshots) = channel::<Arc<Snapshot>>();
+    let handle = Discovery::start(None, config, move |snapshot| {
+        let _ = sender.send(snapshot);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cluster_ip: SocketAddr = ([10, 96, 0, 10], 80).into();
+    let snapshot = loop {
+        let snapshot = snapshots
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("no snapshot with the endpoints and the claim"));
+        if !snapshot.services[1].endpoints.is_empty() && !snapshot.destinations.is_empty() {
+            break snapshot;
+        }
+    };
+    assert!(handle.wait_ready(PATIENCE));
+    assert_eq!(snapshot.services[1].endpoints, addrs(&["10.1.0.1:8080"]));
+    assert_eq!(snapshot.service_for_destination(cluster_ip), Some(1));
+    assert_eq!(snapshot.destinations.len(), 1);
+    handle.stop();
 }
 
 #[test]

@@ -1,3 +1,5 @@
-//! Subcommands of the `coremesh` program that are not the proxy itself.
+//! Subcommands of the `coremesh` program that are not the proxy itself: the rules that make
+//! it a transparent sidecar, and the sidecar in Kubernetes manifests.
 
+pub mod inject;
 pub mod iptables;

@@ -1,0 +1,161 @@
+//! The `coremesh inject` / `uninject` commands of the real binary, on the meshed example
+//! in `deploy/kubernetes/meshed/`: its `app.injected.yaml` is exactly what `inject`
+//! writes today, `uninject` gives back `app.yaml`, standard input works as a file does,
+//! and bad input fails with a message instead of output.
+//!
+//! After a change to what `inject` adds, regenerate the example:
+//! `cd deploy/kubernetes/meshed && coremesh inject --config mesh.toml app.yaml > app.injected.yaml`.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn meshed() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/meshed")
+}
+
+fn read(name: &str) -> String {
+    let path = meshed().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `coremesh ARGS` in the example's folder, `stdin` on its standard input.
+fn coremesh(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coremesh"))
+        .args(args)
+        .current_dir(meshed())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn coremesh");
+    let mut input = child.stdin.take().expect("piped stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("coremesh output")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("UTF-8")
+}
+
+/// Every document of `yaml`, as plain values.
+fn values(yaml: &str) -> Vec<serde_json::Value> {
+    serde_saphyr::from_multiple(yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_meshed_example_is_what_inject_writes() {
+    let out = coremesh(&["inject", "--config", "mesh.toml", "app.yaml"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "deployment/web: injected\n");
+    assert_eq!(
+        text(&out.stdout),
+        read("app.injected.yaml"),
+        "deploy/kubernetes/meshed/app.injected.yaml is stale; regenerate it (see this file's header)"
+    );
+
+    // The configuration travels in the proxy's environment, as written in mesh.toml.
+    let documents = values(&read("app.injected.yaml"));
+    let deployment: Deployment =
+        serde_json::from_value(documents[0].clone()).expect("a Deployment");
+    let pod = deployment.spec.template.spec.expect("pod spec");
+    let proxy = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "coremesh-proxy")
+        .expect("the proxy");
+    let env = proxy.env.as_deref().expect("env");
+    assert_eq!(env[0].name, "COREMESH_CONFIG");
+    assert_eq!(env[0].value.as_deref(), Some(read("mesh.toml").as_str()));
+    assert_eq!(pod.service_account_name.as_deref(), Some("web"));
+}
+
+#[test]
+fn uninject_gives_back_the_app_and_standard_input_works_as_a_file() {
+    let out = coremesh(&["uninject", "-"], &read("app.injected.yaml"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "deployment/web: uninjected\n");
+    assert_eq!(values(&text(&out.stdout)), values(&read("app.yaml")));
+
+    let from_stdin = coremesh(&["inject", "--config", "mesh.toml", "-"], &read("app.yaml"));
+    assert!(from_stdin.status.success());
+    assert_eq!(text(&from_stdin.stdout), read("app.injected.yaml"));
+
+    // Injecting the injected example again changes nothing.
+    let again = coremesh(
+        &["inject", "--config", "mesh.toml", "-"],
+        &read("app.injected.yaml"),
+    );
+    assert_eq!(text(&again.stdout), read("app.injected.yaml"));
+}
+
+#[test]
+fn bad_input_is_an_error_and_writes_nothing() {
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["inject", "-"], "kind: [Pod\n", "invalid YAML"),
+        (&["inject", "--proxy-uid", "0", "app.yaml"], "", "--proxy-uid must not be 0"),
+        (&["inject", "no-such-file.yaml"], "", "cannot read no-such-file.yaml"),
+        (
+            &["inject", "-"],
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    coremesh.io/inject: off\nspec:\n  containers: []\n",
+            "pod/p: pod template: annotation coremesh.io/inject must be",
+        ),
+    ];
+    for (args, stdin, message) in cases {
+        let out = coremesh(args, stdin);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_meshed_rbac_lets_the_pods_account_read_services_and_endpoint_slices() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let documents = values(&read("rbac.yaml"));
+    assert_eq!(documents.len(), 3);
+    let account: ServiceAccount = serde_json::from_value(documents[0].clone()).expect("account");
+    let role: Role = serde_json::from_value(documents[1].clone()).expect("role");
+    let binding: RoleBinding = serde_json::from_value(documents[2].clone()).expect("binding");
+    assert_eq!(account.metadata.name.as_deref(), Some("web"));
+    let mut grants: Vec<(String, String, Vec<String>)> = role
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|rule| {
+            let groups = rule.api_groups.clone().unwrap_or_default();
+            let resources = rule.resources.clone().unwrap_or_default();
+            groups.into_iter().flat_map(move |group| {
+                let verbs = rule.verbs.clone();
+                resources
+                    .clone()
+                    .into_iter()
+                    .map(move |resource| (group.clone(), resource, verbs.clone()))
+            })
+        })
+        .collect();
+    grants.sort();
+    let read = vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()];
+    assert_eq!(
+        grants,
+        [
+            (String::new(), "services".to_owned(), read.clone()),
+            (
+                "discovery.k8s.io".to_owned(),
+                "endpointslices".to_owned(),
+                read
+            ),
+        ]
+    );
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(Some(binding.role_ref.name), role.metadata.name);
+    let subjects = binding.subjects.unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
+}
