@@ -69,6 +69,7 @@ mod mesh;
 mod outcome;
 mod retry_budget;
 mod service;
+pub mod sim;
 mod window;
 
 #[cfg(test)]
@@ -76,11 +77,11 @@ mod purity_tests;
 
 pub use backoff::backoff;
 pub use config::{
-    BalancerConfig, ConfigError, EjectionConfig, Kind, DEFAULT_BACKOFF_JITTER,
+    BalancerConfig, ConfigError, EjectionConfig, Kind, ScoreModel, DEFAULT_BACKOFF_JITTER,
     DEFAULT_BASE_BACKOFF, DEFAULT_CONSECUTIVE_FAILURES, DEFAULT_EWMA_DECAY,
     DEFAULT_FAILURE_PENALTY, DEFAULT_FAILURE_STATUSES, DEFAULT_GOSSIP_WINDOW, DEFAULT_MAX_BACKOFF,
     DEFAULT_MAX_EJECTED_RATIO, DEFAULT_NEUTRAL_LATENCY, DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_WINDOW_QUANTILE,
+    DEFAULT_SCAN_ALL_UP_TO, DEFAULT_WINDOW_QUANTILE,
 };
 pub use eject::Health;
 pub use gossip::{EjectionNotice, GossipBatch, LatencyInterval, MAX_UNRECLAIMED};
