@@ -36,6 +36,10 @@
 //! backoff(attempt: u32, base: Duration, max: Duration, rng: &mut impl RngCore) -> Duration
 //! counts_as_failure(status: u16, cfg: &BalancerConfig) -> bool
 //! is_idempotent(method: &[u8]) -> bool
+//!
+//! sim::run(&Scenario, &Policy, seed: u64, base: Instant) -> Report   (deterministic
+//!     simulation of the choice on simulated endpoints; sim::presets holds the documented
+//!     scenarios)
 //! ```
 //!
 //! # Calling sequence on a core
