@@ -22,7 +22,7 @@ use rand::RngCore;
 use crate::config::{BalancerConfig, ScoreModel};
 use crate::decay::{FailureRate, PeakEwma};
 use crate::eject::{Health, Transition};
-use crate::endpoint::{min_window_samples, score, Endpoint};
+use crate::endpoint::{score, Endpoint};
 use crate::gossip::{EjectionNotice, GossipBatch};
 use crate::histogram::{latency_us, HistogramPool};
 use crate::outcome::{FailureKind, Outcome};
@@ -32,9 +32,9 @@ use crate::outcome::{FailureKind, Outcome};
 /// moves with the estimates in between (a cached *value* would fall behind estimates that
 /// keep shrinking, and a new endpoint scored at it would lose every comparison by a hair).
 const NEUTRAL_RERANK: Duration = Duration::from_millis(100);
-/// Requests after which this core trusts an endpoint's score (predicted score): until then,
-/// and while the gossip window holds too few samples to say more, the endpoint ties with
-/// the best unless it failed, so a new endpoint gets four requests per core to show what it
+/// Requests after which this core trusts an endpoint's score (predicted score): until then
+/// — unless this core never sent it anything and other cores' samples say what it is
+/// worth — the endpoint ties with the best unless it failed, so a new endpoint gets four requests per core to show what it
 /// is worth — a negligible share of any busy service — and one slow first answer (a cold
 /// cache, a slow start) does not hold it out until its estimate decays.
 pub(crate) const UNIT_TRUSTED_SAMPLES: u32 = 4;
@@ -445,9 +445,12 @@ impl ServiceBalancer {
     /// this core to trust its score (see [`UNIT_TRUSTED_SAMPLES`]).
     pub(crate) fn is_untested(&self, i: usize) -> bool {
         let e = &self.endpoints[i];
+        let sent = e.unit.dispatches();
+        // Never tried here but seen by other cores: their samples are what this core knows
+        // (one slow answer another core saw still steers this one).
         self.cfg.score == ScoreModel::Predicted
-            && e.unit.dispatches() < UNIT_TRUSTED_SAMPLES
-            && e.window.samples() < min_window_samples(self.cfg.window_quantile)
+            && sent < UNIT_TRUSTED_SAMPLES
+            && (sent > 0 || e.window.samples() == 0)
     }
 
     /// A snapshot of every endpoint for the admin API, in choice-index order.
