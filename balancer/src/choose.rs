@@ -174,11 +174,17 @@ impl ServiceBalancer {
         penalty_us: f64,
     ) -> Option<usize> {
         let mut scores = [f64::INFINITY; SCAN_ALL_LIMIT];
+        // Whether each endpoint may tie with a better one (not failing; or untested).
+        let mut may_tie = [false; SCAN_ALL_LIMIT];
+        let mut untested = [false; SCAN_ALL_LIMIT];
         let mut best = f64::INFINITY;
-        for (i, slot) in scores.iter_mut().enumerate().take(self.endpoints.len()) {
+        let n = self.endpoints.len().min(SCAN_ALL_LIMIT);
+        for i in 0..n {
             if eligible(&self.endpoints[i]) {
-                *slot = self.score_of(i, now, penalty_us);
-                best = best.min(*slot);
+                scores[i] = self.score_of(i, now, penalty_us);
+                best = best.min(scores[i]);
+                may_tie[i] = !self.is_failing(i, now);
+                untested[i] = self.is_untested(i);
             }
         }
         if best == f64::INFINITY {
@@ -186,17 +192,13 @@ impl ServiceBalancer {
             return (0..self.endpoints.len()).find(|&i| eligible(&self.endpoints[i]));
         }
         let band = best * (1.0 + TIE_TOLERANCE);
-        let tied = |i: usize, v: f64| {
-            v == best
-                || (v.is_finite() && !self.is_failing(i, now) && (v <= band || self.is_untested(i)))
+        let tied = |i: usize| {
+            let v = scores[i];
+            v == best || (v.is_finite() && may_tie[i] && (v <= band || untested[i]))
         };
-        let ties = (0..self.endpoints.len())
-            .filter(|&i| tied(i, scores[i]))
-            .count();
+        let ties = (0..n).filter(|&i| tied(i)).count();
         let pick = if ties > 1 { rng.gen_range(0..ties) } else { 0 };
-        (0..self.endpoints.len())
-            .filter(|&i| tied(i, scores[i]))
-            .nth(pick)
+        (0..n).filter(|&i| tied(i)).nth(pick)
     }
 }
 
