@@ -13,12 +13,17 @@
 //! (In tiers 4–5 a half-open endpoint with its probe slot free becomes the probe even for a
 //! retry: nothing healthy is left to spare it.)
 //!
-//! Within a tier, `Kind::LeastLatency` draws two distinct endpoints at random and takes
-//! the lower score (power of two choices) — unless the two are within [`TIE_TOLERANCE`] of
-//! each other, a tie that goes to the first draw, i.e. to either at random —
-//! `Kind::Random` one at random, `Kind::RoundRobin` the next in turn. Random draws reject
-//! ineligible endpoints a few times before falling back to listing the eligible ones, so a
-//! choice costs O(1) in the common case even for thousands of endpoints.
+//! Within a tier, `Kind::LeastLatency` scores every eligible endpoint of a small service
+//! (at most `scan_all_up_to`, default 8) and takes the lowest score; in a larger one it
+//! draws two distinct endpoints at random and takes the lower (power of two choices). Scores
+//! within [`TIE_TOLERANCE`] of the best are a tie, broken at random — and so is an endpoint
+//! with too few samples to judge (a new one gets its first few requests whatever its first
+//! answer said) — except that an endpoint that failed recently is never tied with a better
+//! one. `Kind::Random` takes
+//! one at random, `Kind::RoundRobin` the next in turn. Random draws reject ineligible
+//! endpoints a few times before falling back to listing the eligible ones, so a choice
+//! costs O(1) in the common case even for thousands of endpoints, and nothing allocates
+//! (the scan keeps its scores on the stack).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -32,6 +37,10 @@ use crate::service::{Choice, ServiceBalancer};
 /// Random draws before listing the eligible endpoints instead. With at most half of the
 /// endpoints out of the pool, eight draws find two eligible ones almost always.
 const SAMPLE_ATTEMPTS: usize = 8;
+
+/// Most endpoints scored in one choice, whatever `scan_all_up_to` says: the scan keeps its
+/// scores in a fixed array on the stack.
+pub(crate) const SCAN_ALL_LIMIT: usize = 16;
 
 /// Two least-latency scores within this ratio of each other (the larger at most 1.25 × the
 /// smaller) are a tie, broken at random. Estimates of identical endpoints differ by the
@@ -116,15 +125,27 @@ impl ServiceBalancer {
     ) -> Option<usize> {
         match self.cfg.kind {
             Kind::LeastLatency => {
+                let penalty = self.penalty_us(now);
+                let n = self.endpoints.len();
+                if n <= self.cfg.scan_all_up_to.min(SCAN_ALL_LIMIT) {
+                    return self.best_of_all(now, rng, &eligible, penalty);
+                }
                 let (a, b) = sample(&self.endpoints, &mut self.scratch, rng, &eligible, 2)?;
                 let Some(b) = b else { return Some(a) };
-                let (score_a, score_b) = (self.score_of(a, now), self.score_of(b, now));
-                // `a` is the first of two random draws: a tie goes to either at random.
-                Some(if score_b * (1.0 + TIE_TOLERANCE) < score_a {
-                    b
+                let (score_a, score_b) = (
+                    self.score_of(a, now, penalty),
+                    self.score_of(b, now, penalty),
+                );
+                // `a` is the first of two random draws: a tie goes to either at random —
+                // unless the worse one is failing.
+                let tie = if self.is_failing(a, now) || self.is_failing(b, now) {
+                    false
                 } else {
-                    a
-                })
+                    self.is_untested(a)
+                        || self.is_untested(b)
+                        || score_b * (1.0 + TIE_TOLERANCE) >= score_a
+                };
+                Some(if !tie && score_b < score_a { b } else { a })
             }
             Kind::Random => {
                 sample(&self.endpoints, &mut self.scratch, rng, &eligible, 1).map(|(a, _)| a)
@@ -139,6 +160,45 @@ impl ServiceBalancer {
                 Some(i)
             }
         }
+    }
+}
+
+impl ServiceBalancer {
+    /// The eligible endpoint with the lowest score, scoring all of them (a small service);
+    /// endpoints within [`TIE_TOLERANCE`] of the lowest are a tie, broken at random.
+    fn best_of_all(
+        &mut self,
+        now: Instant,
+        rng: &mut impl RngCore,
+        eligible: &impl Fn(&Endpoint) -> bool,
+        penalty_us: f64,
+    ) -> Option<usize> {
+        let mut scores = [f64::INFINITY; SCAN_ALL_LIMIT];
+        // Whether each endpoint may tie with a better one (not failing; or untested).
+        let mut may_tie = [false; SCAN_ALL_LIMIT];
+        let mut untested = [false; SCAN_ALL_LIMIT];
+        let mut best = f64::INFINITY;
+        let n = self.endpoints.len().min(SCAN_ALL_LIMIT);
+        for i in 0..n {
+            if eligible(&self.endpoints[i]) {
+                scores[i] = self.score_of(i, now, penalty_us);
+                best = best.min(scores[i]);
+                may_tie[i] = !self.is_failing(i, now);
+                untested[i] = self.is_untested(i);
+            }
+        }
+        if best == f64::INFINITY {
+            // Nothing eligible, or only infinite scores: take any eligible one.
+            return (0..self.endpoints.len()).find(|&i| eligible(&self.endpoints[i]));
+        }
+        let band = best * (1.0 + TIE_TOLERANCE);
+        let tied = |i: usize| {
+            let v = scores[i];
+            v == best || (v.is_finite() && may_tie[i] && (v <= band || untested[i]))
+        };
+        let ties = (0..n).filter(|&i| tied(i)).count();
+        let pick = if ties > 1 { rng.gen_range(0..ties) } else { 0 };
+        (0..n).filter(|&i| tied(i)).nth(pick)
     }
 }
 

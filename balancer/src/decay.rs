@@ -1,5 +1,7 @@
-//! Time-decaying estimates kept per endpoint on one core: [`PeakEwma`] (the fast local
-//! latency estimate) and [`FailureRate`] (the recent share of failed requests).
+//! Time-decaying estimates kept per endpoint on one core: [`UnitLatency`] (latency per
+//! request in flight, the base of the predicted-latency score), [`PeakEwma`] (the fast local
+//! latency estimate of the load-product score) and [`FailureRate`] (the recent share of
+//! failed requests).
 //!
 //! Both decay toward zero while no sample arrives, with time constant `tau`: after `tau`
 //! without samples a value is down to 1/e (37 %) of what it was. Reading never mutates.
@@ -51,6 +53,80 @@ impl PeakEwma {
     }
 }
 
+/// Weight of one sample in [`UnitLatency`]'s averages: the last eight or so requests, so a
+/// slow-down shows within a few answers while single outliers move it by an eighth.
+pub(crate) const UNIT_WEIGHT: f64 = 1.0 / 8.0;
+
+/// Latency per unit of load: the recent average latency divided by the recent average
+/// load the requests were sent into (`in_flight + 1` on this core at dispatch), both
+/// averaged with weight [`UNIT_WEIGHT`] per sample (or more after a pause: at least
+/// `1 - exp(-Δt / tau)`). It decays toward zero while no latency sample arrives, so an
+/// endpoint left alone is tried again.
+///
+/// Times `in_flight + 1` it predicts the latency of the next request. An endpoint that
+/// queues (one worker) answers in `(load at dispatch) × service time`, so the ratio is its
+/// service time; one that serves everything in parallel answers in its service time
+/// whatever the load, the ratio is `service time / typical load`, and the prediction at its
+/// typical load is again what it is observed to take. Either way the queue is counted once,
+/// not in the latency and again in a multiplier. A ratio of averages rather than an average
+/// of per-request ratios: the last requests of a draining queue took long and were sent
+/// into a long queue, and only the pair of averages keeps the two together.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct UnitLatency {
+    /// Average latency in µs and when it was last updated.
+    latency: Option<(f64, Instant)>,
+    /// Average `in_flight + 1` at dispatch.
+    load: Option<f64>,
+    /// Latency samples so far (saturating).
+    samples: u32,
+    /// Dispatches so far (saturating).
+    dispatches: u32,
+}
+
+impl UnitLatency {
+    /// A request is sent while `in_flight` others are out on this core.
+    pub(crate) fn dispatched(&mut self, in_flight: u32) {
+        let sample = f64::from(in_flight) + 1.0;
+        self.dispatches = self.dispatches.saturating_add(1);
+        self.load = Some(match self.load {
+            None => sample,
+            Some(v) => v + UNIT_WEIGHT * (sample - v),
+        });
+    }
+
+    /// A request answered after `latency_us`.
+    /// The first samples are averaged plainly (weight `1 / samples`), so that one odd first
+    /// answer does not stand for eight.
+    pub(crate) fn observe(&mut self, now: Instant, latency_us: f64, tau: Duration) {
+        self.samples = self.samples.saturating_add(1);
+        let next = match self.latency {
+            None => latency_us,
+            Some((value, at)) => {
+                let kept = survival(now.saturating_duration_since(at), tau);
+                let current = value * kept;
+                let weight = UNIT_WEIGHT
+                    .max(1.0 / f64::from(self.samples))
+                    .max(1.0 - kept);
+                current + weight * (latency_us - current)
+            }
+        };
+        self.latency = Some((next, now));
+    }
+
+    /// Requests sent so far.
+    pub(crate) fn dispatches(&self) -> u32 {
+        self.dispatches
+    }
+
+    /// Latency per unit of load at `now`, decayed since the last sample; `None` before the
+    /// first sample.
+    pub(crate) fn get(&self, now: Instant, tau: Duration) -> Option<f64> {
+        let (value, at) = self.latency?;
+        let load = self.load.unwrap_or(1.0).max(1.0);
+        Some(value * survival(now.saturating_duration_since(at), tau) / load)
+    }
+}
+
 /// Exponentially weighted share of recent outcomes that failed, decaying toward zero while
 /// idle, so that an old failure is forgiven even if the endpoint gets no traffic.
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,6 +173,37 @@ mod tests {
         // One time constant later, with no samples, it is at 1/e.
         let later = e.get(t + TAU, TAU).unwrap();
         assert!((later - v / std::f64::consts::E).abs() < 1e-6);
+    }
+
+    #[test]
+    fn unit_latency_is_latency_over_the_load_sent_into() {
+        let t0 = Instant::now();
+        let mut u = UnitLatency::default();
+        assert_eq!(u.get(t0, TAU), None);
+        // Without a dispatch seen, the load counts as one.
+        u.observe(t0, 8_000.0, TAU);
+        assert_eq!(u.get(t0, TAU), Some(8_000.0));
+        // Sent with three others out: load 4, 2 ms per unit.
+        let mut u = UnitLatency::default();
+        u.dispatched(3);
+        u.observe(t0, 8_000.0, TAU);
+        assert_eq!(u.get(t0, TAU), Some(2_000.0));
+        // The second sample weighs a half (a plain average of the first ones), the load an
+        // eighth: latency 12 ms, load 4 + 1/8 × 4.
+        u.dispatched(7);
+        u.observe(t0, 16_000.0, TAU);
+        assert_eq!(u.get(t0, TAU), Some(12_000.0 / 4.5));
+        assert_eq!(u.dispatches(), 2);
+        // From the eighth sample on, one sample moves the average by an eighth.
+        for _ in 0..6 {
+            u.observe(t0, 12_000.0, TAU);
+        }
+        u.observe(t0, 20_000.0, TAU);
+        assert_eq!(u.get(t0, TAU), Some(13_000.0 / 4.5));
+        // Idle for one time constant: down to 1/e.
+        let v = u.get(t0 + TAU, TAU).unwrap();
+        let expected = 13_000.0 / 4.5 / std::f64::consts::E;
+        assert!((v - expected).abs() < 1e-6, "{v}");
     }
 
     #[test]

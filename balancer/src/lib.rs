@@ -36,6 +36,10 @@
 //! backoff(attempt: u32, base: Duration, max: Duration, rng: &mut impl RngCore) -> Duration
 //! counts_as_failure(status: u16, cfg: &BalancerConfig) -> bool
 //! is_idempotent(method: &[u8]) -> bool
+//!
+//! sim::run(&Scenario, &Policy, seed: u64, base: Instant) -> Report   (deterministic
+//!     simulation of the choice on simulated endpoints; sim::presets holds the documented
+//!     scenarios)
 //! ```
 //!
 //! # Calling sequence on a core
@@ -69,6 +73,7 @@ mod mesh;
 mod outcome;
 mod retry_budget;
 mod service;
+pub mod sim;
 mod window;
 
 #[cfg(test)]
@@ -76,11 +81,11 @@ mod purity_tests;
 
 pub use backoff::backoff;
 pub use config::{
-    BalancerConfig, ConfigError, EjectionConfig, Kind, DEFAULT_BACKOFF_JITTER,
+    BalancerConfig, ConfigError, EjectionConfig, Kind, ScoreModel, DEFAULT_BACKOFF_JITTER,
     DEFAULT_BASE_BACKOFF, DEFAULT_CONSECUTIVE_FAILURES, DEFAULT_EWMA_DECAY,
     DEFAULT_FAILURE_PENALTY, DEFAULT_FAILURE_STATUSES, DEFAULT_GOSSIP_WINDOW, DEFAULT_MAX_BACKOFF,
     DEFAULT_MAX_EJECTED_RATIO, DEFAULT_NEUTRAL_LATENCY, DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_WINDOW_QUANTILE,
+    DEFAULT_SCAN_ALL_UP_TO, DEFAULT_WINDOW_QUANTILE,
 };
 pub use eject::Health;
 pub use gossip::{EjectionNotice, GossipBatch, LatencyInterval, MAX_UNRECLAIMED};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use crate::config::BalancerConfig;
+use crate::config::{BalancerConfig, ScoreModel};
 use crate::decay::{FailureRate, PeakEwma};
 use crate::eject::{Health, Transition};
 use crate::endpoint::{score, Endpoint};
@@ -32,6 +32,15 @@ use crate::outcome::{FailureKind, Outcome};
 /// moves with the estimates in between (a cached *value* would fall behind estimates that
 /// keep shrinking, and a new endpoint scored at it would lose every comparison by a hair).
 const NEUTRAL_RERANK: Duration = Duration::from_millis(100);
+/// Requests after which this core trusts an endpoint's score (predicted score): until then
+/// — unless this core never sent it anything and other cores' samples say what it is
+/// worth — the endpoint ties with the best unless it failed, so a new endpoint gets four requests per core to show what it
+/// is worth — a negligible share of any busy service — and one slow first answer (a cold
+/// cache, a slow start) does not hold it out until its estimate decays.
+pub(crate) const UNIT_TRUSTED_SAMPLES: u32 = 4;
+/// Recent failure rate above which an endpoint is not part of a tie (one failure sets it
+/// to 0.1, which decays below this after 23 s without another, or clears at a good probe).
+pub(crate) const FAILING_RATE: f64 = 0.01;
 /// Free histograms kept beyond one per endpoint, for churn between gossip ticks.
 const POOL_SLACK: usize = 16;
 
@@ -74,8 +83,9 @@ pub struct EndpointView {
     pub success_rate: f64,
     /// Recent failure rate used in the score (decaying, 0..=1).
     pub recent_failure_rate: f64,
-    /// The latency estimate without load or failures: `max(local peak-EWMA, window
-    /// quantile)`; `None` while the endpoint has no history (it is scored as neutral).
+    /// The latency estimate without failures, for a request sent while this core has none
+    /// in flight there (see `docs/balancing.md`); `None` while the endpoint has no history
+    /// (it is scored as neutral).
     pub latency_estimate: Option<Duration>,
     /// The least-latency score (lower wins), in µs-equivalents.
     pub score: f64,
@@ -225,6 +235,7 @@ impl ServiceBalancer {
     pub fn on_dispatch(&mut self, addr: SocketAddr) {
         if let Some(&i) = self.index.get(&addr) {
             let e = &mut self.endpoints[i];
+            e.unit.dispatched(e.in_flight);
             e.in_flight = e.in_flight.saturating_add(1);
         }
     }
@@ -339,10 +350,15 @@ impl ServiceBalancer {
         None
     }
 
-    /// The penalty magnitude in µs: what one failure is worth, the larger of the configured
-    /// floor and the worst recent latency of the service.
+    /// The penalty magnitude in µs: what one failure is worth beyond a retry's latency —
+    /// `failure_penalty` for the predicted score; for the load-product score the larger of
+    /// it and the worst recent latency of the service.
     pub(crate) fn penalty_us(&self, now: Instant) -> f64 {
         let floor = latency_us(self.cfg.failure_penalty) as f64;
+        if self.cfg.score == ScoreModel::Predicted {
+            // The retry's own latency is in the score already (`× (1 + failure_rate)`).
+            return floor;
+        }
         let peak = self
             .service_peak
             .get(now, self.cfg.ewma_decay)
@@ -402,8 +418,9 @@ impl ServiceBalancer {
             .unwrap_or(latency_us(self.cfg.neutral_latency) as f64)
     }
 
-    /// Score of endpoint `i` at `now` (lower wins).
-    pub(crate) fn score_of(&mut self, i: usize, now: Instant) -> f64 {
+    /// Score of endpoint `i` at `now` (lower wins), with the failure penalty `penalty_us`
+    /// (from [`penalty_us`](Self::penalty_us), read once per choice).
+    pub(crate) fn score_of(&mut self, i: usize, now: Instant, penalty_us: f64) -> f64 {
         let window = self.cfg.gossip_window;
         let e = &mut self.endpoints[i];
         e.window.expire(now, window, &mut self.pool);
@@ -414,7 +431,26 @@ impl ServiceBalancer {
         };
         let e = &self.endpoints[i];
         let rate = e.failure_rate.get(now, self.cfg.ewma_decay);
-        score(latency, rate, self.penalty_us(now), e.in_flight)
+        score(self.cfg.score, latency, rate, penalty_us, e.in_flight)
+    }
+
+    /// Whether endpoint `i` failed recently enough that its score never ties with a better
+    /// one: the tie band is for the noise between healthy endpoints, a failure is a real
+    /// difference.
+    pub(crate) fn is_failing(&self, i: usize, now: Instant) -> bool {
+        self.endpoints[i].failure_rate.get(now, self.cfg.ewma_decay) > FAILING_RATE
+    }
+
+    /// Whether endpoint `i` is part of any tie it is not failing in: too few samples on
+    /// this core to trust its score (see [`UNIT_TRUSTED_SAMPLES`]).
+    pub(crate) fn is_untested(&self, i: usize) -> bool {
+        let e = &self.endpoints[i];
+        let sent = e.unit.dispatches();
+        // Never tried here but seen by other cores: their samples are what this core knows
+        // (one slow answer another core saw still steers this one).
+        self.cfg.score == ScoreModel::Predicted
+            && sent < UNIT_TRUSTED_SAMPLES
+            && (sent > 0 || e.window.samples() == 0)
     }
 
     /// A snapshot of every endpoint for the admin API, in choice-index order.
@@ -448,7 +484,7 @@ impl ServiceBalancer {
                     recent_failure_rate: rate,
                     latency_estimate: estimate
                         .and_then(|v| Duration::try_from_secs_f64(v / 1e6).ok()),
-                    score: score(latency, rate, penalty, e.in_flight),
+                    score: score(self.cfg.score, latency, rate, penalty, e.in_flight),
                     consecutive_failures: e.ejection.consecutive_failures(),
                     ejections: e.ejection.ejections(),
                 }

@@ -13,6 +13,7 @@ pub mod plot;
 pub mod procfs;
 pub mod procs;
 pub mod schedule;
+pub mod simulate;
 pub mod stats;
 pub mod sys;
 pub mod upstream;

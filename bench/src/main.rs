@@ -30,6 +30,8 @@ enum Command {
     Upstream(UpstreamArgs),
     /// Start direct, coremesh, nginx and HAProxy one after another and compare them.
     Compare(CompareArgs),
+    /// Simulate the balancer's policies (deterministic, simulated time) and plot them.
+    Simulate(coremesh_bench::simulate::SimulateArgs),
     /// Render a comparison's report.md and plots again from its results.json.
     Report {
         /// The run's folder (holding results.json).
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
         Command::Upstream(args) => run_upstream(args),
         Command::Compare(args) => compare::run(args),
         Command::Report { dir } => compare::rerender(&dir),
+        Command::Simulate(args) => coremesh_bench::simulate::run_simulate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -136,6 +136,10 @@ fn fastest_endpoint_wins_most_choices() {
     assert_eq!(slow, 6, "seed-fixed count");
 }
 
+/// Endpoints that answer in a fixed time whatever their load (nothing queues): the fastest
+/// is the best choice for every request, however many are in flight there. (Under the
+/// load-product score the 1 ms endpoint lost to idle 2 and 5 ms ones as soon as it had a
+/// few requests in flight: [1002, 663, 293, 42].)
 #[test]
 fn fastest_of_several_wins_under_load() {
     let mut sim = Sim::new(&[1, 2, 3, 4], BalancerConfig::default());
@@ -148,11 +152,8 @@ fn fastest_of_several_wins_under_load() {
         }
     });
     let got: Vec<usize> = counts.iter().map(|c| c.1).collect();
-    assert!(
-        got[0] > got[1] && got[1] > got[2] && got[2] > got[3],
-        "{got:?}"
-    );
-    assert_eq!(got, [1002, 663, 293, 42], "seed-fixed counts");
+    assert!(got[0] > 1900, "{got:?}");
+    assert_eq!(got, [1965, 12, 11, 12], "seed-fixed counts");
 }
 
 #[test]
@@ -174,12 +175,16 @@ fn slowdown_is_seen_on_the_very_next_choice() {
 fn in_flight_load_spreads_traffic() {
     let mut sim = Sim::new(&[1, 2], BalancerConfig::default());
     let (a, b) = (addr(1), addr(2));
-    sim.request(a, MS, Outcome::Success);
-    sim.request(b, 2 * MS, Outcome::Success);
-    // a: 1 ms, b: 2 ms. With two requests outstanding on a, b (score 2) beats a (score 3).
+    for _ in 0..4 {
+        sim.request(a, MS, Outcome::Success);
+        sim.request(b, 2 * MS, Outcome::Success);
+    }
+    // a: 1 ms per request in flight, b: 2 ms. Idle, a wins; with one request out on a, the
+    // next one there is predicted at 2 ms, a tie with b; with two out, 3 ms: b wins.
     assert_eq!(sim.choose(), a);
     sim.bal.on_dispatch(a);
-    assert_eq!(sim.choose(), a);
+    let tie: Vec<SocketAddr> = (0..20).map(|_| sim.choose()).collect();
+    assert!(tie.contains(&a) && tie.contains(&b), "{tie:?}");
     sim.bal.on_dispatch(a);
     assert_eq!(sim.choose(), b);
     assert_eq!(sim.view(a).in_flight, 2);
@@ -258,7 +263,7 @@ fn ejected_after_five_failures_then_probe_then_recovery() {
     });
     assert_eq!(
         back_after,
-        Some(0),
+        Some(1),
         "seed-fixed: requests until x is chosen again"
     );
 }
@@ -595,8 +600,12 @@ fn timeouts_count_as_slow_samples() {
         Duration::from_secs(2),
         Outcome::Failure(FailureKind::Timeout),
     );
+    // The 2 s sample is averaged with the 1 ms one (the first samples weigh alike).
     let v = sim.view(addr(1));
-    assert_eq!(v.latency_estimate, Some(Duration::from_secs(2)));
+    assert_eq!(
+        v.latency_estimate,
+        Some(Duration::from_nanos(1_000_409_324))
+    );
     assert_eq!(sim.choose(), addr(2));
 }
 

@@ -1,0 +1,194 @@
+//! Seed-fixed simulations: exact counts for the scenarios the documentation shows, and the
+//! properties they stand for — the slow endpoint shunned while the others can absorb the
+//! load and used once they cannot, the demo's tail protected, a partly failing endpoint's
+//! capacity used — next to the former score, which fails them.
+
+use std::time::{Duration, Instant};
+
+use super::presets;
+use super::{run, Dist, EndpointSpec, Load, Policy, Report, Scenario};
+
+const SEED: u64 = 12;
+
+fn short(mut s: Scenario) -> Scenario {
+    s.warmup = Duration::from_secs(1);
+    s.duration = Duration::from_secs(2);
+    s
+}
+
+fn sim(s: &Scenario, p: &Policy) -> Report {
+    run(&short(s.clone()), p, SEED, Instant::now())
+}
+
+fn closed(connections: usize) -> Load {
+    Load::Closed { connections }
+}
+
+/// The slow scenario without its slow endpoint: what the fast pair gives on its own.
+fn fast_only(load: Load) -> Scenario {
+    let mut s = presets::slow(load);
+    s.endpoints.retain(|e| e.name != "slow");
+    s
+}
+
+#[test]
+fn same_seed_same_report() {
+    let s = short(presets::slow(closed(8)));
+    let p = Policy::predicted();
+    let base = Instant::now();
+    let a = run(&s, &p, SEED, base);
+    let b = run(&s, &p, SEED, base + Duration::from_secs(7));
+    assert_eq!(a, b);
+    let c = run(&s, &p, SEED + 1, base);
+    assert_ne!(a, c, "another seed, another run");
+}
+
+#[test]
+fn slow_endpoint_is_shunned_at_every_concurrency() {
+    let mut got = Vec::new();
+    for c in [1, 8, 32, 64] {
+        let r = sim(&presets::slow(closed(c)), &Policy::predicted());
+        let alone = sim(&fast_only(closed(c)), &Policy::predicted());
+        assert!(
+            r.share_of("slow") < 0.001,
+            "{c} connections: slow share {}",
+            r.share_of("slow")
+        );
+        assert!(
+            r.p99 <= alone.p99 * 2,
+            "{c} connections: p99 {:?}, fast pair alone {:?}",
+            r.p99,
+            alone.p99
+        );
+        got.push((r.attempts_of("slow"), r.completed));
+    }
+    assert_eq!(
+        got,
+        [(0, 2032), (0, 15615), (0, 15962), (4, 15934)],
+        "seed-fixed (slow attempts, completed)"
+    );
+}
+
+#[test]
+fn the_load_product_and_peak_ewma_send_the_slow_endpoint_a_share_under_load() {
+    let mut got = Vec::new();
+    for p in [Policy::load_product(), Policy::PeakEwmaP2c] {
+        for c in [32, 64] {
+            let r = sim(&presets::slow(closed(c)), &p);
+            assert!(
+                r.share_of("slow") > 0.01,
+                "{p:?} {c}: {}",
+                r.share_of("slow")
+            );
+            assert!(r.p99 > Duration::from_millis(30), "{p:?} {c}: {:?}", r.p99);
+            got.push(r.attempts_of("slow"));
+        }
+    }
+    assert_eq!(got, [264, 728, 241, 609], "seed-fixed slow attempts");
+}
+
+#[test]
+fn slow_endpoint_takes_the_excess_when_the_fast_pair_cannot() {
+    // 6000/s: the fast pair (8000/s at most) absorbs it.
+    let r = sim(
+        &presets::slow(Load::Open {
+            rate_per_sec: 6_000.0,
+        }),
+        &Policy::predicted(),
+    );
+    assert!(r.share_of("slow") < 0.001, "{}", r.share_of("slow"));
+    let under = r.attempts_of("slow");
+    // 10 000/s: at least 2000/s must go to the slow endpoint, and they do; nothing piles up
+    // without bound (every request is answered within a few times the slow latency).
+    let r = sim(
+        &presets::slow(Load::Open {
+            rate_per_sec: 10_000.0,
+        }),
+        &Policy::predicted(),
+    );
+    assert!(r.share_of("slow") >= 0.19, "{}", r.share_of("slow"));
+    assert!(r.p999 < Duration::from_millis(200), "{:?}", r.p999);
+    assert_eq!(
+        (under, r.attempts_of("slow"), r.completed),
+        (0, 4036, 19667),
+        "seed-fixed"
+    );
+}
+
+#[test]
+fn the_demo_tail_is_protected() {
+    let r = sim(&presets::demo(), &Policy::predicted());
+    assert!(r.p99 <= Duration::from_millis(5), "{:?}", r.p99);
+    assert_eq!(r.errors, 0);
+    let old = sim(&presets::demo(), &Policy::load_product());
+    // The former score sends the slow backend a share, and the slowest thousandth of the
+    // requests waits for it.
+    assert!(old.share_of("slow") > 0.005, "{}", old.share_of("slow"));
+    assert!(old.p999 > Duration::from_millis(30), "{:?}", old.p999);
+    assert_eq!(
+        (
+            r.attempts_of("slow"),
+            r.attempts_of("flaky"),
+            old.attempts_of("slow"),
+            old.attempts_of("flaky")
+        ),
+        (0, 37, 146, 326),
+        "seed-fixed (slow, flaky) attempts, new and former score"
+    );
+}
+
+#[test]
+fn a_partly_failing_endpoint_still_serves_when_the_others_queue() {
+    // 16 connections over two fast endpoints of four workers: they queue, and the flaky
+    // endpoint's capacity is worth its 20 % of retried 503s.
+    let r = sim(&presets::flaky(closed(16)), &Policy::predicted());
+    let old = sim(&presets::flaky(closed(16)), &Policy::load_product());
+    assert_eq!(r.errors, 0);
+    assert!(r.attempts_of("flaky") > 1_000);
+    assert!(
+        r.completed > old.completed,
+        "{} vs {}",
+        r.completed,
+        old.completed
+    );
+    // With nothing queued (4 connections), it is left alone.
+    let idle = sim(&presets::flaky(closed(4)), &Policy::predicted());
+    assert!(idle.share_of("flaky") < 0.01, "{}", idle.share_of("flaky"));
+    assert_eq!(
+        (
+            r.completed,
+            r.attempts_of("flaky"),
+            old.completed,
+            idle.attempts_of("flaky")
+        ),
+        (17965, 2462, 16534, 33),
+        "seed-fixed"
+    );
+}
+
+#[test]
+fn a_dead_fast_endpoint_is_not_chosen_for_its_speed() {
+    // Fails everything in 50 µs: ejected after five failures, then probed on the back-off.
+    let dead = EndpointSpec::new("dead", Dist::Fixed(Duration::from_micros(50)), None)
+        .failing(1.0, Dist::Fixed(Duration::from_micros(50)));
+    let s = Scenario::new(
+        vec![presets::fast("fast-1"), presets::fast("fast-2"), dead],
+        presets::CORES,
+        closed(8),
+    );
+    let r = sim(&s, &Policy::predicted());
+    assert_eq!(r.errors, 0);
+    assert!(r.attempts_of("dead") < 20, "{}", r.attempts_of("dead"));
+    // Linkerd's peak-EWMA counts a fast failure as a fast answer.
+    let linkerd = sim(&s, &Policy::PeakEwmaP2c);
+    assert!(
+        linkerd.attempts_of("dead") > 1_000,
+        "{}",
+        linkerd.attempts_of("dead")
+    );
+    assert_eq!(
+        (r.attempts_of("dead"), linkerd.attempts_of("dead")),
+        (2, 6296),
+        "seed-fixed"
+    );
+}
