@@ -24,7 +24,7 @@ const COALESCE_LIMIT: usize = 16 * 1024;
 pub struct Exchange<'a> {
     /// The destination service's index in `snapshot` (the one the request started on).
     pub service_index: usize,
-    pub snapshot: &'a std::sync::Arc<coremesh_discovery::Snapshot>,
+    pub snapshot: &'a coremesh_discovery::Snapshot,
     pub settings: &'a Settings,
     pub framing: Framing,
     pub is_head_method: bool,
@@ -150,12 +150,21 @@ pub async fn forward(
         let remaining_ms = left.as_millis().max(1) as u64;
         s.attempts = attempt;
         begin_attempt_trace(core, s);
-        let started = Instant::now();
-        let sent = monoio::time::timeout(
-            limit,
-            send_and_await_head(core, client, s, ex, addr, &mut request_body, remaining_ms),
-        )
-        .await;
+        let started = now;
+        let sent = {
+            // Pinned in place: handing the attempt's (large) future to `timeout` by value
+            // copied it twice per request.
+            let attempt_io = std::pin::pin!(send_and_await_head(
+                core,
+                client,
+                s,
+                ex,
+                addr,
+                &mut request_body,
+                remaining_ms
+            ));
+            monoio::time::timeout(limit, attempt_io).await
+        };
         let done = Instant::now();
         // The endpoint's latency leaves out the TCP connect: a new connection's handshake
         // says nothing about how fast the endpoint answers requests.

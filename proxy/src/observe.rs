@@ -4,7 +4,6 @@
 
 use coremesh_discovery::Snapshot;
 use coremesh_telemetry::{EndpointId, LayoutBuilder, MetricsLayout, RouteId, ServiceId};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -43,7 +42,7 @@ pub struct MetricIds {
     /// By snapshot service index.
     pub services: Vec<Option<ServiceId>>,
     /// By snapshot service index: endpoint address to handle.
-    pub endpoints: Vec<HashMap<SocketAddr, EndpointId>>,
+    pub endpoints: Vec<crate::pool::AddrMap<EndpointId>>,
     /// By snapshot route index: (service index, handle) for each target.
     pub routes: Vec<Vec<(usize, RouteId)>>,
     /// By snapshot service index: its [`DESTINATION_ROUTE`] handle, when it claims
@@ -64,7 +63,7 @@ impl MetricIds {
             .iter()
             .zip(&services)
             .map(|(s, id)| {
-                let mut map = HashMap::new();
+                let mut map = crate::pool::AddrMap::default();
                 if let Some(id) = id {
                     for (i, addr) in s.endpoints.iter().enumerate() {
                         if let Some(e) = layout.endpoint_at(*id, i) {

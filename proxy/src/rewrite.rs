@@ -233,14 +233,52 @@ pub fn append_deadline(head: &[u8], remaining_ms: u64, extra: &[u8], out: &mut V
     let without_end = head.strip_suffix(b"\r\n").unwrap_or(head);
     out.extend_from_slice(without_end);
     out.extend_from_slice(DEADLINE_HEADER);
-    let _ = write!(out, ": {remaining_ms}\r\n");
+    out.extend_from_slice(b": ");
+    push_decimal(out, remaining_ms);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Append `n` in decimal. Every request goes through this: `write!` took several hundred
+/// instructions for it (measured with callgrind).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_decimal_writes_what_display_writes() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            30_000,
+            1_234_567_890,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
     use crate::codec::{parse_request, parse_response, HeaderScratch};
 
     /// The upstream head for `raw` with `add`.

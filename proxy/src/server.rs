@@ -434,7 +434,7 @@ async fn route_and_forward(
     s: &mut ConnScratch,
     target_out: &mut (usize, usize),
     started: Instant,
-    snapshot: &std::sync::Arc<coremesh_discovery::Snapshot>,
+    snapshot: &coremesh_discovery::Snapshot,
 ) -> Next {
     let head = &s.head;
     let data = client.data();
@@ -506,10 +506,11 @@ async fn route_and_forward(
     client.consume(head_len);
 
     if expect_continue {
-        let (res, out) = client
-            .write_vec(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
-            .await;
-        drop(out);
+        let mut out = std::mem::take(&mut s.out);
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let (res, out) = client.write_vec(out).await;
+        s.out = out;
         if res.is_err() {
             return Next::Close;
         }
@@ -623,11 +624,7 @@ fn route_request<'s>(
         .collect();
     let route = route?;
     let service_index = route.pick_service(core.random_u32());
-    let route_index = snapshot
-        .routes
-        .iter()
-        .position(|r| std::ptr::eq(r, route))
-        .unwrap_or(usize::MAX);
+    let route_index = index_in(&snapshot.routes, route);
     Some(Plan {
         route: Some(route),
         route_index,
@@ -673,6 +670,17 @@ pub async fn send_error(client: &mut Conn, err: &ProxyError, close: bool, out: &
     *out = bytes;
 }
 
+/// The index of `item`, an element of `items`, from its address instead of a search
+/// (`usize::MAX` if it is not one).
+fn index_in<T>(items: &[T], item: &T) -> usize {
+    let offset = (item as *const T as usize).wrapping_sub(items.as_ptr() as usize);
+    let i = offset / std::mem::size_of::<T>().max(1);
+    match items.get(i) {
+        Some(found) if std::ptr::eq(found, item) => i,
+        _ => usize::MAX,
+    }
+}
+
 /// `absolute-form` targets (`http://host/path`) carry their own authority.
 fn split_target(target: &str) -> (Option<&str>, &str) {
     match crate::codec::split_absolute_form(target.as_bytes()) {
@@ -695,4 +703,27 @@ fn caller_deadline_ms(buf: &[u8], head: &RequestHead) -> Option<u64> {
         .find(|h| buf[h.name.clone()].eq_ignore_ascii_case(crate::rewrite::DEADLINE_HEADER))
         .and_then(|h| std::str::from_utf8(&buf[h.value.clone()]).ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::index_in;
+
+    #[test]
+    fn index_in_finds_each_element_and_nothing_else() {
+        let items = [10u64, 20, 30];
+        for (i, item) in items.iter().enumerate() {
+            assert_eq!(index_in(&items, item), i);
+        }
+        let other = 20u64;
+        assert_eq!(index_in(&items, &other), usize::MAX);
+        let empty: [u64; 0] = [];
+        assert_eq!(index_in(&empty, &items[0]), usize::MAX);
+        let units = [(), ()];
+        assert_eq!(
+            index_in(&units, &units[1]),
+            0,
+            "zero-sized: the first match"
+        );
+    }
 }
