@@ -339,7 +339,11 @@ async fn fill_before(client: &mut Conn, max: usize, deadline: Instant) -> Result
     }
 }
 
-async fn connect(addr: SocketAddr, settings: &Settings) -> Result<TcpStream, ProxyError> {
+/// Open a connection to `addr` within the service's connect timeout, with `TCP_NODELAY`.
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    settings: &Settings,
+) -> Result<TcpStream, ProxyError> {
     let limit = Duration::from_millis(settings.connect_timeout_ms);
     match monoio::time::timeout(limit, TcpStream::connect(addr)).await {
         Err(_) => Err(ProxyError::ConnectTimeout),

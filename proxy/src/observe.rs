@@ -10,6 +10,10 @@ use std::sync::Arc;
 
 /// The metrics layout for `snapshot`: every service with its endpoints, every route with
 /// each service it may send to.
+/// The `route` label of requests sent to a service because the outbound side saw one of
+/// its `addresses` as their original destination (no route chose it).
+pub const DESTINATION_ROUTE: &str = "original-destination";
+
 pub fn build_layout(snapshot: &Snapshot, per_endpoint: bool) -> Arc<MetricsLayout> {
     let mut b = LayoutBuilder::new(per_endpoint);
     let ids: Vec<ServiceId> = snapshot
@@ -24,6 +28,13 @@ pub fn build_layout(snapshot: &Snapshot, per_endpoint: bool) -> Arc<MetricsLayou
             }
         }
     }
+    let claimed: std::collections::BTreeSet<usize> =
+        snapshot.destinations.values().copied().collect();
+    for service in claimed {
+        if let Some(id) = ids.get(service) {
+            b.add_route(DESTINATION_ROUTE, Some(*id));
+        }
+    }
     b.build()
 }
 
@@ -35,6 +46,9 @@ pub struct MetricIds {
     pub endpoints: Vec<HashMap<SocketAddr, EndpointId>>,
     /// By snapshot route index: (service index, handle) for each target.
     pub routes: Vec<Vec<(usize, RouteId)>>,
+    /// By snapshot service index: its [`DESTINATION_ROUTE`] handle, when it claims
+    /// addresses.
+    pub by_destination: Vec<Option<RouteId>>,
     pub unrouted: RouteId,
 }
 
@@ -74,10 +88,15 @@ impl MetricIds {
                     .collect()
             })
             .collect();
+        let by_destination = services
+            .iter()
+            .map(|id| layout.route_id(DESTINATION_ROUTE, Some((*id)?)))
+            .collect();
         MetricIds {
             services,
             endpoints,
             routes,
+            by_destination,
             unrouted: layout.unrouted(),
         }
     }
@@ -88,6 +107,21 @@ impl MetricIds {
 
     pub fn endpoint(&self, service: usize, addr: SocketAddr) -> Option<EndpointId> {
         self.endpoints.get(service)?.get(&addr).copied()
+    }
+
+    /// The handle a request counts under: its route's and service's, or, sent to a
+    /// service by original destination (no route, `route == usize::MAX`), the service's
+    /// [`DESTINATION_ROUTE`] handle; else unrouted.
+    pub fn request_route(&self, route: usize, service: usize) -> RouteId {
+        if route == usize::MAX {
+            return self
+                .by_destination
+                .get(service)
+                .copied()
+                .flatten()
+                .unwrap_or(self.unrouted);
+        }
+        self.route(route, service)
     }
 
     pub fn route(&self, route: usize, service: usize) -> RouteId {

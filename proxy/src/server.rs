@@ -348,11 +348,7 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     let latency = started.elapsed();
     {
         let ids = core.ids.borrow();
-        let route_id = if route == usize::MAX {
-            ids.unrouted
-        } else {
-            ids.route(route, service)
-        };
+        let route_id = ids.request_route(route, service);
         let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
         if s.status != 0 {
             core.metrics

@@ -1,11 +1,15 @@
-//! After a `101 Switching Protocols`, bytes flow both ways unchanged until both sides have
-//! closed; a side's end of stream is passed on as a half-close. A tunnel with no bytes
-//! moving in either direction for `proxy.tunnel_idle_timeout_ms` is closed on both sides
-//! (and logged at debug level).
+//! Two connections spliced together: after a `101 Switching Protocols`, and for opaque TCP
+//! (`transport::opaque`), bytes flow both ways unchanged until both sides have closed; a
+//! side's end of stream is passed on as a half-close. A tunnel with no bytes moving in
+//! either direction for its idle timeout (`proxy.tunnel_idle_timeout_ms` for upgrades) is
+//! closed on both sides (and logged at debug level).
 
 use crate::conn::Conn;
-use monoio::buf::IoBuf;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
+use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -21,42 +25,75 @@ pub struct TunnelEnd {
 }
 
 /// Copy both ways until both sides have closed, or until nothing has moved for `idle`.
-pub async fn tunnel(mut client: Conn, mut upstream: Conn, idle: Duration) -> TunnelEnd {
-    let mut end = TunnelEnd {
-        to_upstream: 0,
-        to_client: 0,
-        idle_closed: false,
-    };
-    // Bytes each side sent after its head go first.
-    let c_left = client.buffered();
-    let u_left = upstream.buffered();
-    if upstream.forward(u_left, &mut client).await.is_err()
-        || client.forward(c_left, &mut upstream).await.is_err()
-    {
-        return end;
-    }
-    let (mut cr, mut cw) = client.stream.into_split();
-    let (mut ur, mut uw) = upstream.stream.into_split();
+pub async fn tunnel(client: Conn, upstream: Conn, idle: Duration) -> TunnelEnd {
+    splice(client, upstream, idle, TUNNEL_BUFFER).await
+}
+
+/// Copy both ways, reading at most `buffer_bytes` at a time in each direction, until both
+/// sides have closed or nothing has moved either way for `idle`. Bytes already buffered in
+/// either connection go first (each towards the other side); an end of stream one way is
+/// passed on as a half-close while the other way keeps going. Both connections are closed
+/// on return.
+pub async fn splice(
+    client: Conn,
+    upstream: Conn,
+    idle: Duration,
+    buffer_bytes: usize,
+) -> TunnelEnd {
+    let buffer_bytes = buffer_bytes.max(1);
+    let (mut cr, mut cw, c_pending) = split(client);
+    let (mut ur, mut uw, u_pending) = split(upstream);
     let last_activity = Cell::new(Instant::now());
-    let up = Cell::new(c_left as u64);
-    let down = Cell::new(u_left as u64);
+    let up = Cell::new(0);
+    let down = Cell::new(0);
     let both = async {
         monoio::join!(
-            copy(&mut cr, &mut uw, &up, &last_activity),
-            copy(&mut ur, &mut cw, &down, &last_activity)
+            copy(
+                &mut cr,
+                &mut uw,
+                c_pending,
+                buffer_bytes,
+                &up,
+                &last_activity
+            ),
+            copy(
+                &mut ur,
+                &mut cw,
+                u_pending,
+                buffer_bytes,
+                &down,
+                &last_activity
+            )
         )
     };
+    let mut idle_closed = false;
     monoio::select! {
         _ = both => {}
         _ = idle_for(&last_activity, idle) => {
-            end.idle_closed = true;
+            idle_closed = true;
             tracing::debug!("tunnel idle both ways for {idle:?}: closing both sides");
         }
     }
-    end.to_upstream = up.get();
-    end.to_client = down.get();
     // Dropping the halves closes both connections.
-    end
+    TunnelEnd {
+        to_upstream: up.get(),
+        to_client: down.get(),
+        idle_closed,
+    }
+}
+
+/// A connection's bytes read but not yet consumed, to be written on before copying.
+struct Pending {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+fn split(conn: Conn) -> (OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>, Pending) {
+    let Conn {
+        stream, buf, start, ..
+    } = conn;
+    let (r, w) = stream.into_split();
+    (r, w, Pending { buf, start })
 }
 
 /// Ends once `last_activity` is `idle` old.
@@ -70,17 +107,35 @@ async fn idle_for(last_activity: &Cell<Instant>, idle: Duration) {
     }
 }
 
+/// Write `pending`'s bytes, then copy `from` to `to` until `from` ends or `to` fails, then
+/// half-close `to`. The buffer `pending` came in is reused for reading.
 async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
     from: &mut R,
     to: &mut W,
+    pending: Pending,
+    buffer_bytes: usize,
     total: &Cell<u64>,
     last_activity: &Cell<Instant>,
 ) {
-    let mut buf = Vec::with_capacity(TUNNEL_BUFFER);
+    let Pending { mut buf, start } = pending;
+    if let Some(n) = buf.len().checked_sub(start).filter(|&n| n > 0) {
+        let (res, b) = to.write_all(buf.slice(start..start + n)).await;
+        buf = b.into_inner();
+        if res.is_err() {
+            let _ = to.shutdown().await;
+            return;
+        }
+        last_activity.set(Instant::now());
+        total.set(total.get() + n as u64);
+    }
     loop {
         buf.clear();
-        let (res, b) = from.read(buf).await;
-        buf = b;
+        if buf.capacity() < buffer_bytes {
+            buf.reserve_exact(buffer_bytes);
+        }
+        let room = buf.capacity().min(buffer_bytes);
+        let (res, b) = from.read(buf.slice_mut(0..room)).await;
+        buf = b.into_inner();
         match res {
             Ok(0) | Err(_) => break,
             Ok(n) => {

@@ -30,6 +30,7 @@ pub use metrics::{
     CoreMetrics, EndpointId, EndpointState, ErrorKind, LayoutBuilder, MetricsLayout,
     MetricsSnapshot, Peer, RetryReason, RouteId, ServiceId, StatusClass,
 };
+pub use metrics::{DetectReason, Protocol, Side, Way};
 pub use span::{Span, SpanAttributes, SpanKind, SpanStatus};
 pub use span_queue::{SpanCounts, SpanQueue, SpanReceiver, SpanSender, SpanStats};
 pub use trace::{Sampler, TraceContext};

@@ -13,9 +13,11 @@ mod latency;
 pub(crate) mod layout;
 mod remap;
 mod snapshot;
+pub mod transport;
 
 pub use self::core::{CoreMetrics, MAX_TRANSLATIONS};
 pub use labels::{EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
 pub use latency::LATENCY_BUCKETS;
 pub use layout::{EndpointId, LayoutBuilder, MetricsLayout, RouteId, ServiceId};
 pub use snapshot::{LatencyHistogram, MetricsSnapshot};
+pub use transport::{DetectReason, Protocol, Side, Way};

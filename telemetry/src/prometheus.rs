@@ -27,6 +27,7 @@
 mod families;
 mod process;
 mod text;
+mod transport;
 
 pub use process::ProcessMetrics;
 

@@ -1,9 +1,10 @@
 //! The transparent sidecar's two sides: connections the interception rules redirect to
 //! the proxy, outbound (the application's own calls) and inbound (calls to the
 //! application). For each accepted connection a side reads its original destination,
-//! decides where it goes ([`outbound::decide`], [`inbound::decide`]), detects its protocol,
-//! and then serves HTTP/1 through the request path ([`crate::server::serve_conn`]) or
-//! relays opaque TCP both ways.
+//! decides where it goes ([`outbound::decide`], [`inbound::decide`]), detects its protocol
+//! ([`crate::transport::detect`]), and then serves HTTP/1 through the request path
+//! ([`crate::server::serve_conn`]) or relays opaque TCP both ways
+//! ([`crate::transport::opaque`]); HTTP/2 and TLS are relayed as opaque TCP for now.
 //!
 //! A connection whose original destination is one of the proxy's own listeners was not
 //! redirected (or was redirected to the proxy itself): outbound refuses it (it would
@@ -11,7 +12,6 @@
 //! Refusals are counted in `coremesh_sidecar_refused_total{direction}` and logged at
 //! debug level (and the first one per core at warn level).
 
-pub mod detect_first;
 pub mod inbound;
 pub mod outbound;
 pub mod stats;
@@ -19,13 +19,13 @@ pub mod stats;
 use crate::conn::Conn;
 use crate::core::{ConnectionGuard, Core};
 use crate::server::{serve_conn, Origin, Target};
+use crate::transport::detect::{detect, DetectConfig, DetectReason, Protocol};
+use crate::transport::opaque::{self, RelayConfig};
 use crate::transport::original_dst::{classify, original_destination, Destination};
-use detect_first::Protocol;
 use monoio::net::TcpStream;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Which listener a connection came in on: the metrics label `direction`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +44,22 @@ impl Direction {
             Direction::Outbound => "outbound",
         }
     }
+
+    /// The transport metrics' side (the explicit listener has none: it does no detection).
+    fn telemetry_side(self) -> coremesh_telemetry::Side {
+        match self {
+            Direction::Inbound => coremesh_telemetry::Side::Inbound,
+            _ => coremesh_telemetry::Side::Outbound,
+        }
+    }
 }
 
 /// One side's settings as the cores use them (the same on every core).
 #[derive(Debug, Clone)]
 pub struct Side {
     pub direction: Direction,
-    pub detect_timeout: Duration,
-    pub opaque_ports: Vec<u16>,
-    pub tcp_idle: Duration,
-    pub tcp_buffer: usize,
+    pub detect: DetectConfig,
+    pub relay: RelayConfig,
     /// Every address this proxy listens on (as bound), to recognise loops.
     pub own_listeners: Vec<SocketAddr>,
     /// Inbound only: the application's address, and its fixed port when configured.
@@ -68,10 +74,8 @@ impl Side {
     pub fn outbound(settings: &coremesh_discovery::SideSettings) -> Side {
         Side {
             direction: Direction::Outbound,
-            detect_timeout: Duration::from_millis(settings.detect_timeout_ms),
-            opaque_ports: settings.opaque_ports.clone(),
-            tcp_idle: Duration::from_millis(settings.tcp_idle_timeout_ms),
-            tcp_buffer: settings.tcp_buffer_bytes,
+            detect: DetectConfig::from(settings),
+            relay: RelayConfig::from(settings),
             own_listeners: Vec::new(),
             app_address: coremesh_discovery::DEFAULT_APP_ADDRESS,
             app_port: None,
@@ -138,28 +142,49 @@ pub async fn serve_side(
     };
     stats::count(&side.stats.connections);
     let mut client = Conn::new(stream, Vec::new());
-    let (protocol, reason) = detect_first::detect(&core, &mut client, dst_port, &side).await;
-    side.stats.detected(protocol, reason);
-    match protocol {
-        Protocol::Http1 => {
-            let origin = Origin { direction, target };
-            serve_conn(core, client, peer, counted, origin).await;
-        }
-        Protocol::Closed => {}
-        Protocol::Opaque => {
-            let upstream = match target {
-                Target::Destination(to) => outbound::connect_opaque(&core, to).await,
-                Target::Application(to) => outbound::connect_direct(&core, to).await,
-                Target::Route => None,
-            };
-            let Some(upstream) = upstream else {
-                stats::count(&side.stats.connect_failures);
-                return;
-            };
-            let end =
-                crate::tunnel::tunnel(client, Conn::new(upstream, Vec::new()), side.tcp_idle).await;
-            side.stats.relayed(end.to_upstream, end.to_client);
-            drop(counted);
-        }
+    let detection = detect(&mut client, dst_port, &side.detect).await;
+    let telemetry_side = direction.telemetry_side();
+    opaque::record_detection(&core, telemetry_side, detection);
+    if detection.protocol == Protocol::Http1 {
+        let origin = Origin { direction, target };
+        serve_conn(core, client, peer, counted, origin).await;
+        return;
     }
+    if detection.reason == DetectReason::Closed && client.buffered() == 0 {
+        return;
+    }
+    let relayed = match target {
+        Target::Destination(to) => match core.snapshot().service_for_destination(to) {
+            Some(service) => {
+                opaque::relay_to_service(&core, client, telemetry_side, service, &side.relay)
+                    .await
+                    .ok()
+            }
+            None => relay_direct(&core, client, telemetry_side, to, &side.relay).await,
+        },
+        Target::Application(to) => {
+            relay_direct(&core, client, telemetry_side, to, &side.relay).await
+        }
+        Target::Route => None,
+    };
+    if relayed.is_none() {
+        stats::count(&side.stats.connect_failures);
+    }
+    drop(counted);
+}
+
+/// Relay `client` to `to` itself (passthrough, or the application), counted under no
+/// service. `None` when `to` cannot be reached.
+async fn relay_direct(
+    core: &Core,
+    client: Conn,
+    side: coremesh_telemetry::Side,
+    to: SocketAddr,
+    cfg: &RelayConfig,
+) -> Option<opaque::RelayReport> {
+    let upstream = outbound::connect_direct(core, to).await?;
+    opaque::record_connection(core, side, None);
+    let report = opaque::relay(client, upstream, cfg).await;
+    opaque::record_relay(core, side, None, &report);
+    Some(report)
 }

@@ -1,16 +1,15 @@
 //! The outbound side: the application's own connections. A destination a service claims
 //! (its `addresses`) is balanced over that service's endpoints, HTTP/1 per request through
 //! the request path, opaque TCP per connection with connect failures retried on another
-//! endpoint; any other destination is passed through to the original address; the proxy's
+//! endpoint ([`crate::transport::opaque::connect`]); any other destination is passed through to the original address; the proxy's
 //! own listener is refused.
 
 use super::Decision;
 use crate::core::Core;
 use crate::transport::original_dst::Destination;
-use coremesh_balancer::{FailureKind, Outcome};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where an outbound connection goes.
 pub fn decide(destination: Destination) -> Decision {
@@ -18,35 +17,6 @@ pub fn decide(destination: Destination) -> Decision {
         Destination::Listener(to) => Decision::Refuse(to),
         Destination::Original(to) => Decision::Destination(to),
     }
-}
-
-/// Connect an opaque connection bound for `destination`: to an endpoint of the service
-/// claiming it (another endpoint after each connect failure, up to the service's
-/// `max_attempts`), else to the destination itself.
-pub async fn connect_opaque(core: &Core, destination: SocketAddr) -> Option<TcpStream> {
-    let snapshot = core.snapshot();
-    let Some(service) = snapshot.service_for_destination(destination) else {
-        return connect_direct(core, destination).await;
-    };
-    let settings = snapshot.services.get(service)?.settings.clone();
-    let limit = Duration::from_millis(settings.connect_timeout_ms);
-    let mut tried = Vec::new();
-    for _ in 0..settings.max_attempts.max(1) {
-        let addr = core.choose(service, Instant::now(), &tried)?.addr;
-        let started = Instant::now();
-        let connected = connect(addr, limit).await;
-        let outcome = match connected {
-            Some(_) => Outcome::Success,
-            None => Outcome::Failure(FailureKind::Connect),
-        };
-        core.record(service, addr, Instant::now(), started.elapsed(), outcome);
-        if connected.is_some() {
-            return connected;
-        }
-        tracing::debug!(%destination, endpoint = %addr, "opaque connect failed; trying another endpoint");
-        tried.push(addr);
-    }
-    None
 }
 
 /// Connect to `to` itself (passthrough, or the application on the inbound side).

@@ -1,13 +1,12 @@
-//! A side's counters and their Prometheus families. They move once per connection (not
-//! per request), so every core adds to one set of atomics; a scrape reads them.
+//! A side's own counters and their Prometheus families. They move once per connection
+//! (not per request), so every core adds to one set of atomics; a scrape reads them.
 //!
 //! Families: `coremesh_sidecar_connections_total{direction}` (accepted and sent on),
 //! `coremesh_sidecar_refused_total{direction}` (destination is the proxy itself, or none),
-//! `coremesh_sidecar_connect_failures_total{direction}` (opaque: no endpoint answered),
-//! `coremesh_sidecar_detect_total{direction,protocol,reason}`,
-//! `coremesh_sidecar_opaque_bytes_total{direction,way}`.
+//! `coremesh_sidecar_connect_failures_total{direction}` (opaque: nothing could be
+//! reached). Detection and opaque bytes are counted per core by the transport families
+//! (`coremesh_detect_total`, `coremesh_tcp_connections_total`, `coremesh_tcp_bytes_total`).
 
-use super::detect_first::{Protocol, Reason};
 use super::Direction;
 use crate::core::Core;
 use std::fmt::Write;
@@ -19,29 +18,6 @@ pub struct SideStats {
     pub connections: AtomicU64,
     pub refused: AtomicU64,
     pub connect_failures: AtomicU64,
-    /// Indexed by [`detect_slot`].
-    pub detect: [AtomicU64; DETECT_SLOTS.len()],
-    pub to_upstream: AtomicU64,
-    pub to_client: AtomicU64,
-}
-
-/// The (protocol, reason) pairs counted, in label form.
-pub const DETECT_SLOTS: [(&str, &str); 5] = [
-    ("http1", "matched"),
-    ("opaque", "opaque_port"),
-    ("opaque", "timeout"),
-    ("opaque", "unrecognised"),
-    ("closed", "closed"),
-];
-
-fn detect_slot(protocol: Protocol, reason: Reason) -> usize {
-    match (protocol, reason) {
-        (Protocol::Http1, _) => 0,
-        (_, Reason::OpaquePort) => 1,
-        (_, Reason::Timeout) => 2,
-        (Protocol::Closed, _) => 4,
-        _ => 3,
-    }
 }
 
 pub fn count(counter: &AtomicU64) {
@@ -49,16 +25,7 @@ pub fn count(counter: &AtomicU64) {
 }
 
 impl SideStats {
-    pub fn detected(&self, protocol: Protocol, reason: Reason) {
-        count(&self.detect[detect_slot(protocol, reason)]);
-    }
-
-    pub fn relayed(&self, to_upstream: u64, to_client: u64) {
-        self.to_upstream.fetch_add(to_upstream, Ordering::Relaxed);
-        self.to_client.fetch_add(to_client, Ordering::Relaxed);
-    }
-
-    /// Count a refused connection; the first on each core is logged at warn level.
+    /// Count a refused connection; the first of the process is logged at warn level.
     pub fn refused(&self, core: &Core, direction: Direction, peer: SocketAddr, to: SocketAddr) {
         let first = self.refused.fetch_add(1, Ordering::Relaxed) == 0;
         if first {
@@ -80,9 +47,8 @@ pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
     if sides.is_empty() {
         return;
     }
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     type Pick = fn(&SideStats) -> &AtomicU64;
-    let simple: [(&str, &str, Pick); 3] = [
+    let families: [(&str, &str, Pick); 3] = [
         (
             "connections",
             "Connections a sidecar side accepted and sent on.",
@@ -95,11 +61,11 @@ pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
         ),
         (
             "connect_failures",
-            "Opaque connections closed because no upstream could be reached.",
+            "Opaque connections closed because nothing could be reached.",
             |s| &s.connect_failures,
         ),
     ];
-    for (name, help, pick) in simple {
+    for (name, help, pick) in families {
         let _ = writeln!(out, "# HELP coremesh_sidecar_{name}_total {help}");
         let _ = writeln!(out, "# TYPE coremesh_sidecar_{name}_total counter");
         for (direction, stats) in sides {
@@ -107,40 +73,7 @@ pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
                 out,
                 "coremesh_sidecar_{name}_total{{direction=\"{}\"}} {}",
                 direction.label(),
-                load(pick(stats))
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP coremesh_sidecar_detect_total Protocol detection outcomes."
-    );
-    let _ = writeln!(out, "# TYPE coremesh_sidecar_detect_total counter");
-    for (direction, stats) in sides {
-        for (i, (protocol, reason)) in DETECT_SLOTS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "coremesh_sidecar_detect_total{{direction=\"{}\",protocol=\"{protocol}\",reason=\"{reason}\"}} {}",
-                direction.label(),
-                load(&stats.detect[i])
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP coremesh_sidecar_opaque_bytes_total Bytes relayed on opaque connections."
-    );
-    let _ = writeln!(out, "# TYPE coremesh_sidecar_opaque_bytes_total counter");
-    for (direction, stats) in sides {
-        for (way, counter) in [
-            ("to_upstream", &stats.to_upstream),
-            ("to_client", &stats.to_client),
-        ] {
-            let _ = writeln!(
-                out,
-                "coremesh_sidecar_opaque_bytes_total{{direction=\"{}\",way=\"{way}\"}} {}",
-                direction.label(),
-                load(counter)
+                pick(stats).load(Ordering::Relaxed)
             );
         }
     }

@@ -1,4 +1,7 @@
-//! The transport layer under the request path: where an intercepted connection was going
-//! ([`original_dst`]).
+//! Connections below HTTP: where an intercepted connection was going ([`original_dst`]),
+//! what protocol a connection speaks ([`detect`]), and relaying the ones the proxy does
+//! not parse as opaque bytes ([`opaque`]).
 
+pub mod detect;
+pub mod opaque;
 pub mod original_dst;

@@ -183,7 +183,7 @@ impl CoreMetrics {
         self.add(ERRORS + kind.slot(), 1);
     }
 
-    fn add(&self, index: usize, n: u64) {
+    pub(super) fn add(&self, index: usize, n: u64) {
         if let Some(cell) = self.values.get(index) {
             cell.set(cell.get().wrapping_add(n));
         }
@@ -195,7 +195,7 @@ impl CoreMetrics {
         }
     }
 
-    fn add_service(&self, service: ServiceId, offset: usize, n: u64) {
+    pub(super) fn add_service(&self, service: ServiceId, offset: usize, n: u64) {
         if let Some(s) = self.service(service) {
             self.add(self.layout.service_block(s) + offset, n);
         }

@@ -18,6 +18,7 @@
 
 use super::labels::{EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
 use super::latency::HISTOGRAM_STRIDE;
+use super::transport::{DETECT_CELLS, TCP_CELLS};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -31,7 +32,10 @@ pub(crate) const OPEN: usize = 1;
 pub(crate) const RECEIVED: usize = 2;
 pub(crate) const SENT: usize = RECEIVED + Peer::ALL.len();
 pub(crate) const ERRORS: usize = SENT + Peer::ALL.len();
-pub(crate) const GLOBALS: usize = ERRORS + ErrorKind::ALL.len();
+pub(crate) const DETECTIONS: usize = ERRORS + ErrorKind::ALL.len();
+/// Opaque TCP to no known service (passed through to its original destination).
+pub(crate) const TCP_UNKNOWN: usize = DETECTIONS + DETECT_CELLS;
+pub(crate) const GLOBALS: usize = TCP_UNKNOWN + TCP_CELLS;
 
 // The block of counters of one service.
 pub(crate) const SVC_RETRIES: usize = 0;
@@ -39,7 +43,8 @@ pub(crate) const SVC_BUDGET_EXHAUSTED: usize = RetryReason::ALL.len();
 pub(crate) const SVC_DEADLINE_EXCEEDED: usize = SVC_BUDGET_EXHAUSTED + 1;
 pub(crate) const SVC_CONNECTIONS_OPENED: usize = SVC_DEADLINE_EXCEEDED + 1;
 pub(crate) const SVC_CONNECTIONS_REUSED: usize = SVC_CONNECTIONS_OPENED + 1;
-pub(crate) const SERVICE_STRIDE: usize = SVC_CONNECTIONS_REUSED + 1;
+pub(crate) const SVC_TCP: usize = SVC_CONNECTIONS_REUSED + 1;
+pub(crate) const SERVICE_STRIDE: usize = SVC_TCP + TCP_CELLS;
 
 // The block of one endpoint: ejections, then one 0/1 cell per state.
 pub(crate) const EP_EJECTIONS: usize = 0;

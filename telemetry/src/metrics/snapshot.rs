@@ -213,7 +213,7 @@ impl MetricsSnapshot {
         self.values.get(index).copied().unwrap_or(0)
     }
 
-    fn service_counter(&self, service: &str, offset: usize) -> u64 {
+    pub(super) fn service_counter(&self, service: &str, offset: usize) -> u64 {
         match self.layout.service_by_name(service) {
             Some(s) => self.get(self.layout.service_block(s) + offset),
             None => 0,

@@ -21,6 +21,7 @@ pub(crate) fn encode_snapshot(out: &mut String, m: &MetricsSnapshot) {
     connections(out, m);
     bytes(out, m);
     errors(out, m);
+    super::transport::encode_transport(out, m);
     family(
         out,
         "coremesh_cores",

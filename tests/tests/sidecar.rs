@@ -1,0 +1,301 @@
+//! The sidecar's inbound and outbound sides on 127.0.0.1, on both drivers. Without
+//! interception rules a connection's original destination is the listener it reached, so
+//! these tests cover what that shows: inbound forwarding to the application (HTTP/1 with
+//! the client's address in `X-Forwarded-For`, opaque TCP byte-exact), the refusal of a
+//! connection bound for the proxy itself, the stop order (inbound stops accepting at once,
+//! outbound keeps accepting until stopped), and a clear error when a side cannot listen.
+
+use coremesh_discovery::{Config, InboundSettings, SideSettings};
+use coremesh_tests::admin::start_with_admin;
+use coremesh_tests::client::get;
+use coremesh_tests::proxy::{base_config, for_each_driver, start_proxy};
+use coremesh_tests::upstream::Upstream;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Bound on every wait: only turns a hang into a failure.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn any_port() -> SocketAddr {
+    ([127, 0, 0, 1], 0).into()
+}
+
+/// [`base_config`] with an inbound side (to `app_port` when given) and an outbound side,
+/// both on ephemeral loopback ports, and a short shutdown grace.
+fn sidecar_config(app_port: Option<u16>) -> Config {
+    let mut config = base_config();
+    // The outbound side stays open through the whole grace period at shutdown: keep it
+    // short so that each proxy's drop is quick (every test waits for its own conditions).
+    config.proxy.shutdown_grace_ms = 300;
+    config.inbound = Some(InboundSettings {
+        side: SideSettings {
+            listen: any_port(),
+            ..SideSettings::default()
+        },
+        app_port,
+        ..InboundSettings::default()
+    });
+    config.outbound = Some(SideSettings {
+        listen: any_port(),
+        ..SideSettings::default()
+    });
+    config
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text scrape.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A TCP server on 127.0.0.1 that echoes every connection's bytes until it half-closes.
+fn tcp_echo() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind(any_port()).expect("bind the echo server");
+    let addr = listener.local_addr().expect("echo server address");
+    let thread = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    (addr, thread)
+}
+
+/// Whether a connection to `addr` is accepted and then closed by the proxy without a
+/// byte (nothing is sent, so the close is a clean end of stream).
+fn closed_without_bytes(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(WAIT));
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0))
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn inbound_http_reaches_the_application_with_the_client_address() {
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let proxy = start_with_admin(driver, sidecar_config(Some(app.addr().port())));
+        let inbound = proxy.inbound_addr().expect("an inbound listener");
+        for i in 0..3 {
+            let response = get(inbound, &format!("/hello/{i}"), &[("Host", "app.local")])
+                .unwrap_or_else(|e| panic!("request {i} through inbound: {e:?}"));
+            assert_eq!(response.status, 200, "request {i}");
+        }
+        let received = app.received();
+        assert_eq!(received.len(), 3);
+        for (i, request) in received.iter().enumerate() {
+            assert_eq!(request.path, format!("/hello/{i}"));
+            assert_eq!(
+                request.header("x-forwarded-for").as_deref(),
+                Some("127.0.0.1")
+            );
+            assert_eq!(request.header("host").as_deref(), Some("app.local"));
+        }
+        let text = proxy.metrics_text();
+        assert_eq!(
+            sample(
+                &text,
+                "coremesh_sidecar_connections_total{direction=\"inbound\"}"
+            ),
+            Some(3),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "coremesh_detect_total{direction=\"inbound\",protocol=\"http1\",reason=\"matched\"}"),
+            Some(3)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "coremesh_sidecar_connections_total{direction=\"outbound\"}"
+            ),
+            Some(0)
+        );
+    });
+}
+
+#[test]
+fn inbound_opaque_tcp_comes_back_byte_exact() {
+    for_each_driver(|driver| {
+        let (echo, echo_thread) = tcp_echo();
+        let mut config = sidecar_config(Some(echo.port()));
+        if let Some(inbound) = &mut config.inbound {
+            inbound.side.opaque_ports = vec![echo.port()];
+        }
+        let proxy = start_with_admin(driver, config);
+        let inbound = proxy.inbound_addr().expect("an inbound listener");
+        let payload: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let mut stream = TcpStream::connect(inbound).expect("connect to inbound");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut writer = stream.try_clone().expect("clone the stream");
+        let to_send = payload.clone();
+        let sender = std::thread::spawn(move || {
+            writer.write_all(&to_send).expect("send 1 MiB");
+            writer
+                .shutdown(std::net::Shutdown::Write)
+                .expect("half-close");
+        });
+        let mut back = Vec::new();
+        stream
+            .read_to_end(&mut back)
+            .expect("read the echo to its end");
+        sender.join().expect("sender thread");
+        echo_thread.join().expect("echo thread");
+        assert_eq!(back.len(), payload.len());
+        assert!(back == payload, "the echo differs from what was sent");
+        let text = proxy.metrics_text();
+        let bytes = |way: &str| {
+            let series = format!("coremesh_tcp_bytes_total{{direction=\"inbound\",way=\"{way}\"}}");
+            sample(&text, &series)
+        };
+        assert!(
+            wait_until(|| {
+                let text = proxy.metrics_text();
+                sample(
+                    &text,
+                    "coremesh_tcp_bytes_total{direction=\"inbound\",way=\"to_client\"}",
+                ) == Some(1024 * 1024)
+            }),
+            "{text}"
+        );
+        assert_eq!(bytes("to_upstream"), Some(1024 * 1024), "{text}");
+        assert_eq!(
+            sample(&text, "coremesh_detect_total{direction=\"inbound\",protocol=\"opaque\",reason=\"opaque_port\"}"),
+            Some(1)
+        );
+    });
+}
+
+#[test]
+fn a_connection_bound_for_the_proxy_itself_is_refused() {
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        // No app_port: a connection straight to inbound has no port to go to.
+        let proxy = start_with_admin(driver, sidecar_config(None));
+        let inbound = proxy.inbound_addr().expect("an inbound listener");
+        let outbound = proxy.outbound_addr().expect("an outbound listener");
+        assert!(
+            closed_without_bytes(outbound),
+            "outbound to itself must be closed"
+        );
+        assert!(
+            closed_without_bytes(inbound),
+            "inbound without app_port must be closed"
+        );
+        let text = proxy.metrics_text();
+        assert_eq!(
+            sample(
+                &text,
+                "coremesh_sidecar_refused_total{direction=\"outbound\"}"
+            ),
+            Some(1),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "coremesh_sidecar_refused_total{direction=\"inbound\"}"
+            ),
+            Some(1),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "coremesh_sidecar_connections_total{direction=\"outbound\"}"
+            ),
+            Some(0)
+        );
+        assert_eq!(app.requests_received(), 0);
+    });
+}
+
+#[test]
+fn on_shutdown_inbound_stops_accepting_and_outbound_keeps_accepting_until_stopped() {
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let mut config = sidecar_config(Some(app.addr().port()));
+        // Far longer than the test waits: only the outbound stop may end it early.
+        config.proxy.shutdown_grace_ms = 600_000;
+        let proxy = start_proxy(driver, config);
+        let inbound = proxy.inbound_addr().expect("an inbound listener");
+        let outbound = proxy.outbound_addr().expect("an outbound listener");
+        let explicit = proxy.addr();
+        let response = get(inbound, "/before", &[]).expect("inbound before shutdown");
+        assert_eq!(response.status, 200);
+
+        let handle = proxy.into_handle();
+        let stopper = handle.outbound_stopper();
+        let shutter = std::thread::spawn(move || handle.shutdown());
+        assert!(
+            wait_until(
+                || TcpStream::connect(inbound).is_err() && TcpStream::connect(explicit).is_err()
+            ),
+            "the inbound and explicit listeners must stop accepting"
+        );
+        // Outbound still accepts, and still answers (here: refuses the loop by closing).
+        assert!(
+            closed_without_bytes(outbound),
+            "outbound must keep accepting in the grace period"
+        );
+        assert!(!shutter.is_finished());
+
+        stopper.stop();
+        assert!(
+            wait_until(|| shutter.is_finished()),
+            "shutdown must end once outbound is stopped"
+        );
+        shutter.join().expect("shutdown returned");
+        assert!(
+            TcpStream::connect(outbound).is_err(),
+            "outbound closed after the stop"
+        );
+        assert_eq!(app.requests_received(), 1);
+    });
+}
+
+#[test]
+fn a_side_that_cannot_listen_stops_the_start_with_its_name() {
+    let taken = TcpListener::bind(any_port()).expect("take a port");
+    let at = taken.local_addr().expect("its address");
+    let mut config = sidecar_config(Some(1));
+    if let Some(inbound) = &mut config.inbound {
+        inbound.side.listen = at;
+    }
+    config.proxy.driver = coremesh_discovery::Driver::Legacy;
+    match coremesh::start(config) {
+        Ok(_) => panic!("started although {at} is taken"),
+        Err(e) => {
+            let message = format!("{e:#}");
+            assert!(
+                message.starts_with(&format!("cannot listen for inbound on {at}: ")),
+                "{message}"
+            );
+        }
+    }
+}
