@@ -185,7 +185,7 @@ addresses = ["{SERVICE_ADDR}"]
                     &[("direction", "inbound")],
                 );
                 let http = m.sum(
-                    "coremesh_sidecar_detect_total",
+                    "coremesh_detect_total",
                     &[("direction", "inbound"), ("protocol", "http1")],
                 );
                 let want = inbound_calls as f64;
@@ -219,12 +219,12 @@ addresses = ["{SERVICE_ADDR}"]
             wait_for_admin(|| {
                 let m = metrics();
                 let ports = m.sum(
-                    "coremesh_sidecar_detect_total",
+                    "coremesh_detect_total",
                     &[("direction", "inbound"), ("reason", "opaque_port")],
                 );
                 let bytes = |way| {
                     m.sum(
-                        "coremesh_sidecar_opaque_bytes_total",
+                        "coremesh_tcp_bytes_total",
                         &[("direction", "inbound"), ("way", way)],
                     )
                 };
