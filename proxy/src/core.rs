@@ -148,6 +148,8 @@ pub struct Core {
     pub pool: RefCell<Pool>,
     rng: RefCell<SmallRng>,
     buffers: RefCell<Vec<Vec<u8>>>,
+    /// Request-handling scratch of connections that are idle, lent to busy ones.
+    pub scratch_pool: RefCell<Vec<Box<crate::server::ConnScratch>>>,
     connections: Cell<usize>,
     pub stats: CoreStats,
     /// Fired when shutdown begins: stop accepting, close connections after their exchange.
@@ -192,6 +194,7 @@ impl Core {
             pool: RefCell::new(Pool::default()),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),
             buffers: RefCell::new(Vec::new()),
+            scratch_pool: RefCell::new(Vec::new()),
             connections: Cell::new(0),
             stats: CoreStats::default(),
             shutdown: Signal::default(),

@@ -18,7 +18,14 @@ use std::time::{Duration, Instant};
 /// answer with `Connection: close` instead of a connection closed under its request.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
-/// Reusable per-connection scratch space.
+/// Most connections' scratch kept per core for reuse; more idle at once are dropped.
+const MAX_POOLED_SCRATCH: usize = 256;
+/// Scratch whose buffers grew beyond this (a huge head or error page) is not kept.
+const MAX_POOLED_SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Request-handling scratch space: lent by the core to a connection while it serves
+/// requests and given back when the connection goes idle, so that an idle connection holds
+/// none of it and a busy one reuses the capacity earlier requests grew.
 pub struct ConnScratch {
     /// The current request's trace, when tracing is active.
     pub trace: Option<crate::tracing_ctx::RequestTrace>,
@@ -35,8 +42,8 @@ pub struct ConnScratch {
     pub upstream_head: Vec<u8>,
     pub response_head: ResponseHead,
     pub out: Vec<u8>,
+    /// The client's address (set each time the scratch is lent).
     pub peer: SocketAddr,
-    pub last_response: Instant,
     /// The attempt whose interim (1xx) responses the client was sent, for this request.
     pub interim_from_attempt: Option<u32>,
     /// How the connection reached the proxy, and so where its requests go.
@@ -71,6 +78,59 @@ pub enum Target {
     Application(SocketAddr),
 }
 
+impl ConnScratch {
+    fn new(peer: SocketAddr, origin: Origin) -> Self {
+        ConnScratch {
+            trace: None,
+            trace_lines: Vec::new(),
+            attempts: 0,
+            sent_at: Instant::now(),
+            status: 0,
+            endpoint: None,
+            head: RequestHead::default(),
+            upstream_head: Vec::new(),
+            response_head: ResponseHead::default(),
+            out: Vec::new(),
+            peer,
+            interim_from_attempt: None,
+            origin,
+        }
+    }
+
+    /// Whether this scratch is small enough to keep for another connection.
+    fn fits_pool(&self) -> bool {
+        let tracestate = self.trace.as_ref().map_or(0, |t| t.tracestate.capacity());
+        self.trace_lines.capacity()
+            + self.upstream_head.capacity()
+            + self.out.capacity()
+            + tracestate
+            <= MAX_POOLED_SCRATCH_BYTES
+    }
+}
+
+/// Scratch for a connection that has a request to serve: from the core's pool if it has one.
+fn lend_scratch(core: &Core, peer: SocketAddr, origin: Origin) -> Box<ConnScratch> {
+    match core.scratch_pool.borrow_mut().pop() {
+        Some(mut s) => {
+            s.peer = peer;
+            s.origin = origin;
+            s
+        }
+        None => Box::new(ConnScratch::new(peer, origin)),
+    }
+}
+
+/// Give a connection's scratch back to the core when the connection goes idle.
+fn return_scratch(core: &Core, mut s: Box<ConnScratch>) {
+    // A trace belongs to the connection's last request: no other connection's span may
+    // ever be finished with it.
+    s.trace = None;
+    let mut pool = core.scratch_pool.borrow_mut();
+    if pool.len() < MAX_POOLED_SCRATCH && s.fits_pool() {
+        pool.push(s);
+    }
+}
+
 enum HeadOutcome {
     Ready,
     Closed,
@@ -85,8 +145,22 @@ pub enum Next {
     Upgrade(Conn),
 }
 
+/// Where an idle connection is in its life: what its idle timeout is measured from.
+struct Idle {
+    /// No request was read yet: the wait for the first bytes is the head-read timeout.
+    first: bool,
+    /// When the last response ended (the drain timeout counts from it).
+    last_response: Instant,
+}
+
 /// Serve one client connection; `_counted` keeps it in the core's connection count (taken
 /// when it was accepted) until it ends.
+///
+/// The future stays small: while the connection is idle it holds its socket, a timer and
+/// the wait for bytes, and no read buffer until bytes arrive on a new connection. Serving
+/// requests (parsing, forwarding, retries), the tunnel after an upgrade and the lingering
+/// close live in boxed futures that exist only while they run, and the request scratch is
+/// lent by the core for that time (see docs/architecture.md, "Memory per connection").
 pub async fn serve(
     core: Rc<Core>,
     stream: TcpStream,
@@ -108,56 +182,23 @@ pub async fn serve_conn(
     origin: Origin,
 ) {
     core.metrics.borrow().record_client_connection_opened();
-    let mut scratch = ConnScratch {
-        trace: None,
-        trace_lines: Vec::new(),
-        attempts: 0,
-        sent_at: Instant::now(),
-        status: 0,
-        endpoint: None,
-        head: RequestHead::default(),
-        upstream_head: Vec::new(),
-        response_head: ResponseHead::default(),
-        out: Vec::new(),
-        peer,
+    let mut idle = Idle {
+        first: true,
         last_response: Instant::now(),
-        interim_from_attempt: None,
-        origin,
     };
-    let mut first = true;
     loop {
-        match read_head(&core, &mut client, &mut scratch, first).await {
-            HeadOutcome::Ready => {}
-            HeadOutcome::Closed => break,
-            HeadOutcome::Reject(e) => {
-                let err = ProxyError::BadRequest {
-                    status: e.status,
-                    reason: e.reason,
-                };
-                record_error(&core, &err);
-                send_error(&mut client, &err, true, &mut scratch.out).await;
-                break;
-            }
+        if !wait_for_request(&core, &mut client, &idle).await {
+            break;
         }
-        first = false;
-        core.stats.requests.set(core.stats.requests.get() + 1);
-        let next = handle(&core, &mut client, &mut scratch).await;
-        scratch.last_response = Instant::now();
+        let mut scratch = lend_scratch(&core, peer, origin);
+        let next = Box::pin(serve_requests(&core, &mut client, &mut scratch, &mut idle)).await;
+        return_scratch(&core, scratch);
         match next {
             Next::KeepAlive => continue,
             Next::Close => break,
             Next::Upgrade(upstream) => {
                 record_connection_end(&core, &client);
-                let crate::tunnel::TunnelEnd {
-                    to_upstream,
-                    to_client,
-                    ..
-                } = crate::tunnel::tunnel(client, upstream, core.tunnel_idle).await;
-                let m = core.metrics.borrow();
-                m.record_bytes_sent(coremesh_telemetry::Peer::Upstream, to_upstream);
-                m.record_bytes_received(coremesh_telemetry::Peer::Upstream, to_client);
-                m.record_bytes_sent(coremesh_telemetry::Peer::Client, to_client);
-                m.record_bytes_received(coremesh_telemetry::Peer::Client, to_upstream);
+                Box::pin(run_tunnel(&core, client, upstream)).await;
                 return;
             }
         }
@@ -168,22 +209,75 @@ pub async fn serve_conn(
     let pipelining = client.buffered() > 0;
     let Conn { stream, buf, .. } = client;
     core.recycle(buf);
-    linger_close(stream, pipelining, core.lingering_close).await;
+    let limit = core.lingering_close;
+    if needs_linger(&stream, pipelining, limit) {
+        Box::pin(linger_close(stream, limit)).await;
+    }
+}
+
+/// Serve requests while the client has bytes buffered (keep-alive and pipelined requests,
+/// one after another). `KeepAlive` when the connection has gone idle.
+async fn serve_requests(
+    core: &Rc<Core>,
+    client: &mut Conn,
+    scratch: &mut ConnScratch,
+    idle: &mut Idle,
+) -> Next {
+    loop {
+        match read_head(core, client, scratch).await {
+            HeadOutcome::Ready => {}
+            HeadOutcome::Closed => return Next::Close,
+            HeadOutcome::Reject(e) => {
+                let err = ProxyError::BadRequest {
+                    status: e.status,
+                    reason: e.reason,
+                };
+                record_error(core, &err);
+                send_error(client, &err, true, &mut scratch.out).await;
+                return Next::Close;
+            }
+        }
+        idle.first = false;
+        core.stats.requests.set(core.stats.requests.get() + 1);
+        let next = handle(core, client, scratch).await;
+        idle.last_response = Instant::now();
+        match next {
+            Next::KeepAlive if client.buffered() > 0 => continue,
+            next => return next,
+        }
+    }
+}
+
+/// Tunnel bytes both ways after an upgrade, then record what went through.
+async fn run_tunnel(core: &Core, client: Conn, upstream: Conn) {
+    let crate::tunnel::TunnelEnd {
+        to_upstream,
+        to_client,
+        ..
+    } = crate::tunnel::tunnel(client, upstream, core.tunnel_idle).await;
+    let m = core.metrics.borrow();
+    m.record_bytes_sent(coremesh_telemetry::Peer::Upstream, to_upstream);
+    m.record_bytes_received(coremesh_telemetry::Peer::Upstream, to_client);
+    m.record_bytes_sent(coremesh_telemetry::Peer::Client, to_client);
+    m.record_bytes_received(coremesh_telemetry::Peer::Client, to_upstream);
 }
 
 /// Most bytes a lingering close reads and throws away before it closes anyway.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
+/// Whether closing needs to linger: bytes are still coming (a pipelined request, an unread
+/// body) and lingering is enabled.
+fn needs_linger(stream: &TcpStream, pipelining: bool, limit: Duration) -> bool {
+    !limit.is_zero() && (pipelining || crate::conn::has_unread_bytes(stream))
+}
+
 /// Close a client connection without resetting it over the end of the last response.
 /// Closing a socket with unread bytes makes the kernel send a reset, and the client's
 /// kernel may then discard response bytes it had not yet handed to the client. So when
-/// bytes are still coming (a pipelined request, an unread body), send a FIN first, then
-/// read and discard until the client closes, for at most `limit` (RFC 9112 §9.6).
-async fn linger_close(mut stream: TcpStream, pipelining: bool, limit: Duration) {
+/// bytes are still coming (see [`needs_linger`]), send a FIN first, then read and discard
+/// until the client closes, for at most `limit` (RFC 9112 §9.6).
+async fn linger_close(mut stream: TcpStream, limit: Duration) {
     use monoio::io::{AsyncReadRent, AsyncWriteRent};
-    if limit.is_zero() || !(pipelining || crate::conn::has_unread_bytes(&stream)) {
-        return;
-    }
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -214,42 +308,43 @@ fn record_connection_end(core: &Core, client: &Conn) {
     m.record_bytes_sent(Peer::Client, client.bytes_out);
 }
 
-/// Read until a whole request head is buffered.
-async fn read_head(
-    core: &Core,
-    client: &mut Conn,
-    s: &mut ConnScratch,
-    first: bool,
-) -> HeadOutcome {
+/// Wait until the client has bytes for a request. False: close the connection quietly
+/// (peer closed, idle timeout, or idle while draining).
+async fn wait_for_request(core: &Core, client: &mut Conn, state: &Idle) -> bool {
+    if client.buffered() > 0 {
+        return true;
+    }
+    let limits = &core.defaults;
+    let idle = Duration::from_millis(if state.first {
+        limits.header_read_timeout_ms
+    } else {
+        limits.client_idle_timeout_ms
+    });
+    if client.buf.capacity() == 0 {
+        // A new connection waits for its first bytes holding no buffer, so that idle
+        // connections cost little memory; it takes one when bytes are there.
+        if !wait_readable(core, client, idle, state.last_response).await {
+            return false;
+        }
+        client.buf = core.buffer();
+        return true;
+    }
+    // A buffer that grew for a large head or body goes back (shrunk) to the core
+    // before the connection idles, so keep-alive clients hold the usual size.
+    if client.buf.capacity() > crate::core::BUFFER_SIZE * 2 {
+        let big = std::mem::replace(&mut client.buf, core.buffer());
+        core.recycle(big);
+        client.start = 0;
+    }
+    // Between keep-alive requests the buffer stays: one read per request.
+    let max = limits.max_header_bytes;
+    wait_for_bytes(core, client, max, idle, state.last_response).await
+}
+
+/// Read until a whole request head is buffered; some of it already is.
+async fn read_head(core: &Core, client: &mut Conn, s: &mut ConnScratch) -> HeadOutcome {
     let limits = &core.defaults;
     let max = limits.max_header_bytes;
-    if client.buffered() == 0 {
-        let idle = Duration::from_millis(if first {
-            limits.header_read_timeout_ms
-        } else {
-            limits.client_idle_timeout_ms
-        });
-        if client.buf.capacity() == 0 {
-            // A new connection waits for its first bytes holding no buffer, so that idle
-            // connections cost little memory; it takes one when bytes are there.
-            if !wait_readable(core, client, idle, s.last_response).await {
-                return HeadOutcome::Closed;
-            }
-            client.buf = core.buffer();
-        } else {
-            // A buffer that grew for a large head or body goes back (shrunk) to the core
-            // before the connection idles, so keep-alive clients hold the usual size.
-            if client.buf.capacity() > crate::core::BUFFER_SIZE * 2 {
-                let big = std::mem::replace(&mut client.buf, core.buffer());
-                core.recycle(big);
-                client.start = 0;
-            }
-            // Between keep-alive requests the buffer stays: one read per request.
-            if !wait_for_bytes(core, client, max, idle, s.last_response).await {
-                return HeadOutcome::Closed;
-            }
-        }
-    }
     let deadline = Instant::now() + Duration::from_millis(limits.header_read_timeout_ms);
     loop {
         let parsed = parse_request(
@@ -292,37 +387,56 @@ async fn wait_for_bytes(
     idle: Duration,
     last: Instant,
 ) -> bool {
-    let result = wait_while_idle(core, client.fill(max), idle, last).await;
+    let fill = std::pin::pin!(client.fill(max));
+    let result = wait_while_idle(core, fill, idle, last).await;
     matches!(result, Some(Ok(Fill::Read(_))))
 }
 
 /// Wait until the first bytes can be read, holding no buffer meanwhile (a connection that
 /// has sent nothing yet costs its socket and a small task). False: close it quietly.
 async fn wait_readable(core: &Core, client: &mut Conn, idle: Duration, last: Instant) -> bool {
-    let result = wait_while_idle(core, client.stream.readable(false), idle, last).await;
+    let readable = std::pin::pin!(client.stream.readable(false));
+    let result = wait_while_idle(core, readable, idle, last).await;
     matches!(result, Some(Ok(())))
 }
 
 /// Run `wait` for at most `idle`; once shutdown begins, for at most what is left of
 /// `DRAIN_IDLE` since the last response. `None` when the time ran out.
+///
+/// One timer serves both limits (it is moved when shutdown begins): a runtime timer is
+/// the largest part of an idle connection's state, and `wait` is borrowed pinned, not
+/// moved in, so that it is stored once.
 async fn wait_while_idle<F: std::future::Future>(
     core: &Core,
-    wait: F,
+    mut wait: std::pin::Pin<&mut F>,
     idle: Duration,
     last: Instant,
 ) -> Option<F::Output> {
-    let mut wait = std::pin::pin!(wait);
-    if core.is_draining() {
-        let left = DRAIN_IDLE.saturating_sub(last.elapsed());
-        return monoio::time::timeout(left, &mut wait).await.ok();
-    }
-    monoio::select! {
-        r = monoio::time::timeout(idle, &mut wait) => r.ok(),
-        _ = core.shutdown.wait() => {
-            let left = DRAIN_IDLE.saturating_sub(last.elapsed());
-            monoio::time::timeout(left, &mut wait).await.ok()
+    use std::future::Future;
+    use std::task::Poll;
+    let drain_deadline = || std::cmp::max(Instant::now(), last + DRAIN_IDLE);
+    let mut draining = core.is_draining();
+    let deadline = if draining {
+        drain_deadline()
+    } else {
+        Instant::now() + idle
+    };
+    let mut timer = std::pin::pin!(monoio::time::sleep_until(deadline.into()));
+    let mut shutdown = std::pin::pin!(core.shutdown.wait());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
         }
-    }
+        if !draining && shutdown.as_mut().poll(cx).is_ready() {
+            draining = true;
+            timer.as_mut().reset(drain_deadline().into());
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Handle the request whose head is at the start of the client's buffer, and record it.
@@ -707,7 +821,26 @@ fn caller_deadline_ms(buf: &[u8], head: &RequestHead) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::index_in;
+    use super::*;
+
+    /// The size of the future an async fn with these arguments returns.
+    fn future_size<A, B, C, D, F: std::future::Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Most bytes a connection's future may take: it is what every idle connection costs
+    /// (plus the runtime's task header), so request handling must stay boxed out of it.
+    const MAX_SERVE_FUTURE_BYTES: usize = 512;
+
+    #[test]
+    fn an_idle_connection_future_stays_small() {
+        let size = future_size(serve);
+        println!("serve future: {size} bytes");
+        assert!(
+            size <= MAX_SERVE_FUTURE_BYTES,
+            "the serve future takes {size} bytes, more than {MAX_SERVE_FUTURE_BYTES}"
+        );
+    }
 
     #[test]
     fn index_in_finds_each_element_and_nothing_else() {
