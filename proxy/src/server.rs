@@ -722,7 +722,9 @@ mod tests {
 
     /// Most bytes a connection's future may take: it is what every idle connection costs
     /// (plus the runtime's task header), so request handling must stay boxed out of it.
-    const MAX_SERVE_FUTURE_BYTES: usize = 512;
+    /// It was 2432 bytes with request handling inline; monoio's timer, padded to 128-byte
+    /// lines, is most of what is left.
+    const MAX_SERVE_FUTURE_BYTES: usize = 2048;
 
     #[test]
     fn an_idle_connection_future_stays_small() {
