@@ -89,7 +89,7 @@ fn lend_scratch(core: &Core, peer: SocketAddr) -> Box<ConnScratch> {
 }
 
 /// Give a connection's scratch back to the core when the connection goes idle.
-fn return_scratch(core: &Core, mut s: Box<ConnScratch>) {
+fn return_scratch(core: &Core, s: Box<ConnScratch>) {
     // The trace stays too: its buffers are reused, and a request rejected before routing
     // is logged with the trace that is there (as the access log has always done).
     let mut pool = core.scratch_pool.borrow_mut();
