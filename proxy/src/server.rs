@@ -122,8 +122,8 @@ fn lend_scratch(core: &Core, peer: SocketAddr, origin: Origin) -> Box<ConnScratc
 
 /// Give a connection's scratch back to the core when the connection goes idle.
 fn return_scratch(core: &Core, s: Box<ConnScratch>) {
-    // The trace stays too: its buffers are reused, and a request rejected before routing
-    // is logged with the trace that is there (as the access log has always done).
+    // The trace stays too, for its buffers: every request starts its own before it is
+    // routed (`route_and_forward`), so none is ever finished with another's.
     let mut pool = core.scratch_pool.borrow_mut();
     if pool.len() < MAX_POOLED_SCRATCH && s.fits_pool() {
         pool.push(s);
@@ -559,6 +559,11 @@ async fn route_and_forward(
     let expect_continue = head.expect_continue && framing != Framing::None;
     let upgrade = head.upgrade;
     let http10 = head.minor_version == 0;
+    // Every request has its own span, a request rejected before routing too: a span is
+    // never finished twice, nor with another request's (the scratch is reused).
+    if core.tracer.is_some() {
+        s.trace = Some(start_trace(core, data, head, s.trace.take()));
+    }
 
     let plan = match s.origin.target {
         Target::Route => {
@@ -603,10 +608,6 @@ async fn route_and_forward(
         timeout = timeout.min(Duration::from_millis(ms));
     }
     let deadline = started + timeout;
-
-    if core.tracer.is_some() {
-        s.trace = Some(start_trace(core, data, head, s.trace.take()));
-    }
 
     // The upstream request head, then the client's head is consumed.
     let add = RequestAdditions {
