@@ -152,6 +152,9 @@ pub async fn core_main(start: CoreStart) {
     };
     let outbound_stop = Rc::new(Signal::default());
     let mut has_outbound = false;
+    // Every task holding the core is awaited before returning: a task left pending when
+    // the runtime ends would keep the core (and the exporter's sender) alive.
+    let mut side_tasks = Vec::new();
     for (listener, side) in sides {
         let listener = match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -172,7 +175,7 @@ pub async fn core_main(start: CoreStart) {
             _ => StopOn::Shutdown,
         };
         let core = core.clone();
-        monoio::spawn(async move {
+        side_tasks.push(monoio::spawn(async move {
             let stop_signal = match &stop {
                 StopOn::Outbound(signal) => signal.as_ref(),
                 StopOn::Shutdown => &core.shutdown,
@@ -186,9 +189,15 @@ pub async fn core_main(start: CoreStart) {
                 },
             )
             .await;
-        });
+        }));
     }
-    monoio::spawn(tick(core.clone(), control, outbound_stop.clone()));
+    let done = Rc::new(Signal::default());
+    let tick_task = monoio::spawn(tick(
+        core.clone(),
+        control,
+        outbound_stop.clone(),
+        done.clone(),
+    ));
     accept_loop(
         &core,
         &listener,
@@ -224,6 +233,12 @@ pub async fn core_main(start: CoreStart) {
             "grace period over; closing the rest"
         );
     }
+    outbound_stop.fire();
+    done.fire();
+    for task in side_tasks {
+        task.await;
+    }
+    tick_task.await;
     tracing::debug!(
         core = id,
         "core stopped after {:?} of draining",
@@ -274,8 +289,16 @@ async fn accept_loop(
 }
 
 /// The core's periodic work: apply control messages, sweep idle upstream connections.
-async fn tick(core: Rc<Core>, control: Receiver<Control>, outbound_stop: Rc<Signal>) {
+async fn tick(
+    core: Rc<Core>,
+    control: Receiver<Control>,
+    outbound_stop: Rc<Signal>,
+    done: Rc<Signal>,
+) {
     loop {
+        if done.is_fired() {
+            return;
+        }
         loop {
             match control.try_recv() {
                 Ok(Control::Install(snapshot, layout)) => core.install(snapshot, layout),
@@ -297,6 +320,9 @@ async fn tick(core: Rc<Core>, control: Receiver<Control>, outbound_stop: Rc<Sign
         core.gossip_tick(now);
         let idle = Duration::from_millis(core.defaults.pool_idle_timeout_ms);
         core.pool.borrow_mut().sweep(now, idle);
-        monoio::time::sleep(TICK).await;
+        monoio::select! {
+            _ = monoio::time::sleep(TICK) => {},
+            _ = done.wait() => return,
+        }
     }
 }
