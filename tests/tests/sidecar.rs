@@ -168,14 +168,12 @@ fn inbound_opaque_tcp_comes_back_byte_exact() {
         echo_thread.join().expect("echo thread");
         assert_eq!(back.len(), payload.len());
         assert!(back == payload, "the echo differs from what was sent");
-        let text = proxy.metrics_text();
-        let bytes = |way: &str| {
-            let series = format!("coremesh_tcp_bytes_total{{direction=\"inbound\",way=\"{way}\"}}");
-            sample(&text, &series)
-        };
+        // The relay writes its byte counts when it ends, which may be after the client has
+        // read the last byte: wait for them, then read everything from that same scrape.
+        let mut text = String::new();
         assert!(
             wait_until(|| {
-                let text = proxy.metrics_text();
+                text = proxy.metrics_text();
                 sample(
                     &text,
                     "coremesh_tcp_bytes_total{direction=\"inbound\",way=\"to_client\"}",
@@ -183,6 +181,10 @@ fn inbound_opaque_tcp_comes_back_byte_exact() {
             }),
             "{text}"
         );
+        let bytes = |way: &str| {
+            let series = format!("coremesh_tcp_bytes_total{{direction=\"inbound\",way=\"{way}\"}}");
+            sample(&text, &series)
+        };
         assert_eq!(bytes("to_upstream"), Some(1024 * 1024), "{text}");
         assert_eq!(
             sample(&text, "coremesh_detect_total{direction=\"inbound\",protocol=\"opaque\",reason=\"opaque_port\"}"),
