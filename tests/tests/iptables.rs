@@ -73,6 +73,7 @@ fn expected_rules(v6: bool) -> Vec<String> {
         "-A COREMESH_OUTPUT -p tcp -m tcp --dport 5432 -j RETURN".to_string(),
         format!("-A COREMESH_OUTPUT -d {net} -j RETURN"),
         "-A COREMESH_OUTPUT -p tcp -j COREMESH_OUTBOUND_REDIRECT".to_string(),
+        "-A COREMESH_PREROUTING -m addrtype ! --dst-type LOCAL -j RETURN".to_string(),
         "-A COREMESH_PREROUTING -p tcp -m tcp --dport 4191 -j RETURN".to_string(),
         "-A COREMESH_PREROUTING -p tcp -m tcp --dport 22 -j RETURN".to_string(),
         "-A COREMESH_PREROUTING -p tcp -m tcp --dport 9000 -j RETURN".to_string(),
@@ -99,8 +100,8 @@ fn install_twice_then_uninstall(ns: &Netns, backend: &str, saves: &[&str]) {
         let ours = lines.iter().filter(|l| l.contains("COREMESH_")).count();
         assert_eq!(
             ours,
-            14 + 4,
-            "{}: 14 rules and 4 chains:\n{table}",
+            15 + 4,
+            "{}: 15 rules and 4 chains:\n{table}",
             saves[i]
         );
         // Everything that was there before is still there, in the same order.

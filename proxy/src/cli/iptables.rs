@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! PREROUTING -p tcp -> COREMESH_PREROUTING
+//!     RETURN for a destination that is not this host's own (forwarded traffic)
 //!     RETURN for the admin port and each --skip-inbound-ports port (destination port)
 //!     RETURN for each --skip-subnets subnet (source address)
 //!     -> COREMESH_INBOUND_REDIRECT: REDIRECT --to-ports <inbound port>
@@ -308,6 +309,12 @@ pub fn install_plan(rules: &Rules, family: Family) -> Vec<Step> {
     steps.push(append(
         CHAIN_INBOUND_REDIRECT,
         &["-p", "tcp", "-j", "REDIRECT", "--to-ports", &inbound],
+    ));
+    // Only connections to this host (or pod) are inbound: traffic the host forwards (to
+    // containers, as a router) goes on untouched.
+    steps.push(append(
+        CHAIN_PREROUTING,
+        &["-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", "RETURN"],
     ));
     let admin = rules.admin_port.to_string();
     steps.push(append(
@@ -740,6 +747,7 @@ iptables -w 10 -t nat -F COREMESH_OUTBOUND_REDIRECT
 iptables -w 10 -t nat -S COREMESH_OUTPUT >/dev/null 2>&1 || iptables -w 10 -t nat -N COREMESH_OUTPUT
 iptables -w 10 -t nat -F COREMESH_OUTPUT
 iptables -w 10 -t nat -A COREMESH_INBOUND_REDIRECT -p tcp -j REDIRECT --to-ports 4143
+iptables -w 10 -t nat -A COREMESH_PREROUTING -m addrtype ! --dst-type LOCAL -j RETURN
 iptables -w 10 -t nat -A COREMESH_PREROUTING -p tcp --dport 4191 -j RETURN
 iptables -w 10 -t nat -A COREMESH_PREROUTING -p tcp -j COREMESH_INBOUND_REDIRECT
 iptables -w 10 -t nat -A COREMESH_OUTBOUND_REDIRECT -p tcp -j REDIRECT --to-ports 4140
@@ -775,6 +783,7 @@ iptables -w 10 -t nat -C OUTPUT -p tcp -j COREMESH_OUTPUT >/dev/null 2>&1 || ipt
             own_rules(&install_plan(&r, Family::V4)),
             vec![
                 "-A COREMESH_INBOUND_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
+                "-A COREMESH_PREROUTING -m addrtype ! --dst-type LOCAL -j RETURN",
                 "-A COREMESH_PREROUTING -p tcp --dport 9901 -j RETURN",
                 "-A COREMESH_PREROUTING -p tcp --dport 22 -j RETURN",
                 "-A COREMESH_PREROUTING -p tcp --dport 4191 -j RETURN",
