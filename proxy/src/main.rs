@@ -402,6 +402,11 @@ fn serve(
         "ready {:.1} ms after start",
         started.elapsed().as_secs_f64() * 1e3
     );
+    // systemd `Type=notify` (deploy/systemd/coremesh.service): units ordered after this one,
+    // such as the interception rules, start only now. Nothing without $NOTIFY_SOCKET.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot tell systemd the proxy is ready ($NOTIFY_SOCKET): {e}");
+    }
     let (tx, rx) = crossbeam_channel::bounded::<i32>(8);
     let signal_thread = std::thread::spawn(move || {
         for signal in signals.forever() {
@@ -445,6 +450,7 @@ fn serve(
         stopper.stop();
     });
     handle.set_ready(false);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // The metrics closure holds only a weak reference, so this is the last one.
     if let Some(Ok(d)) = discovery.map(Arc::try_unwrap) {
         d.stop();

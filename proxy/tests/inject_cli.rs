@@ -94,6 +94,87 @@ fn uninject_gives_back_the_app_and_standard_input_works_as_a_file() {
 
 #[test]
 fn bad_input_is_an_error_and_writes_nothing() {
+    let dir = std::env::temp_dir().join(format!("coremesh-inject-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let other_inbound = dir.join("inbound.toml");
+    std::fs::write(
+        &other_inbound,
+        read("mesh.toml").replace("0.0.0.0:4143", "0.0.0.0:5143"),
+    )
+    .expect("write");
+    let no_outbound = dir.join("outbound.toml");
+    std::fs::write(
+        &no_outbound,
+        read("mesh.toml").replace("[outbound]\nlisten = \"127.0.0.1:4140\"\n", ""),
+    )
+    .expect("write");
+    let other_inbound = other_inbound.to_string_lossy().into_owned();
+    let no_outbound = no_outbound.to_string_lossy().into_owned();
+    let port_cases: [(&[&str], &str, String); 5] = [
+        (
+            &["inject", "--config", &other_inbound, "app.yaml"],
+            "",
+            format!(
+                "{other_inbound}: [inbound] listen is on port 5143, but the init container \
+                 redirects to --inbound-port 4143: make them the same (change the file or pass \
+                 --inbound-port 5143)"
+            ),
+        ),
+        (
+            &["inject", "--config", &no_outbound, "app.yaml"],
+            "",
+            format!(
+                "{no_outbound}: has no [outbound] section, but the init container redirects \
+                 to --outbound-port 4140"
+            ),
+        ),
+        (
+            &["inject", "--cpu-request", "2", "app.yaml"],
+            "",
+            "--cpu-request 2 is more than --cpu-limit 1: Kubernetes refuses a container whose \
+             request exceeds its limit"
+                .to_owned(),
+        ),
+        (
+            &[
+                "inject",
+                "--memory-limit",
+                "0.1Gi",
+                "--memory-request",
+                "128Mi",
+                "app.yaml",
+            ],
+            "",
+            "--memory-request 128Mi is more than --memory-limit 0.1Gi".to_owned(),
+        ),
+        (
+            &["inject", "--startup-probe-period", "0", "app.yaml"],
+            "",
+            "--startup-probe-period must be at least 1".to_owned(),
+        ),
+    ];
+    for (args, stdin, message) in port_cases {
+        let out = coremesh(args, stdin);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&message), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Requests equal to the limits, in other units, are fine.
+    let out = coremesh(
+        &[
+            "inject",
+            "--cpu-request",
+            "1000m",
+            "--memory-request",
+            "0.125Gi",
+            "app.yaml",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     let cases: [(&[&str], &str, &str); 4] = [
         (&["inject", "-"], "kind: [Pod\n", "invalid YAML"),
         (&["inject", "--proxy-uid", "0", "app.yaml"], "", "--proxy-uid must not be 0"),
@@ -158,4 +239,146 @@ fn the_meshed_rbac_lets_the_pods_account_read_services_and_endpoint_slices() {
     assert_eq!(subjects.len(), 1);
     assert_eq!(subjects[0].kind, "ServiceAccount");
     assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
+}
+
+/// A Deployment whose containers have `tcpSocket` probes: by number, by port name, and on
+/// a native sidecar of its own.
+const TCP_PROBED: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: db
+spec:
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      initContainers:
+        - name: exporter
+          image: exporter:1
+          restartPolicy: Always
+          startupProbe:
+            tcpSocket: {port: 9187}
+      containers:
+        - name: db
+          image: db:1
+          ports:
+            - {name: sql, containerPort: 5432}
+            - {name: health, containerPort: 8081}
+          livenessProbe:
+            tcpSocket: {port: sql}
+          readinessProbe:
+            tcpSocket: {port: 5432}
+          startupProbe:
+            httpGet: {path: /, port: health}
+";
+
+fn deployment(yaml: &str) -> Deployment {
+    serde_json::from_value(values(yaml)[0].clone()).expect("a Deployment")
+}
+
+fn init_container(deployment: &Deployment, name: &str) -> k8s_openapi::api::core::v1::Container {
+    deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|pod| pod.init_containers.as_ref())
+        .and_then(|list| list.iter().find(|c| c.name == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no init container {name}"))
+}
+
+#[test]
+fn tcp_probe_ports_are_left_to_the_kubelet_and_uninject_takes_them_out() {
+    let out = coremesh(
+        &["inject", "--skip-inbound-ports", "22,5432", "-"],
+        TCP_PROBED,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let injected = text(&out.stdout);
+    let init = init_container(&deployment(&injected), "coremesh-init");
+    let args = init.args.expect("args");
+    let at = args
+        .iter()
+        .position(|a| a == "--skip-inbound-ports")
+        .expect("--skip-inbound-ports");
+    // The flag's ports first, then each probed port not already there; the httpGet
+    // probe's port goes through the proxy as before.
+    assert_eq!(args[at + 1], "22,5432,9187");
+    assert_eq!(
+        args.iter().filter(|a| *a == "--skip-inbound-ports").count(),
+        1
+    );
+
+    // Without the flag, the probed ports alone, where the flag would be.
+    let out = coremesh(&["inject", "-"], TCP_PROBED);
+    let init = init_container(&deployment(&text(&out.stdout)), "coremesh-init");
+    let args = init.args.expect("args");
+    assert_eq!(
+        args[8..],
+        ["--admin-port", "4191", "--skip-inbound-ports", "5432,9187"]
+    );
+
+    // Injecting again changes nothing; uninject gives back the original exactly.
+    let again = coremesh(
+        &["inject", "--skip-inbound-ports", "22,5432", "-"],
+        &injected,
+    );
+    assert_eq!(text(&again.stdout), injected);
+    let back = coremesh(&["uninject", "-"], &injected);
+    assert!(back.status.success(), "{}", text(&back.stderr));
+    assert_eq!(values(&text(&back.stdout)), values(TCP_PROBED));
+}
+
+#[test]
+fn the_startup_probe_and_the_lock_wait_take_their_flags() {
+    let out = coremesh(
+        &[
+            "inject",
+            "--startup-probe-period",
+            "2",
+            "--startup-probe-failure-threshold",
+            "30",
+            "--startup-probe-initial-delay",
+            "5",
+            "--iptables-lock-wait",
+            "20",
+            "-",
+        ],
+        TCP_PROBED,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let injected = deployment(&text(&out.stdout));
+    let probe = init_container(&injected, "coremesh-proxy")
+        .startup_probe
+        .expect("a startup probe");
+    assert_eq!(
+        (
+            probe.period_seconds,
+            probe.failure_threshold,
+            probe.initial_delay_seconds
+        ),
+        (Some(2), Some(30), Some(5))
+    );
+    let args = init_container(&injected, "coremesh-init")
+        .args
+        .expect("args");
+    assert_eq!(args[10..12], ["--lock-wait", "20"]);
+
+    // The defaults: every second, 120 times, at once.
+    let out = coremesh(&["inject", "-"], TCP_PROBED);
+    let probe = init_container(&deployment(&text(&out.stdout)), "coremesh-proxy")
+        .startup_probe
+        .expect("a startup probe");
+    assert_eq!(
+        (
+            probe.period_seconds,
+            probe.failure_threshold,
+            probe.initial_delay_seconds
+        ),
+        (Some(1), Some(120), None)
+    );
 }

@@ -326,6 +326,86 @@ impl Pair {
     }
 }
 
+/// Three namespaces in a line, `client` — `router` — `server`, joined by two veth pairs,
+/// with the router forwarding IPv4 between them (`ip_forward=1` in its namespace only):
+/// the client has `10.78.<subnet>.1/24` and routes everything through the router's
+/// `10.78.<subnet>.2`; the server has `10.79.<subnet>.2/24` and routes everything through
+/// the router's `10.79.<subnet>.1`. Inside the router, [`VETH`] faces the client and
+/// [`ROUTER_SERVER_VETH`] the server.
+#[derive(Debug)]
+pub struct Routed {
+    pub client: Netns,
+    pub router: Netns,
+    pub server: Netns,
+    pub client_addr: Ipv4Addr,
+    /// The router's address on the client's side.
+    pub router_addr: Ipv4Addr,
+    /// The router's address on the server's side.
+    pub router_server_side: Ipv4Addr,
+    pub server_addr: Ipv4Addr,
+}
+
+/// The router's veth towards the server (its veth towards the client is [`VETH`]).
+pub const ROUTER_SERVER_VETH: &str = "cm1";
+
+impl Routed {
+    pub fn new(subnet: u8) -> anyhow::Result<Routed> {
+        let client = Netns::new()?;
+        let router = Netns::new()?;
+        let server = Netns::new()?;
+        for (a, a_dev, b, b_dev) in [
+            (&client, VETH, &router, VETH),
+            (&router, ROUTER_SERVER_VETH, &server, VETH),
+        ] {
+            run(
+                "ip",
+                &[
+                    "link", "add", "name", a_dev, "netns", &a.name, "type", "veth", "peer", "name",
+                    b_dev, "netns", &b.name,
+                ],
+            )?;
+        }
+        let client_addr = Ipv4Addr::new(10, 78, subnet, 1);
+        let router_addr = Ipv4Addr::new(10, 78, subnet, 2);
+        let router_server_side = Ipv4Addr::new(10, 79, subnet, 1);
+        let server_addr = Ipv4Addr::new(10, 79, subnet, 2);
+        for (ns, dev, addr) in [
+            (&client, VETH, client_addr),
+            (&router, VETH, router_addr),
+            (&router, ROUTER_SERVER_VETH, router_server_side),
+            (&server, VETH, server_addr),
+        ] {
+            ns.run("ip", &["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            ns.run("ip", &["link", "set", dev, "up"])?;
+        }
+        client.run(
+            "ip",
+            &["route", "add", "default", "via", &router_addr.to_string()],
+        )?;
+        server.run(
+            "ip",
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &router_server_side.to_string(),
+            ],
+        )?;
+        // Per namespace: the machine's own setting is untouched.
+        router.run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
+        Ok(Routed {
+            client,
+            router,
+            server,
+            client_addr,
+            router_addr,
+            router_server_side,
+            server_addr,
+        })
+    }
+}
+
 /// Where a connection redirected by the nat table was going (`SO_ORIGINAL_DST`, or its IPv6
 /// twin); for a connection nothing redirected, its own local address.
 pub fn original_dst(stream: &TcpStream) -> anyhow::Result<SocketAddr> {

@@ -397,3 +397,71 @@ fn where_connections_go(subnet: u8, v6: bool) {
     assert_eq!(from_app(remote), expect("remote", remote));
     assert_eq!(ask_as(app_ns, "2103", remote), expect("remote", remote));
 }
+
+/// Whether the legacy nat table of `file`'s family exists in `ns`.
+fn legacy_nat_exists(ns: &Netns, file: &str) -> bool {
+    ns.run("cat", &[file])
+        .map(|names| names.lines().any(|l| l.trim() == "nat"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn uninstall_cleans_our_chains_on_every_backend() {
+    let saves = [
+        "iptables-nft-save",
+        "ip6tables-nft-save",
+        "iptables-legacy-save",
+        "ip6tables-legacy-save",
+    ];
+    let mut programs = vec![
+        "iptables-nft",
+        "ip6tables-nft",
+        "iptables-legacy",
+        "ip6tables-legacy",
+        "cat",
+    ];
+    programs.extend_from_slice(&saves);
+    if !can_run("uninstall_cleans_our_chains_on_every_backend", &programs) {
+        return;
+    }
+    let ns = Netns::new().unwrap();
+    // nft alone: uninstall cleans it and asks legacy nothing (its tables stay unloaded).
+    let nft_before = nat(&ns, &saves[..2]);
+    coremesh_ok(&ns, &strs(&with_backend(INSTALL, "nft")));
+    assert_ne!(nat(&ns, &saves[..2]), nft_before);
+    coremesh_ok(&ns, UNINSTALL);
+    assert_eq!(nat(&ns, &saves[..2]), nft_before);
+    for file in ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"] {
+        assert!(
+            !legacy_nat_exists(&ns, file),
+            "{file}: uninstall loaded legacy nat"
+        );
+    }
+
+    // Chains on both backends (an install with each): one plain uninstall removes both.
+    let before = nat(&ns, &saves);
+    coremesh_ok(&ns, &strs(&with_backend(INSTALL, "nft")));
+    coremesh_ok(&ns, &strs(&with_backend(INSTALL, "legacy")));
+    for (save, table) in saves.iter().zip(nat(&ns, &saves)) {
+        assert_eq!(
+            table.lines().filter(|l| l.contains("COREMESH_")).count(),
+            15 + 4,
+            "{save} after install:\n{table}"
+        );
+    }
+    let said = coremesh_ok(&ns, UNINSTALL);
+    assert_eq!(
+        said.trim(),
+        "coremesh iptables: uninstalled (iptables-nft, iptables-legacy, ip6tables-nft, \
+         ip6tables-legacy)"
+    );
+    assert_eq!(nat(&ns, &saves), before, "uninstall left chains behind");
+    // Again: nothing left to do, nothing changes.
+    coremesh_ok(&ns, UNINSTALL);
+    assert_eq!(nat(&ns, &saves), before);
+
+    // Legacy alone, as an install that chose legacy leaves it.
+    coremesh_ok(&ns, &strs(&with_backend(INSTALL, "legacy")));
+    coremesh_ok(&ns, UNINSTALL);
+    assert_eq!(nat(&ns, &saves), before);
+}

@@ -78,8 +78,9 @@ pub const DEFAULT_OUTBOUND_PORT: u16 = 4140;
 /// The admin server's port, always left alone inbound (probes and scrapes reach it directly).
 pub const DEFAULT_ADMIN_PORT: u16 = 4191;
 /// Seconds each command waits for the xtables lock that another program (kube-proxy, Docker,
-/// firewalld) may hold, instead of failing at once.
-pub const LOCK_WAIT_SECONDS: u32 = 10;
+/// firewalld) may hold, instead of failing at once (`--lock-wait`): long enough for a
+/// kube-proxy resync on a busy node, short enough that a stuck holder is reported.
+pub const DEFAULT_LOCK_WAIT_SECONDS: u32 = 10;
 /// Deletions of one jump in one `uninstall` at most (a copy added by hand goes too); a bound
 /// so that a check that keeps answering "present" cannot loop forever.
 pub const MAX_JUMP_DELETES: usize = 16;
@@ -145,6 +146,9 @@ pub struct CommonArgs {
     /// Fail instead of warning when ip6tables is missing or cannot use the nat table.
     #[arg(long)]
     pub require_ipv6: bool,
+    /// Seconds each iptables command waits for the xtables lock another program holds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LOCK_WAIT_SECONDS)]
+    pub lock_wait: u32,
 }
 
 /// The iptables flavour to drive.
@@ -220,6 +224,8 @@ pub struct Rules {
     pub skip_outbound_ports: Vec<u16>,
     /// Without repeats, in the order given.
     pub skip_subnets: Vec<IpNet>,
+    /// Seconds each command waits for the xtables lock.
+    pub lock_wait: u32,
 }
 
 impl Rules {
@@ -244,6 +250,7 @@ impl Rules {
             ),
             skip_outbound_ports: distinct(a.skip_outbound_ports.iter().copied()),
             skip_subnets: distinct(a.skip_subnets.iter().copied()),
+            lock_wait: a.common.lock_wait,
         })
     }
 }
@@ -275,9 +282,9 @@ pub enum Step {
     WhilePresent { check: Argv, then: Argv },
 }
 
-/// `-w <seconds> -t nat` followed by `args`.
-fn nat(args: &[&str]) -> Argv {
-    let wait = LOCK_WAIT_SECONDS.to_string();
+/// `-w <lock_wait> -t nat` followed by `args`.
+fn nat(lock_wait: u32, args: &[&str]) -> Argv {
+    let wait = lock_wait.to_string();
     ["-w", wait.as_str(), "-t", "nat"]
         .iter()
         .chain(args)
@@ -295,15 +302,15 @@ pub fn install_plan(rules: &Rules, family: Family) -> Vec<Step> {
     let mut steps = Vec::new();
     for chain in CHAINS {
         steps.push(Step::IfAbsent {
-            check: nat(&["-S", chain]),
-            then: nat(&["-N", chain]),
+            check: nat(rules.lock_wait, &["-S", chain]),
+            then: nat(rules.lock_wait, &["-N", chain]),
         });
-        steps.push(Step::Run(nat(&["-F", chain])));
+        steps.push(Step::Run(nat(rules.lock_wait, &["-F", chain])));
     }
     let append = |chain: &str, rule: &[&str]| {
         let mut args = vec!["-A", chain];
         args.extend_from_slice(rule);
-        Step::Run(nat(&args))
+        Step::Run(nat(rules.lock_wait, &args))
     };
     let inbound = rules.inbound_port.to_string();
     steps.push(append(
@@ -371,7 +378,7 @@ pub fn install_plan(rules: &Rules, family: Family) -> Vec<Step> {
         let with = |op: &str| {
             let mut args = vec![op, builtin];
             args.extend_from_slice(&rule);
-            nat(&args)
+            nat(rules.lock_wait, &args)
         };
         steps.push(Step::IfAbsent {
             check: with("-C"),
@@ -382,18 +389,18 @@ pub fn install_plan(rules: &Rules, family: Family) -> Vec<Step> {
 }
 
 /// `uninstall`'s steps for one family: the jumps, then our chains flushed, then deleted.
-pub fn uninstall_plan() -> Vec<Step> {
+pub fn uninstall_plan(lock_wait: u32) -> Vec<Step> {
     let mut steps = Vec::new();
     for (builtin, ours) in JUMPS {
         let rule = jump_rule(ours);
         let with = |op: &str| {
             let mut args = vec![op, builtin];
             args.extend_from_slice(&rule);
-            nat(&args)
+            nat(lock_wait, &args)
         };
         // `-C` on a jump to a chain that does not exist is an error, not "absent".
         steps.push(Step::IfPresent {
-            check: nat(&["-S", ours]),
+            check: nat(lock_wait, &["-S", ours]),
             then: vec![Step::WhilePresent {
                 check: with("-C"),
                 then: with("-D"),
@@ -403,8 +410,8 @@ pub fn uninstall_plan() -> Vec<Step> {
     for op in ["-F", "-X"] {
         for chain in CHAINS {
             steps.push(Step::IfPresent {
-                check: nat(&["-S", chain]),
-                then: vec![Step::Run(nat(&[op, chain]))],
+                check: nat(lock_wait, &["-S", chain]),
+                then: vec![Step::Run(nat(lock_wait, &[op, chain]))],
             });
         }
     }
@@ -496,7 +503,7 @@ fn suffixes(backend: Backend) -> &'static [&'static str] {
 }
 
 /// The first of `names` that exists and can list the nat table, or why none could.
-fn first_usable(names: &[String]) -> Result<Program, String> {
+fn first_usable(names: &[String], lock_wait: u32) -> Result<Program, String> {
     let mut why = Vec::new();
     for name in names {
         let Some(path) = find_program(name) else {
@@ -510,7 +517,7 @@ fn first_usable(names: &[String]) -> Result<Program, String> {
             name: name.clone(),
             path,
         };
-        match execute(&program, &nat(&["-S"])) {
+        match execute(&program, &nat(lock_wait, &["-S"])) {
             Ok(out) if out.code == Some(0) => return Ok(program),
             Ok(out) => why.push(format!(
                 "{name}: cannot list the nat table ({}): {}",
@@ -620,30 +627,50 @@ pub fn run(args: IptablesArgs) -> anyhow::Result<()> {
         }
         Action::Uninstall(common) => {
             let plans = [
-                (Family::V4, uninstall_plan()),
-                (Family::V6, uninstall_plan()),
+                (Family::V4, uninstall_plan(common.lock_wait)),
+                (Family::V6, uninstall_plan(common.lock_wait)),
             ];
             carry_out(&plans, &common, "uninstalled")
         }
     }
 }
 
-/// The program name `--dry-run` shows for a family.
-fn shown_name(family: Family, backend: Backend) -> String {
-    let suffix = match backend {
-        Backend::Auto => "",
-        Backend::Nft => "-nft",
-        Backend::Legacy => "-legacy",
+/// The program names `--dry-run` shows for a family: one per backend the run would use.
+fn shown_names(family: Family, backend: Backend, done: &str) -> Vec<String> {
+    let suffixes: &[&str] = match (backend, done) {
+        // Uninstall cleans every backend: the script does too (each step is guarded, so a
+        // backend without our chains is left as it is).
+        (Backend::Auto, "uninstalled") => &["-nft", "-legacy"],
+        (Backend::Auto, _) => &[""],
+        (Backend::Nft, _) => &["-nft"],
+        (Backend::Legacy, _) => &["-legacy"],
     };
-    format!("{}{suffix}", family.program())
+    suffixes
+        .iter()
+        .map(|suffix| format!("{}{suffix}", family.program()))
+        .collect()
 }
 
 fn carry_out(plans: &[(Family, Vec<Step>)], common: &CommonArgs, done: &str) -> anyhow::Result<()> {
     if common.dry_run {
         let mut script = String::new();
         for (family, steps) in plans {
-            script.push_str(&format!("# {}\n", family.label()));
-            script.push_str(&render(&shown_name(*family, common.backend), steps));
+            for name in shown_names(*family, common.backend, done) {
+                script.push_str(&format!("# {} ({name})\n", family.label()));
+                if done == "uninstalled"
+                    && common.backend == Backend::Auto
+                    && name.ends_with("-legacy")
+                {
+                    // As the real run: legacy only where its nat table exists.
+                    script.push_str(&format!(
+                        "if grep -qx nat {} 2>/dev/null; then\n{}fi\n",
+                        legacy_names_file(*family),
+                        render(&name, steps)
+                    ));
+                } else {
+                    script.push_str(&render(&name, steps));
+                }
+            }
         }
         return match std::io::stdout().write_all(script.as_bytes()) {
             // A reader that stopped early (`| head`) is not a failure.
@@ -659,37 +686,99 @@ fn carry_out(plans: &[(Family, Vec<Step>)], common: &CommonArgs, done: &str) -> 
             );
         }
     }
-    let names = |family: Family| -> Vec<String> {
-        suffixes(common.backend)
-            .iter()
-            .map(|s| format!("{}{s}", family.program()))
-            .collect()
+    let programs = if done == "uninstalled" && common.backend == Backend::Auto {
+        every_backend(common)?
+    } else {
+        one_backend(common, common.backend, done)?
     };
-    let v4 = first_usable(&names(Family::V4)).map_err(|why| {
+    let mut used = Vec::new();
+    for (family, steps) in plans {
+        for (_, program) in programs.iter().filter(|(f, _)| f == family) {
+            apply(program, steps)?;
+            used.push(program.name.clone());
+        }
+    }
+    println!("coremesh iptables: {done} ({})", used.join(", "));
+    Ok(())
+}
+
+/// The programs of one backend (`auto`: the first usable of nft, legacy, plain): IPv4's,
+/// and its IPv6 twin unless that is unusable (a warning, or an error under
+/// `--require-ipv6`).
+fn one_backend(
+    common: &CommonArgs,
+    backend: Backend,
+    done: &str,
+) -> anyhow::Result<Vec<(Family, Program)>> {
+    let names: Vec<String> = suffixes(backend)
+        .iter()
+        .map(|s| format!("{}{s}", Family::V4.program()))
+        .collect();
+    let v4 = first_usable(&names, common.lock_wait).map_err(|why| {
         anyhow!("no usable iptables program (install the iptables package): {why}")
     })?;
     // IPv6 uses the twin of the IPv4 program, so both families share one backend.
     let twin = v4
         .name
         .replacen(Family::V4.program(), Family::V6.program(), 1);
-    let v6 = first_usable(&[twin]);
-    if let Err(why) = &v6 {
-        eprintln!("{}", ipv6_unusable(why, common.require_ipv6, done)?);
+    let mut programs = vec![(Family::V4, v4)];
+    match first_usable(&[twin], common.lock_wait) {
+        Ok(v6) => programs.push((Family::V6, v6)),
+        Err(why) => eprintln!("{}", ipv6_unusable(&why, common.require_ipv6, done)?),
     }
-    let mut used = Vec::new();
-    for (family, steps) in plans {
-        let program = match family {
-            Family::V4 => &v4,
-            Family::V6 => match &v6 {
-                Ok(p) => p,
-                Err(_) => continue,
-            },
-        };
-        apply(program, steps)?;
-        used.push(program.name.clone());
+    Ok(programs)
+}
+
+/// Every backend that may hold our chains, for `uninstall`: rules a previous `install` put
+/// in with another backend (an upgrade of the iptables package, a forced `--backend`, a
+/// `kube-proxy` that switched) would otherwise stay behind and keep redirecting. nft's
+/// programs are asked when usable; legacy's only for a family whose legacy nat table exists
+/// in this network namespace (`/proc/net/ip_tables_names`), so that a host without legacy
+/// tables does not get them loaded by the asking. Plain `iptables` is the fall-back when
+/// neither flavour can be used.
+fn every_backend(common: &CommonArgs) -> anyhow::Result<Vec<(Family, Program)>> {
+    let mut programs = match one_backend(common, Backend::Nft, "uninstalled") {
+        Ok(nft) => nft,
+        Err(_) if legacy_nat_tables().is_empty() => {
+            return one_backend(common, Backend::Auto, "uninstalled")
+        }
+        Err(_) => Vec::new(),
+    };
+    for family in legacy_nat_tables() {
+        let name = format!("{}-legacy", family.program());
+        match first_usable(&[name], common.lock_wait) {
+            Ok(program) => programs.push((family, program)),
+            Err(why) => eprintln!(
+                "coremesh iptables: warning: the legacy {} nat table exists but cannot be \
+                 cleaned: {why}",
+                family.label()
+            ),
+        }
     }
-    println!("coremesh iptables: {done} ({})", used.join(", "));
-    Ok(())
+    if programs.is_empty() {
+        bail!("no usable iptables program (install the iptables package)");
+    }
+    Ok(programs)
+}
+
+/// Where the kernel lists the legacy (x_tables) tables of a family in use in this network
+/// namespace.
+fn legacy_names_file(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "/proc/net/ip_tables_names",
+        Family::V6 => "/proc/net/ip6_tables_names",
+    }
+}
+
+/// The families whose legacy nat table exists in this network namespace.
+fn legacy_nat_tables() -> Vec<Family> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|family| {
+            std::fs::read_to_string(legacy_names_file(*family))
+                .is_ok_and(|names| names.lines().any(|l| l.trim() == "nat"))
+        })
+        .collect()
 }
 
 /// When IPv6's program cannot be used: the warning to print, or the error that stops the
@@ -810,7 +899,7 @@ iptables -w 10 -t nat -C OUTPUT -p tcp -j COREMESH_OUTPUT >/dev/null 2>&1 || ipt
 
     #[test]
     fn uninstall_removes_jumps_then_flushes_then_deletes_only_our_chains() {
-        let text = render("ip6tables", &uninstall_plan());
+        let text = render("ip6tables", &uninstall_plan(DEFAULT_LOCK_WAIT_SECONDS));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 10);
         assert_eq!(
@@ -853,7 +942,7 @@ iptables -w 10 -t nat -C OUTPUT -p tcp -j COREMESH_OUTPUT >/dev/null 2>&1 || ipt
                 _ => None,
             })
             .collect();
-        let removed: Vec<Vec<String>> = uninstall_plan()
+        let removed: Vec<Vec<String>> = uninstall_plan(DEFAULT_LOCK_WAIT_SECONDS)
             .iter()
             .filter_map(|s| match s {
                 Step::IfPresent { then, .. } => match then.first() {
@@ -897,10 +986,41 @@ iptables -w 10 -t nat -C OUTPUT -p tcp -j COREMESH_OUTPUT >/dev/null 2>&1 || ipt
     }
 
     #[test]
-    fn dry_run_names_the_forced_backend() {
-        assert_eq!(shown_name(Family::V6, Backend::Auto), "ip6tables");
-        assert_eq!(shown_name(Family::V4, Backend::Legacy), "iptables-legacy");
-        assert_eq!(shown_name(Family::V6, Backend::Nft), "ip6tables-nft");
+    fn dry_run_names_the_forced_backend_and_every_backend_for_uninstall() {
+        let names = |family, backend, done| shown_names(family, backend, done).join(" ");
+        assert_eq!(names(Family::V6, Backend::Auto, "installed"), "ip6tables");
+        assert_eq!(
+            names(Family::V4, Backend::Legacy, "installed"),
+            "iptables-legacy"
+        );
+        assert_eq!(
+            names(Family::V6, Backend::Nft, "uninstalled"),
+            "ip6tables-nft"
+        );
+        assert_eq!(
+            names(Family::V4, Backend::Auto, "uninstalled"),
+            "iptables-nft iptables-legacy"
+        );
+    }
+
+    #[test]
+    fn the_lock_wait_reaches_every_command() {
+        let r = rules("install --proxy-uid 1 --lock-wait 3");
+        assert_eq!(r.lock_wait, 3);
+        let install = render("iptables", &install_plan(&r, Family::V4));
+        let uninstall = render("iptables", &uninstall_plan(3));
+        for line in install.lines().chain(uninstall.lines()) {
+            assert_eq!(
+                line.matches("iptables -w 3 -t nat").count(),
+                line.matches("iptables").count(),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            rules("install --proxy-uid 1").lock_wait,
+            DEFAULT_LOCK_WAIT_SECONDS
+        );
+        assert!(parse("uninstall --lock-wait x").is_err());
     }
 
     #[test]
@@ -909,7 +1029,7 @@ iptables -w 10 -t nat -C OUTPUT -p tcp -j COREMESH_OUTPUT >/dev/null 2>&1 || ipt
             "coremesh-no-such-iptables".to_string(),
             "coremesh-nor-this".to_string(),
         ];
-        let why = first_usable(&names).unwrap_err();
+        let why = first_usable(&names, DEFAULT_LOCK_WAIT_SECONDS).unwrap_err();
         assert!(
             why.starts_with("coremesh-no-such-iptables: not found (looked in PATH and /usr/sbin"),
             "{why}"

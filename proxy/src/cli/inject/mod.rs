@@ -9,6 +9,7 @@
 //! template of each kind, [`yaml`] and [`node`] read and write the documents in order.
 
 pub mod node;
+pub mod probes;
 pub mod sidecar;
 pub mod template;
 pub mod workload;

@@ -4,9 +4,11 @@
 //!
 //! Defaults (each a flag): image `coremesh:<this version>`, proxy uid 2102, inbound port
 //! 4143, outbound port 4140, admin port 4191, proxy resources 100m CPU / 32Mi memory
-//! requested, 1 CPU / 128Mi memory at most.
+//! requested, 1 CPU / 128Mi memory at most (a request above its limit is refused), a
+//! startup probe every second up to 120 times, iptables waiting 10 s for its lock.
 
 use super::node::{map, strings, Node};
+use crate::cli::iptables::DEFAULT_LOCK_WAIT_SECONDS;
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 
@@ -35,9 +37,14 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "32Mi";
 /// connection buffers of a busy pod.
 pub const DEFAULT_CPU_LIMIT: &str = "1";
 pub const DEFAULT_MEMORY_LIMIT: &str = "128Mi";
-/// How long the kubelet waits for `/ready` before restarting the proxy: 1 s × 120.
-const STARTUP_PROBE_PERIOD_SECONDS: i64 = 1;
-const STARTUP_PROBE_FAILURES: i64 = 120;
+/// How often the kubelet asks the proxy's `/ready` while it starts: the proxy is usually
+/// ready within a second, and the application's containers wait for it.
+pub const DEFAULT_STARTUP_PROBE_PERIOD_SECONDS: u32 = 1;
+/// How many failed `/ready` checks the kubelet accepts before restarting the proxy:
+/// with the period, two minutes (discovery alone may wait 10 s for a slow API server).
+pub const DEFAULT_STARTUP_PROBE_FAILURE_THRESHOLD: u32 = 120;
+/// Seconds before the first `/ready` check: none, the check is cheap.
+pub const DEFAULT_STARTUP_PROBE_INITIAL_DELAY_SECONDS: u32 = 0;
 
 /// The flags of `coremesh inject` that shape the sidecar.
 #[derive(clap::Args, Debug, Clone)]
@@ -82,6 +89,18 @@ pub struct SidecarArgs {
     /// admin server on the admin port and the `[inbound]` / `[outbound]` sides on theirs.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Seconds each iptables command of the init container waits for the xtables lock.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LOCK_WAIT_SECONDS)]
+    pub iptables_lock_wait: u32,
+    /// Seconds between the kubelet's `/ready` checks while the proxy starts.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_STARTUP_PROBE_PERIOD_SECONDS)]
+    pub startup_probe_period: u32,
+    /// Failed start-up checks before the kubelet restarts the proxy.
+    #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_STARTUP_PROBE_FAILURE_THRESHOLD)]
+    pub startup_probe_failure_threshold: u32,
+    /// Seconds before the kubelet's first start-up check.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_STARTUP_PROBE_INITIAL_DELAY_SECONDS)]
+    pub startup_probe_initial_delay: u32,
 }
 
 impl Default for SidecarArgs {
@@ -100,6 +119,10 @@ impl Default for SidecarArgs {
             cpu_limit: DEFAULT_CPU_LIMIT.to_owned(),
             memory_limit: DEFAULT_MEMORY_LIMIT.to_owned(),
             config: None,
+            iptables_lock_wait: DEFAULT_LOCK_WAIT_SECONDS,
+            startup_probe_period: DEFAULT_STARTUP_PROBE_PERIOD_SECONDS,
+            startup_probe_failure_threshold: DEFAULT_STARTUP_PROBE_FAILURE_THRESHOLD,
+            startup_probe_initial_delay: DEFAULT_STARTUP_PROBE_INITIAL_DELAY_SECONDS,
         }
     }
 }
@@ -110,6 +133,45 @@ pub struct Sidecar {
     pub init_container: Node,
     pub proxy_container: Node,
     pub volume: Node,
+}
+
+impl Sidecar {
+    /// The init container with `ports` (the pod's `tcpSocket` probe ports, see
+    /// [`super::probes`]) added to its `--skip-inbound-ports`, after the flag's own.
+    pub fn init_container_skipping(&self, ports: &[u16]) -> Node {
+        let mut container = self.init_container.clone();
+        if ports.is_empty() {
+            return container;
+        }
+        let Some(args) = container.get_mut("args").and_then(Node::as_seq_mut) else {
+            return container;
+        };
+        let flag = args
+            .iter()
+            .position(|a| a.as_str() == Some("--skip-inbound-ports"));
+        match flag.and_then(|at| args.get_mut(at + 1)) {
+            Some(Node::String(list)) => {
+                let mut all: Vec<u16> = list.split(',').filter_map(|p| p.parse().ok()).collect();
+                all.extend(
+                    ports
+                        .iter()
+                        .filter(|p| !list.split(',').any(|q| q == p.to_string())),
+                );
+                *list = join(&all);
+            }
+            _ => {
+                // Where `init_args` puts the flag: after `--admin-port N` and `--lock-wait N`.
+                let at = args
+                    .iter()
+                    .rposition(|a| matches!(a.as_str(), Some("--admin-port" | "--lock-wait")))
+                    .map_or(args.len(), |at| at + 2)
+                    .min(args.len());
+                args.insert(at, Node::str(join(ports)));
+                args.insert(at, Node::str("--skip-inbound-ports"));
+            }
+        }
+        container
+    }
 }
 
 impl SidecarArgs {
@@ -163,8 +225,32 @@ impl SidecarArgs {
                 bail!("{flag} {value:?} is not a Kubernetes quantity (such as 100m, 1, 64Mi)");
             }
         }
+        for (resource, request, limit) in [
+            ("cpu", &self.cpu_request, &self.cpu_limit),
+            ("memory", &self.memory_request, &self.memory_limit),
+        ] {
+            if let (Some(r), Some(l)) = (quantity_value(request), quantity_value(limit)) {
+                if r > l {
+                    bail!(
+                        "--{resource}-request {request} is more than --{resource}-limit {limit}: \
+                         Kubernetes refuses a container whose request exceeds its limit"
+                    );
+                }
+            }
+        }
         for subnet in &self.skip_subnets {
             check_cidr(subnet).with_context(|| format!("--skip-subnets {subnet:?}"))?;
+        }
+        for (flag, value) in [
+            ("--startup-probe-period", self.startup_probe_period),
+            (
+                "--startup-probe-failure-threshold",
+                self.startup_probe_failure_threshold,
+            ),
+        ] {
+            if value == 0 {
+                bail!("{flag} must be at least 1 (Kubernetes' minimum)");
+            }
         }
         Ok(())
     }
@@ -174,13 +260,44 @@ impl SidecarArgs {
         let config = coremesh_discovery::parse_config(text, origin)
             .map_err(|errors| anyhow::anyhow!("{errors}"))?;
         match config.proxy.admin {
-            Some(admin) if admin.port() == self.admin_port => Ok(()),
+            Some(admin) if admin.port() == self.admin_port => {}
             _ => bail!(
                 "{origin}: [proxy] admin must listen on port {} (--admin-port): the kubelet \
                  probes /ready there",
                 self.admin_port
             ),
         }
+        // The init container redirects to --inbound-port / --outbound-port: a side that
+        // listens elsewhere would leave the pod's TCP going to a port nobody serves.
+        let sides = [
+            (
+                "[inbound]",
+                "--inbound-port",
+                self.inbound_port,
+                config.inbound.as_ref().map(|side| side.side.listen.port()),
+            ),
+            (
+                "[outbound]",
+                "--outbound-port",
+                self.outbound_port,
+                config.outbound.as_ref().map(|side| side.listen.port()),
+            ),
+        ];
+        for (section, flag, port, listen) in sides {
+            match listen {
+                Some(listen) if listen == port => {}
+                Some(listen) => bail!(
+                    "{origin}: {section} listen is on port {listen}, but the init container \
+                     redirects to {flag} {port}: make them the same (change the file or pass \
+                     {flag} {listen})"
+                ),
+                None => bail!(
+                    "{origin}: has no {section} section, but the init container redirects to \
+                     {flag} {port}: add {section} with listen on port {port}"
+                ),
+            }
+        }
+        Ok(())
     }
 
     /// The configuration the proxy runs with unless `--config` gives one: the admin server
@@ -222,6 +339,10 @@ impl SidecarArgs {
             self.admin_port.to_string(),
         ]
         .into();
+        if self.iptables_lock_wait != DEFAULT_LOCK_WAIT_SECONDS {
+            args.push("--lock-wait".to_owned());
+            args.push(self.iptables_lock_wait.to_string());
+        }
         let lists = [
             ("--skip-inbound-ports", join(&self.skip_inbound_ports)),
             ("--skip-outbound-ports", join(&self.skip_outbound_ports)),
@@ -309,11 +430,20 @@ impl SidecarArgs {
             readiness.as_map_mut(),
             liveness.as_map_mut(),
         ) {
+            if self.startup_probe_initial_delay != 0 {
+                s.insert(
+                    "initialDelaySeconds".into(),
+                    Node::Int(self.startup_probe_initial_delay.into()),
+                );
+            }
             s.insert(
                 "periodSeconds".into(),
-                Node::Int(STARTUP_PROBE_PERIOD_SECONDS),
+                Node::Int(self.startup_probe_period.into()),
             );
-            s.insert("failureThreshold".into(), Node::Int(STARTUP_PROBE_FAILURES));
+            s.insert(
+                "failureThreshold".into(),
+                Node::Int(self.startup_probe_failure_threshold.into()),
+            );
             r.insert("periodSeconds".into(), Node::Int(10));
             l.insert("periodSeconds".into(), Node::Int(10));
         }
@@ -388,6 +518,37 @@ fn is_quantity(text: &str) -> bool {
         .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
         .is_some_and(|exp| !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit()));
     digits_ok && suffix_ok
+}
+
+/// A quantity's value in base units (cores, bytes), for comparing a request with its
+/// limit; `None` when `text` is not a quantity.
+fn quantity_value(text: &str) -> Option<f64> {
+    if !is_quantity(text) {
+        return None;
+    }
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let number: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent => 10f64.powi(exponent[1..].parse().ok()?),
+    };
+    Some(number * scale)
 }
 
 /// `address/prefix`, IPv4 or IPv6.

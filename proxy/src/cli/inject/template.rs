@@ -8,8 +8,13 @@
 //! equals the original. A template already injected is injected anew (the old sidecar
 //! out, the new one in): injecting twice gives what injecting once gives, and a newer
 //! image or flag replaces the old one.
+//!
+//! The ports of the application's `tcpSocket` probes are added to the init container's
+//! `--skip-inbound-ports` (see [`super::probes`]); they live in the init container alone,
+//! so `uninject` takes them out with it.
 
 use super::node::{Map, Node};
+use super::probes::tcp_probe_ports;
 use super::sidecar::{Sidecar, INIT_CONTAINER, PROXY_CONTAINER, XTABLES_VOLUME};
 
 /// Marks an injected template; its value is the version of coremesh that injected it.
@@ -72,12 +77,13 @@ pub fn inject(template: &mut Node, sidecar: &Sidecar) -> Result<Outcome, String>
         }
     }
 
+    let probe_ports = tcp_probe_ports(template.get("spec").unwrap_or(&Node::Null))?;
     let root = template.as_map_mut().ok_or("is not a mapping")?;
     let mut created = Vec::new();
     let spec = child_map(root, "spec", &mut created)?;
     let init_containers = child_seq(spec, "initContainers", &mut created)?;
     init_containers.insert(0, sidecar.proxy_container.clone());
-    init_containers.insert(0, sidecar.init_container.clone());
+    init_containers.insert(0, sidecar.init_container_skipping(&probe_ports));
     child_seq(spec, "volumes", &mut created)?.push(sidecar.volume.clone());
     let metadata = child_map(root, "metadata", &mut created)?;
     let annotations = child_map(metadata, "annotations", &mut created)?;
