@@ -532,10 +532,11 @@ fn cell(value: Option<f64>, reference: Option<f64>, is_coremesh: bool) -> String
 fn table(s: &ScenarioResult) -> String {
     let mut out = String::new();
     let sweep = s.rows.iter().any(|r| r.point.is_some());
-    out.push_str(if sweep {
-        "| conns | contender |"
-    } else {
-        "| contender |"
+    // The latency-versus-load sweep's points are % of saturation; the others' connections.
+    out.push_str(match (sweep, s.key == super::load_sweep::KEY) {
+        (true, true) => "| % of saturated | contender |",
+        (true, false) => "| conns | contender |",
+        _ => "| contender |",
     });
     for c in &s.columns {
         let hint = match c.better {
@@ -671,6 +672,18 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
         "- coremesh: {} at {}\n- nginx: {}\n- HAProxy: {}\n- wrk: {}\n- {}; open-file limit {}\n\n",
         m.coremesh, m.coremesh_commit, m.nginx, m.haproxy, m.wrk, m.rustc, m.nofile_limit
     ));
+    let others: Vec<String> = m
+        .versions
+        .iter()
+        .filter(|(k, _)| !["coremesh", "nginx", "haproxy"].contains(&k.as_str()))
+        .map(|(k, v)| format!("- {k} (contender file): {v}\n"))
+        .collect();
+    if !others.is_empty() {
+        // Just under the software list above.
+        out.pop();
+        out.push_str(&others.concat());
+        out.push('\n');
+    }
     if !r.notes.is_empty() {
         for n in &r.notes {
             out.push_str(&format!("- Note: {n}\n"));
