@@ -526,7 +526,18 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let work_dir = std::env::temp_dir().join(format!("coremesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
     let mut notes = Vec::new();
-    let coremesh = coremesh_binary(&args, &work_dir, &mut notes);
+    // coremesh is found (and built) only when a contender runs it.
+    let needs_coremesh = contenders.iter().any(|k| {
+        *k == Kind::Coremesh
+            || files
+                .get(k)
+                .is_some_and(|f| f.binary.text.contains("{coremesh}"))
+    });
+    let coremesh = if needs_coremesh {
+        coremesh_binary(&args, &work_dir, &mut notes)
+    } else {
+        Err("not compared in this run".to_string())
+    };
     let build_time = began.elapsed();
     let run_began = Instant::now();
     let mut coremesh = coremesh;
