@@ -159,6 +159,7 @@ impl Setup {
             ),
             ("coremesh", coremesh),
             ("coremesh_driver", self.coremesh_driver.clone()),
+            ("root", super::workspace_root().display().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

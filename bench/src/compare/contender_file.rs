@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::Path;
 
 /// The contender files compiled into the bench (name of the file, its text).
-pub const BUILT_IN: [(&str, &str); 3] = [
+pub const BUILT_IN: [(&str, &str); 4] = [
     (
         "bench/contenders/coremesh.toml",
         include_str!("../../contenders/coremesh.toml"),
@@ -25,13 +25,17 @@ pub const BUILT_IN: [(&str, &str); 3] = [
         "bench/contenders/haproxy.toml",
         include_str!("../../contenders/haproxy.toml"),
     ),
+    (
+        "bench/contenders/pingora.toml",
+        include_str!("../../contenders/pingora.toml"),
+    ),
 ];
 
 /// Protocols a contender may list; `http1` is the only one the generator speaks today.
 pub const PROTOCOLS: [&str; 1] = ["http1"];
 
 /// Placeholders the bench sets for every template (a profile's `vars` add more).
-pub const BUILT_IN_VARS: [&str; 14] = [
+pub const BUILT_IN_VARS: [&str; 15] = [
     "listen",
     "listen_host",
     "listen_port",
@@ -46,6 +50,7 @@ pub const BUILT_IN_VARS: [&str; 14] = [
     "max_connections_paired",
     "coremesh",
     "coremesh_driver",
+    "root",
 ];
 
 fn default_protocols() -> Vec<String> {
@@ -414,7 +419,7 @@ mod tests {
     fn built_in_files_load() {
         let files = ContenderFile::built_in().expect("built-in contender files are valid");
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["coremesh", "nginx", "haproxy"]);
+        assert_eq!(names, ["coremesh", "nginx", "haproxy", "pingora"]);
     }
 
     #[test]

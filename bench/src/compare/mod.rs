@@ -367,11 +367,36 @@ pub fn utc_date(now: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The variables `cargo run` sets for the program it runs (the package's `CARGO_PKG_*`,
+/// `CARGO_MANIFEST_*`, `CARGO_CRATE_NAME`, …), which a nested `cargo build` must not see:
+/// build scripts that watch them (ring's watches `CARGO_PKG_NAME` and
+/// `CARGO_MANIFEST_DIR`) would count as changed, and ring and everything above it —
+/// rustls, kube, coremesh — would be rebuilt, then rebuilt again by the next plain
+/// `cargo build --release`. The user's own cargo settings (`CARGO_HOME`,
+/// `CARGO_TARGET_DIR`, `CARGO_BUILD_*`, `CARGO_PROFILE_*`, …) are kept.
+pub fn cargo_run_vars(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    names
+        .filter(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with("CARGO_PKG_")
+                || n.starts_with("CARGO_MANIFEST_")
+                || n.starts_with("CARGO_BIN_")
+                || matches!(
+                    n.as_ref(),
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+        })
+        .collect()
 }
 
 /// Find (and unless told not to, build) the coremesh binary.
@@ -399,6 +424,9 @@ fn coremesh_binary(
             let mut cmd = Command::new(cargo);
             cmd.current_dir(workspace_root())
                 .args(["build", "--release", "-p", "coremesh"]);
+            for var in cargo_run_vars(std::env::vars_os().map(|(k, _)| k)) {
+                cmd.env_remove(var);
+            }
             match procs::Proc::spawn("cargo build", cmd, &log, false) {
                 Ok(mut p) => {
                     let limit = Duration::from_secs(900);
@@ -766,6 +794,33 @@ pub fn rerender(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nested_build_does_not_see_what_cargo_run_set() {
+        let names = [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO_INCREMENTAL",
+            "PATH",
+        ];
+        let removed = cargo_run_vars(names.iter().map(std::ffi::OsString::from));
+        assert_eq!(
+            removed,
+            [
+                "CARGO_PKG_NAME",
+                "CARGO_PKG_VERSION_MAJOR",
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME"
+            ]
+        );
+    }
 
     #[test]
     fn dates() {
