@@ -197,7 +197,18 @@ pub fn run(ctx: &Ctx<'_>) -> anyhow::Result<Vec<ScenarioResult>> {
             setup,
             columns: columns(),
             rows,
-            notes: Vec::new(),
+            notes: ctx
+                .contenders
+                .iter()
+                .filter(|k| k.is_proxy())
+                .map(|k| {
+                    format!(
+                        "{} (plain profile): {}",
+                        k.name(),
+                        super::contender::settings(*k, ctx.setup, Profile::Plain)
+                    )
+                })
+                .collect(),
         },
         ScenarioResult {
             key: KNEE_KEY.into(),

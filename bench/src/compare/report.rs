@@ -690,6 +690,13 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
         }
         out.push('\n');
     }
+    if !r.settings.is_empty() {
+        out.push_str("Each contender's balancing, retries and health checks in the resilient profile (slow, flaky, dead and the saturation sweeps), from its contender file:\n\n");
+        for (name, settings) in &r.settings {
+            out.push_str(&format!("- {name}: {settings}\n"));
+        }
+        out.push('\n');
+    }
     out.push_str("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
     for t in &r.targets {
         out.push_str(&format!(
