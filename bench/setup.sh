@@ -14,7 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y nginx haproxy wrk util-linux
+# cmake: the pingora peer's zlib-ng (libz-ng-sys, through flate2) builds with it.
+apt-get install -y nginx haproxy wrk util-linux cmake
 
 # The packages start system services; the bench starts its own copies with generated
 # configs on loopback, so stop the system ones where a service manager runs them.

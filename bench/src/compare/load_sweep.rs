@@ -6,10 +6,12 @@
 
 use super::contender::{Kind, Profile};
 use super::report::{Better, Column, Row, ScenarioResult};
-use super::scenarios::{error_note, progress, session, Ctx};
+use super::scenarios::{error_note, hz, progress, session, Ctx};
 use super::upstreams::UpstreamArgs;
 use crate::load::{Mode, Stop};
+use crate::procfs;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// The scenario's key (also its `--scenarios` name).
 pub const KEY: &str = "sweep";
@@ -44,6 +46,7 @@ fn columns() -> Vec<Column> {
         Column::new("p99_us", "p99 µs", Better::Lower),
         Column::new("p999_us", "p99.9 µs", Better::Lower),
         Column::new("errors", "errors", Better::Lower),
+        Column::new("others_pct", "other load %", Better::Neither),
     ]
 }
 
@@ -124,7 +127,24 @@ pub fn run(ctx: &Ctx<'_>) -> anyhow::Result<Vec<ScenarioResult>> {
                         Mode::Open { rate },
                         Stop::Duration(plan.sweep),
                     );
-                    match ctx.load(&spec) {
+                    // CPU of the benchmark itself, to tell what else ran meanwhile.
+                    let ours = || {
+                        running.cpu_ticks()
+                            + procfs::cpu_ticks(std::process::id()).unwrap_or(0)
+                            + ups
+                                .iter()
+                                .filter_map(|u| u.pid())
+                                .map(procfs::tree_cpu_ticks)
+                                .sum::<u64>()
+                    };
+                    let (ours0, machine0) = (ours(), procfs::machine_busy_ticks());
+                    let began = Instant::now();
+                    let result = ctx.load(&spec);
+                    let wall = began.elapsed().as_secs_f64().max(1e-9);
+                    let others = procfs::machine_busy_ticks().saturating_sub(machine0) as f64
+                        - ours().saturating_sub(ours0) as f64;
+                    row.set("others_pct", (100.0 * others / hz() / wall).max(0.0));
+                    match result {
                         Ok(r) => {
                             row.set("rps", r.throughput_rps);
                             row.set("errors", r.errors_total as f64);
@@ -177,7 +197,7 @@ pub fn run(ctx: &Ctx<'_>) -> anyhow::Result<Vec<ScenarioResult>> {
     // Rows by step, then contender, as the other sweeps' tables are.
     rows.sort_by_key(|r| (r.point, r.contender));
     let setup = format!(
-        "One upstream (64-byte body, no added latency), one proxy per contender (plain profile). Its saturated throughput first (closed loop, {} connections, {:.1} s after {:.1} s of warm-up), then an open loop over {} connections at 10%, 20%, … {}% of it, {:.1} s per step after {:.1} s of warm-up at that rate. Latency is measured from each request's intended send time, so a stall is charged to every request that waited behind it (coordinated omission corrected). `point` is the offered rate in % of that contender's own saturated throughput; one round, so treat single steps as noisy.",
+        "One upstream (64-byte body, no added latency), one proxy per contender (plain profile). Its saturated throughput first (closed loop, {} connections, {:.1} s after {:.1} s of warm-up), then an open loop over {} connections at 10%, 20%, … {}% of it, {:.1} s per step after {:.1} s of warm-up at that rate. Latency is measured from each request's intended send time, so a stall is charged to every request that waited behind it (coordinated omission corrected). The first column is the offered rate in % of that contender's own saturated throughput; one round, so treat single steps as noisy. `other load` is CPU used meanwhile by processes outside the benchmark (100% = one CPU): where it is high, the latencies say more about the machine than about the proxies.",
         plan.connections,
         plan.saturate.as_secs_f64(),
         plan.warmup.as_secs_f64(),

@@ -146,7 +146,7 @@ fn default_sweep_steps() -> usize {
 }
 
 fn default_sweep_rate_connections() -> usize {
-    32
+    64
 }
 
 fn default_knee_p99_us() -> f64 {
