@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Install what `coremesh-bench compare` compares against and checks with: nginx, HAProxy and
-# wrk from Debian packages (taskset comes with util-linux). Run as root on a fresh machine:
+# wrk from Debian packages (taskset comes with util-linux), and build the pingora peer
+# (bench/peers/pingora/, its own Cargo project outside the workspace's default build) into
+# target/pingora/. Run as root on a fresh machine:
 #   bash bench/setup.sh
+# COREMESH_BENCH_NO_PINGORA=1 skips the pingora build (several minutes on 2 cores).
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "bench/setup.sh: run as root (apt-get install)" >&2
@@ -10,7 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y nginx haproxy wrk util-linux
+# cmake: the pingora peer's zlib-ng (libz-ng-sys, through flate2) builds with it.
+apt-get install -y nginx haproxy wrk util-linux cmake
 
 # The packages start system services; the bench starts its own copies with generated
 # configs on loopback, so stop the system ones where a service manager runs them.
@@ -19,6 +24,20 @@ for service in nginx haproxy; do
         systemctl stop "$service" || true
     fi
 done
+
+if [ "${COREMESH_BENCH_NO_PINGORA:-0}" != 1 ]; then
+    if command -v cargo >/dev/null 2>&1; then
+        echo "building the pingora peer (target/pingora/release/coremesh-bench-pingora)..."
+        if CARGO_TARGET_DIR="$root/target/pingora" cargo build --release --locked \
+            --manifest-path "$root/bench/peers/pingora/Cargo.toml"; then
+            "$root/target/pingora/release/coremesh-bench-pingora" --version
+        else
+            echo "bench/setup.sh: the pingora peer did not build; compare reports it as skipped" >&2
+        fi
+    else
+        echo "bench/setup.sh: cargo not found; the pingora peer is not built" >&2
+    fi
+fi
 
 nginx -v
 haproxy -v | head -n 1

@@ -214,6 +214,89 @@ pub fn percentiles(
     Ok(())
 }
 
+/// Lines of `y` (log scale) against `x`, one per series, with an optional dashed
+/// horizontal bound and its label.
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    bound: Option<(f64, &str)>,
+) -> Result<(), String> {
+    let root: Area = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let pts = series
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && *y > 0.0);
+    let (mut xmax, mut lo, mut hi) = (0.0f64, f64::INFINITY, 0.0f64);
+    for (x, y) in pts {
+        xmax = xmax.max(*x);
+        lo = lo.min(*y);
+        hi = hi.max(*y);
+    }
+    if let Some((b, _)) = bound {
+        lo = lo.min(b);
+        hi = hi.max(b);
+    }
+    if !lo.is_finite() || hi <= 0.0 {
+        return Err(format!("{}: no points to draw", path.display()));
+    }
+    let xmax = if xmax > 0.0 { xmax * 1.05 } else { 1.0 };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..xmax, (lo * 0.8..hi * 1.25).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_label_formatter(&|x| short(*x))
+        .y_label_formatter(&|v| short(*v))
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    if let Some((b, label)) = bound {
+        let grey = RGBColor(120, 120, 120);
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, b), (xmax, b)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(err)?
+            .label(label.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+    }
+    for (name, p) in series {
+        let color = color_of(name);
+        let p: Vec<(f64, f64)> = p.iter().copied().filter(|(_, y)| *y > 0.0).collect();
+        chart
+            .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(p.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
 /// A number in few characters: 61234 -> "61.2k".
 pub fn short(v: f64) -> String {
     let a = v.abs();
@@ -337,6 +420,22 @@ pub fn draw_all(out: &Path, results: &Results) -> Vec<Result<String, String>> {
                 key,
             ));
         }
+    }
+    if let Some(s) = find(results, crate::compare::load_sweep::KEY) {
+        let file = "latency-vs-load.svg";
+        let bound = results.plan.knee_p99_us;
+        let label = format!("knee bound {}", short(bound));
+        plots.push(
+            lines(
+                &out.join(file),
+                "p99 against offered rate (open loop, coordinated omission corrected)",
+                "offered requests / s",
+                "p99 latency (µs)",
+                &crate::compare::load_sweep::p99_series(s),
+                Some((bound, &label)),
+            )
+            .map(|()| file.to_string()),
+        );
     }
     if let Some(s) = find(results, "memory") {
         plots.push(figure_bars(

@@ -1,14 +1,18 @@
-//! The contenders — direct (no proxy), coremesh, nginx, HAProxy — and how each is started
-//! for a topology: a generated config (kept in the results folder), the same CPU pinning
-//! (`taskset`), a readiness check, and a stop that records how it ended.
+//! The contenders — direct (no proxy, built in) and every proxy a contender file describes
+//! (coremesh, nginx, HAProxy in `bench/contenders/`, any other by `--contender FILE`) —
+//! and how each is started for a topology: a config rendered from its file's template (kept
+//! in the results folder), the same CPU pinning (`taskset`), a readiness check, and a stop
+//! that records how it ended.
 //!
 //! Two profiles: `Plain` (one endpoint, each proxy as shipped apart from keep-alive to the
 //! upstream and worker/thread count) and `Resilient` (three endpoints, each proxy with its
 //! own best balancing, retries and passive health checks, listed in [`best_settings`]).
 
+use super::contender_file::{ContenderFile, Ready, ReadyCheck};
 use crate::procfs;
 use crate::procs::{log_tail, Proc, Stopped};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,36 +25,74 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// A contender must still run this long after its first answer.
 const STILL_UP_AFTER: Duration = Duration::from_millis(150);
-/// Drain grace asked of coremesh on SIGTERM.
-const COREMESH_GRACE_MS: u64 = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Direct,
-    Coremesh,
-    Nginx,
-    Haproxy,
-}
+/// A contender's name: `direct` (built in) or a contender file's `name`. Compared and
+/// ordered as before contender files existed (direct, coremesh, nginx, haproxy, then the
+/// others by name), so tables keep their row order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kind(&'static str);
 
+#[allow(non_upper_case_globals)]
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::Coremesh, Kind::Nginx, Kind::Haproxy];
+    pub const Direct: Kind = Kind("direct");
+    pub const Coremesh: Kind = Kind("coremesh");
+    pub const Nginx: Kind = Kind("nginx");
+    pub const Haproxy: Kind = Kind("haproxy");
+    const FIRST: [Kind; 4] = [Kind::Direct, Kind::Coremesh, Kind::Nginx, Kind::Haproxy];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Direct => "direct",
-            Kind::Coremesh => "coremesh",
-            Kind::Nginx => "nginx",
-            Kind::Haproxy => "haproxy",
+    /// The contender of that name (names are interned: a run has a handful).
+    pub fn named(name: &str) -> Kind {
+        if let Some(k) = Kind::FIRST.into_iter().find(|k| k.0 == name) {
+            return k;
         }
+        static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = names.iter().find(|n| **n == name) {
+            return Kind(n);
+        }
+        let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+        names.push(leaked);
+        Kind(leaked)
     }
 
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == s)
+    pub fn name(self) -> &'static str {
+        self.0
     }
 
     pub fn is_proxy(self) -> bool {
         self != Kind::Direct
+    }
+
+    fn rank(self) -> usize {
+        Kind::FIRST
+            .iter()
+            .position(|k| *k == self)
+            .unwrap_or(Kind::FIRST.len())
+    }
+}
+
+impl Ord for Kind {
+    fn cmp(&self, other: &Kind) -> std::cmp::Ordering {
+        (self.rank(), self.0).cmp(&(other.rank(), other.0))
+    }
+}
+
+impl PartialOrd for Kind {
+    fn partial_cmp(&self, other: &Kind) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(Kind::named(&name))
     }
 }
 
@@ -64,11 +106,9 @@ pub enum Profile {
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub coremesh: Result<PathBuf, String>,
-    /// coremesh `proxy` flags found in its `--help`.
-    pub coremesh_flags: Vec<String>,
     pub coremesh_driver: String,
-    pub nginx: Result<PathBuf, String>,
-    pub haproxy: Result<PathBuf, String>,
+    /// Every contender defined by a file (built-in or `--contender`), by name.
+    pub files: BTreeMap<Kind, ContenderFile>,
     pub taskset: Option<PathBuf>,
     pub proxy_cpus: Vec<usize>,
     /// Workers / threads / cores each proxy runs (default: one per proxy CPU).
@@ -86,50 +126,139 @@ impl Setup {
     pub fn cores(&self) -> usize {
         self.proxy_cores.unwrap_or(self.proxy_cpus.len()).max(1)
     }
-}
 
-/// The flags coremesh needs for its best resilient settings.
-pub const COREMESH_RESILIENT_FLAGS: [&str; 4] =
-    ["--balance", "--retries", "--retry-on", "--timeout"];
-
-/// Each contender's settings in the resilient profile, for the report.
-pub fn best_settings(kind: Kind, setup: &Setup) -> String {
-    match kind {
-        Kind::Direct => "no proxy".to_string(),
-        Kind::Coremesh => {
-            let missing = missing_coremesh_flags(setup);
-            if missing.is_empty() {
-                "`--balance least-latency --retries 3 --retry-on 502,503,504 --timeout 10000` (passive ejection is built in)".to_string()
-            } else {
-                format!(
-                    "config file with `balance = \"least-latency\"`, `request_timeout_ms = 10000`; NOT available in this build: {}",
-                    missing.join(", ")
-                )
-            }
-        }
-        Kind::Nginx => "`least_conn`, `max_fails=3 fail_timeout=5s`, `proxy_next_upstream error timeout http_502 http_503 http_504`, `proxy_next_upstream_tries 3`, upstream keepalive".to_string(),
-        Kind::Haproxy => "`balance leastconn`, `retries 2`, `option redispatch 1`, `retry-on conn-failure empty-response response-timeout 502 503 504`, `check inter 1s fall 3 rise 2 observe layer7 error-limit 3 on-error mark-down`, `http-reuse always`".to_string(),
+    /// The placeholders every template of a contender file may use, for one start.
+    pub fn vars(
+        &self,
+        listen: SocketAddr,
+        endpoints: &[SocketAddr],
+        work: &Path,
+        config: &Path,
+    ) -> BTreeMap<String, String> {
+        let cpus: Vec<String> = self.proxy_cpus.iter().map(|c| c.to_string()).collect();
+        let ups: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+        let coremesh = self
+            .coremesh
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        [
+            ("listen", listen.to_string()),
+            ("listen_host", listen.ip().to_string()),
+            ("listen_port", listen.port().to_string()),
+            ("upstreams", ups.join(",")),
+            ("cpus", cpus.join(",")),
+            ("cores", self.cores().to_string()),
+            ("work", work.display().to_string()),
+            ("config", config.display().to_string()),
+            ("nofile", self.nofile.to_string()),
+            ("max_connections", max_connections(self.nofile).to_string()),
+            (
+                "max_connections_paired",
+                haproxy_maxconn(self.nofile).to_string(),
+            ),
+            ("coremesh", coremesh),
+            ("coremesh_driver", self.coremesh_driver.clone()),
+            ("root", super::workspace_root().display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 }
 
-pub fn missing_coremesh_flags(setup: &Setup) -> Vec<String> {
-    COREMESH_RESILIENT_FLAGS
-        .iter()
-        .filter(|f| !setup.coremesh_flags.iter().any(|g| g == *f))
-        .map(|f| f.to_string())
-        .collect()
+/// Client and upstream connections a one-descriptor-per-connection proxy may hold under an
+/// open-file limit (a margin kept for logs and listeners).
+pub fn max_connections(nofile: u64) -> u64 {
+    nofile.saturating_sub(100).clamp(1024, 30_000)
 }
 
-/// The flags `coremesh proxy --help` lists.
-pub fn coremesh_proxy_flags(binary: &Path) -> Vec<String> {
-    let Ok(out) = Command::new(binary).args(["proxy", "--help"]).output() else {
-        return Vec::new();
+/// Each contender's settings in a profile, for the report.
+pub fn settings(kind: Kind, setup: &Setup, profile: Profile) -> String {
+    match setup.files.get(&kind) {
+        _ if kind == Kind::Direct => "no proxy".to_string(),
+        Some(f) => {
+            let s = &f.profile(profile == Profile::Resilient).settings;
+            if s.is_empty() {
+                "as configured by its contender file".to_string()
+            } else {
+                s.clone()
+            }
+        }
+        None => "unknown contender".to_string(),
+    }
+}
+
+/// Each contender's settings in the resilient profile, for the report.
+pub fn best_settings(kind: Kind, setup: &Setup) -> String {
+    settings(kind, setup, Profile::Resilient)
+}
+
+/// Resolve a contender file's binary: a path (must exist) or a name on PATH.
+pub fn resolve_binary(file: &ContenderFile, setup: &Setup) -> Result<PathBuf, String> {
+    if file.binary.text.contains("{coremesh}") {
+        setup.coremesh.clone()?;
+    }
+    let vars = setup.vars(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &[],
+        &setup.work_dir,
+        &setup.config_dir,
+    );
+    let name = file.binary.render(&file.origin, &vars, &[])?;
+    let name = name.trim();
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "{name} not found (field `binary` of {})",
+                file.origin
+            ))
+        }
+    } else {
+        crate::wrk::on_path(name)
+            .ok_or_else(|| format!("{name} not found on PATH: run bench/setup.sh"))
+    }
+}
+
+/// The first line a contender's `version` command prints (stdout, else stderr).
+pub fn version(file: &ContenderFile, setup: &Setup) -> String {
+    let binary = match resolve_binary(file, setup) {
+        Ok(b) => b,
+        Err(e) => return e,
     };
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .filter(|w| w.starts_with("--"))
-        .map(|w| w.trim_end_matches([',', '.']).to_string())
-        .collect()
+    let vars = setup.vars(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &[],
+        &setup.work_dir,
+        &setup.config_dir,
+    );
+    let mut cmd = Command::new(&binary);
+    for a in &file.version {
+        match a.render(&file.origin, &vars, &[]) {
+            Ok(a) if !a.is_empty() => {
+                cmd.arg(a);
+            }
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+    let Ok(o) = cmd.output() else {
+        return format!("{} did not run", binary.display());
+    };
+    let text = if o.stdout.is_empty() {
+        o.stderr
+    } else {
+        o.stdout
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// A started contender.
@@ -233,103 +362,65 @@ pub fn start(
     endpoints: &[SocketAddr],
     tag: &str,
 ) -> Result<Running, String> {
-    let cores = setup.cores();
+    if kind == Kind::Direct {
+        if endpoints.len() != 1 {
+            return Err(
+                "no proxy in front of several endpoints: a client alone cannot balance".into(),
+            );
+        }
+        return Ok(Running {
+            kind,
+            addr: endpoints[0],
+            proc: None,
+            log: None,
+            command: String::new(),
+            notes: Vec::new(),
+        });
+    }
+    let file = setup
+        .files
+        .get(&kind)
+        .ok_or_else(|| format!("no contender file defines {:?}", kind.name()))?;
     let name = format!("{}-{tag}", kind.name());
     let log = setup.work_dir.join(format!("{name}.log"));
-    let (cmd, addr, notes) = match kind {
-        Kind::Direct => {
-            if endpoints.len() != 1 {
-                return Err(
-                    "no proxy in front of several endpoints: a client alone cannot balance".into(),
-                );
-            }
-            return Ok(Running {
-                kind,
-                addr: endpoints[0],
-                proc: None,
-                log: None,
-                command: String::new(),
-                notes: Vec::new(),
-            });
+    let binary = resolve_binary(file, setup)?;
+    let port = free_port().map_err(|e| e.to_string())?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let work = setup.work_dir.join(&name);
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let config = setup
+        .config_dir
+        .join(format!("{name}.{}", file.config_extension));
+    let def = file.profile(profile == Profile::Resilient);
+    let mut vars = setup.vars(addr, endpoints, &work, &config);
+    vars.insert("binary".into(), binary.display().to_string());
+    vars.extend(def.vars.clone());
+    let ups: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+    if let Some(t) = &file.config {
+        let text = t.render(&file.origin, &vars, &ups)?;
+        std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    }
+    let mut cmd = pinned(setup, &binary);
+    for t in file.start.iter().chain(&def.args) {
+        let arg = t.render(&file.origin, &vars, &ups)?;
+        if !arg.is_empty() {
+            cmd.arg(arg);
         }
-        Kind::Coremesh => {
-            let binary = setup.coremesh.clone()?;
-            let port = free_port().map_err(|e| e.to_string())?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let to: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
-            let mut notes = Vec::new();
-            let missing = missing_coremesh_flags(setup);
-            let mut cmd = pinned(setup, &binary);
-            if profile == Profile::Resilient && !missing.is_empty() {
-                let path = setup.config_dir.join(format!("{name}.toml"));
-                let admin = if setup.coremesh_admin {
-                    Some(free_port().map_err(|e| e.to_string())?)
-                } else {
-                    None
-                };
-                let text = coremesh_config(addr, cores, endpoints, &setup.coremesh_driver, admin);
-                std::fs::write(&path, text).map_err(|e| e.to_string())?;
-                cmd.arg("run").arg("--config").arg(&path);
-                notes.push(format!(
-                    "coremesh was run without {}: not available in this build",
-                    missing.join(", ")
-                ));
-            } else {
-                cmd.args([
-                    "proxy",
-                    "--listen",
-                    &addr.to_string(),
-                    "--to",
-                    &to.join(","),
-                ])
-                .args(["--cores", &cores.to_string()])
-                .args(["--driver", &setup.coremesh_driver])
-                .args(["--grace-ms", &COREMESH_GRACE_MS.to_string()]);
-                if setup.coremesh_admin {
-                    let admin = free_port().map_err(|e| e.to_string())?;
-                    cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
-                }
-                if profile == Profile::Resilient {
-                    cmd.args(["--balance", "least-latency", "--retries", "3"])
-                        .args(["--retry-on", "502,503,504", "--timeout", "10000"]);
-                }
-            }
-            cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-            (cmd, addr, notes)
-        }
-        Kind::Nginx => {
-            let binary = setup.nginx.clone()?;
-            let port = free_port().map_err(|e| e.to_string())?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let prefix = setup.work_dir.join(&name);
-            std::fs::create_dir_all(prefix.join("tmp")).map_err(|e| e.to_string())?;
-            let text = nginx_config(addr, cores, endpoints, profile, &prefix, setup.nofile);
-            let path = setup.config_dir.join(format!("{name}.conf"));
-            std::fs::write(&path, &text).map_err(|e| e.to_string())?;
-            let mut cmd = pinned(setup, &binary);
-            cmd.arg("-p")
-                .arg(&prefix)
-                .arg("-e")
-                .arg(prefix.join("error.log"))
-                .arg("-c")
-                .arg(&path);
-            (cmd, addr, Vec::new())
-        }
-        Kind::Haproxy => {
-            let binary = setup.haproxy.clone()?;
-            let port = free_port().map_err(|e| e.to_string())?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let text = haproxy_config(addr, cores, endpoints, profile, setup.nofile);
-            let path = setup.config_dir.join(format!("{name}.cfg"));
-            std::fs::write(&path, &text).map_err(|e| e.to_string())?;
-            let mut cmd = pinned(setup, &binary);
-            cmd.arg("-db").arg("-f").arg(&path);
-            (cmd, addr, Vec::new())
-        }
-    };
+    }
+    if kind == Kind::Coremesh && setup.coremesh_admin {
+        let admin = free_port().map_err(|e| e.to_string())?;
+        cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
+    }
+    cmd.envs(&file.env);
+    let extra_logs: Vec<PathBuf> = file
+        .logs
+        .iter()
+        .filter_map(|t| t.render(&file.origin, &vars, &ups).ok())
+        .map(PathBuf::from)
+        .collect();
     let command = show(&cmd);
     let mut proc = Proc::spawn(&name, cmd, &log, false).map_err(|e| format!("{e:#}"))?;
-    let ready = wait_ready(&mut proc, addr).and_then(|()| {
+    let ready = wait_ready(&mut proc, addr, &file.ready).and_then(|()| {
         // Still there a moment later (a process that serves and then quits is not ready).
         std::thread::sleep(STILL_UP_AFTER);
         match proc.exited() {
@@ -344,48 +435,59 @@ pub fn start(
             proc: Some(proc),
             log: Some(log.clone()),
             command,
-            notes,
+            notes: Vec::new(),
         }),
         Err(e) => {
             proc.kill();
-            let extra = match kind {
-                Kind::Nginx => log_tail(&setup.work_dir.join(&name).join("error.log"), 800),
-                _ => String::new(),
-            };
+            let extra: Vec<String> = extra_logs
+                .iter()
+                .map(|l| log_tail(l, 800).replace('\n', " | "))
+                .collect();
             Err(format!(
                 "{e}; log: {} {}",
                 log_tail(&log, 800).replace('\n', " | "),
-                extra.replace('\n', " | ")
+                extra.join(" ")
             ))
         }
     }
 }
 
-/// Accepting connections and answering a GET with an HTTP status line.
-fn wait_ready(proc: &mut Proc, addr: SocketAddr) -> Result<(), String> {
+/// Ready as its file says: accepting connections, or answering a GET with an HTTP status
+/// line.
+fn wait_ready(proc: &mut Proc, addr: SocketAddr, ready: &Ready) -> Result<(), String> {
     let began = Instant::now();
+    let within = Duration::from_secs_f64(ready.timeout_s);
     let mut last = String::from("never tried");
-    while began.elapsed() < READY_WITHIN {
+    while began.elapsed() < within {
         if let Some(status) = proc.exited() {
             return Err(format!("exited at start-up ({status})"));
         }
-        match probe(addr) {
-            Ok(_) => return Ok(()),
+        let attempt = match ready.check {
+            ReadyCheck::Http => fetch(addr, &ready.path).and_then(|t| status_of(&t).map(|_| ())),
+            ReadyCheck::Tcp => TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(format!("not ready within {READY_WITHIN:?}: {last}"))
+    Err(format!("not ready within {within:?}: {last}"))
 }
 
-/// One GET on a fresh connection; the status code.
-pub fn probe(addr: SocketAddr) -> Result<u16, String> {
-    let text = fetch(addr, "/")?;
+fn status_of(text: &str) -> Result<u16, String> {
     text.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .filter(|_| text.starts_with("HTTP/1."))
         .ok_or_else(|| format!("not an HTTP response: {:?}", &text[..text.len().min(60)]))
+}
+
+/// One GET on a fresh connection; the status code.
+pub fn probe(addr: SocketAddr) -> Result<u16, String> {
+    status_of(&fetch(addr, "/")?)
 }
 
 /// GET `path` with `Connection: close`; the whole response as text.
@@ -402,167 +504,6 @@ pub fn fetch(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// coremesh's config file for the resilient profile when its CLI lacks the flags.
-pub fn coremesh_config(
-    listen: SocketAddr,
-    cores: usize,
-    endpoints: &[SocketAddr],
-    driver: &str,
-    admin: Option<u16>,
-) -> String {
-    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    let mut lines = vec![
-        "# Generated by coremesh-bench compare.".to_string(),
-        "[proxy]".to_string(),
-        format!("listen = \"{listen}\""),
-        format!("cores = {cores}"),
-        format!("driver = \"{driver}\""),
-        format!("shutdown_grace_ms = {COREMESH_GRACE_MS}"),
-    ];
-    if let Some(port) = admin {
-        lines.push(format!("admin = \"127.0.0.1:{port}\""));
-    }
-    lines.extend([
-        String::new(),
-        "[defaults]".to_string(),
-        "balance = \"least-latency\"".to_string(),
-        "request_timeout_ms = 10000".to_string(),
-        String::new(),
-        "[[services]]".to_string(),
-        "name = \"bench\"".to_string(),
-        format!("endpoints = [{}]", eps.join(", ")),
-        String::new(),
-        "[[routes]]".to_string(),
-        "service = \"bench\"".to_string(),
-    ]);
-    lines.join("\n") + "\n"
-}
-
-/// nginx as a reverse proxy with keep-alive to the upstream and `cores` workers, within
-/// an open-file limit of `nofile`.
-pub fn nginx_config(
-    listen: SocketAddr,
-    cores: usize,
-    endpoints: &[SocketAddr],
-    profile: Profile,
-    prefix: &Path,
-    nofile: u64,
-) -> String {
-    let p = prefix.display();
-    let resilient = profile == Profile::Resilient;
-    // Client and upstream connections both count; keep a margin for logs and listeners.
-    let worker_connections = nofile.saturating_sub(100).clamp(1024, 30_000);
-    let mut l: Vec<String> = vec![
-        "# Generated by coremesh-bench compare.".into(),
-        "daemon off;".into(),
-        "master_process on;".into(),
-        format!("worker_processes {cores};"),
-        format!("worker_rlimit_nofile {nofile};"),
-        format!("pid {p}/nginx.pid;"),
-        format!("error_log {p}/error.log warn;"),
-        String::new(),
-        "events {".into(),
-        format!("    worker_connections {worker_connections};"),
-        "    multi_accept on;".into(),
-        "    accept_mutex off;".into(),
-        "}".into(),
-        String::new(),
-        "http {".into(),
-        "    access_log off;".into(),
-        "    keepalive_requests 1000000;".into(),
-        "    keepalive_timeout 120s;".into(),
-    ];
-    for t in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-        l.push(format!("    {t}_temp_path {p}/tmp/{t};"));
-    }
-    l.push(String::new());
-    l.push("    upstream backend {".into());
-    if resilient {
-        l.push("        least_conn;".into());
-    }
-    for e in endpoints {
-        if resilient {
-            l.push(format!("        server {e} max_fails=3 fail_timeout=5s;"));
-        } else {
-            l.push(format!("        server {e};"));
-        }
-    }
-    l.extend([
-        "        keepalive 256;".into(),
-        "        keepalive_requests 1000000;".into(),
-        "        keepalive_timeout 60s;".into(),
-        "    }".into(),
-        String::new(),
-        "    server {".into(),
-        format!("        listen {listen} backlog=16384;"),
-        "        location / {".into(),
-        "            proxy_pass http://backend;".into(),
-        "            proxy_http_version 1.1;".into(),
-        "            proxy_set_header Connection \"\";".into(),
-        "            proxy_connect_timeout 1s;".into(),
-        "            proxy_read_timeout 10s;".into(),
-    ]);
-    if resilient {
-        l.push("            proxy_next_upstream error timeout http_502 http_503 http_504;".into());
-        l.push("            proxy_next_upstream_tries 3;".into());
-    }
-    l.extend(["        }".into(), "    }".into(), "}".into()]);
-    l.join("\n") + "\n"
-}
-
-/// HAProxy in HTTP mode with `cores` threads. Its `maxconn` is what the open-file limit
-/// allows (HAProxy needs two descriptors per connection and refuses to start otherwise).
-pub fn haproxy_config(
-    listen: SocketAddr,
-    cores: usize,
-    endpoints: &[SocketAddr],
-    profile: Profile,
-    nofile: u64,
-) -> String {
-    let resilient = profile == Profile::Resilient;
-    let maxconn = haproxy_maxconn(nofile);
-    let mut l: Vec<String> = vec![
-        "# Generated by coremesh-bench compare.".into(),
-        "global".into(),
-        format!("    nbthread {cores}"),
-        format!("    maxconn {maxconn}"),
-        String::new(),
-        "defaults".into(),
-        "    mode http".into(),
-        format!("    maxconn {maxconn}"),
-        "    timeout connect 1s".into(),
-        "    timeout client 60s".into(),
-        "    timeout server 10s".into(),
-        "    timeout http-keep-alive 60s".into(),
-    ];
-    if resilient {
-        l.push("    retries 2".into());
-        l.push("    option redispatch 1".into());
-        l.push("    retry-on conn-failure empty-response response-timeout 502 503 504".into());
-    }
-    l.extend([
-        String::new(),
-        "frontend bench".into(),
-        format!("    bind {listen} backlog 16384"),
-        "    default_backend servers".into(),
-        String::new(),
-        "backend servers".into(),
-        format!(
-            "    balance {}",
-            if resilient { "leastconn" } else { "roundrobin" }
-        ),
-        "    http-reuse always".into(),
-    ]);
-    for (i, e) in endpoints.iter().enumerate() {
-        if resilient {
-            l.push(format!("    server s{i} {e} check inter 1s fall 3 rise 2 observe layer7 error-limit 3 on-error mark-down"));
-        } else {
-            l.push(format!("    server s{i} {e}"));
-        }
-    }
-    l.join("\n") + "\n"
 }
 
 /// The most connections HAProxy can be given under an open-file limit.
@@ -622,24 +563,85 @@ pub fn coremesh_preflight(binary: &Path, work_dir: &Path) -> Result<Option<Strin
 mod tests {
     use super::*;
 
+    fn setup() -> Setup {
+        let files = ContenderFile::built_in()
+            .expect("built-in files")
+            .into_iter()
+            .map(|f| (Kind::named(&f.name), f))
+            .collect();
+        Setup {
+            coremesh: Ok(PathBuf::from("/bin/coremesh")),
+            coremesh_driver: "uring".into(),
+            files,
+            taskset: None,
+            proxy_cpus: vec![1],
+            proxy_cores: None,
+            work_dir: PathBuf::from("/tmp/x"),
+            config_dir: PathBuf::from("/tmp/x"),
+            nofile: 20_000,
+            coremesh_admin: false,
+        }
+    }
+
+    fn config(kind: Kind, profile: Profile, eps: &[SocketAddr]) -> String {
+        let setup = setup();
+        let file = &setup.files[&kind];
+        let l: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
+        let mut vars = setup.vars(l, eps, Path::new("/tmp/x/w"), Path::new("/tmp/x/c"));
+        vars.insert("binary".into(), "b".into());
+        vars.extend(file.profile(profile == Profile::Resilient).vars.clone());
+        let ups: Vec<String> = eps.iter().map(|e| e.to_string()).collect();
+        let t = file.config.as_ref().expect("a config template");
+        t.render(&file.origin, &vars, &ups).expect("renders")
+    }
+
     #[test]
     fn configs_name_every_endpoint_and_the_listener() {
-        let l: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
         let eps: Vec<SocketAddr> = vec![
             "127.0.0.1:1".parse().expect("a"),
             "127.0.0.1:2".parse().expect("b"),
         ];
-        let n = nginx_config(l, 1, &eps, Profile::Resilient, Path::new("/tmp/x"), 20_000);
+        let n = config(Kind::Nginx, Profile::Resilient, &eps);
         assert!(n.contains("    worker_connections 19900;"));
         assert!(n.contains("listen 127.0.0.1:9000"));
         assert!(n.contains("server 127.0.0.1:2 max_fails=3"));
         assert!(n.contains("least_conn;"));
-        let h = haproxy_config(l, 1, &eps, Profile::Plain, 20_000);
+        assert!(n.contains("            proxy_next_upstream_tries 3;\n"));
+        let n = config(Kind::Nginx, Profile::Plain, &eps);
+        assert!(n.contains("    upstream backend {\n        server 127.0.0.1:1;\n        server 127.0.0.1:2;\n        keepalive 256;"), "{n}");
+        assert!(!n.contains("proxy_next_upstream"));
+        let h = config(Kind::Haproxy, Profile::Plain, &eps);
         assert!(h.contains("    maxconn 9950\n"));
         assert!(h.contains("bind 127.0.0.1:9000"));
         assert!(h.contains("server s1 127.0.0.1:2\n"));
+        assert!(h.contains("    balance roundrobin\n"));
+        assert!(
+            h.contains("    timeout http-keep-alive 60s\n\nfrontend bench"),
+            "{h}"
+        );
         assert!(!h.contains("retry-on"));
-        let c = coremesh_config(l, 1, &eps, "uring", None);
-        assert!(c.contains("endpoints = [\"127.0.0.1:1\", \"127.0.0.1:2\"]"));
+        let h = config(Kind::Haproxy, Profile::Resilient, &eps);
+        assert!(h.contains("    retries 2\n    option redispatch 1\n    retry-on conn-failure"));
+        assert!(h.contains("server s0 127.0.0.1:1 check inter 1s"));
+    }
+
+    #[test]
+    fn kinds_keep_their_order_and_names() {
+        let other = Kind::named("pingora");
+        assert_eq!(other, Kind::named("pingora"));
+        let mut all = [
+            other,
+            Kind::Haproxy,
+            Kind::Nginx,
+            Kind::Coremesh,
+            Kind::Direct,
+        ];
+        all.sort();
+        let names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["direct", "coremesh", "nginx", "haproxy", "pingora"]);
+        let json = serde_json::to_string(&other).expect("json");
+        assert_eq!(json, "\"pingora\"");
+        let back: Kind = serde_json::from_str(&json).expect("back");
+        assert_eq!(back, other);
     }
 }

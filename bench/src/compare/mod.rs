@@ -11,17 +11,23 @@
 //! coremesh's figure from the same run.
 
 pub mod contender;
+pub mod contender_file;
+pub mod load_sweep;
+pub mod progress;
 pub mod report;
 pub mod scenarios;
 pub mod shared_core;
 pub mod sweeps;
+pub mod template;
 pub mod upstreams;
 
 use crate::procs;
 use crate::sys;
 use crate::wrk::on_path;
 use contender::{Kind, Setup};
+use contender_file::ContenderFile;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,16 +41,22 @@ pub struct CompareArgs {
     /// Run every scenario briefly (about 5 minutes on 2 cores).
     #[arg(long)]
     pub quick: bool,
-    /// Output folder (default: bench/results/<date>, or <date>-quick).
+    /// Output folder (default: `coremesh-bench/<date>T<time>[-quick]` under
+    /// $XDG_CACHE_HOME, else under the system temp folder; printed at the start).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A contender file (TOML; see docs/benchmarks.md) to compare too; repeatable. Its
+    /// contender joins `--contenders`; a file whose name is a built-in one replaces it.
+    #[arg(long = "contender", value_name = "FILE")]
+    pub contender_files: Vec<PathBuf>,
     /// The coremesh binary (default: target/release/coremesh, built first).
     #[arg(long)]
     pub coremesh: Option<PathBuf>,
     /// Do not run `cargo build --release -p coremesh` first.
     #[arg(long)]
     pub no_build: bool,
-    /// Contenders, comma-separated.
+    /// Contenders, comma-separated: `direct` and the names of the contender files
+    /// (built in: coremesh, nginx, haproxy).
     #[arg(
         long,
         value_delimiter = ',',
@@ -57,7 +69,7 @@ pub struct CompareArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "overhead,cpu,slow,flaky,dead,memory,slow-sweep,flaky-sweep,capacity-sweep,shared-core"
+        default_value = "overhead,cpu,slow,flaky,dead,memory,slow-sweep,flaky-sweep,capacity-sweep,shared-core,sweep"
     )]
     pub scenarios: Vec<String>,
     /// CPUs for the proxy under test (default: the last CPU).
@@ -77,6 +89,10 @@ pub struct CompareArgs {
     /// coremesh's I/O driver.
     #[arg(long, default_value = "uring")]
     pub coremesh_driver: String,
+    /// The p99 bound of the `sweep` scenario's knee, in milliseconds: the knee is the
+    /// highest offered rate whose p99 stays under it.
+    #[arg(long, default_value_t = DEFAULT_KNEE_P99_MS)]
+    pub knee_p99_ms: f64,
 }
 
 /// Durations and sizes of a run.
@@ -107,6 +123,34 @@ pub struct Plan {
     pub sweep_warmup: Duration,
     #[serde(default = "default_sweep")]
     pub sweep: Duration,
+    /// Steps of the latency-versus-load sweep (`sweep`): open-loop rates from 10% of a
+    /// contender's saturated throughput up in steps of 10%.
+    #[serde(default = "default_sweep_steps")]
+    pub sweep_steps: usize,
+    /// Connections of the latency-versus-load sweep's open loop.
+    #[serde(default = "default_sweep_rate_connections")]
+    pub sweep_rate_connections: usize,
+    /// The p99 bound (µs) that defines the knee: the highest offered rate whose p99 stays
+    /// under it.
+    #[serde(default = "default_knee_p99_us")]
+    pub knee_p99_us: f64,
+}
+
+/// Steps of the `sweep` scenario: 10%, 20%, … 110% of the saturated throughput.
+pub const DEFAULT_SWEEP_STEPS: usize = 11;
+/// The knee's p99 bound, in milliseconds (`--knee-p99-ms`).
+pub const DEFAULT_KNEE_P99_MS: f64 = 5.0;
+
+fn default_sweep_steps() -> usize {
+    DEFAULT_SWEEP_STEPS
+}
+
+fn default_sweep_rate_connections() -> usize {
+    64
+}
+
+fn default_knee_p99_us() -> f64 {
+    DEFAULT_KNEE_P99_MS * 1000.0
 }
 
 /// The concurrencies the sweeps visit: one connection, a few, and well past saturation.
@@ -143,6 +187,9 @@ impl Plan {
             sweep_connections: default_sweep_connections(),
             sweep_warmup: Duration::from_millis(500),
             sweep: Duration::from_millis(1500),
+            sweep_steps: default_sweep_steps(),
+            sweep_rate_connections: default_sweep_rate_connections(),
+            knee_p99_us: default_knee_p99_us(),
         }
     }
 
@@ -164,6 +211,9 @@ impl Plan {
             sweep_connections: default_sweep_connections(),
             sweep_warmup: default_sweep_warmup(),
             sweep: default_sweep(),
+            sweep_steps: default_sweep_steps(),
+            sweep_rate_connections: default_sweep_rate_connections(),
+            knee_p99_us: default_knee_p99_us(),
         }
     }
 }
@@ -186,6 +236,9 @@ pub struct Machine {
     pub coremesh_commit: String,
     pub nginx: String,
     pub haproxy: String,
+    /// Every file-defined contender's version line, by name.
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
     pub wrk: String,
     pub rustc: String,
 }
@@ -208,7 +261,22 @@ fn first_line_of(cmd: &mut Command) -> String {
         .unwrap_or_default()
 }
 
-fn describe_machine(setup: &Setup, nofile: u64, load_cpus: &[usize], root: &Path) -> Machine {
+fn describe_machine(
+    setup: &Setup,
+    contenders: &[Kind],
+    nofile: u64,
+    load_cpus: &[usize],
+    root: &Path,
+) -> Machine {
+    let versions: BTreeMap<String, String> = contenders
+        .iter()
+        .filter_map(|k| {
+            setup
+                .files
+                .get(k)
+                .map(|f| (k.name().to_string(), contender::version(f, setup)))
+        })
+        .collect();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let commit = first_line_of(Command::new("git").arg("-C").arg(root).args([
@@ -258,19 +326,20 @@ fn describe_machine(setup: &Setup, nofile: u64, load_cpus: &[usize], root: &Path
             Ok(p) => first_line_of(Command::new(p).arg("--version")),
             Err(e) => format!("unavailable: {e}"),
         },
+        versions: versions.clone(),
         coremesh_commit: if dirty {
             format!("{commit} (with uncommitted changes in the proxy crates)")
         } else {
             commit
         },
-        nginx: match &setup.nginx {
-            Ok(p) => first_line_of(Command::new(p).arg("-v")),
-            Err(e) => e.clone(),
-        },
-        haproxy: match &setup.haproxy {
-            Ok(p) => first_line_of(Command::new(p).arg("-v")),
-            Err(e) => e.clone(),
-        },
+        nginx: versions
+            .get("nginx")
+            .cloned()
+            .unwrap_or_else(|| "not compared".into()),
+        haproxy: versions
+            .get("haproxy")
+            .cloned()
+            .unwrap_or_else(|| "not compared".into()),
         wrk: on_path("wrk")
             .map(|p| first_line_of(Command::new(p).arg("-v")))
             .unwrap_or_else(|| "not installed".to_string()),
@@ -298,11 +367,36 @@ pub fn utc_date(now: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The variables `cargo run` sets for the program it runs (the package's `CARGO_PKG_*`,
+/// `CARGO_MANIFEST_*`, `CARGO_CRATE_NAME`, …), which a nested `cargo build` must not see:
+/// build scripts that watch them (ring's watches `CARGO_PKG_NAME` and
+/// `CARGO_MANIFEST_DIR`) would count as changed, and ring and everything above it —
+/// rustls, kube, coremesh — would be rebuilt, then rebuilt again by the next plain
+/// `cargo build --release`. The user's own cargo settings (`CARGO_HOME`,
+/// `CARGO_TARGET_DIR`, `CARGO_BUILD_*`, `CARGO_PROFILE_*`, …) are kept.
+pub fn cargo_run_vars(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    names
+        .filter(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with("CARGO_PKG_")
+                || n.starts_with("CARGO_MANIFEST_")
+                || n.starts_with("CARGO_BIN_")
+                || matches!(
+                    n.as_ref(),
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+        })
+        .collect()
 }
 
 /// Find (and unless told not to, build) the coremesh binary.
@@ -330,6 +424,9 @@ fn coremesh_binary(
             let mut cmd = Command::new(cargo);
             cmd.current_dir(workspace_root())
                 .args(["build", "--release", "-p", "coremesh"]);
+            for var in cargo_run_vars(std::env::vars_os().map(|(k, _)| k)) {
+                cmd.env_remove(var);
+            }
             match procs::Proc::spawn("cargo build", cmd, &log, false) {
                 Ok(mut p) => {
                     let limit = Duration::from_secs(900);
@@ -369,14 +466,51 @@ fn coremesh_binary(
     }
 }
 
-fn tool(name: &str) -> Result<PathBuf, String> {
-    on_path(name).ok_or_else(|| format!("{name} not found on PATH: run bench/setup.sh"))
+/// Where a run writes when `--out` is not given: outside the source tree, under
+/// $XDG_CACHE_HOME (else the system temp folder), one folder per run.
+pub fn default_out(now: SystemTime, quick: bool) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        % 86_400;
+    let suffix = if quick { "-quick" } else { "" };
+    base.join("coremesh-bench").join(format!(
+        "{}T{:02}{:02}{:02}{suffix}",
+        utc_date(now),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    ))
 }
 
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let mut files: BTreeMap<Kind, ContenderFile> = BTreeMap::new();
+    for f in ContenderFile::built_in().map_err(|e| anyhow::anyhow!(e))? {
+        files.insert(Kind::named(&f.name), f);
+    }
+    let mut names = args.contenders.clone();
+    for path in &args.contender_files {
+        let f = ContenderFile::load(path).map_err(|e| anyhow::anyhow!(e))?;
+        names.push(f.name.clone());
+        files.insert(Kind::named(&f.name), f);
+    }
     let mut contenders = Vec::new();
-    for c in &args.contenders {
-        let kind = Kind::parse(c).ok_or_else(|| anyhow::anyhow!("unknown contender {c:?}"))?;
+    for c in &names {
+        let kind = Kind::named(c);
+        anyhow::ensure!(
+            kind == Kind::Direct || files.contains_key(&kind),
+            "unknown contender {c:?}; known: direct, {} (add others with --contender FILE)",
+            files
+                .keys()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         if !contenders.contains(&kind) {
             contenders.push(kind);
         }
@@ -410,24 +544,30 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     procs::install_cleanup_on_signal()?;
     let began = Instant::now();
     let now = SystemTime::now();
-    let out = args.out.clone().unwrap_or_else(|| {
-        let suffix = if args.quick { "-quick" } else { "" };
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("results")
-            .join(format!("{}{suffix}", utc_date(now)))
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(now, args.quick));
+    println!("results: {}", out.display());
     let config_dir = out.join("configs");
     std::fs::create_dir_all(&config_dir)?;
     let work_dir = std::env::temp_dir().join(format!("coremesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
     let mut notes = Vec::new();
-    let coremesh = coremesh_binary(&args, &work_dir, &mut notes);
+    // coremesh is found (and built) only when a contender runs it.
+    let needs_coremesh = contenders.iter().any(|k| {
+        *k == Kind::Coremesh
+            || files
+                .get(k)
+                .is_some_and(|f| f.binary.text.contains("{coremesh}"))
+    });
+    let coremesh = if needs_coremesh {
+        coremesh_binary(&args, &work_dir, &mut notes)
+    } else {
+        Err("not compared in this run".to_string())
+    };
     let build_time = began.elapsed();
     let run_began = Instant::now();
-    let coremesh_flags = coremesh
-        .as_ref()
-        .map(|p| contender::coremesh_proxy_flags(p))
-        .unwrap_or_default();
     let mut coremesh = coremesh;
     let mut coremesh_admin = false;
     if let Ok(binary) = &coremesh {
@@ -442,10 +582,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     let setup = Setup {
         coremesh,
-        coremesh_flags,
         coremesh_driver: args.coremesh_driver.clone(),
-        nginx: tool("nginx"),
-        haproxy: tool("haproxy"),
+        files,
         taskset: on_path("taskset"),
         proxy_cpus,
         proxy_cores: args.proxy_cores,
@@ -463,12 +601,17 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         ));
     }
     let root = workspace_root();
-    let machine = describe_machine(&setup, nofile, &load_cpus, &root);
-    let plan = if args.quick {
+    let machine = describe_machine(&setup, &contenders, nofile, &load_cpus, &root);
+    let mut plan = if args.quick {
         Plan::quick(args.idle_connections)
     } else {
         Plan::full(args.idle_connections)
     };
+    anyhow::ensure!(
+        args.knee_p99_ms > 0.0 && args.knee_p99_ms.is_finite(),
+        "--knee-p99-ms must be a positive number of milliseconds"
+    );
+    plan.knee_p99_us = args.knee_p99_ms * 1000.0;
     let command = format!(
         "cargo run --release -p coremesh-bench -- compare{}",
         if args.quick { " --quick" } else { "" }
@@ -479,21 +622,58 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         args.scenarios.join(","),
         out.display()
     );
-    let ctx = scenarios::Ctx {
-        setup: &setup,
-        plan: &plan,
-        contenders: &contenders,
-        load_cpus: load_cpus.clone(),
-        exe: std::env::current_exe()?,
-        work_dir: work_dir.clone(),
+    // Each scenario runs the contenders whose file lists it (all, when a file lists none).
+    let takes_part = |scenario: &str| -> Vec<Kind> {
+        contenders
+            .iter()
+            .copied()
+            .filter(|k| {
+                setup
+                    .files
+                    .get(k)
+                    .map(|f| f.supports(scenario))
+                    .unwrap_or(true)
+            })
+            .collect()
     };
+    let per_scenario: BTreeMap<String, Vec<Kind>> = scenarios::ALL
+        .iter()
+        .map(|s| (s.to_string(), takes_part(s)))
+        .collect();
+    let exe = std::env::current_exe()?;
+    macro_rules! ctx_for {
+        ($list:expr) => {
+            scenarios::Ctx {
+                setup: &setup,
+                plan: &plan,
+                contenders: $list,
+                load_cpus: load_cpus.clone(),
+                exe: exe.clone(),
+                work_dir: work_dir.clone(),
+            }
+        };
+    }
+    let estimate: Duration = args
+        .scenarios
+        .iter()
+        .map(|s| {
+            let list = per_scenario.get(s).map(Vec::as_slice).unwrap_or(&[]);
+            let proxies = list.iter().filter(|k| k.is_proxy()).count();
+            progress::scenario_estimate(&plan, s, list.len(), proxies)
+        })
+        .sum();
+    println!(
+        "estimated run time: about {} (min:s), not counting a build",
+        progress::show(estimate)
+    );
+    progress::start(estimate);
     let mut results = report::Results {
         date: utc_date(now),
         quick: args.quick,
         command,
         machine,
         plan: plan.clone(),
-        settings: Kind::ALL
+        settings: contenders
             .iter()
             .map(|k| (k.name().to_string(), contender::best_settings(*k, &setup)))
             .collect(),
@@ -513,30 +693,56 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         report::write_json(&out, results)?;
         Ok(())
     };
+    let list = |s: &str| per_scenario.get(s).cloned().unwrap_or_default();
     if wanted("overhead") || wanted("cpu") {
+        let mut both = list("overhead");
+        for k in list("cpu") {
+            if !both.contains(&k) {
+                both.push(k);
+            }
+        }
+        both.sort_by_key(|k| contenders.iter().position(|c| c == k));
+        let ctx = ctx_for!(&both);
         run_scenario(&mut results, &|| {
             scenarios::overhead_and_cpu(&ctx, wanted("overhead"), wanted("cpu"))
         })?;
     }
     if wanted("slow") {
+        let l = list("slow");
+        let ctx = ctx_for!(&l);
         run_scenario(&mut results, &|| scenarios::slow(&ctx).map(|s| vec![s]))?;
     }
     if wanted("flaky") {
+        let l = list("flaky");
+        let ctx = ctx_for!(&l);
         run_scenario(&mut results, &|| scenarios::flaky(&ctx).map(|s| vec![s]))?;
     }
     if wanted("dead") {
+        let l = list("dead");
+        let ctx = ctx_for!(&l);
         run_scenario(&mut results, &|| scenarios::dead(&ctx).map(|s| vec![s]))?;
     }
     if wanted("memory") {
+        let l = list("memory");
+        let ctx = ctx_for!(&l);
         run_scenario(&mut results, &|| scenarios::memory(&ctx).map(|s| vec![s]))?;
     }
     for name in sweeps::SWEEPS {
         if let (true, Some(sweep)) = (wanted(name), sweeps::Sweep::parse(name)) {
+            let l = list(name);
+            let ctx = ctx_for!(&l);
             run_scenario(&mut results, &|| sweeps::run(&ctx, sweep).map(|s| vec![s]))?;
         }
     }
     if wanted("shared-core") {
+        let l = list("shared-core");
+        let ctx = ctx_for!(&l);
         run_scenario(&mut results, &|| shared_core::run(&ctx).map(|s| vec![s]))?;
+    }
+    if wanted("sweep") {
+        let l = list("sweep");
+        let ctx = ctx_for!(&l);
+        run_scenario(&mut results, &|| load_sweep::run(&ctx))?;
     }
     results.elapsed_s = run_began.elapsed().as_secs_f64();
     render(&out, &mut results)?;
@@ -588,6 +794,33 @@ pub fn rerender(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nested_build_does_not_see_what_cargo_run_set() {
+        let names = [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO_INCREMENTAL",
+            "PATH",
+        ];
+        let removed = cargo_run_vars(names.iter().map(std::ffi::OsString::from));
+        assert_eq!(
+            removed,
+            [
+                "CARGO_PKG_NAME",
+                "CARGO_PKG_VERSION_MAJOR",
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME"
+            ]
+        );
+    }
 
     #[test]
     fn dates() {

@@ -532,10 +532,11 @@ fn cell(value: Option<f64>, reference: Option<f64>, is_coremesh: bool) -> String
 fn table(s: &ScenarioResult) -> String {
     let mut out = String::new();
     let sweep = s.rows.iter().any(|r| r.point.is_some());
-    out.push_str(if sweep {
-        "| conns | contender |"
-    } else {
-        "| contender |"
+    // The latency-versus-load sweep's points are % of saturation; the others' connections.
+    out.push_str(match (sweep, s.key == super::load_sweep::KEY) {
+        (true, true) => "| % of saturated | contender |",
+        (true, false) => "| conns | contender |",
+        _ => "| contender |",
     });
     for c in &s.columns {
         let hint = match c.better {
@@ -671,9 +672,28 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
         "- coremesh: {} at {}\n- nginx: {}\n- HAProxy: {}\n- wrk: {}\n- {}; open-file limit {}\n\n",
         m.coremesh, m.coremesh_commit, m.nginx, m.haproxy, m.wrk, m.rustc, m.nofile_limit
     ));
+    let others: Vec<String> = m
+        .versions
+        .iter()
+        .filter(|(k, _)| !["coremesh", "nginx", "haproxy"].contains(&k.as_str()))
+        .map(|(k, v)| format!("- {k} (contender file): {v}\n"))
+        .collect();
+    if !others.is_empty() {
+        // Just under the software list above.
+        out.pop();
+        out.push_str(&others.concat());
+        out.push('\n');
+    }
     if !r.notes.is_empty() {
         for n in &r.notes {
             out.push_str(&format!("- Note: {n}\n"));
+        }
+        out.push('\n');
+    }
+    if !r.settings.is_empty() {
+        out.push_str("Each contender's balancing, retries and health checks in the resilient profile (slow, flaky, dead and the saturation sweeps), from its contender file:\n\n");
+        for (name, settings) in &r.settings {
+            out.push_str(&format!("- {name}: {settings}\n"));
         }
         out.push('\n');
     }

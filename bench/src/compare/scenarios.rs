@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Every scenario `compare --scenarios` accepts.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     "overhead",
     "cpu",
     "slow",
@@ -29,6 +29,7 @@ pub const ALL: [&str; 10] = [
     "flaky-sweep",
     "capacity-sweep",
     "shared-core",
+    "sweep",
 ];
 
 /// What every scenario shares.
@@ -120,7 +121,7 @@ pub(super) fn rotated(list: &[Kind], by: usize) -> Vec<Kind> {
 }
 
 pub(super) fn progress(what: &str, kind: Kind) {
-    println!("  {what}: {}", kind.name());
+    println!("  {}{what}: {}", super::progress::stamp(), kind.name());
 }
 
 /// Start `kind`, run `f`, stop it; the row gets the command, notes and stop record.

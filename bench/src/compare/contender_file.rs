@@ -1,0 +1,450 @@
+//! Contender files: one TOML file describes how to run one proxy in `compare` (its binary,
+//! version command, config template, start arguments, readiness check, the scenarios and
+//! protocols it supports, and its settings per profile). The built-in ones are
+//! `bench/contenders/*.toml`, compiled in; `compare --contender FILE` adds any other.
+//! Loading checks every template against the placeholders it may use, so a wrong file
+//! fails at once with its path, field and line.
+
+use super::template::{self, TemplateError};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+
+/// The contender files compiled into the bench (name of the file, its text).
+pub const BUILT_IN: [(&str, &str); 4] = [
+    (
+        "bench/contenders/coremesh.toml",
+        include_str!("../../contenders/coremesh.toml"),
+    ),
+    (
+        "bench/contenders/nginx.toml",
+        include_str!("../../contenders/nginx.toml"),
+    ),
+    (
+        "bench/contenders/haproxy.toml",
+        include_str!("../../contenders/haproxy.toml"),
+    ),
+    (
+        "bench/contenders/pingora.toml",
+        include_str!("../../contenders/pingora.toml"),
+    ),
+];
+
+/// Protocols a contender may list; `http1` is the only one the generator speaks today.
+pub const PROTOCOLS: [&str; 1] = ["http1"];
+
+/// Placeholders the bench sets for every template (a profile's `vars` add more).
+pub const BUILT_IN_VARS: [&str; 15] = [
+    "listen",
+    "listen_host",
+    "listen_port",
+    "upstreams",
+    "cpus",
+    "cores",
+    "work",
+    "config",
+    "binary",
+    "nofile",
+    "max_connections",
+    "max_connections_paired",
+    "coremesh",
+    "coremesh_driver",
+    "root",
+];
+
+fn default_protocols() -> Vec<String> {
+    vec!["http1".to_string()]
+}
+
+fn default_extension() -> String {
+    "conf".to_string()
+}
+
+fn default_ready_path() -> String {
+    "/".to_string()
+}
+
+fn default_ready_timeout_s() -> f64 {
+    10.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyCheck {
+    /// A GET on a fresh connection is answered with an HTTP status line.
+    #[default]
+    Http,
+    /// The listener accepts a connection.
+    Tcp,
+}
+
+/// How to tell a started contender is ready.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ready {
+    #[serde(default)]
+    pub check: ReadyCheck,
+    #[serde(default = "default_ready_path")]
+    pub path: String,
+    #[serde(default = "default_ready_timeout_s")]
+    pub timeout_s: f64,
+}
+
+impl Default for Ready {
+    fn default() -> Ready {
+        Ready {
+            check: ReadyCheck::default(),
+            path: default_ready_path(),
+            timeout_s: default_ready_timeout_s(),
+        }
+    }
+}
+
+type S<T> = toml::Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    #[serde(default)]
+    settings: String,
+    #[serde(default)]
+    args: Vec<S<String>>,
+    #[serde(default)]
+    vars: BTreeMap<String, S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfiles {
+    plain: Option<RawProfile>,
+    resilient: Option<RawProfile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: S<String>,
+    #[serde(default)]
+    description: String,
+    binary: S<String>,
+    #[serde(default)]
+    version: Vec<S<String>>,
+    protocols: Option<S<Vec<String>>>,
+    scenarios: Option<S<Vec<String>>>,
+    config: Option<S<String>>,
+    #[serde(default = "default_extension")]
+    config_extension: String,
+    start: Vec<S<String>>,
+    #[serde(default)]
+    logs: Vec<S<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    ready: Ready,
+    profiles: Option<RawProfiles>,
+}
+
+/// A template with where it sits in its file, for errors.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub text: String,
+    pub field: String,
+    /// Line of the file the template's first line is on.
+    pub first_line: usize,
+}
+
+/// One profile's settings: the report's one-line description, arguments added to the
+/// start, and placeholders for the templates.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileDef {
+    pub settings: String,
+    pub args: Vec<Template>,
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A loaded, checked contender file.
+#[derive(Debug, Clone)]
+pub struct ContenderFile {
+    /// Where it came from (a path, or `bench/contenders/NAME.toml` for a built-in one).
+    pub origin: String,
+    pub name: String,
+    pub description: String,
+    pub binary: Template,
+    pub version: Vec<Template>,
+    pub protocols: Vec<String>,
+    /// `None`: every scenario.
+    pub scenarios: Option<Vec<String>>,
+    pub config: Option<Template>,
+    pub config_extension: String,
+    pub start: Vec<Template>,
+    pub logs: Vec<Template>,
+    pub env: BTreeMap<String, String>,
+    pub ready: Ready,
+    pub plain: ProfileDef,
+    pub resilient: ProfileDef,
+}
+
+/// The line (from 1) of byte `at` of `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+/// The file line a string value's first line of content is on (a multi-line string that
+/// opens with a newline starts on the next line).
+fn content_line(text: &str, span: &Range<usize>) -> usize {
+    let raw = text.get(span.clone()).unwrap_or("");
+    let line = line_of(text, span.start);
+    if raw.starts_with("'''\n") || raw.starts_with("\"\"\"\n") {
+        line + 1
+    } else {
+        line
+    }
+}
+
+fn template(text: &str, field: &str, v: &S<String>) -> Template {
+    Template {
+        text: v.get_ref().clone(),
+        field: field.to_string(),
+        first_line: content_line(text, &v.span()),
+    }
+}
+
+impl Template {
+    /// Render, with errors giving the file line and field.
+    pub fn render(
+        &self,
+        origin: &str,
+        vars: &BTreeMap<String, String>,
+        upstreams: &[String],
+    ) -> Result<String, String> {
+        template::render(&self.text, vars, upstreams).map_err(|TemplateError { line, message }| {
+            format!(
+                "{origin}:{}: field `{}`: {message}",
+                self.first_line + line - 1,
+                self.field
+            )
+        })
+    }
+}
+
+impl ContenderFile {
+    /// Read and check a contender file.
+    pub fn load(path: &Path) -> Result<ContenderFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read contender file {}: {e}", path.display()))?;
+        ContenderFile::parse(&path.display().to_string(), &text)
+    }
+
+    /// The built-in contender files.
+    pub fn built_in() -> Result<Vec<ContenderFile>, String> {
+        BUILT_IN
+            .iter()
+            .map(|(origin, text)| ContenderFile::parse(origin, text))
+            .collect()
+    }
+
+    /// Parse and check `text`, read from `origin`.
+    pub fn parse(origin: &str, text: &str) -> Result<ContenderFile, String> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!(":{}", line_of(text, s.start)))
+                .unwrap_or_default();
+            format!("{origin}{line}: {}", e.message().trim_end())
+        })?;
+        let at = |span: Range<usize>| format!("{origin}:{}", line_of(text, span.start));
+        let name = raw.name.get_ref().trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "{}: field `name`: {:?} must be non-empty letters, digits, `-` or `_`",
+                at(raw.name.span()),
+                raw.name.get_ref()
+            ));
+        }
+        if name == "direct" {
+            return Err(format!(
+                "{}: field `name`: `direct` is the built-in no-proxy contender",
+                at(raw.name.span())
+            ));
+        }
+        if let Some(list) = &raw.protocols {
+            for p in list.get_ref() {
+                if !PROTOCOLS.contains(&p.as_str()) {
+                    return Err(format!(
+                        "{}: field `protocols`: unknown protocol {p:?}; known: {}",
+                        at(list.span()),
+                        PROTOCOLS.join(", ")
+                    ));
+                }
+            }
+        }
+        if let Some(list) = &raw.scenarios {
+            for s in list.get_ref() {
+                if !super::scenarios::ALL.contains(&s.as_str()) {
+                    return Err(format!(
+                        "{}: field `scenarios`: unknown scenario {s:?}; known: {}",
+                        at(list.span()),
+                        super::scenarios::ALL.join(", ")
+                    ));
+                }
+            }
+        }
+        if raw.start.is_empty() && raw.config.is_none() {
+            return Err(format!(
+                "{}: field `start`: give the arguments that start the proxy (or a `config`)",
+                at(raw.binary.span())
+            ));
+        }
+        if !(raw.ready.timeout_s > 0.0 && raw.ready.timeout_s <= 600.0) {
+            return Err(format!(
+                "{origin}: field `ready.timeout_s`: {} is not within (0, 600]",
+                raw.ready.timeout_s
+            ));
+        }
+        let profile = |p: Option<RawProfile>, which: &str| -> Result<ProfileDef, String> {
+            let p = p.unwrap_or(RawProfile {
+                settings: String::new(),
+                args: Vec::new(),
+                vars: BTreeMap::new(),
+            });
+            let mut vars = BTreeMap::new();
+            for (k, v) in p.vars {
+                if BUILT_IN_VARS.contains(&k.as_str()) || k == "upstream" || k == "index" {
+                    return Err(format!(
+                        "{}: field `profiles.{which}.vars.{k}`: `{k}` is set by the bench",
+                        at(v.span())
+                    ));
+                }
+                vars.insert(k, v.into_inner());
+            }
+            Ok(ProfileDef {
+                settings: p.settings,
+                args: p
+                    .args
+                    .iter()
+                    .map(|a| template(text, &format!("profiles.{which}.args"), a))
+                    .collect(),
+                vars,
+            })
+        };
+        let (plain, resilient) = match raw.profiles {
+            Some(p) => (
+                profile(p.plain, "plain")?,
+                profile(p.resilient, "resilient")?,
+            ),
+            None => (profile(None, "plain")?, profile(None, "resilient")?),
+        };
+        let file = ContenderFile {
+            origin: origin.to_string(),
+            name,
+            description: raw.description,
+            binary: template(text, "binary", &raw.binary),
+            version: raw
+                .version
+                .iter()
+                .map(|v| template(text, "version", v))
+                .collect(),
+            protocols: raw
+                .protocols
+                .map(|p| p.into_inner())
+                .unwrap_or_else(default_protocols),
+            scenarios: raw.scenarios.map(|s| s.into_inner()),
+            config: raw.config.as_ref().map(|c| template(text, "config", c)),
+            config_extension: raw.config_extension,
+            start: raw
+                .start
+                .iter()
+                .map(|s| template(text, "start", s))
+                .collect(),
+            logs: raw.logs.iter().map(|l| template(text, "logs", l)).collect(),
+            env: raw.env,
+            ready: raw.ready,
+            plain,
+            resilient,
+        };
+        file.check()?;
+        Ok(file)
+    }
+
+    /// Render every template with placeholder values of the right shape, once per profile,
+    /// so an unknown placeholder or a broken loop is found before any run.
+    fn check(&self) -> Result<(), String> {
+        let ups = vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()];
+        for profile in [&self.plain, &self.resilient] {
+            let mut vars: BTreeMap<String, String> = BUILT_IN_VARS
+                .iter()
+                .map(|k| (k.to_string(), "x".to_string()))
+                .collect();
+            vars.extend(profile.vars.clone());
+            let templates = std::iter::once(&self.binary)
+                .chain(&self.version)
+                .chain(&self.config)
+                .chain(&self.start)
+                .chain(&self.logs)
+                .chain(&profile.args);
+            for t in templates {
+                t.render(&self.origin, &vars, &ups)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the contender takes part in `scenario`.
+    pub fn supports(&self, scenario: &str) -> bool {
+        self.scenarios
+            .as_ref()
+            .map(|list| list.iter().any(|s| s == scenario))
+            .unwrap_or(true)
+    }
+
+    pub fn profile(&self, resilient: bool) -> &ProfileDef {
+        if resilient {
+            &self.resilient
+        } else {
+            &self.plain
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_files_load() {
+        let files = ContenderFile::built_in().expect("built-in contender files are valid");
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["coremesh", "nginx", "haproxy", "pingora"]);
+    }
+
+    #[test]
+    fn errors_name_field_and_line() {
+        let good = "name = \"p\"\nbinary = \"p\"\nstart = [\"-c\", \"{config}\"]\nconfig = '''\nlisten {listen};\n'''\n";
+        ContenderFile::parse("p.toml", good).expect("good file");
+        let typo = good.replace("{listen}", "{lisen}");
+        let e = ContenderFile::parse("p.toml", &typo).expect_err("unknown placeholder");
+        assert!(e.starts_with("p.toml:5: field `config`"), "{e}");
+        assert!(e.contains("`{lisen}`"), "{e}");
+        let missing = "name = \"p\"\nstart = []\n";
+        let e = ContenderFile::parse("p.toml", missing).expect_err("no binary");
+        assert!(e.contains("binary"), "{e}");
+        let wrong_type = "name = \"p\"\nbinary = \"p\"\nstart = [\"a\"]\nscenarios = \"cpu\"\n";
+        let e = ContenderFile::parse("p.toml", wrong_type).expect_err("scenarios type");
+        assert!(e.starts_with("p.toml:4:"), "{e}");
+        let unknown_field = "name = \"p\"\nbinary = \"p\"\nstart = [\"a\"]\n\nstrat = [\"b\"]\n";
+        let e = ContenderFile::parse("p.toml", unknown_field).expect_err("unknown field");
+        assert!(e.starts_with("p.toml:5:") && e.contains("strat"), "{e}");
+        let bad_scenario =
+            "name = \"p\"\nbinary = \"p\"\nstart = [\"a\"]\nscenarios = [\"cpu\", \"fast\"]\n";
+        let e = ContenderFile::parse("p.toml", bad_scenario).expect_err("unknown scenario");
+        assert!(
+            e.starts_with("p.toml:4: field `scenarios`") && e.contains("\"fast\""),
+            "{e}"
+        );
+    }
+}

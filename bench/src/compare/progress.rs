@@ -1,0 +1,79 @@
+//! The run's progress line (elapsed time against the estimate made up front) and that
+//! estimate, from the plan, the scenarios and how many contenders take part in each.
+
+use super::Plan;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Start-up, readiness and stop of one contender, and the upstreams around it (a rough
+/// figure from runs on 2 cores).
+const PER_SESSION: Duration = Duration::from_millis(700);
+/// Requests per second assumed for the count-bounded CPU scenario.
+const ASSUMED_RPS: f64 = 40_000.0;
+
+static STATE: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
+
+/// The time `scenario` should take with `contenders` contenders (`proxies` of them
+/// proxies) under `plan`.
+pub fn scenario_estimate(
+    plan: &Plan,
+    scenario: &str,
+    contenders: usize,
+    proxies: usize,
+) -> Duration {
+    let rounds = plan.rounds as u32;
+    let session = |measure: Duration| measure + PER_SESSION;
+    match scenario {
+        "overhead" => {
+            // Saturation with the generator then wrk, each round; then the fixed rate once.
+            session(plan.warmup + plan.saturate * 2) * rounds * contenders as u32
+                + session(plan.warmup + plan.fixed) * contenders as u32
+        }
+        "cpu" => {
+            session(Duration::from_secs_f64(
+                plan.cpu_requests as f64 / ASSUMED_RPS,
+            )) * rounds
+                * proxies as u32
+        }
+        "slow" | "flaky" => session(plan.warmup + plan.scenario) * rounds * proxies as u32,
+        "dead" => session(plan.warmup + plan.dead) * rounds * proxies as u32,
+        "memory" => Duration::from_secs(8) * proxies as u32,
+        "slow-sweep" | "flaky-sweep" | "capacity-sweep" => {
+            session(plan.sweep_warmup + plan.sweep)
+                * plan.sweep_connections.len() as u32
+                * proxies as u32
+        }
+        "shared-core" => session(plan.warmup + plan.saturate) * rounds * contenders as u32,
+        "sweep" => {
+            (session(plan.warmup + plan.saturate)
+                + session(plan.sweep_warmup + plan.sweep) * plan.sweep_steps as u32)
+                * proxies as u32
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+/// Start the clock with the whole run's estimate.
+pub fn start(total: Duration) {
+    if let Ok(mut s) = STATE.lock() {
+        *s = Some((Instant::now(), total));
+    }
+}
+
+fn mmss(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+/// `[elapsed / ~estimate]` for the progress line (empty before [`start`]).
+pub fn stamp() -> String {
+    match STATE.lock().ok().and_then(|s| *s) {
+        Some((began, total)) => format!("[{} / ~{}] ", mmss(began.elapsed()), mmss(total)),
+        None => String::new(),
+    }
+}
+
+/// The estimate as minutes and seconds, for the line printed up front.
+pub fn show(total: Duration) -> String {
+    mmss(total)
+}
