@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod addr_map;
 mod backoff;
 mod choose;
 mod config;
@@ -79,6 +80,7 @@ mod window;
 #[cfg(test)]
 mod purity_tests;
 
+pub use addr_map::{AddrHasher, AddrMap};
 pub use backoff::backoff;
 pub use config::{
     BalancerConfig, ConfigError, EjectionConfig, Kind, ScoreModel, DEFAULT_BACKOFF_JITTER,

@@ -13,6 +13,8 @@
 //! keeps everything: latency history, in-flight count and ejection state.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::addr_map::AddrMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,7 +116,9 @@ pub struct ServiceBalancer {
     pub(crate) service: Arc<str>,
     pub(crate) cfg: BalancerConfig,
     pub(crate) endpoints: Vec<Endpoint>,
-    pub(crate) index: HashMap<SocketAddr, usize>,
+    /// Endpoint position by address: two lookups per request (dispatch and outcome), so
+    /// with the fast [`AddrMap`] hash rather than SipHash.
+    pub(crate) index: AddrMap<usize>,
     /// Indices of endpoints that are ejected or half-open (at most `max_ejected`, small).
     pub(crate) out_of_pool: Vec<usize>,
     /// Indices of suspect endpoints: in the pool, failed since their last good probe.
@@ -142,7 +146,7 @@ impl ServiceBalancer {
             service,
             cfg,
             endpoints: Vec::new(),
-            index: HashMap::new(),
+            index: AddrMap::default(),
             out_of_pool: Vec::new(),
             suspects: Vec::new(),
             next_suspect_probe: None,
@@ -228,6 +232,16 @@ impl ServiceBalancer {
         self.round_robin_next = 0;
         self.neutral = Neutral::default();
         self.pool.set_limit(self.endpoints.len() + POOL_SLACK);
+    }
+
+    /// Whether an endpoint in the pool (available or suspect) is left that this request has
+    /// not tried (`exclude`): then a retry's [`choose`](Self::choose) takes a fresh one.
+    /// The proxy waits the retry back-off only when none is left — a back-off spares an
+    /// endpoint that just failed, and a retry on another one does not load it again.
+    pub fn has_untried_available(&self, exclude: &[SocketAddr]) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| e.ejection.is_available() && !exclude.contains(&e.addr))
     }
 
     /// A request was sent to `addr` (its in-flight count goes up by one). Every dispatch

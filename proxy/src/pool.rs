@@ -1,73 +1,68 @@
 //! Per-core, per-endpoint keep-alive pools of upstream connections. LIFO reuse (the most
 //! recently used connection is the least likely to have been closed by the upstream), a cap
-//! on idle connections per endpoint, an idle timeout, and a liveness peek before reuse so a
-//! connection the upstream closed is never used.
+//! on idle connections per endpoint, an idle timeout, and a readiness watch on every idle
+//! connection so a connection the upstream closed (or wrote to unasked) is never used.
+//!
+//! The watch, as nginx's keep-alive cache does it: at check-in the connection is handed to
+//! a small future that waits for it to become readable — a `POLL_ADD` on io_uring, the
+//! epoll registration on the legacy driver — and the pool polls that future itself (no
+//! task, no wake-up). An idle connection has nothing to read, so readability means the
+//! upstream closed it, reset it, or sent bytes nobody asked for. Checkout polls the watch
+//! once: finished means the connection is retired, pending means it is quiet and the
+//! future gives the stream back. So a checkout costs no syscall (the former liveness peek
+//! did one per request); a close that the driver has not yet reported when a request is
+//! sent is what the stale-connection retry in `forward.rs` is for, as before.
 
-use crate::conn::idle_conn_is_alive;
 use monoio::net::TcpStream;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// A map keyed by endpoint address, for lookups on every request. Its keys come from the
-/// configuration, never from a peer, so a fast multiply-rotate hash serves instead of
-/// SipHash (which cost about 290 instructions per lookup, measured with callgrind).
-pub type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+pub use coremesh_balancer::{AddrHasher, AddrMap};
 
-/// The hash of [`AddrMap`]: each integer written is rotated in and multiplied (as in
-/// rustc's FxHash).
-#[derive(Default, Clone, Copy)]
-pub struct AddrHasher(u64);
+/// An idle connection's watch: resolves to `None` once the connection became readable
+/// (closed, reset or out of sync; the stream is dropped), or to `Some(stream)` when the
+/// pool asks for it back while it is quiet.
+type Watch = Pin<Box<dyn Future<Output = Option<TcpStream>>>>;
 
-impl AddrHasher {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    fn add(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(Self::SEED);
-    }
+/// Watches `stream` for readability until `give_back` is set when it is polled.
+fn watch(stream: TcpStream, give_back: Rc<Cell<bool>>) -> Watch {
+    Box::pin(async move {
+        let quiet = {
+            // `relaxed = false`: on the legacy driver a readiness left over from the last
+            // read of the response is checked with a `poll` before it counts.
+            let mut readable = std::pin::pin!(stream.readable(false));
+            std::future::poll_fn(|cx| match readable.as_mut().poll(cx) {
+                Poll::Ready(_) => Poll::Ready(false),
+                Poll::Pending if give_back.get() => Poll::Ready(true),
+                Poll::Pending => Poll::Pending,
+            })
+            .await
+        };
+        quiet.then_some(stream)
+    })
 }
 
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(c);
-            self.add(u64::from_le_bytes(word));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-    fn write_u16(&mut self, n: u16) {
-        self.add(u64::from(n));
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// Poll a watch once, from the pool's own calls (nothing needs waking: the pool polls it
+/// again when it next looks).
+fn poll_watch(w: &mut Watch) -> Poll<Option<TcpStream>> {
+    w.as_mut().poll(&mut Context::from_waker(Waker::noop()))
 }
 
 struct Idle {
-    stream: TcpStream,
+    watch: Watch,
     since: Instant,
 }
 
 #[derive(Default)]
 pub struct Pool {
     idle: AddrMap<Vec<Idle>>,
+    /// Set while the pool asks one watch for its stream back.
+    give_back: Rc<Cell<bool>>,
     /// Connections opened and reused, for metrics and tests.
     pub opened: u64,
     pub reused: u64,
@@ -83,30 +78,62 @@ impl Pool {
         idle_timeout: Duration,
     ) -> Option<TcpStream> {
         let list = self.idle.get_mut(&addr)?;
-        while let Some(entry) = list.pop() {
-            if now.duration_since(entry.since) < idle_timeout && idle_conn_is_alive(&entry.stream) {
+        while let Some(mut entry) = list.pop() {
+            if now.duration_since(entry.since) >= idle_timeout {
+                continue;
+            }
+            self.give_back.set(true);
+            let polled = poll_watch(&mut entry.watch);
+            self.give_back.set(false);
+            if let Poll::Ready(Some(stream)) = polled {
                 self.reused += 1;
-                return Some(entry.stream);
+                return Some(stream);
             }
             self.discarded_dead += 1;
         }
         None
     }
 
-    /// Return a connection after a complete exchange; dropped (closed) when the pool is full.
+    /// Return a connection after a complete exchange; dropped (closed) when the pool is
+    /// full. The watch starts here: its first poll arms the readiness wait.
     pub fn checkin(&mut self, addr: SocketAddr, stream: TcpStream, now: Instant, max_idle: usize) {
         let list = self.idle.entry(addr).or_default();
-        if list.len() < max_idle {
-            list.push(Idle { stream, since: now });
+        if list.len() >= max_idle {
+            return;
         }
+        let mut w = watch(stream, self.give_back.clone());
+        if poll_watch(&mut w).is_ready() {
+            // Readable already: bytes or a close came with the response.
+            self.discarded_dead += 1;
+            return;
+        }
+        list.push(Idle {
+            watch: w,
+            since: now,
+        });
     }
 
-    /// Close idle connections older than `idle_timeout`; called from the core's tick.
+    /// Close idle connections older than `idle_timeout`, and those the upstream closed
+    /// while they sat here; called from the core's tick.
     pub fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
+        let mut dead = 0;
         for list in self.idle.values_mut() {
-            list.retain(|e| now.duration_since(e.since) < idle_timeout);
+            list.retain_mut(|e| {
+                if now.duration_since(e.since) >= idle_timeout {
+                    return false;
+                }
+                let alive = poll_watch(&mut e.watch).is_pending();
+                dead += u64::from(!alive);
+                alive
+            });
         }
+        self.discarded_dead += dead;
         self.idle.retain(|_, list| !list.is_empty());
+    }
+
+    /// Idle connections pooled for `addr`.
+    pub fn idle_count(&self, addr: SocketAddr) -> usize {
+        self.idle.get(&addr).map_or(0, Vec::len)
     }
 
     /// Drop every pooled connection to endpoints not in `keep` (after a config change).
@@ -117,31 +144,148 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use super::AddrMap;
-    use std::net::SocketAddr;
+    use super::Pool;
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    use monoio::net::TcpStream;
+    use std::future::Future;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::time::{Duration, Instant};
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    /// Runs the test body on the io_uring driver (where the kernel offers it) and on the
+    /// legacy one.
+    fn on_each_driver<F: Future<Output = ()>>(body: impl Fn() -> F) {
+        if let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            rt.block_on(body());
+        }
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("legacy runtime")
+            .block_on(body());
+    }
+
+    /// A proxy-side connection and the upstream's end of it.
+    async fn pair() -> (SocketAddr, TcpStream, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let ours = TcpStream::connect(addr).await.expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        (addr, ours, theirs)
+    }
+
+    /// Waits (bounded) until the kernel has something to read on `fd` — a FIN or bytes —
+    /// then lets the runtime's driver take two turns, so it has reaped the readiness.
+    async fn until_readable(fd: RawFd) {
+        let bound = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for an open socket, no timeout.
+            if unsafe { libc::poll(&mut p, 1, 0) } == 1 {
+                break;
+            }
+            assert!(Instant::now() < bound, "nothing arrived on the socket");
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for _ in 0..2 {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 
     #[test]
-    fn addr_map_tells_apart_addresses_that_differ_in_ip_port_or_family() {
-        let addrs: Vec<SocketAddr> = [
-            "127.0.0.1:80",
-            "127.0.0.1:81",
-            "127.0.0.2:80",
-            "10.0.0.1:80",
-            "[::1]:80",
-            "[::1]:81",
-            "[fe80::1]:80",
-        ]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect();
-        let mut map = AddrMap::default();
-        for (i, a) in addrs.iter().enumerate() {
-            assert_eq!(map.insert(*a, i), None);
-        }
-        assert_eq!(map.len(), addrs.len());
-        for (i, a) in addrs.iter().enumerate() {
-            assert_eq!(map.get(a), Some(&i));
-        }
-        assert_eq!(map.get(&"127.0.0.3:80".parse().unwrap()), None);
+    fn an_idle_connection_the_upstream_closed_is_never_handed_out() {
+        on_each_driver(|| async {
+            let (addr, ours, theirs) = pair().await;
+            let fd = ours.as_raw_fd();
+            let mut pool = Pool::default();
+            pool.checkin(addr, ours, Instant::now(), 8);
+            assert_eq!(pool.idle_count(addr), 1);
+            drop(theirs);
+            until_readable(fd).await;
+            assert!(pool.checkout(addr, Instant::now(), LONG).is_none());
+            assert_eq!((pool.reused, pool.discarded_dead), (0, 1));
+            assert_eq!(pool.idle_count(addr), 0);
+        });
+    }
+
+    #[test]
+    fn bytes_nobody_asked_for_retire_an_idle_connection() {
+        on_each_driver(|| async {
+            let (addr, ours, mut theirs) = pair().await;
+            let fd = ours.as_raw_fd();
+            let mut pool = Pool::default();
+            pool.checkin(addr, ours, Instant::now(), 8);
+            theirs.write_all(b"HTTP/1.1 200 OK\r\n").expect("write");
+            until_readable(fd).await;
+            assert!(pool.checkout(addr, Instant::now(), LONG).is_none());
+            assert_eq!((pool.reused, pool.discarded_dead), (0, 1));
+        });
+    }
+
+    #[test]
+    fn the_sweep_drops_closed_idle_connections_and_keeps_quiet_ones() {
+        on_each_driver(|| async {
+            let (addr, closed, theirs_closed) = pair().await;
+            let (addr2, quiet, _theirs_quiet) = pair().await;
+            let fd = closed.as_raw_fd();
+            let mut pool = Pool::default();
+            pool.checkin(addr, closed, Instant::now(), 8);
+            pool.checkin(addr2, quiet, Instant::now(), 8);
+            drop(theirs_closed);
+            until_readable(fd).await;
+            pool.sweep(Instant::now(), LONG);
+            assert_eq!((pool.idle_count(addr), pool.idle_count(addr2)), (0, 1));
+            assert_eq!(pool.discarded_dead, 1);
+        });
+    }
+
+    #[test]
+    fn a_quiet_idle_connection_comes_back_whole_and_carries_the_next_exchange() {
+        on_each_driver(|| async {
+            let (addr, mut ours, mut theirs) = pair().await;
+            let mut pool = Pool::default();
+            for round in 0..3u8 {
+                pool.checkin(addr, ours, Instant::now(), 8);
+                // Let the driver submit the watch and come back with nothing.
+                monoio::time::sleep(Duration::from_millis(1)).await;
+                pool.sweep(Instant::now(), LONG);
+                ours = pool
+                    .checkout(addr, Instant::now(), LONG)
+                    .expect("the quiet connection");
+                let (w, _) = ours.write_all(vec![b'a' + round]).await;
+                w.expect("write");
+                let mut got = [0u8; 1];
+                theirs.read_exact(&mut got).expect("read");
+                assert_eq!(got[0], b'a' + round);
+                theirs.write_all(&[b'A' + round]).expect("write back");
+                let (r, buf) = ours.read(Vec::with_capacity(8)).await;
+                assert_eq!(r.expect("read back"), 1);
+                assert_eq!(buf, [b'A' + round]);
+            }
+            assert_eq!((pool.reused, pool.discarded_dead), (3, 0));
+        });
+    }
+
+    #[test]
+    fn an_expired_idle_connection_is_not_handed_out() {
+        on_each_driver(|| async {
+            let (addr, ours, _theirs) = pair().await;
+            let mut pool = Pool::default();
+            let then = Instant::now();
+            pool.checkin(addr, ours, then, 8);
+            let later = then + Duration::from_secs(5);
+            assert!(pool.checkout(addr, later, Duration::from_secs(5)).is_none());
+            assert_eq!(pool.idle_count(addr), 0);
+        });
     }
 }

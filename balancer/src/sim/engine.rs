@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use super::peers::{least_connections, PeakEwmaP2c};
 use super::report::{EndpointReport, Report};
-use super::scenario::{Load, Policy, Scenario};
+use super::scenario::{Load, Policy, RetryBackoff, Scenario};
 use crate::backoff::backoff;
 use crate::mesh::{GossipMesh, GossipPort};
 use crate::outcome::{FailureKind, Outcome};
@@ -340,12 +340,26 @@ impl World<'_> {
         }
         let limit = (self.scenario.max_attempts.max(1) as usize).min(MAX_ATTEMPTS);
         if failed && r.attempts < limit {
-            let wait = backoff(
-                r.attempts as u32 - 1,
-                self.scenario.retry_backoff_base,
-                self.scenario.retry_backoff_max,
-                rng,
-            );
+            let tried = &r.tried[..r.attempts];
+            let fresh = match &self.cores[r.core] {
+                Core::Balancer(bal, _) => {
+                    let mut exclude = [self.addrs[0]; MAX_ATTEMPTS];
+                    for (slot, &i) in exclude.iter_mut().zip(tried) {
+                        *slot = self.addrs[i];
+                    }
+                    bal.has_untried_available(&exclude[..tried.len()])
+                }
+                Core::PeakEwma(_) | Core::Shared => tried.len() < self.addrs.len(),
+            };
+            let wait = match self.scenario.retry_backoff {
+                RetryBackoff::SameEndpoint if fresh => Duration::ZERO,
+                RetryBackoff::Always | RetryBackoff::SameEndpoint => backoff(
+                    r.attempts as u32 - 1,
+                    self.scenario.retry_backoff_base,
+                    self.scenario.retry_backoff_max,
+                    &mut self.core_rngs[r.core],
+                ),
+            };
             if r.started >= self.measure_from {
                 self.retries += 1;
             }

@@ -18,7 +18,7 @@ mod scenario;
 
 pub use engine::run;
 pub use report::{EndpointReport, Report};
-pub use scenario::{Dist, EndpointSpec, Load, Policy, Scenario};
+pub use scenario::{Dist, EndpointSpec, Load, Policy, RetryBackoff, Scenario};
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,9 @@
 //! - [`slow`] under open load above the fast pair's capacity (8 000 requests/s): the slow
 //!   endpoint must take the excess.
 //! - [`flaky`]: three endpoints of four workers, the third answers 503 at once to 20 %.
+//! - [`flaky_loopback`]: the benchmark's flaky sweep — three single-worker endpoints
+//!   answering in about 100 µs (a single-threaded upstream on loopback), the third
+//!   answering 503 at once to 20 %.
 //! - [`demo`]: `coremesh demo`'s backends — fast 1 ms, slow 31 ms, flaky 1 ms with 30 %
 //!   503s, all serving in parallel, each plus an exponential 0.4 ms — with 16 connections
 //!   on two cores.
@@ -36,6 +39,15 @@ pub fn slow(load: Load) -> Scenario {
 pub fn flaky(load: Load) -> Scenario {
     let flaky = fast("flaky").failing(0.2, Dist::Fixed(100 * US));
     Scenario::new(vec![fast("fast-1"), fast("fast-2"), flaky], CORES, load)
+}
+
+/// Three endpoints of one worker each answering in 60 µs + exponential 40 µs, the third
+/// failing 20 % of its requests with a 503 in 30 µs: `coremesh-bench compare`'s flaky
+/// sweep, where a request's latency is mostly its wait behind the others.
+pub fn flaky_loopback(load: Load) -> Scenario {
+    let one = |name| EndpointSpec::new(name, Dist::Shifted(60 * US, 40 * US), Some(1));
+    let flaky = one("flaky").failing(0.2, Dist::Fixed(30 * US));
+    Scenario::new(vec![one("fast-1"), one("fast-2"), flaky], CORES, load)
 }
 
 /// The backends of `coremesh demo` with its 16 connections. Each answer takes its sleep

@@ -121,11 +121,25 @@ pub struct Scenario {
     pub retry_backoff_base: Duration,
     /// Ceiling of the retry back-off (the proxy's default is 50 ms).
     pub retry_backoff_max: Duration,
+    /// When a retry waits its back-off (the proxy's rule is
+    /// [`RetryBackoff::SameEndpoint`]).
+    pub retry_backoff: RetryBackoff,
+}
+
+/// Which retries wait the jittered back-off before they go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryBackoff {
+    /// Every retry, wherever it goes (the proxy's former rule).
+    Always,
+    /// Only when every available endpoint was already tried by this request; while a
+    /// fresh one is left the retry goes out at once (as nginx's `proxy_next_upstream`
+    /// and HAProxy's redispatch do).
+    SameEndpoint,
 }
 
 impl Scenario {
     /// `endpoints` behind `cores` cores with the proxy's defaults: 100 ms gossip, three
-    /// attempts, 2–50 ms retry back-off, 1 s of warm-up and 5 s measured.
+    /// attempts, 2–50 ms retry back-off (only once no fresh endpoint is left), 1 s of warm-up and 5 s measured.
     pub fn new(endpoints: Vec<EndpointSpec>, cores: usize, load: Load) -> Self {
         Scenario {
             endpoints,
@@ -137,6 +151,7 @@ impl Scenario {
             max_attempts: 3,
             retry_backoff_base: Duration::from_millis(2),
             retry_backoff_max: Duration::from_millis(50),
+            retry_backoff: RetryBackoff::SameEndpoint,
         }
     }
 }
