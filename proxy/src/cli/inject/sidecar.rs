@@ -312,6 +312,9 @@ impl SidecarArgs {
              admin = \"0.0.0.0:{admin}\"\n\
              pin_cores = false\n\
              log_format = \"json\"\n\
+             # A native sidecar is signalled after the application has exited: exit as\n\
+             # soon as the connections in flight are done.\n\
+             shutdown = \"drain\"\n\
              \n\
              [inbound]\n\
              listen = \"0.0.0.0:{inbound}\"\n\
@@ -617,13 +620,17 @@ mod tests {
         assert_eq!(config.proxy.admin, Some(([0, 0, 0, 0], 5191).into()));
         assert_eq!(
             config.inbound.map(|side| side.side.listen),
-            Some(([0, 0, 0, 0], 5143).into())
+            Some(std::net::SocketAddr::from(([0, 0, 0, 0], 5143)).into())
         );
         assert_eq!(
             config.outbound.map(|side| side.listen),
-            Some(([127, 0, 0, 1], 5140).into())
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 5140)).into())
         );
         assert_eq!(config.proxy.log_format, coremesh_discovery::LogFormat::Json);
+        assert_eq!(
+            config.proxy.shutdown,
+            coremesh_discovery::ShutdownMode::Drain
+        );
     }
 
     #[test]
