@@ -250,16 +250,8 @@ async fn serve_requests(
 
 /// Tunnel bytes both ways after an upgrade, then record what went through.
 async fn run_tunnel(core: &Core, client: Conn, upstream: Conn) {
-    let crate::tunnel::TunnelEnd {
-        to_upstream,
-        to_client,
-        ..
-    } = crate::tunnel::tunnel(client, upstream, core.tunnel_idle).await;
-    let m = core.metrics.borrow();
-    m.record_bytes_sent(coremesh_telemetry::Peer::Upstream, to_upstream);
-    m.record_bytes_received(coremesh_telemetry::Peer::Upstream, to_client);
-    m.record_bytes_sent(coremesh_telemetry::Peer::Client, to_client);
-    m.record_bytes_received(coremesh_telemetry::Peer::Client, to_upstream);
+    let idle = core.tunnel_idle;
+    crate::tunnel::run_and_record(core, client, upstream, idle, crate::tunnel::TUNNEL_BUFFER).await;
 }
 
 /// Most bytes a lingering close reads and throws away before it closes anyway.
