@@ -39,6 +39,10 @@ pub struct Exchange<'a> {
     /// Send to this address instead of choosing among the service's endpoints (a sidecar
     /// passing a request through, or handing it to the application).
     pub fixed_endpoint: Option<SocketAddr>,
+    /// Send the request head as it is (a passthrough): no deadline or trace header added.
+    pub verbatim: bool,
+    /// The request is a CONNECT (passed through): a 2xx answer opens a tunnel.
+    pub connect: bool,
 }
 
 impl Exchange<'_> {
@@ -449,7 +453,11 @@ async fn exchange_head(
     // The head with the remaining deadline, and a small buffered body, in one write.
     let mut out = std::mem::take(&mut s.out);
     out.clear();
-    append_deadline(&s.upstream_head, remaining_ms, &s.trace_lines, &mut out);
+    if ex.verbatim {
+        out.extend_from_slice(&s.upstream_head);
+    } else {
+        append_deadline(&s.upstream_head, remaining_ms, &s.trace_lines, &mut out);
+    }
     let inline_body = match body {
         RequestBody::Buffered(n) if out.len() + *n <= COALESCE_LIMIT => {
             out.extend_from_slice(&client.data()[..*n]);
@@ -588,6 +596,9 @@ async fn relay(
             return Ok(Next::Close);
         }
         return Ok(Next::Upgrade(up));
+    }
+    if ex.connect && crate::sidecar::passthrough::opens_tunnel(resp) {
+        return Ok(crate::sidecar::passthrough::accept_tunnel(client, resp, up, &mut s.out).await);
     }
     if resp.status == 101 {
         // A switch the client did not ask for cannot be relayed.
