@@ -118,9 +118,12 @@ pub async fn forward(
     let max_attempts = ex.settings.max_attempts.max(1);
     core.budget_deposit(ex.service(core), Instant::now());
     let service_id = core.ids.borrow().service(ex.service(core));
+    let direction = crate::observe::metrics_direction(s.origin.direction);
     let deadline_exceeded = || {
         if let Some(id) = service_id {
-            core.metrics.borrow().record_deadline_exceeded(id);
+            core.metrics
+                .borrow()
+                .record_deadline_exceeded(direction, id);
         }
     };
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -182,9 +185,9 @@ pub async fn forward(
             if let Some(id) = service_id {
                 let m = core.metrics.borrow();
                 if granted {
-                    m.record_retry(id, reason);
+                    m.record_retry(direction, id, reason);
                 } else {
-                    m.record_retry_budget_exhausted(id);
+                    m.record_retry_budget_exhausted(direction, id);
                 }
             }
             granted

@@ -464,12 +464,13 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     let latency = started.elapsed();
     {
         let ids = core.ids.borrow();
-        let route_id = ids.request_route(route, service);
+        let route_id = crate::observe::request_route(&ids, s.origin, route, service);
         let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
         if s.status != 0 {
+            let direction = crate::observe::metrics_direction(s.origin.direction);
             core.metrics
                 .borrow()
-                .record_response(route_id, endpoint, s.status, latency);
+                .record_response(direction, route_id, endpoint, s.status, latency);
         }
     }
     let traced = core.tracer.is_some() || core.access_log.is_some();

@@ -12,13 +12,16 @@
 //! - CONNECT goes to the destination; on 2xx the connection is a tunnel both ways (bytes
 //!   sent behind the CONNECT head included), closed by the side's `tcp_idle_timeout_ms`
 //!   when idle; a refusal is relayed and the connection closed.
+//! - Passed-through requests count in `coremesh_requests_total` under
+//!   `direction="outbound",route="passthrough"` (no service label).
 //! - Passthrough has its own limits: `[defaults]` (a service's) body limit does not apply,
 //!   `[outbound.passthrough] max_header_bytes` does.
 
 use coremesh_discovery::{Config, PassthroughSettings, SideSettings};
-use coremesh_tests::admin::{start_with_admin, AdminProxy};
+use coremesh_tests::admin::{start_with_admin, wait_for_admin, AdminProxy};
 use coremesh_tests::client::Client;
 use coremesh_tests::netns::{can_run, Netns};
+use coremesh_tests::prometheus::Exposition;
 use coremesh_tests::proxy::{base_config, for_each_driver};
 use coremesh_tests::wire::WireReader;
 use coremesh_tests::Driver;
@@ -261,7 +264,8 @@ fn the_destination_receives_exactly_what_the_client_sent() {
         in_namespace(
             driver,
             |_| {},
-            |_proxy| {
+            |proxy| {
+                let mut answered = 0u32;
                 for (shape, steps) in shapes() {
                     let destination = Recorder::start(serve_http);
                     let mut c = Client::connect_from(client_ip(), destination.addr)
@@ -286,6 +290,7 @@ fn the_destination_receives_exactly_what_the_client_sent() {
                                     (200, "ok"),
                                     "{shape}"
                                 );
+                                answered += 1;
                             }
                         }
                     }
@@ -296,6 +301,22 @@ fn the_destination_receives_exactly_what_the_client_sent() {
                         "{shape}: the destination received other bytes than the client sent"
                     );
                 }
+                // Counted in the request families, as passthrough on the outbound side.
+                let series = [
+                    ("direction", "outbound"),
+                    ("route", "passthrough"),
+                    ("class", "2xx"),
+                ];
+                let counted = wait_for_admin(|| {
+                    let text = proxy.metrics_text();
+                    let e = Exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+                    let n = e.value("coremesh_requests_total", &series);
+                    ((n >= Some(f64::from(answered))).then_some(n), text)
+                })
+                .unwrap_or_else(|last| {
+                    panic!("{answered} passthrough requests not counted:\n{last}")
+                });
+                assert_eq!(counted, Some(f64::from(answered)));
             },
         );
     });
