@@ -183,6 +183,13 @@ pub struct SideSettings {
     /// Buffer per direction of each opaque connection.
     #[serde(default = "d_tcp_buffer_bytes")]
     pub tcp_buffer_bytes: usize,
+    /// Outbound only (`[outbound.passthrough]`): limits of HTTP requests passed through to
+    /// a destination no service claims.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::PassthroughSettings::is_default"
+    )]
+    pub passthrough: crate::PassthroughSettings,
 }
 
 impl Default for SideSettings {
@@ -194,6 +201,7 @@ impl Default for SideSettings {
             opaque_ports: d_opaque_ports(),
             tcp_idle_timeout_ms: d_tcp_idle_timeout_ms(),
             tcp_buffer_bytes: d_tcp_buffer_bytes(),
+            passthrough: crate::PassthroughSettings::default(),
         }
     }
 }
@@ -260,6 +268,7 @@ impl From<InboundFile> for InboundSettings {
                 opaque_ports: f.opaque_ports,
                 tcp_idle_timeout_ms: f.tcp_idle_timeout_ms,
                 tcp_buffer_bytes: f.tcp_buffer_bytes,
+                passthrough: crate::PassthroughSettings::default(),
             },
             app_address: f.app_address,
             app_port: f.app_port,

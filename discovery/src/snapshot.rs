@@ -23,6 +23,9 @@ pub struct Snapshot {
     /// Original destination → index in [`services`](Self::services) of the service that
     /// claims it (its `addresses`): what the outbound side looks up for each connection.
     pub destinations: HashMap<SocketAddr, usize>,
+    /// How the outbound side passes requests through to a destination no service claims
+    /// (`[outbound.passthrough]`).
+    pub passthrough: crate::Passthrough,
 }
 
 /// A destination service: its endpoints and its settings (defaults merged with its
@@ -68,6 +71,7 @@ impl Snapshot {
             services,
             routes,
             destinations,
+            passthrough: crate::Passthrough::of(config.outbound.as_ref(), &config.defaults),
         }
     }
 

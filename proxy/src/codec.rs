@@ -45,6 +45,10 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// `Connection: upgrade` with an `Upgrade` header.
     pub upgrade: bool,
+    /// The method is CONNECT: a 2xx answer turns the connection into a tunnel (RFC 9110
+    /// §9.3.6). Only a request passed through to its original destination may be sent on;
+    /// the request path answers any other with 501.
+    pub connect: bool,
     /// Header names listed in `Connection`, to drop when forwarding.
     pub connection_tokens: Vec<Range<usize>>,
 }
@@ -282,10 +286,7 @@ fn parse_request_inner<'b>(
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::new(400, "incomplete request line"));
     };
-    if method == "CONNECT" {
-        // A 2xx would turn the connection into a tunnel; the proxy does not tunnel CONNECT.
-        return Err(HeadError::new(501, "CONNECT is not supported"));
-    }
+    head.connect = method == "CONNECT";
     head.method = offset_in(buf, method.as_bytes());
     head.target = offset_in(buf, path.as_bytes());
     head.minor_version = version;

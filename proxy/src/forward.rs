@@ -39,6 +39,10 @@ pub struct Exchange<'a> {
     /// Send to this address instead of choosing among the service's endpoints (a sidecar
     /// passing a request through, or handing it to the application).
     pub fixed_endpoint: Option<SocketAddr>,
+    /// Send the request head as it is (a passthrough): no deadline or trace header added.
+    pub verbatim: bool,
+    /// The request is a CONNECT (passed through): a 2xx answer opens a tunnel.
+    pub connect: bool,
 }
 
 impl Exchange<'_> {
@@ -114,9 +118,12 @@ pub async fn forward(
     let max_attempts = ex.settings.max_attempts.max(1);
     core.budget_deposit(ex.service(core), Instant::now());
     let service_id = core.ids.borrow().service(ex.service(core));
+    let direction = crate::observe::metrics_direction(s.origin.direction);
     let deadline_exceeded = || {
         if let Some(id) = service_id {
-            core.metrics.borrow().record_deadline_exceeded(id);
+            core.metrics
+                .borrow()
+                .record_deadline_exceeded(direction, id);
         }
     };
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -178,9 +185,9 @@ pub async fn forward(
             if let Some(id) = service_id {
                 let m = core.metrics.borrow();
                 if granted {
-                    m.record_retry(id, reason);
+                    m.record_retry(direction, id, reason);
                 } else {
-                    m.record_retry_budget_exhausted(id);
+                    m.record_retry_budget_exhausted(direction, id);
                 }
             }
             granted
@@ -466,7 +473,11 @@ async fn exchange_head(
     // The head with the remaining deadline, and a small buffered body, in one write.
     let mut out = std::mem::take(&mut s.out);
     out.clear();
-    append_deadline(&s.upstream_head, remaining_ms, &s.trace_lines, &mut out);
+    if ex.verbatim {
+        out.extend_from_slice(&s.upstream_head);
+    } else {
+        append_deadline(&s.upstream_head, remaining_ms, &s.trace_lines, &mut out);
+    }
     let inline_body = match body {
         RequestBody::Buffered(n) if out.len() + *n <= COALESCE_LIMIT => {
             out.extend_from_slice(&client.data()[..*n]);
@@ -605,6 +616,9 @@ async fn relay(
             return Ok(Next::Close);
         }
         return Ok(Next::Upgrade(up));
+    }
+    if ex.connect && crate::sidecar::passthrough::opens_tunnel(resp) {
+        return Ok(crate::sidecar::passthrough::accept_tunnel(client, resp, up, &mut s.out).await);
     }
     if resp.status == 101 {
         // A switch the client did not ask for cannot be relayed.

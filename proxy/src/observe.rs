@@ -7,12 +7,40 @@ use coremesh_telemetry::{EndpointId, LayoutBuilder, MetricsLayout, RouteId, Serv
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The metrics layout for `snapshot`: every service with its endpoints, every route with
-/// each service it may send to.
 /// The `route` label of requests sent to a service because the outbound side saw one of
 /// its `addresses` as their original destination (no route chose it).
 pub const DESTINATION_ROUTE: &str = "original-destination";
 
+/// The `route` label (with no `service` label) of requests the outbound side passed
+/// through to an original destination no service claims.
+pub const PASSTHROUGH_ROUTE: &str = "passthrough";
+
+/// The `direction` label of a request's families: the listener its connection came in on
+/// (chosen once per connection; this is a plain match, no string work per request).
+pub fn metrics_direction(direction: crate::sidecar::Direction) -> coremesh_telemetry::Direction {
+    match direction {
+        crate::sidecar::Direction::Proxy => coremesh_telemetry::Direction::Proxy,
+        crate::sidecar::Direction::Inbound => coremesh_telemetry::Direction::Inbound,
+        crate::sidecar::Direction::Outbound => coremesh_telemetry::Direction::Outbound,
+    }
+}
+
+/// The handle a finished request counts under: a passed-through request (outbound, no
+/// service) under [`PASSTHROUGH_ROUTE`], else see [`MetricIds::request_route`].
+pub fn request_route(
+    ids: &MetricIds,
+    origin: crate::server::Origin,
+    route: usize,
+    service: usize,
+) -> RouteId {
+    match origin.target {
+        crate::server::Target::Destination(_) if service == usize::MAX => ids.passthrough,
+        _ => ids.request_route(route, service),
+    }
+}
+
+/// The metrics layout for `snapshot`: every service with its endpoints, every route with
+/// each service it may send to, and the passthrough entry.
 pub fn build_layout(snapshot: &Snapshot, per_endpoint: bool) -> Arc<MetricsLayout> {
     let mut b = LayoutBuilder::new(per_endpoint);
     let ids: Vec<ServiceId> = snapshot
@@ -34,6 +62,7 @@ pub fn build_layout(snapshot: &Snapshot, per_endpoint: bool) -> Arc<MetricsLayou
             b.add_route(DESTINATION_ROUTE, Some(*id));
         }
     }
+    b.add_route(PASSTHROUGH_ROUTE, None);
     b.build()
 }
 
@@ -49,6 +78,8 @@ pub struct MetricIds {
     /// addresses.
     pub by_destination: Vec<Option<RouteId>>,
     pub unrouted: RouteId,
+    /// Requests passed through ([`PASSTHROUGH_ROUTE`]).
+    pub passthrough: RouteId,
 }
 
 impl MetricIds {
@@ -97,6 +128,9 @@ impl MetricIds {
             routes,
             by_destination,
             unrouted: layout.unrouted(),
+            passthrough: layout
+                .route_id(PASSTHROUGH_ROUTE, None)
+                .unwrap_or(layout.unrouted()),
         }
     }
 

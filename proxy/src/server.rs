@@ -142,6 +142,9 @@ pub enum Next {
     Close,
     /// The upstream switched protocols: tunnel bytes both ways on this connection.
     Upgrade(Conn),
+    /// A passed-through CONNECT was accepted: tunnel bytes both ways under the
+    /// passthrough's limits ([`crate::sidecar::passthrough`]).
+    Tunnel(Conn),
 }
 
 /// Where an idle connection is in its life: what its idle timeout is measured from.
@@ -201,6 +204,14 @@ pub async fn serve_conn(
                 Box::pin(run_tunnel(&core, client, upstream)).await;
                 return;
             }
+            Next::Tunnel(upstream) => {
+                record_connection_end(&core, &client);
+                Box::pin(crate::sidecar::passthrough::run_tunnel(
+                    &core, client, upstream,
+                ))
+                .await;
+                return;
+            }
         }
     }
     record_connection_end(&core, &client);
@@ -250,16 +261,8 @@ async fn serve_requests(
 
 /// Tunnel bytes both ways after an upgrade, then record what went through.
 async fn run_tunnel(core: &Core, client: Conn, upstream: Conn) {
-    let crate::tunnel::TunnelEnd {
-        to_upstream,
-        to_client,
-        ..
-    } = crate::tunnel::tunnel(client, upstream, core.tunnel_idle).await;
-    let m = core.metrics.borrow();
-    m.record_bytes_sent(coremesh_telemetry::Peer::Upstream, to_upstream);
-    m.record_bytes_received(coremesh_telemetry::Peer::Upstream, to_client);
-    m.record_bytes_sent(coremesh_telemetry::Peer::Client, to_client);
-    m.record_bytes_received(coremesh_telemetry::Peer::Client, to_upstream);
+    let idle = core.tunnel_idle;
+    crate::tunnel::run_and_record(core, client, upstream, idle, crate::tunnel::TUNNEL_BUFFER).await;
 }
 
 /// Most bytes a lingering close reads and throws away before it closes anyway.
@@ -343,9 +346,8 @@ async fn wait_for_request(core: &Core, client: &mut Conn, state: &Idle) -> bool 
 
 /// Read until a whole request head is buffered; some of it already is.
 async fn read_head(core: &Core, client: &mut Conn, s: &mut ConnScratch) -> HeadOutcome {
-    let limits = &core.defaults;
-    let max = limits.max_header_bytes;
-    let deadline = Instant::now() + Duration::from_millis(limits.header_read_timeout_ms);
+    let (max, read_timeout) = crate::sidecar::passthrough::head_limits(core, s.origin);
+    let deadline = Instant::now() + read_timeout;
     loop {
         let parsed = parse_request(
             client.data(),
@@ -462,12 +464,13 @@ async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next
     let latency = started.elapsed();
     {
         let ids = core.ids.borrow();
-        let route_id = ids.request_route(route, service);
+        let route_id = crate::observe::request_route(&ids, s.origin, route, service);
         let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
         if s.status != 0 {
+            let direction = crate::observe::metrics_direction(s.origin.direction);
             core.metrics
                 .borrow()
-                .record_response(route_id, endpoint, s.status, latency);
+                .record_response(direction, route_id, endpoint, s.status, latency);
         }
     }
     let traced = core.tracer.is_some() || core.access_log.is_some();
@@ -553,7 +556,10 @@ async fn route_and_forward(
     let head = &s.head;
     let data = client.data();
     let framing = head.framing.unwrap_or(Framing::None);
-    let client_close = head.close || core.is_draining();
+    let connect = head.connect;
+    // A CONNECT that is not answered 2xx closes the connection: what the client sent
+    // behind it was meant for a tunnel.
+    let client_close = head.close || core.is_draining() || connect;
     let is_head_method = &data[head.method.clone()] == b"HEAD";
     let idempotent = coremesh_balancer::is_idempotent(&data[head.method.clone()]);
     let expect_continue = head.expect_continue && framing != Framing::None;
@@ -574,14 +580,22 @@ async fn route_and_forward(
         }
         Target::Destination(destination) => match snapshot.service_for_destination(destination) {
             Some(service_index) => Plan::service(service_index),
-            None => Plan::address(destination),
+            None => Plan::passthrough(destination),
         },
         Target::Application(address) => Plan::address(address),
     };
     *target_out = (plan.route_index, plan.service_index);
+    if connect && !plan.passthrough {
+        let err = ProxyError::BadRequest {
+            status: 501,
+            reason: "CONNECT is passed on only to an original destination no service claims",
+        };
+        return reject(core, client, s, framing, true, err).await;
+    }
     let route = plan.route;
     let service_index = plan.service_index;
     let settings = match plan.fixed_endpoint {
+        Some(_) if plan.passthrough => &snapshot.passthrough.settings,
         Some(_) => &core.defaults,
         None => match snapshot.services.get(service_index) {
             Some(service) => &service.settings,
@@ -603,20 +617,25 @@ async fn route_and_forward(
     let mut timeout = route
         .and_then(|r| r.timeout)
         .unwrap_or(Duration::from_millis(settings.request_timeout_ms));
-    // A caller's remaining budget, when it sent one, caps the route's timeout.
-    if let Some(ms) = caller_deadline_ms(data, head) {
+    // A caller's remaining budget, when it sent one, caps the route's timeout (a header
+    // for a third party is not the proxy's to read).
+    if let Some(ms) = caller_deadline_ms(data, head).filter(|_| !plan.passthrough) {
         timeout = timeout.min(Duration::from_millis(ms));
     }
     let deadline = started + timeout;
 
     // The upstream request head, then the client's head is consumed.
-    let add = RequestAdditions {
-        forwarded_for: (settings.add_forwarded_for || plan.forwarded_for).then(|| s.peer.ip()),
-        strip_trace: core.tracer.is_some(),
-        via: settings.add_via,
-        extra: b"",
-    };
-    request_head(data, head, &add, &mut s.upstream_head);
+    if plan.passthrough {
+        crate::sidecar::passthrough::request_head(data, head, &mut s.upstream_head);
+    } else {
+        let add = RequestAdditions {
+            forwarded_for: (settings.add_forwarded_for || plan.forwarded_for).then(|| s.peer.ip()),
+            strip_trace: core.tracer.is_some(),
+            via: settings.add_via,
+            extra: b"",
+        };
+        request_head(data, head, &add, &mut s.upstream_head);
+    }
     let head_len = head.len;
     client.consume(head_len);
 
@@ -646,6 +665,8 @@ async fn route_and_forward(
         retry_on: route.map_or(&[], |r| &r.retry_on),
         retry_non_idempotent: route.is_some_and(|r| r.retry_non_idempotent),
         fixed_endpoint: plan.fixed_endpoint,
+        verbatim: plan.passthrough,
+        connect,
     };
     match forward(core, client, s, &exchange).await {
         Ok(next) => next,
@@ -681,6 +702,8 @@ struct Plan<'s> {
     fixed_endpoint: Option<SocketAddr>,
     /// Add the client's address to `X-Forwarded-For` whatever the settings say.
     forwarded_for: bool,
+    /// Passed through to an original destination no service claims, as written.
+    passthrough: bool,
 }
 
 impl Plan<'_> {
@@ -691,6 +714,7 @@ impl Plan<'_> {
             service_index,
             fixed_endpoint: None,
             forwarded_for: false,
+            passthrough: false,
         }
     }
 
@@ -701,6 +725,15 @@ impl Plan<'_> {
             service_index: usize::MAX,
             fixed_endpoint: Some(address),
             forwarded_for: true,
+            passthrough: false,
+        }
+    }
+
+    fn passthrough(destination: SocketAddr) -> Self {
+        Plan {
+            forwarded_for: false,
+            passthrough: true,
+            ..Plan::address(destination)
         }
     }
 }
@@ -746,6 +779,7 @@ fn route_request<'s>(
         service_index,
         fixed_endpoint: None,
         forwarded_for: false,
+        passthrough: false,
     })
 }
 

@@ -13,20 +13,47 @@ use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-const TUNNEL_BUFFER: usize = 16 * 1024;
+pub const TUNNEL_BUFFER: usize = 16 * 1024;
 
 /// What a tunnel carried and how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelEnd {
     pub to_upstream: u64,
     pub to_client: u64,
+    /// Of `to_upstream` / `to_client`: bytes that were already buffered in the client /
+    /// upstream connection when the tunnel began (read, and counted in that connection's
+    /// `bytes_in`, before the tunnel), so not read by the tunnel itself.
+    pub carried_to_upstream: u64,
+    pub carried_to_client: u64,
     /// Closed by the idle timeout rather than by the peers.
     pub idle_closed: bool,
 }
 
-/// Copy both ways until both sides have closed, or until nothing has moved for `idle`.
-pub async fn tunnel(client: Conn, upstream: Conn, idle: Duration) -> TunnelEnd {
-    splice(client, upstream, idle, TUNNEL_BUFFER).await
+/// Tunnel a client connection whose HTTP exchange switched it over (an upgrade, a
+/// CONNECT) to `upstream`, then count the bytes. The client's own `bytes_in` / `bytes_out`
+/// were counted when its exchange ended, bytes it had sent beyond the request (buffered,
+/// then carried into the tunnel) included, so only what the tunnel read from it is added;
+/// the upstream connection's exchange (the request head out, the response head in) had not
+/// been counted, so it is added here with the tunnel's bytes.
+pub async fn run_and_record(
+    core: &crate::core::Core,
+    client: Conn,
+    upstream: Conn,
+    idle: Duration,
+    buffer_bytes: usize,
+) -> TunnelEnd {
+    use coremesh_telemetry::Peer;
+    let (upstream_in, upstream_out) = (upstream.bytes_in, upstream.bytes_out);
+    let end = splice(client, upstream, idle, buffer_bytes).await;
+    let m = core.metrics.borrow();
+    m.record_bytes_received(Peer::Client, end.to_upstream - end.carried_to_upstream);
+    m.record_bytes_sent(Peer::Client, end.to_client);
+    m.record_bytes_received(
+        Peer::Upstream,
+        upstream_in + (end.to_client - end.carried_to_client),
+    );
+    m.record_bytes_sent(Peer::Upstream, upstream_out + end.to_upstream);
+    end
 }
 
 /// Copy both ways, reading at most `buffer_bytes` at a time in each direction, until both
@@ -44,8 +71,8 @@ pub async fn splice(
     let (mut cr, mut cw, c_pending) = split(client);
     let (mut ur, mut uw, u_pending) = split(upstream);
     let last_activity = Cell::new(Instant::now());
-    let up = Cell::new(0);
-    let down = Cell::new(0);
+    let up = Moved::default();
+    let down = Moved::default();
     let both = async {
         monoio::join!(
             copy(
@@ -76,10 +103,19 @@ pub async fn splice(
     }
     // Dropping the halves closes both connections.
     TunnelEnd {
-        to_upstream: up.get(),
-        to_client: down.get(),
+        to_upstream: up.total.get(),
+        to_client: down.total.get(),
+        carried_to_upstream: up.carried.get(),
+        carried_to_client: down.carried.get(),
         idle_closed,
     }
+}
+
+/// Bytes written one way: all of them, and those carried over from the source's buffer.
+#[derive(Default)]
+struct Moved {
+    total: Cell<u64>,
+    carried: Cell<u64>,
 }
 
 /// A connection's bytes read but not yet consumed, to be written on before copying.
@@ -114,7 +150,7 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
     to: &mut W,
     pending: Pending,
     buffer_bytes: usize,
-    total: &Cell<u64>,
+    moved: &Moved,
     last_activity: &Cell<Instant>,
 ) {
     let Pending { mut buf, start } = pending;
@@ -126,7 +162,8 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
             return;
         }
         last_activity.set(Instant::now());
-        total.set(total.get() + n as u64);
+        moved.total.set(moved.total.get() + n as u64);
+        moved.carried.set(moved.carried.get() + n as u64);
     }
     loop {
         buf.clear();
@@ -146,7 +183,7 @@ async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
                     break;
                 }
                 last_activity.set(Instant::now());
-                total.set(total.get() + n as u64);
+                moved.total.set(moved.total.get() + n as u64);
             }
         }
     }

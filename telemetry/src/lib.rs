@@ -27,7 +27,7 @@ pub mod trace;
 pub use access_log::{write_access_log_line, AccessLogEntry};
 pub use config::{TelemetryConfig, TelemetryConfigError};
 pub use metrics::{
-    CoreMetrics, EndpointId, EndpointState, ErrorKind, LayoutBuilder, MetricsLayout,
+    CoreMetrics, Direction, EndpointId, EndpointState, ErrorKind, LayoutBuilder, MetricsLayout,
     MetricsSnapshot, Peer, RetryReason, RouteId, ServiceId, StatusClass,
 };
 pub use metrics::{DetectReason, Protocol, Side, Way};

@@ -16,7 +16,7 @@ mod snapshot;
 pub mod transport;
 
 pub use self::core::{CoreMetrics, MAX_TRANSLATIONS};
-pub use labels::{EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+pub use labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
 pub use latency::LATENCY_BUCKETS;
 pub use layout::{EndpointId, LayoutBuilder, MetricsLayout, RouteId, ServiceId};
 pub use snapshot::{LatencyHistogram, MetricsSnapshot};

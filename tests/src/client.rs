@@ -98,6 +98,22 @@ impl Client {
         })
     }
 
+    /// Connect from `source` (a local address to bind first), with the same timeouts as
+    /// [`Client::connect`].
+    pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> io::Result<Client> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&addr.into(), DEFAULT_IO_TIMEOUT)?;
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(DEFAULT_IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(DEFAULT_IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            reader: WireReader::new(stream),
+        })
+    }
+
     pub fn stream(&self) -> &TcpStream {
         self.reader.get_ref()
     }

@@ -357,6 +357,7 @@ fn metrics_count_requests_by_class_exactly() {
             m.value(
                 "coremesh_requests_total",
                 &[
+                    ("direction", "proxy"),
                     ("service", "backend"),
                     ("route", "all"),
                     ("endpoint", &endpoint),
@@ -371,7 +372,11 @@ fn metrics_count_requests_by_class_exactly() {
             2,
             "only the two series that saw requests: {all:#?}"
         );
-        let latency = &[("service", "backend"), ("route", "all")];
+        let latency = &[
+            ("direction", "proxy"),
+            ("service", "backend"),
+            ("route", "all"),
+        ];
         assert_eq!(
             m.value("coremesh_response_latency_seconds_count", latency),
             Some(10.0)
@@ -379,7 +384,12 @@ fn metrics_count_requests_by_class_exactly() {
         assert_eq!(
             m.value(
                 "coremesh_response_latency_seconds_bucket",
-                &[("service", "backend"), ("route", "all"), ("le", "+Inf")]
+                &[
+                    ("direction", "proxy"),
+                    ("service", "backend"),
+                    ("route", "all"),
+                    ("le", "+Inf")
+                ]
             ),
             Some(10.0)
         );
@@ -429,12 +439,20 @@ fn metrics_without_per_endpoint_labels_and_unrouted_requests() {
         assert_eq!(
             m.value(
                 "coremesh_requests_total",
-                &[("service", "backend"), ("route", "all"), ("class", "2xx")]
+                &[
+                    ("direction", "proxy"),
+                    ("service", "backend"),
+                    ("route", "all"),
+                    ("class", "2xx")
+                ]
             ),
             Some(4.0)
         );
         assert_eq!(
-            m.value("coremesh_requests_total", &[("class", "4xx")]),
+            m.value(
+                "coremesh_requests_total",
+                &[("direction", "proxy"), ("class", "4xx")]
+            ),
             Some(2.0),
             "requests that matched no route carry neither service nor route"
         );

@@ -14,6 +14,7 @@
 
 pub mod inbound;
 pub mod outbound;
+pub mod passthrough;
 pub mod stats;
 
 use crate::conn::Conn;

@@ -13,11 +13,11 @@
 //! of a service or route that left, counts nowhere; a request whose endpoint left still
 //! counts for its (service, route) without the endpoint label.
 
-use super::labels::{EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+use super::labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
 use super::latency::{bucket, nanos, SUM_SLOT};
 use super::layout::{
-    EndpointId, MetricsLayout, RouteId, ServiceId, ACCEPTED, CLASSES, EP_EJECTIONS, EP_STATE,
-    ERRORS, OPEN, RECEIVED, SENT, SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED,
+    service_direction, EndpointId, MetricsLayout, RouteId, ServiceId, ACCEPTED, EP_EJECTIONS,
+    EP_STATE, ERRORS, OPEN, RECEIVED, SENT, SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED,
     SVC_CONNECTIONS_REUSED, SVC_DEADLINE_EXCEEDED, SVC_RETRIES,
 };
 use super::remap::{fresh_values, remap, StateCells, Translation};
@@ -88,11 +88,12 @@ impl CoreMetrics {
         )
     }
 
-    /// A finished request: the status the client got (its class), the endpoint that
-    /// answered (or none: no route, no endpoint, failed before one was chosen) and the
-    /// whole latency as the client saw it.
+    /// A finished request that came in on `direction`: the status the client got (its
+    /// class), the endpoint that answered (or none: no route, no endpoint, failed before
+    /// one was chosen) and the whole latency as the client saw it.
     pub fn record_response(
         &self,
+        direction: Direction,
         route: RouteId,
         endpoint: Option<EndpointId>,
         status: u16,
@@ -107,26 +108,29 @@ impl CoreMetrics {
             _ => 0,
         };
         let class = StatusClass::from_status(status).slot();
-        self.add(entry.request_base + slot * CLASSES + class, 1);
+        self.add(entry.request_cell(direction.slot(), slot) + class, 1);
         let latency = nanos(latency);
-        let histogram = self.layout.latency_block(r);
+        let histogram = self.layout.latency_block(r, direction.slot());
         self.add(histogram + bucket(latency), 1);
         self.add(histogram + SUM_SLOT, latency);
     }
 
-    /// An attempt of a request to `service` is retried, for `reason`.
-    pub fn record_retry(&self, service: ServiceId, reason: RetryReason) {
-        self.add_service(service, SVC_RETRIES + reason.slot(), 1);
+    /// An attempt of a request to `service` (from `direction`) is retried, for `reason`.
+    pub fn record_retry(&self, direction: Direction, service: ServiceId, reason: RetryReason) {
+        let at = service_direction(direction.slot()) + SVC_RETRIES + reason.slot();
+        self.add_service(service, at, 1);
     }
 
     /// A retry was wanted but the retry budget of `service` had none left.
-    pub fn record_retry_budget_exhausted(&self, service: ServiceId) {
-        self.add_service(service, SVC_BUDGET_EXHAUSTED, 1);
+    pub fn record_retry_budget_exhausted(&self, direction: Direction, service: ServiceId) {
+        let at = service_direction(direction.slot()) + SVC_BUDGET_EXHAUSTED;
+        self.add_service(service, at, 1);
     }
 
     /// A request to `service` was failed because its deadline had passed.
-    pub fn record_deadline_exceeded(&self, service: ServiceId) {
-        self.add_service(service, SVC_DEADLINE_EXCEEDED, 1);
+    pub fn record_deadline_exceeded(&self, direction: Direction, service: ServiceId) {
+        let at = service_direction(direction.slot()) + SVC_DEADLINE_EXCEEDED;
+        self.add_service(service, at, 1);
     }
 
     /// A new upstream connection to `service` was opened.
@@ -267,14 +271,34 @@ mod tests {
         let b = layout.endpoint_at(users, 1).unwrap();
         let m = CoreMetrics::new(layout);
         for _ in 0..3 {
-            m.record_response(api, Some(a), 200, Duration::from_millis(3));
+            m.record_response(
+                Direction::Proxy,
+                api,
+                Some(a),
+                200,
+                Duration::from_millis(3),
+            );
         }
-        m.record_response(api, Some(b), 503, Duration::from_millis(300));
-        m.record_response(api, None, 504, Duration::from_secs(20));
-        m.record_retry(users, RetryReason::Reset);
-        m.record_retry(users, RetryReason::Reset);
-        m.record_retry_budget_exhausted(users);
-        m.record_deadline_exceeded(users);
+        m.record_response(
+            Direction::Proxy,
+            api,
+            Some(b),
+            503,
+            Duration::from_millis(300),
+        );
+        m.record_response(Direction::Proxy, api, None, 504, Duration::from_secs(20));
+        m.record_response(
+            Direction::Outbound,
+            api,
+            Some(a),
+            200,
+            Duration::from_millis(3),
+        );
+        m.record_retry(Direction::Inbound, users, RetryReason::Reset);
+        m.record_retry(Direction::Proxy, users, RetryReason::Reset);
+        m.record_retry(Direction::Proxy, users, RetryReason::Reset);
+        m.record_retry_budget_exhausted(Direction::Proxy, users);
+        m.record_deadline_exceeded(Direction::Proxy, users);
         m.record_upstream_connection_opened(users);
         m.record_upstream_connection_reused(users);
         m.record_upstream_connection_reused(users);
@@ -289,18 +313,34 @@ mod tests {
 
         let s = m.snapshot();
         let q = |ep: Option<&str>, class| s.requests(Some("api"), Some("users"), ep, class);
-        assert_eq!(q(Some("a:1"), StatusClass::Success), 3);
+        assert_eq!(q(Some("a:1"), StatusClass::Success), 4, "every direction");
+        let q_in = |d, ep: Option<&str>| {
+            s.requests_in(d, Some("api"), Some("users"), ep, StatusClass::Success)
+        };
+        assert_eq!(q_in(Direction::Proxy, Some("a:1")), 3);
+        assert_eq!(q_in(Direction::Outbound, Some("a:1")), 1);
+        assert_eq!(q_in(Direction::Inbound, Some("a:1")), 0);
+        let outbound = s.latency_in(Direction::Outbound, Some("api"), Some("users"));
+        assert_eq!(outbound.map(|h| h.count), Some(1));
+        assert_eq!(
+            s.retries_in(Direction::Inbound, "users", RetryReason::Reset),
+            1
+        );
+        assert_eq!(
+            s.retries_in(Direction::Proxy, "users", RetryReason::Reset),
+            2
+        );
         assert_eq!(q(Some("b:1"), StatusClass::ServerError), 1);
         assert_eq!(q(None, StatusClass::ServerError), 1);
         assert_eq!(q(Some("a:1"), StatusClass::ServerError), 0);
         let h = s.latency(Some("api"), Some("users")).unwrap();
-        assert_eq!(h.count, 5);
-        assert_eq!(h.sum_nanos, 9_000_000 + 300_000_000 + 20_000_000_000);
+        assert_eq!(h.count, 6);
+        assert_eq!(h.sum_nanos, 12_000_000 + 300_000_000 + 20_000_000_000);
         // 3 ms → le=0.005 (bucket 2); 300 ms → le=0.5 (bucket 8); 20 s → +Inf.
-        assert_eq!(h.buckets[2], 3);
+        assert_eq!(h.buckets[2], 4);
         assert_eq!(h.buckets[8], 1);
         assert_eq!(h.buckets[13], 1);
-        assert_eq!(s.retries("users", RetryReason::Reset), 2);
+        assert_eq!(s.retries("users", RetryReason::Reset), 3);
         assert_eq!(s.retries("users", RetryReason::Timeout), 0);
         assert_eq!(s.retry_budget_exhausted("users"), 1);
         assert_eq!(s.deadline_exceeded("users"), 1);
@@ -329,12 +369,18 @@ mod tests {
     fn unrouted_and_foreign_handles() {
         let layout = users_layout(&["a:1"]);
         let m = CoreMetrics::new(layout.clone());
-        m.record_response(layout.unrouted(), None, 404, Duration::ZERO);
+        m.record_response(
+            Direction::Proxy,
+            layout.unrouted(),
+            None,
+            404,
+            Duration::ZERO,
+        );
         // A handle from an unrelated layout counts nowhere (and does not panic).
         let other = users_layout(&["a:1"]);
         let (users, api) = handles(&other);
-        m.record_response(api, None, 200, Duration::ZERO);
-        m.record_retry(users, RetryReason::Status);
+        m.record_response(Direction::Proxy, api, None, 200, Duration::ZERO);
+        m.record_retry(Direction::Proxy, users, RetryReason::Status);
         let s = m.snapshot();
         assert_eq!(s.requests(None, None, None, StatusClass::ClientError), 1);
         assert_eq!(
@@ -353,7 +399,7 @@ mod tests {
         let layout = b.build();
         let o = layout.endpoint_at(orders, 0).unwrap();
         let m = CoreMetrics::new(layout);
-        m.record_response(api, Some(o), 200, Duration::ZERO);
+        m.record_response(Direction::Proxy, api, Some(o), 200, Duration::ZERO);
         let s = m.snapshot();
         assert_eq!(
             s.requests(Some("api"), Some("users"), None, StatusClass::Success),
@@ -369,7 +415,7 @@ mod tests {
         let layout = b.build();
         let a = layout.endpoint_at(users, 0).unwrap();
         let m = CoreMetrics::new(layout);
-        m.record_response(api, Some(a), 200, Duration::ZERO);
+        m.record_response(Direction::Proxy, api, Some(a), 200, Duration::ZERO);
         let s = m.snapshot();
         assert_eq!(
             s.requests(Some("api"), Some("users"), None, StatusClass::Success),
@@ -393,7 +439,7 @@ mod tests {
         let b1 = one.endpoint_at(users1, 1).unwrap();
         let a1 = one.endpoint_at(users1, 0).unwrap();
         let mut m = CoreMetrics::new(one.clone());
-        m.record_response(api1, Some(b1), 200, Duration::ZERO);
+        m.record_response(Direction::Proxy, api1, Some(b1), 200, Duration::ZERO);
         m.set_endpoint_state(b1, EndpointState::HalfOpen);
         m.record_client_connection_opened();
 
@@ -403,9 +449,9 @@ mod tests {
         let three = users_layout(&["c:1", "b:1"]);
         m.install(three.clone());
         // In-flight requests from layout one finish now.
-        m.record_response(api1, Some(b1), 200, Duration::ZERO);
-        m.record_response(api1, Some(a1), 200, Duration::ZERO);
-        m.record_retry(users1, RetryReason::Timeout);
+        m.record_response(Direction::Proxy, api1, Some(b1), 200, Duration::ZERO);
+        m.record_response(Direction::Proxy, api1, Some(a1), 200, Duration::ZERO);
+        m.record_retry(Direction::Proxy, users1, RetryReason::Timeout);
         m.record_ejection(b1);
 
         let s = m.snapshot();
@@ -441,7 +487,7 @@ mod tests {
         for _ in 0..=MAX_TRANSLATIONS {
             m.install(users_layout(&["a:1"]));
         }
-        m.record_response(api, None, 200, Duration::ZERO);
+        m.record_response(Direction::Proxy, api, None, 200, Duration::ZERO);
         let s = m.snapshot();
         assert_eq!(
             s.requests(Some("api"), Some("users"), None, StatusClass::Success),

@@ -233,6 +233,34 @@ impl Peer {
     }
 }
 
+/// Which listener a request came in on, the `direction` label of the request families:
+/// the explicit `[proxy] listen`, or a sidecar side. Chosen once per connection; recording
+/// with it is an index, not a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Proxy,
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    /// Every direction, in slot order.
+    pub const ALL: [Direction; 3] = [Direction::Proxy, Direction::Inbound, Direction::Outbound];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Proxy => "proxy",
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+
+    pub(crate) const fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@
 //! before a configuration change and finishes after it is still counted under its labels
 //! (see `CoreMetrics::install`).
 
-use super::labels::{EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+use super::labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
 use super::latency::HISTOGRAM_STRIDE;
 use super::transport::{DETECT_CELLS, TCP_CELLS};
 use std::collections::HashMap;
@@ -37,11 +37,17 @@ pub(crate) const DETECTIONS: usize = ERRORS + ErrorKind::ALL.len();
 pub(crate) const TCP_UNKNOWN: usize = DETECTIONS + DETECT_CELLS;
 pub(crate) const GLOBALS: usize = TCP_UNKNOWN + TCP_CELLS;
 
-// The block of counters of one service.
+/// Request families count per `direction`: each request counter (and latency histogram,
+/// and per-service request counter) exists once per direction, side by side.
+pub(crate) const DIRECTIONS: usize = Direction::ALL.len();
+
+// The block of counters of one service: first the request counters, once per direction
+// (`SVC_PER_DIRECTION` cells each, at the offsets below within them), then the rest.
 pub(crate) const SVC_RETRIES: usize = 0;
 pub(crate) const SVC_BUDGET_EXHAUSTED: usize = RetryReason::ALL.len();
 pub(crate) const SVC_DEADLINE_EXCEEDED: usize = SVC_BUDGET_EXHAUSTED + 1;
-pub(crate) const SVC_CONNECTIONS_OPENED: usize = SVC_DEADLINE_EXCEEDED + 1;
+pub(crate) const SVC_PER_DIRECTION: usize = SVC_DEADLINE_EXCEEDED + 1;
+pub(crate) const SVC_CONNECTIONS_OPENED: usize = DIRECTIONS * SVC_PER_DIRECTION;
 pub(crate) const SVC_CONNECTIONS_REUSED: usize = SVC_CONNECTIONS_OPENED + 1;
 pub(crate) const SVC_TCP: usize = SVC_CONNECTIONS_REUSED + 1;
 pub(crate) const SERVICE_STRIDE: usize = SVC_TCP + TCP_CELLS;
@@ -105,8 +111,20 @@ pub(crate) struct RouteEntry {
     /// Offset of its first request counter.
     pub(crate) request_base: usize,
     /// Endpoint slots: slot 0 is "no endpoint", slot `i + 1` is the service's endpoint `i`
-    /// (only when per-endpoint metrics are on).
+    /// (only when per-endpoint metrics are on). Each direction has its own `slots`.
     pub(crate) slots: usize,
+}
+
+impl RouteEntry {
+    /// Offset of the class counters of endpoint slot `slot` in direction slot `direction`.
+    pub(crate) fn request_cell(&self, direction: usize, slot: usize) -> usize {
+        self.request_base + (direction * self.slots + slot) * CLASSES
+    }
+}
+
+/// The offset of `direction`'s counters among those of one service (see [`SVC_RETRIES`]).
+pub(crate) const fn service_direction(direction: usize) -> usize {
+    direction * SVC_PER_DIRECTION
 }
 
 /// The label sets of one configuration and where each counter lives. Immutable once built;
@@ -284,10 +302,10 @@ impl LayoutBuilder {
                 request_base: offset,
                 slots,
             });
-            offset += slots * CLASSES;
+            offset += DIRECTIONS * slots * CLASSES;
         }
         let latency_base = offset;
-        offset += routes.len() * HISTOGRAM_STRIDE;
+        offset += routes.len() * DIRECTIONS * HISTOGRAM_STRIDE;
         let services_base = offset;
         offset += self.services.len() * SERVICE_STRIDE;
         let endpoints_base = offset;
@@ -433,8 +451,9 @@ impl MetricsLayout {
         self.services_base + s * SERVICE_STRIDE
     }
 
-    pub(crate) fn latency_block(&self, r: usize) -> usize {
-        self.latency_base + r * HISTOGRAM_STRIDE
+    /// The latency histogram of route entry `r` in direction slot `direction`.
+    pub(crate) fn latency_block(&self, r: usize, direction: usize) -> usize {
+        self.latency_base + (r * DIRECTIONS + direction) * HISTOGRAM_STRIDE
     }
 
     /// Index of a service by name (crate-internal, for merging and migration).
@@ -495,12 +514,19 @@ mod tests {
         b.add_route("api", Some(orders));
         b.add_route("dead", None);
         let layout = b.build();
-        // unrouted: 1 slot; api/users: 3; api/orders: 2; dead: 1 → 7 slots × 5 classes.
-        assert_eq!(layout.latency_base, GLOBALS + 7 * CLASSES);
+        // unrouted: 1 slot; api/users: 3; api/orders: 2; dead: 1 → 7 slots × 5 classes,
+        // once per direction; 4 histograms per direction.
+        assert_eq!(layout.latency_base, GLOBALS + DIRECTIONS * 7 * CLASSES);
         assert_eq!(
             layout.services_base,
-            layout.latency_base + 4 * HISTOGRAM_STRIDE
+            layout.latency_base + DIRECTIONS * 4 * HISTOGRAM_STRIDE
         );
+        let api_users = &layout.routes[1];
+        // After the unrouted entry's slot in each direction.
+        assert_eq!(api_users.request_cell(0, 0), GLOBALS + 3 * CLASSES);
+        assert_eq!(api_users.request_cell(1, 0), GLOBALS + 6 * CLASSES);
+        assert_eq!(api_users.request_cell(2, 2), GLOBALS + 11 * CLASSES);
+        assert_eq!(layout.routes[2].request_base, GLOBALS + 12 * CLASSES);
         assert_eq!(
             layout.endpoints_base,
             layout.services_base + 2 * SERVICE_STRIDE

@@ -6,8 +6,8 @@
 use super::labels::EndpointState;
 use super::latency::HISTOGRAM_STRIDE;
 use super::layout::{
-    EndpointId, MetricsLayout, RouteId, ServiceId, CLASSES, ENDPOINT_STRIDE, EP_STATE, GLOBALS,
-    SERVICE_STRIDE,
+    EndpointId, MetricsLayout, RouteId, ServiceId, CLASSES, DIRECTIONS, ENDPOINT_STRIDE, EP_STATE,
+    GLOBALS, SERVICE_STRIDE,
 };
 use std::sync::Arc;
 
@@ -61,16 +61,17 @@ pub(crate) fn remap(
                     None => continue,
                 }
             };
-            let src = route.request_base + slot * CLASSES;
-            let dst = to_route.request_base + to_slot * CLASSES;
-            add(&mut out[dst..dst + CLASSES], &values[src..src + CLASSES]);
+            for d in 0..DIRECTIONS {
+                let src = route.request_cell(d, slot);
+                let dst = to_route.request_cell(d, to_slot);
+                add(&mut out[dst..dst + CLASSES], &values[src..src + CLASSES]);
+            }
         }
-        let src = from.latency_block(r);
-        let dst = to.latency_block(to_r);
-        add(
-            &mut out[dst..dst + HISTOGRAM_STRIDE],
-            &values[src..src + HISTOGRAM_STRIDE],
-        );
+        // A route entry's histograms, one per direction, are side by side.
+        let src = from.latency_block(r, 0);
+        let dst = to.latency_block(to_r, 0);
+        let n = DIRECTIONS * HISTOGRAM_STRIDE;
+        add(&mut out[dst..dst + n], &values[src..src + n]);
     }
 
     for (s, service) in from.services.iter().enumerate() {
@@ -263,12 +264,19 @@ mod tests {
         let base = old.routes[1].request_base;
         values[base + 2 * CLASSES + 1] = 7;
         values[base + CLASSES + 1] = 5;
+        // The same endpoint b, outbound (direction slot 2): 4 requests.
+        values[old.routes[1].request_cell(2, 2) + 1] = 4;
         let mut out = fresh_values(&new);
         remap(&old, &values, &new, &mut out, StateCells::Replace);
         let base = new.routes[1].request_base;
         assert_eq!(out[base + CLASSES + 1], 7, "b is now the first endpoint");
         assert_eq!(out[base + 2 * CLASSES + 1], 0);
-        assert_eq!(out.iter().sum::<u64>() - 2, 7, "a's 5 left with a");
+        assert_eq!(
+            out[new.routes[1].request_cell(2, 1) + 1],
+            4,
+            "and outbound too"
+        );
+        assert_eq!(out.iter().sum::<u64>() - 2, 11, "a's 5 left with a");
     }
 
     #[test]

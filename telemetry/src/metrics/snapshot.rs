@@ -3,12 +3,12 @@
 //! per core, merges them on the control thread and encodes the result; the getters here
 //! read single series by label (for tests, `/endpoints` and `coremesh top`).
 
-use super::labels::{EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+use super::labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
 use super::latency::{HISTOGRAM_STRIDE, INF_SLOT, SUM_SLOT};
 use super::layout::{
-    MetricsLayout, ACCEPTED, CLASSES, EP_EJECTIONS, EP_STATE, ERRORS, OPEN, RECEIVED, SENT,
-    SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED, SVC_CONNECTIONS_REUSED, SVC_DEADLINE_EXCEEDED,
-    SVC_RETRIES,
+    service_direction, MetricsLayout, ACCEPTED, EP_EJECTIONS, EP_STATE, ERRORS, OPEN, RECEIVED,
+    SENT, SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED, SVC_CONNECTIONS_REUSED,
+    SVC_DEADLINE_EXCEEDED, SVC_RETRIES,
 };
 use super::remap::{fresh_values, remap, StateCells};
 use std::sync::Arc;
@@ -104,10 +104,24 @@ impl MetricsSnapshot {
     }
 
     /// Requests of `class` for `route` → `service` answered by `endpoint` (`None`: no
-    /// endpoint, or all of them when per-endpoint metrics are off). `route` `None` is the
-    /// unrouted entry.
+    /// endpoint, or all of them when per-endpoint metrics are off), in every direction.
+    /// `route` `None` is the unrouted entry.
     pub fn requests(
         &self,
+        route: Option<&str>,
+        service: Option<&str>,
+        endpoint: Option<&str>,
+        class: StatusClass,
+    ) -> u64 {
+        Direction::ALL.iter().fold(0, |sum, d| {
+            sum.wrapping_add(self.requests_in(*d, route, service, endpoint, class))
+        })
+    }
+
+    /// [`requests`](Self::requests) that came in on `direction` only.
+    pub fn requests_in(
+        &self,
+        direction: Direction,
         route: Option<&str>,
         service: Option<&str>,
         endpoint: Option<&str>,
@@ -130,17 +144,37 @@ impl MetricsSnapshot {
             }
             _ => return 0,
         };
-        self.get(entry.request_base + slot * CLASSES + class.slot())
+        self.get(entry.request_cell(direction.slot(), slot) + class.slot())
     }
 
-    /// The latency histogram of `route` → `service`.
+    /// The latency histogram of `route` → `service`, every direction's added up.
     pub fn latency(&self, route: Option<&str>, service: Option<&str>) -> Option<LatencyHistogram> {
         let r = self.layout.route_by_names(route, service)?;
-        Some(self.histogram(r))
+        let mut sum = self.histogram(r, Direction::Proxy);
+        for d in [Direction::Inbound, Direction::Outbound] {
+            let h = self.histogram(r, d);
+            for (a, b) in sum.buckets.iter_mut().zip(&h.buckets) {
+                *a = a.wrapping_add(*b);
+            }
+            sum.count = sum.count.wrapping_add(h.count);
+            sum.sum_nanos = sum.sum_nanos.wrapping_add(h.sum_nanos);
+        }
+        Some(sum)
     }
 
-    pub(crate) fn histogram(&self, r: usize) -> LatencyHistogram {
-        let base = self.layout.latency_block(r);
+    /// The latency histogram of `route` → `service` for requests on `direction`.
+    pub fn latency_in(
+        &self,
+        direction: Direction,
+        route: Option<&str>,
+        service: Option<&str>,
+    ) -> Option<LatencyHistogram> {
+        let r = self.layout.route_by_names(route, service)?;
+        Some(self.histogram(r, direction))
+    }
+
+    pub(crate) fn histogram(&self, r: usize, direction: Direction) -> LatencyHistogram {
+        let base = self.layout.latency_block(r, direction.slot());
         let buckets: Vec<u64> = (0..=INF_SLOT).map(|b| self.get(base + b)).collect();
         LatencyHistogram {
             count: buckets.iter().fold(0, |a, b| a.wrapping_add(*b)),
@@ -149,19 +183,33 @@ impl MetricsSnapshot {
         }
     }
 
-    /// Retries of requests to `service` for `reason`.
+    /// Retries of requests to `service` for `reason`, in every direction.
     pub fn retries(&self, service: &str, reason: RetryReason) -> u64 {
-        self.service_counter(service, SVC_RETRIES + reason.slot())
+        self.all_directions(service, SVC_RETRIES + reason.slot())
     }
 
-    /// Retries of requests to `service` refused by the retry budget.
+    /// Retries of requests to `service` on `direction` for `reason`.
+    pub fn retries_in(&self, direction: Direction, service: &str, reason: RetryReason) -> u64 {
+        let at = service_direction(direction.slot()) + SVC_RETRIES + reason.slot();
+        self.service_counter(service, at)
+    }
+
+    /// Retries of requests to `service` refused by the retry budget, in every direction.
     pub fn retry_budget_exhausted(&self, service: &str) -> u64 {
-        self.service_counter(service, SVC_BUDGET_EXHAUSTED)
+        self.all_directions(service, SVC_BUDGET_EXHAUSTED)
     }
 
-    /// Requests to `service` failed because their deadline passed.
+    /// Requests to `service` failed because their deadline passed, in every direction.
     pub fn deadline_exceeded(&self, service: &str) -> u64 {
-        self.service_counter(service, SVC_DEADLINE_EXCEEDED)
+        self.all_directions(service, SVC_DEADLINE_EXCEEDED)
+    }
+
+    /// The per-direction service counter at `offset`, summed over directions.
+    fn all_directions(&self, service: &str, offset: usize) -> u64 {
+        Direction::ALL.iter().fold(0, |sum, d| {
+            let at = service_direction(d.slot()) + offset;
+            sum.wrapping_add(self.service_counter(service, at))
+        })
     }
 
     /// Upstream connections opened to `service`.
@@ -251,7 +299,13 @@ mod tests {
         let api = layout.route_id("api", Some(users)).unwrap();
         let e = layout.endpoint_at(users, endpoint).unwrap();
         for _ in 0..requests {
-            m.record_response(api, Some(e), 200, Duration::from_millis(1));
+            m.record_response(
+                Direction::Proxy,
+                api,
+                Some(e),
+                200,
+                Duration::from_millis(1),
+            );
         }
         m.record_client_connection_opened();
         m

@@ -4,10 +4,11 @@
 //! the endpoint-state gauge for every endpoint and state.
 
 use super::text::{family, sample, Label, Value};
-use crate::metrics::labels::{EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+use crate::metrics::labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
 use crate::metrics::layout::{
-    ACCEPTED, CLASSES, EP_EJECTIONS, EP_STATE, ERRORS, OPEN, RECEIVED, SENT, SVC_BUDGET_EXHAUSTED,
-    SVC_CONNECTIONS_OPENED, SVC_CONNECTIONS_REUSED, SVC_DEADLINE_EXCEEDED, SVC_RETRIES,
+    service_direction, ACCEPTED, EP_EJECTIONS, EP_STATE, ERRORS, OPEN, RECEIVED, SENT,
+    SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED, SVC_CONNECTIONS_REUSED, SVC_DEADLINE_EXCEEDED,
+    SVC_RETRIES,
 };
 use crate::metrics::{MetricsSnapshot, LATENCY_BUCKETS};
 
@@ -45,12 +46,28 @@ fn requests(out: &mut String, m: &MetricsSnapshot) {
         out,
         NAME,
         "counter",
-        "Requests answered to clients, by route, destination service, endpoint that answered \
-         and response status class.",
+        "Requests answered to clients, by the listener they came in on (direction), route, \
+         destination service, endpoint that answered and response status class.",
     );
     let layout = m.layout();
-    for (r, route) in layout.routes.iter().enumerate() {
-        let (service, route_name) = route_labels(m, r);
+    for direction in Direction::ALL {
+        for (r, route) in layout.routes.iter().enumerate() {
+            requests_of_route(out, m, direction, r, route);
+        }
+    }
+}
+
+fn requests_of_route(
+    out: &mut String,
+    m: &MetricsSnapshot,
+    direction: Direction,
+    r: usize,
+    route: &crate::metrics::layout::RouteEntry,
+) {
+    const NAME: &str = "coremesh_requests_total";
+    let layout = m.layout();
+    let (service, route_name) = route_labels(m, r);
+    {
         for slot in 0..route.slots {
             let endpoint = match (slot, route.service) {
                 (0, _) | (_, None) => None,
@@ -60,11 +77,12 @@ fn requests(out: &mut String, m: &MetricsSnapshot) {
                     .map(|e| &**e),
             };
             for class in StatusClass::ALL {
-                let n = m.get(route.request_base + slot * CLASSES + class.slot());
+                let n = m.get(route.request_cell(direction.slot(), slot) + class.slot());
                 if n == 0 {
                     continue;
                 }
-                let labels: [Label<'_>; 4] = [
+                let labels: [Label<'_>; 5] = [
+                    ("direction", Some(direction.as_str())),
                     ("service", service),
                     ("route", route_name),
                     ("endpoint", endpoint),
@@ -83,25 +101,48 @@ fn latency(out: &mut String, m: &MetricsSnapshot) {
         NAME,
         "histogram",
         "Time from the request head's arrival to the end of the response, as the client saw \
-         it, by route and destination service.",
+         it, by the listener the request came in on (direction), route and destination \
+         service.",
     );
-    for r in 0..m.layout().routes.len() {
-        let h = m.histogram(r);
+    for direction in Direction::ALL {
+        for r in 0..m.layout().routes.len() {
+            histogram_of_route(out, m, direction, r);
+        }
+    }
+}
+
+fn histogram_of_route(out: &mut String, m: &MetricsSnapshot, direction: Direction, r: usize) {
+    {
+        let h = m.histogram(r, direction);
         if h.count == 0 {
-            continue;
+            return;
         }
         let (service, route) = route_labels(m, r);
+        let direction = Some(direction.as_str());
         let mut cumulative = 0u64;
         let bucket_name = "coremesh_response_latency_seconds_bucket";
         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
             cumulative = cumulative.wrapping_add(h.buckets[i]);
-            let labels: [Label<'_>; 3] =
-                [("service", service), ("route", route), ("le", Some(bound))];
+            let labels: [Label<'_>; 4] = [
+                ("direction", direction),
+                ("service", service),
+                ("route", route),
+                ("le", Some(bound)),
+            ];
             sample(out, bucket_name, &labels, Value::Int(cumulative));
         }
-        let labels: [Label<'_>; 3] = [("service", service), ("route", route), ("le", Some("+Inf"))];
+        let labels: [Label<'_>; 4] = [
+            ("direction", direction),
+            ("service", service),
+            ("route", route),
+            ("le", Some("+Inf")),
+        ];
         sample(out, bucket_name, &labels, Value::Int(h.count));
-        let labels: [Label<'_>; 2] = [("service", service), ("route", route)];
+        let labels: [Label<'_>; 3] = [
+            ("direction", direction),
+            ("service", service),
+            ("route", route),
+        ];
         sample(
             out,
             "coremesh_response_latency_seconds_sum",
@@ -126,30 +167,51 @@ fn service_families(out: &mut String, m: &MetricsSnapshot) {
         out,
         RETRIES,
         "counter",
-        "Attempts retried on another endpoint, by destination service and reason.",
+        "Attempts retried on another endpoint, by the listener the request came in on \
+         (direction), destination service and reason.",
     );
-    for (s, service) in layout.services.iter().enumerate() {
-        for reason in RetryReason::ALL {
-            let labels: [Label<'_>; 2] = [
-                ("service", Some(&*service.name)),
-                ("reason", Some(reason.as_str())),
-            ];
-            let n = service_value(s, SVC_RETRIES + reason.slot());
-            sample(out, RETRIES, &labels, Value::Int(n));
+    for direction in Direction::ALL {
+        let at = service_direction(direction.slot());
+        for (s, service) in layout.services.iter().enumerate() {
+            for reason in RetryReason::ALL {
+                let labels: [Label<'_>; 3] = [
+                    ("direction", Some(direction.as_str())),
+                    ("service", Some(&*service.name)),
+                    ("reason", Some(reason.as_str())),
+                ];
+                let n = service_value(s, at + SVC_RETRIES + reason.slot());
+                sample(out, RETRIES, &labels, Value::Int(n));
+            }
         }
     }
 
-    let per_service: [(&str, &str, usize); 4] = [
+    let per_direction: [(&str, &str, usize); 2] = [
         (
             "coremesh_retry_budget_exhausted_total",
-            "Retries not made because the service's retry budget was spent.",
+            "Retries not made because the service's retry budget was spent, by direction.",
             SVC_BUDGET_EXHAUSTED,
         ),
         (
             "coremesh_deadline_exceeded_total",
-            "Requests failed (504) because their deadline passed.",
+            "Requests failed (504) because their deadline passed, by direction.",
             SVC_DEADLINE_EXCEEDED,
         ),
+    ];
+    for (name, help, offset) in per_direction {
+        family(out, name, "counter", help);
+        for direction in Direction::ALL {
+            let at = service_direction(direction.slot()) + offset;
+            for (s, service) in layout.services.iter().enumerate() {
+                let labels: [Label<'_>; 2] = [
+                    ("direction", Some(direction.as_str())),
+                    ("service", Some(&*service.name)),
+                ];
+                sample(out, name, &labels, Value::Int(service_value(s, at)));
+            }
+        }
+    }
+
+    let per_service: [(&str, &str, usize); 2] = [
         (
             "coremesh_upstream_connections_opened_total",
             "New TCP connections opened to the service's endpoints.",

@@ -1,7 +1,9 @@
 //! Exact expositions of small scrapes, and `promtool check metrics` on a full one.
 
 use super::*;
-use crate::metrics::{CoreMetrics, EndpointState, ErrorKind, LayoutBuilder, Peer, RetryReason};
+use crate::metrics::{
+    CoreMetrics, Direction, EndpointState, ErrorKind, LayoutBuilder, Peer, RetryReason,
+};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -19,10 +21,29 @@ fn sample_scrape(per_endpoint: bool) -> MetricsSnapshot {
     let e2 = layout.endpoint_at(users, 1).unwrap();
 
     let one = CoreMetrics::new(layout.clone());
-    one.record_response(api, Some(e1), 200, Duration::from_millis(2));
-    one.record_response(api, Some(e2), 502, Duration::from_millis(40));
-    one.record_response(layout.unrouted(), None, 404, Duration::from_micros(50));
-    one.record_retry(users, RetryReason::ConnectFailed);
+    one.record_response(
+        Direction::Proxy,
+        api,
+        Some(e1),
+        200,
+        Duration::from_millis(2),
+    );
+    one.record_response(
+        Direction::Inbound,
+        api,
+        Some(e2),
+        502,
+        Duration::from_millis(40),
+    );
+    let unrouted = layout.unrouted();
+    one.record_response(
+        Direction::Outbound,
+        unrouted,
+        None,
+        404,
+        Duration::from_micros(50),
+    );
+    one.record_retry(Direction::Inbound, users, RetryReason::ConnectFailed);
     one.record_ejection(e2);
     one.set_endpoint_state(e2, EndpointState::Ejected);
     one.record_client_connection_opened();
@@ -32,10 +53,16 @@ fn sample_scrape(per_endpoint: bool) -> MetricsSnapshot {
     one.record_error(ErrorKind::NoRoute);
 
     let two = CoreMetrics::new(layout);
-    two.record_response(api, Some(e1), 200, Duration::from_millis(7));
+    two.record_response(
+        Direction::Proxy,
+        api,
+        Some(e1),
+        200,
+        Duration::from_millis(7),
+    );
     two.record_upstream_connection_reused(users);
-    two.record_deadline_exceeded(users);
-    two.record_retry_budget_exhausted(users);
+    two.record_deadline_exceeded(Direction::Outbound, users);
+    two.record_retry_budget_exhausted(Direction::Proxy, users);
 
     let mut merged = MetricsSnapshot::empty();
     merged.merge(&one.snapshot());
@@ -76,9 +103,9 @@ fn requests_show_exact_counts_per_endpoint() {
     assert_eq!(
         lines_of(&text, "coremesh_requests_total"),
         [
-            "coremesh_requests_total{class=\"4xx\"} 1",
-            "coremesh_requests_total{service=\"users\",route=\"api\",endpoint=\"10.0.0.1:8080\",class=\"2xx\"} 2",
-            "coremesh_requests_total{service=\"users\",route=\"api\",endpoint=\"10.0.0.2:8080\",class=\"5xx\"} 1",
+            "coremesh_requests_total{direction=\"proxy\",service=\"users\",route=\"api\",endpoint=\"10.0.0.1:8080\",class=\"2xx\"} 2",
+            "coremesh_requests_total{direction=\"inbound\",service=\"users\",route=\"api\",endpoint=\"10.0.0.2:8080\",class=\"5xx\"} 1",
+            "coremesh_requests_total{direction=\"outbound\",class=\"4xx\"} 1",
         ]
     );
     assert_eq!(
@@ -109,22 +136,38 @@ fn histogram_is_cumulative_with_exact_sum() {
     assert_eq!(
         api,
         [
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.001\"} 0",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.0025\"} 1",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.005\"} 1",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.01\"} 2",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.025\"} 2",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.05\"} 3",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.1\"} 3",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.25\"} 3",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"0.5\"} 3",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"1\"} 3",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"2.5\"} 3",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"5\"} 3",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"10\"} 3",
-            "coremesh_response_latency_seconds_bucket{service=\"users\",route=\"api\",le=\"+Inf\"} 3",
-            "coremesh_response_latency_seconds_sum{service=\"users\",route=\"api\"} 0.049",
-            "coremesh_response_latency_seconds_count{service=\"users\",route=\"api\"} 3",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.001\"} 0",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.0025\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.005\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.01\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.025\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.05\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.1\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.25\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"0.5\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"1\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"2.5\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"5\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"10\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"proxy\",service=\"users\",route=\"api\",le=\"+Inf\"} 2",
+            "coremesh_response_latency_seconds_sum{direction=\"proxy\",service=\"users\",route=\"api\"} 0.009",
+            "coremesh_response_latency_seconds_count{direction=\"proxy\",service=\"users\",route=\"api\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.001\"} 0",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.0025\"} 0",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.005\"} 0",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.01\"} 0",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.025\"} 0",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.05\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.1\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.25\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"0.5\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"1\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"2.5\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"5\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"10\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",service=\"users\",route=\"api\",le=\"+Inf\"} 1",
+            "coremesh_response_latency_seconds_sum{direction=\"inbound\",service=\"users\",route=\"api\"} 0.04",
+            "coremesh_response_latency_seconds_count{direction=\"inbound\",service=\"users\",route=\"api\"} 1",
         ]
     );
     // The route that saw no request has no histogram.
@@ -136,10 +179,13 @@ fn per_endpoint_off_drops_the_endpoint_label() {
     let text = encoded(&sample_scrape(false));
     assert!(!text.contains("endpoint=\""));
     assert_eq!(
-        lines_of(&text, "coremesh_requests_total{service"),
+        lines_of(&text, "coremesh_requests_total{")
+            .into_iter()
+            .filter(|l| l.contains("service="))
+            .collect::<Vec<_>>(),
         [
-            "coremesh_requests_total{service=\"users\",route=\"api\",class=\"2xx\"} 2",
-            "coremesh_requests_total{service=\"users\",route=\"api\",class=\"5xx\"} 1",
+            "coremesh_requests_total{direction=\"proxy\",service=\"users\",route=\"api\",class=\"2xx\"} 2",
+            "coremesh_requests_total{direction=\"inbound\",service=\"users\",route=\"api\",class=\"5xx\"} 1",
         ]
     );
     assert!(text.contains("coremesh_ejections_total{service=\"users\"} 1\n"));
@@ -153,10 +199,13 @@ fn per_endpoint_off_drops_the_endpoint_label() {
 fn service_families_and_globals() {
     let text = encoded(&sample_scrape(true));
     for line in [
-        "coremesh_retries_total{service=\"users\",reason=\"connect-failed\"} 1",
-        "coremesh_retries_total{service=\"users\",reason=\"timeout\"} 0",
-        "coremesh_retry_budget_exhausted_total{service=\"users\"} 1",
-        "coremesh_deadline_exceeded_total{service=\"users\"} 1",
+        "coremesh_retries_total{direction=\"inbound\",service=\"users\",reason=\"connect-failed\"} 1",
+        "coremesh_retries_total{direction=\"proxy\",service=\"users\",reason=\"connect-failed\"} 0",
+        "coremesh_retries_total{direction=\"proxy\",service=\"users\",reason=\"timeout\"} 0",
+        "coremesh_retry_budget_exhausted_total{direction=\"proxy\",service=\"users\"} 1",
+        "coremesh_retry_budget_exhausted_total{direction=\"outbound\",service=\"users\"} 0",
+        "coremesh_deadline_exceeded_total{direction=\"outbound\",service=\"users\"} 1",
+        "coremesh_deadline_exceeded_total{direction=\"proxy\",service=\"users\"} 0",
         "coremesh_upstream_connections_opened_total{service=\"users\"} 1",
         "coremesh_upstream_connections_reused_total{service=\"users\"} 1",
         "coremesh_tcp_connections_accepted_total 1",
@@ -167,7 +216,7 @@ fn service_families_and_globals() {
         "coremesh_spans_exported_total 10",
         "coremesh_spans_dropped_total{reason=\"queue_full\"} 2",
         "coremesh_build_info{version=\"0.1.0\",driver=\"uring\"} 1",
-        "coremesh_retry_budget_exhausted_total{service=\"we\\\"ird\\\\svc\\nx\"} 0",
+        "coremesh_retry_budget_exhausted_total{direction=\"proxy\",service=\"we\\\"ird\\\\svc\\nx\"} 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
