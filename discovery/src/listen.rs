@@ -70,6 +70,15 @@ impl From<SocketAddr> for Listen {
     }
 }
 
+/// One address, as written (`"127.0.0.1:4140".parse()`).
+impl std::str::FromStr for Listen {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Listen, Self::Err> {
+        s.parse::<SocketAddr>().map(Listen::from)
+    }
+}
+
 impl Serialize for Listen {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.addrs.as_slice() {

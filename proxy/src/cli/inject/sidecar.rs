@@ -274,13 +274,19 @@ impl SidecarArgs {
                 "[inbound]",
                 "--inbound-port",
                 self.inbound_port,
-                config.inbound.as_ref().map(|side| side.side.listen.port()),
+                config
+                    .inbound
+                    .as_ref()
+                    .map(|side| listen_port(&side.side.listen, self.inbound_port)),
             ),
             (
                 "[outbound]",
                 "--outbound-port",
                 self.outbound_port,
-                config.outbound.as_ref().map(|side| side.listen.port()),
+                config
+                    .outbound
+                    .as_ref()
+                    .map(|side| listen_port(&side.listen, self.outbound_port)),
             ),
         ];
         for (section, flag, port, listen) in sides {
@@ -667,4 +673,15 @@ mod tests {
              --admin-port 4191 --skip-inbound-ports 22,9090 --skip-subnets 10.0.0.0/8,fd00::/8"
         );
     }
+}
+
+/// The port a side listens on, as far as the rules care: the first of its addresses whose
+/// port is not `expected`, or `expected` when every address uses it.
+fn listen_port(listen: &coremesh_discovery::Listen, expected: u16) -> u16 {
+    listen
+        .addrs()
+        .iter()
+        .map(|addr| addr.port())
+        .find(|port| *port != expected)
+        .unwrap_or(expected)
 }
