@@ -3,6 +3,7 @@
 //!
 //! Defaults (see `docs/configuration.md`):
 //! - `discovery.debounce_ms` = 100: changes arriving within this window make one snapshot.
+//! - `discovery.first_wait_ms` = 10000: `/ready` waits at most this for the first answers.
 //! - `discovery.file.poll_interval_ms` = 500.
 //! - `discovery.dns.servers` = none (the system resolver, `/etc/resolv.conf`),
 //!   `min_refresh_ms` = 1000, `max_refresh_ms` = 30000, `timeout_ms` = 2000.
@@ -18,6 +19,11 @@ use std::path::PathBuf;
 /// are folded into one snapshot: a rolling deployment touches many slices at once, and
 /// each core would otherwise switch snapshots once per event.
 pub const DEFAULT_DEBOUNCE_MS: u64 = 100;
+/// How long `coremesh run` waits for every source's first answer (DNS, EndpointSlices)
+/// before `/ready` says yes anyway (services still without endpoints answer 503 until
+/// they arrive): long enough for a slow API server, short enough that a pod whose
+/// discovery is broken still starts and says why.
+pub const DEFAULT_FIRST_WAIT_MS: u64 = 10_000;
 /// How often the configuration file is checked: cheap (one small read), and quick enough
 /// that an edit is live within a second.
 pub const DEFAULT_FILE_POLL_INTERVAL_MS: u64 = 500;
@@ -45,6 +51,9 @@ pub const DEFAULT_KUBERNETES_LIST_PAGE_SIZE: u32 = 500;
 pub struct DiscoverySettings {
     #[serde(default = "d_debounce_ms")]
     pub debounce_ms: u64,
+    /// `/ready` waits at most this long for every source's first answer.
+    #[serde(default = "d_first_wait_ms")]
+    pub first_wait_ms: u64,
     #[serde(default)]
     pub file: FileSettings,
     #[serde(default)]
@@ -57,6 +66,7 @@ impl Default for DiscoverySettings {
     fn default() -> Self {
         DiscoverySettings {
             debounce_ms: d_debounce_ms(),
+            first_wait_ms: d_first_wait_ms(),
             file: FileSettings::default(),
             dns: DnsSettings::default(),
             kubernetes: KubernetesSettings::default(),
@@ -144,6 +154,9 @@ impl Default for KubernetesSettings {
     }
 }
 
+fn d_first_wait_ms() -> u64 {
+    DEFAULT_FIRST_WAIT_MS
+}
 fn d_debounce_ms() -> u64 {
     DEFAULT_DEBOUNCE_MS
 }

@@ -26,6 +26,7 @@ pub mod file_watch;
 pub mod host;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes_source;
+pub mod listen;
 mod locate;
 pub mod merge;
 pub mod model;
@@ -50,6 +51,7 @@ pub use discovery_settings::{DiscoverySettings, DnsSettings, FileSettings, Kuber
 pub use error::{ConfigError, ConfigErrors};
 pub use field_path::{FieldPath, Segment};
 pub use host::HostMatch;
+pub use listen::Listen;
 pub use model::*;
 pub use parse::{load_config, parse_config};
 pub use quick::QUICK_SERVICE_NAME;

@@ -1,13 +1,15 @@
 //! The configuration model as read from TOML, with every default named in one place.
 //!
 //! Defaults (see `docs/configuration.md`):
-//! - `proxy.listen` = 127.0.0.1:4140, `proxy.admin` = none, `proxy.cores` = 0 (all CPUs),
+//! - `proxy.listen` = none (127.0.0.1:4140 when neither `[inbound]` nor `[outbound]` is
+//!   configured: see [`Config::explicit_listen`]), `proxy.admin` = none, `proxy.cores` = 0 (all CPUs),
 //!   `proxy.driver` = "uring" (falls back to "legacy" where io_uring is missing),
-//!   `proxy.shutdown_grace_ms` = 30000; the admin server's limits and the tunnel idle
+//!   `proxy.shutdown_grace_ms` = 30000, `proxy.shutdown` = "grace"; the admin server's limits and the tunnel idle
 //!   timeout: the `DEFAULT_ADMIN_*` and `DEFAULT_TUNNEL_*` constants below.
 //! - `defaults.*`: see [`Settings`] and the `DEFAULT_*` constants below.
 
 use crate::discovery_settings::DiscoverySettings;
+use crate::listen::Listen;
 use crate::one_or_many::one_or_many;
 use crate::targets::EndpointEntry;
 use serde::{Deserialize, Serialize};
@@ -76,14 +78,23 @@ pub const DEFAULT_TUNNEL_IDLE_TIMEOUT_MS: u64 = 60 * 60 * 1000;
 /// that client still had bytes coming, so that closing does not reset the connection over
 /// the end of the last response (RFC 9112 §9.6). nginx's `lingering_timeout` is 5 s too.
 pub const DEFAULT_LINGERING_CLOSE_MS: u64 = 5_000;
-/// Default listener of `coremesh proxy` and of a config without `proxy.listen`.
+/// Default listener of `coremesh proxy` and of a config without `proxy.listen` and without
+/// sides.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4140";
 /// Default listener of the outbound side: where the interception rules send the
 /// application's own connections (loopback only: nothing else should reach it).
 pub const DEFAULT_OUTBOUND_LISTEN: &str = "127.0.0.1:4140";
+/// The outbound side's IPv6 listener by default (skipped on a host without IPv6): the
+/// ip6tables rules send the application's IPv6 connections here.
+pub const DEFAULT_OUTBOUND_LISTEN_V6: &str = "[::1]:4140";
 /// Default listener of the inbound side: where the interception rules send connections
 /// arriving from other hosts, so it listens on every address.
 pub const DEFAULT_INBOUND_LISTEN: &str = "0.0.0.0:4143";
+/// The inbound side's IPv6 listener by default (skipped on a host without IPv6).
+pub const DEFAULT_INBOUND_LISTEN_V6: &str = "[::]:4143";
+/// Most bytes detection reads before it calls a connection opaque: a request line with a
+/// long target still fits, and a client is never buffered without bound.
+pub const DEFAULT_DETECT_MAX_BYTES: usize = 8 * 1024;
 /// Where the inbound side finds the application: the same host, on loopback.
 pub const DEFAULT_APP_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The one read of a connection's first bytes that decides its protocol waits at most
@@ -129,6 +140,19 @@ pub struct Config {
     pub outbound: Option<SideSettings>,
 }
 
+impl Config {
+    /// The explicit listener (`direction="proxy"`): `proxy.listen` when set; otherwise
+    /// [`DEFAULT_LISTEN`] when no side is configured (a plain reverse proxy), and none
+    /// for a sidecar (its sides take the connections).
+    pub fn explicit_listen(&self) -> Option<SocketAddr> {
+        match self.proxy.listen {
+            Some(addr) => Some(addr),
+            None if self.inbound.is_none() && self.outbound.is_none() => Some(default_listen()),
+            None => None,
+        }
+    }
+}
+
 /// Settings both sides share; as `[outbound]` they are the whole section.
 ///
 /// Defaults: `listen` = [`DEFAULT_OUTBOUND_LISTEN`] (for `[inbound]`:
@@ -138,11 +162,18 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SideSettings {
-    #[serde(default = "d_outbound_listen")]
-    pub listen: SocketAddr,
+    /// One address or a list; by default an IPv4 and an IPv6 address (see [`Listen`]).
+    #[serde(
+        default = "d_outbound_listen",
+        skip_serializing_if = "Listen::is_default"
+    )]
+    pub listen: Listen,
     /// The read of the first bytes that decides the protocol waits at most this long.
     #[serde(default = "d_detect_timeout_ms")]
     pub detect_timeout_ms: u64,
+    /// Detection reads at most this many bytes; undecided by then, the connection is opaque.
+    #[serde(default = "d_detect_max_bytes")]
+    pub detect_max_bytes: usize,
     /// Destination ports treated as opaque TCP at once, with no detection.
     #[serde(default = "d_opaque_ports")]
     pub opaque_ports: Vec<u16>,
@@ -159,6 +190,7 @@ impl Default for SideSettings {
         SideSettings {
             listen: d_outbound_listen(),
             detect_timeout_ms: d_detect_timeout_ms(),
+            detect_max_bytes: d_detect_max_bytes(),
             opaque_ports: d_opaque_ports(),
             tcp_idle_timeout_ms: d_tcp_idle_timeout_ms(),
             tcp_buffer_bytes: d_tcp_buffer_bytes(),
@@ -201,9 +233,11 @@ impl Default for InboundSettings {
 #[serde(deny_unknown_fields)]
 struct InboundFile {
     #[serde(default = "d_inbound_listen")]
-    listen: SocketAddr,
+    listen: Listen,
     #[serde(default = "d_detect_timeout_ms")]
     detect_timeout_ms: u64,
+    #[serde(default = "d_detect_max_bytes")]
+    detect_max_bytes: usize,
     #[serde(default = "d_opaque_ports")]
     opaque_ports: Vec<u16>,
     #[serde(default = "d_tcp_idle_timeout_ms")]
@@ -222,6 +256,7 @@ impl From<InboundFile> for InboundSettings {
             side: SideSettings {
                 listen: f.listen,
                 detect_timeout_ms: f.detect_timeout_ms,
+                detect_max_bytes: f.detect_max_bytes,
                 opaque_ports: f.opaque_ports,
                 tcp_idle_timeout_ms: f.tcp_idle_timeout_ms,
                 tcp_buffer_bytes: f.tcp_buffer_bytes,
@@ -236,8 +271,10 @@ impl From<InboundFile> for InboundSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySettings {
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    /// The explicit listener; unset, it is bound on [`DEFAULT_LISTEN`] only when no side is
+    /// configured (see [`Config::explicit_listen`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
     #[serde(default)]
     pub admin: Option<SocketAddr>,
     /// Worker cores; 0 = one per available CPU.
@@ -250,6 +287,9 @@ pub struct ProxySettings {
     pub pin_cores: bool,
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// What SIGTERM does with the outbound side: see [`ShutdownMode`].
+    #[serde(default)]
+    pub shutdown: ShutdownMode,
     /// Accept `POST /shutdown` on the admin server (from loopback only). Off by default.
     #[serde(default)]
     pub admin_shutdown: bool,
@@ -275,6 +315,22 @@ pub struct ProxySettings {
     pub log_format: LogFormat,
 }
 
+/// What the proxy does on SIGTERM.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownMode {
+    /// The explicit and inbound listeners stop accepting and drain; the outbound side keeps
+    /// accepting for the whole grace period (the application's own shutdown still makes
+    /// calls) unless `/shutdown` or a second signal ends it. For a proxy signalled together
+    /// with its application.
+    #[default]
+    Grace,
+    /// Every listener stops accepting at once; the process exits as soon as the
+    /// connections in flight are done (within the grace period). For a proxy signalled
+    /// after its application has exited, as a Kubernetes native sidecar is.
+    Drain,
+}
+
 /// The format of the log on standard error.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -289,12 +345,13 @@ pub enum LogFormat {
 impl Default for ProxySettings {
     fn default() -> Self {
         ProxySettings {
-            listen: default_listen(),
+            listen: None,
             admin: None,
             cores: 0,
             driver: Driver::default(),
             pin_cores: true,
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            shutdown: ShutdownMode::default(),
             admin_shutdown: false,
             admin_request_timeout_ms: d_admin_request_timeout_ms(),
             admin_write_timeout_ms: d_admin_write_timeout_ms(),
@@ -709,15 +766,23 @@ fn default_listen() -> SocketAddr {
         .parse()
         .expect("DEFAULT_LISTEN is a valid address")
 }
-fn d_outbound_listen() -> SocketAddr {
-    DEFAULT_OUTBOUND_LISTEN
-        .parse()
-        .expect("DEFAULT_OUTBOUND_LISTEN is a valid address")
+fn literal(text: &str) -> SocketAddr {
+    text.parse().expect("a default listener is a valid address")
 }
-fn d_inbound_listen() -> SocketAddr {
-    DEFAULT_INBOUND_LISTEN
-        .parse()
-        .expect("DEFAULT_INBOUND_LISTEN is a valid address")
+fn d_outbound_listen() -> Listen {
+    Listen::default_pair(
+        literal(DEFAULT_OUTBOUND_LISTEN),
+        literal(DEFAULT_OUTBOUND_LISTEN_V6),
+    )
+}
+fn d_inbound_listen() -> Listen {
+    Listen::default_pair(
+        literal(DEFAULT_INBOUND_LISTEN),
+        literal(DEFAULT_INBOUND_LISTEN_V6),
+    )
+}
+fn d_detect_max_bytes() -> usize {
+    DEFAULT_DETECT_MAX_BYTES
 }
 fn d_app_address() -> IpAddr {
     DEFAULT_APP_ADDRESS

@@ -212,7 +212,7 @@ service = "web"
             Ok(config) => config,
             Err(errors) => panic!("{errors}"),
         };
-        assert_eq!(config.proxy.listen, ([0, 0, 0, 0], 4140).into());
+        assert_eq!(config.proxy.listen, Some(([0, 0, 0, 0], 4140).into()));
         assert_eq!(config.proxy.admin, Some(([127, 0, 0, 1], 9901).into()));
         assert_eq!(config.proxy.cores, 4);
         assert_eq!(config.proxy.driver, Driver::Legacy);
@@ -268,7 +268,11 @@ service = "web"
             Ok(config) => config,
             Err(errors) => panic!("{errors}"),
         };
-        assert_eq!(config.proxy.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.proxy.listen, None);
+        assert_eq!(
+            config.explicit_listen().map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_LISTEN)
+        );
         assert_eq!(config.proxy.admin, None);
         assert_eq!(config.proxy.cores, 0);
         assert_eq!(config.proxy.driver, Driver::Uring);

@@ -13,7 +13,7 @@ impl Config {
     pub fn quick(listen: SocketAddr, endpoints: Vec<SocketAddr>) -> Config {
         Config {
             proxy: ProxySettings {
-                listen,
+                listen: Some(listen),
                 ..ProxySettings::default()
             },
             services: vec![ServiceConfig {
@@ -43,7 +43,7 @@ mod tests {
         let b: SocketAddr = ([10, 0, 0, 2], 8080).into();
         let config = Config::quick(listen, vec![a, b]);
         assert_eq!(validate(&config), vec![]);
-        assert_eq!(config.proxy.listen, listen);
+        assert_eq!(config.proxy.listen, Some(listen));
         assert_eq!(config.defaults, Settings::default());
 
         let snapshot = Snapshot::build(&config);

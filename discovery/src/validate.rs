@@ -9,10 +9,13 @@
 //! than 0; at most one of `path_prefix` / `path_exact`, each starting with '/'; header
 //! conditions on valid names with exactly one of `exact` / `present = true`; a valid host
 //! pattern; timeouts and limits within the bounds below. Sidecar sides (`[inbound]`,
-//! `[outbound]`): every listener (`proxy.listen`, `proxy.admin`, both sides) on its own
-//! address; timeouts and buffers within bounds; opaque ports and `app_port` not 0; a
-//! service's `addresses` neither port 0 nor unspecified, each claimed by one service only,
-//! and none equal to the outbound listener (that would loop).
+//! `[outbound]`): every listener (`proxy.listen`, `proxy.admin`, each address of both
+//! sides) on its own address, IPv4 and IPv6 apart (IPv6 listeners are bound
+//! `IPV6_V6ONLY`, so `0.0.0.0:P` and `[::]:P` do not collide); a side's `listen` not empty;
+//! timeouts, buffers and `detect_max_bytes` within bounds; opaque ports and `app_port` not
+//! 0; the application (`app_address:app_port`) not one of the proxy's own listeners (it
+//! would loop); a service's `addresses` neither port 0 nor unspecified, each claimed by one
+//! service only, and none equal to an outbound listener (that would loop).
 
 use crate::field_path::FieldPath;
 use crate::host::HostMatch;
@@ -21,7 +24,7 @@ use crate::{
     SettingsOverride, SideSettings,
 };
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Longest timeout accepted anywhere (one day): longer ones are surely typos, and keeping
 /// them bounded keeps deadline arithmetic far from overflow.
@@ -46,6 +49,11 @@ pub const MAX_CORES: usize = 1024;
 pub const MIN_TCP_BUFFER_BYTES: usize = 512;
 /// Largest `tcp_buffer_bytes` of a side: two of these per opaque connection.
 pub const MAX_TCP_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// Smallest `detect_max_bytes`: the HTTP/2 preface (24 bytes) and a short HTTP/1 request
+/// line must fit.
+pub const MIN_DETECT_MAX_BYTES: usize = 64;
+/// Largest `detect_max_bytes`: each connection being detected may buffer this much.
+pub const MAX_DETECT_MAX_BYTES: usize = 1024 * 1024;
 
 /// One broken rule: the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,8 +159,10 @@ fn check_proxy(path: &FieldPath, proxy: &ProxySettings, out: &mut Violations) {
     if proxy.lingering_close_ms > 0 {
         out.timeout(path.key("lingering_close_ms"), proxy.lingering_close_ms);
     }
-    if proxy.admin == Some(proxy.listen) && proxy.listen.port() != 0 {
-        out.push(path.key("admin"), "is the same address as `proxy.listen`");
+    if let Some(listen) = proxy.listen {
+        if proxy.admin == Some(listen) && listen.port() != 0 {
+            out.push(path.key("admin"), "is the same address as `proxy.listen`");
+        }
     }
 }
 
@@ -166,7 +176,11 @@ fn check_sides(config: &Config, out: &mut Violations) {
         check_inbound(&root.key("inbound"), inbound, out);
     }
     check_listeners_distinct(config, out);
-    let outbound_listen = config.outbound.as_ref().map(|side| side.listen);
+    let outbound_listen: &[SocketAddr] = config
+        .outbound
+        .as_ref()
+        .map(|side| side.listen.addrs())
+        .unwrap_or_default();
     let mut claimed: HashMap<SocketAddr, usize> = HashMap::new();
     for (index, service) in config.services.iter().enumerate() {
         for (i, address) in service.addresses.iter().enumerate() {
@@ -175,7 +189,7 @@ fn check_sides(config: &Config, out: &mut Violations) {
                 out.push(path, format!("address {address} has port 0"));
             } else if address.ip().is_unspecified() {
                 out.push(path, format!("address {address} is unspecified"));
-            } else if Some(*address) == outbound_listen {
+            } else if outbound_listen.contains(address) {
                 let message = format!("address {address} is the outbound listener (it would loop)");
                 out.push(path, message);
             } else if let Some(first) = claimed.get(address) {
@@ -192,7 +206,16 @@ fn check_sides(config: &Config, out: &mut Violations) {
 }
 
 fn check_side(path: &FieldPath, side: &SideSettings, out: &mut Violations) {
+    if side.listen.addrs().is_empty() {
+        out.push(path.key("listen"), "needs at least one address");
+    }
     out.timeout(path.key("detect_timeout_ms"), side.detect_timeout_ms);
+    out.range(
+        path.key("detect_max_bytes"),
+        side.detect_max_bytes,
+        MIN_DETECT_MAX_BYTES,
+        MAX_DETECT_MAX_BYTES,
+    );
     out.timeout(path.key("tcp_idle_timeout_ms"), side.tcp_idle_timeout_ms);
     out.range(
         path.key("tcp_buffer_bytes"),
@@ -221,35 +244,47 @@ fn check_inbound(path: &FieldPath, inbound: &InboundSettings, out: &mut Violatio
     }
 }
 
+/// Every listener of `config`: its field, its name in messages, its address.
+fn listeners(config: &Config) -> Vec<(FieldPath, String, SocketAddr)> {
+    let root = FieldPath::root();
+    let mut listeners = Vec::new();
+    if let Some(listen) = config.explicit_listen() {
+        let path = root.key("proxy").key("listen");
+        listeners.push((path, "proxy.listen".to_owned(), listen));
+    }
+    if let Some(admin) = config.proxy.admin {
+        listeners.push((root.key("proxy").key("admin"), "proxy.admin".into(), admin));
+    }
+    let sides = [
+        ("outbound", config.outbound.as_ref()),
+        ("inbound", config.inbound.as_ref().map(|i| &i.side)),
+    ];
+    for (name, side) in sides {
+        let Some(side) = side else { continue };
+        let path = root.key(name).key("listen");
+        for (i, addr) in side.listen.addrs().iter().enumerate() {
+            let path = match side.listen.addrs().len() {
+                1 => path.clone(),
+                _ => path.index(i),
+            };
+            listeners.push((path, format!("{name}.listen"), *addr));
+        }
+    }
+    listeners
+}
+
 /// Each listener binds its own address: two on one address would share connections.
 fn check_listeners_distinct(config: &Config, out: &mut Violations) {
-    let root = FieldPath::root();
-    let mut listeners: Vec<(FieldPath, &str, SocketAddr)> = vec![(
-        root.key("proxy").key("listen"),
-        "proxy.listen",
-        config.proxy.listen,
-    )];
-    if let Some(admin) = config.proxy.admin {
-        listeners.push((root.key("proxy").key("admin"), "proxy.admin", admin));
-    }
-    if let Some(outbound) = &config.outbound {
-        listeners.push((
-            root.key("outbound").key("listen"),
-            "outbound.listen",
-            outbound.listen,
-        ));
-    }
-    if let Some(inbound) = &config.inbound {
-        let listen = inbound.side.listen;
-        listeners.push((root.key("inbound").key("listen"), "inbound.listen", listen));
-    }
+    let listeners = listeners(config);
     for (later, (path, this, address)) in listeners.iter().enumerate() {
         for (_, name, earlier) in &listeners[..later] {
             // `proxy.admin` against `proxy.listen` is reported by `check_proxy`.
-            if *this == "proxy.admin" || !overlaps(*earlier, *address) {
+            if (this == "proxy.admin" && config.proxy.listen.is_some())
+                || !overlaps(*earlier, *address)
+            {
                 continue;
             }
-            let hint = if *name == "proxy.listen" {
+            let hint = if name == "proxy.listen" {
                 "; a sidecar sets `proxy.listen` to a port of its own (or the side to another)"
             } else {
                 ""
@@ -259,15 +294,68 @@ fn check_listeners_distinct(config: &Config, out: &mut Violations) {
             break;
         }
     }
+    if let Some(inbound) = &config.inbound {
+        check_application(inbound, &listeners, out);
+    }
 }
 
-/// Two listeners collide on one port when their addresses are equal or one is unspecified
-/// (binding 0.0.0.0:P takes P on every address of that family).
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+/// The inbound side must not hand connections to one of the proxy's own listeners: with
+/// `app_port` set, `app_address:app_port` is checked here. Without it the port is each
+/// connection's original destination port, checked per connection (such a connection is
+/// refused, as a loop).
+fn check_application(
+    inbound: &InboundSettings,
+    listeners: &[(FieldPath, String, SocketAddr)],
+    out: &mut Violations,
+) {
+    let Some(port) = inbound.app_port.filter(|p| *p != 0) else {
+        return;
+    };
+    let app = SocketAddr::new(inbound.app_address, port);
+    if let Some((_, name, listener)) = listeners
+        .iter()
+        .find(|(_, _, listener)| serves(*listener, app))
+    {
+        let message = format!(
+            "the application {app} (app_address:app_port) is the proxy's own `{name}` \
+             listener ({listener}): inbound connections would loop"
+        );
+        let path = FieldPath::root().key("inbound").key("app_port");
+        out.push(path, message);
+    }
+}
+
+/// Whether a connection to `to` would reach `listener`: the same address, or the same port
+/// on a listener bound to the unspecified address of `to`'s family (IPv4-mapped IPv6
+/// addresses count as IPv4).
+pub fn serves(listener: SocketAddr, to: SocketAddr) -> bool {
+    let (listener, to) = (unmapped(listener), unmapped(to));
+    listener.port() == to.port()
+        && (listener.ip() == to.ip()
+            || (listener.ip().is_unspecified() && listener.is_ipv4() == to.is_ipv4()))
+}
+
+/// Two listeners collide on one port when their addresses are equal or one is the
+/// unspecified address of the other's family (binding 0.0.0.0:P takes P on every IPv4
+/// address). IPv4 and IPv6 never collide: IPv6 listeners are bound `IPV6_V6ONLY`, so
+/// `[::]:P` leaves `0.0.0.0:P` free. An IPv4-mapped IPv6 address is its IPv4 address.
+pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let (a, b) = (unmapped(a), unmapped(b));
     a.port() == b.port()
         && a.port() != 0
         && (a.ip() == b.ip()
             || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; any other address as it is.
+fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
 }
 
 /// The numeric settings, each checked the same way in `[defaults]` and in overrides.

@@ -62,6 +62,10 @@ pub fn check_discovery(path: &FieldPath, discovery: &DiscoverySettings) -> Vec<V
         );
         out.push(violation(path.key("debounce_ms"), message));
     }
+    if discovery.first_wait_ms > MAX_TIMEOUT_MS {
+        let message = format!("{} ms is more than a day", discovery.first_wait_ms);
+        out.push(violation(path.key("first_wait_ms"), message));
+    }
     let poll = discovery.file.poll_interval_ms;
     if !(MIN_FILE_POLL_INTERVAL_MS..=MAX_TIMEOUT_MS).contains(&poll) {
         let message = format!("{poll} is outside {MIN_FILE_POLL_INTERVAL_MS} ms to one day");
@@ -224,6 +228,7 @@ watch_timeout_secs = 60
         );
         let expected = DiscoverySettings {
             debounce_ms: 50,
+            first_wait_ms: DEFAULT_FIRST_WAIT_MS,
             file: FileSettings {
                 poll_interval_ms: 250,
             },

@@ -386,12 +386,25 @@ fn sides_take_their_defaults() {
     };
     assert_eq!(config.inbound, Some(inbound));
     let outbound = config.outbound.unwrap_or_default();
-    assert_eq!(outbound.listen.to_string(), crate::DEFAULT_OUTBOUND_LISTEN);
+    let addrs = |pair: [&str; 2]| pair.map(|a| a.parse::<std::net::SocketAddr>().ok());
+    let listen = |l: &crate::Listen| l.addrs().iter().map(|a| Some(*a)).collect::<Vec<_>>();
+    assert_eq!(
+        listen(&outbound.listen),
+        addrs([
+            crate::DEFAULT_OUTBOUND_LISTEN,
+            crate::DEFAULT_OUTBOUND_LISTEN_V6
+        ])
+    );
+    assert!(!outbound.listen.is_explicit());
+    assert_eq!(outbound.detect_max_bytes, crate::DEFAULT_DETECT_MAX_BYTES);
     assert_eq!(outbound.opaque_ports, crate::DEFAULT_OPAQUE_PORTS);
     let inbound = config.inbound.unwrap_or_default();
     assert_eq!(
-        inbound.side.listen.to_string(),
-        crate::DEFAULT_INBOUND_LISTEN
+        listen(&inbound.side.listen),
+        addrs([
+            crate::DEFAULT_INBOUND_LISTEN,
+            crate::DEFAULT_INBOUND_LISTEN_V6
+        ])
     );
     assert_eq!(inbound.app_address, crate::DEFAULT_APP_ADDRESS);
     assert_eq!(
@@ -414,7 +427,7 @@ app_address = "0.0.0.0"
 app_port = 0
 bogus = 1
 "#;
-    assert_eq!(errors(text), vec!["v.toml:11:1: field `inbound.bogus`: unknown field `bogus`, expected one of `listen`, `detect_timeout_ms`, `opaque_ports`, `tcp_idle_timeout_ms`, `tcp_buffer_bytes`, `app_address`, `app_port`"]);
+    assert_eq!(errors(text), vec!["v.toml:11:1: field `inbound.bogus`: unknown field `bogus`, expected one of `listen`, `detect_timeout_ms`, `detect_max_bytes`, `opaque_ports`, `tcp_idle_timeout_ms`, `tcp_buffer_bytes`, `app_address`, `app_port`"]);
     let text = text.replace("bogus = 1\n", "");
     assert_eq!(
         errors(&text),
@@ -427,24 +440,96 @@ bogus = 1
             "v.toml:10:1: field `inbound.app_port`: port 0 is not a port",
         ]
     );
+    let text =
+        "[outbound]\nlisten = []\ndetect_max_bytes = 63\n\n[inbound]\ndetect_max_bytes = 1048577\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:2:1: field `outbound.listen`: needs at least one address",
+            "v.toml:3:1: field `outbound.detect_max_bytes`: 63 is outside 64 to 1048576",
+            "v.toml:6:1: field `inbound.detect_max_bytes`: 1048577 is outside 64 to 1048576",
+        ]
+    );
+}
+
+#[test]
+fn a_sidecar_needs_no_explicit_listener() {
+    for text in [
+        "[outbound]\n",
+        "[inbound]\n",
+        "[outbound]\n[inbound]\n",
+        "[proxy]\nadmin = \"127.0.0.1:4191\"\n[outbound]\n[inbound]\n",
+    ] {
+        let config = match parse_config(text, "sides.toml") {
+            Ok(config) => config,
+            Err(errors) => panic!("{text}: {errors}"),
+        };
+        assert_eq!(config.explicit_listen(), None, "{text}");
+    }
+    // Set explicitly, it is bound alongside the sides.
+    let text = "[proxy]\nlisten = \"127.0.0.1:4180\"\n[outbound]\n";
+    let config = match parse_config(text, "sides.toml") {
+        Ok(config) => config,
+        Err(errors) => panic!("{errors}"),
+    };
+    assert_eq!(
+        config.explicit_listen(),
+        Some(([127, 0, 0, 1], 4180).into())
+    );
+}
+
+#[test]
+fn the_application_is_not_one_of_the_proxys_listeners() {
+    let text = "[proxy]\nadmin = \"0.0.0.0:4191\"\n\n[outbound]\n\n[inbound]\napp_port = 4140\n";
+    assert_eq!(
+        errors(text),
+        vec!["v.toml:7:1: field `inbound.app_port`: the application 127.0.0.1:4140 (app_address:app_port) is the proxy's own `outbound.listen` listener (127.0.0.1:4140): inbound connections would loop"]
+    );
+    let text = "[proxy]\nadmin = \"0.0.0.0:4191\"\n\n[inbound]\napp_port = 4191\n";
+    assert_eq!(
+        errors(text),
+        vec!["v.toml:5:1: field `inbound.app_port`: the application 127.0.0.1:4191 (app_address:app_port) is the proxy's own `proxy.admin` listener (0.0.0.0:4191): inbound connections would loop"]
+    );
+    let text = "[inbound]\napp_address = \"::1\"\napp_port = 4143\n";
+    assert_eq!(
+        errors(text),
+        vec!["v.toml:3:1: field `inbound.app_port`: the application [::1]:4143 (app_address:app_port) is the proxy's own `inbound.listen` listener ([::]:4143): inbound connections would loop"]
+    );
+    // Another port, or the same port on an address the proxy does not listen on, is fine.
+    for ok in [
+        "[outbound]\n[inbound]\napp_port = 8080\n",
+        "[outbound]\n[inbound]\napp_address = \"127.0.0.2\"\napp_port = 4140\n",
+    ] {
+        assert!(parse_config(ok, "ok.toml").is_ok(), "{ok}");
+    }
 }
 
 #[test]
 fn listeners_must_be_distinct() {
-    // The explicit listener's default is the outbound side's default.
-    let text = "[proxy]\nadmin = \"0.0.0.0:4191\"\n\n[outbound]\n\n[inbound]\nlisten = \"127.0.0.1:4191\"\n";
+    // An explicit listener set to the outbound side's default.
+    let text = "[proxy]\nlisten = \"127.0.0.1:4140\"\nadmin = \"0.0.0.0:4191\"\n\n[outbound]\n\n[inbound]\nlisten = \"127.0.0.1:4191\"\n";
     assert_eq!(
         errors(text),
         vec![
-            "v.toml:4:2: field `outbound.listen`: 127.0.0.1:4140 is the same listener as `proxy.listen` (127.0.0.1:4140); a sidecar sets `proxy.listen` to a port of its own (or the side to another)",
-            "v.toml:7:1: field `inbound.listen`: 127.0.0.1:4191 is the same listener as `proxy.admin` (0.0.0.0:4191)",
+            "v.toml:5:2: field `outbound.listen[0]`: 127.0.0.1:4140 is the same listener as `proxy.listen` (127.0.0.1:4140); a sidecar sets `proxy.listen` to a port of its own (or the side to another)",
+            "v.toml:8:1: field `inbound.listen`: 127.0.0.1:4191 is the same listener as `proxy.admin` (0.0.0.0:4191)",
+        ]
+    );
+    // IPv6: the unspecified address takes the port on every IPv6 address, an IPv4-mapped
+    // address is its IPv4 address.
+    let text = "[proxy]\nlisten = \"127.0.0.1:4180\"\n\n[outbound]\nlisten = [\"[::1]:4143\", \"[::ffff:127.0.0.1]:4180\"]\n\n[inbound]\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:5:25: field `outbound.listen[1]`: [::ffff:127.0.0.1]:4180 is the same listener as `proxy.listen` (127.0.0.1:4180); a sidecar sets `proxy.listen` to a port of its own (or the side to another)",
+            "v.toml:7:2: field `inbound.listen[1]`: [::]:4143 is the same listener as `outbound.listen` ([::1]:4143)",
         ]
     );
     let ok = "[proxy]\nlisten = \"127.0.0.1:4180\"\nadmin = \"127.0.0.1:4191\"\n\n[outbound]\n\n[inbound]\n";
     assert!(parse_config(ok, "ok.toml").is_ok());
     // The same port on another address of the family, or on the other family, is fine.
     let ok =
-        "[proxy]\nlisten = \"127.0.0.2:4140\"\n\n[outbound]\n\n[inbound]\nlisten = \"[::]:4140\"\n";
+        "[proxy]\nlisten = \"127.0.0.2:4140\"\n\n[outbound]\nlisten = \"127.0.0.1:4140\"\n\n[inbound]\nlisten = \"[::]:4140\"\n";
     assert!(parse_config(ok, "ok.toml").is_ok());
 }
 
@@ -474,4 +559,33 @@ addresses = ["10.96.0.12:80", "10.96.0.10:80"]
             "v.toml:14:31: field `services[1].addresses[1]`: address 10.96.0.10:80 is already claimed by services[0] (\"web\")",
         ]
     );
+}
+
+#[test]
+fn overlaps_keeps_the_two_families_apart_as_they_are_bound() {
+    use crate::validate::{overlaps, serves};
+    let a = |text: &str| {
+        text.parse::<std::net::SocketAddr>()
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    // Each family's unspecified address takes the port on every address of that family.
+    assert!(overlaps(a("0.0.0.0:4143"), a("10.0.0.7:4143")));
+    assert!(overlaps(a("[::]:4143"), a("[fd00::7]:4143")));
+    assert!(overlaps(a("[::1]:4140"), a("[::]:4140")));
+    assert!(overlaps(a("[::]:4140"), a("[::]:4140")));
+    // IPV6_V6ONLY: the IPv6 wildcard leaves IPv4 free, and the other way round.
+    assert!(!overlaps(a("[::]:4143"), a("0.0.0.0:4143")));
+    assert!(!overlaps(a("0.0.0.0:4143"), a("[::1]:4143")));
+    // An IPv4-mapped address is its IPv4 address.
+    assert!(overlaps(a("[::ffff:127.0.0.1]:4140"), a("127.0.0.1:4140")));
+    assert!(overlaps(a("[::ffff:0.0.0.0]:4140"), a("127.0.0.1:4140")));
+    // Another port, or port 0 (each gets its own), never collides.
+    assert!(!overlaps(a("[::]:4143"), a("[::]:4140")));
+    assert!(!overlaps(a("127.0.0.1:0"), a("127.0.0.1:0")));
+    // Where a connection goes: a listener on the wildcard of its family serves it.
+    assert!(serves(a("0.0.0.0:4143"), a("127.0.0.1:4143")));
+    assert!(serves(a("[::]:4143"), a("[::1]:4143")));
+    assert!(!serves(a("[::]:4143"), a("127.0.0.1:4143")));
+    assert!(!serves(a("127.0.0.1:4143"), a("0.0.0.0:4143")));
+    assert!(serves(a("127.0.0.1:4140"), a("[::ffff:127.0.0.1]:4140")));
 }

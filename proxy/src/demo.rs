@@ -139,12 +139,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(p) => p,
         Err(e) if args.listen.port() != 0 => {
             eprintln!("{} is busy ({e:#}); using a free port instead", args.listen);
-            config.proxy.listen = SocketAddr::new(args.listen.ip(), 0);
+            config.proxy.listen = Some(SocketAddr::new(args.listen.ip(), 0));
             crate::start(config)?
         }
         Err(e) => return Err(e),
     };
-    let addr = proxy.listen_addr();
+    let addr = proxy
+        .listen_addr()
+        .ok_or_else(|| anyhow::anyhow!("the demo proxy has no listener"))?;
     println!(
         "coremesh demo: proxy on http://{addr} ({} cores, {} driver)",
         proxy.cores(),

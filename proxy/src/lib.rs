@@ -28,7 +28,7 @@ pub mod transport;
 pub mod tunnel;
 
 use admin::{AdminShared, LogLevel};
-use coremesh_discovery::{Config, Driver, Snapshot};
+use coremesh_discovery::{Config, Driver, ShutdownMode, Snapshot};
 use crossbeam_channel::{Receiver, Sender};
 use runtime::{Control, CoreStart};
 use std::net::SocketAddr;
@@ -39,9 +39,10 @@ use std::time::Duration;
 
 /// A running proxy: its cores and their control channels.
 pub struct ProxyHandle {
-    listen_addr: SocketAddr,
-    inbound_addr: Option<SocketAddr>,
-    outbound_addr: Option<SocketAddr>,
+    listen_addr: Option<SocketAddr>,
+    inbound_addrs: Vec<SocketAddr>,
+    outbound_addrs: Vec<SocketAddr>,
+    shutdown_mode: ShutdownMode,
     admin_addr: Option<SocketAddr>,
     driver: Driver,
     cores: usize,
@@ -84,17 +85,26 @@ pub struct StartOptions {
 }
 
 impl ProxyHandle {
-    /// The address the cores accept on (the real port when the config asked for port 0).
-    pub fn listen_addr(&self) -> SocketAddr {
+    /// The explicit listener's address (the real port when the config asked for port 0),
+    /// when there is one (see [`Config::explicit_listen`]).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen_addr
     }
-    /// The inbound side's listener, when configured (the real port for port 0).
+    /// The inbound side's first listener, when configured (the real port for port 0).
     pub fn inbound_addr(&self) -> Option<SocketAddr> {
-        self.inbound_addr
+        self.inbound_addrs.first().copied()
     }
-    /// The outbound side's listener, when configured (the real port for port 0).
+    /// The outbound side's first listener, when configured (the real port for port 0).
     pub fn outbound_addr(&self) -> Option<SocketAddr> {
-        self.outbound_addr
+        self.outbound_addrs.first().copied()
+    }
+    /// Every address the inbound side listens on (IPv4 first, then IPv6 when bound).
+    pub fn inbound_addrs(&self) -> &[SocketAddr] {
+        &self.inbound_addrs
+    }
+    /// Every address the outbound side listens on (IPv4 first, then IPv6 when bound).
+    pub fn outbound_addrs(&self) -> &[SocketAddr] {
+        &self.outbound_addrs
     }
     /// A handle that ends the outbound side's grace period at once (admin `/shutdown`).
     pub fn outbound_stopper(&self) -> OutboundStopper {
@@ -152,22 +162,31 @@ impl ProxyHandle {
         }
     }
     /// Graceful stop, as on SIGTERM: stop accepting, let in-flight requests finish within the
-    /// grace period, then return once every core has exited. The outbound side, when
-    /// configured, keeps accepting for the whole grace period unless
-    /// [`OutboundStopper::stop`] is called.
+    /// grace period, then return once every core has exited. With `proxy.shutdown =
+    /// "grace"` the outbound side, when configured, keeps accepting for the whole grace
+    /// period unless [`OutboundStopper::stop`] is called; with `"drain"` it stops at once
+    /// too, and this returns as soon as the connections in flight are done.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
+        // The admin server keeps answering (`/shutdown`, `/metrics`) while the cores drain;
+        // it only says not ready.
         if let Some((shared, _)) = &self.admin {
-            shared.stopping.store(true, Ordering::SeqCst);
+            shared.ready.store(false, Ordering::SeqCst);
+        }
+        if self.shutdown_mode == ShutdownMode::Drain {
+            self.outbound_stopper().stop();
         }
         for c in &self.controls {
             let _ = c.send(Control::Shutdown);
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some((shared, _)) = &self.admin {
+            shared.stopping.store(true, Ordering::SeqCst);
         }
         for t in self.side_threads.drain(..) {
             let _ = t.join();
@@ -204,33 +223,47 @@ impl OutboundStopper {
     }
 }
 
-/// Bind each configured side's listeners (`cores` each, `SO_REUSEPORT`): the listeners
-/// and the side's settings; the address a side's listeners share is the first's.
-fn bind_sides(
-    config: &Config,
-    cores: usize,
-) -> anyhow::Result<Vec<(Vec<std::net::TcpListener>, sidecar::Side, SocketAddr)>> {
+/// One side's listeners: for each of its addresses that could be bound, `cores`
+/// listeners (`SO_REUSEPORT`) and the address they share.
+type BoundSide = (Vec<(Vec<std::net::TcpListener>, SocketAddr)>, sidecar::Side);
+
+/// Bind each configured side's listeners, `cores` per address. An IPv6 address the side
+/// has by default is skipped, with one info line, on a host without IPv6; any other
+/// address that cannot be bound stops the start.
+fn bind_sides(config: &Config, cores: usize) -> anyhow::Result<Vec<BoundSide>> {
     let mut sides = Vec::new();
     let wanted = [
         config
             .inbound
             .as_ref()
-            .map(|i| (i.side.listen, sidecar::Side::inbound(i))),
+            .map(|i| (&i.side.listen, sidecar::Side::inbound(i))),
         config
             .outbound
             .as_ref()
-            .map(|o| (o.listen, sidecar::Side::outbound(o))),
+            .map(|o| (&o.listen, sidecar::Side::outbound(o))),
     ];
-    for (addr, side) in wanted.into_iter().flatten() {
+    for (listen, side) in wanted.into_iter().flatten() {
         let name = side.direction.label();
-        let listeners = runtime::bind_listeners(addr, cores)
-            .map_err(|e| anyhow::anyhow!("cannot listen for {name} on {addr}: {e}"))?;
-        let bound = listeners
-            .first()
-            .map(|l| l.local_addr())
-            .transpose()?
-            .unwrap_or(addr);
-        sides.push((listeners, side, bound));
+        let mut bound = Vec::new();
+        for &addr in listen.addrs() {
+            let listeners = match runtime::bind_listeners(addr, cores) {
+                Ok(listeners) => listeners,
+                Err(e) if listen.may_skip(addr) && runtime::family_missing(&e) => {
+                    tracing::info!(
+                        "{name} side: no IPv6 on this host ({e}); not listening on {addr}"
+                    );
+                    continue;
+                }
+                Err(e) => anyhow::bail!("cannot listen for {name} on {addr}: {e}"),
+            };
+            let at = listeners
+                .first()
+                .map(|l| l.local_addr())
+                .transpose()?
+                .unwrap_or(addr);
+            bound.push((listeners, at));
+        }
+        sides.push((bound, side));
     }
     Ok(sides)
 }
@@ -251,22 +284,30 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         n => n,
     };
     let wanted = runtime::resolve_driver(config.proxy.driver);
-    let listeners = runtime::bind_listeners(config.proxy.listen, cores)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.proxy.listen))?;
-    let listen_addr = listeners
-        .first()
-        .map(|l| l.local_addr())
-        .transpose()?
-        .unwrap_or(config.proxy.listen);
-    let mut bound_sides = bind_sides(&config, cores)?;
-    let side_addr = |direction| {
+    let (listeners, listen_addr): (Vec<Option<std::net::TcpListener>>, _) =
+        match config.explicit_listen() {
+            Some(addr) => {
+                let listeners = runtime::bind_listeners(addr, cores)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                let at = listeners
+                    .first()
+                    .map(|l| l.local_addr())
+                    .transpose()?
+                    .unwrap_or(addr);
+                (listeners.into_iter().map(Some).collect(), Some(at))
+            }
+            None => ((0..cores).map(|_| None).collect(), None),
+        };
+    let bound_sides = bind_sides(&config, cores)?;
+    let side_addrs = |direction| -> Vec<SocketAddr> {
         bound_sides
             .iter()
-            .find(|(_, side, _)| side.direction == direction)
-            .map(|(_, _, addr)| *addr)
+            .filter(|(_, side)| side.direction == direction)
+            .flat_map(|(bound, _)| bound.iter().map(|(_, addr)| *addr))
+            .collect()
     };
-    let inbound_addr = side_addr(sidecar::Direction::Inbound);
-    let outbound_addr = side_addr(sidecar::Direction::Outbound);
+    let inbound_addrs = side_addrs(sidecar::Direction::Inbound);
+    let outbound_addrs = side_addrs(sidecar::Direction::Outbound);
     let cpu_ids = if config.proxy.pin_cores {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -296,21 +337,27 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         (None, None)
     };
     // Every address this proxy listens on: a side refuses connections bound for them.
-    let mut own_listeners: Vec<SocketAddr> = bound_sides.iter().map(|(_, _, a)| *a).collect();
-    own_listeners.push(listen_addr);
+    let mut own_listeners: Vec<SocketAddr> = inbound_addrs
+        .iter()
+        .chain(&outbound_addrs)
+        .copied()
+        .collect();
+    own_listeners.extend(listen_addr);
     own_listeners.extend(admin_listener.as_ref().and_then(|l| l.local_addr().ok()));
+    // One entry per side and address: each core takes the next listener of every entry.
     let mut side_listeners: Vec<(
         std::vec::IntoIter<std::net::TcpListener>,
         Arc<sidecar::Side>,
     )> = Vec::new();
-    for (listeners, mut side, _) in bound_sides.drain(..) {
+    let mut side_stats: Vec<(sidecar::Direction, Arc<sidecar::stats::SideStats>)> = Vec::new();
+    for (bound, mut side) in bound_sides {
         side.own_listeners = own_listeners.clone();
-        side_listeners.push((listeners.into_iter(), Arc::new(side)));
+        let side = Arc::new(side);
+        side_stats.push((side.direction, side.stats.clone()));
+        for (listeners, _) in bound {
+            side_listeners.push((listeners.into_iter(), side.clone()));
+        }
     }
-    let side_stats: Vec<(sidecar::Direction, Arc<sidecar::stats::SideStats>)> = side_listeners
-        .iter()
-        .map(|(_, side)| (side.direction, side.stats.clone()))
-        .collect();
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<Driver, String>>();
     let mut gossip_ports = coremesh_balancer::GossipMesh::new(cores).into_iter();
     let mut controls = Vec::with_capacity(cores);
@@ -390,8 +437,9 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let mut handle = ProxyHandle {
         listen_addr,
-        inbound_addr,
-        outbound_addr,
+        inbound_addrs: inbound_addrs.clone(),
+        outbound_addrs: outbound_addrs.clone(),
+        shutdown_mode: config.proxy.shutdown,
         admin_addr,
         driver,
         cores,
@@ -445,14 +493,29 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             tracing::info!("admin server on http://{addr}");
         }
     }
+    // The explicit listener first (tools read the first address of this line), then
+    // each side's addresses.
+    let named = |addrs: &[SocketAddr], side: &str| {
+        addrs
+            .iter()
+            .map(move |a| format!("{a} ({side})"))
+            .collect::<Vec<_>>()
+    };
+    let all: Vec<String> = listen_addr
+        .iter()
+        .map(|a| a.to_string())
+        .chain(named(&inbound_addrs, "inbound"))
+        .chain(named(&outbound_addrs, "outbound"))
+        .collect();
     tracing::info!(
-        "coremesh listening on {listen_addr} with {cores} core(s), driver {}",
+        "coremesh listening on {} with {cores} core(s), driver {}",
+        all.join(", "),
         driver_name(driver)
     );
-    if let Some(addr) = inbound_addr {
+    for addr in &inbound_addrs {
         tracing::info!("inbound side listening on {addr}");
     }
-    if let Some(addr) = outbound_addr {
+    for addr in &outbound_addrs {
         tracing::info!("outbound side listening on {addr}");
     }
     Ok(handle)

@@ -337,10 +337,6 @@ impl LogLevel for ReloadableLevel {
     }
 }
 
-/// How long `run` waits for the first DNS answers and EndpointSlices before `/ready`
-/// says yes anyway (services without endpoints answer 503 until they arrive).
-const FIRST_DISCOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Run the proxy until SIGTERM, SIGINT or an admin `POST /shutdown`, then shut down
 /// gracefully and exit 0. With a config file (`coremesh run`), the discovery controller
 /// watches it (and DNS / Kubernetes sources) and installs each new snapshot on every core,
@@ -364,6 +360,9 @@ fn serve(
         &[SIGTERM, SIGINT]
     };
     let started = std::time::Instant::now();
+    // How long `/ready` waits for the first DNS answers and EndpointSlices before it says
+    // yes anyway (services without endpoints answer 503 until they arrive).
+    let first_wait = std::time::Duration::from_millis(config.discovery.first_wait_ms);
     let mut signals = signal_hook::iterator::Signals::new(wanted)?;
     let signal_handle = signals.handle();
     let handle = coremesh::start_with(
@@ -388,7 +387,7 @@ fn serve(
                     .map(|d| discovery_metrics(&d.stats()))
                     .unwrap_or_default()
             }));
-            if !discovery.wait_ready(FIRST_DISCOVERY_WAIT) {
+            if !discovery.wait_ready(first_wait) {
                 tracing::warn!("discovery sources have not all answered yet; serving anyway");
             }
             handle.set_ready(true);
@@ -451,11 +450,13 @@ fn serve(
     });
     handle.set_ready(false);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Discovery keeps installing snapshots while the cores drain: the outbound side may
+    // serve the application's calls for the whole grace period.
+    handle.shutdown();
     // The metrics closure holds only a weak reference, so this is the last one.
     if let Some(Ok(d)) = discovery.map(Arc::try_unwrap) {
         d.stop();
     }
-    handle.shutdown();
     signal_handle.close();
     let _ = signal_thread.join();
     tracing::info!("stopped");

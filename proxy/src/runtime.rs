@@ -4,11 +4,15 @@
 //! outbound sides. A core's only link to the outside is its control channel, which its tick
 //! task drains at a loop boundary.
 //!
+//! Each listener (the explicit one when configured, each address of each side) has its own
+//! accept task on every core.
+//!
 //! Stopping, in order: on [`Control::Shutdown`] (SIGTERM) the explicit and inbound
 //! listeners close and their connections drain, while the outbound listener keeps
 //! accepting for the whole grace period (the application's own shutdown still makes
-//! calls), unless [`Control::StopOutbound`] (admin `/shutdown`) ends it sooner; then the
-//! core waits for what is left within the grace period and exits.
+//! calls), unless [`Control::StopOutbound`] (admin `/shutdown`, or `proxy.shutdown =
+//! "drain"`, which sends it with the shutdown) ends it sooner; then the core waits for
+//! what is left within the grace period and exits as soon as nothing is left.
 
 use crate::core::{ConnectionGuard, Core, CoreParams};
 use crate::server::serve;
@@ -53,6 +57,9 @@ pub fn resolve_driver(wanted: Driver) -> Driver {
 }
 
 /// Bind `count` listeners to one address with `SO_REUSEPORT`; port 0 picks one port for all.
+/// An IPv6 address is bound `IPV6_V6ONLY`: IPv4 has listeners of its own, so `[::]:P` and
+/// `0.0.0.0:P` are two listeners and every IPv6 connection has a real IPv6 address (its
+/// original destination is read with `IP6T_SO_ORIGINAL_DST`).
 pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let mut listeners = Vec::with_capacity(count);
     let mut addr = addr;
@@ -62,6 +69,9 @@ pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net
             socket2::Type::STREAM,
             Some(socket2::Protocol::TCP),
         )?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
@@ -72,6 +82,15 @@ pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Whether a bind failed because the host has no such address family or address: no
+/// IPv6 at all (`EAFNOSUPPORT`), or IPv6 off for loopback (`EADDRNOTAVAIL`).
+pub fn family_missing(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+    )
 }
 
 /// Run `make()`'s future to completion on a runtime of `driver`; falls back to the legacy
@@ -124,7 +143,8 @@ where
 
 /// Everything a core needs to start.
 pub struct CoreStart {
-    pub listener: std::net::TcpListener,
+    /// This core's explicit listener, when there is one.
+    pub listener: Option<std::net::TcpListener>,
     /// This core's listener of each sidecar side.
     pub sides: Vec<(std::net::TcpListener, Arc<Side>)>,
     pub control: Receiver<Control>,
@@ -143,7 +163,7 @@ pub async fn core_main(start: CoreStart) {
     let id = params.id;
     let grace = params.grace;
     let core = Core::new(params);
-    let listener = match monoio::net::TcpListener::from_std(listener) {
+    let listener = match listener.map(monoio::net::TcpListener::from_std).transpose() {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(core = id, "cannot use listener: {e}");
@@ -191,6 +211,20 @@ pub async fn core_main(start: CoreStart) {
             .await;
         }));
     }
+    if let Some(listener) = listener {
+        let core = core.clone();
+        side_tasks.push(monoio::spawn(async move {
+            accept_loop(
+                &core,
+                &listener,
+                &core.shutdown,
+                |core, stream, peer, counted| {
+                    monoio::spawn(serve(core, stream, peer, counted));
+                },
+            )
+            .await;
+        }));
+    }
     let done = Rc::new(Signal::default());
     let tick_task = monoio::spawn(tick(
         core.clone(),
@@ -198,16 +232,7 @@ pub async fn core_main(start: CoreStart) {
         outbound_stop.clone(),
         done.clone(),
     ));
-    accept_loop(
-        &core,
-        &listener,
-        &core.shutdown,
-        |core, stream, peer, counted| {
-            monoio::spawn(serve(core, stream, peer, counted));
-        },
-    )
-    .await;
-    drop(listener);
+    core.shutdown.wait().await;
     let waited = Instant::now();
     let deadline = waited + grace;
     if has_outbound {
@@ -324,5 +349,19 @@ async fn tick(
             _ = monoio::time::sleep(TICK) => {},
             _ = done.wait() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_family_is_told_apart_from_a_busy_address() {
+        let errno = io::Error::from_raw_os_error;
+        assert!(family_missing(&errno(libc::EAFNOSUPPORT)));
+        assert!(family_missing(&errno(libc::EADDRNOTAVAIL)));
+        assert!(!family_missing(&errno(libc::EADDRINUSE)));
+        assert!(!family_missing(&errno(libc::EACCES)));
     }
 }

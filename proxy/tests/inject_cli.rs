@@ -99,15 +99,14 @@ fn bad_input_is_an_error_and_writes_nothing() {
     let other_inbound = dir.join("inbound.toml");
     std::fs::write(
         &other_inbound,
-        read("mesh.toml").replace("0.0.0.0:4143", "0.0.0.0:5143"),
+        read("mesh.toml").replace(
+            "[inbound]\n",
+            "[inbound]\nlisten = [\"0.0.0.0:4143\", \"[::]:5143\"]\n",
+        ),
     )
     .expect("write");
     let no_outbound = dir.join("outbound.toml");
-    std::fs::write(
-        &no_outbound,
-        read("mesh.toml").replace("[outbound]\nlisten = \"127.0.0.1:4140\"\n", ""),
-    )
-    .expect("write");
+    std::fs::write(&no_outbound, read("mesh.toml").replace("[outbound]\n", "")).expect("write");
     let other_inbound = other_inbound.to_string_lossy().into_owned();
     let no_outbound = no_outbound.to_string_lossy().into_owned();
     let port_cases: [(&[&str], &str, String); 5] = [

@@ -196,6 +196,33 @@ fn a_first_read_of_one_byte_waits_for_the_rest() {
 }
 
 #[test]
+fn detection_gives_up_at_the_configured_byte_limit() {
+    // A request line whose target is longer than the limit: undecided at the limit.
+    let line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(200));
+    for_each_driver(|driver| {
+        let line = line.clone();
+        run(driver, || async move {
+            for (max_bytes, expected) in [
+                (128, opaque(DetectReason::Unrecognised)),
+                (1024, matched(Protocol::Http1)),
+            ] {
+                let (mut conn, mut peer) = accepted().await;
+                peer.write_all(line.as_bytes()).expect("write");
+                until_delivered(&peer).await;
+                let cfg = DetectConfig {
+                    max_bytes,
+                    ..DetectConfig::default()
+                };
+                let got = detect(&mut conn, 8080, &cfg).await;
+                assert_eq!(got, expected, "max_bytes {max_bytes}");
+                // Nothing is consumed: what was read is still there for the next path.
+                assert!(!conn.data().is_empty() && line.as_bytes().starts_with(conn.data()));
+            }
+        });
+    });
+}
+
+#[test]
 fn a_silent_client_is_opaque_after_the_timeout_and_loses_nothing() {
     for_each_driver(|driver| {
         run(driver, || async {

@@ -31,7 +31,9 @@ pub struct AdminProxy {
 impl AdminProxy {
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
-        self.handle().listen_addr()
+        self.handle()
+            .listen_addr()
+            .expect("the test proxy has an explicit listener")
     }
     /// The admin server's address.
     pub fn admin(&self) -> SocketAddr {
@@ -104,7 +106,7 @@ pub fn start_with_admin_and_log_level(
 
 fn start_with_admin_and(driver: Driver, mut config: Config, options: StartOptions) -> AdminProxy {
     config.proxy.driver = driver;
-    config.proxy.listen = "127.0.0.1:0".parse().expect("a literal socket address");
+    config.proxy.listen = Some("127.0.0.1:0".parse().expect("a literal socket address"));
     config.proxy.admin = Some("127.0.0.1:0".parse().expect("a literal socket address"));
     config.proxy.pin_cores = false;
     if config.proxy.cores == 0 {

@@ -96,7 +96,9 @@ pub struct TestProxy {
 impl TestProxy {
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
-        self.handle().listen_addr()
+        self.handle()
+            .listen_addr()
+            .expect("the test proxy has an explicit listener")
     }
     /// The driver the test asked for (the one running, unless [`ALLOW_EPOLL_FALLBACK_ENV`]
     /// let io_uring fall back to epoll).
@@ -141,7 +143,7 @@ impl Drop for TestProxy {
 /// pinning, one core unless the config asks for more. Panics, naming the driver, if it fails.
 pub fn start_proxy(driver: Driver, mut config: Config) -> TestProxy {
     config.proxy.driver = driver;
-    config.proxy.listen = "127.0.0.1:0".parse().expect("a literal socket address");
+    config.proxy.listen = Some("127.0.0.1:0".parse().expect("a literal socket address"));
     config.proxy.pin_cores = false;
     config.proxy.admin = None;
     if config.proxy.cores == 0 {
@@ -154,15 +156,14 @@ pub fn start_proxy(driver: Driver, mut config: Config) -> TestProxy {
             driver_name(driver)
         ),
     };
+    let at = handle.listen_addr();
     assert!(
-        handle.listen_addr().ip().is_loopback() && handle.listen_addr().port() != 0,
-        "driver {}: listen_addr() must report the bound loopback port, got {}",
+        at.is_some_and(|a| a.ip().is_loopback() && a.port() != 0),
+        "driver {}: listen_addr() must report the bound loopback port, got {at:?}",
         driver_name(driver),
-        handle.listen_addr()
     );
     eprintln!(
-        "proxy on {} (asked for {}, running {})",
-        handle.listen_addr(),
+        "proxy on {at:?} (asked for {}, running {})",
         driver_name(driver),
         driver_name(handle.driver())
     );
@@ -214,7 +215,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// one core, no pinning, [`TEST_SHUTDOWN_GRACE_MS`].
 pub fn base_config() -> Config {
     let mut config = Config::default();
-    config.proxy.listen = "127.0.0.1:0".parse().expect("a literal socket address");
+    config.proxy.listen = Some("127.0.0.1:0".parse().expect("a literal socket address"));
     config.proxy.cores = 1;
     config.proxy.pin_cores = false;
     config.proxy.shutdown_grace_ms = TEST_SHUTDOWN_GRACE_MS;

@@ -148,7 +148,7 @@ fn ready_follows_set_ready() {
         let mut config = one_service(&[a.addr()]);
         config.proxy.admin = Some("127.0.0.1:0".parse().expect("literal"));
         config.proxy.driver = driver;
-        config.proxy.listen = "127.0.0.1:0".parse().expect("literal");
+        config.proxy.listen = Some("127.0.0.1:0".parse().expect("literal"));
         let handle = coremesh::start_with(
             config,
             coremesh::StartOptions {

@@ -3,9 +3,11 @@
 //! these tests cover what that shows: inbound forwarding to the application (HTTP/1 with
 //! the client's address in `X-Forwarded-For`, opaque TCP byte-exact), the refusal of a
 //! connection bound for the proxy itself, the stop order (inbound stops accepting at once,
-//! outbound keeps accepting until stopped), and a clear error when a side cannot listen.
+//! outbound keeps accepting until stopped; with `shutdown = "drain"` every listener stops
+//! at once and the stop ends as soon as the connections in flight are done), a sidecar
+//! without an explicit listener, and a clear error when a side cannot listen.
 
-use coremesh_discovery::{Config, InboundSettings, SideSettings};
+use coremesh_discovery::{Config, InboundSettings, ShutdownMode, SideSettings};
 use coremesh_tests::admin::start_with_admin;
 use coremesh_tests::client::get;
 use coremesh_tests::proxy::{base_config, for_each_driver, start_proxy};
@@ -31,14 +33,14 @@ fn sidecar_config(app_port: Option<u16>) -> Config {
     config.proxy.shutdown_grace_ms = 300;
     config.inbound = Some(InboundSettings {
         side: SideSettings {
-            listen: any_port(),
+            listen: any_port().into(),
             ..SideSettings::default()
         },
         app_port,
         ..InboundSettings::default()
     });
     config.outbound = Some(SideSettings {
-        listen: any_port(),
+        listen: any_port().into(),
         ..SideSettings::default()
     });
     config
@@ -287,7 +289,7 @@ fn a_side_that_cannot_listen_stops_the_start_with_its_name() {
     let at = taken.local_addr().expect("its address");
     let mut config = sidecar_config(Some(1));
     if let Some(inbound) = &mut config.inbound {
-        inbound.side.listen = at;
+        inbound.side.listen = at.into();
     }
     config.proxy.driver = coremesh_discovery::Driver::Legacy;
     match coremesh::start(config) {
@@ -300,4 +302,103 @@ fn a_side_that_cannot_listen_stops_the_start_with_its_name() {
             );
         }
     }
+}
+
+#[test]
+fn in_drain_mode_every_listener_stops_at_once_and_the_stop_ends_with_the_last_connection() {
+    for_each_driver(|driver| {
+        let (echo, echo_thread) = tcp_echo();
+        let mut config = sidecar_config(Some(echo.port()));
+        if let Some(inbound) = &mut config.inbound {
+            inbound.side.opaque_ports = vec![echo.port()];
+        }
+        // Far longer than the test waits: only the last connection ending may end it.
+        config.proxy.shutdown_grace_ms = 600_000;
+        config.proxy.shutdown = ShutdownMode::Drain;
+        let proxy = start_proxy(driver, config);
+        let inbound = proxy.inbound_addr().expect("an inbound listener");
+        let outbound = proxy.outbound_addr().expect("an outbound listener");
+        let explicit = proxy.addr();
+        // A connection in flight through inbound: one exchange proves it is relayed.
+        let mut open = TcpStream::connect(inbound).expect("connect to inbound");
+        open.set_read_timeout(Some(WAIT)).expect("read timeout");
+        open.write_all(b"ping").expect("send");
+        let mut back = [0u8; 4];
+        open.read_exact(&mut back).expect("the echo answers");
+        assert_eq!(&back, b"ping");
+
+        let handle = proxy.into_handle();
+        let shutter = std::thread::spawn(move || handle.shutdown());
+        assert!(
+            wait_until(|| [inbound, outbound, explicit]
+                .iter()
+                .all(|addr| TcpStream::connect(addr).is_err())),
+            "every listener, outbound too, must stop accepting"
+        );
+        // The connection in flight still works, and holds the stop.
+        open.write_all(b"pong").expect("send in the grace period");
+        open.read_exact(&mut back).expect("the echo still answers");
+        assert_eq!(&back, b"pong");
+        assert!(
+            !shutter.is_finished(),
+            "the stop waits for the open connection"
+        );
+        open.shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let mut rest = Vec::new();
+        open.read_to_end(&mut rest).expect("the relay ends");
+        assert!(rest.is_empty());
+        drop(open);
+        assert!(
+            wait_until(|| shutter.is_finished()),
+            "the stop must end once the last connection is done, long before the grace period"
+        );
+        shutter.join().expect("shutdown returned");
+        echo_thread.join().expect("echo thread");
+    });
+}
+
+#[test]
+fn a_sidecar_without_an_explicit_listener_starts() {
+    let app = Upstream::echo();
+    let only = |inbound: bool, outbound: bool| {
+        let mut config = sidecar_config(Some(app.addr().port()));
+        config.proxy.driver = coremesh_discovery::Driver::Legacy;
+        config.proxy.pin_cores = false;
+        config.proxy.cores = 1;
+        config.proxy.listen = None;
+        if !inbound {
+            config.inbound = None;
+        }
+        if !outbound {
+            config.outbound = None;
+        }
+        assert_eq!(coremesh_discovery::validate(&config), vec![]);
+        config
+    };
+    for (inbound, outbound) in [(true, false), (false, true), (true, true)] {
+        let handle = coremesh::start(only(inbound, outbound))
+            .unwrap_or_else(|e| panic!("inbound {inbound} outbound {outbound}: {e:#}"));
+        assert_eq!(handle.listen_addr(), None, "no explicit listener");
+        assert_eq!(handle.inbound_addr().is_some(), inbound);
+        assert_eq!(handle.outbound_addr().is_some(), outbound);
+        if let Some(at) = handle.inbound_addr() {
+            let response = get(at, "/through", &[]).expect("a request through inbound");
+            assert_eq!(response.status, 200);
+        }
+        if let Some(at) = handle.outbound_addr() {
+            assert!(
+                closed_without_bytes(at),
+                "outbound serves (refuses the loop)"
+            );
+        }
+        handle.outbound_stopper().stop();
+        handle.shutdown();
+    }
+    assert_eq!(app.requests_received(), 2);
+    // The parsed form: a file with only `[outbound]` is valid and binds no explicit
+    // listener (its default would be the outbound side's address).
+    let config = coremesh_discovery::parse_config("[outbound]\n", "only.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.explicit_listen(), None);
 }

@@ -1,20 +1,29 @@
 //! The transparent sidecar end to end (root only; elsewhere it says why it is skipped).
 //!
-//! Two network namespaces joined by a veth: a client (10.77.N.1) and an application
-//! (10.77.N.2). In the application's namespace: an HTTP server, a TCP echo on an opaque
-//! port, a server that speaks first, two endpoints of a service `users` claimed at the
-//! address 10.96.0.10:80, the `coremesh` program running as a uid of its own with
-//! `[inbound]` and `[outbound]`, and the rules of `coremesh iptables install`. Then:
-//! - from the client, HTTP to the application's address arrives through inbound (the
-//!   proxy counts it, the application sees the client's address in X-Forwarded-For);
-//!   1 MiB through the echo comes back byte-exact; the banner arrives before the client
-//!   sends anything (with a detection timeout of ten minutes, a wait would hang the test);
+//! Two network namespaces joined by a veth: a client (10.77.N.1, fd77:N::1) and an
+//! application (10.77.N.2, fd77:N::2). In the application's namespace: an HTTP server, a
+//! TCP echo on an opaque port, a server that speaks first, two endpoints of a service
+//! `users` claimed at the addresses 10.96.0.10:80 and [fd96::10]:80, the `coremesh`
+//! program running as a uid of its own with `[inbound]` and `[outbound]` on their default
+//! listeners (IPv4 and IPv6), and the rules of `coremesh iptables install`. Then:
+//! - from the client, HTTP to the application's address arrives through inbound, over
+//!   IPv4 and over IPv6 (the proxy counts it, the application sees the client's address
+//!   in X-Forwarded-For); 1 MiB through the echo comes back byte-exact; the banner arrives
+//!   before the client sends anything (with a detection timeout of ten minutes, a wait
+//!   would hang the test);
 //! - from the application's namespace, as root (not the proxy's uid): calls to the
-//!   service address are balanced over its two endpoints through outbound, and a call to
-//!   an address no service claims passes through to it;
+//!   service address, IPv4 and IPv6, are balanced over its two endpoints through
+//!   outbound, and a call to an address no service claims passes through to it (IPv4 and
+//!   IPv6);
+//! - SIGTERM, in the default `shutdown = "grace"`: inbound stops accepting while outbound
+//!   still balances, and discovery still applies a change of the file (the service loses
+//!   an endpoint); a second signal ends it. In `shutdown = "drain"`: every listener stops
+//!   at once, a connection in flight still works, and the process exits as soon as it
+//!   ends, long before the ten-minute grace period;
 //! - `coremesh iptables uninstall` leaves the nat tables exactly as they were.
 //!
-//! It runs once per I/O driver, each in namespaces of its own.
+//! It runs once per I/O driver, each in namespaces of its own: the first in "grace" mode,
+//! the second in "drain" mode.
 
 use coremesh_tests::admin::wait_for_admin;
 use coremesh_tests::client::{self, Client};
@@ -38,8 +47,11 @@ const ECHO_PORT: u16 = 6379;
 /// An opaque port by default (MySQL, whose server speaks first): the banner server.
 const BANNER_PORT: u16 = 3306;
 const BANNER: &[u8] = b"220 banner from the application\r\n";
-/// The address the service `users` claims.
+/// The addresses the service `users` claims.
 const SERVICE_ADDR: &str = "10.96.0.10:80";
+const SERVICE_ADDR6: &str = "[fd96::10]:80";
+/// Calls to the service's IPv6 address (even, as [`SERVICE_CALLS`]).
+const SERVICE_CALLS6: u64 = 4;
 const ADMIN: &str = "127.0.0.1:4191";
 /// Bytes through the echo.
 const ECHO_BYTES: usize = 1024 * 1024;
@@ -63,12 +75,13 @@ fn sidecar_in_network_namespaces() {
         return;
     }
     for (i, driver) in DRIVERS.into_iter().enumerate() {
-        eprintln!("sidecar on {}", driver_name(driver));
-        sidecar(driver, 1 + i as u8);
+        let mode = if i % 2 == 0 { "grace" } else { "drain" };
+        eprintln!("sidecar on {}, shutdown {mode}", driver_name(driver));
+        sidecar(driver, 1 + i as u8, mode);
     }
 }
 
-fn sidecar(driver: Driver, subnet: u8) {
+fn sidecar(driver: Driver, subnet: u8, mode: &str) {
     let pair = Pair::new(subnet).unwrap_or_else(|e| panic!("{e:#}"));
     let (client_ns, app_ns) = (&pair.a, &pair.b);
     let app_ip = pair.b_addr;
@@ -101,42 +114,47 @@ fn sidecar(driver: Driver, subnet: u8) {
     let elsewhere = client_ns
         .enter(|| http_server(&format!("{}:0", pair.a_addr), b"elsewhere"))
         .unwrap();
+    let elsewhere6 = client_ns
+        .enter(|| http_server(&format!("[{}]:0", pair.a_addr6), b"elsewhere6"))
+        .unwrap();
 
     let dir = TempDir::new();
-    let config = dir.write(
-        "coremesh.toml",
-        &format!(
+    // The sides on their default listeners: IPv4 and IPv6. A grace period far longer than
+    // the test waits: only a second signal (grace) or the last connection (drain) ends it.
+    let config_text = |endpoints: &str| {
+        format!(
             r#"[proxy]
 listen = "127.0.0.1:4180"
 admin = "{ADMIN}"
 cores = 1
 pin_cores = false
 driver = "{driver}"
-shutdown_grace_ms = 2000
+shutdown_grace_ms = 600000
+shutdown = "{mode}"
 
 [defaults]
 balance = "round-robin"
 
 [outbound]
-listen = "127.0.0.1:4140"
 detect_timeout_ms = 600000
 
 [inbound]
-listen = "0.0.0.0:4143"
 detect_timeout_ms = 600000
 
 [[services]]
 name = "users"
-endpoints = ["{a}", "{b}"]
-addresses = ["{SERVICE_ADDR}"]
+endpoints = [{endpoints}]
+addresses = ["{SERVICE_ADDR}", "{SERVICE_ADDR6}"]
 "#,
             driver = driver_name(driver),
-            a = users_a.addr(),
-            b = users_b.addr(),
-        ),
+        )
+    };
+    let config = dir.write(
+        "coremesh.toml",
+        &config_text(&format!("\"{}\", \"{}\"", users_a.addr(), users_b.addr())),
     );
     let started = Instant::now();
-    let proxy = ProxyProcess::start(app_ns, &config, &dir);
+    let mut proxy = ProxyProcess::start(app_ns, &config, &dir);
     let ready = app_ns
         .enter(|| {
             wait_until(|| {
@@ -175,6 +193,18 @@ addresses = ["{SERVICE_ADDR}"]
             }
         })
         .unwrap();
+    // The same over IPv6, to the application's IPv6 address.
+    let app_addr6 = SocketAddr::from((pair.b_addr6, app.addr().port()));
+    client_ns
+        .enter(|| {
+            for _ in 0..inbound_calls {
+                let r = client::get(app_addr6, "/hello6", &[]).unwrap();
+                assert_eq!(r.status, 200, "{}", proxy.log());
+                assert_eq!(r.body_text(), format!("xff={}", pair.a_addr6));
+            }
+        })
+        .unwrap();
+    let inbound_calls = 2 * inbound_calls;
     assert_eq!(app.requests_received(), inbound_calls);
     let counted = app_ns
         .enter(|| {
@@ -259,6 +289,25 @@ addresses = ["{SERVICE_ADDR}"]
     assert_eq!(from_a, SERVICE_CALLS / 2, "{bodies:?}");
     assert_eq!(users_a.requests_received(), SERVICE_CALLS / 2);
     assert_eq!(users_b.requests_received(), SERVICE_CALLS / 2);
+    // And its IPv6 address, through the outbound side's IPv6 listener.
+    let service6: SocketAddr = SERVICE_ADDR6.parse().unwrap();
+    let bodies = app_ns
+        .enter(|| {
+            (0..SERVICE_CALLS6)
+                .map(|_| {
+                    let r = client::get(service6, "/users", &[("Host", "users")]).unwrap();
+                    assert_eq!(r.status, 200, "{}", proxy.log());
+                    r.body_text()
+                })
+                .collect::<Vec<String>>()
+        })
+        .unwrap();
+    let from_a = bodies.iter().filter(|b| *b == "a").count() as u64;
+    assert_eq!(from_a, SERVICE_CALLS6 / 2, "{bodies:?}");
+    assert_eq!(
+        users_a.requests_received() + users_b.requests_received(),
+        SERVICE_CALLS + SERVICE_CALLS6
+    );
 
     // Outbound to an address no service claims: passed through to it, and seen by the
     // proxy (the endpoints of `users` saw nothing more).
@@ -268,6 +317,13 @@ addresses = ["{SERVICE_ADDR}"]
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"elsewhere");
     assert_eq!(elsewhere.connections.load(Ordering::SeqCst), 1);
+    let r = app_ns
+        .enter(|| client::get(elsewhere6.addr, "/", &[]).unwrap())
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"elsewhere6");
+    assert_eq!(elsewhere6.connections.load(Ordering::SeqCst), 1);
+    let outbound_calls = SERVICE_CALLS + SERVICE_CALLS6 + 2;
     let seen = app_ns
         .enter(|| {
             wait_for_admin(|| {
@@ -276,21 +332,88 @@ addresses = ["{SERVICE_ADDR}"]
                     "coremesh_sidecar_connections_total",
                     &[("direction", "outbound")],
                 );
-                (
-                    (n == (SERVICE_CALLS + 1) as f64).then_some(()),
-                    format!("{n}"),
-                )
+                ((n == outbound_calls as f64).then_some(()), format!("{n}"))
             })
         })
         .unwrap();
     assert!(seen.is_ok(), "passthrough not seen by outbound: {seen:?}");
+
+    let call_service = || {
+        app_ns
+            .enter(|| client::get(service, "/users", &[("Host", "users")]).map(|r| r.body_text()))
+            .unwrap()
+    };
+    let inbound_refused = || {
+        client_ns
+            .enter(|| TcpStream::connect_timeout(&app_addr, BOUND).is_err())
+            .unwrap()
+    };
+    if mode == "grace" {
+        proxy.signal("TERM");
+        assert!(
+            wait_until(inbound_refused),
+            "inbound still accepts\n{}",
+            proxy.log()
+        );
+        // Outbound still balances, and discovery still applies a change: `users` loses
+        // its endpoint `a` (written whole, then renamed in place).
+        assert!(matches!(call_service().as_deref(), Ok("a" | "b")));
+        let next = dir.write(
+            "coremesh.toml.next",
+            &config_text(&format!("\"{}\"", users_b.addr())),
+        );
+        std::fs::rename(&next, &config).unwrap();
+        let only_b = wait_until(|| (0..4).all(|_| call_service().ok().as_deref() == Some("b")));
+        assert!(
+            only_b,
+            "the change was not applied in the grace period\n{}",
+            proxy.log()
+        );
+        // A second signal ends the grace period: exit 0.
+        proxy.stop();
+    } else {
+        // A connection in flight: through inbound to the echo.
+        let mut open = client_ns
+            .enter(|| TcpStream::connect_timeout(&SocketAddr::from((app_ip, ECHO_PORT)), BOUND))
+            .unwrap()
+            .unwrap();
+        open.set_read_timeout(Some(BOUND)).unwrap();
+        let mut back = [0u8; 4];
+        open.write_all(b"ping").unwrap();
+        open.read_exact(&mut back).unwrap();
+        proxy.signal("TERM");
+        // Every listener stops at once, outbound too.
+        assert!(
+            wait_until(inbound_refused),
+            "inbound still accepts\n{}",
+            proxy.log()
+        );
+        assert!(
+            call_service().is_err(),
+            "outbound still accepts in drain mode"
+        );
+        // The connection in flight still works and holds the exit.
+        open.write_all(b"pong").unwrap();
+        open.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"pong");
+        assert!(
+            proxy.running(),
+            "exited with a connection in flight\n{}",
+            proxy.log()
+        );
+        open.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        open.read_to_end(&mut rest).unwrap();
+        drop(open);
+        // Exits by itself, long before the grace period (600 s) ends.
+        proxy.wait_exit();
+    }
 
     app_ns
         .run(coremesh_bin().to_str().unwrap(), &["iptables", "uninstall"])
         .unwrap_or_else(|e| panic!("{e:#}"));
     let after: Vec<String> = saves.iter().map(|s| app_ns.nat_rules(s).unwrap()).collect();
     assert_eq!(after, before, "uninstall did not restore the nat tables");
-    proxy.stop();
 }
 
 fn metrics() -> Exposition {
@@ -483,16 +606,36 @@ impl ProxyProcess {
         )
     }
 
+    /// Sends the process signal `name` (e.g. `TERM`).
+    fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let pid = child.id().to_string();
+            let sent = std::process::Command::new("kill")
+                .args([&format!("-{name}"), &pid])
+                .status()
+                .unwrap();
+            assert!(sent.success(), "kill -{name} {pid}");
+        }
+    }
+
+    /// Whether the process has not exited yet.
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGTERM, and the exit status must be 0 within [`BOUND`].
-    fn stop(mut self) {
+    fn stop(self) {
+        self.signal("TERM");
+        self.wait_exit();
+    }
+
+    /// The exit status must be 0 within [`BOUND`].
+    fn wait_exit(mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid = child.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
         let mut status = None;
         let _ = wait_until(|| {
             status = child.try_wait().ok().flatten();

@@ -3,22 +3,30 @@
 //! goes through the request path with the client's address in `X-Forwarded-For`; opaque
 //! TCP is relayed. A connection made straight to the inbound listener (not redirected)
 //! goes to `app_port` when one is set, and is refused otherwise (there is no port to use).
+//!
+//! The application's address is never one of the proxy's own listeners: with `app_port`
+//! set, validation refuses such a configuration; without it, a connection whose original
+//! destination port would make it one (say, to the outbound port from outside) is refused
+//! here, as a loop.
 
 use super::{Decision, Side};
 use crate::transport::original_dst::Destination;
+use coremesh_discovery::validate::serves;
 use std::net::SocketAddr;
 
 /// Where an inbound connection goes.
 pub fn decide(side: &Side, destination: Destination) -> Decision {
-    match (destination, side.app_port) {
+    let app = match (destination, side.app_port) {
         (Destination::Original(to), port) => {
-            Decision::Application(SocketAddr::new(side.app_address, port.unwrap_or(to.port())))
+            SocketAddr::new(side.app_address, port.unwrap_or(to.port()))
         }
-        (Destination::Listener(_), Some(port)) => {
-            Decision::Application(SocketAddr::new(side.app_address, port))
-        }
-        (Destination::Listener(to), None) => Decision::Refuse(to),
+        (Destination::Listener(_), Some(port)) => SocketAddr::new(side.app_address, port),
+        (Destination::Listener(to), None) => return Decision::Refuse(to),
+    };
+    if side.own_listeners.iter().any(|l| serves(*l, app)) {
+        return Decision::Refuse(app);
     }
+    Decision::Application(app)
 }
 
 #[cfg(test)]
@@ -39,5 +47,27 @@ mod tests {
         side.app_port = Some(9000);
         assert_eq!(decide(&side, Destination::Original(original)), app(9000));
         assert_eq!(decide(&side, Destination::Listener(listener)), app(9000));
+    }
+
+    #[test]
+    fn an_application_port_that_is_the_proxys_own_listener_is_refused() {
+        let mut side = Side::inbound(&coremesh_discovery::InboundSettings::default());
+        side.own_listeners = vec![
+            ([127, 0, 0, 1], 4140).into(),
+            ([0, 0, 0, 0], 4143).into(),
+            "[::]:4143".parse().unwrap_or_else(|e| panic!("{e}")),
+        ];
+        let to = |port| Destination::Original(([10, 0, 0, 7], port).into());
+        let local = |port: u16| -> SocketAddr { ([127, 0, 0, 1], port).into() };
+        assert_eq!(decide(&side, to(4140)), Decision::Refuse(local(4140)));
+        assert_eq!(decide(&side, to(4143)), Decision::Refuse(local(4143)));
+        assert_eq!(decide(&side, to(8080)), Decision::Application(local(8080)));
+        side.app_address = "::1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let v6 = SocketAddr::new(side.app_address, 4143);
+        assert_eq!(decide(&side, to(4143)), Decision::Refuse(v6));
+        assert_eq!(
+            decide(&side, to(4140)),
+            Decision::Application(SocketAddr::new(side.app_address, 4140))
+        );
     }
 }

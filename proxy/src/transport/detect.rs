@@ -14,13 +14,14 @@
 //! - HTTP/2: the prior-knowledge preface `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`;
 //! - TLS: a handshake record (type 0x16, version 0x03 0x00..=0x04, a length a plaintext
 //!   record may have) holding a ClientHello (handshake type 1);
-//! - anything else, or more than [`MAX_DETECT_BYTES`] without a decision: opaque.
+//! - anything else, or more than `detect_max_bytes` (default [`MAX_DETECT_BYTES`]) without
+//!   a decision: opaque.
 //!
 //! A destination port in `opaque_ports` is opaque at once, with no read (protocols where
 //! the server speaks first, such as SMTP or MySQL, would otherwise wait out the timeout).
 
 use crate::conn::{Conn, Fill};
-use coremesh_discovery::{SideSettings, DEFAULT_DETECT_TIMEOUT_MS};
+use coremesh_discovery::{SideSettings, DEFAULT_DETECT_MAX_BYTES, DEFAULT_DETECT_TIMEOUT_MS};
 use std::time::{Duration, Instant};
 
 pub use coremesh_telemetry::{DetectReason, Protocol};
@@ -29,8 +30,9 @@ pub use coremesh_telemetry::{DetectReason, Protocol};
 pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_millis(DEFAULT_DETECT_TIMEOUT_MS);
 
 /// Detection gives up (opaque) when this many bytes still leave it undecided: an HTTP/1
-/// request line with a target longer than this is relayed as opaque bytes.
-pub const MAX_DETECT_BYTES: usize = 8 * 1024;
+/// request line with a target longer than this is relayed as opaque bytes. The default of
+/// `detect_max_bytes` ([`DEFAULT_DETECT_MAX_BYTES`]).
+pub const MAX_DETECT_BYTES: usize = DEFAULT_DETECT_MAX_BYTES;
 
 /// Longest method token an HTTP/1 request line may start with (the longest registered
 /// methods are around 20 bytes).
@@ -45,13 +47,16 @@ const MAX_TLS_PLAINTEXT: u16 = 1 << 14;
 /// How detection is done on one side of the sidecar (from its [`SideSettings`]).
 ///
 /// Defaults: `timeout` [`DEFAULT_DETECT_TIMEOUT`] (1 s), `opaque_ports`
-/// [`DEFAULT_OPAQUE_PORTS`](coremesh_discovery::DEFAULT_OPAQUE_PORTS).
+/// [`DEFAULT_OPAQUE_PORTS`](coremesh_discovery::DEFAULT_OPAQUE_PORTS), `max_bytes`
+/// [`MAX_DETECT_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetectConfig {
     /// Waiting for the first bytes stops after this long (the connection is then opaque).
     pub timeout: Duration,
     /// Destination ports that are opaque without reading anything.
     pub opaque_ports: Vec<u16>,
+    /// Still undecided after this many bytes: opaque.
+    pub max_bytes: usize,
 }
 
 impl Default for DetectConfig {
@@ -65,6 +70,7 @@ impl From<&SideSettings> for DetectConfig {
         DetectConfig {
             timeout: Duration::from_millis(s.detect_timeout_ms),
             opaque_ports: s.opaque_ports.clone(),
+            max_bytes: s.detect_max_bytes,
         }
     }
 }
@@ -104,8 +110,14 @@ enum Step {
     No,
 }
 
-/// Decides what `bytes` (a connection's first bytes) are; pure, for any input.
+/// Decides what `bytes` (a connection's first bytes) are, giving up at
+/// [`MAX_DETECT_BYTES`]; pure, for any input.
 pub fn sniff(bytes: &[u8]) -> Sniff {
+    sniff_within(bytes, MAX_DETECT_BYTES)
+}
+
+/// [`sniff`], giving up (unrecognised) once `max_bytes` leave it undecided.
+pub fn sniff_within(bytes: &[u8], max_bytes: usize) -> Sniff {
     let steps = [
         (Protocol::Http2, h2_preface(bytes)),
         (Protocol::Tls, tls_client_hello(bytes)),
@@ -116,7 +128,7 @@ pub fn sniff(bytes: &[u8]) -> Sniff {
     if let Some((protocol, _)) = steps.iter().find(|(_, s)| *s == Step::Yes) {
         return Sniff::Is(*protocol);
     }
-    if steps.iter().any(|(_, s)| *s == Step::Maybe) && bytes.len() < MAX_DETECT_BYTES {
+    if steps.iter().any(|(_, s)| *s == Step::Maybe) && bytes.len() < max_bytes {
         return Sniff::NeedMore;
     }
     Sniff::Unrecognised
@@ -214,7 +226,9 @@ pub async fn detect(conn: &mut Conn, dst_port: u16, cfg: &DetectConfig) -> Detec
     }
     let deadline = Instant::now() + cfg.timeout;
     loop {
-        match sniff(conn.data()) {
+        // A read may bring more than the limit: the decision looks at the limit's worth.
+        let data = conn.data();
+        match sniff_within(&data[..data.len().min(cfg.max_bytes)], cfg.max_bytes) {
             Sniff::Is(protocol) => {
                 return Detection {
                     protocol,
@@ -235,7 +249,7 @@ pub async fn detect(conn: &mut Conn, dst_port: u16, cfg: &DetectConfig) -> Detec
             Ok(Err(_)) => return Detection::opaque(DetectReason::Closed),
             Ok(Ok(())) => {}
         }
-        match conn.fill(MAX_DETECT_BYTES).await {
+        match conn.fill(cfg.max_bytes).await {
             Ok(Fill::Read(_)) => {}
             // `sniff` gives up below the limit, so this is not reached; opaque if it were.
             Ok(Fill::Full) => return Detection::opaque(DetectReason::Unrecognised),
