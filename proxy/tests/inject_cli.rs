@@ -92,10 +92,21 @@ fn uninject_gives_back_the_app_and_standard_input_works_as_a_file() {
     assert_eq!(text(&again.stdout), read("app.injected.yaml"));
 }
 
+/// A folder of the test's own, removed on drop (even when the test fails).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn bad_input_is_an_error_and_writes_nothing() {
-    let dir = std::env::temp_dir().join(format!("coremesh-inject-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp =
+        TempDir(std::env::temp_dir().join(format!("coremesh-inject-cli-{}", std::process::id())));
+    let dir = &temp.0;
+    std::fs::create_dir_all(dir).expect("temp dir");
     let other_inbound = dir.join("inbound.toml");
     std::fs::write(
         &other_inbound,
@@ -159,7 +170,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains(&message), "{args:?}: {stderr}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(temp);
     // Requests equal to the limits, in other units, are fine.
     let out = coremesh(
         &[
