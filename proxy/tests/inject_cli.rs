@@ -92,22 +92,32 @@ fn uninject_gives_back_the_app_and_standard_input_works_as_a_file() {
     assert_eq!(text(&again.stdout), read("app.injected.yaml"));
 }
 
+/// A folder of the test's own, removed on drop (even when the test fails).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn bad_input_is_an_error_and_writes_nothing() {
-    let dir = std::env::temp_dir().join(format!("coremesh-inject-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp =
+        TempDir(std::env::temp_dir().join(format!("coremesh-inject-cli-{}", std::process::id())));
+    let dir = &temp.0;
+    std::fs::create_dir_all(dir).expect("temp dir");
     let other_inbound = dir.join("inbound.toml");
     std::fs::write(
         &other_inbound,
-        read("mesh.toml").replace("0.0.0.0:4143", "0.0.0.0:5143"),
+        read("mesh.toml").replace(
+            "[inbound]\n",
+            "[inbound]\nlisten = [\"0.0.0.0:4143\", \"[::]:5143\"]\n",
+        ),
     )
     .expect("write");
     let no_outbound = dir.join("outbound.toml");
-    std::fs::write(
-        &no_outbound,
-        read("mesh.toml").replace("[outbound]\nlisten = \"127.0.0.1:4140\"\n", ""),
-    )
-    .expect("write");
+    std::fs::write(&no_outbound, read("mesh.toml").replace("[outbound]\n", "")).expect("write");
     let other_inbound = other_inbound.to_string_lossy().into_owned();
     let no_outbound = no_outbound.to_string_lossy().into_owned();
     let port_cases: [(&[&str], &str, String); 5] = [
@@ -160,7 +170,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains(&message), "{args:?}: {stderr}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(temp);
     // Requests equal to the limits, in other units, are fine.
     let out = coremesh(
         &[

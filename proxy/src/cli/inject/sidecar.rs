@@ -277,7 +277,7 @@ impl SidecarArgs {
                 config
                     .inbound
                     .as_ref()
-                    .map(|side| listen_port(&side.side.listen, self.inbound_port)),
+                    .map(|side| other_port(&side.side.listen, self.inbound_port)),
             ),
             (
                 "[outbound]",
@@ -286,7 +286,7 @@ impl SidecarArgs {
                 config
                     .outbound
                     .as_ref()
-                    .map(|side| listen_port(&side.listen, self.outbound_port)),
+                    .map(|side| other_port(&side.listen, self.outbound_port)),
             ),
         ];
         for (section, flag, port, listen) in sides {
@@ -310,11 +310,19 @@ impl SidecarArgs {
     /// on all addresses (for the kubelet's probes), both sides, JSON logs; no services, so
     /// every outbound connection passes through to where the application sent it.
     pub fn default_config(&self) -> String {
+        // On the default ports a side keeps its default addresses, IPv4 and IPv6 (the IPv6
+        // one left out in a pod without IPv6), as the ip6tables rules redirect there too;
+        // on another port it listens on IPv4 alone.
+        let listen = |port: u16, default: u16, v4: &str, v6: &str| {
+            if port == default {
+                format!("# {v4}:{port} and [{v6}]:{port}, the default.\n")
+            } else {
+                format!("listen = \"{v4}:{port}\"\n")
+            }
+        };
         format!(
             "# Written by `coremesh inject`.\n\
              [proxy]\n\
-             # The explicit listener is not used in a pod: any free loopback port.\n\
-             listen = \"127.0.0.1:0\"\n\
              admin = \"0.0.0.0:{admin}\"\n\
              pin_cores = false\n\
              log_format = \"json\"\n\
@@ -323,13 +331,18 @@ impl SidecarArgs {
              shutdown = \"drain\"\n\
              \n\
              [inbound]\n\
-             listen = \"0.0.0.0:{inbound}\"\n\
+             {inbound}\
              \n\
              [outbound]\n\
-             listen = \"127.0.0.1:{outbound}\"\n",
+             {outbound}",
             admin = self.admin_port,
-            inbound = self.inbound_port,
-            outbound = self.outbound_port,
+            inbound = listen(self.inbound_port, DEFAULT_INBOUND_PORT, "0.0.0.0", "::"),
+            outbound = listen(
+                self.outbound_port,
+                DEFAULT_OUTBOUND_PORT,
+                "127.0.0.1",
+                "::1"
+            ),
         )
     }
 
@@ -495,6 +508,17 @@ impl SidecarArgs {
     }
 }
 
+/// The port of a side's address that is not `port` (the first one), else `port`: every
+/// address of the side (IPv4 and IPv6) must be where the rules redirect.
+fn other_port(listen: &coremesh_discovery::Listen, port: u16) -> u16 {
+    listen
+        .addrs()
+        .iter()
+        .map(|addr| addr.port())
+        .find(|p| *p != port)
+        .unwrap_or(port)
+}
+
 fn port(name: &str, number: u16) -> Node {
     map([
         ("name", Node::str(name)),
@@ -640,6 +664,38 @@ mod tests {
     }
 
     #[test]
+    fn on_the_default_ports_the_sides_keep_both_families() {
+        let text = SidecarArgs::default().default_config();
+        let config = match coremesh_discovery::parse_config(&text, "built-in") {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        };
+        let inbound = config.inbound.map(|side| side.side.listen);
+        let outbound = config.outbound.map(|side| side.listen);
+        assert_eq!(
+            inbound.map(|l| (l.addrs().to_vec(), l.is_explicit())),
+            Some((
+                vec![
+                    "0.0.0.0:4143".parse().unwrap(),
+                    "[::]:4143".parse().unwrap()
+                ],
+                false
+            ))
+        );
+        assert_eq!(
+            outbound.map(|l| (l.addrs().to_vec(), l.is_explicit())),
+            Some((
+                vec![
+                    "127.0.0.1:4140".parse().unwrap(),
+                    "[::1]:4140".parse().unwrap()
+                ],
+                false
+            ))
+        );
+        assert_eq!(config.proxy.listen, None, "{text}");
+    }
+
+    #[test]
     fn a_configuration_file_must_serve_the_probes_on_the_admin_port() {
         let dir = std::env::temp_dir().join(format!("coremesh-inject-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -673,15 +729,4 @@ mod tests {
              --admin-port 4191 --skip-inbound-ports 22,9090 --skip-subnets 10.0.0.0/8,fd00::/8"
         );
     }
-}
-
-/// The port a side listens on, as far as the rules care: the first of its addresses whose
-/// port is not `expected`, or `expected` when every address uses it.
-fn listen_port(listen: &coremesh_discovery::Listen, expected: u16) -> u16 {
-    listen
-        .addrs()
-        .iter()
-        .map(|addr| addr.port())
-        .find(|port| *port != expected)
-        .unwrap_or(expected)
 }
