@@ -1,8 +1,10 @@
-//! `coremesh-bench compare`: direct, coremesh, nginx and HAProxy, one after another in one
-//! run, on loopback, with the same CPU pinning, through the scenarios of [`scenarios::ALL`]
-//! (overhead, cpu, slow / flaky / dead endpoint at a fixed rate, memory, the saturation
-//! sweeps and the shared core). Writes `report.md`, `results.json`, the generated configs
-//! and SVG plots to `bench/results/<date>[-quick]/`.
+//! `coremesh-bench compare`: direct and the contenders of the contender files (coremesh,
+//! nginx, HAProxy, pingora built in; others by `--contender FILE`), one after another in
+//! one run, on loopback, with the same CPU pinning, through the scenarios of
+//! [`scenarios::ALL`] (overhead, cpu, slow / flaky / dead endpoint at a fixed rate, memory,
+//! the saturation sweeps, the shared core and the latency-versus-load sweep). Writes
+//! `report.md`, `results.json`, the rendered configs and SVG plots to a folder outside the
+//! source tree ([`default_out`]) unless `--out` names one.
 //!
 //! Layout on the machine: the proxy under test gets `--proxy-cpus` (default: the last CPU)
 //! and as many workers/threads/cores as CPUs there; the load generator, wrk and the
