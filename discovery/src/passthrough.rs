@@ -139,6 +139,28 @@ mod tests {
     }
 
     #[test]
+    fn the_limits_are_validated_by_name() {
+        let outbound = "[outbound]\nlisten = \"127.0.0.1:4150\"\n";
+        let text = format!(
+            "{outbound}[outbound.passthrough]\nmax_header_bytes = 10\nresponse_timeout_ms = 0\n"
+        );
+        let config: crate::Config = toml::from_str(&text).unwrap();
+        let paths: Vec<String> = crate::validate(&config)
+            .iter()
+            .map(|v| v.path.to_string())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "outbound.passthrough.max_header_bytes",
+                "outbound.passthrough.response_timeout_ms"
+            ]
+        );
+        let config: crate::Config = toml::from_str(outbound).unwrap();
+        assert!(crate::validate(&config).is_empty());
+    }
+
+    #[test]
     fn request_settings_stream_the_body_send_once_and_add_nothing() {
         let defaults = Settings {
             add_forwarded_for: true,

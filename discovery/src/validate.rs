@@ -228,6 +228,20 @@ fn check_side(path: &FieldPath, side: &SideSettings, out: &mut Violations) {
             out.push(path.key("opaque_ports").index(i), "port 0 is not a port");
         }
     }
+    check_passthrough(&path.key("passthrough"), &side.passthrough, out);
+}
+
+fn check_passthrough(path: &FieldPath, p: &crate::PassthroughSettings, out: &mut Violations) {
+    out.range(
+        path.key("max_header_bytes"),
+        p.max_header_bytes,
+        MIN_MAX_HEADER_BYTES,
+        MAX_MAX_HEADER_BYTES,
+    );
+    out.timeout(path.key("header_read_timeout_ms"), p.header_read_timeout_ms);
+    out.timeout(path.key("connect_timeout_ms"), p.connect_timeout_ms);
+    out.timeout(path.key("response_timeout_ms"), p.response_timeout_ms);
+    out.timeout(path.key("body_idle_timeout_ms"), p.body_idle_timeout_ms);
 }
 
 fn check_inbound(path: &FieldPath, inbound: &InboundSettings, out: &mut Violations) {
