@@ -259,6 +259,13 @@ impl Direction {
     pub(crate) const fn slot(self) -> usize {
         self as usize
     }
+
+    /// Per-service counters written even at zero only for the explicit listener (as before
+    /// the sides existed, so dashboards see them from the start); the sides' series appear
+    /// once they count something, which keeps a scrape from tripling for every service.
+    pub(crate) const fn skips_zero(self) -> bool {
+        !matches!(self, Direction::Proxy)
+    }
 }
 
 #[cfg(test)]

@@ -180,6 +180,9 @@ fn service_families(out: &mut String, m: &MetricsSnapshot) {
                     ("reason", Some(reason.as_str())),
                 ];
                 let n = service_value(s, at + SVC_RETRIES + reason.slot());
+                if n == 0 && direction.skips_zero() {
+                    continue;
+                }
                 sample(out, RETRIES, &labels, Value::Int(n));
             }
         }
@@ -206,7 +209,11 @@ fn service_families(out: &mut String, m: &MetricsSnapshot) {
                     ("direction", Some(direction.as_str())),
                     ("service", Some(&*service.name)),
                 ];
-                sample(out, name, &labels, Value::Int(service_value(s, at)));
+                let n = service_value(s, at);
+                if n == 0 && direction.skips_zero() {
+                    continue;
+                }
+                sample(out, name, &labels, Value::Int(n));
             }
         }
     }
