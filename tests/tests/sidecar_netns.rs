@@ -664,3 +664,57 @@ impl Drop for ProxyProcess {
         }
     }
 }
+
+/// A namespace without IPv6: the sides' default IPv6 listener is left out (the start does
+/// not fail), while an IPv6 address written in `listen` stops the start with its name.
+#[test]
+fn without_ipv6_the_default_ipv6_listener_is_skipped_and_a_written_one_is_an_error() {
+    if !can_run(
+        "without_ipv6_the_default_ipv6_listener_is_skipped",
+        &["sysctl"],
+    ) {
+        return;
+    }
+    let ns = Netns::new().unwrap_or_else(|e| panic!("{e:#}"));
+    for key in ["all", "default", "lo"] {
+        ns.run(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=1")],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let sidecar = |outbound: Option<&str>| {
+        let mut config = coremesh_tests::proxy::base_config();
+        config.proxy.listen = None;
+        config.proxy.admin = None;
+        config.proxy.cores = 1;
+        config.proxy.pin_cores = false;
+        config.proxy.driver = Driver::Legacy;
+        config.proxy.shutdown_grace_ms = 0;
+        let mut side = coremesh_discovery::SideSettings::default();
+        if let Some(addr) = outbound {
+            side.listen = addr.parse::<SocketAddr>().unwrap().into();
+        }
+        config.outbound = Some(side);
+        config
+    };
+    // Sockets bound by the proxy's threads belong to the namespace they are started in.
+    let (defaults, written) = ns
+        .enter(|| {
+            let defaults = coremesh::start(sidecar(None)).map(|handle| {
+                let addrs = handle.outbound_addrs().to_vec();
+                handle.shutdown();
+                addrs
+            });
+            let written = coremesh::start(sidecar(Some("[::1]:4140"))).map(|h| h.shutdown());
+            (defaults, written)
+        })
+        .unwrap();
+    let defaults = defaults.unwrap_or_else(|e| panic!("the default pair must start: {e:#}"));
+    assert_eq!(defaults, vec![SocketAddr::from(([127, 0, 0, 1], 4140))]);
+    let error = written.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(
+        error.starts_with("cannot listen for outbound on [::1]:4140: "),
+        "{error}"
+    );
+}
