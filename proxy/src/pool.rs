@@ -3,16 +3,20 @@
 //! on idle connections per endpoint, an idle timeout, and a readiness watch on every idle
 //! connection so a connection the upstream closed (or wrote to unasked) is never used.
 //!
-//! The watch, as nginx's keep-alive cache does it: at check-in the connection is handed to
-//! a small future that waits for it to become readable — a `POLL_ADD` on io_uring, the
-//! epoll registration on the legacy driver — and the pool polls that future itself (no
-//! task, no wake-up). An idle connection has nothing to read, so readability means the
+//! The watch, as nginx's keep-alive cache does it: on io_uring, at check-in the connection
+//! is handed to a small future that waits for it to become readable (a `POLL_ADD`), and the
+//! pool polls that future itself (no task, no wake-up). An idle connection has nothing to read, so readability means the
 //! upstream closed it, reset it, or sent bytes nobody asked for. Checkout polls the watch
 //! once: finished means the connection is retired, pending means it is quiet and the
 //! future gives the stream back. So a checkout costs no syscall (the former liveness peek
 //! did one per request); a close that the driver has not yet reported when a request is
 //! sent is what the stale-connection retry in `forward.rs` is for, as before.
+//!
+//! On the legacy (epoll) driver the pool keeps the liveness peek at checkout: a watch there
+//! needs a `poll` at check-in to tell a readiness left over from reading the response from
+//! a new one, so it would trade one syscall for another.
 
+use crate::conn::idle_conn_is_alive;
 use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::future::Future;
@@ -53,8 +57,16 @@ fn poll_watch(w: &mut Watch) -> Poll<Option<TcpStream>> {
     w.as_mut().poll(&mut Context::from_waker(Waker::noop()))
 }
 
+/// How an idle connection is checked before reuse.
+enum Check {
+    /// io_uring: the readiness watch.
+    Watch(Watch),
+    /// Legacy driver: a liveness peek at checkout.
+    Peek(TcpStream),
+}
+
 struct Idle {
-    watch: Watch,
+    check: Check,
     since: Instant,
 }
 
@@ -82,10 +94,19 @@ impl Pool {
             if now.duration_since(entry.since) >= idle_timeout {
                 continue;
             }
-            self.give_back.set(true);
-            let polled = poll_watch(&mut entry.watch);
-            self.give_back.set(false);
-            if let Poll::Ready(Some(stream)) = polled {
+            let live = match entry.check {
+                Check::Watch(ref mut w) => {
+                    self.give_back.set(true);
+                    let polled = poll_watch(w);
+                    self.give_back.set(false);
+                    match polled {
+                        Poll::Ready(Some(stream)) => Some(stream),
+                        _ => None,
+                    }
+                }
+                Check::Peek(stream) => idle_conn_is_alive(&stream).then_some(stream),
+            };
+            if let Some(stream) = live {
                 self.reused += 1;
                 return Some(stream);
             }
@@ -101,6 +122,13 @@ impl Pool {
         if list.len() >= max_idle {
             return;
         }
+        if monoio::utils::is_legacy() {
+            list.push(Idle {
+                check: Check::Peek(stream),
+                since: now,
+            });
+            return;
+        }
         let mut w = watch(stream, self.give_back.clone());
         if poll_watch(&mut w).is_ready() {
             // Readable already: bytes or a close came with the response.
@@ -108,13 +136,13 @@ impl Pool {
             return;
         }
         list.push(Idle {
-            watch: w,
+            check: Check::Watch(w),
             since: now,
         });
     }
 
-    /// Close idle connections older than `idle_timeout`, and those the upstream closed
-    /// while they sat here; called from the core's tick.
+    /// Close idle connections older than `idle_timeout`, and (io_uring) those the upstream
+    /// closed while they sat here; called from the core's tick.
     pub fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
         let mut dead = 0;
         for list in self.idle.values_mut() {
@@ -122,7 +150,11 @@ impl Pool {
                 if now.duration_since(e.since) >= idle_timeout {
                     return false;
                 }
-                let alive = poll_watch(&mut e.watch).is_pending();
+                let alive = match e.check {
+                    Check::Watch(ref mut w) => poll_watch(w).is_pending(),
+                    // A syscall per idle connection and tick would cost more than it saves.
+                    Check::Peek(_) => true,
+                };
                 dead += u64::from(!alive);
                 alive
             });
@@ -244,7 +276,13 @@ mod tests {
             drop(theirs_closed);
             until_readable(fd).await;
             pool.sweep(Instant::now(), LONG);
-            assert_eq!((pool.idle_count(addr), pool.idle_count(addr2)), (0, 1));
+            if monoio::utils::is_legacy() {
+                // The legacy driver peeks at checkout instead of watching.
+                assert_eq!((pool.idle_count(addr), pool.idle_count(addr2)), (1, 1));
+                assert!(pool.checkout(addr, Instant::now(), LONG).is_none());
+            } else {
+                assert_eq!((pool.idle_count(addr), pool.idle_count(addr2)), (0, 1));
+            }
             assert_eq!(pool.discarded_dead, 1);
         });
     }
