@@ -13,7 +13,9 @@
 #             the app on 127.0.0.1:8080 (explicit proxies: no nat redirect, keep-alive
 #             upstreams, one worker each)
 # Each proxy has one core; every process shares the machine's CPUs, as a sidecar does.
-# Modes run interleaved, ROUNDS times; the table gives the median of each percentile.
+# Modes run interleaved, ROUNDS times; the table gives the median of each percentile. After
+# each coremesh point both proxies must have counted the calls (else the run fails), and the
+# time from spawning each coremesh to its `/ready` answering 200 is printed at the end.
 #
 # Usage (root): bench/sidecar-latency.sh   [env: COREMESH=path DURATION=s CONNS="1 16" ROUNDS=3]
 set -euo pipefail
@@ -130,12 +132,16 @@ listen = "0.0.0.0:4143"
 EOF
 chmod 644 "$WORK"/*.toml
 
+admin_get() { # ns path: the admin server's answer
+    ip netns exec "$1" bash -c "exec 3<>/dev/tcp/127.0.0.1/4191 && printf 'GET $2 HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null
+}
+# Polled every 2 ms (each poll is a short bash run), so start to ready is up to a few ms late.
 wait_ready() { # ns
-    for _ in $(seq 1 200); do
-        if ip netns exec "$1" bash -c 'exec 3<>/dev/tcp/127.0.0.1/4191 && printf "GET /ready HTTP/1.0\r\n\r\n" >&3 && head -1 <&3' 2>/dev/null | grep -q " 200"; then
+    for _ in $(seq 1 2000); do
+        if admin_get "$1" /ready | head -1 | grep -q " 200"; then
             return 0
         fi
-        sleep 0.05
+        sleep 0.002
     done
     echo "coremesh in $1 not ready; log:" >&2
     cat "$WORK/log" >&2
@@ -149,7 +155,9 @@ mesh_up() {
         ip netns exec "$ns" setpriv --reuid "$PROXY_UID" --regid "$PROXY_UID" --clear-groups -- \
             "$COREMESH" run --config "$WORK/${side##*:}.toml" >>"$WORK/log" 2>&1 &
         MESH_PIDS+=($!)
+        local spawned=$EPOCHREALTIME
         wait_ready "$ns"
+        echo "$spawned $EPOCHREALTIME" | awk '{ printf "%.1f\n", ($2 - $1) * 1000 }' >>"$WORK/ready"
         ip netns exec "$ns" "$COREMESH" iptables install --proxy-uid "$PROXY_UID" >/dev/null
     done
 }
@@ -191,12 +199,24 @@ RESULTS=$WORK/results
 : >"$RESULTS"
 for round in $(seq 1 "$ROUNDS"); do
     for c in $CONNS; do
-        echo "direct $c $(measure "http://$B_IP:8080/" "$c")" >>"$RESULTS"
+        row=$(measure "http://$B_IP:8080/" "$c") || exit 1
+        echo "direct $c $row" >>"$RESULTS"
         mesh_up
-        echo "coremesh $c $(measure "http://$B_IP:8080/" "$c")" >>"$RESULTS"
+        row=$(measure "http://$B_IP:8080/" "$c") || exit 1
+        echo "coremesh $c $row" >>"$RESULTS"
+        # The calls really went through both sides: each counted them.
+        for check in "$A:outbound" "$B:inbound"; do
+            counted=$(admin_get "${check%%:*}" /metrics |
+                awk -v d="direction=\"${check##*:}\"" '/^coremesh_requests_total\{/ && index($0, d) { n += $NF } END { print n + 0 }')
+            if [ "$counted" -eq 0 ]; then
+                echo "coremesh ${check##*:} counted no request: the calls did not go through it" >&2
+                exit 1
+            fi
+        done
         mesh_down
         peer_up
-        echo "nginx $c $(measure "http://127.0.0.1:4140/" "$c")" >>"$RESULTS"
+        row=$(measure "http://127.0.0.1:4140/" "$c") || exit 1
+        echo "nginx $c $row" >>"$RESULTS"
         peer_down
     done
     echo "round $round of $ROUNDS done" >&2
@@ -220,3 +240,5 @@ for c in $CONNS; do
     awk -v c="$c" -v cm=$((P50[coremesh] - P50[direct])) -v ng=$((P50[nginx] - P50[direct])) \
         'BEGIN { if (ng > 0) printf "conns %s: coremesh adds %.2fx the p50 latency the nginx pair adds\n", c, cm / ng }'
 done
+
+sort -n "$WORK/ready" | awk '{ v[NR] = $1 } END { printf "coremesh start to ready (spawn to /ready 200, %d starts): min %s ms, median %s ms, max %s ms\n", NR, v[1], v[int((NR + 1) / 2)], v[NR] }'
