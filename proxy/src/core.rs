@@ -151,6 +151,8 @@ pub struct Core {
     /// Request-handling scratch of connections that are idle, lent to busy ones.
     pub scratch_pool: RefCell<Vec<Box<crate::server::ConnScratch>>>,
     connections: Cell<usize>,
+    /// Idle deadlines of this core's client connections (one runtime timer for all).
+    pub idle: crate::idle_timer::IdleTimers,
     pub stats: CoreStats,
     /// Fired when shutdown begins: stop accepting, close connections after their exchange.
     pub shutdown: Signal,
@@ -196,6 +198,7 @@ impl Core {
             buffers: RefCell::new(Vec::new()),
             scratch_pool: RefCell::new(Vec::new()),
             connections: Cell::new(0),
+            idle: crate::idle_timer::IdleTimers::default(),
             stats: CoreStats::default(),
             shutdown: Signal::default(),
             drained: Signal::default(),
@@ -385,7 +388,11 @@ impl Core {
     /// Give a buffer back for reuse.
     pub fn recycle(&self, mut buf: Vec<u8>) {
         let mut list = self.buffers.borrow_mut();
-        if buf.capacity() <= MAX_RECYCLED_CAPACITY && list.len() < MAX_RECYCLED_BUFFERS {
+        // An empty one (a connection that never read) is not worth a place.
+        if buf.capacity() > 0
+            && buf.capacity() <= MAX_RECYCLED_CAPACITY
+            && list.len() < MAX_RECYCLED_BUFFERS
+        {
             buf.clear();
             if buf.capacity() > BUFFER_SIZE * 2 {
                 buf.shrink_to(BUFFER_SIZE);

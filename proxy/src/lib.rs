@@ -13,6 +13,7 @@ pub mod core;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod idle_timer;
 pub mod metrics;
 pub mod observe;
 pub mod pool;

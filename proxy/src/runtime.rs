@@ -226,6 +226,10 @@ pub async fn core_main(start: CoreStart) {
         }));
     }
     let done = Rc::new(Signal::default());
+    let idle_task = monoio::spawn({
+        let (core, done) = (core.clone(), done.clone());
+        async move { crate::idle_timer::drive(&core.idle, &done).await }
+    });
     let tick_task = monoio::spawn(tick(
         core.clone(),
         control,
@@ -264,6 +268,7 @@ pub async fn core_main(start: CoreStart) {
         task.await;
     }
     tick_task.await;
+    idle_task.await;
     tracing::debug!(
         core = id,
         "core stopped after {:?} of draining",
