@@ -219,14 +219,14 @@ pub fn serve_conn(
                     Box::pin(run_tunnel(&core, client, upstream)).await;
                     return;
                 }
-            }
-            Next::Tunnel(upstream) => {
-                record_connection_end(&core, &client);
-                Box::pin(crate::sidecar::passthrough::run_tunnel(
-                    &core, client, upstream,
-                ))
-                .await;
-                return;
+                Next::Tunnel(upstream) => {
+                    record_connection_end(&core, &client);
+                    Box::pin(crate::sidecar::passthrough::run_tunnel(
+                        &core, client, upstream,
+                    ))
+                    .await;
+                    return;
+                }
             }
         }
         record_connection_end(&core, &client);
