@@ -555,6 +555,42 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config_dir)?;
     let work_dir = std::env::temp_dir().join(format!("coremesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
+    let mut plan = if args.quick {
+        Plan::quick(args.idle_connections)
+    } else {
+        Plan::full(args.idle_connections)
+    };
+    anyhow::ensure!(
+        args.knee_p99_ms > 0.0 && args.knee_p99_ms.is_finite(),
+        "--knee-p99-ms must be a positive number of milliseconds"
+    );
+    plan.knee_p99_us = args.knee_p99_ms * 1000.0;
+    // Each scenario runs the contenders whose file lists it (all, when a file lists none).
+    let takes_part = |scenario: &str| -> Vec<Kind> {
+        contenders
+            .iter()
+            .copied()
+            .filter(|k| files.get(k).map(|f| f.supports(scenario)).unwrap_or(true))
+            .collect()
+    };
+    let per_scenario: BTreeMap<String, Vec<Kind>> = scenarios::ALL
+        .iter()
+        .map(|s| (s.to_string(), takes_part(s)))
+        .collect();
+    // Printed before a build of coremesh, which can take minutes of its own.
+    let estimate: Duration = args
+        .scenarios
+        .iter()
+        .map(|s| {
+            let list = per_scenario.get(s).map(Vec::as_slice).unwrap_or(&[]);
+            let proxies = list.iter().filter(|k| k.is_proxy()).count();
+            progress::scenario_estimate(&plan, s, list.len(), proxies)
+        })
+        .sum();
+    println!(
+        "estimated run time: about {} (min:s), not counting a build",
+        progress::show(estimate)
+    );
     let mut notes = Vec::new();
     // coremesh is found (and built) only when a contender runs it.
     let needs_coremesh = contenders.iter().any(|k| {
@@ -604,16 +640,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     let root = workspace_root();
     let machine = describe_machine(&setup, &contenders, nofile, &load_cpus, &root);
-    let mut plan = if args.quick {
-        Plan::quick(args.idle_connections)
-    } else {
-        Plan::full(args.idle_connections)
-    };
-    anyhow::ensure!(
-        args.knee_p99_ms > 0.0 && args.knee_p99_ms.is_finite(),
-        "--knee-p99-ms must be a positive number of milliseconds"
-    );
-    plan.knee_p99_us = args.knee_p99_ms * 1000.0;
     let command = format!(
         "cargo run --release -p coremesh-bench -- compare{}",
         if args.quick { " --quick" } else { "" }
@@ -624,24 +650,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         args.scenarios.join(","),
         out.display()
     );
-    // Each scenario runs the contenders whose file lists it (all, when a file lists none).
-    let takes_part = |scenario: &str| -> Vec<Kind> {
-        contenders
-            .iter()
-            .copied()
-            .filter(|k| {
-                setup
-                    .files
-                    .get(k)
-                    .map(|f| f.supports(scenario))
-                    .unwrap_or(true)
-            })
-            .collect()
-    };
-    let per_scenario: BTreeMap<String, Vec<Kind>> = scenarios::ALL
-        .iter()
-        .map(|s| (s.to_string(), takes_part(s)))
-        .collect();
     let exe = std::env::current_exe()?;
     macro_rules! ctx_for {
         ($list:expr) => {
@@ -655,19 +663,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             }
         };
     }
-    let estimate: Duration = args
-        .scenarios
-        .iter()
-        .map(|s| {
-            let list = per_scenario.get(s).map(Vec::as_slice).unwrap_or(&[]);
-            let proxies = list.iter().filter(|k| k.is_proxy()).count();
-            progress::scenario_estimate(&plan, s, list.len(), proxies)
-        })
-        .sum();
-    println!(
-        "estimated run time: about {} (min:s), not counting a build",
-        progress::show(estimate)
-    );
     progress::start(estimate);
     let mut results = report::Results {
         date: utc_date(now),
