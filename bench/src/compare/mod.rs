@@ -401,6 +401,18 @@ pub fn cargo_run_vars(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<st
         .collect()
 }
 
+/// `cargo build --release -p coremesh` in the workspace, without the variables `cargo run`
+/// set among `env_names` (the names of this process's environment).
+fn build_command(cargo: &Path, env_names: impl Iterator<Item = std::ffi::OsString>) -> Command {
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "-p", "coremesh"]);
+    for var in cargo_run_vars(env_names) {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// Find (and unless told not to, build) the coremesh binary.
 fn coremesh_binary(
     args: &CompareArgs,
@@ -423,12 +435,7 @@ fn coremesh_binary(
             let began = Instant::now();
             println!("building coremesh (cargo build --release -p coremesh)...");
             let log = work_dir.join("build.log");
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(workspace_root())
-                .args(["build", "--release", "-p", "coremesh"]);
-            for var in cargo_run_vars(std::env::vars_os().map(|(k, _)| k)) {
-                cmd.env_remove(var);
-            }
+            let cmd = build_command(&cargo, std::env::vars_os().map(|(k, _)| k));
             match procs::Proc::spawn("cargo build", cmd, &log, false) {
                 Ok(mut p) => {
                     let limit = Duration::from_secs(900);
@@ -817,6 +824,35 @@ mod tests {
                 "CARGO_CRATE_NAME"
             ]
         );
+    }
+
+    #[test]
+    fn the_nested_build_command_removes_what_cargo_run_set() {
+        let names = ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_HOME", "PATH"];
+        let cmd = build_command(
+            Path::new("cargo"),
+            names.iter().map(std::ffi::OsString::from),
+        );
+        let envs: Vec<(String, Option<String>)> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        // Removed (a `None` value), and nothing else touched.
+        assert_eq!(
+            envs,
+            [
+                ("CARGO_MANIFEST_DIR".to_string(), None),
+                ("CARGO_PKG_NAME".to_string(), None)
+            ]
+        );
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["build", "--release", "-p", "coremesh"]);
+        assert_eq!(cmd.get_current_dir(), Some(workspace_root().as_path()));
     }
 
     #[test]
