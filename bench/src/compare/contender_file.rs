@@ -35,7 +35,7 @@ pub const BUILT_IN: [(&str, &str); 4] = [
 pub const PROTOCOLS: [&str; 1] = ["http1"];
 
 /// Placeholders the bench sets for every template (a profile's `vars` add more).
-pub const BUILT_IN_VARS: [&str; 15] = [
+pub const BUILT_IN_VARS: [&str; 16] = [
     "listen",
     "listen_host",
     "listen_port",
@@ -51,6 +51,7 @@ pub const BUILT_IN_VARS: [&str; 15] = [
     "coremesh",
     "coremesh_driver",
     "root",
+    "admin",
 ];
 
 fn default_protocols() -> Vec<String> {
@@ -139,6 +140,8 @@ struct Raw {
     #[serde(default)]
     logs: Vec<S<String>>,
     #[serde(default)]
+    admin_args: Vec<S<String>>,
+    #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
     ready: Ready,
@@ -179,6 +182,9 @@ pub struct ContenderFile {
     pub config_extension: String,
     pub start: Vec<Template>,
     pub logs: Vec<Template>,
+    /// Arguments added when the run found that the binary keeps running only with an admin
+    /// server (see `coremesh_preflight`); `{admin}` is a free 127.0.0.1 address.
+    pub admin_args: Vec<Template>,
     pub env: BTreeMap<String, String>,
     pub ready: Ready,
     pub plain: ProfileDef,
@@ -437,6 +443,11 @@ impl ContenderFile {
                 .map(|s| template(text, "start", s))
                 .collect(),
             logs: raw.logs.iter().map(|l| template(text, "logs", l)).collect(),
+            admin_args: raw
+                .admin_args
+                .iter()
+                .map(|a| template(text, "admin_args", a))
+                .collect(),
             env: raw.env,
             ready: raw.ready,
             plain,
@@ -461,6 +472,7 @@ impl ContenderFile {
                 .chain(&self.config)
                 .chain(&self.start)
                 .chain(&self.logs)
+                .chain(&self.admin_args)
                 .chain(&profile.args);
             for t in templates {
                 t.render(&self.origin, &vars, &ups)?;
@@ -495,6 +507,18 @@ mod tests {
         let files = ContenderFile::built_in().expect("built-in contender files are valid");
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["coremesh", "nginx", "haproxy", "pingora"]);
+        // coremesh's admin address is a property of its file, not of its name.
+        let vars: BTreeMap<String, String> = BUILT_IN_VARS
+            .iter()
+            .map(|k| (k.to_string(), format!("<{k}>")))
+            .collect();
+        let admin: Vec<String> = files[0]
+            .admin_args
+            .iter()
+            .map(|t| t.render("coremesh.toml", &vars, &[]).expect("render"))
+            .collect();
+        assert_eq!(admin, ["--admin", "<admin>"]);
+        assert!(files[1..].iter().all(|f| f.admin_args.is_empty()));
     }
 
     #[test]
