@@ -58,7 +58,8 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_build: bool,
     /// Contenders, comma-separated: `direct` and the names of the contender files
-    /// (built in: coremesh, nginx, haproxy).
+    /// (built in: coremesh, nginx, haproxy, pingora; pingora needs its peer built by
+    /// bench/setup.sh).
     #[arg(
         long,
         value_delimiter = ',',
@@ -67,7 +68,8 @@ pub struct CompareArgs {
     pub contenders: Vec<String>,
     /// Scenarios, comma-separated: overhead, cpu, slow, flaky, dead, memory, slow-sweep,
     /// flaky-sweep, capacity-sweep (closed loop at 1, 8, 32 and 64 connections), shared-core
-    /// (the proxy and its upstream on the proxy CPUs).
+    /// (the proxy and its upstream on the proxy CPUs), sweep (latency versus load: open
+    /// loop from 10% to 110% of each contender's saturated throughput, and its knee).
     #[arg(
         long,
         value_delimiter = ',',
@@ -853,6 +855,48 @@ mod tests {
         let args: Vec<_> = cmd.get_args().collect();
         assert_eq!(args, ["build", "--release", "-p", "coremesh"]);
         assert_eq!(cmd.get_current_dir(), Some(workspace_root().as_path()));
+    }
+
+    #[test]
+    fn the_default_output_folder_is_outside_the_source_tree() {
+        let out = default_out(UNIX_EPOCH, true);
+        assert!(
+            !out.starts_with(workspace_root()),
+            "{} is under {}",
+            out.display(),
+            workspace_root().display()
+        );
+        assert!(
+            out.ends_with("coremesh-bench/1970-01-01T000000-quick"),
+            "{}",
+            out.display()
+        );
+    }
+
+    #[test]
+    fn help_lists_every_scenario_and_built_in_contender() {
+        use clap::Args;
+        let mut cmd = CompareArgs::augment_args(clap::Command::new("compare"));
+        let help = cmd.render_long_help().to_string();
+        let section = |flag: &str| {
+            let at = help.find(flag).unwrap_or_else(|| panic!("{flag}: {help}"));
+            let rest = &help[at + flag.len()..];
+            rest[..rest.find("\n      --").unwrap_or(rest.len())].to_string()
+        };
+        let contenders = section("--contenders <");
+        for f in ContenderFile::built_in().expect("built-in files") {
+            assert!(contenders.contains(&f.name), "{}: {contenders}", f.name);
+        }
+        let listed = section("--scenarios <");
+        // The text up to the default list (which holds every name anyway).
+        let prose = &listed[..listed.find("[default").unwrap_or(listed.len())];
+        // As whole words: `sweep` inside `slow-sweep` does not count.
+        let words: Vec<&str> = prose
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .collect();
+        for s in scenarios::ALL {
+            assert!(words.contains(&s), "{s}: {prose}");
+        }
     }
 
     #[test]
