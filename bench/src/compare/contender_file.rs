@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::Path;
 
 /// The contender files compiled into the bench (name of the file, its text).
-pub const BUILT_IN: [(&str, &str); 4] = [
+pub const BUILT_IN: [(&str, &str); 6] = [
     (
         "bench/contenders/coremesh.toml",
         include_str!("../../contenders/coremesh.toml"),
@@ -29,10 +29,18 @@ pub const BUILT_IN: [(&str, &str); 4] = [
         "bench/contenders/pingora.toml",
         include_str!("../../contenders/pingora.toml"),
     ),
+    (
+        "bench/contenders/nginx-h2c.toml",
+        include_str!("../../contenders/nginx-h2c.toml"),
+    ),
+    (
+        "bench/contenders/haproxy-h2c.toml",
+        include_str!("../../contenders/haproxy-h2c.toml"),
+    ),
 ];
 
 /// Protocols a contender may list; `http1` is the only one the generator speaks today.
-pub const PROTOCOLS: [&str; 1] = ["http1"];
+pub const PROTOCOLS: [&str; 2] = ["http1", "h2c"];
 
 /// Placeholders the bench sets for every template (a profile's `vars` add more).
 pub const BUILT_IN_VARS: [&str; 16] = [
@@ -506,7 +514,21 @@ mod tests {
     fn built_in_files_load() {
         let files = ContenderFile::built_in().expect("built-in contender files are valid");
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["coremesh", "nginx", "haproxy", "pingora"]);
+        assert_eq!(
+            names,
+            [
+                "coremesh",
+                "nginx",
+                "haproxy",
+                "pingora",
+                "nginx-h2c",
+                "haproxy-h2c"
+            ]
+        );
+        for f in &files[4..] {
+            assert_eq!(f.protocols, ["h2c"], "{}", f.name);
+            assert!(f.supports("overhead") && f.supports("slow") && !f.supports("cpu"));
+        }
         // coremesh's admin address is a property of its file, not of its name.
         let vars: BTreeMap<String, String> = BUILT_IN_VARS
             .iter()
