@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod compare;
+pub mod h2load;
 pub mod http;
 pub mod load;
 pub mod plot;

@@ -17,14 +17,39 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-fn color_of(name: &str) -> RGBColor {
+/// Colours of contenders without one of their own, in the order they appear in a plot.
+const EXTRA: [RGBColor; 8] = [
+    RGBColor(148, 103, 189),
+    RGBColor(214, 39, 40),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(31, 60, 110),
+    RGBColor(255, 187, 120),
+];
+
+fn own_color(name: &str) -> Option<RGBColor> {
     match name {
-        "direct" => RGBColor(120, 120, 120),
-        "coremesh" => PALETTE[0],
-        "nginx" => PALETTE[2],
-        "haproxy" => PALETTE[1],
-        _ => PALETTE[4],
+        "direct" => Some(RGBColor(120, 120, 120)),
+        "coremesh" => Some(PALETTE[0]),
+        "nginx" => Some(PALETTE[2]),
+        "haproxy" => Some(PALETTE[1]),
+        _ => None,
     }
+}
+
+/// The colour of `name` among the contenders `names` of one plot: the built-in ones keep
+/// theirs, the others take distinct ones by their position among the others.
+fn color_of(name: &str, names: &[&str]) -> RGBColor {
+    own_color(name).unwrap_or_else(|| {
+        let i = names
+            .iter()
+            .filter(|n| own_color(n).is_none())
+            .position(|n| *n == name)
+            .unwrap_or(0);
+        EXTRA[i % EXTRA.len()]
+    })
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -49,6 +74,7 @@ pub fn bars(
         .fold(0.0f64, |m, v| m.max(*v));
     let top = if max > 0.0 { max * 1.2 } else { 1.0 };
     let n = groups.len().max(1);
+    let group_names: Vec<&str> = groups.iter().map(String::as_str).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(20)
@@ -79,7 +105,7 @@ pub fn bars(
                 let v = (*v)?;
                 let x0 = g as f64 + 0.1 + width * s as f64;
                 let bar_color = if series.len() == 1 {
-                    color_of(&groups[g])
+                    color_of(&groups[g], &group_names)
                 } else {
                     color
                 };
@@ -193,8 +219,9 @@ pub fn percentiles(
         .y_desc("latency (µs)")
         .draw()
         .map_err(err)?;
+    let names: Vec<&str> = series.iter().map(|(n, _)| n.as_str()).collect();
     for (name, pts) in points {
-        let color = color_of(&name);
+        let color = color_of(&name, &names);
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(err)?
@@ -272,8 +299,9 @@ pub fn lines(
             .label(label.to_string())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
     }
+    let names: Vec<&str> = series.iter().map(|(n, _)| n.as_str()).collect();
     for (name, p) in series {
-        let color = color_of(name);
+        let color = color_of(name, &names);
         let p: Vec<(f64, f64)> = p.iter().copied().filter(|(_, y)| *y > 0.0).collect();
         chart
             .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
@@ -456,6 +484,21 @@ pub fn draw_all(out: &Path, results: &Results) -> Vec<Result<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_contenders_get_distinct_colours() {
+        let names = ["direct", "coremesh", "pingora", "nginx", "envoy", "haproxy"];
+        let colours: Vec<RGBColor> = names.iter().map(|n| color_of(n, &names)).collect();
+        for (i, a) in colours.iter().enumerate() {
+            for (j, b) in colours.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{} and {} share a colour", names[i], names[j]);
+            }
+        }
+        // The built-in contenders keep theirs.
+        assert_eq!(color_of("coremesh", &names), PALETTE[0]);
+        assert_eq!(color_of("nginx", &names), PALETTE[2]);
+        assert_eq!(color_of("haproxy", &names), PALETTE[1]);
+    }
 
     #[test]
     fn labels() {

@@ -193,7 +193,7 @@ fn a_broken_contender_file_is_refused_with_its_field_and_line() {
     // Nothing was run: no results were written.
     assert!(!dir.join("out").join("results.json").exists());
 
-    // A value of the wrong type: the toml parser's own message, with the line.
+    // A value of the wrong type: the toml parser's own message, with the line and field.
     let wrong = NGINX_ROUND_ROBIN.replace("version = [\"-v\"]", "version = \"-v\"");
     std::fs::write(&file, &wrong).expect("write");
     let run = Command::new(BENCH)
@@ -204,7 +204,7 @@ fn a_broken_contender_file_is_refused_with_its_field_and_line() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(
-        stderr.contains(&format!("{}:5: ", file.display())),
+        stderr.contains(&format!("{}:5: field `version`: ", file.display())),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -394,6 +394,8 @@ pub fn start(
     let def = file.profile(profile == Profile::Resilient);
     let mut vars = setup.vars(addr, endpoints, &work, &config);
     vars.insert("binary".into(), binary.display().to_string());
+    let admin = free_port().map_err(|e| e.to_string())?;
+    vars.insert("admin".into(), format!("127.0.0.1:{admin}"));
     vars.extend(def.vars.clone());
     let ups: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
     if let Some(t) = &file.config {
@@ -407,9 +409,10 @@ pub fn start(
             cmd.arg(arg);
         }
     }
-    if kind == Kind::Coremesh && setup.coremesh_admin {
-        let admin = free_port().map_err(|e| e.to_string())?;
-        cmd.args(["--admin", &format!("127.0.0.1:{admin}")]);
+    if setup.coremesh_admin {
+        for t in &file.admin_args {
+            cmd.arg(t.render(&file.origin, &vars, &ups)?);
+        }
     }
     cmd.envs(&file.env);
     let extra_logs: Vec<PathBuf> = file

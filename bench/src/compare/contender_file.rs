@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::Path;
 
 /// The contender files compiled into the bench (name of the file, its text).
-pub const BUILT_IN: [(&str, &str); 4] = [
+pub const BUILT_IN: [(&str, &str); 6] = [
     (
         "bench/contenders/coremesh.toml",
         include_str!("../../contenders/coremesh.toml"),
@@ -29,13 +29,21 @@ pub const BUILT_IN: [(&str, &str); 4] = [
         "bench/contenders/pingora.toml",
         include_str!("../../contenders/pingora.toml"),
     ),
+    (
+        "bench/contenders/nginx-h2c.toml",
+        include_str!("../../contenders/nginx-h2c.toml"),
+    ),
+    (
+        "bench/contenders/haproxy-h2c.toml",
+        include_str!("../../contenders/haproxy-h2c.toml"),
+    ),
 ];
 
 /// Protocols a contender may list; `http1` is the only one the generator speaks today.
-pub const PROTOCOLS: [&str; 1] = ["http1"];
+pub const PROTOCOLS: [&str; 2] = ["http1", "h2c"];
 
 /// Placeholders the bench sets for every template (a profile's `vars` add more).
-pub const BUILT_IN_VARS: [&str; 15] = [
+pub const BUILT_IN_VARS: [&str; 16] = [
     "listen",
     "listen_host",
     "listen_port",
@@ -51,6 +59,7 @@ pub const BUILT_IN_VARS: [&str; 15] = [
     "coremesh",
     "coremesh_driver",
     "root",
+    "admin",
 ];
 
 fn default_protocols() -> Vec<String> {
@@ -139,6 +148,8 @@ struct Raw {
     #[serde(default)]
     logs: Vec<S<String>>,
     #[serde(default)]
+    admin_args: Vec<S<String>>,
+    #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
     ready: Ready,
@@ -179,6 +190,9 @@ pub struct ContenderFile {
     pub config_extension: String,
     pub start: Vec<Template>,
     pub logs: Vec<Template>,
+    /// Arguments added when the run found that the binary keeps running only with an admin
+    /// server (see `coremesh_preflight`); `{admin}` is a free 127.0.0.1 address.
+    pub admin_args: Vec<Template>,
     pub env: BTreeMap<String, String>,
     pub ready: Ready,
     pub plain: ProfileDef,
@@ -188,6 +202,71 @@ pub struct ContenderFile {
 /// The line (from 1) of byte `at` of `text`.
 fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+/// `[table]` of a header line, or `None` for a line that is not one.
+fn header(line: &str) -> Option<&str> {
+    let t = line.trim();
+    let inner = t.strip_prefix('[')?.strip_suffix(']')?.trim();
+    let inner = inner.trim_start_matches('[').trim_end_matches(']').trim();
+    inner
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .then_some(inner)
+}
+
+/// The key a `key = value` line sets, or `None` for another line.
+fn key_of(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    .then_some(key)
+}
+
+/// The dotted name of the field whose value holds byte `at` of `text`: the nearest
+/// `key =` line at or above it, under the nearest `[table]` header above that (for the
+/// toml parser's errors, which give a position but no name).
+fn field_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let end = text.get(at..)?.find('\n').map_or(text.len(), |n| at + n);
+    let mut lines = text[..end].lines().rev();
+    let key = lines.by_ref().find_map(|l| {
+        if header(l).is_some() {
+            Some(None)
+        } else {
+            key_of(l).map(Some)
+        }
+    })??;
+    match lines.find_map(header) {
+        Some(table) if !table.is_empty() => Some(format!("{table}.{key}")),
+        _ => Some(key.to_string()),
+    }
+}
+
+/// The line (from 1) that sets `key` of `table`, as `[table]` then `key = …`, or as
+/// `table.key = …` at the top.
+fn key_line(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        if let Some(h) = header(line) {
+            current = h;
+            continue;
+        }
+        let full = match (current, key_of(line)) {
+            (_, None) => continue,
+            ("", Some(k)) => k.to_string(),
+            (t, Some(k)) => format!("{t}.{k}"),
+        };
+        if full == format!("{table}.{key}")
+            || (current.is_empty() && line.trim_start().starts_with(table) && line.contains(key))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// The file line a string value's first line of content is on (a multi-line string that
@@ -251,7 +330,14 @@ impl ContenderFile {
                 .span()
                 .map(|s| format!(":{}", line_of(text, s.start)))
                 .unwrap_or_default();
-            format!("{origin}{line}: {}", e.message().trim_end())
+            // Missing and unknown fields are named by the message itself.
+            let field = e
+                .span()
+                .filter(|_| !e.message().contains("field `"))
+                .and_then(|s| field_at(text, s.start))
+                .map(|f| format!("field `{f}`: "))
+                .unwrap_or_default();
+            format!("{origin}{line}: {field}{}", e.message().trim_end())
         })?;
         let at = |span: Range<usize>| format!("{origin}:{}", line_of(text, span.start));
         let name = raw.name.get_ref().trim().to_string();
@@ -301,8 +387,11 @@ impl ContenderFile {
             ));
         }
         if !(raw.ready.timeout_s > 0.0 && raw.ready.timeout_s <= 600.0) {
+            let line = key_line(text, "ready", "timeout_s")
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
             return Err(format!(
-                "{origin}: field `ready.timeout_s`: {} is not within (0, 600]",
+                "{origin}{line}: field `ready.timeout_s`: {} is not within (0, 600]",
                 raw.ready.timeout_s
             ));
         }
@@ -362,6 +451,11 @@ impl ContenderFile {
                 .map(|s| template(text, "start", s))
                 .collect(),
             logs: raw.logs.iter().map(|l| template(text, "logs", l)).collect(),
+            admin_args: raw
+                .admin_args
+                .iter()
+                .map(|a| template(text, "admin_args", a))
+                .collect(),
             env: raw.env,
             ready: raw.ready,
             plain,
@@ -386,6 +480,7 @@ impl ContenderFile {
                 .chain(&self.config)
                 .chain(&self.start)
                 .chain(&self.logs)
+                .chain(&self.admin_args)
                 .chain(&profile.args);
             for t in templates {
                 t.render(&self.origin, &vars, &ups)?;
@@ -419,7 +514,33 @@ mod tests {
     fn built_in_files_load() {
         let files = ContenderFile::built_in().expect("built-in contender files are valid");
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["coremesh", "nginx", "haproxy", "pingora"]);
+        assert_eq!(
+            names,
+            [
+                "coremesh",
+                "nginx",
+                "haproxy",
+                "pingora",
+                "nginx-h2c",
+                "haproxy-h2c"
+            ]
+        );
+        for f in &files[4..] {
+            assert_eq!(f.protocols, ["h2c"], "{}", f.name);
+            assert!(f.supports("overhead") && f.supports("slow") && !f.supports("cpu"));
+        }
+        // coremesh's admin address is a property of its file, not of its name.
+        let vars: BTreeMap<String, String> = BUILT_IN_VARS
+            .iter()
+            .map(|k| (k.to_string(), format!("<{k}>")))
+            .collect();
+        let admin: Vec<String> = files[0]
+            .admin_args
+            .iter()
+            .map(|t| t.render("coremesh.toml", &vars, &[]).expect("render"))
+            .collect();
+        assert_eq!(admin, ["--admin", "<admin>"]);
+        assert!(files[1..].iter().all(|f| f.admin_args.is_empty()));
     }
 
     #[test]
@@ -435,7 +556,19 @@ mod tests {
         assert!(e.contains("binary"), "{e}");
         let wrong_type = "name = \"p\"\nbinary = \"p\"\nstart = [\"a\"]\nscenarios = \"cpu\"\n";
         let e = ContenderFile::parse("p.toml", wrong_type).expect_err("scenarios type");
-        assert!(e.starts_with("p.toml:4:"), "{e}");
+        assert!(e.starts_with("p.toml:4: field `scenarios`: "), "{e}");
+        let in_table = format!("{good}\n[ready]\ncheck = \"tcp\"\ntimeout_s = \"5\"\n");
+        let e = ContenderFile::parse("p.toml", &in_table).expect_err("timeout type");
+        assert!(e.starts_with("p.toml:10: field `ready.timeout_s`: "), "{e}");
+        let out_of_range = format!("{good}\n[ready]\ntimeout_s = 0.0\n");
+        let e = ContenderFile::parse("p.toml", &out_of_range).expect_err("timeout range");
+        assert!(
+            e.starts_with("p.toml:9: field `ready.timeout_s`: 0 "),
+            "{e}"
+        );
+        let inline = format!("{good}ready = {{ timeout_s = 900.0 }}\n");
+        let e = ContenderFile::parse("p.toml", &inline).expect_err("inline timeout");
+        assert!(e.starts_with("p.toml:7: field `ready.timeout_s`: "), "{e}");
         let unknown_field = "name = \"p\"\nbinary = \"p\"\nstart = [\"a\"]\n\nstrat = [\"b\"]\n";
         let e = ContenderFile::parse("p.toml", unknown_field).expect_err("unknown field");
         assert!(e.starts_with("p.toml:5:") && e.contains("strat"), "{e}");

@@ -58,7 +58,8 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_build: bool,
     /// Contenders, comma-separated: `direct` and the names of the contender files
-    /// (built in: coremesh, nginx, haproxy).
+    /// (built in: coremesh, nginx, haproxy, pingora; pingora needs its peer built by
+    /// bench/setup.sh; nginx-h2c and haproxy-h2c speak h2c, see `--protocol`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -67,13 +68,19 @@ pub struct CompareArgs {
     pub contenders: Vec<String>,
     /// Scenarios, comma-separated: overhead, cpu, slow, flaky, dead, memory, slow-sweep,
     /// flaky-sweep, capacity-sweep (closed loop at 1, 8, 32 and 64 connections), shared-core
-    /// (the proxy and its upstream on the proxy CPUs).
+    /// (the proxy and its upstream on the proxy CPUs), sweep (latency versus load: open
+    /// loop from 10% to 110% of each contender's saturated throughput, and its knee).
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "overhead,cpu,slow,flaky,dead,memory,slow-sweep,flaky-sweep,capacity-sweep,shared-core,sweep"
     )]
     pub scenarios: Vec<String>,
+    /// The protocol the clients speak: `http1`, or `h2c` (cleartext HTTP/2 with prior
+    /// knowledge). Only the contenders whose file lists it take part (`direct` only in
+    /// http1). h2c runs are not available yet: the scenarios drive HTTP/1.1 only.
+    #[arg(long, default_value = "http1")]
+    pub protocol: String,
     /// CPUs for the proxy under test (default: the last CPU).
     #[arg(long, value_delimiter = ',')]
     pub proxy_cpus: Vec<usize>,
@@ -401,6 +408,44 @@ pub fn cargo_run_vars(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<st
         .collect()
 }
 
+/// `cargo build --release -p coremesh` in the workspace, without the variables `cargo run`
+/// set among `env_names` (the names of this process's environment).
+fn build_command(cargo: &Path, env_names: impl Iterator<Item = std::ffi::OsString>) -> Command {
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "-p", "coremesh"]);
+    for var in cargo_run_vars(env_names) {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// The contenders that speak `protocol` (`direct` only in http1, as the upstreams speak
+/// HTTP/1.1), and a note for each one left out.
+fn for_protocol(
+    contenders: &[Kind],
+    files: &BTreeMap<Kind, ContenderFile>,
+    protocol: &str,
+) -> (Vec<Kind>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut notes = Vec::new();
+    for &k in contenders {
+        let speaks = match files.get(&k) {
+            Some(f) => f.protocols.iter().any(|p| p == protocol),
+            None => protocol == "http1",
+        };
+        if speaks {
+            kept.push(k);
+        } else {
+            notes.push(format!(
+                "{} left out: it does not speak {protocol} (its file's `protocols`)",
+                k.name()
+            ));
+        }
+    }
+    (kept, notes)
+}
+
 /// Find (and unless told not to, build) the coremesh binary.
 fn coremesh_binary(
     args: &CompareArgs,
@@ -423,12 +468,7 @@ fn coremesh_binary(
             let began = Instant::now();
             println!("building coremesh (cargo build --release -p coremesh)...");
             let log = work_dir.join("build.log");
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(workspace_root())
-                .args(["build", "--release", "-p", "coremesh"]);
-            for var in cargo_run_vars(std::env::vars_os().map(|(k, _)| k)) {
-                cmd.env_remove(var);
-            }
+            let cmd = build_command(&cargo, std::env::vars_os().map(|(k, _)| k));
             match procs::Proc::spawn("cargo build", cmd, &log, false) {
                 Ok(mut p) => {
                     let limit = Duration::from_secs(900);
@@ -517,6 +557,26 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             contenders.push(kind);
         }
     }
+    anyhow::ensure!(
+        contender_file::PROTOCOLS.contains(&args.protocol.as_str()),
+        "unknown protocol {:?}; known: {}",
+        args.protocol,
+        contender_file::PROTOCOLS.join(", ")
+    );
+    let (contenders, left_out) = for_protocol(&contenders, &files, &args.protocol);
+    // The scenarios' load (the built-in generator and wrk) is HTTP/1.1; h2load's summary
+    // and log are read by crate::h2load, but no scenario drives it yet.
+    anyhow::ensure!(
+        args.protocol == "http1",
+        "--protocol {}: not available yet (the scenarios drive HTTP/1.1 only); the {} contenders would be {}",
+        args.protocol,
+        args.protocol,
+        contenders
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for s in &args.scenarios {
         anyhow::ensure!(
             scenarios::ALL.contains(&s.as_str()),
@@ -555,7 +615,43 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config_dir)?;
     let work_dir = std::env::temp_dir().join(format!("coremesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
-    let mut notes = Vec::new();
+    let mut plan = if args.quick {
+        Plan::quick(args.idle_connections)
+    } else {
+        Plan::full(args.idle_connections)
+    };
+    anyhow::ensure!(
+        args.knee_p99_ms > 0.0 && args.knee_p99_ms.is_finite(),
+        "--knee-p99-ms must be a positive number of milliseconds"
+    );
+    plan.knee_p99_us = args.knee_p99_ms * 1000.0;
+    // Each scenario runs the contenders whose file lists it (all, when a file lists none).
+    let takes_part = |scenario: &str| -> Vec<Kind> {
+        contenders
+            .iter()
+            .copied()
+            .filter(|k| files.get(k).map(|f| f.supports(scenario)).unwrap_or(true))
+            .collect()
+    };
+    let per_scenario: BTreeMap<String, Vec<Kind>> = scenarios::ALL
+        .iter()
+        .map(|s| (s.to_string(), takes_part(s)))
+        .collect();
+    // Printed before a build of coremesh, which can take minutes of its own.
+    let estimate: Duration = args
+        .scenarios
+        .iter()
+        .map(|s| {
+            let list = per_scenario.get(s).map(Vec::as_slice).unwrap_or(&[]);
+            let proxies = list.iter().filter(|k| k.is_proxy()).count();
+            progress::scenario_estimate(&plan, s, list.len(), proxies)
+        })
+        .sum();
+    println!(
+        "estimated run time: about {} (min:s), not counting a build",
+        progress::show(estimate)
+    );
+    let mut notes = left_out;
     // coremesh is found (and built) only when a contender runs it.
     let needs_coremesh = contenders.iter().any(|k| {
         *k == Kind::Coremesh
@@ -604,16 +700,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     let root = workspace_root();
     let machine = describe_machine(&setup, &contenders, nofile, &load_cpus, &root);
-    let mut plan = if args.quick {
-        Plan::quick(args.idle_connections)
-    } else {
-        Plan::full(args.idle_connections)
-    };
-    anyhow::ensure!(
-        args.knee_p99_ms > 0.0 && args.knee_p99_ms.is_finite(),
-        "--knee-p99-ms must be a positive number of milliseconds"
-    );
-    plan.knee_p99_us = args.knee_p99_ms * 1000.0;
     let command = format!(
         "cargo run --release -p coremesh-bench -- compare{}",
         if args.quick { " --quick" } else { "" }
@@ -624,24 +710,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         args.scenarios.join(","),
         out.display()
     );
-    // Each scenario runs the contenders whose file lists it (all, when a file lists none).
-    let takes_part = |scenario: &str| -> Vec<Kind> {
-        contenders
-            .iter()
-            .copied()
-            .filter(|k| {
-                setup
-                    .files
-                    .get(k)
-                    .map(|f| f.supports(scenario))
-                    .unwrap_or(true)
-            })
-            .collect()
-    };
-    let per_scenario: BTreeMap<String, Vec<Kind>> = scenarios::ALL
-        .iter()
-        .map(|s| (s.to_string(), takes_part(s)))
-        .collect();
     let exe = std::env::current_exe()?;
     macro_rules! ctx_for {
         ($list:expr) => {
@@ -655,19 +723,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             }
         };
     }
-    let estimate: Duration = args
-        .scenarios
-        .iter()
-        .map(|s| {
-            let list = per_scenario.get(s).map(Vec::as_slice).unwrap_or(&[]);
-            let proxies = list.iter().filter(|k| k.is_proxy()).count();
-            progress::scenario_estimate(&plan, s, list.len(), proxies)
-        })
-        .sum();
-    println!(
-        "estimated run time: about {} (min:s), not counting a build",
-        progress::show(estimate)
-    );
     progress::start(estimate);
     let mut results = report::Results {
         date: utc_date(now),
@@ -822,6 +877,98 @@ mod tests {
                 "CARGO_CRATE_NAME"
             ]
         );
+    }
+
+    #[test]
+    fn the_nested_build_command_removes_what_cargo_run_set() {
+        let names = ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_HOME", "PATH"];
+        let cmd = build_command(
+            Path::new("cargo"),
+            names.iter().map(std::ffi::OsString::from),
+        );
+        let envs: Vec<(String, Option<String>)> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        // Removed (a `None` value), and nothing else touched.
+        assert_eq!(
+            envs,
+            [
+                ("CARGO_MANIFEST_DIR".to_string(), None),
+                ("CARGO_PKG_NAME".to_string(), None)
+            ]
+        );
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["build", "--release", "-p", "coremesh"]);
+        assert_eq!(cmd.get_current_dir(), Some(workspace_root().as_path()));
+    }
+
+    #[test]
+    fn the_default_output_folder_is_outside_the_source_tree() {
+        let out = default_out(UNIX_EPOCH, true);
+        assert!(
+            !out.starts_with(workspace_root()),
+            "{} is under {}",
+            out.display(),
+            workspace_root().display()
+        );
+        assert!(
+            out.ends_with("coremesh-bench/1970-01-01T000000-quick"),
+            "{}",
+            out.display()
+        );
+    }
+
+    #[test]
+    fn help_lists_every_scenario_and_built_in_contender() {
+        use clap::Args;
+        let mut cmd = CompareArgs::augment_args(clap::Command::new("compare"));
+        let help = cmd.render_long_help().to_string();
+        let section = |flag: &str| {
+            let at = help.find(flag).unwrap_or_else(|| panic!("{flag}: {help}"));
+            let rest = &help[at + flag.len()..];
+            rest[..rest.find("\n      --").unwrap_or(rest.len())].to_string()
+        };
+        let contenders = section("--contenders <");
+        for f in ContenderFile::built_in().expect("built-in files") {
+            assert!(contenders.contains(&f.name), "{}: {contenders}", f.name);
+        }
+        let listed = section("--scenarios <");
+        // The text up to the default list (which holds every name anyway).
+        let prose = &listed[..listed.find("[default").unwrap_or(listed.len())];
+        // As whole words: `sweep` inside `slow-sweep` does not count.
+        let words: Vec<&str> = prose
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .collect();
+        for s in scenarios::ALL {
+            assert!(words.contains(&s), "{s}: {prose}");
+        }
+    }
+
+    #[test]
+    fn only_the_contenders_that_speak_the_protocol_take_part() {
+        let files: BTreeMap<Kind, ContenderFile> = ContenderFile::built_in()
+            .expect("built-in files")
+            .into_iter()
+            .map(|f| (Kind::named(&f.name), f))
+            .collect();
+        let all: Vec<Kind> = ["direct", "coremesh", "nginx", "nginx-h2c", "haproxy-h2c"]
+            .iter()
+            .map(|n| Kind::named(n))
+            .collect();
+        let names = |l: &[Kind]| l.iter().map(|k| k.name()).collect::<Vec<_>>();
+        let (h1, notes) = for_protocol(&all, &files, "http1");
+        assert_eq!(names(&h1), ["direct", "coremesh", "nginx"]);
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].starts_with("nginx-h2c left out"), "{notes:?}");
+        let (h2, notes) = for_protocol(&all, &files, "h2c");
+        assert_eq!(names(&h2), ["nginx-h2c", "haproxy-h2c"]);
+        assert_eq!(notes.len(), 3);
     }
 
     #[test]

@@ -44,10 +44,11 @@ pub fn scenario_estimate(
                 * proxies as u32
         }
         "shared-core" => session(plan.warmup + plan.saturate) * rounds * contenders as u32,
+        // Every contender, `direct` included, is saturated and then swept.
         "sweep" => {
             (session(plan.warmup + plan.saturate)
                 + session(plan.sweep_warmup + plan.sweep) * plan.sweep_steps as u32)
-                * proxies as u32
+                * contenders as u32
         }
         _ => Duration::ZERO,
     }
@@ -76,4 +77,28 @@ pub fn stamp() -> String {
 /// The estimate as minutes and seconds, for the line printed up front.
 pub fn show(total: Duration) -> String {
     mmss(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_estimate_counts_direct_too() {
+        let plan = Plan::quick(100);
+        let one = scenario_estimate(&plan, "sweep", 1, 1);
+        // direct, coremesh, nginx, HAProxy: four contenders, three of them proxies.
+        let four = scenario_estimate(&plan, "sweep", 4, 3);
+        assert_eq!(four, one * 4);
+        let per_contender = plan.warmup
+            + plan.saturate
+            + PER_SESSION
+            + (plan.sweep_warmup + plan.sweep + PER_SESSION) * plan.sweep_steps as u32;
+        assert_eq!(one, per_contender);
+        // The proxies-only scenarios still leave direct out.
+        assert_eq!(
+            scenario_estimate(&plan, "slow", 4, 3),
+            scenario_estimate(&plan, "slow", 3, 3)
+        );
+    }
 }

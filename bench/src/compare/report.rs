@@ -269,7 +269,7 @@ fn saturation_targets(r: &Results) -> Vec<TargetCheck> {
         |s, p| {
             let c_p99 = s.figure_at(Kind::Coremesh, Some(p), "p99_us")?;
             let c_rps = s.figure_at(Kind::Coremesh, Some(p), "rps")?;
-            let peers = [Kind::Nginx, Kind::Haproxy];
+            let peers = peers_of(s.rows.iter());
             let best_p99 = peers
                 .iter()
                 .filter_map(|k| s.figure_at(*k, Some(p), "p99_us"))
@@ -332,8 +332,21 @@ fn saturation_targets(r: &Results) -> Vec<TargetCheck> {
     out
 }
 
+/// coremesh's peers in `rows`: every other proxy that has a row, in contender order
+/// (nginx and HAProxy first).
+fn peers_of<'a>(rows: impl Iterator<Item = &'a Row>) -> Vec<Kind> {
+    let mut peers: Vec<Kind> = rows
+        .map(|r| r.contender)
+        .filter(|k| k.is_proxy() && *k != Kind::Coremesh)
+        .collect();
+    peers.sort();
+    peers.dedup();
+    peers
+}
+
+/// The peer with the lowest `key` in `s`, among every proxy other than coremesh that ran.
 fn best_peer(s: &ScenarioResult, key: &str) -> Option<(Kind, f64)> {
-    [Kind::Nginx, Kind::Haproxy]
+    peers_of(s.rows.iter())
         .into_iter()
         .filter_map(|k| s.figure(k, key).map(|v| (k, v)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -594,7 +607,8 @@ pub fn headline(r: &Results) -> String {
         let p = s.figure(peer, fig)?;
         (p != 0.0).then(|| format!("{label} {:.2}× {}", c / p, peer.name()))
     };
-    for peer in [Kind::Nginx, Kind::Haproxy] {
+    let peers = peers_of(r.scenarios.iter().flat_map(|s| s.rows.iter()));
+    for peer in peers {
         parts.extend(ratio("overhead-saturated", "rps", "throughput", peer));
         parts.extend(ratio("cpu", "cpu_us_per_req", "CPU/request", peer));
     }
@@ -668,22 +682,22 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
         if m.proxy_cores > 0 { m.proxy_cores.to_string() } else { "one".to_string() },
         m.load_cpus
     ));
+    // Every contender that ran, with its version: coremesh, nginx and HAProxy (named as
+    // before contender files, and said "not compared" in the default set's absence), then
+    // the others.
     out.push_str(&format!(
-        "- coremesh: {} at {}\n- nginx: {}\n- HAProxy: {}\n- wrk: {}\n- {}; open-file limit {}\n\n",
-        m.coremesh, m.coremesh_commit, m.nginx, m.haproxy, m.wrk, m.rustc, m.nofile_limit
+        "- coremesh: {} at {}\n- nginx: {}\n- HAProxy: {}\n",
+        m.coremesh, m.coremesh_commit, m.nginx, m.haproxy
     ));
-    let others: Vec<String> = m
-        .versions
-        .iter()
-        .filter(|(k, _)| !["coremesh", "nginx", "haproxy"].contains(&k.as_str()))
-        .map(|(k, v)| format!("- {k} (contender file): {v}\n"))
-        .collect();
-    if !others.is_empty() {
-        // Just under the software list above.
-        out.pop();
-        out.push_str(&others.concat());
-        out.push('\n');
+    for (k, v) in &m.versions {
+        if !["coremesh", "nginx", "haproxy"].contains(&k.as_str()) {
+            out.push_str(&format!("- {k} (contender file): {v}\n"));
+        }
     }
+    out.push_str(&format!(
+        "- wrk: {}\n- {}; open-file limit {}\n\n",
+        m.wrk, m.rustc, m.nofile_limit
+    ));
     if !r.notes.is_empty() {
         for n in &r.notes {
             out.push_str(&format!("- Note: {n}\n"));
@@ -972,5 +986,67 @@ mod tests {
             "{}",
             headline(&r)
         );
+    }
+
+    #[test]
+    fn best_peer_and_headline_take_every_proxy_that_ran() {
+        let mut r = saturation_results();
+        let pingora = Kind::named("pingora");
+        let one = |key: &str, figures: &[(Kind, &[(&str, f64)])]| ScenarioResult {
+            key: key.into(),
+            title: key.into(),
+            setup: "s".into(),
+            columns: vec![
+                Column::new("rps", "req/s", Better::Higher),
+                Column::new("p99_us", "p99 µs", Better::Lower),
+            ],
+            rows: figures
+                .iter()
+                .map(|(k, f)| {
+                    let mut row = sweep_row(*k, 0, f);
+                    row.point = None;
+                    row
+                })
+                .collect(),
+            notes: vec![],
+        };
+        r.scenarios.push(one(
+            "flaky",
+            &[
+                (Kind::Coremesh, &[("errors", 0.0), ("p99_us", 500.0)]),
+                (pingora, &[("errors", 3.0), ("p99_us", 400.0)]),
+                (Kind::Nginx, &[("errors", 0.0), ("p99_us", 800.0)]),
+                (Kind::Haproxy, &[("errors", 0.0), ("p99_us", 700.0)]),
+            ],
+        ));
+        r.scenarios.push(one(
+            "overhead-saturated",
+            &[
+                (Kind::Direct, &[("rps", 90_000.0)]),
+                (Kind::Coremesh, &[("rps", 40_000.0)]),
+                (pingora, &[("rps", 50_000.0)]),
+                (Kind::Nginx, &[("rps", 20_000.0)]),
+                (Kind::Haproxy, &[("rps", 80_000.0)]),
+            ],
+        ));
+        let targets = check_targets(&r);
+        let flaky = target(&targets, "Flaky endpoint: no client-visible errors");
+        assert_eq!(
+            flaky.measured,
+            "coremesh 0 errors, p99 500 µs; best peer pingora p99 400 µs"
+        );
+        assert_eq!(flaky.verdict, Verdict::Missed);
+        let h = headline(&r);
+        // nginx and HAProxy first, as before; then the others; never direct.
+        let at = |needle: &str| h.find(needle).unwrap_or_else(|| panic!("{needle}: {h}"));
+        assert!(
+            at("throughput 2.00× nginx") < at("throughput 0.50× haproxy"),
+            "{h}"
+        );
+        assert!(
+            at("throughput 0.50× haproxy") < at("throughput 0.80× pingora"),
+            "{h}"
+        );
+        assert!(!h.contains("× direct"), "{h}");
     }
 }
