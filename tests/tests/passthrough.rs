@@ -622,3 +622,40 @@ fn the_destinations_own_100_continue_reaches_the_client() {
         );
     });
 }
+
+#[test]
+fn opaque_passthrough_connects_within_the_passthrough_connect_timeout() {
+    if !can_run("passthrough", &["iptables"]) {
+        return;
+    }
+    for_each_driver(|driver| {
+        let timeouts = |config: &mut Config| {
+            // Far beyond the client's read timeout (10 s): waiting for it fails the test.
+            config.defaults.connect_timeout_ms = 60_000;
+            if let Some(outbound) = &mut config.outbound {
+                outbound.passthrough = PassthroughSettings {
+                    connect_timeout_ms: 100,
+                    ..PassthroughSettings::default()
+                };
+            }
+        };
+        in_namespace(driver, timeouts, |_proxy| {
+            // The proxy's connect to the destination gets no answer (its SYN is dropped; the
+            // client's own connection is redirected to the proxy before the filter sees it).
+            let dropped = std::process::Command::new("iptables")
+                .args(["-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.9"])
+                .args(["--dport", "6379", "-j", "DROP"])
+                .status()
+                .expect("run iptables");
+            assert!(dropped.success(), "the drop rule");
+            // 6379 is an opaque port: relayed as TCP with no detection wait.
+            let to: SocketAddr = "127.0.0.9:6379".parse().expect("a literal address");
+            let mut c =
+                Client::connect_from(client_ip(), to).expect("connect through the redirect");
+            assert!(
+                c.is_closed_by_peer(),
+                "the unreachable destination's connection was closed after the passthrough timeout"
+            );
+        });
+    });
+}
