@@ -192,6 +192,15 @@ fn inbound_opaque_tcp_comes_back_byte_exact() {
             sample(&text, "coremesh_detect_total{direction=\"inbound\",protocol=\"opaque\",reason=\"opaque_port\"}"),
             Some(1)
         );
+        // One relayed connection: one connect time observed.
+        assert_eq!(
+            sample(
+                &text,
+                "coremesh_tcp_connect_seconds_count{direction=\"inbound\"}"
+            ),
+            Some(1),
+            "{text}"
+        );
     });
 }
 

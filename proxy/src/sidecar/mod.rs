@@ -188,8 +188,9 @@ async fn relay_direct(
     connect_timeout_ms: u64,
     cfg: &RelayConfig,
 ) -> Option<opaque::RelayReport> {
+    let started = std::time::Instant::now();
     let upstream = outbound::connect_direct(to, connect_timeout_ms).await?;
-    opaque::record_connection(core, side, None);
+    opaque::record_connection(core, side, None, started.elapsed());
     let report = opaque::relay(client, upstream, cfg).await;
     opaque::record_relay(core, side, None, &report);
     Some(report)
