@@ -9,7 +9,8 @@
 //!    EndpointSlice event arrives.
 //! 2. The controller records it and marks the state dirty. A new configuration also
 //!    starts the sources it newly names and stops those it no longer names.
-//! 3. `debounce_ms` after the first change of a burst, the controller merges
+//! 3. `debounce_ms` after the first change of a burst (at once until every source has
+//!    answered, so that the first snapshot pays no debounce), the controller merges
 //!    ([`merged_config`]), builds the snapshot, and diffs it with the last one published
 //!    ([`snapshot_diff`]). If anything differs it calls `on_snapshot` with an `Arc` of it
 //!    (the proxy sends that to each core, which switches at a loop boundary) and logs the
@@ -250,6 +251,10 @@ struct Controller {
     published: Arc<Snapshot>,
     /// When the first unpublished change arrived.
     dirty_since: Option<Instant>,
+    /// The controller has been ready (every source answered, the snapshot published): from
+    /// then on a change waits `debounce_ms` for others. Before, nothing is waited for
+    /// (start-to-ready pays no debounce).
+    settled: bool,
     file: Option<FileWatch>,
     next_file_check: Instant,
     dns: DnsSources,
@@ -292,6 +297,7 @@ impl Controller {
             resolved: ResolvedEndpoints::default(),
             published,
             dirty_since: None,
+            settled: false,
             file,
             next_file_check: Instant::now(),
             dns,
@@ -314,9 +320,12 @@ impl Controller {
     ) {
         loop {
             self.share();
-            let publish_at = self
-                .dirty_since
-                .map(|since| since + Duration::from_millis(self.config.discovery.debounce_ms));
+            let debounce = if self.settled {
+                Duration::from_millis(self.config.discovery.debounce_ms)
+            } else {
+                Duration::ZERO
+            };
+            let publish_at = self.dirty_since.map(|since| since + debounce);
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 command = commands.recv() => match command {
@@ -617,6 +626,7 @@ impl Controller {
                 .statuses
                 .values()
                 .all(|status| status.state != SourceState::Pending);
+        self.settled |= ready;
         let mut state = self.shared.lock();
         state.stats = self.stats.clone();
         state.current = self.published.clone();

@@ -43,7 +43,16 @@ pub struct Exchange<'a> {
     pub verbatim: bool,
     /// The request is a CONNECT (passed through): a 2xx answer opens a tunnel.
     pub connect: bool,
+    /// The client sent `Expect: 100-continue` and the destination's own answer decides
+    /// (a passthrough): the body goes out after the destination's `100 Continue`, which
+    /// the client hears, and not at all after an early final response.
+    pub relay_continue: bool,
 }
+
+/// How long a held request body waits for the destination's `100 Continue` before it is
+/// sent anyway (a server that ignores `Expect` reads the body without answering first;
+/// curl waits the same second).
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
 
 impl Exchange<'_> {
     /// The service's index in the core's current per-service state: the same as in the
@@ -104,9 +113,16 @@ pub async fn forward(
     s: &mut ConnScratch,
     ex: &Exchange<'_>,
 ) -> ForwardResult {
-    let body = match prefetch_body(client, ex).await {
-        Ok(b) => b,
-        Err(e) => return Err((e, false)),
+    let body = match (ex.relay_continue, ex.framing) {
+        // The client sends nothing until it hears the destination's `100 Continue`.
+        (true, Framing::Length(n)) => RequestBody::Streaming(BodyState::Length(n)),
+        (true, Framing::Chunked) => {
+            RequestBody::Streaming(BodyState::Chunked(ChunkedScanner::new()))
+        }
+        _ => match prefetch_body(client, ex).await {
+            Ok(b) => b,
+            Err(e) => return Err((e, false)),
+        },
     };
     let replayable = matches!(body, RequestBody::Buffered(_));
     let buffered_len = match body {
@@ -234,7 +250,14 @@ pub async fn forward(
                     continue;
                 }
                 client.consume(buffered_len);
+                // A final answer before the held body went out: the client's connection
+                // cannot carry another request (its body may still follow).
+                let unsent = ex.relay_continue && matches!(request_body, RequestBody::Streaming(_));
                 let relayed = relay(core, client, s, ex, addr, upstream).await;
+                let relayed = match relayed {
+                    Ok(Next::KeepAlive) if unsent => Ok(Next::Close),
+                    other => other,
+                };
                 // The outcome is known once the body is through: an upstream that breaks
                 // off its response failed, whatever its status said.
                 let outcome = match &relayed {
@@ -478,6 +501,8 @@ async fn exchange_head(
     } else {
         append_deadline(&s.upstream_head, remaining_ms, &s.trace_lines, &mut out);
     }
+    // A body held for the destination's `100 Continue` waits; the head goes alone.
+    let mut held = ex.relay_continue && matches!(body, RequestBody::Streaming(_));
     let inline_body = match body {
         RequestBody::Buffered(n) if out.len() + *n <= COALESCE_LIMIT => {
             out.extend_from_slice(&client.data()[..*n]);
@@ -488,36 +513,8 @@ async fn exchange_head(
     let (res, out) = up.write_vec(out).await;
     s.out = out;
     res.map_err(|_| write_failed.clone())?;
-    match body {
-        RequestBody::Buffered(_) if inline_body => {}
-        RequestBody::Buffered(n) => {
-            let start = client.start;
-            client
-                .write_buffered(start..start + *n, up)
-                .await
-                .map_err(|_| ProxyError::UpstreamClosed { request_sent: true })?;
-        }
-        RequestBody::Streaming(state) => {
-            let idle = Duration::from_millis(ex.settings.client_idle_timeout_ms);
-            pipe(client, up, state, idle, Some(ex.settings.max_body_bytes))
-                .await
-                .map_err(|e| match e {
-                    PipeError::Destination => ProxyError::UpstreamClosed { request_sent: true },
-                    PipeError::Invalid(reason) => ProxyError::BadRequest {
-                        status: 400,
-                        reason,
-                    },
-                    PipeError::TooLarge => ProxyError::BadRequest {
-                        status: 413,
-                        reason: "request body larger than the limit",
-                    },
-                    PipeError::Timeout => ProxyError::BadRequest {
-                        status: 408,
-                        reason: "request body not received in time",
-                    },
-                    PipeError::SourceClosed | PipeError::Source => ProxyError::ClientGone,
-                })?;
-        }
+    if !held {
+        send_body(client, up, body, ex, inline_body).await?;
     }
     // Await the response head, passing interim 1xx responses on.
     let max = core.defaults.max_header_bytes;
@@ -536,6 +533,21 @@ async fn exchange_head(
                         return Ok(());
                     }
                     let len = s.response_head.len;
+                    if held && status == 100 {
+                        // The destination's own `100 Continue`: the client hears it, then
+                        // its body goes through.
+                        let mut out = std::mem::take(&mut s.out);
+                        out.clear();
+                        out.extend_from_slice(&up.data()[..len]);
+                        up.consume(len);
+                        let (res, out) = client.write_vec(out).await;
+                        s.out = out;
+                        res.map_err(|_| ProxyError::ClientGone)?;
+                        held = false;
+                        send_body(client, up, body, ex, false).await?;
+                        *body = RequestBody::Buffered(0);
+                        continue;
+                    }
                     // The client hears interim responses from one attempt only: a retry's
                     // would repeat them. `100 Continue` was the proxy's own to send, and an
                     // HTTP/1.0 client gets none (RFC 9110 §15.2).
@@ -567,7 +579,21 @@ async fn exchange_head(
                 Err(e) => return Err(ProxyError::UpstreamBadResponse(e.reason)),
             }
         }
-        match up.fill(max).await {
+        let filled = if held {
+            match monoio::time::timeout(CONTINUE_WAIT, up.fill(max)).await {
+                Ok(filled) => filled,
+                Err(_) => {
+                    // No answer to the `Expect`: send the body as a client would.
+                    held = false;
+                    send_body(client, up, body, ex, false).await?;
+                    *body = RequestBody::Buffered(0);
+                    continue;
+                }
+            }
+        } else {
+            up.fill(max).await
+        };
+        match filled {
             Ok(Fill::Read(_)) => {}
             Ok(Fill::Full) => {
                 return Err(ProxyError::UpstreamBadResponse(
@@ -583,6 +609,48 @@ async fn exchange_head(
             }
         }
     }
+}
+
+/// Send the request body (what `exchange_head` did not write with the head).
+async fn send_body(
+    client: &mut Conn,
+    up: &mut Conn,
+    body: &mut RequestBody,
+    ex: &Exchange<'_>,
+    inline_body: bool,
+) -> Result<(), ProxyError> {
+    match body {
+        RequestBody::Buffered(_) if inline_body => {}
+        RequestBody::Buffered(n) => {
+            let start = client.start;
+            client
+                .write_buffered(start..start + *n, up)
+                .await
+                .map_err(|_| ProxyError::UpstreamClosed { request_sent: true })?;
+        }
+        RequestBody::Streaming(state) => {
+            let idle = Duration::from_millis(ex.settings.client_idle_timeout_ms);
+            pipe(client, up, state, idle, Some(ex.settings.max_body_bytes))
+                .await
+                .map_err(|e| match e {
+                    PipeError::Destination => ProxyError::UpstreamClosed { request_sent: true },
+                    PipeError::Invalid(reason) => ProxyError::BadRequest {
+                        status: 400,
+                        reason,
+                    },
+                    PipeError::TooLarge => ProxyError::BadRequest {
+                        status: 413,
+                        reason: "request body larger than the limit",
+                    },
+                    PipeError::Timeout => ProxyError::BadRequest {
+                        status: 408,
+                        reason: "request body not received in time",
+                    },
+                    PipeError::SourceClosed | PipeError::Source => ProxyError::ClientGone,
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// Relay the response whose head is buffered in `up` to the client.

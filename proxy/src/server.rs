@@ -658,7 +658,9 @@ async fn route_and_forward(
     let head_len = head.len;
     client.consume(head_len);
 
-    if expect_continue {
+    // A passthrough's destination answers the `Expect` itself (it may refuse the body).
+    let relay_continue = expect_continue && plan.passthrough && !http10;
+    if expect_continue && !relay_continue {
         let mut out = std::mem::take(&mut s.out);
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -686,6 +688,7 @@ async fn route_and_forward(
         fixed_endpoint: plan.fixed_endpoint,
         verbatim: plan.passthrough,
         connect,
+        relay_continue,
     };
     match forward(core, client, s, &exchange).await {
         Ok(next) => next,

@@ -382,6 +382,9 @@ fn a_mebibyte_each_way_arrives_byte_exact_and_is_counted() {
             let m = core.metrics.borrow().snapshot();
             assert_eq!(m.tcp_connections(Side::Outbound, Some("db")), 1);
             assert_eq!(m.tcp_connections(Side::Inbound, Some("db")), 0);
+            // One connection, one connect time.
+            assert_eq!(m.tcp_connect_time(Side::Outbound, Some("db")).count, 1);
+            assert_eq!(m.tcp_connect_time(Side::Inbound, Some("db")).count, 0);
             let bytes = |way| m.tcp_bytes(Side::Outbound, Some("db"), way);
             assert_eq!(bytes(Way::ToUpstream), (MIB + 6) as u64);
             assert_eq!(bytes(Way::ToClient), MIB as u64);

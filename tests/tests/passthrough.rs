@@ -515,3 +515,147 @@ fn passthrough_has_its_own_limits_not_a_services() {
         });
     });
 }
+
+/// An origin that refuses a body on sight: `413` right after the request head, then it
+/// records whatever else arrives until the proxy closes, then [`CLOSED`].
+fn serve_early_refusal(stream: TcpStream, received: &Mutex<Vec<u8>>) {
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut r = WireReader::new(stream);
+    if let Ok(Some(head)) = r.read_head("a request head") {
+        record(received, &head);
+        let _ = out.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    if let Ok(rest) = r.read_to_close() {
+        record(received, &rest);
+    }
+    record(received, CLOSED);
+}
+
+/// An origin that answers an `Expect` with a `100` of its own wording, then `200 ok`.
+fn serve_own_continue(stream: TcpStream, received: &Mutex<Vec<u8>>) {
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut r = WireReader::new(stream);
+    let Ok(Some(head)) = r.read_head("a request head") else {
+        return;
+    };
+    record(received, &head);
+    if out.write_all(OWN_CONTINUE).is_err() {
+        return;
+    }
+    if let Ok(body) = r.read_exact_vec(5, "a request body") {
+        record(received, &body);
+        let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    }
+}
+
+const CLOSED: &[u8] = b"<closed>";
+const OWN_CONTINUE: &[u8] = b"HTTP/1.1 100 Go Ahead\r\n\r\n";
+const EXPECT_HEAD: &[u8] = b"PUT /upload HTTP/1.1\r\nHost: target.example\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+
+#[test]
+fn an_expect_is_answered_by_the_destination_which_may_refuse_the_body() {
+    if !can_run("passthrough", &["iptables"]) {
+        return;
+    }
+    for_each_driver(|driver| {
+        in_namespace(
+            driver,
+            |_| {},
+            |_proxy| {
+                let destination = Recorder::start(serve_early_refusal);
+                let mut c = Client::connect_from(client_ip(), destination.addr)
+                    .expect("connect through the redirect");
+                c.send_raw(EXPECT_HEAD).expect("send the head");
+                // The first thing the client hears is the refusal: no `100` from the proxy.
+                let r = c.read_head_only().expect("the refusal");
+                assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.raw_head));
+                // A client that sends its body anyway: it must not reach the destination.
+                let _ = c.send_raw(b"hello");
+                assert!(
+                    c.is_closed_by_peer(),
+                    "the connection closes after the refusal"
+                );
+                drop(c);
+                let mut waited = 0;
+                while !destination.received().ends_with("<closed>") && waited < 3000 {
+                    std::thread::sleep(Duration::from_millis(10));
+                    waited += 1;
+                }
+                let mut expected = EXPECT_HEAD.to_vec();
+                expected.extend_from_slice(CLOSED);
+                assert_eq!(destination.received(), String::from_utf8_lossy(&expected));
+            },
+        );
+    });
+}
+
+#[test]
+fn the_destinations_own_100_continue_reaches_the_client() {
+    if !can_run("passthrough", &["iptables"]) {
+        return;
+    }
+    for_each_driver(|driver| {
+        in_namespace(
+            driver,
+            |_| {},
+            |_proxy| {
+                let destination = Recorder::start(serve_own_continue);
+                let mut c = Client::connect_from(client_ip(), destination.addr)
+                    .expect("connect through the redirect");
+                c.send_raw(EXPECT_HEAD).expect("send the head");
+                let interim = c.read_head_only().expect("the interim answer");
+                assert_eq!(interim.raw_head, OWN_CONTINUE, "the destination's own 100");
+                c.send_raw(b"hello").expect("send the body");
+                let r = c.read_response(false).expect("the final answer");
+                assert_eq!((r.status, r.body_text().as_str()), (200, "ok"));
+                drop(c);
+                let mut expected = EXPECT_HEAD.to_vec();
+                expected.extend_from_slice(b"hello");
+                assert_eq!(destination.received(), String::from_utf8_lossy(&expected));
+            },
+        );
+    });
+}
+
+#[test]
+fn opaque_passthrough_connects_within_the_passthrough_connect_timeout() {
+    if !can_run("passthrough", &["iptables"]) {
+        return;
+    }
+    for_each_driver(|driver| {
+        let timeouts = |config: &mut Config| {
+            // Far beyond the client's read timeout (10 s): waiting for it fails the test.
+            config.defaults.connect_timeout_ms = 60_000;
+            if let Some(outbound) = &mut config.outbound {
+                outbound.passthrough = PassthroughSettings {
+                    connect_timeout_ms: 100,
+                    ..PassthroughSettings::default()
+                };
+            }
+        };
+        in_namespace(driver, timeouts, |_proxy| {
+            // The proxy's connect to the destination gets no answer (its SYN is dropped; the
+            // client's own connection is redirected to the proxy before the filter sees it).
+            let dropped = std::process::Command::new("iptables")
+                .args(["-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.9"])
+                .args(["--dport", "6379", "-j", "DROP"])
+                .status()
+                .expect("run iptables");
+            assert!(dropped.success(), "the drop rule");
+            // 6379 is an opaque port: relayed as TCP with no detection wait.
+            let to: SocketAddr = "127.0.0.9:6379".parse().expect("a literal address");
+            let mut c =
+                Client::connect_from(client_ip(), to).expect("connect through the redirect");
+            assert!(
+                c.is_closed_by_peer(),
+                "the unreachable destination's connection was closed after the passthrough timeout"
+            );
+        });
+    });
+}

@@ -4,8 +4,10 @@
 //! the client's address in `X-Forwarded-For`, opaque TCP byte-exact), the refusal of a
 //! connection bound for the proxy itself, the stop order (inbound stops accepting at once,
 //! outbound keeps accepting until stopped; with `shutdown = "drain"` every listener stops
-//! at once and the stop ends as soon as the connections in flight are done), a sidecar
-//! without an explicit listener, and a clear error when a side cannot listen.
+//! at once and the stop ends as soon as the connections in flight are done; in grace mode
+//! the stop ends by itself after the grace period and an inbound request in flight
+//! completes), a counted detection timeout, a sidecar without an explicit listener, and a
+//! clear error when a side cannot listen.
 
 use coremesh_discovery::{Config, InboundSettings, ShutdownMode, SideSettings};
 use coremesh_tests::admin::start_with_admin;
@@ -191,6 +193,15 @@ fn inbound_opaque_tcp_comes_back_byte_exact() {
         assert_eq!(
             sample(&text, "coremesh_detect_total{direction=\"inbound\",protocol=\"opaque\",reason=\"opaque_port\"}"),
             Some(1)
+        );
+        // One relayed connection: one connect time observed.
+        assert_eq!(
+            sample(
+                &text,
+                "coremesh_tcp_connect_seconds_count{direction=\"inbound\"}"
+            ),
+            Some(1),
+            "{text}"
         );
     });
 }
@@ -401,4 +412,153 @@ fn a_sidecar_without_an_explicit_listener_starts() {
     let config = coremesh_discovery::parse_config("[outbound]\n", "only.toml")
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.explicit_listen(), None);
+}
+
+#[test]
+fn a_detection_timeout_is_counted() {
+    for_each_driver(|driver| {
+        let (echo, echo_thread) = tcp_echo();
+        let mut config = sidecar_config(Some(echo.port()));
+        if let Some(inbound) = &mut config.inbound {
+            // The echo's port is not opaque: detection waits for the client's first bytes.
+            inbound.side.opaque_ports = vec![];
+            inbound.side.detect_timeout_ms = 50;
+        }
+        let proxy = start_with_admin(driver, config);
+        let inbound = proxy.inbound_addr().expect("an inbound listener");
+        // A client that says nothing until the server does (a speak-first protocol).
+        let mut silent = TcpStream::connect(inbound).expect("connect to inbound");
+        silent.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let series =
+            "coremesh_detect_total{direction=\"inbound\",protocol=\"opaque\",reason=\"timeout\"}";
+        let mut text = String::new();
+        assert!(
+            wait_until(|| {
+                text = proxy.metrics_text();
+                sample(&text, series) == Some(1)
+            }),
+            "{text}"
+        );
+        // Decided opaque, the connection is relayed to the application.
+        silent.write_all(b"late").expect("send after the timeout");
+        let mut back = [0u8; 4];
+        silent.read_exact(&mut back).expect("the echo answers");
+        assert_eq!(&back, b"late");
+        silent
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let mut rest = Vec::new();
+        silent.read_to_end(&mut rest).expect("the relay ends");
+        echo_thread.join().expect("echo thread");
+        let text = proxy.metrics_text();
+        let matched =
+            "coremesh_detect_total{direction=\"inbound\",protocol=\"opaque\",reason=\"matched\"}";
+        assert_eq!(sample(&text, series), Some(1), "{text}");
+        assert_eq!(sample(&text, matched), Some(0), "{text}");
+    });
+}
+
+#[test]
+fn in_grace_mode_outbound_accepts_until_the_grace_ends_by_itself() {
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let mut config = sidecar_config(Some(app.addr().port()));
+        // Long enough that "right after the stop began" is inside it even on a busy host;
+        // the stop must still end by itself, with no outbound stopper.
+        config.proxy.shutdown_grace_ms = 2_000;
+        let proxy = start_proxy(driver, config);
+        let inbound = proxy.inbound_addr().expect("an inbound listener");
+        let outbound = proxy.outbound_addr().expect("an outbound listener");
+        let handle = proxy.into_handle();
+        let shutter = std::thread::spawn(move || handle.shutdown());
+        assert!(
+            wait_until(|| TcpStream::connect(inbound).is_err()),
+            "inbound must stop accepting"
+        );
+        assert!(
+            closed_without_bytes(outbound),
+            "outbound must keep accepting in the grace period"
+        );
+        assert!(
+            wait_until(|| shutter.is_finished()),
+            "the stop must end by itself once the grace period is over"
+        );
+        shutter.join().expect("shutdown returned");
+        assert!(
+            TcpStream::connect(outbound).is_err(),
+            "outbound closed after the grace period"
+        );
+    });
+}
+
+/// An application that answers its first request only once told to: it reports the
+/// request head's arrival on `arrived`, then waits for `release`.
+fn held_app() -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+    JoinHandle<()>,
+) {
+    let listener = TcpListener::bind(any_port()).expect("bind the application");
+    let addr = listener.local_addr().expect("application address");
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(WAIT));
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let _ = arrived_tx.send(());
+        if release_rx.recv_timeout(WAIT).is_ok() {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+        }
+    });
+    (addr, arrived, release, thread)
+}
+
+#[test]
+fn in_grace_mode_an_inbound_request_in_flight_across_the_stop_completes() {
+    for_each_driver(|driver| {
+        let (app, arrived, release, app_thread) = held_app();
+        let mut config = sidecar_config(Some(app.port()));
+        // Far longer than the test waits: the outbound stop ends it.
+        config.proxy.shutdown_grace_ms = 600_000;
+        let proxy = start_proxy(driver, config);
+        let inbound = proxy.inbound_addr().expect("an inbound listener");
+        let client = std::thread::spawn(move || get(inbound, "/slow", &[]));
+        arrived
+            .recv_timeout(WAIT)
+            .expect("the request reaches the application");
+        let handle = proxy.into_handle();
+        let stopper = handle.outbound_stopper();
+        let shutter = std::thread::spawn(move || handle.shutdown());
+        assert!(
+            wait_until(|| TcpStream::connect(inbound).is_err()),
+            "inbound must stop accepting"
+        );
+        release.send(()).expect("release the answer");
+        let response = client
+            .join()
+            .expect("client thread")
+            .expect("the request in flight is answered");
+        assert_eq!(
+            (response.status, response.body.as_slice()),
+            (200, &b"late"[..])
+        );
+        stopper.stop();
+        assert!(
+            wait_until(|| shutter.is_finished()),
+            "shutdown must end once outbound is stopped"
+        );
+        shutter.join().expect("shutdown returned");
+        app_thread.join().expect("application thread");
+    });
 }

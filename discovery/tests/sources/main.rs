@@ -8,6 +8,7 @@ mod support;
 
 mod dns;
 mod file_reload;
+mod first_snapshot;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 #[cfg(feature = "kubernetes")]

@@ -161,10 +161,14 @@ pub async fn serve_side(
                     .await
                     .ok()
             }
-            None => relay_direct(&core, client, telemetry_side, to, &side.relay).await,
+            None => {
+                let limit_ms = core.snapshot().passthrough.settings.connect_timeout_ms;
+                relay_direct(&core, client, telemetry_side, to, limit_ms, &side.relay).await
+            }
         },
         Target::Application(to) => {
-            relay_direct(&core, client, telemetry_side, to, &side.relay).await
+            let limit_ms = core.defaults.connect_timeout_ms;
+            relay_direct(&core, client, telemetry_side, to, limit_ms, &side.relay).await
         }
         Target::Route => None,
     };
@@ -175,16 +179,18 @@ pub async fn serve_side(
 }
 
 /// Relay `client` to `to` itself (passthrough, or the application), counted under no
-/// service. `None` when `to` cannot be reached.
+/// service, connecting within `connect_timeout_ms`. `None` when `to` cannot be reached.
 async fn relay_direct(
     core: &Core,
     client: Conn,
     side: coremesh_telemetry::Side,
     to: SocketAddr,
+    connect_timeout_ms: u64,
     cfg: &RelayConfig,
 ) -> Option<opaque::RelayReport> {
-    let upstream = outbound::connect_direct(core, to).await?;
-    opaque::record_connection(core, side, None);
+    let started = std::time::Instant::now();
+    let upstream = outbound::connect_direct(to, connect_timeout_ms).await?;
+    opaque::record_connection(core, side, None, started.elapsed());
     let report = opaque::relay(client, upstream, cfg).await;
     opaque::record_relay(core, side, None, &report);
     Some(report)

@@ -5,7 +5,6 @@
 //! own listener is refused.
 
 use super::Decision;
-use crate::core::Core;
 use crate::transport::original_dst::Destination;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
@@ -19,9 +18,10 @@ pub fn decide(destination: Destination) -> Decision {
     }
 }
 
-/// Connect to `to` itself (passthrough, or the application on the inbound side).
-pub async fn connect_direct(core: &Core, to: SocketAddr) -> Option<TcpStream> {
-    let limit = Duration::from_millis(core.defaults.connect_timeout_ms);
+/// Connect to `to` itself (passthrough, or the application on the inbound side) within
+/// `connect_timeout_ms` (`[outbound.passthrough]`'s, or `[defaults]`' for the application).
+pub async fn connect_direct(to: SocketAddr, connect_timeout_ms: u64) -> Option<TcpStream> {
+    let limit = Duration::from_millis(connect_timeout_ms);
     let connected = connect(to, limit).await;
     if connected.is_none() {
         tracing::debug!(%to, "connect failed");

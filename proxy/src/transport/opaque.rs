@@ -153,9 +153,11 @@ pub fn record_detection(core: &Core, side: Side, detection: Detection) {
 }
 
 /// Counts an opaque connection on `side` to the service `id` stands for (`None`: to no
-/// known service) once its upstream is connected.
-pub fn record_connection(core: &Core, side: Side, id: Option<ServiceId>) {
-    core.metrics.borrow().record_tcp_connection(side, id);
+/// known service) once its upstream is connected, `connect_time` after the connect began.
+pub fn record_connection(core: &Core, side: Side, id: Option<ServiceId>, connect_time: Duration) {
+    let m = core.metrics.borrow();
+    m.record_tcp_connection(side, id);
+    m.record_tcp_connect_time(side, id, connect_time);
 }
 
 /// Counts what a finished relay carried, in the opaque TCP byte counters and in the
@@ -181,8 +183,9 @@ pub async fn relay_to_service(
     cfg: &RelayConfig,
 ) -> Result<RelayReport, ProxyError> {
     let id = service_metrics_id(core, service);
+    let started = Instant::now();
     let connected = connect(core, service).await?;
-    record_connection(core, side, id);
+    record_connection(core, side, id, started.elapsed());
     let report = relay(client, connected.stream, cfg).await;
     record_relay(core, side, id, &report);
     Ok(report)

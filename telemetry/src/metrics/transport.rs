@@ -3,8 +3,11 @@
 //! TCP block among the globals (connections to no known service) and one in each service's
 //! block.
 
+use super::latency::{bucket, nanos, HISTOGRAM_STRIDE, INF_SLOT, SUM_SLOT};
 use super::layout::{ServiceId, DETECTIONS, SVC_TCP, TCP_UNKNOWN};
+use super::snapshot::LatencyHistogram;
 use super::{CoreMetrics, MetricsSnapshot};
+use std::time::Duration;
 
 /// Which side of the sidecar a connection came in on, the `direction` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,8 +149,8 @@ pub(crate) const fn detect_cell(side: Side, protocol: Protocol, reason: DetectRe
     (side.slot() * Protocol::ALL.len() + protocol.slot()) * DetectReason::ALL.len() + reason.slot()
 }
 
-/// Per side: connections, then bytes per way.
-const TCP_PER_SIDE: usize = 1 + Way::ALL.len();
+/// Per side: connections, then bytes per way, then the connect-time histogram.
+const TCP_PER_SIDE: usize = 1 + Way::ALL.len() + HISTOGRAM_STRIDE;
 /// Opaque TCP counters of one destination (a service, or none).
 pub(crate) const TCP_CELLS: usize = Side::ALL.len() * TCP_PER_SIDE;
 
@@ -161,7 +164,26 @@ pub(crate) const fn tcp_bytes_cell(side: Side, way: Way) -> usize {
     side.slot() * TCP_PER_SIDE + 1 + way.slot()
 }
 
+/// Offset of the connect-time histogram of `side` within a TCP block.
+pub(crate) const fn tcp_connect_cell(side: Side) -> usize {
+    side.slot() * TCP_PER_SIDE + 1 + Way::ALL.len()
+}
+
 impl CoreMetrics {
+    /// An opaque TCP connection on `side` to `service` (`None`: to no known service) took
+    /// `connect_time` to connect to its upstream.
+    pub fn record_tcp_connect_time(
+        &self,
+        side: Side,
+        service: Option<ServiceId>,
+        connect_time: Duration,
+    ) {
+        let base = tcp_connect_cell(side);
+        let ns = nanos(connect_time);
+        self.add_tcp(service, base + bucket(ns), 1);
+        self.add_tcp(service, base + SUM_SLOT, ns);
+    }
+
     /// Detection on `side` decided `protocol` for `reason`.
     pub fn record_detection(&self, side: Side, protocol: Protocol, reason: DetectReason) {
         self.add(DETECTIONS + detect_cell(side, protocol, reason), 1);
@@ -200,6 +222,19 @@ impl MetricsSnapshot {
     /// Bytes relayed on opaque TCP connections on `side` to `service`, the `way` given.
     pub fn tcp_bytes(&self, side: Side, service: Option<&str>, way: Way) -> u64 {
         self.tcp_counter(service, tcp_bytes_cell(side, way))
+    }
+
+    /// The connect times of opaque TCP connections on `side` to `service`.
+    pub fn tcp_connect_time(&self, side: Side, service: Option<&str>) -> LatencyHistogram {
+        let base = tcp_connect_cell(side);
+        let buckets: Vec<u64> = (0..=INF_SLOT)
+            .map(|b| self.tcp_counter(service, base + b))
+            .collect();
+        LatencyHistogram {
+            count: buckets.iter().fold(0, |a, b| a.wrapping_add(*b)),
+            buckets,
+            sum_nanos: self.tcp_counter(service, base + SUM_SLOT),
+        }
     }
 
     fn tcp_counter(&self, service: Option<&str>, cell: usize) -> u64 {
@@ -249,6 +284,9 @@ mod tests {
             for way in Way::ALL {
                 assert!(seen.insert(tcp_bytes_cell(side, way)));
             }
+            for slot in 0..HISTOGRAM_STRIDE {
+                assert!(seen.insert(tcp_connect_cell(side) + slot));
+            }
         }
         assert!(seen.iter().all(|&c| c < TCP_CELLS));
         assert_eq!(seen.len(), TCP_CELLS);
@@ -269,6 +307,8 @@ mod tests {
         core.record_tcp_bytes(Side::Outbound, Some(db), Way::ToClient, 20);
         core.record_tcp_connection(Side::Outbound, None);
         core.record_tcp_bytes(Side::Outbound, None, Way::ToClient, 7);
+        core.record_tcp_connect_time(Side::Outbound, None, Duration::from_millis(2));
+        core.record_tcp_connect_time(Side::Outbound, Some(db), Duration::from_millis(20));
         let mut merged = MetricsSnapshot::empty();
         merged.merge(&core.snapshot());
         merged.merge(&CoreMetrics::new(layout).snapshot());
@@ -291,6 +331,13 @@ mod tests {
         assert_eq!(m.tcp_bytes(out, Some("db"), Way::ToClient), 20);
         assert_eq!(m.tcp_bytes(out, None, Way::ToClient), 7);
         assert_eq!(m.tcp_bytes(out, None, Way::ToUpstream), 0);
+        let passthrough = m.tcp_connect_time(out, None);
+        assert_eq!((passthrough.count, passthrough.buckets[1]), (1, 1));
+        assert_eq!(passthrough.sum_nanos, 2_000_000);
+        let db_connects = m.tcp_connect_time(out, Some("db"));
+        assert_eq!((db_connects.count, db_connects.buckets[4]), (1, 1));
+        assert_eq!(m.tcp_connect_time(inb, Some("db")).count, 0);
+        assert_eq!(m.tcp_connect_time(out, Some("cache")).count, 0);
         // Nothing leaked into the neighbouring service's counters.
         assert_eq!(m.retry_budget_exhausted("cache"), 0);
         assert_eq!(m.upstream_connections_reused("db"), 0);
