@@ -7,7 +7,8 @@
 //! `header_read_timeout_ms` = [`DEFAULT_PASSTHROUGH_HEADER_READ_TIMEOUT_MS`],
 //! `connect_timeout_ms` = [`DEFAULT_PASSTHROUGH_CONNECT_TIMEOUT_MS`],
 //! `response_timeout_ms` = [`DEFAULT_PASSTHROUGH_RESPONSE_TIMEOUT_MS`],
-//! `body_idle_timeout_ms` = [`DEFAULT_PASSTHROUGH_BODY_IDLE_TIMEOUT_MS`]. A CONNECT tunnel
+//! `body_idle_timeout_ms` = [`DEFAULT_PASSTHROUGH_BODY_IDLE_TIMEOUT_MS`],
+//! `continue_wait_ms` = [`DEFAULT_PASSTHROUGH_CONTINUE_WAIT_MS`]. A CONNECT tunnel
 //! that the destination accepts is bounded by the side's opaque relay limits
 //! (`tcp_idle_timeout_ms`, `tcp_buffer_bytes`).
 
@@ -27,6 +28,10 @@ pub const DEFAULT_PASSTHROUGH_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_PASSTHROUGH_RESPONSE_TIMEOUT_MS: u64 = 300_000;
 /// The most time between two reads of a request body being streamed to the destination.
 pub const DEFAULT_PASSTHROUGH_BODY_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// How long a request with `Expect: 100-continue` holds its body for the destination's own
+/// `100 Continue` (or an early final answer) before sending it anyway, as a client would
+/// with a server that ignores `Expect` (curl waits the same second).
+pub const DEFAULT_PASSTHROUGH_CONTINUE_WAIT_MS: u64 = 1_000;
 
 /// `[outbound.passthrough]`. See the module documentation for the defaults.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,6 +47,8 @@ pub struct PassthroughSettings {
     pub response_timeout_ms: u64,
     #[serde(default = "d_body_idle_timeout_ms")]
     pub body_idle_timeout_ms: u64,
+    #[serde(default = "d_continue_wait_ms")]
+    pub continue_wait_ms: u64,
 }
 
 impl Default for PassthroughSettings {
@@ -52,6 +59,7 @@ impl Default for PassthroughSettings {
             connect_timeout_ms: d_connect_timeout_ms(),
             response_timeout_ms: d_response_timeout_ms(),
             body_idle_timeout_ms: d_body_idle_timeout_ms(),
+            continue_wait_ms: d_continue_wait_ms(),
         }
     }
 }
@@ -91,6 +99,8 @@ pub struct Passthrough {
     pub tunnel_idle_ms: u64,
     /// Read at most this much at a time each way through a tunnel (`tcp_buffer_bytes`).
     pub tunnel_buffer_bytes: usize,
+    /// A held `Expect: 100-continue` body waits this long for the destination's answer.
+    pub continue_wait_ms: u64,
 }
 
 impl Passthrough {
@@ -101,6 +111,7 @@ impl Passthrough {
             settings: side.passthrough.request_settings(defaults),
             tunnel_idle_ms: side.tcp_idle_timeout_ms,
             tunnel_buffer_bytes: side.tcp_buffer_bytes,
+            continue_wait_ms: side.passthrough.continue_wait_ms,
         }
     }
 }
@@ -120,6 +131,9 @@ fn d_response_timeout_ms() -> u64 {
 fn d_body_idle_timeout_ms() -> u64 {
     DEFAULT_PASSTHROUGH_BODY_IDLE_TIMEOUT_MS
 }
+fn d_continue_wait_ms() -> u64 {
+    DEFAULT_PASSTHROUGH_CONTINUE_WAIT_MS
+}
 
 #[cfg(test)]
 mod tests {
@@ -135,6 +149,12 @@ mod tests {
             parsed.connect_timeout_ms,
             DEFAULT_PASSTHROUGH_CONNECT_TIMEOUT_MS
         );
+        assert_eq!(
+            parsed.continue_wait_ms,
+            DEFAULT_PASSTHROUGH_CONTINUE_WAIT_MS
+        );
+        let parsed: PassthroughSettings = toml::from_str("continue_wait_ms = 250").unwrap();
+        assert_eq!(parsed.continue_wait_ms, 250);
         assert!(toml::from_str::<PassthroughSettings>("max_body_bytes = 1").is_err());
     }
 

@@ -242,6 +242,7 @@ fn check_passthrough(path: &FieldPath, p: &crate::PassthroughSettings, out: &mut
     out.timeout(path.key("connect_timeout_ms"), p.connect_timeout_ms);
     out.timeout(path.key("response_timeout_ms"), p.response_timeout_ms);
     out.timeout(path.key("body_idle_timeout_ms"), p.body_idle_timeout_ms);
+    out.timeout(path.key("continue_wait_ms"), p.continue_wait_ms);
 }
 
 fn check_inbound(path: &FieldPath, inbound: &InboundSettings, out: &mut Violations) {

@@ -49,11 +49,6 @@ pub struct Exchange<'a> {
     pub relay_continue: bool,
 }
 
-/// How long a held request body waits for the destination's `100 Continue` before it is
-/// sent anyway (a server that ignores `Expect` reads the body without answering first;
-/// curl waits the same second).
-const CONTINUE_WAIT: Duration = Duration::from_secs(1);
-
 impl Exchange<'_> {
     /// The service's index in the core's current per-service state: the same as in the
     /// request's snapshot unless a new snapshot was installed meanwhile, then found by
@@ -580,7 +575,10 @@ async fn exchange_head(
             }
         }
         let filled = if held {
-            match monoio::time::timeout(CONTINUE_WAIT, up.fill(max)).await {
+            // How long a held body waits for the destination's `100 Continue` before it is
+            // sent anyway (a server that ignores `Expect` reads it without answering first).
+            let wait = Duration::from_millis(core.snapshot().passthrough.continue_wait_ms);
+            match monoio::time::timeout(wait, up.fill(max)).await {
                 Ok(filled) => filled,
                 Err(_) => {
                     // No answer to the `Expect`: send the body as a client would.
