@@ -17,7 +17,7 @@
 # each coremesh point both proxies must have counted the calls (else the run fails), and the
 # time from spawning each coremesh to its `/ready` answering 200 is printed at the end.
 #
-# Usage (root): bench/sidecar-latency.sh   [env: COREMESH=path DURATION=s CONNS="1 16" ROUNDS=3]
+# Usage (root): bench/sidecar-latency.sh   [env: COREMESH=path DURATION=s CONNS="1 16" ROUNDS=3 DRIVER=uring|legacy]
 set -euo pipefail
 
 COREMESH=${COREMESH:-target/release/coremesh}
@@ -25,6 +25,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-"1 16"}
 ROUNDS=${ROUNDS:-3}
 PROXY_UID=${PROXY_UID:-2102}
+DRIVER=${DRIVER:-uring}
 A=cmlat-a-$$
 B=cmlat-b-$$
 A_IP=10.78.0.1
@@ -111,6 +112,7 @@ listen = "127.0.0.1:4180"
 admin = "127.0.0.1:4191"
 cores = 1
 pin_cores = false
+driver = "$DRIVER"
 
 [outbound]
 listen = "127.0.0.1:4140"
@@ -126,6 +128,7 @@ listen = "127.0.0.1:4180"
 admin = "127.0.0.1:4191"
 cores = 1
 pin_cores = false
+driver = "$DRIVER"
 
 [inbound]
 listen = "0.0.0.0:4143"
