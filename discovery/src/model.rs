@@ -74,6 +74,9 @@ pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
 /// An upgraded (WebSocket) tunnel with no bytes in either direction for this long is
 /// closed on both sides (an hour, as common proxies do for tunnels).
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT_MS: u64 = 60 * 60 * 1000;
+/// Each direction of an upgraded (WebSocket) tunnel reads at most this much at a time: two
+/// such buffers per tunnel.
+pub const DEFAULT_TUNNEL_BUFFER_BYTES: usize = 16 * 1024;
 /// How long the proxy keeps reading (and discarding) from a client it is closing on while
 /// that client still had bytes coming, so that closing does not reset the connection over
 /// the end of the last response (RFC 9112 §9.6). nginx's `lingering_timeout` is 5 s too.
@@ -314,6 +317,9 @@ pub struct ProxySettings {
     /// An upgraded tunnel idle both ways for this long is closed on both sides.
     #[serde(default = "d_tunnel_idle_timeout_ms")]
     pub tunnel_idle_timeout_ms: u64,
+    /// Each direction of an upgraded tunnel reads at most this much at a time.
+    #[serde(default = "d_tunnel_buffer_bytes")]
+    pub tunnel_buffer_bytes: usize,
     /// Closing a client connection with its bytes still arriving: read and discard them
     /// for at most this long after the last response, so the close does not reset it.
     #[serde(default = "d_lingering_close_ms")]
@@ -366,6 +372,7 @@ impl Default for ProxySettings {
             admin_write_timeout_ms: d_admin_write_timeout_ms(),
             admin_max_connections: d_admin_max_connections(),
             tunnel_idle_timeout_ms: d_tunnel_idle_timeout_ms(),
+            tunnel_buffer_bytes: d_tunnel_buffer_bytes(),
             lingering_close_ms: d_lingering_close_ms(),
             log_format: LogFormat::default(),
         }
@@ -822,6 +829,9 @@ fn d_admin_max_connections() -> usize {
 }
 fn d_tunnel_idle_timeout_ms() -> u64 {
     DEFAULT_TUNNEL_IDLE_TIMEOUT_MS
+}
+fn d_tunnel_buffer_bytes() -> usize {
+    DEFAULT_TUNNEL_BUFFER_BYTES
 }
 fn d_lingering_close_ms() -> u64 {
     DEFAULT_LINGERING_CLOSE_MS

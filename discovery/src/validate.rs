@@ -155,6 +155,12 @@ fn check_proxy(path: &FieldPath, proxy: &ProxySettings, out: &mut Violations) {
         path.key("tunnel_idle_timeout_ms"),
         proxy.tunnel_idle_timeout_ms,
     );
+    out.range(
+        path.key("tunnel_buffer_bytes"),
+        proxy.tunnel_buffer_bytes,
+        MIN_TCP_BUFFER_BYTES,
+        MAX_TCP_BUFFER_BYTES,
+    );
     // 0 turns lingering off: a close is immediate.
     if proxy.lingering_close_ms > 0 {
         out.timeout(path.key("lingering_close_ms"), proxy.lingering_close_ms);

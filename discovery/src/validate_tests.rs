@@ -295,6 +295,7 @@ admin_request_timeout_ms = 0
 admin_write_timeout_ms = 86400001
 admin_max_connections = 0
 tunnel_idle_timeout_ms = 0
+tunnel_buffer_bytes = 100
 "#;
     assert_eq!(
         errors(text),
@@ -303,6 +304,7 @@ tunnel_idle_timeout_ms = 0
             "v.toml:4:1: field `proxy.admin_write_timeout_ms`: 86400001 ms is more than one day (86400000 ms)",
             "v.toml:5:1: field `proxy.admin_max_connections`: 0 is outside 1 to 10000",
             "v.toml:6:1: field `proxy.tunnel_idle_timeout_ms`: must be greater than 0",
+            "v.toml:7:1: field `proxy.tunnel_buffer_bytes`: 100 is outside 512 to 16777216",
         ]
     );
     let at_bounds = Config {

@@ -112,6 +112,8 @@ pub struct CoreParams {
     pub grace: Duration,
     /// An upgraded tunnel idle both ways for this long is closed.
     pub tunnel_idle: Duration,
+    /// Each direction of an upgraded tunnel reads at most this much at a time.
+    pub tunnel_buffer: usize,
     /// How long a closing client connection with bytes still coming is read and drained.
     pub lingering_close: Duration,
     pub snapshot: Arc<Snapshot>,
@@ -129,6 +131,8 @@ pub struct Core {
     pub grace: Duration,
     /// An upgraded tunnel idle both ways for this long is closed.
     pub tunnel_idle: Duration,
+    /// Each direction of an upgraded tunnel reads at most this much at a time.
+    pub tunnel_buffer: usize,
     /// How long a closing client connection with bytes still coming is read and drained.
     pub lingering_close: Duration,
     /// The snapshot in force, behind a per-core `Rc`: a request takes its reference with a
@@ -169,6 +173,7 @@ impl Core {
             defaults,
             grace,
             tunnel_idle,
+            tunnel_buffer,
             lingering_close,
             snapshot,
             seed,
@@ -185,6 +190,7 @@ impl Core {
             defaults,
             grace,
             tunnel_idle,
+            tunnel_buffer,
             lingering_close,
             snapshot: RefCell::new(Rc::new(snapshot)),
             services: RefCell::new(services),

@@ -385,6 +385,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
                 defaults: config.defaults.clone(),
                 grace,
                 tunnel_idle: Duration::from_millis(config.proxy.tunnel_idle_timeout_ms),
+                tunnel_buffer: config.proxy.tunnel_buffer_bytes,
                 lingering_close: Duration::from_millis(config.proxy.lingering_close_ms),
                 snapshot: snapshot.clone(),
                 seed: rand::random::<u64>() ^ id as u64,

@@ -281,7 +281,7 @@ async fn serve_requests(
 /// Tunnel bytes both ways after an upgrade, then record what went through.
 async fn run_tunnel(core: &Core, client: Conn, upstream: Conn) {
     let idle = core.tunnel_idle;
-    crate::tunnel::run_and_record(core, client, upstream, idle, crate::tunnel::TUNNEL_BUFFER).await;
+    crate::tunnel::run_and_record(core, client, upstream, idle, core.tunnel_buffer).await;
 }
 
 /// Most bytes a lingering close reads and throws away before it closes anyway.

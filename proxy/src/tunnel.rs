@@ -13,8 +13,6 @@ use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-pub const TUNNEL_BUFFER: usize = 16 * 1024;
-
 /// What a tunnel carried and how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelEnd {

@@ -356,12 +356,27 @@ fn the_startup_probe_and_the_lock_wait_take_their_flags() {
             "5",
             "--iptables-lock-wait",
             "20",
+            "--probe-period",
+            "3",
             "-",
         ],
         TCP_PROBED,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let injected = deployment(&text(&out.stdout));
+    let proxy = init_container(&injected, "coremesh-proxy");
+    let periods = (
+        proxy
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.period_seconds),
+        proxy.liveness_probe.as_ref().and_then(|p| p.period_seconds),
+    );
+    assert_eq!(
+        periods,
+        (Some(3), Some(3)),
+        "readiness and liveness periods"
+    );
     let probe = init_container(&injected, "coremesh-proxy")
         .startup_probe
         .expect("a startup probe");

@@ -330,6 +330,7 @@ fn core_with(endpoints: &[SocketAddr], max_attempts: u32, eject_after: u32) -> R
         defaults: config.defaults.clone(),
         grace: Duration::from_secs(1),
         tunnel_idle: Duration::from_secs(60),
+        tunnel_buffer: coremesh_discovery::DEFAULT_TUNNEL_BUFFER_BYTES,
         lingering_close: Duration::from_secs(1),
         snapshot,
         seed: 7,

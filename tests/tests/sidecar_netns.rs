@@ -332,11 +332,33 @@ addresses = ["{SERVICE_ADDR}", "{SERVICE_ADDR6}"]
                     "coremesh_sidecar_connections_total",
                     &[("direction", "outbound")],
                 );
-                ((n == outbound_calls as f64).then_some(()), format!("{n}"))
+                // The service's requests count under the outbound direction, by original
+                // destination; the two passthrough requests under `route="passthrough"`.
+                let routed = m.sum(
+                    "coremesh_requests_total",
+                    &[
+                        ("direction", "outbound"),
+                        ("service", "users"),
+                        ("route", "original-destination"),
+                        ("class", "2xx"),
+                    ],
+                );
+                let passed = m.sum(
+                    "coremesh_requests_total",
+                    &[("direction", "outbound"), ("route", "passthrough")],
+                );
+                let want = (SERVICE_CALLS + SERVICE_CALLS6) as f64;
+                (
+                    (n == outbound_calls as f64 && routed == want && passed == 2.0).then_some(()),
+                    format!("{n} {routed} {passed}"),
+                )
             })
         })
         .unwrap();
-    assert!(seen.is_ok(), "passthrough not seen by outbound: {seen:?}");
+    assert!(
+        seen.is_ok(),
+        "outbound connections, routed and passthrough requests: {seen:?}"
+    );
 
     let call_service = || {
         app_ns

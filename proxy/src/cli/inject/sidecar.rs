@@ -45,6 +45,9 @@ pub const DEFAULT_STARTUP_PROBE_PERIOD_SECONDS: u32 = 1;
 pub const DEFAULT_STARTUP_PROBE_FAILURE_THRESHOLD: u32 = 120;
 /// Seconds before the first `/ready` check: none, the check is cheap.
 pub const DEFAULT_STARTUP_PROBE_INITIAL_DELAY_SECONDS: u32 = 0;
+/// Seconds between the kubelet's readiness (`/ready`) and liveness (`/live`) checks once
+/// the proxy has started: Kubernetes' own default.
+pub const DEFAULT_PROBE_PERIOD_SECONDS: u32 = 10;
 
 /// The flags of `coremesh inject` that shape the sidecar.
 #[derive(clap::Args, Debug, Clone)]
@@ -101,6 +104,9 @@ pub struct SidecarArgs {
     /// Seconds before the kubelet's first start-up check.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_STARTUP_PROBE_INITIAL_DELAY_SECONDS)]
     pub startup_probe_initial_delay: u32,
+    /// Seconds between the kubelet's readiness and liveness checks after the start.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_PROBE_PERIOD_SECONDS)]
+    pub probe_period: u32,
 }
 
 impl Default for SidecarArgs {
@@ -123,6 +129,7 @@ impl Default for SidecarArgs {
             startup_probe_period: DEFAULT_STARTUP_PROBE_PERIOD_SECONDS,
             startup_probe_failure_threshold: DEFAULT_STARTUP_PROBE_FAILURE_THRESHOLD,
             startup_probe_initial_delay: DEFAULT_STARTUP_PROBE_INITIAL_DELAY_SECONDS,
+            probe_period: DEFAULT_PROBE_PERIOD_SECONDS,
         }
     }
 }
@@ -243,6 +250,7 @@ impl SidecarArgs {
         }
         for (flag, value) in [
             ("--startup-probe-period", self.startup_probe_period),
+            ("--probe-period", self.probe_period),
             (
                 "--startup-probe-failure-threshold",
                 self.startup_probe_failure_threshold,
@@ -466,8 +474,8 @@ impl SidecarArgs {
                 "failureThreshold".into(),
                 Node::Int(self.startup_probe_failure_threshold.into()),
             );
-            r.insert("periodSeconds".into(), Node::Int(10));
-            l.insert("periodSeconds".into(), Node::Int(10));
+            r.insert("periodSeconds".into(), Node::Int(self.probe_period.into()));
+            l.insert("periodSeconds".into(), Node::Int(self.probe_period.into()));
         }
         let uid = i64::from(self.proxy_uid);
         map([
