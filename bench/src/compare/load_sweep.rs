@@ -6,12 +6,10 @@
 
 use super::contender::{Kind, Profile};
 use super::report::{Better, Column, Row, ScenarioResult};
-use super::scenarios::{error_note, hz, progress, session, Ctx};
+use super::scenarios::{error_note, progress, session, Ctx, OtherLoad};
 use super::upstreams::UpstreamArgs;
 use crate::load::{Mode, Stop};
-use crate::procfs;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 /// The scenario's key (also its `--scenarios` name).
 pub const KEY: &str = "sweep";
@@ -128,22 +126,9 @@ pub fn run(ctx: &Ctx<'_>) -> anyhow::Result<Vec<ScenarioResult>> {
                         Stop::Duration(plan.sweep),
                     );
                     // CPU of the benchmark itself, to tell what else ran meanwhile.
-                    let ours = || {
-                        running.cpu_ticks()
-                            + procfs::cpu_ticks(std::process::id()).unwrap_or(0)
-                            + ups
-                                .iter()
-                                .filter_map(|u| u.pid())
-                                .map(procfs::tree_cpu_ticks)
-                                .sum::<u64>()
-                    };
-                    let (ours0, machine0) = (ours(), procfs::machine_busy_ticks());
-                    let began = Instant::now();
+                    let other_load = OtherLoad::start(running, &ups);
                     let result = ctx.load(&spec);
-                    let wall = began.elapsed().as_secs_f64().max(1e-9);
-                    let others = procfs::machine_busy_ticks().saturating_sub(machine0) as f64
-                        - ours().saturating_sub(ours0) as f64;
-                    row.set("others_pct", (100.0 * others / hz() / wall).max(0.0));
+                    row.set("others_pct", other_load.percent(running, &ups));
                     match result {
                         Ok(r) => {
                             row.set("rps", r.throughput_rps);

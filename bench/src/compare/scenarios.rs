@@ -97,6 +97,42 @@ pub(super) fn hz() -> f64 {
     sys::clock_ticks_per_second() as f64
 }
 
+/// CPU used by processes outside the benchmark while a load runs: the machine's busy ticks
+/// less the benchmark's own (the proxy, this process and the upstreams).
+pub(super) struct OtherLoad {
+    ours: u64,
+    machine: u64,
+    began: Instant,
+}
+
+impl OtherLoad {
+    pub(super) fn start(running: &Running, ups: &[UpstreamProc]) -> OtherLoad {
+        OtherLoad {
+            ours: our_ticks(running, ups),
+            machine: procfs::machine_busy_ticks(),
+            began: Instant::now(),
+        }
+    }
+
+    /// The others' CPU since [`start`](Self::start), in percent of one CPU.
+    pub(super) fn percent(&self, running: &Running, ups: &[UpstreamProc]) -> f64 {
+        let wall = self.began.elapsed().as_secs_f64().max(1e-9);
+        let others = procfs::machine_busy_ticks().saturating_sub(self.machine) as f64
+            - our_ticks(running, ups).saturating_sub(self.ours) as f64;
+        (100.0 * others / hz() / wall).max(0.0)
+    }
+}
+
+fn our_ticks(running: &Running, ups: &[UpstreamProc]) -> u64 {
+    running.cpu_ticks()
+        + procfs::cpu_ticks(std::process::id()).unwrap_or(0)
+        + ups
+            .iter()
+            .filter_map(|u| u.pid())
+            .map(procfs::tree_cpu_ticks)
+            .sum::<u64>()
+}
+
 pub(super) fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -642,26 +678,14 @@ fn three_endpoint_scenario(
                         Mode::Open { rate },
                         Stop::Duration(duration),
                     );
-                    let ours = |ups: &[UpstreamProc]| {
-                        running.cpu_ticks()
-                            + procfs::cpu_ticks(std::process::id()).unwrap_or(0)
-                            + ups
-                                .iter()
-                                .filter_map(|u| u.pid())
-                                .map(procfs::tree_cpu_ticks)
-                                .sum::<u64>()
-                    };
-                    let (ours0, machine0) = (ours(&ups), procfs::machine_busy_ticks());
-                    let began = Instant::now();
+                    let other_load = OtherLoad::start(running, &ups);
                     let result = std::thread::scope(|s| {
                         let load = s.spawn(|| ctx.load(&spec));
                         during(&mut ups, row, duration);
                         load.join()
                             .unwrap_or_else(|_| Err("load thread panicked".into()))
                     });
-                    let others = procfs::machine_busy_ticks().saturating_sub(machine0) as f64
-                        - ours(&ups).saturating_sub(ours0) as f64;
-                    let wall = began.elapsed().as_secs_f64();
+                    let others_pct = other_load.percent(running, &ups);
                     let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
                     let served = served_between(&before, &after);
                     match result {
@@ -678,10 +702,7 @@ fn three_endpoint_scenario(
                                 "error_pct".to_string(),
                                 100.0 * r.errors_total as f64 / total,
                             );
-                            f.insert(
-                                "others_pct".to_string(),
-                                (100.0 * others / hz() / wall).max(0.0),
-                            );
+                            f.insert("others_pct".to_string(), others_pct);
                             let upstream_total: u64 = served.iter().sum();
                             if upstream_total > 0 {
                                 f.insert(

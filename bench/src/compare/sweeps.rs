@@ -15,13 +15,12 @@
 
 use super::contender::{Kind, Profile};
 use super::report::{Better, Column, Row, ScenarioResult};
-use super::scenarios::{error_note, hz, progress, rotated, session, settings_note, Ctx};
+use super::scenarios::{error_note, progress, rotated, session, settings_note, Ctx, OtherLoad};
 use super::upstreams::{served_between, UpstreamArgs};
 use crate::load::{Mode, Stop};
-use crate::{procfs, stats};
+use crate::stats;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 /// Scenario names of the sweeps.
 pub const SWEEPS: [&str; 3] = ["slow-sweep", "flaky-sweep", "capacity-sweep"];
@@ -234,22 +233,9 @@ pub fn run(ctx: &Ctx<'_>, sweep: Sweep) -> anyhow::Result<ScenarioResult> {
                     );
                     // CPU of the benchmark itself (proxy, generator, upstreams), to tell what
                     // else ran on the machine meanwhile.
-                    let ours = || {
-                        running.cpu_ticks()
-                            + procfs::cpu_ticks(std::process::id()).unwrap_or(0)
-                            + ups
-                                .iter()
-                                .filter_map(|u| u.pid())
-                                .map(procfs::tree_cpu_ticks)
-                                .sum::<u64>()
-                    };
-                    let (ours0, machine0) = (ours(), procfs::machine_busy_ticks());
-                    let began = Instant::now();
+                    let other_load = OtherLoad::start(running, &ups);
                     let outcome = ctx.load_outcome(&spec);
-                    let wall = began.elapsed().as_secs_f64().max(1e-9);
-                    let others = procfs::machine_busy_ticks().saturating_sub(machine0) as f64
-                        - ours().saturating_sub(ours0) as f64;
-                    row.set("others_pct", (100.0 * others / hz() / wall).max(0.0));
+                    row.set("others_pct", other_load.percent(running, &ups));
                     let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
                     let served = served_between(&before, &after);
                     match outcome {
