@@ -6,7 +6,7 @@
 //! body, on the error, and (for `decode`) on the payload.
 #![no_main]
 
-use coremesh::body::{ChunkError, ChunkedScanner, Scan};
+use coremesh::http1::body::{ChunkError, ChunkedScanner, Scan};
 use libfuzzer_sys::fuzz_target;
 
 /// What feeding a whole input produced.

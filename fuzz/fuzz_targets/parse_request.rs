@@ -3,7 +3,7 @@
 //! size limit is exact.
 #![no_main]
 
-use coremesh::codec::{parse_request, HeaderScratch, Parsed, RequestHead};
+use coremesh::http1::codec::{parse_request, HeaderScratch, Parsed, RequestHead};
 use coremesh_fuzz::{assert_head_stable, assert_request_in_bounds};
 use libfuzzer_sys::fuzz_target;
 

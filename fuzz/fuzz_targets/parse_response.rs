@@ -3,7 +3,7 @@
 //! depends only on the head's bytes and not on a head parsed before; the size limit holds.
 #![no_main]
 
-use coremesh::codec::{parse_response, HeaderScratch, Parsed, ResponseHead};
+use coremesh::http1::codec::{parse_response, HeaderScratch, Parsed, ResponseHead};
 use coremesh_fuzz::{assert_head_stable, assert_response_in_bounds};
 use libfuzzer_sys::fuzz_target;
 

@@ -11,11 +11,11 @@
 //! value (none beside Transfer-Encoding), and the same body framing.
 #![no_main]
 
-use coremesh::codec::{
+use coremesh::http1::codec::{
     is_hop_by_hop, listed_in_connection, parse_request, parse_response, split_absolute_form,
     Framing, HeaderRef, HeaderScratch, Parsed, RequestHead, ResponseHead,
 };
-use coremesh::rewrite::{
+use coremesh::http1::rewrite::{
     append_deadline, request_head, response_head, RequestAdditions, DEADLINE_HEADER,
 };
 use coremesh_fuzz::{assert_request_in_bounds, assert_response_in_bounds};

@@ -1,6 +1,6 @@
 //! Checks shared by the fuzz targets: every range a parsed head keeps must lie inside the head.
 
-use coremesh::codec::{HeaderRef, Parsed, RequestHead, ResponseHead};
+use coremesh::http1::codec::{HeaderRef, Parsed, RequestHead, ResponseHead};
 use std::ops::Range;
 
 /// Panics unless `range` is well-formed and lies within `0..len`.

@@ -10,8 +10,8 @@
 //! pooled connections to endpoints that left.
 
 use crate::observe::MetricIds;
-use crate::pool::Pool;
 use crate::signal::Signal;
+use crate::transport::pool::Pool;
 use coremesh_balancer::{
     BalancerConfig, Choice, EjectionConfig, GossipPort, Kind, Outcome, RetryBudget,
     RetryBudgetConfig, ServiceBalancer,
@@ -106,8 +106,8 @@ fn budget_config(s: &Settings) -> RetryBudgetConfig {
 /// What a core starts with.
 pub struct CoreParams {
     pub id: usize,
-    pub tracer: Option<crate::tracing_ctx::Tracer>,
-    pub access_log: Option<crate::access_log::AccessLog>,
+    pub tracer: Option<crate::observe::tracing_ctx::Tracer>,
+    pub access_log: Option<crate::observe::access_log::AccessLog>,
     pub defaults: Settings,
     pub grace: Duration,
     /// An upgraded tunnel idle both ways for this long is closed.
@@ -124,8 +124,8 @@ pub struct CoreParams {
 
 pub struct Core {
     pub id: usize,
-    pub tracer: Option<crate::tracing_ctx::Tracer>,
-    pub access_log: Option<crate::access_log::AccessLog>,
+    pub tracer: Option<crate::observe::tracing_ctx::Tracer>,
+    pub access_log: Option<crate::observe::access_log::AccessLog>,
     /// Global defaults: limits that apply before a request is routed.
     pub defaults: Settings,
     pub grace: Duration,
@@ -146,17 +146,17 @@ pub struct Core {
     pub metrics: RefCell<CoreMetrics>,
     pub ids: RefCell<MetricIds>,
     /// httparse's header slots, used only inside one synchronous parse, so one per core.
-    pub parse_scratch: RefCell<crate::codec::HeaderScratch>,
+    pub parse_scratch: RefCell<crate::http1::codec::HeaderScratch>,
     /// Header views for route matching, likewise used synchronously.
     pub route_scratch: RefCell<Vec<httparse::Header<'static>>>,
     pub pool: RefCell<Pool>,
     rng: RefCell<SmallRng>,
     buffers: RefCell<Vec<Vec<u8>>>,
     /// Request-handling scratch of connections that are idle, lent to busy ones.
-    pub scratch_pool: RefCell<Vec<Box<crate::server::ConnScratch>>>,
+    pub scratch_pool: RefCell<Vec<Box<crate::http1::server::ConnScratch>>>,
     connections: Cell<usize>,
     /// Idle deadlines of this core's client connections (one runtime timer for all).
-    pub idle: crate::idle_timer::IdleTimers,
+    pub idle: crate::transport::idle_timer::IdleTimers,
     pub stats: CoreStats,
     /// Fired when shutdown begins: stop accepting, close connections after their exchange.
     pub shutdown: Signal,
@@ -197,14 +197,14 @@ impl Core {
             gossip,
             metrics: RefCell::new(CoreMetrics::new(layout)),
             ids: RefCell::new(ids),
-            parse_scratch: RefCell::new(crate::codec::HeaderScratch::new(max_headers)),
+            parse_scratch: RefCell::new(crate::http1::codec::HeaderScratch::new(max_headers)),
             route_scratch: RefCell::new(Vec::with_capacity(max_headers)),
             pool: RefCell::new(Pool::default()),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),
             buffers: RefCell::new(Vec::new()),
             scratch_pool: RefCell::new(Vec::new()),
             connections: Cell::new(0),
-            idle: crate::idle_timer::IdleTimers::default(),
+            idle: crate::transport::idle_timer::IdleTimers::default(),
             stats: CoreStats::default(),
             shutdown: Signal::default(),
             drained: Signal::default(),

@@ -3,30 +3,17 @@
 //! [`start`] runs the proxy in this process (what `coremesh run`, `coremesh proxy`, the demo
 //! and the end-to-end tests use) and returns a [`ProxyHandle`] to stop it.
 
-pub mod access_log;
 pub mod admin;
-pub mod body;
 pub mod cli;
-pub mod codec;
-pub mod conn;
 pub mod core;
-pub mod demo;
 pub mod error;
-pub mod forward;
-pub mod idle_timer;
-pub mod metrics;
+pub mod http1;
 pub mod observe;
-pub mod pool;
 pub mod report;
-pub mod rewrite;
 pub mod runtime;
-pub mod server;
 pub mod sidecar;
 pub mod signal;
-pub mod top;
-pub mod tracing_ctx;
 pub mod transport;
-pub mod tunnel;
 
 use admin::{AdminShared, LogLevel};
 use coremesh_discovery::{Config, Driver, ShutdownMode, Snapshot};
@@ -332,7 +319,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     });
     let span_stats = span_queue.as_ref().map(|(_, q)| q.stats());
     let (access_log, access_writer) = if config.telemetry.access_log {
-        let (log, writer) = access_log::AccessLog::new();
+        let (log, writer) = observe::access_log::AccessLog::new();
         (Some(log), Some(writer))
     } else {
         (None, None)
@@ -377,10 +364,12 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             control: rx,
             params: core::CoreParams {
                 id,
-                tracer: span_queue.as_ref().map(|(_, q)| tracing_ctx::Tracer {
-                    sender: q.sender(),
-                    sampler: config.telemetry.sampler(),
-                }),
+                tracer: span_queue
+                    .as_ref()
+                    .map(|(_, q)| observe::tracing_ctx::Tracer {
+                        sender: q.sender(),
+                        sampler: config.telemetry.sampler(),
+                    }),
                 access_log: access_log.clone(),
                 defaults: config.defaults.clone(),
                 grace,
@@ -480,7 +469,8 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             log_level: options.log_level,
             metrics: Box::new(move |reports| {
                 let spans = span_stats.as_ref().map(|s| s.counts());
-                let mut text = metrics::render(reports, driver_label(driver), spans.as_ref());
+                let mut text =
+                    observe::metrics::render(reports, driver_label(driver), spans.as_ref());
                 let sides: Vec<_> = side_stats.iter().map(|(d, s)| (*d, s.as_ref())).collect();
                 sidecar::stats::render(&sides, &mut text);
                 text

@@ -138,9 +138,9 @@ enum Command {
         config: PathBuf,
     },
     /// Start demo backends and the proxy in this process, drive traffic, print what happened.
-    Demo(coremesh::demo::DemoArgs),
+    Demo(coremesh::cli::demo::DemoArgs),
     /// A live view of a running proxy's services and endpoints (reads the admin server).
-    Top(coremesh::top::TopArgs),
+    Top(coremesh::cli::top::TopArgs),
     /// Install or remove the nat-table rules that send this host's or pod's TCP through the proxy.
     Iptables(coremesh::cli::iptables::IptablesArgs),
     /// Add the coremesh sidecar to the workloads of Kubernetes YAML (to standard output).
@@ -257,9 +257,9 @@ fn main() -> ExitCode {
         },
         Command::Demo(args) => {
             init_logging(LogFormat::Text);
-            coremesh::demo::run(args)
+            coremesh::cli::demo::run(args)
         }
-        Command::Top(args) => coremesh::top::run(args),
+        Command::Top(args) => coremesh::cli::top::run(args),
         Command::Iptables(args) => coremesh::cli::iptables::run(args),
         Command::Inject(args) => coremesh::cli::inject::run_inject(args),
         Command::Uninject(args) => coremesh::cli::inject::run_uninject(args),

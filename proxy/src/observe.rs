@@ -2,6 +2,10 @@
 //! `Arc` shared by every core) and the per-core lookup tables that turn a service index, a
 //! route and an endpoint address into the small integer handles the hot path records with.
 
+pub mod access_log;
+pub mod metrics;
+pub mod tracing_ctx;
+
 use coremesh_discovery::Snapshot;
 use coremesh_telemetry::{EndpointId, LayoutBuilder, MetricsLayout, RouteId, ServiceId};
 use std::net::SocketAddr;
@@ -29,12 +33,12 @@ pub fn metrics_direction(direction: crate::sidecar::Direction) -> coremesh_telem
 /// service) under [`PASSTHROUGH_ROUTE`], else see [`MetricIds::request_route`].
 pub fn request_route(
     ids: &MetricIds,
-    origin: crate::server::Origin,
+    origin: crate::http1::server::Origin,
     route: usize,
     service: usize,
 ) -> RouteId {
     match origin.target {
-        crate::server::Target::Destination(_) if service == usize::MAX => ids.passthrough,
+        crate::http1::server::Target::Destination(_) if service == usize::MAX => ids.passthrough,
         _ => ids.request_route(route, service),
     }
 }
@@ -71,7 +75,7 @@ pub struct MetricIds {
     /// By snapshot service index.
     pub services: Vec<Option<ServiceId>>,
     /// By snapshot service index: endpoint address to handle.
-    pub endpoints: Vec<crate::pool::AddrMap<EndpointId>>,
+    pub endpoints: Vec<crate::transport::pool::AddrMap<EndpointId>>,
     /// By snapshot route index: (service index, handle) for each target.
     pub routes: Vec<Vec<(usize, RouteId)>>,
     /// By snapshot service index: its [`DESTINATION_ROUTE`] handle, when it claims
@@ -94,7 +98,7 @@ impl MetricIds {
             .iter()
             .zip(&services)
             .map(|(s, id)| {
-                let mut map = crate::pool::AddrMap::default();
+                let mut map = crate::transport::pool::AddrMap::default();
                 if let Some(id) = id {
                     for (i, addr) in s.endpoints.iter().enumerate() {
                         if let Some(e) = layout.endpoint_at(*id, i) {

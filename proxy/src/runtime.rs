@@ -15,7 +15,7 @@
 //! what is left within the grace period and exits as soon as nothing is left.
 
 use crate::core::{ConnectionGuard, Core, CoreParams};
-use crate::server::serve;
+use crate::http1::server::serve;
 use crate::sidecar::{serve_side, Direction, Side};
 use crate::signal::Signal;
 use coremesh_discovery::{Driver, Snapshot};
@@ -228,7 +228,7 @@ pub async fn core_main(start: CoreStart) {
     let done = Rc::new(Signal::default());
     let idle_task = monoio::spawn({
         let (core, done) = (core.clone(), done.clone());
-        async move { crate::idle_timer::drive(&core.idle, &done).await }
+        async move { crate::transport::idle_timer::drive(&core.idle, &done).await }
     });
     let tick_task = monoio::spawn(tick(
         core.clone(),

@@ -1,10 +1,10 @@
 //! Inputs the fuzz targets (fuzz/fuzz_targets/) found or confirmed, kept as regression tests of
 //! the head parser and rewriter: each one would change what the next hop reads.
 
-use coremesh::codec::{
+use coremesh::http1::codec::{
     parse_request, parse_response, Framing, HeaderScratch, Parsed, RequestHead, ResponseHead,
 };
-use coremesh::rewrite::{request_head, response_head, RequestAdditions};
+use coremesh::http1::rewrite::{request_head, response_head, RequestAdditions};
 
 fn request(raw: &[u8]) -> RequestHead {
     let mut head = RequestHead::default();

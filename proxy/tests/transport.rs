@@ -7,9 +7,9 @@
 //! the code under test runs on a monoio runtime of the driver under test. Every wait is
 //! for a condition, bounded by [`BOUND`] only to turn a hang into a failure.
 
-use coremesh::conn::{Conn, Fill};
 use coremesh::core::{Core, CoreParams};
 use coremesh::error::ProxyError;
+use coremesh::transport::conn::{Conn, Fill};
 use coremesh::transport::detect::{
     detect, DetectConfig, DetectReason, Detection, Protocol, H2_PREFACE, MAX_DETECT_BYTES,
 };

@@ -594,8 +594,8 @@ fn shutdown_is_accepted_when_enabled() {
 }
 
 /// Wait until `coremesh top`'s fetch shows `total` requests for "backend".
-fn top_sample_after(admin: SocketAddr, total: u64) -> coremesh::top::Sample {
-    wait_for_admin(|| match coremesh::top::fetch(&admin.to_string()) {
+fn top_sample_after(admin: SocketAddr, total: u64) -> coremesh::cli::top::Sample {
+    wait_for_admin(|| match coremesh::cli::top::fetch(&admin.to_string()) {
         Ok(s) => {
             let seen: u64 = s
                 .services
@@ -626,7 +626,7 @@ fn top_reads_a_live_proxy() {
         assert_eq!(gets(&proxy, 6, "/x"), [200, 503, 200, 503, 200, 503]);
         let second = top_sample_after(proxy.admin(), 10);
 
-        let rows = coremesh::top::rows(Some(&first), &second, Duration::from_secs(2));
+        let rows = coremesh::cli::top::rows(Some(&first), &second, Duration::from_secs(2));
         let summary: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -671,7 +671,7 @@ fn top_reads_a_live_proxy() {
             ],
             "{what}"
         );
-        let table = coremesh::top::render(Some(&first), &second, Duration::from_secs(2));
+        let table = coremesh::cli::top::render(Some(&first), &second, Duration::from_secs(2));
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
         assert!(lines[0].starts_with("SERVICE / ENDPOINT"), "{table}");
@@ -686,24 +686,24 @@ fn top_reads_a_live_proxy() {
         );
 
         // The command itself, once, over a short interval.
-        let args = coremesh::top::TopArgs {
+        let args = coremesh::cli::top::TopArgs {
             admin: proxy.admin().to_string(),
             interval_ms: 10,
             once: true,
         };
-        coremesh::top::run(args).expect("coremesh top --once against a live proxy");
+        coremesh::cli::top::run(args).expect("coremesh top --once against a live proxy");
     });
 }
 
 #[test]
 fn top_says_why_it_cannot_read() {
     let nothing = coremesh_tests::proxy::closed_port_addr();
-    let args = coremesh::top::TopArgs {
+    let args = coremesh::cli::top::TopArgs {
         admin: nothing.to_string(),
         interval_ms: 10,
         once: true,
     };
-    let e = coremesh::top::run(args).expect_err("nothing listens there");
+    let e = coremesh::cli::top::run(args).expect_err("nothing listens there");
     assert!(
         format!("{e:#}").contains("cannot connect to the admin server"),
         "{e:#}"

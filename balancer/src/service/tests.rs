@@ -612,7 +612,7 @@ fn timeouts_count_as_slow_samples() {
 // ---------------------------------------------------------------------------------------
 // Sequential load, as the end-to-end tests drive the proxy: one request at a time, a failed
 // attempt retried at once on an endpoint not yet tried (at most 3 attempts, as
-// `proxy/src/forward.rs` does), a gossip tick every 100 ms of simulated time (own samples
+// `proxy/src/http1/forward.rs` does), a gossip tick every 100 ms of simulated time (own samples
 // enter the window, as on a real core).
 
 const TICK: Duration = Duration::from_millis(100);

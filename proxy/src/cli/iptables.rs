@@ -1060,7 +1060,7 @@ iptables -w 10 -t nat -C OUTPUT -p tcp -j COREMESH_OUTPUT >/dev/null 2>&1 || ipt
             DEFAULT_OUTBOUND_PORT,
             port(coremesh_discovery::DEFAULT_OUTBOUND_LISTEN)
         );
-        assert_eq!(DEFAULT_ADMIN_PORT, port(crate::top::DEFAULT_ADMIN));
+        assert_eq!(DEFAULT_ADMIN_PORT, port(crate::cli::top::DEFAULT_ADMIN));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! application). For each accepted connection a side reads its original destination,
 //! decides where it goes ([`outbound::decide`], [`inbound::decide`]), detects its protocol
 //! ([`crate::transport::detect`]), and then serves HTTP/1 through the request path
-//! ([`crate::server::serve_conn`]) or relays opaque TCP both ways
+//! ([`crate::http1::server::serve_conn`]) or relays opaque TCP both ways
 //! ([`crate::transport::opaque`]); HTTP/2 and TLS are relayed as opaque TCP for now.
 //!
 //! A connection whose original destination is one of the proxy's own listeners was not
@@ -17,9 +17,9 @@ pub mod outbound;
 pub mod passthrough;
 pub mod stats;
 
-use crate::conn::Conn;
 use crate::core::{ConnectionGuard, Core};
-use crate::server::{serve_conn, Origin, Target};
+use crate::http1::server::{serve_conn, Origin, Target};
+use crate::transport::conn::Conn;
 use crate::transport::detect::{detect, DetectConfig, DetectReason, Protocol};
 use crate::transport::opaque::{self, RelayConfig};
 use crate::transport::original_dst::{classify, original_destination, Destination};

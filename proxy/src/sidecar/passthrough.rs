@@ -11,11 +11,11 @@
 //! side's opaque relay limits (`tcp_idle_timeout_ms`, `tcp_buffer_bytes`). Everywhere else
 //! CONNECT is answered 501.
 
-use crate::codec::{RequestHead, ResponseHead};
-use crate::conn::Conn;
 use crate::core::Core;
-use crate::rewrite::response_head;
-use crate::server::{Next, Origin, Target};
+use crate::http1::codec::{RequestHead, ResponseHead};
+use crate::http1::rewrite::response_head;
+use crate::http1::server::{Next, Origin, Target};
+use crate::transport::conn::Conn;
 use std::time::Duration;
 
 /// The destination of a connection whose requests are passed through: an outbound
@@ -92,5 +92,5 @@ pub async fn run_tunnel(core: &Core, client: Conn, upstream: Conn) {
             p.tunnel_buffer_bytes,
         )
     };
-    crate::tunnel::run_and_record(core, client, upstream, idle, buffer).await;
+    crate::http1::tunnel::run_and_record(core, client, upstream, idle, buffer).await;
 }

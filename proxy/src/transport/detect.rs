@@ -20,7 +20,7 @@
 //! A destination port in `opaque_ports` is opaque at once, with no read (protocols where
 //! the server speaks first, such as SMTP or MySQL, would otherwise wait out the timeout).
 
-use crate::conn::{Conn, Fill};
+use crate::transport::conn::{Conn, Fill};
 use coremesh_discovery::{SideSettings, DEFAULT_DETECT_MAX_BYTES, DEFAULT_DETECT_TIMEOUT_MS};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! what protocol a connection speaks ([`detect`]), and relaying the ones the proxy does
 //! not parse as opaque bytes ([`opaque`]).
 
+pub mod conn;
 pub mod detect;
+pub mod idle_timer;
 pub mod opaque;
 pub mod original_dst;
+pub mod pool;

@@ -2,7 +2,7 @@
 //! endpoint after a connect failure), relaying bytes both ways unchanged, and counting
 //! detections, connections and bytes.
 //!
-//! The relay is the tunnel of upgraded HTTP connections ([`crate::tunnel::splice`]) with
+//! The relay is the tunnel of upgraded HTTP connections ([`crate::http1::tunnel::splice`]) with
 //! the side's buffer size and idle timeout: bounded buffers, a FIN one way passed on as a
 //! half-close while the other way keeps going, both closed once idle both ways.
 //!
@@ -11,11 +11,11 @@
 //! the connect ends, so it does not hold the endpoint's in-flight count for the life of
 //! the connection.
 
-use crate::conn::Conn;
 use crate::core::Core;
 use crate::error::ProxyError;
+use crate::http1::tunnel::{splice, TunnelEnd};
+use crate::transport::conn::Conn;
 use crate::transport::detect::Detection;
-use crate::tunnel::{splice, TunnelEnd};
 use coremesh_balancer::{FailureKind, Outcome};
 use coremesh_discovery::{SideSettings, DEFAULT_TCP_IDLE_TIMEOUT_MS};
 use coremesh_telemetry::{Peer, ServiceId, Side, Way};
@@ -104,7 +104,7 @@ pub async fn connect(core: &Core, service: usize) -> Result<Connected, ProxyErro
             break;
         };
         let started = Instant::now();
-        let result = crate::forward::connect(choice.addr, settings).await;
+        let result = crate::http1::forward::connect(choice.addr, settings).await;
         let now = Instant::now();
         let latency = now.duration_since(started);
         let outcome = match &result {

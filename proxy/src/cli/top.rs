@@ -583,7 +583,7 @@ users               1/2 available  41.0  100.00%      -      -          3      9
   10.0.0.2:8080     ejected 1.8s    0.0        -      -      -          0         5
 ";
         assert_eq!(render(Some(&prev), &cur, Duration::from_secs(1)), expected);
-        let doc = include_str!("../../docs/observability.md");
+        let doc = include_str!("../../../docs/observability.md");
         assert!(
             doc.contains(expected),
             "docs/observability.md shows this table"

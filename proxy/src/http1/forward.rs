@@ -2,13 +2,13 @@
 //! reuse a pooled connection, send, await the response head under the request's deadline,
 //! retry where that is safe, then relay the response and return the connection to the pool.
 
-use crate::body::ChunkedScanner;
-use crate::codec::{parse_response, Framing, Parsed};
-use crate::conn::{Conn, Fill};
 use crate::core::{Core, BODY_CHUNK};
 use crate::error::ProxyError;
-use crate::rewrite::{append_deadline, response_head};
-use crate::server::{ConnScratch, Next};
+use crate::http1::body::ChunkedScanner;
+use crate::http1::codec::{parse_response, Framing, Parsed};
+use crate::http1::rewrite::{append_deadline, response_head};
+use crate::http1::server::{ConnScratch, Next};
+use crate::transport::conn::{Conn, Fill};
 use coremesh_balancer::{FailureKind, Outcome};
 use coremesh_discovery::Settings;
 use coremesh_telemetry::{Peer, RetryReason};
@@ -885,7 +885,7 @@ fn end_attempt_trace(
     };
     tracer.finish_attempt(
         trace,
-        crate::tracing_ctx::AttemptRecord {
+        crate::observe::tracing_ctx::AttemptRecord {
             service: &service.name,
             endpoint: addr,
             number: s.attempts,

@@ -4,7 +4,7 @@
 //! either direction for its idle timeout (`proxy.tunnel_idle_timeout_ms` for upgrades) is
 //! closed on both sides (and logged at debug level).
 
-use crate::conn::Conn;
+use crate::transport::conn::Conn;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,

@@ -207,22 +207,24 @@ fn mutated_heads_never_panic_and_offsets_stay_in_bounds() {
                 &input[req_head.target.clone()],
             );
             let mut out = Vec::new();
-            let add = crate::rewrite::RequestAdditions {
+            let add = crate::http1::rewrite::RequestAdditions {
                 forwarded_for: None,
                 strip_trace: true,
                 via: true,
                 extra: b"",
             };
-            crate::rewrite::request_head(&input, &req_head, &add, &mut out);
+            crate::http1::rewrite::request_head(&input, &req_head, &add, &mut out);
         }
         let input = mutate(&mut rng, responses[round % responses.len()]);
         if let Ok(Parsed::Complete) = parse_response(&input, 1024, &mut scratch, &mut resp_head) {
             let _ = resp_head.framing(round % 2 == 0);
             let mut out = Vec::new();
-            crate::rewrite::response_head(&input, &resp_head, true, false, true, true, &mut out);
+            crate::http1::rewrite::response_head(
+                &input, &resp_head, true, false, true, true, &mut out,
+            );
         }
         let body = mutate(&mut rng, b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n");
-        let mut scanner = crate::body::ChunkedScanner::new();
+        let mut scanner = crate::http1::body::ChunkedScanner::new();
         let mut sink = Vec::new();
         if let Ok(scan) = scanner.decode(&body, &mut sink) {
             assert!(scan.consumed <= body.len());

@@ -2,10 +2,10 @@
 //! head to the client, each from the original bytes minus hop-by-hop headers, plus what the
 //! proxy must add. Also the proxy's own error responses.
 
-use crate::codec::{
+use crate::error::reason_phrase;
+use crate::http1::codec::{
     is_hop_by_hop, listed_in_connection, split_absolute_form, HeaderRef, RequestHead, ResponseHead,
 };
-use crate::error::reason_phrase;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -279,7 +279,7 @@ mod tests {
             assert_eq!(out, format!("x{n}").into_bytes());
         }
     }
-    use crate::codec::{parse_request, parse_response, HeaderScratch};
+    use crate::http1::codec::{parse_request, parse_response, HeaderScratch};
 
     /// The upstream head for `raw` with `add`.
     fn rewrite_request_with(raw: &[u8], add: &RequestAdditions<'_>) -> String {

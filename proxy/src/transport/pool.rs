@@ -16,7 +16,7 @@
 //! needs a `poll` at check-in to tell a readiness left over from reading the response from
 //! a new one, so it would trade one syscall for another.
 
-use crate::conn::idle_conn_is_alive;
+use crate::transport::conn::idle_conn_is_alive;
 use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::future::Future;

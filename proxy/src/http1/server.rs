@@ -2,13 +2,13 @@
 //! upstream endpoint, relay the response, and repeat for keep-alive and pipelined requests,
 //! which are answered strictly in order because they are handled one after another.
 
-use crate::codec::{parse_request, Framing, HeadError, Parsed, RequestHead, ResponseHead};
-use crate::conn::{Conn, Fill};
 use crate::core::Core;
 use crate::error::ProxyError;
-use crate::forward::{forward, Exchange};
-use crate::idle_timer::IdleSlot;
-use crate::rewrite::{error_response, request_head, RequestAdditions};
+use crate::http1::codec::{parse_request, Framing, HeadError, Parsed, RequestHead, ResponseHead};
+use crate::http1::forward::{forward, Exchange};
+use crate::http1::rewrite::{error_response, request_head, RequestAdditions};
+use crate::transport::conn::{Conn, Fill};
+use crate::transport::idle_timer::IdleSlot;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -29,7 +29,7 @@ const MAX_POOLED_SCRATCH_BYTES: usize = 64 * 1024;
 /// none of it and a busy one reuses the capacity earlier requests grew.
 pub struct ConnScratch {
     /// The current request's trace, when tracing is active.
-    pub trace: Option<crate::tracing_ctx::RequestTrace>,
+    pub trace: Option<crate::observe::tracing_ctx::RequestTrace>,
     /// Header lines carrying the current attempt's trace context.
     pub trace_lines: Vec<u8>,
     /// Attempts made for the current request.
@@ -281,7 +281,7 @@ async fn serve_requests(
 /// Tunnel bytes both ways after an upgrade, then record what went through.
 async fn run_tunnel(core: &Core, client: Conn, upstream: Conn) {
     let idle = core.tunnel_idle;
-    crate::tunnel::run_and_record(core, client, upstream, idle, core.tunnel_buffer).await;
+    crate::http1::tunnel::run_and_record(core, client, upstream, idle, core.tunnel_buffer).await;
 }
 
 /// Most bytes a lingering close reads and throws away before it closes anyway.
@@ -290,7 +290,7 @@ const LINGER_MAX_BYTES: usize = 1024 * 1024;
 /// Whether closing needs to linger: bytes are still coming (a pipelined request, an unread
 /// body) and lingering is enabled.
 fn needs_linger(stream: &TcpStream, pipelining: bool, limit: Duration) -> bool {
-    !limit.is_zero() && (pipelining || crate::conn::has_unread_bytes(stream))
+    !limit.is_zero() && (pipelining || crate::transport::conn::has_unread_bytes(stream))
 }
 
 /// Close a client connection without resetting it over the end of the last response.
@@ -538,8 +538,8 @@ fn start_trace(
     core: &Core,
     data: &[u8],
     head: &RequestHead,
-    reuse: Option<crate::tracing_ctx::RequestTrace>,
-) -> crate::tracing_ctx::RequestTrace {
+    reuse: Option<crate::observe::tracing_ctx::RequestTrace>,
+) -> crate::observe::tracing_ctx::RequestTrace {
     let headers = head.headers.iter().filter_map(|h| {
         std::str::from_utf8(&data[h.name.clone()])
             .ok()
@@ -554,7 +554,7 @@ fn start_trace(
     let mut tracestate = reuse.map(|t| t.tracestate).unwrap_or_default();
     tracestate.clear();
     extracted.tracestate.write_value(&mut tracestate);
-    crate::tracing_ctx::RequestTrace {
+    crate::observe::tracing_ctx::RequestTrace {
         ctx,
         formats: extracted.formats,
         tracestate,
@@ -854,7 +854,7 @@ fn index_in<T>(items: &[T], item: &T) -> usize {
 
 /// `absolute-form` targets (`http://host/path`) carry their own authority.
 fn split_target(target: &str) -> (Option<&str>, &str) {
-    match crate::codec::split_absolute_form(target.as_bytes()) {
+    match crate::http1::codec::split_absolute_form(target.as_bytes()) {
         // The offsets fall on ASCII delimiters (':', '/', '?', '#', '@'): valid str bounds.
         Some((host, rest)) => {
             let path = match &target[rest..] {
@@ -871,7 +871,7 @@ fn split_target(target: &str) -> (Option<&str>, &str) {
 fn caller_deadline_ms(buf: &[u8], head: &RequestHead) -> Option<u64> {
     head.headers
         .iter()
-        .find(|h| buf[h.name.clone()].eq_ignore_ascii_case(crate::rewrite::DEADLINE_HEADER))
+        .find(|h| buf[h.name.clone()].eq_ignore_ascii_case(crate::http1::rewrite::DEADLINE_HEADER))
         .and_then(|h| std::str::from_utf8(&buf[h.value.clone()]).ok())
         .and_then(|v| v.trim().parse().ok())
 }
