@@ -24,6 +24,7 @@ pub mod error;
 pub mod field_path;
 pub mod file_watch;
 pub mod host;
+pub mod http2;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes_source;
 pub mod listen;
@@ -52,6 +53,7 @@ pub use discovery_settings::{DiscoverySettings, DnsSettings, FileSettings, Kuber
 pub use error::{ConfigError, ConfigErrors};
 pub use field_path::{FieldPath, Segment};
 pub use host::HostMatch;
+pub use http2::{GrpcRetryOn, Http2Settings, UpstreamProtocol};
 pub use listen::Listen;
 pub use model::*;
 pub use parse::{load_config, parse_config};

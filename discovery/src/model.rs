@@ -141,6 +141,9 @@ pub struct Config {
     /// connections, redirected to the proxy on their way out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<SideSettings>,
+    /// Limits of HTTP/2 client connections (`[http2]`).
+    #[serde(default, skip_serializing_if = "crate::Http2Settings::is_default")]
+    pub http2: crate::Http2Settings,
 }
 
 impl Config {
@@ -468,6 +471,9 @@ pub struct Settings {
     /// Statuses that count as endpoint failures: "5xx", "503", "500-504".
     #[serde(default = "d_failure_statuses")]
     pub failure_statuses: Vec<String>,
+    /// The protocol requests go to the endpoints in.
+    #[serde(default)]
+    pub protocol: crate::UpstreamProtocol,
 }
 
 impl Default for Settings {
@@ -498,6 +504,7 @@ impl Default for Settings {
             eject_max_ms: d_eject_max_ms(),
             eject_max_percent: d_eject_max_percent(),
             failure_statuses: d_failure_statuses(),
+            protocol: crate::UpstreamProtocol::default(),
         }
     }
 }
@@ -531,6 +538,7 @@ pub struct SettingsOverride {
     pub eject_max_ms: Option<u64>,
     pub eject_max_percent: Option<u32>,
     pub failure_statuses: Option<Vec<String>>,
+    pub protocol: Option<crate::UpstreamProtocol>,
 }
 
 impl Settings {
@@ -577,6 +585,7 @@ impl Settings {
                 .failure_statuses
                 .clone()
                 .unwrap_or_else(|| self.failure_statuses.clone()),
+            protocol: o.protocol.unwrap_or(self.protocol),
         }
     }
 }
@@ -666,6 +675,7 @@ struct ServiceFile {
     eject_max_ms: Option<u64>,
     eject_max_percent: Option<u32>,
     failure_statuses: Option<Vec<String>>,
+    protocol: Option<crate::UpstreamProtocol>,
 }
 
 impl From<ServiceFile> for ServiceConfig {
@@ -715,6 +725,7 @@ impl From<ServiceFile> for ServiceConfig {
                 eject_max_ms: f.eject_max_ms,
                 eject_max_percent: f.eject_max_percent,
                 failure_statuses: f.failure_statuses,
+                protocol: f.protocol,
             },
         }
     }
@@ -754,6 +765,10 @@ pub struct RouteConfig {
     /// Also retry non-idempotent requests that may have been processed (default false).
     #[serde(default)]
     pub retry_non_idempotent: bool,
+    /// gRPC statuses in a trailers-only response on which the call is retried on another
+    /// endpoint, within the budget (default: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grpc_retry_on: Vec<crate::GrpcRetryOn>,
 }
 
 /// A header condition: `exact` value (case-sensitive), or merely `present`.

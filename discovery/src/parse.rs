@@ -349,7 +349,7 @@ headers = [{ name = "x-env", present = "yes" }]
              `add_forwarded_for`, `balance`, `max_attempts`, `retry_budget_ratio`, \
              `retry_budget_min_per_sec`, `retry_budget_window_ms`, `retry_backoff_base_ms`, \
              `retry_backoff_max_ms`, `replay_body_limit`, `eject_consecutive_failures`, \
-             `eject_base_ms`, `eject_max_ms`, `eject_max_percent`, `failure_statuses`",
+             `eject_base_ms`, `eject_max_ms`, `eject_max_percent`, `failure_statuses`, `protocol`",
             "types.toml:11:14: field `services[1].endpoints[0]`: \"10.0.0.2\" must be \
              `ip:port` or `host:port`",
             "types.toml:15:14: field `routes[0].timeout_ms`: invalid type: string \"soon\", \

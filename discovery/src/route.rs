@@ -35,6 +35,8 @@ pub struct CompiledRoute {
     pub retry_on: Vec<u16>,
     /// Retry requests that are not idempotent too.
     pub retry_non_idempotent: bool,
+    /// gRPC status codes on which a call is retried elsewhere.
+    pub grpc_retry_on: Vec<u32>,
 }
 
 /// A path condition.
@@ -134,6 +136,7 @@ impl CompiledRoute {
             attempt_timeout: route.attempt_timeout_ms.map(Duration::from_millis),
             retry_on: route.retry_on.clone(),
             retry_non_idempotent: route.retry_non_idempotent,
+            grpc_retry_on: route.grpc_retry_on.iter().map(|g| g.code()).collect(),
         }
     }
 

@@ -220,6 +220,7 @@ fn split(targets: Vec<(usize, u32)>) -> CompiledRoute {
         attempt_timeout: None,
         retry_on: Vec::new(),
         retry_non_idempotent: false,
+        grpc_retry_on: Vec::new(),
     }
 }
 

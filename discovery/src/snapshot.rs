@@ -26,6 +26,8 @@ pub struct Snapshot {
     /// How the outbound side passes requests through to a destination no service claims
     /// (`[outbound.passthrough]`).
     pub passthrough: crate::Passthrough,
+    /// Limits of HTTP/2 client connections (`[http2]`).
+    pub http2: crate::Http2Settings,
 }
 
 /// A destination service: its endpoints and its settings (defaults merged with its
@@ -72,6 +74,7 @@ impl Snapshot {
             routes,
             destinations,
             passthrough: crate::Passthrough::of(config.outbound.as_ref(), &config.defaults),
+            http2: config.http2.clone(),
         }
     }
 

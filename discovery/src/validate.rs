@@ -83,6 +83,9 @@ pub fn validate(config: &Config) -> Vec<Violation> {
         }
     }
     check_sides(config, &mut out);
+    for (field, message) in config.http2.violations() {
+        out.push(root.key("http2").key(field), message);
+    }
     let routes = root.key("routes");
     for (index, route) in config.routes.iter().enumerate() {
         check_route(&routes.index(index), route, &names, &mut out);

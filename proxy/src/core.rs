@@ -150,6 +150,8 @@ pub struct Core {
     /// Header views for route matching, likewise used synchronously.
     pub route_scratch: RefCell<Vec<httparse::Header<'static>>>,
     pub pool: RefCell<Pool>,
+    /// HTTP/2 connections to endpoints, one per endpoint, multiplexed.
+    pub h2_upstreams: RefCell<crate::http2::upstream::H2Upstreams>,
     rng: RefCell<SmallRng>,
     buffers: RefCell<Vec<Vec<u8>>>,
     /// Request-handling scratch of connections that are idle, lent to busy ones.
@@ -200,6 +202,7 @@ impl Core {
             parse_scratch: RefCell::new(crate::http1::codec::HeaderScratch::new(max_headers)),
             route_scratch: RefCell::new(Vec::with_capacity(max_headers)),
             pool: RefCell::new(Pool::default()),
+            h2_upstreams: RefCell::default(),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),
             buffers: RefCell::new(Vec::new()),
             scratch_pool: RefCell::new(Vec::new()),

@@ -71,6 +71,24 @@ impl From<BalanceArg> for BalanceKind {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum UpstreamProtocolArg {
+    /// As the client spoke (HTTP/2 out for HTTP/2 in, HTTP/1.1 for HTTP/1).
+    Preserve,
+    Http1,
+    H2,
+}
+
+impl From<UpstreamProtocolArg> for coremesh_discovery::UpstreamProtocol {
+    fn from(p: UpstreamProtocolArg) -> Self {
+        match p {
+            UpstreamProtocolArg::Preserve => coremesh_discovery::UpstreamProtocol::Preserve,
+            UpstreamProtocolArg::Http1 => coremesh_discovery::UpstreamProtocol::Http1,
+            UpstreamProtocolArg::H2 => coremesh_discovery::UpstreamProtocol::H2,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Reverse-proxy one listener to a set of endpoints, no config file needed.
@@ -106,6 +124,9 @@ enum Command {
         /// How to choose among endpoints.
         #[arg(long, value_enum, default_value = "least-latency")]
         balance: BalanceArg,
+        /// The protocol requests go to the endpoints in.
+        #[arg(long, value_enum, default_value = "preserve")]
+        upstream_protocol: UpstreamProtocolArg,
         /// Attempts per request, the first included, for failures that are safe to retry.
         #[arg(long)]
         retries: Option<u32>,
@@ -163,6 +184,7 @@ fn main() -> ExitCode {
             driver,
             grace_ms,
             balance,
+            upstream_protocol,
             retries,
             retry_on,
             timeout,
@@ -184,6 +206,7 @@ fn main() -> ExitCode {
                 config.proxy.log_format = format.into();
             }
             config.defaults.balance = balance.into();
+            config.defaults.protocol = upstream_protocol.into();
             if let Some(n) = retries {
                 config.defaults.max_attempts = n;
             }

@@ -33,12 +33,12 @@ pub fn metrics_direction(direction: crate::sidecar::Direction) -> coremesh_telem
 /// service) under [`PASSTHROUGH_ROUTE`], else see [`MetricIds::request_route`].
 pub fn request_route(
     ids: &MetricIds,
-    origin: crate::http1::server::Origin,
+    origin: crate::pipeline::Origin,
     route: usize,
     service: usize,
 ) -> RouteId {
     match origin.target {
-        crate::http1::server::Target::Destination(_) if service == usize::MAX => ids.passthrough,
+        crate::pipeline::Target::Destination(_) if service == usize::MAX => ids.passthrough,
         _ => ids.request_route(route, service),
     }
 }

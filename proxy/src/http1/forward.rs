@@ -8,10 +8,11 @@ use crate::http1::body::ChunkedScanner;
 use crate::http1::codec::{parse_response, Framing, Parsed};
 use crate::http1::rewrite::{append_deadline, response_head};
 use crate::http1::server::{ConnScratch, Next};
+use crate::pipeline::attempt::{self, Policy};
+use crate::pipeline::RequestState;
 use crate::transport::conn::{Conn, Fill};
-use coremesh_balancer::{FailureKind, Outcome};
 use coremesh_discovery::Settings;
-use coremesh_telemetry::{Peer, RetryReason};
+use coremesh_telemetry::Peer;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,25 +21,15 @@ use std::time::{Duration, Instant};
 /// A request and its response heads+body this small go out in one write.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
-/// What the connection handler decided about a request before forwarding it.
+/// What the HTTP/1 connection handler decided about a request before forwarding it: the
+/// pipeline's policy and what framing and relaying need.
 pub struct Exchange<'a> {
-    /// The destination service's index in `snapshot` (the one the request started on).
-    pub service_index: usize,
-    pub snapshot: &'a coremesh_discovery::Snapshot,
-    pub settings: &'a Settings,
+    pub policy: Policy<'a>,
     pub framing: Framing,
     pub is_head_method: bool,
-    pub idempotent: bool,
     pub upgrade: bool,
     pub http10: bool,
     pub client_close: bool,
-    pub deadline: Instant,
-    pub attempt_timeout: Option<Duration>,
-    pub retry_on: &'a [u16],
-    pub retry_non_idempotent: bool,
-    /// Send to this address instead of choosing among the service's endpoints (a sidecar
-    /// passing a request through, or handing it to the application).
-    pub fixed_endpoint: Option<SocketAddr>,
     /// Send the request head as it is (a passthrough): no deadline or trace header added.
     pub verbatim: bool,
     /// The request is a CONNECT (passed through): a 2xx answer opens a tunnel.
@@ -50,16 +41,13 @@ pub struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// The service's index in the core's current per-service state: the same as in the
-    /// request's snapshot unless a new snapshot was installed meanwhile, then found by
-    /// name (`usize::MAX` if the service is gone, which every lookup treats as absent).
-    pub fn service(&self, core: &Core) -> usize {
-        core.resolve_service(self.snapshot, self.service_index)
+    fn settings(&self) -> &Settings {
+        self.policy.settings
     }
 }
 
 /// Where the request body stands.
-enum RequestBody {
+pub(crate) enum RequestBody {
     /// All of it is buffered at the start of the client buffer: this many bytes.
     Buffered(usize),
     /// Streamed from the client as it arrives; the state of its framing.
@@ -102,6 +90,8 @@ pub enum PipeError {
 /// the client connection could stay open after an error response).
 pub type ForwardResult = Result<Next, (ProxyError, bool)>;
 
+/// Forward the request whose head was consumed from `client` (its body may follow): the
+/// pipeline runs the attempts ([`Http1Attempt`]), then the answer is relayed.
 pub async fn forward(
     core: &Rc<Core>,
     client: &mut Conn,
@@ -119,218 +109,121 @@ pub async fn forward(
             Err(e) => return Err((e, false)),
         },
     };
+    if speaks_h2(ex) {
+        return crate::http1::to_h2::forward(core, client, s, ex, body).await;
+    }
     let replayable = matches!(body, RequestBody::Buffered(_));
     let buffered_len = match body {
         RequestBody::Buffered(n) => n,
         RequestBody::Streaming(_) => 0,
     };
-    let mut body = Some(body);
-    let may_repeat = ex.idempotent || ex.retry_non_idempotent;
-    let max_attempts = ex.settings.max_attempts.max(1);
-    core.budget_deposit(ex.service(core), Instant::now());
-    let service_id = core.ids.borrow().service(ex.service(core));
-    let direction = crate::observe::metrics_direction(s.origin.direction);
-    let deadline_exceeded = || {
-        if let Some(id) = service_id {
-            core.metrics
-                .borrow()
-                .record_deadline_exceeded(direction, id);
-        }
+    let mut attempt = Http1Attempt {
+        core,
+        client,
+        s,
+        ex,
+        body: Some(body),
+        in_flight: None,
+        replayable,
     };
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut attempt: u32 = 0;
-    let mut retry_reason: Option<RetryReason> = None;
-    loop {
-        attempt += 1;
-        let now = Instant::now();
-        let left = ex.deadline.saturating_duration_since(now);
-        if left.is_zero() {
-            deadline_exceeded();
-            client.consume(buffered_len);
-            return Err((ProxyError::Timeout, replayable));
-        }
-        let chosen = match ex.fixed_endpoint {
-            Some(addr) => Some(addr),
-            None => core.choose(ex.service(core), now, &tried).map(|c| c.addr),
-        };
-        let Some(addr) = chosen else {
-            client.consume(buffered_len);
-            return Err((ProxyError::NoEndpoints, replayable));
-        };
-        let limit = ex.attempt_timeout.map_or(left, |t| t.min(left));
-        let mut request_body = match &body {
-            Some(RequestBody::Buffered(n)) => RequestBody::Buffered(*n),
-            _ => match body.take() {
-                Some(b) => b,
-                None => return Err((ProxyError::Timeout, false)),
-            },
-        };
-        let remaining_ms = left.as_millis().max(1) as u64;
-        s.attempts = attempt;
-        begin_attempt_trace(core, s);
-        let started = now;
-        let sent = {
-            // Pinned in place: handing the attempt's (large) future to `timeout` by value
-            // copied it twice per request.
-            let attempt_io = std::pin::pin!(send_and_await_head(
-                core,
-                client,
-                s,
-                ex,
-                addr,
-                &mut request_body,
-                remaining_ms
-            ));
-            monoio::time::timeout(limit, attempt_io).await
-        };
-        let done = Instant::now();
-        // The endpoint's latency leaves out the TCP connect: a new connection's handshake
-        // says nothing about how fast the endpoint answers requests.
-        let latency = done.duration_since(s.sent_at.max(started));
-        // `repeatable`: the body can go out again (kept for replay, or never read).
-        let can_retry = |core: &Core, reason: RetryReason, repeatable: bool| {
-            if !(repeatable && attempt < max_attempts && Instant::now() < ex.deadline) {
-                return false;
-            }
-            let granted = core.budget_withdraw(ex.service(core), Instant::now());
-            if let Some(id) = service_id {
-                let m = core.metrics.borrow();
-                if granted {
-                    m.record_retry(direction, id, reason);
-                } else {
-                    m.record_retry_budget_exhausted(direction, id);
-                }
-            }
-            granted
-        };
-        let error = match sent {
-            Err(_) => {
-                core.record(
-                    ex.service(core),
-                    addr,
-                    done,
-                    latency,
-                    Outcome::Failure(FailureKind::Timeout),
-                );
-                end_attempt_trace(core, s, ex, addr, retry_reason, None, Some("timeout"), left);
-                // The request's own deadline: answer 504 now. A per-attempt timeout may
-                // be retried when repeating the request is safe.
-                if limit == left || !may_repeat {
-                    if limit == left {
-                        deadline_exceeded();
-                    }
-                    client.consume(buffered_len);
-                    return Err((ProxyError::Timeout, replayable));
-                }
-                ProxyError::Timeout
-            }
-            Ok(Ok(upstream)) => {
-                let status = s.response_head.status;
-                let outcome = if core.is_failure_status(ex.service(core), status) {
-                    Outcome::Failure(FailureKind::Status(status))
-                } else {
-                    Outcome::Success
-                };
-                end_attempt_trace(core, s, ex, addr, retry_reason, Some(status), None, left);
-                if ex.retry_on.contains(&status)
-                    && may_repeat
-                    && can_retry(core, RetryReason::Status, replayable)
-                {
-                    core.record(ex.service(core), addr, done, latency, outcome);
-                    // Drop this response (and its connection) and try another endpoint.
-                    core.recycle(upstream.buf);
-                    retry_reason = Some(RetryReason::Status);
-                    tried.push(addr);
-                    backoff_before_retry(core, ex, attempt, &tried).await;
-                    continue;
-                }
-                client.consume(buffered_len);
-                // A final answer before the held body went out: the client's connection
-                // cannot carry another request (its body may still follow).
-                let unsent = ex.relay_continue && matches!(request_body, RequestBody::Streaming(_));
-                let relayed = relay(core, client, s, ex, addr, upstream).await;
-                let relayed = match relayed {
-                    Ok(Next::KeepAlive) if unsent => Ok(Next::Close),
-                    other => other,
-                };
-                // The outcome is known once the body is through: an upstream that breaks
-                // off its response failed, whatever its status said.
-                let outcome = match &relayed {
-                    Err((ProxyError::UpstreamBrokeResponse, _)) => {
-                        Outcome::Failure(FailureKind::Reset)
-                    }
-                    _ => outcome,
-                };
-                core.record(ex.service(core), addr, Instant::now(), latency, outcome);
-                return relayed;
-            }
-            Ok(Err(e)) => {
-                let kind = match &e {
-                    ProxyError::Connect(_) | ProxyError::ConnectTimeout => {
-                        Some(FailureKind::Connect)
-                    }
-                    ProxyError::UpstreamClosed { .. } | ProxyError::UpstreamBadResponse(_) => {
-                        Some(FailureKind::Reset)
-                    }
-                    _ => None,
-                };
-                let outcome = kind.map_or(Outcome::Success, Outcome::Failure);
-                core.record(ex.service(core), addr, done, latency, outcome);
-                end_attempt_trace(core, s, ex, addr, retry_reason, None, Some(e.kind()), left);
-                let safe = e.nothing_processed()
-                    || (may_repeat && matches!(e, ProxyError::UpstreamClosed { .. }));
-                if !safe {
-                    client.consume(buffered_len);
-                    return Err((e, replayable));
-                }
-                if e.nothing_processed() && body.is_none() {
-                    // Nothing went out, so a streamed body was not read yet: the next
-                    // attempt can stream it instead.
-                    body = Some(request_body);
-                }
-                e
-            }
-        };
-        let reason = match error {
-            ProxyError::Connect(_) => RetryReason::ConnectFailed,
-            ProxyError::ConnectTimeout => RetryReason::ConnectTimeout,
-            ProxyError::Timeout => RetryReason::Timeout,
-            _ => RetryReason::Reset,
-        };
-        if !can_retry(core, reason, body.is_some()) {
-            client.consume(buffered_len);
-            return Err((error, replayable));
-        }
-        retry_reason = Some(reason);
-        tried.push(addr);
-        backoff_before_retry(core, ex, attempt, &tried).await;
-    }
+    let result = attempt::run(core, &ex.policy, &mut attempt).await;
+    let Http1Attempt {
+        client,
+        s,
+        in_flight,
+        ..
+    } = attempt;
+    client.consume(buffered_len);
+    let answered = result.map_err(|e| (e, replayable))?;
+    // A final answer before the held body went out: the client's connection cannot carry
+    // another request (its body may still follow).
+    let unsent = ex.relay_continue && matches!(in_flight, Some(RequestBody::Streaming(_)));
+    let relayed = relay(core, client, s, ex, answered.addr, answered.answer).await;
+    let relayed = match relayed {
+        Ok(Next::KeepAlive) if unsent => Ok(Next::Close),
+        other => other,
+    };
+    let broke = matches!(&relayed, Err((ProxyError::UpstreamBrokeResponse, _)));
+    attempt::record_answered(
+        core,
+        &ex.policy,
+        answered.addr,
+        answered.latency,
+        answered.outcome,
+        broke,
+    );
+    relayed
 }
 
-/// Wait the jittered back-off before the next attempt, never past the deadline — but only
-/// when the retry cannot go to an endpoint in the pool that this request has not tried. A
-/// back-off spares the endpoints that just failed; a retry on a fresh one does not load
-/// them again, and waiting would only add the pause to the request (with 2 ms of jitter,
-/// the retried requests were a closed-loop client's p99, and each waiting connection sent
-/// nothing meanwhile). nginx's `proxy_next_upstream` and HAProxy's redispatch do not wait
-/// either.
-async fn backoff_before_retry(core: &Core, ex: &Exchange<'_>, attempt: u32, tried: &[SocketAddr]) {
-    if ex.fixed_endpoint.is_none() {
-        let service = ex.service(core);
-        let fresh = core
-            .services
-            .borrow()
-            .get(service)
-            .is_some_and(|s| s.balancer.has_untried_available(tried));
-        if fresh {
-            return;
-        }
+/// The service's endpoints speak HTTP/2 (`protocol = "h2"`): the request is translated.
+/// Upgrades, CONNECT and passthrough stay HTTP/1.
+fn speaks_h2(ex: &Exchange<'_>) -> bool {
+    ex.policy.settings.protocol == coremesh_discovery::UpstreamProtocol::H2
+        && !ex.upgrade
+        && !ex.connect
+        && !ex.verbatim
+}
+
+/// One request's attempts on HTTP/1 upstreams: pooled or new connections, the body kept
+/// for replay when it is small, streamed when it is not.
+struct Http1Attempt<'a, 'e> {
+    core: &'a Rc<Core>,
+    client: &'a mut Conn,
+    s: &'a mut ConnScratch,
+    ex: &'a Exchange<'e>,
+    /// The body for the next attempt (`None` once a streamed body went out).
+    body: Option<RequestBody>,
+    /// The body as the last attempt left it.
+    in_flight: Option<RequestBody>,
+    /// All of the body was buffered, so it can be sent again.
+    replayable: bool,
+}
+
+impl attempt::Attempt for Http1Attempt<'_, '_> {
+    /// The upstream connection, with the response head at the start of its buffer.
+    type Answer = Conn;
+
+    fn state(&mut self) -> &mut RequestState {
+        &mut self.s.req
     }
-    let pause = core.retry_backoff(attempt.saturating_sub(1), ex.settings);
-    let left = ex.deadline.saturating_duration_since(Instant::now());
-    let pause = pause.min(left);
-    if !pause.is_zero() {
-        monoio::time::sleep(pause).await;
+
+    async fn send(&mut self, addr: SocketAddr, remaining_ms: u64) -> Result<Conn, ProxyError> {
+        let request_body = match &self.body {
+            Some(RequestBody::Buffered(n)) => RequestBody::Buffered(*n),
+            _ => self.body.take().ok_or(ProxyError::Timeout)?,
+        };
+        let body = self.in_flight.insert(request_body);
+        send_and_await_head(
+            self.core,
+            self.client,
+            self.s,
+            self.ex,
+            addr,
+            body,
+            remaining_ms,
+        )
+        .await
+    }
+
+    fn status(&self, _: &Conn) -> u16 {
+        self.s.response_head.status
+    }
+
+    fn replayable(&self) -> bool {
+        self.replayable
+    }
+
+    fn recover(&mut self, error: &ProxyError) -> bool {
+        if error.nothing_processed() && self.body.is_none() {
+            // Nothing went out, so a streamed body was not read yet: the next attempt can
+            // stream it instead.
+            self.body = self.in_flight.take();
+        }
+        self.body.is_some()
+    }
+
+    fn discard(&mut self, answer: Conn) {
+        self.core.recycle(answer.buf);
     }
 }
 
@@ -338,10 +231,10 @@ async fn backoff_before_retry(core: &Core, ex: &Exchange<'_>, attempt: u32, trie
 async fn prefetch_body(client: &mut Conn, ex: &Exchange<'_>) -> Result<RequestBody, ProxyError> {
     match ex.framing {
         Framing::None | Framing::UntilClose => Ok(RequestBody::Buffered(0)),
-        Framing::Length(n) if n <= ex.settings.replay_body_limit as u64 => {
+        Framing::Length(n) if n <= ex.settings().replay_body_limit as u64 => {
             let n = n as usize;
             while client.buffered() < n {
-                fill_before(client, n, ex.deadline).await?;
+                fill_before(client, n, ex.policy.deadline).await?;
             }
             Ok(RequestBody::Buffered(n))
         }
@@ -357,7 +250,7 @@ async fn prefetch_body(client: &mut Conn, ex: &Exchange<'_>) -> Result<RequestBo
                     }
                 })?;
                 scanned += scan.consumed;
-                if scanner.data_bytes() > ex.settings.max_body_bytes {
+                if scanner.data_bytes() > ex.settings().max_body_bytes {
                     return Err(ProxyError::BadRequest {
                         status: 413,
                         reason: "request body larger than the limit",
@@ -366,13 +259,18 @@ async fn prefetch_body(client: &mut Conn, ex: &Exchange<'_>) -> Result<RequestBo
                 if scan.done {
                     return Ok(RequestBody::Buffered(scanned));
                 }
-                if scanned >= ex.settings.replay_body_limit {
+                if scanned >= ex.settings().replay_body_limit {
                     // Too large to keep: stream it, resuming the framing from the start.
                     return Ok(RequestBody::Streaming(BodyState::Chunked(
                         ChunkedScanner::new(),
                     )));
                 }
-                fill_before(client, ex.settings.replay_body_limit + 1, ex.deadline).await?;
+                fill_before(
+                    client,
+                    ex.settings().replay_body_limit + 1,
+                    ex.policy.deadline,
+                )
+                .await?;
             }
         }
     }
@@ -426,10 +324,10 @@ async fn send_and_await_head(
     remaining_ms: u64,
 ) -> Result<Conn, ProxyError> {
     let now = Instant::now();
-    let idle_timeout = Duration::from_millis(ex.settings.pool_idle_timeout_ms);
+    let idle_timeout = Duration::from_millis(ex.settings().pool_idle_timeout_ms);
     let pooled = core.pool.borrow_mut().checkout(addr, now, idle_timeout);
     let reused = pooled.is_some();
-    if let Some(id) = core.ids.borrow().service(ex.service(core)) {
+    if let Some(id) = core.ids.borrow().service(ex.policy.service(core)) {
         let m = core.metrics.borrow();
         if reused {
             m.record_upstream_connection_reused(id);
@@ -438,15 +336,15 @@ async fn send_and_await_head(
     let stream = match pooled {
         Some(stream) => stream,
         None => {
-            let stream = connect(addr, ex.settings).await?;
+            let stream = connect(addr, ex.settings()).await?;
             core.pool.borrow_mut().opened += 1;
-            if let Some(id) = core.ids.borrow().service(ex.service(core)) {
+            if let Some(id) = core.ids.borrow().service(ex.policy.service(core)) {
                 core.metrics.borrow().record_upstream_connection_opened(id);
             }
             stream
         }
     };
-    s.sent_at = Instant::now();
+    s.req.sent_at = Instant::now();
     let mut up = Conn::new(stream, core.buffer());
     let result = exchange_head(
         core,
@@ -494,7 +392,7 @@ async fn exchange_head(
     if ex.verbatim {
         out.extend_from_slice(&s.upstream_head);
     } else {
-        append_deadline(&s.upstream_head, remaining_ms, &s.trace_lines, &mut out);
+        append_deadline(&s.upstream_head, remaining_ms, &s.req.trace_lines, &mut out);
     }
     // A body held for the destination's `100 Continue` waits; the head goes alone.
     let mut held = ex.relay_continue && matches!(body, RequestBody::Streaming(_));
@@ -548,16 +446,16 @@ async fn exchange_head(
                     // HTTP/1.0 client gets none (RFC 9110 §15.2).
                     let to_client = status != 100
                         && !ex.http10
-                        && s.interim_from_attempt.is_none_or(|a| a == s.attempts);
+                        && s.interim_from_attempt.is_none_or(|a| a == s.req.attempts);
                     if to_client {
-                        s.interim_from_attempt = Some(s.attempts);
+                        s.interim_from_attempt = Some(s.req.attempts);
                         let mut out = std::mem::take(&mut s.out);
                         response_head(
                             up.data(),
                             &s.response_head,
                             false,
                             false,
-                            ex.settings.add_via,
+                            ex.settings().add_via,
                             false,
                             &mut out,
                         );
@@ -627,8 +525,8 @@ async fn send_body(
                 .map_err(|_| ProxyError::UpstreamClosed { request_sent: true })?;
         }
         RequestBody::Streaming(state) => {
-            let idle = Duration::from_millis(ex.settings.client_idle_timeout_ms);
-            pipe(client, up, state, idle, Some(ex.settings.max_body_bytes))
+            let idle = Duration::from_millis(ex.settings().client_idle_timeout_ms);
+            pipe(client, up, state, idle, Some(ex.settings().max_body_bytes))
                 .await
                 .map_err(|e| match e {
                     PipeError::Destination => ProxyError::UpstreamClosed { request_sent: true },
@@ -660,8 +558,8 @@ async fn relay(
     addr: SocketAddr,
     mut up: Conn,
 ) -> ForwardResult {
-    s.status = s.response_head.status;
-    s.endpoint = Some(addr);
+    s.req.status = s.response_head.status;
+    s.req.endpoint = Some(addr);
     let resp = &s.response_head;
     if resp.status == 101 && ex.upgrade {
         response_head(
@@ -669,7 +567,7 @@ async fn relay(
             resp,
             false,
             true,
-            ex.settings.add_via,
+            ex.settings().add_via,
             false,
             &mut s.out,
         );
@@ -703,7 +601,7 @@ async fn relay(
         resp,
         close_client,
         false,
-        ex.settings.add_via,
+        ex.settings().add_via,
         dechunk,
         &mut s.out,
     );
@@ -733,7 +631,7 @@ async fn relay(
     }
     let mut piped = Ok(());
     if let Some(state) = state.as_mut() {
-        let idle = Duration::from_millis(ex.settings.request_timeout_ms);
+        let idle = Duration::from_millis(ex.settings().request_timeout_ms);
         piped = if let BodyState::Dechunk(scanner) = state {
             dechunk_pipe(&mut up, client, scanner, idle, &mut s.out).await
         } else {
@@ -749,7 +647,7 @@ async fn relay(
     if completed && reuse_upstream && leftover == 0 {
         core.pool
             .borrow_mut()
-            .checkin(addr, stream, now, ex.settings.pool_max_idle);
+            .checkin(addr, stream, now, ex.settings().pool_max_idle);
     }
     match piped {
         Ok(()) if !close_client => Ok(Next::KeepAlive),
@@ -849,50 +747,4 @@ fn record_upstream_bytes(core: &Core, up: &Conn) {
     let m = core.metrics.borrow();
     m.record_bytes_received(Peer::Upstream, up.bytes_in);
     m.record_bytes_sent(Peer::Upstream, up.bytes_out);
-}
-
-/// Open the span of the attempt about to start and render its trace headers.
-fn begin_attempt_trace(core: &Core, s: &mut ConnScratch) {
-    s.trace_lines.clear();
-    if core.tracer.is_none() {
-        return;
-    }
-    if let Some(trace) = &mut s.trace {
-        let child = core.with_rng(|rng| trace.ctx.child(rng));
-        trace.attempt = Some((child, std::time::SystemTime::now()));
-        trace.write_attempt_headers(&mut s.trace_lines);
-    }
-}
-
-/// Close the current attempt's span.
-#[allow(clippy::too_many_arguments)]
-fn end_attempt_trace(
-    core: &Core,
-    s: &mut ConnScratch,
-    ex: &Exchange<'_>,
-    addr: SocketAddr,
-    retry_reason: Option<RetryReason>,
-    status: Option<u16>,
-    error: Option<&'static str>,
-    deadline: Duration,
-) {
-    let (Some(tracer), Some(trace)) = (&core.tracer, &mut s.trace) else {
-        return;
-    };
-    let services = core.services.borrow();
-    let Some(service) = services.get(ex.service(core)) else {
-        return;
-    };
-    tracer.finish_attempt(
-        trace,
-        crate::observe::tracing_ctx::AttemptRecord {
-            service: &service.name,
-            endpoint: addr,
-            number: s.attempts,
-            retry_reason,
-            status,
-            error,
-            deadline,
-        },
-    );
 }

@@ -5,10 +5,13 @@
 use crate::core::Core;
 use crate::error::ProxyError;
 use crate::http1::codec::{parse_request, Framing, HeadError, Parsed, RequestHead, ResponseHead};
-use crate::http1::forward::{forward, Exchange};
+use crate::http1::forward::{forward, Exchange, ForwardResult};
 use crate::http1::rewrite::{error_response, request_head, RequestAdditions};
+use crate::pipeline::attempt::Policy;
+use crate::pipeline::{plan, record, Origin, RequestState};
 use crate::transport::conn::{Conn, Fill};
 use crate::transport::idle_timer::IdleSlot;
+use coremesh_discovery::Settings;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -28,17 +31,8 @@ const MAX_POOLED_SCRATCH_BYTES: usize = 64 * 1024;
 /// requests and given back when the connection goes idle, so that an idle connection holds
 /// none of it and a busy one reuses the capacity earlier requests grew.
 pub struct ConnScratch {
-    /// The current request's trace, when tracing is active.
-    pub trace: Option<crate::observe::tracing_ctx::RequestTrace>,
-    /// Header lines carrying the current attempt's trace context.
-    pub trace_lines: Vec<u8>,
-    /// Attempts made for the current request.
-    pub attempts: u32,
-    /// When the current attempt's connection was ready and its request began to go out.
-    pub sent_at: Instant,
-    /// The status the client got for the current request and the endpoint that answered.
-    pub status: u16,
-    pub endpoint: Option<SocketAddr>,
+    /// The current request as the pipeline sees it (span, attempts, answer).
+    pub req: RequestState,
     pub head: RequestHead,
     pub upstream_head: Vec<u8>,
     pub response_head: ResponseHead,
@@ -51,43 +45,10 @@ pub struct ConnScratch {
     pub origin: Origin,
 }
 
-/// How a connection reached the proxy and where its requests go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    pub direction: crate::sidecar::Direction,
-    pub target: Target,
-}
-
-impl Origin {
-    /// A connection to the explicit `[proxy] listen`: requests are routed.
-    pub const EXPLICIT: Origin = Origin {
-        direction: crate::sidecar::Direction::Proxy,
-        target: Target::Route,
-    };
-}
-
-/// Where the requests of one connection go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// Routed on host, path and headers (the explicit listener).
-    Route,
-    /// Outbound: to the service claiming this original destination (looked up in each
-    /// request's snapshot), else passed through to the destination itself.
-    Destination(SocketAddr),
-    /// Straight to this address (inbound: the application), with the client's address in
-    /// `X-Forwarded-For`.
-    Application(SocketAddr),
-}
-
 impl ConnScratch {
     fn new(peer: SocketAddr, origin: Origin) -> Self {
         ConnScratch {
-            trace: None,
-            trace_lines: Vec::new(),
-            attempts: 0,
-            sent_at: Instant::now(),
-            status: 0,
-            endpoint: None,
+            req: RequestState::default(),
             head: RequestHead::default(),
             upstream_head: Vec::new(),
             response_head: ResponseHead::default(),
@@ -100,8 +61,12 @@ impl ConnScratch {
 
     /// Whether this scratch is small enough to keep for another connection.
     fn fits_pool(&self) -> bool {
-        let tracestate = self.trace.as_ref().map_or(0, |t| t.tracestate.capacity());
-        self.trace_lines.capacity()
+        let tracestate = self
+            .req
+            .trace
+            .as_ref()
+            .map_or(0, |t| t.tracestate.capacity());
+        self.req.trace_lines.capacity()
             + self.upstream_head.capacity()
             + self.out.capacity()
             + tracestate
@@ -146,6 +111,8 @@ pub enum Next {
     /// A passed-through CONNECT was accepted: tunnel bytes both ways under the
     /// passthrough's limits ([`crate::sidecar::passthrough`]).
     Tunnel(Conn),
+    /// The connection opened with the HTTP/2 preface: serve it as HTTP/2.
+    Http2,
 }
 
 /// Where an idle connection is in its life: what its idle timeout is measured from.
@@ -219,6 +186,16 @@ pub fn serve_conn(
                     Box::pin(run_tunnel(&core, client, upstream)).await;
                     return;
                 }
+                Next::Http2 => {
+                    Box::pin(crate::http2::server::serve(
+                        core.clone(),
+                        client,
+                        peer,
+                        origin,
+                    ))
+                    .await;
+                    return;
+                }
                 Next::Tunnel(upstream) => {
                     record_connection_end(&core, &client);
                     Box::pin(crate::sidecar::passthrough::run_tunnel(
@@ -254,6 +231,9 @@ async fn serve_requests(
         if client.buffered() == 0 && !read_first_bytes(core, client, slot, idle).await {
             return Next::Close;
         }
+        if idle.first && starts_http2(core, client).await {
+            return Next::Http2;
+        }
         match read_head(core, client, scratch).await {
             HeadOutcome::Ready => {}
             HeadOutcome::Closed => return Next::Close,
@@ -274,6 +254,28 @@ async fn serve_requests(
         match next {
             Next::KeepAlive if client.buffered() > 0 => continue,
             next => return next,
+        }
+    }
+}
+
+/// Whether the connection's first bytes are the HTTP/2 preface, reading a little more
+/// when too few came to tell.
+async fn starts_http2(core: &Core, client: &mut Conn) -> bool {
+    use crate::http2::Preface;
+    let limit = Duration::from_millis(core.defaults.header_read_timeout_ms);
+    let deadline = Instant::now() + limit;
+    loop {
+        match crate::http2::preface(client.data()) {
+            Preface::Yes => return true,
+            Preface::No => return false,
+            Preface::Maybe => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let max = core.defaults.max_header_bytes;
+        match monoio::time::timeout(left, client.fill(max)).await {
+            Ok(Ok(Fill::Read(_))) => {}
+            // Let the HTTP/1 reader meet the end, the error or the timeout.
+            _ => return false,
         }
     }
 }
@@ -463,104 +465,58 @@ fn wait_while_idle<'a, F: std::future::Future>(
 /// Handle the request whose head is at the start of the client's buffer, and record it.
 async fn handle(core: &Rc<Core>, client: &mut Conn, s: &mut ConnScratch) -> Next {
     let started = Instant::now();
-    s.status = 0;
-    s.endpoint = None;
-    s.attempts = 0;
+    s.req.reset();
     s.interim_from_attempt = None;
-    if let Some(t) = &mut s.trace {
-        t.attempt = None;
-    }
-    let mut target = (usize::MAX, usize::MAX);
+    let mut target = record::Routed::NONE;
     let request_snapshot = core.snapshot();
     let next = route_and_forward(core, client, s, &mut target, started, &request_snapshot).await;
-    let (route, mut service) = target;
-    let mut route = route;
-    if !core.is_current(&request_snapshot) {
-        // A new snapshot came in meanwhile: its indices mean other things.
-        service = core.resolve_service(&request_snapshot, service);
-        route = usize::MAX;
-    }
     let latency = started.elapsed();
-    {
-        let ids = core.ids.borrow();
-        let route_id = crate::observe::request_route(&ids, s.origin, route, service);
-        let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
-        if s.status != 0 {
-            let direction = crate::observe::metrics_direction(s.origin.direction);
-            core.metrics
-                .borrow()
-                .record_response(direction, route_id, endpoint, s.status, latency);
-        }
-    }
-    let traced = core.tracer.is_some() || core.access_log.is_some();
-    if traced && s.status != 0 {
-        finish_observation(core, s, &request_snapshot, route, service, latency);
-    }
+    record::finish(core, s.origin, &s.req, &request_snapshot, target, latency);
     next
 }
 
-/// The request's span and its access-log line.
-fn finish_observation(
-    core: &Core,
-    s: &mut ConnScratch,
-    snapshot: &coremesh_discovery::Snapshot,
-    route: usize,
-    service: usize,
-    latency: Duration,
-) {
-    let route_name = snapshot.routes.get(route).map(|r| r.name.as_str());
-    let service_name: Option<std::sync::Arc<str>> = core
-        .services
-        .borrow()
-        .get(service)
-        .map(|st| st.name.clone());
-    if let (Some(tracer), Some(trace)) = (&core.tracer, &s.trace) {
-        tracer.finish_request(trace, service_name.clone(), route_name, s.status);
-    }
-    if let Some(log) = &core.access_log {
-        let endpoint = s.endpoint.map(|e| e.to_string());
-        let entry = coremesh_telemetry::access_log::AccessLogEntry {
-            time: std::time::SystemTime::now(),
-            route: route_name,
-            service: service_name.as_deref(),
-            endpoint: endpoint.as_deref(),
-            status: s.status,
-            latency,
-            attempts: s.attempts,
-            trace_id: s.trace.as_ref().map(|t| &t.ctx.trace_id),
-        };
-        log.write(&entry);
+/// What forwarding needs to know of a request head, read once.
+struct Facts {
+    framing: Framing,
+    connect: bool,
+    /// The connection closes after this request.
+    client_close: bool,
+    is_head_method: bool,
+    idempotent: bool,
+    expect_continue: bool,
+    upgrade: bool,
+    http10: bool,
+}
+
+impl Facts {
+    fn of(core: &Core, data: &[u8], head: &RequestHead) -> Facts {
+        let framing = head.framing.unwrap_or(Framing::None);
+        let method = &data[head.method.clone()];
+        Facts {
+            framing,
+            connect: head.connect,
+            // A CONNECT that is not answered 2xx closes the connection: what the client
+            // sent behind it was meant for a tunnel.
+            client_close: head.close || core.is_draining() || head.connect,
+            is_head_method: method == b"HEAD",
+            idempotent: coremesh_balancer::is_idempotent(method),
+            expect_continue: head.expect_continue && framing != Framing::None,
+            upgrade: head.upgrade,
+            http10: head.minor_version == 0,
+        }
     }
 }
 
-/// Read the caller's trace context and open the proxy's span for this request.
-fn start_trace(
-    core: &Core,
-    data: &[u8],
-    head: &RequestHead,
-    reuse: Option<crate::observe::tracing_ctx::RequestTrace>,
-) -> crate::observe::tracing_ctx::RequestTrace {
-    let headers = head.headers.iter().filter_map(|h| {
+/// The request's header lines by name, for routing and trace context.
+fn header_pairs<'d>(
+    data: &'d [u8],
+    head: &'d RequestHead,
+) -> impl Iterator<Item = (&'d str, &'d [u8])> + 'd {
+    head.headers.iter().filter_map(move |h| {
         std::str::from_utf8(&data[h.name.clone()])
             .ok()
             .map(|n| (n, &data[h.value.clone()]))
-    });
-    let extracted = coremesh_telemetry::trace::extract(headers);
-    let sampler = match &core.tracer {
-        Some(t) => t.sampler,
-        None => coremesh_telemetry::trace::Sampler::new(0.0),
-    };
-    let ctx = core.with_rng(|rng| extracted.server_context(&sampler, rng));
-    let mut tracestate = reuse.map(|t| t.tracestate).unwrap_or_default();
-    tracestate.clear();
-    extracted.tracestate.write_value(&mut tracestate);
-    crate::observe::tracing_ctx::RequestTrace {
-        ctx,
-        formats: extracted.formats,
-        tracestate,
-        start: std::time::SystemTime::now(),
-        attempt: None,
-    }
+    })
 }
 
 /// Route the request and forward it; `target` gets the (route, service) indices chosen.
@@ -568,205 +524,76 @@ async fn route_and_forward(
     core: &Rc<Core>,
     client: &mut Conn,
     s: &mut ConnScratch,
-    target_out: &mut (usize, usize),
+    target_out: &mut record::Routed,
     started: Instant,
     snapshot: &coremesh_discovery::Snapshot,
 ) -> Next {
-    let head = &s.head;
-    let data = client.data();
-    let framing = head.framing.unwrap_or(Framing::None);
-    let connect = head.connect;
-    // A CONNECT that is not answered 2xx closes the connection: what the client sent
-    // behind it was meant for a tunnel.
-    let client_close = head.close || core.is_draining() || connect;
-    let is_head_method = &data[head.method.clone()] == b"HEAD";
-    let idempotent = coremesh_balancer::is_idempotent(&data[head.method.clone()]);
-    let expect_continue = head.expect_continue && framing != Framing::None;
-    let upgrade = head.upgrade;
-    let http10 = head.minor_version == 0;
+    let f = Facts::of(core, client.data(), &s.head);
     // Every request has its own span, a request rejected before routing too: a span is
     // never finished twice, nor with another request's (the scratch is reused).
     if core.tracer.is_some() {
-        s.trace = Some(start_trace(core, data, head, s.trace.take()));
+        let headers = header_pairs(client.data(), &s.head);
+        s.req.trace = Some(record::start_trace(core, headers, s.req.trace.take()));
     }
-
-    let plan = match s.origin.target {
-        Target::Route => {
-            let Some(plan) = route_request(core, snapshot, data, head) else {
-                return reject(core, client, s, framing, client_close, ProxyError::NoRoute).await;
-            };
-            plan
-        }
-        Target::Destination(destination) => match snapshot.service_for_destination(destination) {
-            Some(service_index) => Plan::service(service_index),
-            None => Plan::passthrough(destination),
-        },
-        Target::Application(address) => Plan::address(address),
+    let plan = plan::plan(core, snapshot, s.origin, || {
+        route_input(client.data(), &s.head)
+    });
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => return reject(core, client, s, f.framing, f.client_close, e).await,
     };
-    *target_out = (plan.route_index, plan.service_index);
-    if connect && !plan.passthrough {
-        let err = ProxyError::BadRequest {
-            status: 501,
-            reason: "CONNECT is passed on only to an original destination no service claims",
-        };
-        return reject(core, client, s, framing, true, err).await;
-    }
-    let route = plan.route;
-    let service_index = plan.service_index;
-    let settings = match plan.fixed_endpoint {
-        Some(_) if plan.passthrough => &snapshot.passthrough.settings,
-        Some(_) => &core.defaults,
-        None => match snapshot.services.get(service_index) {
-            Some(service) => &service.settings,
-            None => {
-                let err = ProxyError::NoEndpoints;
-                return reject(core, client, s, framing, client_close, err).await;
-            }
-        },
+    *target_out = record::Routed {
+        route: plan.route_index,
+        service: plan.service_index,
     };
-    if let Framing::Length(n) = framing {
-        if n > settings.max_body_bytes {
-            let err = ProxyError::BadRequest {
-                status: 413,
-                reason: "request body larger than the limit",
-            };
-            return reject(core, client, s, framing, true, err).await;
-        }
-    }
-    let mut timeout = route
-        .and_then(|r| r.timeout)
-        .unwrap_or(Duration::from_millis(settings.request_timeout_ms));
-    // A caller's remaining budget, when it sent one, caps the route's timeout (a header
-    // for a third party is not the proxy's to read).
-    if let Some(ms) = caller_deadline_ms(data, head).filter(|_| !plan.passthrough) {
-        timeout = timeout.min(Duration::from_millis(ms));
-    }
-    let deadline = started + timeout;
-
-    // The upstream request head, then the client's head is consumed.
-    if plan.passthrough {
-        crate::sidecar::passthrough::request_head(data, head, &mut s.upstream_head);
-    } else {
-        let add = RequestAdditions {
-            forwarded_for: (settings.add_forwarded_for || plan.forwarded_for).then(|| s.peer.ip()),
-            strip_trace: core.tracer.is_some(),
-            via: settings.add_via,
-            extra: b"",
-        };
-        request_head(data, head, &add, &mut s.upstream_head);
-    }
-    let head_len = head.len;
+    let settings = match admit(core, snapshot, &plan, &f) {
+        Ok(settings) => settings,
+        Err((e, close)) => return reject(core, client, s, f.framing, close, e).await,
+    };
+    let caller = caller_deadline_ms(client.data(), &s.head).map(Duration::from_millis);
+    let deadline = plan.deadline(settings, started, caller);
+    write_upstream_head(core, client.data(), s, &plan, settings);
+    let head_len = s.head.len;
     client.consume(head_len);
 
     // A passthrough's destination answers the `Expect` itself (it may refuse the body).
-    let relay_continue = expect_continue && plan.passthrough && !http10;
-    if expect_continue && !relay_continue {
-        let mut out = std::mem::take(&mut s.out);
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        let (res, out) = client.write_vec(out).await;
-        s.out = out;
-        if res.is_err() {
-            return Next::Close;
-        }
+    let relay_continue = f.expect_continue && plan.passthrough && !f.http10;
+    if f.expect_continue && !relay_continue && !send_continue(client, s).await {
+        return Next::Close;
     }
-
+    let route = plan.route;
     let exchange = Exchange {
-        service_index,
-        snapshot,
-        settings,
-        framing,
-        is_head_method,
-        idempotent,
-        upgrade,
-        http10,
-        client_close,
-        deadline,
-        attempt_timeout: route.and_then(|r| r.attempt_timeout),
-        retry_on: route.map_or(&[], |r| &r.retry_on),
-        retry_non_idempotent: route.is_some_and(|r| r.retry_non_idempotent),
-        fixed_endpoint: plan.fixed_endpoint,
+        policy: Policy {
+            service_index: plan.service_index,
+            snapshot,
+            settings,
+            deadline,
+            attempt_timeout: route.and_then(|r| r.attempt_timeout),
+            retry_on: route.map_or(&[], |r| &r.retry_on),
+            grpc_retry_on: route.map_or(&[], |r| &r.grpc_retry_on),
+            may_repeat: f.idempotent || route.is_some_and(|r| r.retry_non_idempotent),
+            fixed_endpoint: plan.fixed_endpoint,
+            direction: crate::observe::metrics_direction(s.origin.direction),
+        },
+        framing: f.framing,
+        is_head_method: f.is_head_method,
+        upgrade: f.upgrade,
+        http10: f.http10,
+        client_close: f.client_close,
         verbatim: plan.passthrough,
-        connect,
+        connect: f.connect,
         relay_continue,
     };
-    match forward(core, client, s, &exchange).await {
-        Ok(next) => next,
-        Err((err, body_consumed)) => {
-            if matches!(err, ProxyError::ClientGone) {
-                return Next::Close;
-            }
-            if matches!(err, ProxyError::UpstreamBrokeResponse) {
-                // The response head already went out with the upstream's status; the
-                // connection closes short of the body's end.
-                record_error(core, &err);
-                return Next::Close;
-            }
-            let close = client_close || !body_consumed;
-            s.status = err.status();
-            record_error(core, &err);
-            send_error(client, &err, close, &mut s.out).await;
-            if close {
-                Next::Close
-            } else {
-                Next::KeepAlive
-            }
-        }
-    }
+    let result = forward(core, client, s, &exchange).await;
+    answer_error(core, client, s, result, f.client_close).await
 }
 
-/// Where one request goes: the route (when routed), the service, or a fixed address.
-struct Plan<'s> {
-    route: Option<&'s coremesh_discovery::CompiledRoute>,
-    route_index: usize,
-    /// `usize::MAX` when the request goes to a fixed address.
-    service_index: usize,
-    fixed_endpoint: Option<SocketAddr>,
-    /// Add the client's address to `X-Forwarded-For` whatever the settings say.
-    forwarded_for: bool,
-    /// Passed through to an original destination no service claims, as written.
-    passthrough: bool,
-}
-
-impl Plan<'_> {
-    fn service(service_index: usize) -> Self {
-        Plan {
-            route: None,
-            route_index: usize::MAX,
-            service_index,
-            fixed_endpoint: None,
-            forwarded_for: false,
-            passthrough: false,
-        }
-    }
-
-    fn address(address: SocketAddr) -> Self {
-        Plan {
-            route: None,
-            route_index: usize::MAX,
-            service_index: usize::MAX,
-            fixed_endpoint: Some(address),
-            forwarded_for: true,
-            passthrough: false,
-        }
-    }
-
-    fn passthrough(destination: SocketAddr) -> Self {
-        Plan {
-            forwarded_for: false,
-            passthrough: true,
-            ..Plan::address(destination)
-        }
-    }
-}
-
-/// Route on host, path and headers: the route and the service it picks.
-fn route_request<'s>(
-    core: &Core,
-    snapshot: &'s coremesh_discovery::Snapshot,
-    data: &[u8],
-    head: &RequestHead,
-) -> Option<Plan<'s>> {
+/// What routing reads of an HTTP/1 head: `absolute-form` targets carry their own
+/// authority, else `Host`.
+fn route_input<'d>(
+    data: &'d [u8],
+    head: &'d RequestHead,
+) -> plan::RouteInput<'d, impl Iterator<Item = (&'d str, &'d [u8])> + 'd> {
     let target = std::str::from_utf8(&data[head.target.clone()]).unwrap_or("/");
     let (authority, path) = split_target(target);
     let host = authority.or_else(|| {
@@ -774,35 +601,106 @@ fn route_request<'s>(
             .clone()
             .and_then(|r| std::str::from_utf8(&data[r]).ok())
     });
-    // Taken out of the core's scratch and put back before any await.
-    let mut route_headers: Vec<httparse::Header<'_>> =
-        std::mem::take(&mut *core.route_scratch.borrow_mut());
-    route_headers.clear();
-    for h in &head.headers {
-        if let Ok(name) = std::str::from_utf8(&data[h.name.clone()]) {
-            route_headers.push(httparse::Header {
-                name,
-                value: &data[h.value.clone()],
-            });
+    plan::RouteInput {
+        host,
+        path,
+        headers: header_pairs(data, head),
+    }
+}
+
+/// The settings the planned request runs under, or why it is refused before its body is
+/// read (and whether the connection must close).
+fn admit<'c>(
+    core: &'c Core,
+    snapshot: &'c coremesh_discovery::Snapshot,
+    plan: &plan::Plan<'c>,
+    f: &Facts,
+) -> Result<&'c Settings, (ProxyError, bool)> {
+    if f.connect && !plan.passthrough {
+        let err = ProxyError::BadRequest {
+            status: 501,
+            reason: "CONNECT is passed on only to an original destination no service claims",
+        };
+        return Err((err, true));
+    }
+    let settings = plan
+        .settings(core, snapshot)
+        .map_err(|e| (e, f.client_close))?;
+    if let Framing::Length(n) = f.framing {
+        if n > settings.max_body_bytes {
+            let err = ProxyError::BadRequest {
+                status: 413,
+                reason: "request body larger than the limit",
+            };
+            return Err((err, true));
         }
     }
-    let route = snapshot.select_route(host, path, &route_headers);
-    route_headers.clear();
-    *core.route_scratch.borrow_mut() = route_headers
-        .into_iter()
-        .map(|_| httparse::EMPTY_HEADER)
-        .collect();
-    let route = route?;
-    let service_index = route.pick_service(core.random_u32());
-    let route_index = index_in(&snapshot.routes, route);
-    Some(Plan {
-        route: Some(route),
-        route_index,
-        service_index,
-        fixed_endpoint: None,
-        forwarded_for: false,
-        passthrough: false,
-    })
+    Ok(settings)
+}
+
+/// The head the upstream gets: as written for a passthrough, else rewritten (hop-by-hop
+/// headers, `X-Forwarded-For`, `Via`, trace headers).
+fn write_upstream_head(
+    core: &Core,
+    data: &[u8],
+    s: &mut ConnScratch,
+    plan: &plan::Plan<'_>,
+    settings: &Settings,
+) {
+    if plan.passthrough {
+        crate::sidecar::passthrough::request_head(data, &s.head, &mut s.upstream_head);
+    } else {
+        let add = RequestAdditions {
+            forwarded_for: (settings.add_forwarded_for || plan.forwarded_for).then(|| s.peer.ip()),
+            strip_trace: core.tracer.is_some(),
+            via: settings.add_via,
+            extra: b"",
+        };
+        request_head(data, &s.head, &add, &mut s.upstream_head);
+    }
+}
+
+/// The proxy's own `100 Continue`; false when the client is gone.
+async fn send_continue(client: &mut Conn, s: &mut ConnScratch) -> bool {
+    let mut out = std::mem::take(&mut s.out);
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    let (res, out) = client.write_vec(out).await;
+    s.out = out;
+    res.is_ok()
+}
+
+/// After forwarding: the client hears the proxy's error when nothing of the answer went
+/// out yet, and the connection is kept only when the request's body was consumed.
+async fn answer_error(
+    core: &Core,
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    result: ForwardResult,
+    client_close: bool,
+) -> Next {
+    let (err, body_consumed) = match result {
+        Ok(next) => return next,
+        Err(e) => e,
+    };
+    if matches!(err, ProxyError::ClientGone) {
+        return Next::Close;
+    }
+    if matches!(err, ProxyError::UpstreamBrokeResponse) {
+        // The response head already went out with the upstream's status; the connection
+        // closes short of the body's end.
+        record_error(core, &err);
+        return Next::Close;
+    }
+    let close = client_close || !body_consumed;
+    s.req.status = err.status();
+    record_error(core, &err);
+    send_error(client, &err, close, &mut s.out).await;
+    if close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
 }
 
 /// Answer with the proxy's own error before any of the body was read: the connection is
@@ -818,7 +716,7 @@ async fn reject(
     let head_len = s.head.len;
     client.consume(head_len);
     let close = close || framing != Framing::None;
-    s.status = err.status();
+    s.req.status = err.status();
     record_error(core, &err);
     send_error(client, &err, close, &mut s.out).await;
     if close {
@@ -839,17 +737,6 @@ pub async fn send_error(client: &mut Conn, err: &ProxyError, close: bool, out: &
     );
     let (_, bytes) = client.write_vec(bytes).await;
     *out = bytes;
-}
-
-/// The index of `item`, an element of `items`, from its address instead of a search
-/// (`usize::MAX` if it is not one).
-fn index_in<T>(items: &[T], item: &T) -> usize {
-    let offset = (item as *const T as usize).wrapping_sub(items.as_ptr() as usize);
-    let i = offset / std::mem::size_of::<T>().max(1);
-    match items.get(i) {
-        Some(found) if std::ptr::eq(found, item) => i,
-        _ => usize::MAX,
-    }
 }
 
 /// `absolute-form` targets (`http://host/path`) carry their own authority.
@@ -899,24 +786,6 @@ mod tests {
         assert!(
             size <= MAX_SERVE_FUTURE_BYTES,
             "the serve future takes {size} bytes, more than {MAX_SERVE_FUTURE_BYTES}"
-        );
-    }
-
-    #[test]
-    fn index_in_finds_each_element_and_nothing_else() {
-        let items = [10u64, 20, 30];
-        for (i, item) in items.iter().enumerate() {
-            assert_eq!(index_in(&items, item), i);
-        }
-        let other = 20u64;
-        assert_eq!(index_in(&items, &other), usize::MAX);
-        let empty: [u64; 0] = [];
-        assert_eq!(index_in(&empty, &items[0]), usize::MAX);
-        let units = [(), ()];
-        assert_eq!(
-            index_in(&units, &units[1]),
-            0,
-            "zero-sized: the first match"
         );
     }
 }

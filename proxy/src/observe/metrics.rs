@@ -31,5 +31,18 @@ pub fn render(
         },
         &mut out,
     );
+    per_core(reports, &mut out);
     out
+}
+
+/// Requests each core served (HTTP/1 requests and HTTP/2 streams): shows how the cores
+/// share the load, one client connection's streams included.
+fn per_core(reports: &[CoreReport], out: &mut String) {
+    use std::fmt::Write;
+    const NAME: &str = "coremesh_core_requests_total";
+    out.push_str("# HELP coremesh_core_requests_total Requests each core served (HTTP/1 requests and HTTP/2 streams).\n");
+    out.push_str("# TYPE coremesh_core_requests_total counter\n");
+    for r in reports {
+        let _ = writeln!(out, "{NAME}{{core=\"{}\"}} {}", r.core, r.requests);
+    }
 }

@@ -18,7 +18,8 @@ pub mod passthrough;
 pub mod stats;
 
 use crate::core::{ConnectionGuard, Core};
-use crate::http1::server::{serve_conn, Origin, Target};
+use crate::http1::server::serve_conn;
+use crate::pipeline::{Origin, Target};
 use crate::transport::conn::Conn;
 use crate::transport::detect::{detect, DetectConfig, DetectReason, Protocol};
 use crate::transport::opaque::{self, RelayConfig};
@@ -146,7 +147,8 @@ pub async fn serve_side(
     let detection = detect(&mut client, dst_port, &side.detect).await;
     let telemetry_side = direction.telemetry_side();
     opaque::record_detection(&core, telemetry_side, detection);
-    if detection.protocol == Protocol::Http1 {
+    // An HTTP/2 connection is told from HTTP/1 again by its preface when served.
+    if matches!(detection.protocol, Protocol::Http1 | Protocol::Http2) {
         let origin = Origin { direction, target };
         serve_conn(core, client, peer, counted, origin).await;
         return;

@@ -14,7 +14,8 @@
 use crate::core::Core;
 use crate::http1::codec::{RequestHead, ResponseHead};
 use crate::http1::rewrite::response_head;
-use crate::http1::server::{Next, Origin, Target};
+use crate::http1::server::Next;
+use crate::pipeline::{Origin, Target};
 use crate::transport::conn::Conn;
 use std::time::Duration;
 

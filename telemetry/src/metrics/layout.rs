@@ -35,7 +35,9 @@ pub(crate) const ERRORS: usize = SENT + Peer::ALL.len();
 pub(crate) const DETECTIONS: usize = ERRORS + ErrorKind::ALL.len();
 /// Opaque TCP to no known service (passed through to its original destination).
 pub(crate) const TCP_UNKNOWN: usize = DETECTIONS + DETECT_CELLS;
-pub(crate) const GLOBALS: usize = TCP_UNKNOWN + TCP_CELLS;
+/// HTTP/2 errors on client connections, by error code.
+pub(crate) const HTTP2_ERRORS: usize = TCP_UNKNOWN + TCP_CELLS;
+pub(crate) const GLOBALS: usize = HTTP2_ERRORS + super::http2::HTTP2_CELLS;
 
 /// Request families count per `direction`: each request counter (and latency histogram,
 /// and per-service request counter) exists once per direction, side by side.

@@ -22,6 +22,7 @@ pub(crate) fn encode_snapshot(out: &mut String, m: &MetricsSnapshot) {
     connections(out, m);
     bytes(out, m);
     errors(out, m);
+    http2_errors(out, m);
     super::transport::encode_transport(out, m);
     family(
         out,
@@ -359,6 +360,20 @@ fn bytes(out: &mut String, m: &MetricsSnapshot) {
             let labels: [Label<'_>; 1] = [("peer", Some(peer.as_str()))];
             sample(out, name, &labels, Value::Int(m.get(base + peer.slot())));
         }
+    }
+}
+
+fn http2_errors(out: &mut String, m: &MetricsSnapshot) {
+    const NAME: &str = "coremesh_http2_errors_total";
+    family(
+        out,
+        NAME,
+        "counter",
+        "HTTP/2 client connections and streams ended by an error, by RFC 9113 error code.",
+    );
+    for (code, reason) in crate::metrics::http2::REASONS.iter().enumerate() {
+        let labels: [Label<'_>; 1] = [("reason", Some(reason))];
+        sample(out, NAME, &labels, Value::Int(m.http2_errors(code as u32)));
     }
 }
 

@@ -1,0 +1,180 @@
+//! `[http2]`: the limits of HTTP/2 connections clients open to the proxy (every listener
+//! takes HTTP/2 with prior knowledge beside HTTP/1), and [`UpstreamProtocol`], the protocol
+//! a service's endpoints are spoken to in (`protocol` in `[defaults]` or per service).
+//!
+//! Defaults: `max_concurrent_streams` = [`DEFAULT_MAX_CONCURRENT_STREAMS`],
+//! `max_header_list_bytes` = [`DEFAULT_MAX_HEADER_LIST_BYTES`],
+//! `initial_stream_window_bytes` = [`DEFAULT_INITIAL_STREAM_WINDOW_BYTES`],
+//! `initial_connection_window_bytes` = [`DEFAULT_INITIAL_CONNECTION_WINDOW_BYTES`],
+//! `max_frame_bytes` = [`DEFAULT_MAX_FRAME_BYTES`], `max_connection_age_ms` = 0 (never),
+//! `max_pending_reset_streams` = [`DEFAULT_MAX_PENDING_RESET_STREAMS`],
+//! `max_local_reset_streams` = [`DEFAULT_MAX_LOCAL_RESET_STREAMS`].
+
+use serde::{Deserialize, Serialize};
+
+/// Streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Largest header list (decoded, RFC 9113 §6.5.2 accounting) the proxy accepts.
+pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// The protocol's own initial stream window.
+pub const DEFAULT_INITIAL_STREAM_WINDOW_BYTES: u32 = 65_535;
+/// Connection-level window: 16 streams' worth of the default stream window.
+pub const DEFAULT_INITIAL_CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// The protocol's smallest maximum frame size.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16_384;
+/// Streams a client may open and reset before the proxy accepted them (rapid reset,
+/// CVE-2023-44487); beyond it the connection is closed with ENHANCE_YOUR_CALM.
+pub const DEFAULT_MAX_PENDING_RESET_STREAMS: usize = 20;
+/// Streams the proxy may reset because the client broke the rules, per connection, before
+/// it closes the connection.
+pub const DEFAULT_MAX_LOCAL_RESET_STREAMS: usize = 1024;
+
+/// The largest window the protocol allows (2^31 - 1).
+pub const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
+/// The largest frame size the protocol allows (2^24 - 1).
+pub const MAX_FRAME_BYTES: u32 = (1 << 24) - 1;
+
+/// `[http2]`. See the module documentation for the defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Settings {
+    #[serde(default = "d_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    #[serde(default = "d_max_header_list_bytes")]
+    pub max_header_list_bytes: u32,
+    #[serde(default = "d_initial_stream_window_bytes")]
+    pub initial_stream_window_bytes: u32,
+    #[serde(default = "d_initial_connection_window_bytes")]
+    pub initial_connection_window_bytes: u32,
+    #[serde(default = "d_max_frame_bytes")]
+    pub max_frame_bytes: u32,
+    /// After this long the proxy sends GOAWAY and finishes the streams in flight, so that
+    /// clients reconnect and the kernel spreads their connections over the cores. 0: never.
+    #[serde(default)]
+    pub max_connection_age_ms: u64,
+    #[serde(default = "d_max_pending_reset_streams")]
+    pub max_pending_reset_streams: usize,
+    #[serde(default = "d_max_local_reset_streams")]
+    pub max_local_reset_streams: usize,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: d_max_concurrent_streams(),
+            max_header_list_bytes: d_max_header_list_bytes(),
+            initial_stream_window_bytes: d_initial_stream_window_bytes(),
+            initial_connection_window_bytes: d_initial_connection_window_bytes(),
+            max_frame_bytes: d_max_frame_bytes(),
+            max_connection_age_ms: 0,
+            max_pending_reset_streams: d_max_pending_reset_streams(),
+            max_local_reset_streams: d_max_local_reset_streams(),
+        }
+    }
+}
+
+impl Http2Settings {
+    pub fn is_default(&self) -> bool {
+        *self == Http2Settings::default()
+    }
+
+    /// What is out of the protocol's bounds, as (field, reason).
+    pub fn violations(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.max_concurrent_streams == 0 {
+            out.push(("max_concurrent_streams", "must be at least 1".to_string()));
+        }
+        if self.max_header_list_bytes == 0 {
+            out.push(("max_header_list_bytes", "must be at least 1".to_string()));
+        }
+        for (field, value) in [
+            (
+                "initial_stream_window_bytes",
+                self.initial_stream_window_bytes,
+            ),
+            (
+                "initial_connection_window_bytes",
+                self.initial_connection_window_bytes,
+            ),
+        ] {
+            if value == 0 || value > MAX_WINDOW_BYTES {
+                out.push((field, format!("must be 1 to {MAX_WINDOW_BYTES}")));
+            }
+        }
+        if !(DEFAULT_MAX_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&self.max_frame_bytes) {
+            out.push((
+                "max_frame_bytes",
+                format!("must be {DEFAULT_MAX_FRAME_BYTES} to {MAX_FRAME_BYTES}"),
+            ));
+        }
+        out
+    }
+}
+
+/// The protocol requests go to a service's endpoints in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// As the client spoke: HTTP/2 out for an HTTP/2 request, HTTP/1.1 for HTTP/1.
+    #[default]
+    Preserve,
+    Http1,
+    H2,
+}
+
+impl UpstreamProtocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Preserve => "preserve",
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+        }
+    }
+}
+
+/// A gRPC status a route retries on (`grpc_retry_on`), when it arrives in the response
+/// headers (a trailers-only response: the call failed before any message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrpcRetryOn {
+    Cancelled,
+    DeadlineExceeded,
+    ResourceExhausted,
+    Internal,
+    Unavailable,
+}
+
+impl GrpcRetryOn {
+    /// The gRPC status code.
+    pub fn code(self) -> u32 {
+        match self {
+            GrpcRetryOn::Cancelled => 1,
+            GrpcRetryOn::DeadlineExceeded => 4,
+            GrpcRetryOn::ResourceExhausted => 8,
+            GrpcRetryOn::Internal => 13,
+            GrpcRetryOn::Unavailable => 14,
+        }
+    }
+}
+
+fn d_max_concurrent_streams() -> u32 {
+    DEFAULT_MAX_CONCURRENT_STREAMS
+}
+fn d_max_header_list_bytes() -> u32 {
+    DEFAULT_MAX_HEADER_LIST_BYTES
+}
+fn d_initial_stream_window_bytes() -> u32 {
+    DEFAULT_INITIAL_STREAM_WINDOW_BYTES
+}
+fn d_initial_connection_window_bytes() -> u32 {
+    DEFAULT_INITIAL_CONNECTION_WINDOW_BYTES
+}
+fn d_max_frame_bytes() -> u32 {
+    DEFAULT_MAX_FRAME_BYTES
+}
+fn d_max_pending_reset_streams() -> usize {
+    DEFAULT_MAX_PENDING_RESET_STREAMS
+}
+fn d_max_local_reset_streams() -> usize {
+    DEFAULT_MAX_LOCAL_RESET_STREAMS
+}
