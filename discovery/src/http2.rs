@@ -178,3 +178,71 @@ fn d_max_pending_reset_streams() -> usize {
 fn d_max_local_reset_streams() -> usize {
     DEFAULT_MAX_LOCAL_RESET_STREAMS
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{parse_config, Snapshot, UpstreamProtocol};
+
+    #[test]
+    fn http2_limits_protocol_and_grpc_retries_are_read() {
+        let text = r#"
+[http2]
+max_concurrent_streams = 7
+max_connection_age_ms = 1000
+
+[defaults]
+protocol = "http1"
+
+[[services]]
+name = "grpc"
+endpoints = ["127.0.0.1:1"]
+protocol = "h2"
+
+[[services]]
+name = "rest"
+endpoints = ["127.0.0.1:2"]
+
+[[routes]]
+service = "grpc"
+grpc_retry_on = ["unavailable", "resource-exhausted"]
+"#;
+        let config = match parse_config(text, "h2.toml") {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(config.http2.max_concurrent_streams, 7);
+        assert_eq!(
+            config.http2.max_header_list_bytes,
+            super::DEFAULT_MAX_HEADER_LIST_BYTES
+        );
+        let s = Snapshot::build(&config);
+        assert_eq!(s.http2.max_connection_age_ms, 1000);
+        assert_eq!(s.services[0].settings.protocol, UpstreamProtocol::H2);
+        assert_eq!(
+            s.services[1].settings.protocol,
+            UpstreamProtocol::Http1,
+            "from [defaults]"
+        );
+        assert_eq!(s.routes[0].grpc_retry_on, vec![14, 8]);
+    }
+
+    #[test]
+    fn out_of_range_limits_and_unknown_values_are_refused() {
+        let bad = [
+            ("[http2]\nmax_frame_bytes = 100\n", "max_frame_bytes"),
+            ("[http2]\ninitial_stream_window_bytes = 0\n", "initial_stream_window_bytes"),
+            ("[http2]\nmax_concurrent_streams = 0\n", "max_concurrent_streams"),
+            ("[defaults]\nprotocol = \"h3\"\n", "protocol"),
+            (
+                "[[services]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\nservice = \"a\"\ngrpc_retry_on = [\"unknown\"]\n",
+                "grpc_retry_on",
+            ),
+        ];
+        for (text, field) in bad {
+            match parse_config(text, "bad.toml") {
+                Ok(_) => panic!("accepted: {text}"),
+                Err(e) => assert!(e.to_string().contains(field), "{text}: {e}"),
+            }
+        }
+    }
+}

@@ -422,3 +422,33 @@ async fn relay(
     }
     Ok(if close { Next::Close } else { Next::KeepAlive })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http1_head_becomes_an_h2_template_without_hop_by_hop_headers() {
+        let head = b"POST /x?y=1 HTTP/1.1\r\nHost: svc:8080\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nx-coremesh-timeout-ms: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\n\r\n";
+        let t = h2_template(head).expect("a complete head");
+        assert_eq!(t.method, http::Method::POST);
+        assert_eq!(t.authority.as_deref(), Some("svc:8080"));
+        assert_eq!(t.path, "/x?y=1");
+        let names: Vec<&str> = t.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-forwarded-for", "accept"]);
+    }
+
+    #[test]
+    fn an_absolute_form_target_carries_the_authority() {
+        let head = b"GET http://other.example/p HTTP/1.1\r\nHost: ignored\r\n\r\n";
+        let t = h2_template(head).expect("a complete head");
+        assert_eq!(t.authority.as_deref(), Some("other.example"));
+        assert_eq!(t.path, "/p");
+        assert!(t.headers.is_empty());
+    }
+
+    #[test]
+    fn a_partial_head_is_refused() {
+        assert!(h2_template(b"GET / HTTP/1.1\r\nHost: a\r\n").is_none());
+    }
+}

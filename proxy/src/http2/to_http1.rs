@@ -330,3 +330,63 @@ async fn copy_until_close(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (http::request::Parts, HeaderMap) {
+        let mut req = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let (parts, ()) = req.body(()).expect("a valid request").into_parts();
+        let headers = parts.headers.clone();
+        (parts, headers)
+    }
+
+    #[test]
+    fn an_h2_head_becomes_http1_with_host_and_framing() {
+        let (p, h) = parts(
+            "POST",
+            "http://api.local/v1/items?x=1",
+            &[
+                ("content-type", "application/json"),
+                ("te", "trailers"),
+                ("x-a", "1"),
+            ],
+        );
+        let mut out = Vec::new();
+        request_head(&p, "api.local", &h, Some(12), &mut out);
+        let text = String::from_utf8(out).expect("ASCII");
+        assert_eq!(
+            text,
+            "POST /v1/items?x=1 HTTP/1.1\r\nhost: api.local\r\ncontent-type: application/json\r\nx-a: 1\r\ncontent-length: 12\r\n\r\n",
+            "te is hop-by-hop on HTTP/1"
+        );
+        let mut out = Vec::new();
+        request_head(&p, "api.local", &h, None, &mut out);
+        assert!(String::from_utf8(out)
+            .expect("ASCII")
+            .ends_with("x-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_get_without_a_body_has_no_length() {
+        let (p, h) = parts("GET", "http://a/", &[]);
+        let mut out = Vec::new();
+        request_head(&p, "a", &h, Some(0), &mut out);
+        assert_eq!(out, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+        let (p, h) = parts("POST", "http://a/", &[]);
+        let mut out = Vec::new();
+        request_head(&p, "a", &h, Some(0), &mut out);
+        assert_eq!(
+            out,
+            b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+}
