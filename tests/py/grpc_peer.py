@@ -21,8 +21,9 @@ Service `test.Echo`, methods:
         One call; prints {"code", "details", "messages"} (messages as text).
 
     grpc_peer.py load TARGET --calls C [--concurrency K]
-        C unary calls from K threads on one channel; prints {"ok", "errors": {code: n},
-        "by_server": {name: n}}.
+        C unary calls from K threads on one channel, once it is connected; prints {"ok",
+        "errors": {code: n}, "by_server": {name: n}} (all C as NOT_CONNECTED when the
+        channel does not connect within 10 s).
 """
 import argparse
 import json
@@ -168,6 +169,13 @@ def load(args):
     fn = channel.unary_unary(f"/{SERVICE}/Unary", lambda b: b, lambda b: b)
     result = {"ok": 0, "errors": {}, "by_server": {}, "error_details": []}
     counter = {"next": 0}
+    try:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    except grpc.FutureTimeoutError:
+        result["errors"]["NOT_CONNECTED"] = args.calls
+        result["error_details"].append(f"no HTTP/2 connection to {args.target} within 10 s")
+        print(json.dumps(result))
+        return
 
     def worker():
         while True:
@@ -176,7 +184,7 @@ def load(args):
                     return
                 counter["next"] += 1
             try:
-                reply = fn(b"x", timeout=30, wait_for_ready=True)
+                reply = fn(b"x", timeout=30)
                 server = reply.decode("latin-1").split(":", 1)[0]
                 with LOCK:
                     result["ok"] += 1

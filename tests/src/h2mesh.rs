@@ -65,9 +65,15 @@ impl MeshConfig {
     }
     /// A `[[routes]]` entry sending every path to `service`, with `extra` lines (e.g.
     /// `grpc_retry_on = ["unavailable"]`).
-    pub fn route(mut self, service: &str, extra: &[&str]) -> MeshConfig {
-        let mut entry =
-            format!("[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nservice = \"{service}\"\n");
+    pub fn route(self, service: &str, extra: &[&str]) -> MeshConfig {
+        self.route_prefix("/", service, extra)
+    }
+    /// A `[[routes]]` entry sending paths under `prefix` to `service`, with `extra` lines.
+    pub fn route_prefix(mut self, prefix: &str, service: &str, extra: &[&str]) -> MeshConfig {
+        let n = self.routes.len();
+        let mut entry = format!(
+            "[[routes]]\nname = \"route-{n}\"\npath_prefix = \"{prefix}\"\nservice = \"{service}\"\n"
+        );
         for line in extra {
             entry.push_str(line);
             entry.push('\n');
