@@ -18,11 +18,13 @@ ATTACK:
   pseudo-connection   a request carrying the connection-specific `connection` header
   pseudo-uppercase    a request with an upper-case field name
   data-closed         a complete GET on stream 1, its answer read, then DATA on stream 1
+  settings            no attack: the handshake only, to report the server's SETTINGS
 
 After `ATTACKING` on stderr (the flood is under way), the answer is read until the server
 closes, a GOAWAY arrives, or --wait seconds pass. Output: {"goaway": code or null,
 "goaway_last_stream": id or null, "resets": {"<code>": count}, "statuses": {"<status>":
-count}, "closed": bool, "sent_frames": n, "send_blocked": bool}. `send_blocked` says the
+count}, "closed": bool, "sent_frames": n, "send_blocked": bool, "settings": {"<id>":
+value} (the server's SETTINGS)}. `send_blocked` says the
 server stopped reading while we were still sending (back-pressure), which ends the flood early.
 """
 import argparse
@@ -140,7 +142,11 @@ class Wire:
             self.result["resets"][key] = self.result["resets"].get(key, 0) + 1
             self.ended_streams.add(f.stream_id)
         elif isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+            self.result.setdefault("settings", {}).update(
+                {str(k): v for k, v in f.settings.items()})
             self.send(SettingsFrame(0, flags=["ACK"]).serialize())
+        elif isinstance(f, SettingsFrame):
+            self.result["settings_acked"] = True
         elif isinstance(f, HeadersFrame):
             try:
                 for name, value in self.decoder.decode(f.data):
@@ -260,6 +266,10 @@ def attack(w, args):
         w.frame(DataFrame(1, b"late data", flags=[]))
         # A stream error on stream 1 or a connection error ends the exchange.
         until = lambda: w.result["resets"]  # noqa: E731
+    elif name == "settings":
+        w.handshake()
+        print("ATTACKING", file=sys.stderr, flush=True)
+        until = lambda: "settings" in w.result and w.result.get("settings_acked")  # noqa: E731
     else:
         raise SystemExit(f"unknown attack {name}")
     return w.finish(until)

@@ -25,6 +25,8 @@ pub struct AttackOutcome {
     pub sent_frames: u64,
     /// `data-closed` only: the first request was answered before the late DATA.
     pub first_stream_ended: Option<bool>,
+    /// The server's SETTINGS, by identifier (the values it sent; others are the RFC's).
+    pub settings: BTreeMap<u64, u64>,
 }
 
 impl AttackOutcome {
@@ -88,6 +90,7 @@ impl RunningAttack {
             send_blocked: v["send_blocked"].as_bool().unwrap_or(false),
             sent_frames: v["sent_frames"].as_u64().unwrap_or(0),
             first_stream_ended: v["first_stream_ended"].as_bool(),
+            settings: by_code("settings"),
         }
     }
 }
@@ -103,6 +106,13 @@ pub fn attack_while_serving(
     let running = RunningAttack::start(addr, attack, extra);
     meanwhile();
     running.finish()
+}
+
+/// The server's SETTINGS after a plain handshake (the `settings` mode of the script).
+pub fn server_settings(addr: SocketAddr) -> BTreeMap<u64, u64> {
+    RunningAttack::start(addr, "settings", &["--wait", "30"])
+        .finish()
+        .settings
 }
 
 /// How long the attacker reads the server's answer after its attack: long, since the

@@ -184,10 +184,12 @@ pub fn run_bounded(mut command: Command, bound: Duration, what: &str) -> Finishe
 struct Lines {
     stdout: Vec<String>,
     stderr: Vec<String>,
+    /// Output streams that reached their end (2: the program has closed both).
+    ended: usize,
 }
 
 /// A long-running program (a server, or a client a test watches): every output line kept,
-/// waited for by prefix; killed on drop.
+/// waited for by content; killed on drop.
 pub struct Proc {
     what: String,
     child: Option<Child>,
@@ -212,6 +214,9 @@ fn read_lines(
             }
             cv.notify_all();
         }
+        let (m, cv) = &*lines;
+        lock(m).ended += 1;
+        cv.notify_all();
     })
 }
 
@@ -245,9 +250,9 @@ impl Proc {
         }
     }
 
-    /// Wait up to `bound` for a line (on stdout or stderr) starting with `prefix`; that
-    /// line. Panics, quoting the output, when it does not come.
-    pub fn wait_line(&self, prefix: &str, bound: Duration) -> String {
+    /// Wait up to `bound` for a line (on stdout or stderr) containing `needle`; that line.
+    /// Panics, quoting the output, when it does not come (or the program's output ends).
+    pub fn wait_line(&self, needle: &str, bound: Duration) -> String {
         let deadline = Instant::now() + bound;
         let (m, cv) = &*self.lines;
         let mut l = lock(m);
@@ -256,17 +261,20 @@ impl Proc {
                 .stdout
                 .iter()
                 .chain(l.stderr.iter())
-                .find(|s| s.starts_with(prefix))
+                .find(|s| s.contains(needle))
                 .cloned();
             if let Some(line) = found {
                 return line;
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || l.ended == 2 {
                 panic!(
-                    "{}: no line starting with {prefix:?} within {bound:?}; stdout: {:?}; \
-                     stderr: {:?}",
-                    self.what, l.stdout, l.stderr
+                    "{}: no line containing {needle:?} (waited up to {bound:?}, output \
+                     ended: {}); stdout: {:?}; stderr: {:?}",
+                    self.what,
+                    l.ended == 2,
+                    l.stdout,
+                    l.stderr
                 );
             }
             l = cv
@@ -279,7 +287,9 @@ impl Proc {
     /// The port of a server that printed `PORT <n>` first.
     pub fn port(&self) -> u16 {
         let line = self.wait_line("PORT ", START_BOUND);
-        line["PORT ".len()..]
+        line.rsplit(' ')
+            .next()
+            .unwrap_or("")
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("{}: bad port line {line:?}: {e}", self.what))

@@ -491,3 +491,144 @@ fn proxy_sends_goaway_after_max_connection_age() {
         );
     });
 }
+
+/// SETTINGS identifiers (RFC 9113 §6.5.2) and the value each has when not sent.
+const MAX_CONCURRENT_STREAMS: u64 = 0x3;
+const INITIAL_WINDOW_SIZE: u64 = 0x4;
+const MAX_FRAME_SIZE: u64 = 0x5;
+const MAX_HEADER_LIST_SIZE: u64 = 0x6;
+
+/// The value of setting `id` in force on a connection to `addr`: the one the server sent,
+/// else the protocol's default (none for the two the protocol leaves unlimited).
+fn setting_in_force(settings: &std::collections::BTreeMap<u64, u64>, id: u64) -> Option<u64> {
+    settings.get(&id).copied().or(match id {
+        INITIAL_WINDOW_SIZE => Some(65_535),
+        MAX_FRAME_SIZE => Some(16_384),
+        _ => None,
+    })
+}
+
+#[test]
+fn proxy_advertises_its_http2_limits_defaults_and_configured() {
+    use coremesh_tests::h2attack::server_settings;
+    for_each_driver(|driver| {
+        let upstream = Upstream::fixed_named("fixed", 200, b"ok");
+        let defaults = proxy_to(driver, upstream.addr(), &[]);
+        let s = server_settings(defaults.addr());
+        for (id, expected) in [
+            (MAX_CONCURRENT_STREAMS, 100),
+            (INITIAL_WINDOW_SIZE, 65_535),
+            (MAX_FRAME_SIZE, 16_384),
+            (MAX_HEADER_LIST_SIZE, 65_536),
+        ] {
+            assert_eq!(
+                setting_in_force(&s, id),
+                Some(expected),
+                "default of setting {id:#x}: {s:?}"
+            );
+        }
+        drop(defaults);
+        let configured = MeshConfig::new()
+            .http2("max_concurrent_streams", 7)
+            .http2("max_header_list_bytes", 20_000)
+            .http2("initial_stream_window_bytes", 131_072)
+            .http2("initial_connection_window_bytes", 4_194_304)
+            .http2("max_frame_bytes", 32_768)
+            .service("backend", &[upstream.addr()], &[])
+            .route("backend", &[])
+            .start(driver);
+        let s = server_settings(configured.addr());
+        for (id, expected) in [
+            (MAX_CONCURRENT_STREAMS, 7),
+            (INITIAL_WINDOW_SIZE, 131_072),
+            (MAX_FRAME_SIZE, 32_768),
+            (MAX_HEADER_LIST_SIZE, 20_000),
+        ] {
+            assert_eq!(
+                setting_in_force(&s, id),
+                Some(expected),
+                "configured setting {id:#x}: {s:?}"
+            );
+        }
+    });
+}
+
+/// Self-check of the SETTINGS reading: nghttpd advertises its `-m`.
+#[test]
+fn direct_settings_of_nghttpd() {
+    let server = Nghttpd::start(&["-m", "7"]);
+    let s = coremesh_tests::h2attack::server_settings(server.addr());
+    assert_eq!(
+        setting_in_force(&s, MAX_CONCURRENT_STREAMS),
+        Some(7),
+        "{s:?}"
+    );
+    assert_eq!(
+        setting_in_force(&s, INITIAL_WINDOW_SIZE),
+        Some(65_535),
+        "{s:?}"
+    );
+}
+
+/// `coremesh proxy --to <to> <extra> --cores 1 --driver <driver>` on a fresh port (the
+/// binary, as a user runs it), once it says it listens; and that port.
+fn cli_proxy(
+    to: SocketAddr,
+    extra: &[&str],
+    driver: &str,
+) -> (coremesh_tests::h2tools::Proc, SocketAddr) {
+    use coremesh_tests::h2peers::free_port;
+    use coremesh_tests::h2tools::{Proc, START_BOUND};
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = std::process::Command::new(coremesh_tests::netns::coremesh_bin());
+    cmd.args(["proxy", "--listen", &listen.to_string()])
+        .args(["--to", &to.to_string()])
+        .args(extra)
+        .args(["--cores", "1", "--driver", driver]);
+    let proxy = Proc::spawn(cmd, "coremesh proxy");
+    proxy.wait_line("coremesh listening on", START_BOUND);
+    (proxy, listen)
+}
+
+/// An HTTP/1.1 GET of /small for [`AUTHORITY`] with curl, answered in full.
+fn h1_get_small(addr: SocketAddr, what: &str) {
+    let seen = curl(
+        Version::H1,
+        addr,
+        "/small",
+        &[&format!("Host: {AUTHORITY}")],
+        None,
+    );
+    assert_eq!((seen.status, seen.version.as_str()), (200, "1.1"), "{what}");
+    assert!(seen.body == small_body(), "{what}: body");
+}
+
+/// `coremesh proxy --upstream-protocol h2`: an HTTP/1.1 client's request reaches nghttpd
+/// as HTTP/2.
+#[test]
+fn cli_upstream_protocol_h2() {
+    let server = Nghttpd::start(&[]);
+    for driver in ["uring", "legacy"] {
+        let (_proxy, listen) = cli_proxy(server.addr(), &["--upstream-protocol", "h2"], driver);
+        h1_get_small(listen, driver);
+    }
+    let requests = server.wait_requests(2);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header(":authority") == Some(AUTHORITY)),
+        "HTTP/2 requests for the client's Host at nghttpd: {requests:?}"
+    );
+}
+
+/// Self-check of the binary's harness: `coremesh proxy` without the new flag to the HTTP/1
+/// upstream.
+#[test]
+fn direct_cli_proxy_to_the_http1_upstream() {
+    let upstream = h1_files();
+    for driver in ["uring", "legacy"] {
+        let (_proxy, listen) = cli_proxy(upstream.addr(), &[], driver);
+        h1_get_small(listen, driver);
+    }
+    assert_eq!(upstream.requests_received(), 2);
+}
