@@ -543,3 +543,61 @@ pub fn parse_h2load(text: &str) -> Option<LoadSummary> {
         status_2xx: number_before(statuses, "2xx")?,
     })
 }
+
+/// An HTTP/1 upstream in its own process (Python's `http.server` over a directory), for
+/// tests that measure this process's memory: a large response it serves is not held here.
+/// Every request path it served is read back from its log. Killed on drop.
+pub struct FileServer {
+    proc: Proc,
+    addr: SocketAddr,
+    _root: TempDir,
+}
+
+impl FileServer {
+    /// Serve `files` (name, bytes) on 127.0.0.1.
+    pub fn start(files: &[(&str, &[u8])]) -> FileServer {
+        let root = TempDir::new("files");
+        for (name, bytes) in files {
+            root.file(name, bytes);
+        }
+        let py = crate::h2tools::python();
+        let mut cmd = Command::new(py);
+        cmd.args([
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(root.path())
+        .arg("0");
+        let proc = Proc::spawn(cmd, "http.server");
+        let line = proc.wait_line("Serving HTTP on", START_BOUND);
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        FileServer {
+            proc,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _root: root,
+        }
+    }
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// The paths of the requests served so far, from the log (`"GET /p HTTP/1.1" 200 -`).
+    pub fn paths(&self) -> Vec<String> {
+        self.proc
+            .stderr_lines()
+            .iter()
+            .filter_map(|l| {
+                let quoted = l.split('"').nth(1)?;
+                quoted.split_whitespace().nth(1).map(str::to_string)
+            })
+            .collect()
+    }
+}

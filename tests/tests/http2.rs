@@ -285,16 +285,15 @@ fn direct_curl_http1_to_the_http1_upstream() {
     check_h1_upstream_saw(&upstream);
 }
 
-/// An HTTP/1.1 request to nghttpd through a service with `protocol = "h2"`: chunked body
-/// with a trailer and hop-by-hop fields; nghttpd answers with a trailer.
-fn h1_client_to_h2_endpoint(proxy: SocketAddr) -> coremesh_tests::RawResponse {
-    let big = big_body();
-    let body = chunked_body(&big, 16 * 1024, &[("x-req-trailer", "r1")]);
-    let mut client = Client::connect(proxy).expect("connect to the proxy");
+/// An HTTP/1.1 POST of the big body, chunked with the trailer `x-req-trailer: r1`, with
+/// hop-by-hop fields and `TE: trailers`, to `addr`.
+fn h1_post_with_trailer(addr: SocketAddr) -> coremesh_tests::RawResponse {
+    let body = chunked_body(&big_body(), 16 * 1024, &[("x-req-trailer", "r1")]);
+    let mut client = Client::connect(addr).expect("connect");
     client
         .send_request(
             "POST",
-            "/small",
+            "/echo",
             &[
                 ("Host", AUTHORITY),
                 ("Transfer-Encoding", "chunked"),
@@ -310,31 +309,100 @@ fn h1_client_to_h2_endpoint(proxy: SocketAddr) -> coremesh_tests::RawResponse {
     client.read_response(false).expect("read the response")
 }
 
+/// An h2 upstream's field list from a `request` event of the Python upstream.
+fn event_fields(event: &serde_json::Value) -> Vec<(String, String)> {
+    event["headers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| {
+                    (
+                        h[0].as_str().unwrap_or("").to_string(),
+                        h[1].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn http1_client_to_an_h2_endpoint_with_trailers_both_ways() {
     for_each_driver(|driver| {
-        let server = Nghttpd::start(&["--trailer=x-resp-trailer: t1"]);
+        // The Python upstream echoes the body, then sends as trailers `x-body-len` and the
+        // request's own trailers.
+        let server = PyH2Server::start("echo");
         let proxy = proxy_to(driver, server.addr(), &["protocol = \"h2\""]);
-        let r = h1_client_to_h2_endpoint(proxy.addr());
+        let r = h1_post_with_trailer(proxy.addr());
         assert_eq!(r.status, 200, "{}", r.body_text());
         assert!(r.body == big_body(), "the echoed body, byte for byte");
         assert_eq!(
-            r.trailer("x-resp-trailer").as_deref(),
-            Some("t1"),
-            "nghttpd's trailer reaches the HTTP/1 client as a chunked trailer"
-        );
-        let requests = server.wait_requests(1);
-        let req = &requests[0];
-        assert_eq!(req.header(":authority"), Some(AUTHORITY), "{req:?}");
-        assert_eq!(req.header(":method"), Some("POST"));
-        for name in HOP_BY_HOP {
-            assert_eq!(req.header(name), None, "{name} reached nghttpd: {req:?}");
-        }
-        assert_eq!(
-            req.trailer("x-req-trailer"),
+            r.trailer("x-req-trailer").as_deref(),
             Some("r1"),
-            "the chunked trailer reaches nghttpd as an HTTP/2 trailer: {req:?}"
+            "the chunked trailer went up as an HTTP/2 trailer and came back as a chunked one"
         );
+        assert_eq!(
+            r.trailer("x-body-len"),
+            Some(big_body().len().to_string()),
+            "the upstream's HTTP/2 trailer reaches the HTTP/1 client"
+        );
+        let events = server.events();
+        let request = events
+            .iter()
+            .find(|e| e["event"] == "request")
+            .expect("the request reached the h2 upstream");
+        let fields = event_fields(request);
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(field(":authority"), Some(AUTHORITY), "{fields:?}");
+        assert_eq!(field(":method"), Some("POST"), "{fields:?}");
+        for name in HOP_BY_HOP {
+            assert_eq!(
+                field(name),
+                None,
+                "{name} reached the h2 upstream: {fields:?}"
+            );
+        }
+    });
+}
+
+/// Self-check of the HTTP/1 trailer request and its reading: straight to the HTTP/1
+/// trailer upstream, which reports the trailers it got and sends its own.
+#[test]
+fn direct_http1_trailers_to_the_http1_trailer_upstream() {
+    let upstream = h1_trailers();
+    let r = h1_post_with_trailer(upstream.addr());
+    assert_eq!(r.status, 200);
+    assert!(r.body == big_body());
+    assert_eq!(
+        r.trailer("x-req-trailers").as_deref(),
+        Some("x-req-trailer=r1")
+    );
+    assert_eq!(r.trailer("x-resp-trailer").as_deref(), Some("t2"));
+}
+
+#[test]
+fn http1_client_get_and_post_to_nghttpd_with_protocol_h2() {
+    for_each_driver(|driver| {
+        let server = Nghttpd::start(&[]);
+        let proxy = proxy_to(driver, server.addr(), &["protocol = \"h2\""]);
+        let big = big_body();
+        for (path, body, expected) in exchanges(&big) {
+            let seen = curl(
+                Version::H1,
+                proxy.addr(),
+                path,
+                &[&format!("Host: {AUTHORITY}")],
+                body,
+            );
+            assert_eq!((seen.status, seen.version.as_str()), (200, "1.1"), "{path}");
+            assert!(seen.body == expected, "{path}: body bytes");
+        }
+        check_nghttpd_saw(&server, Tool::Curl);
     });
 }
 

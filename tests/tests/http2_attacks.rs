@@ -14,10 +14,9 @@
 use coremesh_tests::admin::AdminProxy;
 use coremesh_tests::h2attack::{attack_while_serving, AttackOutcome};
 use coremesh_tests::h2mesh::{error_code_name, http2_errors, metrics, wait_metrics, MeshConfig};
-use coremesh_tests::h2peers::{big_body, curl, small_body, Nghttpd, Version};
+use coremesh_tests::h2peers::{big_body, curl, small_body, FileServer, Nghttpd, Version};
 use coremesh_tests::h2tools::rss_bytes;
 use coremesh_tests::proxy::for_each_driver;
-use coremesh_tests::upstream::{Action, ReceivedRequest, Response, Upstream};
 use coremesh_tests::Driver;
 use std::net::SocketAddr;
 
@@ -43,23 +42,17 @@ const COMPRESSION_ERROR: u64 = 0x9;
 const ENHANCE_YOUR_CALM: u64 = 0xb;
 const INTERNAL_ERROR: u64 = 0x2;
 
-/// The upstream behind the proxy under attack: `/big` answers [`NEVER_READ_BODY`] bytes,
-/// anything else the small body.
-fn upstream() -> Upstream {
-    let small = small_body();
-    let big = vec![b'z'; NEVER_READ_BODY];
-    Upstream::start("h1", move |req: &ReceivedRequest| {
-        let body = if req.path == "/big" {
-            big.clone()
-        } else {
-            small.clone()
-        };
-        Action::Respond(Response::ok(body))
-    })
+/// The upstream behind the proxy under attack, in its own process (so that what it holds
+/// is not counted in this process's memory): `/small` and `/big` ([`NEVER_READ_BODY`] bytes).
+fn upstream() -> FileServer {
+    FileServer::start(&[
+        ("small", &small_body()),
+        ("big", &vec![b'z'; NEVER_READ_BODY]),
+    ])
 }
 
 /// A proxy to `upstream` with a small header-list limit and a short request timeout.
-fn proxy_under_attack(driver: Driver, upstream: &Upstream) -> AdminProxy {
+fn proxy_under_attack(driver: Driver, upstream: &FileServer) -> AdminProxy {
     let timeout = format!("request_timeout_ms = {REQUEST_TIMEOUT_MS}");
     MeshConfig::new()
         .http2("max_header_list_bytes", HEADER_LIST_LIMIT)
@@ -68,7 +61,7 @@ fn proxy_under_attack(driver: Driver, upstream: &Upstream) -> AdminProxy {
         .start(driver)
 }
 
-/// A well-behaved h2c GET of `/` on its own connection, answered in full.
+/// A well-behaved h2c GET of `/small` on its own connection, answered in full.
 fn served(addr: SocketAddr, when: &str) {
     let seen = curl(Version::H2c, addr, "/small", &[], None);
     assert_eq!(seen.status, 200, "the well-behaved client {when}");
@@ -93,7 +86,7 @@ fn survive(
     extra: &[&str],
     codes: &[u64],
     counted: bool,
-) -> (AttackOutcome, Upstream) {
+) -> (AttackOutcome, FileServer) {
     let upstream = upstream();
     let proxy = proxy_under_attack(driver, &upstream);
     let addr = proxy.addr();
@@ -136,10 +129,10 @@ fn rapid_reset_gets_goaway_enhance_your_calm() {
         );
         assert_eq!(outcome.goaway, Some(ENHANCE_YOUR_CALM), "{outcome:?}");
         // Three well-behaved requests, and far fewer than the 20,000 reset streams.
+        let forwarded = upstream.paths().len();
         assert!(
-            upstream.requests_received() < 10_000,
-            "reset streams must not all become upstream requests: {}",
-            upstream.requests_received()
+            forwarded < 10_000,
+            "reset streams must not all become upstream requests: {forwarded}"
         );
     });
 }
@@ -207,7 +200,7 @@ fn header_list_over_the_limit_is_refused_and_not_forwarded() {
             "no answer but 431 to the oversized request: {outcome:?}"
         );
         assert!(
-            upstream.received().iter().all(|r| r.path != "/oversized"),
+            upstream.paths().iter().all(|p| p != "/oversized"),
             "the oversized request did not reach the upstream"
         );
     });
@@ -265,7 +258,7 @@ fn malformed_requests_get_protocol_error_and_are_not_forwarded() {
                 "{attack}: no answer: {outcome:?}"
             );
             assert!(
-                upstream.received().iter().all(|r| r.path != "/malformed"),
+                upstream.paths().iter().all(|p| p != "/malformed"),
                 "{attack}: the malformed request did not reach the upstream"
             );
         }
@@ -348,4 +341,24 @@ fn direct_attack_scripts_against_nghttpd() {
     // The big body is what never-read asked for: served whole to a reader.
     let seen = curl(Version::H2c, addr, "/big", &[], None);
     assert!(seen.body == big_body());
+}
+
+/// Self-check of the out-of-process upstream: it serves its files and logs their paths.
+#[test]
+fn direct_file_server_upstream() {
+    let upstream = upstream();
+    let seen = curl(Version::H1, upstream.addr(), "/small", &[], None);
+    assert_eq!(seen.status, 200);
+    assert!(seen.body == small_body());
+    let seen = curl(Version::H1, upstream.addr(), "/big", &[], None);
+    assert_eq!(seen.body.len(), NEVER_READ_BODY);
+    assert!(
+        coremesh_tests::traffic::wait_until(
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_millis(10),
+            || upstream.paths() == ["/small", "/big"]
+        ),
+        "{:?}",
+        upstream.paths()
+    );
 }
