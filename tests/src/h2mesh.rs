@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 pub struct MeshConfig {
     proxy: Vec<String>,
     http2: Vec<String>,
+    sections: Vec<String>,
     services: Vec<String>,
     routes: Vec<String>,
 }
@@ -35,6 +36,7 @@ impl MeshConfig {
                 format!("shutdown_grace_ms = {TEST_SHUTDOWN_GRACE_MS}"),
             ],
             http2: Vec::new(),
+            sections: Vec::new(),
             services: Vec::new(),
             routes: Vec::new(),
         }
@@ -47,6 +49,11 @@ impl MeshConfig {
     /// `key = value` in `[http2]` (value written as TOML, e.g. `100` or `"x"`).
     pub fn http2(mut self, key: &str, value: impl Display) -> MeshConfig {
         self.http2.push(format!("{key} = {value}"));
+        self
+    }
+    /// Another whole section, as written (e.g. `[inbound]` and its keys).
+    pub fn section(mut self, text: &str) -> MeshConfig {
+        self.sections.push(text.to_string());
         self
     }
     /// A `[[services]]` entry with `endpoints` and `extra` lines (e.g. `protocol = "h2"`).
@@ -95,7 +102,12 @@ impl MeshConfig {
                 out.push('\n');
             }
         }
-        for entry in self.services.iter().chain(self.routes.iter()) {
+        for entry in self
+            .sections
+            .iter()
+            .chain(self.services.iter())
+            .chain(self.routes.iter())
+        {
             out.push('\n');
             out.push_str(entry);
         }

@@ -376,6 +376,33 @@ pub fn nghttp(
     }
 }
 
+/// Several requests on ONE nghttp connection: every `paths` entry `multiply` times, all
+/// streams open at once (h2c, bodies discarded). The statuses, one per request, from its HAR.
+pub fn nghttp_one_connection(addr: SocketAddr, paths: &[&str], multiply: u32) -> Vec<u16> {
+    let binary = require_program("nghttp", "nghttp2-client");
+    let dir = TempDir::new("nghttp-many");
+    let har = dir.path().join("har.json");
+    let mut cmd = Command::new(binary);
+    cmd.args(["-n", "-t", "60", "-m", &multiply.to_string()])
+        .arg(format!("--har={}", har.display()));
+    for p in paths {
+        cmd.arg(format!("http://{addr}{p}"));
+    }
+    let done = run_bounded(cmd, RUN_BOUND, "nghttp").expect_success("nghttp");
+    let har_text = std::fs::read_to_string(&har)
+        .unwrap_or_else(|e| panic!("nghttp wrote no HAR ({e}); stderr: {}", done.stderr));
+    let v: serde_json::Value = serde_json::from_str(&har_text)
+        .unwrap_or_else(|e| panic!("nghttp's HAR is not JSON ({e}): {har_text}"));
+    v["log"]["entries"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["response"]["status"].as_u64().unwrap_or(0) as u16)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What the Python `h2` client saw (see `tests/py/h2_client.py`).
 #[derive(Debug, Clone)]
 pub struct H2Answer {

@@ -13,8 +13,8 @@ use coremesh_tests::admin::AdminProxy;
 use coremesh_tests::client::{chunked_body, Client};
 use coremesh_tests::h2mesh::{wait_metrics, MeshConfig};
 use coremesh_tests::h2peers::{
-    big_body, curl, h2_request, h2load_one_connection, nghttp, small_body, H2Request, Nghttpd,
-    PyH2Server, Seen, Version,
+    big_body, curl, h2_request, h2load_one_connection, nghttp, nghttp_one_connection, small_body,
+    H2Request, Nghttpd, PyH2Server, Seen, Version,
 };
 use coremesh_tests::proxy::for_each_driver;
 use coremesh_tests::upstream::{Action, ReceivedRequest, Response, Upstream};
@@ -699,4 +699,80 @@ fn direct_cli_proxy_to_the_http1_upstream() {
         h1_get_small(listen, driver);
     }
     assert_eq!(upstream.requests_received(), 2);
+}
+
+#[test]
+fn streams_of_one_connection_are_routed_and_balanced_independently() {
+    for_each_driver(|driver| {
+        let (a, b1, b2) = (
+            Upstream::fixed_named("a", 200, b"a"),
+            Upstream::fixed_named("b1", 200, b"b"),
+            Upstream::fixed_named("b2", 200, b"b"),
+        );
+        let proxy = MeshConfig::new()
+            .service("a", &[a.addr()], &[])
+            .service("b", &[b1.addr(), b2.addr()], &["balance = \"round-robin\""])
+            .route_prefix("/a", "a", &[])
+            .route_prefix("/b", "b", &[])
+            .start(driver);
+        // 10 streams to /a and 10 to /b, all open at once on one connection.
+        let statuses = nghttp_one_connection(proxy.addr(), &["/a", "/b"], 10);
+        assert_eq!(statuses, vec![200; 20], "every stream answered");
+        assert_eq!(
+            a.requests_received(),
+            10,
+            "routed by path, stream by stream"
+        );
+        assert_eq!(b1.requests_received() + b2.requests_received(), 10);
+        assert!(
+            b1.requests_received() > 0 && b2.requests_received() > 0,
+            "the streams of one connection are balanced one by one: {} and {}",
+            b1.requests_received(),
+            b2.requests_received()
+        );
+    });
+}
+
+/// Self-check: nghttp's many streams on one connection, straight to nghttpd.
+#[test]
+fn direct_nghttp_many_streams_to_nghttpd() {
+    let server = Nghttpd::start(&[]);
+    let statuses = nghttp_one_connection(server.addr(), &["/small", "/big"], 10);
+    assert_eq!(statuses, vec![200; 20]);
+    let requests = server.wait_requests(20);
+    assert!(
+        requests.iter().all(|r| r.conn == requests[0].conn),
+        "one connection"
+    );
+}
+
+/// The sidecar's inbound side takes h2c as HTTP/2 (today it passes it through as opaque
+/// TCP, which the request count and `X-Forwarded-For` tell apart).
+#[test]
+fn sidecar_inbound_accepts_h2c_and_preserves_it_to_the_application() {
+    for_each_driver(|driver| {
+        let app = Nghttpd::start(&[]);
+        let inbound = format!(
+            "[inbound]\nlisten = \"127.0.0.1:0\"\napp_port = {}\n",
+            app.addr().port()
+        );
+        let proxy = MeshConfig::new().section(&inbound).start(driver);
+        let addr = proxy.inbound_addr().expect("an inbound listener");
+        get_and_post(Tool::Curl, addr);
+        check_nghttpd_saw(&app, Tool::Curl);
+        // Handled as HTTP (not passed through as opaque bytes): each stream is a request,
+        // with the client's address added as for HTTP/1.
+        for r in app.requests() {
+            assert_eq!(
+                r.header("x-forwarded-for"),
+                Some("127.0.0.1"),
+                "the inbound side added X-Forwarded-For (it handled HTTP/2, not opaque TCP): {r:?}"
+            );
+        }
+        let family = "coremesh_requests_total";
+        let m = wait_metrics(&proxy, family, "three inbound requests counted", |e| {
+            e.sum(family, &[("direction", "inbound")]) >= 3.0
+        });
+        assert_eq!(m.sum(family, &[("direction", "inbound")]), 3.0);
+    });
 }
