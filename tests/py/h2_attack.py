@@ -79,7 +79,10 @@ class Wire:
             except BlockingIOError:
                 pass
             except OSError:
+                # Closed or reset: what the server sent before (its GOAWAY) may still be
+                # waiting in our receive buffer.
                 self.closed = True
+                self.drain()
                 return False
             # Blocked: read what the server sends meanwhile (it may be the GOAWAY).
             self.pump(0.05)
@@ -113,9 +116,27 @@ class Wire:
                 continue
             except OSError:
                 self.closed = True
+                self.drain()
                 return
             if not data:
                 self.closed = True
+                return
+            self.inbuf += data
+            self.parse()
+
+    def drain(self):
+        """Read whatever is still buffered after the server closed or reset."""
+        while True:
+            try:
+                r, _, _ = select.select([self.sock], [], [], 0.2)
+                if not r:
+                    return
+                data = self.sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            if not data:
                 return
             self.inbuf += data
             self.parse()

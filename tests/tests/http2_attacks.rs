@@ -19,6 +19,7 @@ use coremesh_tests::h2tools::rss_bytes;
 use coremesh_tests::proxy::for_each_driver;
 use coremesh_tests::Driver;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
 /// Most the proxy's process may grow during one attack. Each flood sends tens of MB (the
 /// never-read streams ask for 20 x 4 MiB): a proxy that buffered what it is sent, or what
@@ -87,6 +88,9 @@ fn survive(
     codes: &[u64],
     counted: bool,
 ) -> (AttackOutcome, FileServer) {
+    // One attack at a time in this process, so that the memory measured is this one's.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let upstream = upstream();
     let proxy = proxy_under_attack(driver, &upstream);
     let addr = proxy.addr();
