@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A recording HTTP/2 (h2c) upstream with the Python `h2` library, one thread per connection.
 
-    h2_server.py --mode hang|echo
+    h2_server.py --mode hang|echo|goaway|refuse
 
 Binds 127.0.0.1:0 and prints `PORT <n>` first. Then one JSON object per line, flushed, for
 what it sees: {"event": "request", "conn", "stream", "headers"} when a request's headers
@@ -9,7 +9,10 @@ arrive, {"event": "reset", "conn", "stream", "code"} when the peer resets a stre
 {"event": "end", "conn", "stream", "body_len", "trailers"} when a request body ends.
 
 Modes: `hang` never answers (a test of deadlines watches the reset come); `echo` answers
-200 with the request body and, as trailers, `x-body-len` and every request trailer.
+200 with the request body and, as trailers, `x-body-len` and every request trailer;
+`goaway` answers a connection's first request with GOAWAY(NO_ERROR, last stream 0) and
+closes it (the request was never processed); `refuse` resets every request with
+REFUSED_STREAM (never processed either).
 Runs until killed.
 """
 import argparse
@@ -20,6 +23,7 @@ import threading
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 
@@ -86,9 +90,19 @@ def serve(sock, conn_id, mode):
                 bodies[ev.stream_id] = bytearray()
                 emit({"event": "request", "conn": conn_id, "stream": ev.stream_id,
                       "headers": decode(ev.headers)})
+                if mode == "goaway":
+                    conn.close_connection(error_code=0, last_stream_id=0)
+                    sock.sendall(conn.data_to_send())
+                    sock.close()
+                    return
+                if mode == "refuse":
+                    conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
             elif isinstance(ev, h2.events.DataReceived):
                 bodies.setdefault(ev.stream_id, bytearray()).extend(ev.data)
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                try:
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                except h2.exceptions.StreamClosedError:
+                    pass
             elif isinstance(ev, h2.events.TrailersReceived):
                 trailers[ev.stream_id] = decode(ev.headers)
             elif isinstance(ev, h2.events.StreamEnded):
@@ -96,7 +110,7 @@ def serve(sock, conn_id, mode):
                 tr = trailers.get(ev.stream_id, [])
                 emit({"event": "end", "conn": conn_id, "stream": ev.stream_id,
                       "body_len": len(body), "trailers": tr})
-                if mode == "echo":
+                if mode == "echo" and ev.stream_id in bodies:
                     conn.send_headers(ev.stream_id, [(":status", "200"),
                                                      ("content-type", "application/octet-stream")])
                     out_tr = [("x-body-len", str(len(body)))] + [(n, v) for n, v in tr]
@@ -119,7 +133,7 @@ def serve(sock, conn_id, mode):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=["hang", "echo"], default="echo")
+    p.add_argument("--mode", choices=["hang", "echo", "goaway", "refuse"], default="echo")
     args = p.parse_args()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))

@@ -776,3 +776,69 @@ fn sidecar_inbound_accepts_h2c_and_preserves_it_to_the_application() {
         assert_eq!(m.sum(family, &[("direction", "inbound")]), 3.0);
     });
 }
+
+/// POSTs (not idempotent: only "never processed" makes their retry safe) through a proxy
+/// whose service has a `mode` Python upstream first and an echo upstream second, by
+/// round-robin: every one answered 200 by the echo, and the first upstream was tried.
+fn never_processed_is_retried_elsewhere(driver: Driver, mode: &str) {
+    let bad = PyH2Server::start(mode);
+    let good = PyH2Server::start("echo");
+    let proxy = MeshConfig::new()
+        .service(
+            "backend",
+            &[bad.addr(), good.addr()],
+            &["balance = \"round-robin\""],
+        )
+        .route("backend", &[])
+        .start(driver);
+    let body = small_body();
+    for i in 0..4 {
+        let answer = h2_request(
+            proxy.addr(),
+            &H2Request {
+                method: "POST",
+                path: "/p",
+                body: Some(&body),
+                ..Default::default()
+            },
+        );
+        assert_eq!(answer.status, Some(200), "request {i} ({mode}): {answer:?}");
+        assert!(answer.body == body, "request {i}: echoed body");
+    }
+    assert!(
+        bad.wait_event(Duration::from_secs(30), |e| e["event"] == "request"),
+        "the {mode} upstream was tried"
+    );
+}
+
+#[test]
+fn upstream_goaway_before_processing_is_retried_elsewhere() {
+    for_each_driver(|driver| never_processed_is_retried_elsewhere(driver, "goaway"));
+}
+
+#[test]
+fn upstream_refused_stream_is_retried_elsewhere() {
+    for_each_driver(|driver| never_processed_is_retried_elsewhere(driver, "refuse"));
+}
+
+/// Self-check of the GOAWAY and REFUSED_STREAM upstreams, straight to them.
+#[test]
+fn direct_goaway_and_refusing_upstreams() {
+    let body = small_body();
+    let request = H2Request {
+        method: "POST",
+        path: "/p",
+        body: Some(&body),
+        ..Default::default()
+    };
+    let goaway = PyH2Server::start("goaway");
+    let answer = h2_request(goaway.addr(), &request);
+    assert_eq!(
+        (answer.goaway, answer.status),
+        (Some(0), None),
+        "{answer:?}"
+    );
+    let refuse = PyH2Server::start("refuse");
+    let answer = h2_request(refuse.addr(), &request);
+    assert_eq!((answer.reset, answer.status), (Some(7), None), "{answer:?}");
+}
