@@ -12,6 +12,7 @@ ATTACK:
   ping-flood          N PING frames, never reading the ACKs
   header-list         one request whose header list is N bytes (complete, END_HEADERS)
   never-read          N streams of GET --path with a zero-size stream window, never updated
+                      (opened once the server's SETTINGS are acknowledged)
   pseudo-unknown      a request with an unknown pseudo-header `:bogus`
   pseudo-missing      a request without `:path`
   pseudo-after        a request with a pseudo-header after a regular one
@@ -256,6 +257,10 @@ def attack(w, args):
         until = lambda: 1 in w.ended_streams  # noqa: E731
     elif name == "never-read":
         w.handshake({SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+        # The server's SETTINGS (its stream limit) first, acknowledged before our HEADERS.
+        end = time.monotonic() + args.wait
+        while "settings" not in w.result and time.monotonic() < end and not w.closed:
+            w.pump(0.1)
         print("ATTACKING", file=sys.stderr, flush=True)
         for i in range(n):
             block = w.headers_block(request_headers(args))

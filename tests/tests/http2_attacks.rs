@@ -52,11 +52,15 @@ fn upstream() -> FileServer {
     ])
 }
 
-/// A proxy to `upstream` with a small header-list limit and a short request timeout.
-fn proxy_under_attack(driver: Driver, upstream: &FileServer) -> AdminProxy {
+/// A proxy to `upstream` with a small header-list limit, a short request timeout, and
+/// `http2` settings.
+fn proxy_under_attack(driver: Driver, upstream: &FileServer, http2: &[(&str, u64)]) -> AdminProxy {
     let timeout = format!("request_timeout_ms = {REQUEST_TIMEOUT_MS}");
-    MeshConfig::new()
-        .http2("max_header_list_bytes", HEADER_LIST_LIMIT)
+    let mut config = MeshConfig::new().http2("max_header_list_bytes", HEADER_LIST_LIMIT);
+    for (key, value) in http2 {
+        config = config.http2(key, value);
+    }
+    config
         .service("backend", &[upstream.addr()], &[&timeout])
         .route("backend", &[])
         .start(driver)
@@ -88,11 +92,23 @@ fn survive(
     codes: &[u64],
     counted: bool,
 ) -> (AttackOutcome, FileServer) {
+    survive_with(driver, &[], attack, extra, codes, counted)
+}
+
+/// [`survive`] with `http2` settings on the proxy.
+fn survive_with(
+    driver: Driver,
+    http2: &[(&str, u64)],
+    attack: &str,
+    extra: &[&str],
+    codes: &[u64],
+    counted: bool,
+) -> (AttackOutcome, FileServer) {
     // One attack at a time in this process, so that the memory measured is this one's.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let upstream = upstream();
-    let proxy = proxy_under_attack(driver, &upstream);
+    let proxy = proxy_under_attack(driver, &upstream, http2);
     let addr = proxy.addr();
     served(addr, "before the attack");
     let before = rss_bytes();
@@ -237,6 +253,31 @@ fn streams_that_never_read_are_ended_without_buffering_their_bodies() {
     });
 }
 
+/// `[http2] max_concurrent_streams` of the stream-limit test, and the streams its client
+/// opens at once (twice as many).
+const STREAM_LIMIT: u64 = 8;
+
+#[test]
+fn streams_over_max_concurrent_streams_are_refused() {
+    for_each_driver(|driver| {
+        let streams = (2 * STREAM_LIMIT).to_string();
+        let (outcome, _) = survive_with(
+            driver,
+            &[("max_concurrent_streams", STREAM_LIMIT)],
+            "never-read",
+            &["--count", &streams, "--path", "/big"],
+            &[REFUSED_STREAM, PROTOCOL_ERROR],
+            true,
+        );
+        let refused = outcome.resets.get(&REFUSED_STREAM).copied().unwrap_or(0)
+            + outcome.resets.get(&PROTOCOL_ERROR).copied().unwrap_or(0);
+        assert!(
+            outcome.goaway == Some(PROTOCOL_ERROR) || refused >= STREAM_LIMIT,
+            "the {STREAM_LIMIT} streams over the limit were refused: {outcome:?}"
+        );
+    });
+}
+
 /// The malformed requests of RFC 9113 §8.2 and §8.3: each is a stream error PROTOCOL_ERROR.
 const MALFORMED: [&str; 5] = [
     "pseudo-unknown",
@@ -286,7 +327,7 @@ fn data_on_a_closed_stream_gets_stream_closed() {
 fn no_attack_no_http2_errors() {
     for_each_driver(|driver| {
         let upstream = upstream();
-        let proxy = proxy_under_attack(driver, &upstream);
+        let proxy = proxy_under_attack(driver, &upstream, &[]);
         served(proxy.addr(), "with no attack");
         let m = metrics(&proxy);
         assert_eq!(
