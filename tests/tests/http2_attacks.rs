@@ -383,6 +383,15 @@ fn direct_attack_scripts_against_nghttpd() {
         let o = run(attack, &["--count", "1000", "--wait", "2"]);
         assert_eq!(o.sent_frames, frames, "{attack}: every frame sent: {o:?}");
     }
+    // Over the stream limit: nghttpd ends the connection with PROTOCOL_ERROR.
+    let limited = Nghttpd::start(&["-m", "4"]);
+    let o = attack_while_serving(
+        limited.addr(),
+        "never-read",
+        &["--count", "8", "--path", "/big"],
+        || {},
+    );
+    assert_eq!(o.goaway, Some(PROTOCOL_ERROR), "{o:?}");
     // The big body is what never-read asked for: served whole to a reader.
     let seen = curl(Version::H2c, addr, "/big", &[], None);
     assert!(seen.body == big_body());
