@@ -10,7 +10,8 @@ trailers, gRPC framing, a request that is given up after a bound and cancelled).
 
 Output (stdout, one line): {"status", "headers", "trailers", "body_len", "body_sha1",
 "reset" (RST_STREAM code on our stream or null), "goaway" (code or null), "complete"
-(END_STREAM seen), "timed_out" (gave up after --wait and sent RST_STREAM CANCEL)}.
+(END_STREAM seen), "timed_out" (gave up after --wait and sent RST_STREAM CANCEL),
+"closed" (the server closed the connection first)}.
 Exit status 0 whenever the exchange ran (whatever the answer); 2 on a usage or connect error.
 """
 import argparse
@@ -95,6 +96,7 @@ def main():
         "goaway": None,
         "complete": False,
         "timed_out": False,
+        "closed": False,
     }
     received = bytearray()
     sent = 0
@@ -197,6 +199,7 @@ def main():
     except Exception:
         pass
     sock.close()
+    result["closed"] = closed
     result["body_len"] = len(received)
     result["body_sha1"] = hashlib.sha1(bytes(received)).hexdigest()
     if args.out:

@@ -414,6 +414,8 @@ pub struct H2Answer {
     pub goaway: Option<u32>,
     pub complete: bool,
     pub timed_out: bool,
+    /// The server closed the connection before the answer was complete.
+    pub closed: bool,
 }
 
 impl H2Answer {
@@ -508,6 +510,7 @@ pub fn h2_request(addr: SocketAddr, req: &H2Request) -> H2Answer {
         goaway: v["goaway"].as_u64().map(|c| c as u32),
         complete: v["complete"].as_bool().unwrap_or(false),
         timed_out: v["timed_out"].as_bool().unwrap_or(false),
+        closed: v["closed"].as_bool().unwrap_or(false),
     }
 }
 
@@ -529,17 +532,22 @@ pub fn h2load_one_connection(
     requests: u64,
     streams: u32,
 ) -> LoadSummary {
+    h2load(addr, path, requests, 1, streams)
+}
+
+/// `h2load -n requests -c clients -m streams` (h2c) to `http://addr{path}`.
+pub fn h2load(
+    addr: SocketAddr,
+    path: &str,
+    requests: u64,
+    clients: u32,
+    streams: u32,
+) -> LoadSummary {
     let binary = require_program("h2load", "nghttp2-client");
     let mut cmd = Command::new(binary);
-    cmd.args([
-        "-n",
-        &requests.to_string(),
-        "-c",
-        "1",
-        "-m",
-        &streams.to_string(),
-    ])
-    .arg(format!("http://{addr}{path}"));
+    cmd.args(["-n", &requests.to_string(), "-c", &clients.to_string()])
+        .args(["-m", &streams.to_string()])
+        .arg(format!("http://{addr}{path}"));
     let done = run_bounded(cmd, RUN_BOUND * 2, "h2load");
     let text = done.stdout_text();
     parse_h2load(&text).unwrap_or_else(|| {

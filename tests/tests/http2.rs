@@ -842,3 +842,58 @@ fn direct_goaway_and_refusing_upstreams() {
     let answer = h2_request(refuse.addr(), &request);
     assert_eq!((answer.reset, answer.status), (Some(7), None), "{answer:?}");
 }
+
+/// Requests of the multiplexing test, client connections, and streams per connection.
+const MUX_REQUESTS: u64 = 1_000;
+const MUX_CLIENTS: u32 = 4;
+const MUX_STREAMS: u32 = 16;
+
+/// Distinct nghttpd connections the logged requests came on.
+fn connections_used(requests: &[coremesh_tests::h2peers::LoggedRequest]) -> usize {
+    requests
+        .iter()
+        .map(|r| r.conn)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+#[test]
+fn upstream_h2_connections_are_multiplexed() {
+    for_each_driver(|driver| {
+        let server = Nghttpd::start(&[]);
+        let proxy = proxy_to(driver, server.addr(), &[]);
+        // 64 streams at once over 4 client connections, on one core, to an endpoint
+        // allowing 100 streams per connection: one upstream connection can carry them all.
+        let load = coremesh_tests::h2peers::h2load(
+            proxy.addr(),
+            "/small",
+            MUX_REQUESTS,
+            MUX_CLIENTS,
+            MUX_STREAMS,
+        );
+        assert_eq!(load.status_2xx, MUX_REQUESTS, "{load:?}");
+        let requests = server.wait_requests(MUX_REQUESTS as usize);
+        assert_eq!(requests.len() as u64, MUX_REQUESTS);
+        let used = connections_used(&requests);
+        assert!(
+            used <= 2,
+            "{MUX_REQUESTS} requests, at most 64 at once, came on {used} upstream connections"
+        );
+    });
+}
+
+/// Self-check of the connection count: h2load's 4 connections straight to nghttpd.
+#[test]
+fn direct_h2load_connections_counted_by_nghttpd() {
+    let server = Nghttpd::start(&[]);
+    let load = coremesh_tests::h2peers::h2load(
+        server.addr(),
+        "/small",
+        MUX_REQUESTS,
+        MUX_CLIENTS,
+        MUX_STREAMS,
+    );
+    assert_eq!(load.status_2xx, MUX_REQUESTS, "{load:?}");
+    let requests = server.wait_requests(MUX_REQUESTS as usize);
+    assert_eq!(connections_used(&requests), MUX_CLIENTS as usize);
+}
