@@ -126,6 +126,15 @@ impl MeshConfig {
     }
 }
 
+/// A proxy on `driver` with one service "backend" on `endpoint` (with `service_extra`
+/// lines, e.g. its `protocol`) and a route sending everything to it.
+pub fn proxy_to(driver: Driver, endpoint: SocketAddr, service_extra: &[&str]) -> AdminProxy {
+    MeshConfig::new()
+        .service("backend", &[endpoint], service_extra)
+        .route("backend", &[])
+        .start(driver)
+}
+
 /// `/metrics` parsed.
 pub fn metrics(proxy: &AdminProxy) -> Exposition {
     let text = proxy.metrics_text();

@@ -12,6 +12,8 @@ use crate::data::pseudo_random_bytes;
 pub use crate::h2clients::*;
 pub use crate::h2upstreams::*;
 
+/// The authority the suites' clients ask for; upstreams must see it (Host or `:authority`).
+pub const AUTHORITY: &str = "svc.example";
 /// Size of nghttpd's `/small` file.
 pub const SMALL_BYTES: usize = 100;
 /// Size of nghttpd's `/big` file and of the large request bodies: 16 times the default
