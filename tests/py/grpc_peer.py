@@ -18,7 +18,9 @@ Service `test.Echo`, methods:
         stop gracefully (GOAWAY, in-flight calls finish) and start again on the same port.
 
     grpc_peer.py call TARGET --kind unary|server|client|bidi [--n N] [--timeout S]
-        One call; prints {"code", "details", "messages"} (messages as text).
+                 [--interval S]
+        One call; prints {"code", "details", "messages"} (messages as text). `--interval`
+        paces a bidi call's messages, for a stream that lives long.
 
     grpc_peer.py load TARGET --calls C [--concurrency K]
         C unary calls from K threads on one channel, once it is connected; prints {"ok",
@@ -155,8 +157,14 @@ def call(args):
             messages = [fn(iter([b"m" * (i + 1) for i in range(args.n)]), timeout=args.timeout)]
         elif args.kind == "bidi":
             fn = channel.stream_stream(path + "Bidi", ident, ident)
-            messages = list(fn(iter([f"b{i}".encode() for i in range(args.n)]),
-                               timeout=args.timeout))
+
+            def paced():
+                for i in range(args.n):
+                    if i and args.interval:
+                        time.sleep(args.interval)
+                    yield f"b{i}".encode()
+
+            messages = list(fn(paced(), timeout=args.timeout))
         code, details = "OK", ""
     except grpc.RpcError as e:
         code, details = e.code().name, e.details() or ""
@@ -217,6 +225,8 @@ def main():
                    choices=["unary", "server", "client", "bidi", "slow"])
     c.add_argument("--n", type=int, default=3)
     c.add_argument("--timeout", type=float, default=30.0)
+    c.add_argument("--interval", type=float, default=0.0,
+                   help="bidi: seconds between two messages")
     lo = sub.add_parser("load")
     lo.add_argument("target")
     lo.add_argument("--calls", type=int, required=True)

@@ -93,11 +93,23 @@ pub struct CallResult {
 /// One call of `kind` (`unary`, `server`, `client`, `bidi`, `slow`) to `target` with `n`
 /// messages (streams) and a client deadline of `timeout`.
 pub fn grpc_call(target: SocketAddr, kind: &str, n: usize, timeout: Duration) -> CallResult {
+    grpc_call_paced(target, kind, n, timeout, Duration::ZERO)
+}
+
+/// [`grpc_call`] with `interval` between two messages of a bidi call.
+pub fn grpc_call_paced(
+    target: SocketAddr,
+    kind: &str,
+    n: usize,
+    timeout: Duration,
+    interval: Duration,
+) -> CallResult {
     let mut cmd = Command::new(grpc_python());
     cmd.arg(py_script("grpc_peer.py"))
         .args(["call", &target.to_string(), "--kind", kind])
         .args(["--n", &n.to_string()])
-        .args(["--timeout", &format!("{}", timeout.as_secs_f64())]);
+        .args(["--timeout", &format!("{}", timeout.as_secs_f64())])
+        .args(["--interval", &format!("{}", interval.as_secs_f64())]);
     let done = run_bounded(cmd, timeout + RUN_BOUND, "gRPC call").expect_success("gRPC call");
     let v = done.json("gRPC call");
     CallResult {

@@ -4,14 +4,15 @@
 //! the proxy as a trailers-only answer, a smaller `grpc-timeout` upstream and the upstream
 //! stream reset; the proxy's own errors as trailers-only gRPC statuses; one of two backends
 //! answering UNAVAILABLE hidden by `grpc_retry_on`; a backend restarting gracefully (GOAWAY)
-//! under load hidden; `grpc_status` on the request metrics.
+//! under load hidden; a long-lived stream not cut by the default request timeout;
+//! `grpc_status` on the request metrics.
 //!
 //! Every client and server helper also runs without the proxy (the `direct_*` tests).
 
 use coremesh_tests::admin::AdminProxy;
 use coremesh_tests::grpc_peers::{
-    finish_load, grpc_call, grpc_frame, grpc_load, method_path, parse_grpc_timeout, spawn_load,
-    GrpcServer,
+    finish_load, grpc_call, grpc_call_paced, grpc_frame, grpc_load, method_path,
+    parse_grpc_timeout, spawn_load, GrpcServer,
 };
 use coremesh_tests::h2mesh::{wait_metrics, MeshConfig};
 use coremesh_tests::h2peers::{h2_request, H2Answer, H2Request, PyH2Server};
@@ -352,4 +353,49 @@ fn direct_restarting_backend_restarts_under_load() {
     );
     assert_eq!(result.ok + result.failed(), LOAD_CALLS, "{result:?}");
     assert!(result.ok > 0, "{result:?}");
+}
+
+/// Messages of the long-lived stream, one per [`LONG_STREAM_INTERVAL`]: it lives past the
+/// default request timeout (15 s).
+const LONG_STREAM_MESSAGES: usize = 17;
+const LONG_STREAM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A bidirectional stream lasting longer than the default request timeout, with no timeout
+/// configured, every message echoed.
+fn long_lived_bidi(target: SocketAddr) {
+    let r = grpc_call_paced(
+        target,
+        "bidi",
+        LONG_STREAM_MESSAGES,
+        Duration::from_secs(120),
+        LONG_STREAM_INTERVAL,
+    );
+    assert_eq!(r.code, "OK", "{r:?}");
+    let expected: Vec<String> = (0..LONG_STREAM_MESSAGES)
+        .map(|i| format!("A:b{i}"))
+        .collect();
+    assert_eq!(r.messages, expected);
+}
+
+#[test]
+fn a_long_lived_stream_is_not_cut_by_the_default_request_timeout() {
+    for_each_driver(|driver| {
+        let server = GrpcServer::start("A", &[]);
+        let proxy = grpc_proxy(driver, &[server.addr()], &[], &[]);
+        long_lived_bidi(proxy.addr());
+    });
+}
+
+#[test]
+fn direct_paced_bidi_stream() {
+    let server = GrpcServer::start("A", &[]);
+    let r = grpc_call_paced(
+        server.addr(),
+        "bidi",
+        3,
+        CALL_BOUND,
+        Duration::from_millis(100),
+    );
+    assert_eq!(r.code, "OK", "{r:?}");
+    assert_eq!(r.messages, ["A:b0", "A:b1", "A:b2"]);
 }
