@@ -19,6 +19,8 @@ ATTACK:
   pseudo-connection   a request carrying the connection-specific `connection` header
   pseudo-uppercase    a request with an upper-case field name
   data-closed         a complete GET on stream 1, its answer read, then DATA on stream 1
+  oversized-frame     a POST whose DATA frame carries N bytes, beyond the server's
+                      SETTINGS_MAX_FRAME_SIZE (default 16,384)
   settings            no attack: the handshake only, to report the server's SETTINGS
 
 After `ATTACKING` on stderr (the flood is under way), the answer is read until the server
@@ -291,6 +293,14 @@ def attack(w, args):
         print("ATTACKING", file=sys.stderr, flush=True)
         w.frame(DataFrame(1, b"late data", flags=[]))
         # A stream error on stream 1 or a connection error ends the exchange.
+        until = lambda: w.result["resets"]  # noqa: E731
+    elif name == "oversized-frame":
+        w.handshake()
+        print("ATTACKING", file=sys.stderr, flush=True)
+        block = w.headers_block([(":method", "POST"), (":scheme", "http"),
+                                 (":authority", args.authority), (":path", args.path)])
+        w.frame(HeadersFrame(1, block, flags=["END_HEADERS"]))
+        w.frame(DataFrame(1, b"d" * n, flags=["END_STREAM"]))
         until = lambda: w.result["resets"]  # noqa: E731
     elif name == "settings":
         w.handshake()

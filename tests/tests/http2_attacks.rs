@@ -1,7 +1,8 @@
 //! HTTP/2 attacks known to have hit proxies, sent as raw frames through the proxy on both
 //! drivers: rapid reset (CVE-2023-44487), CONTINUATION flood, SETTINGS and PING floods, a
 //! header list over `max_header_list_bytes`, streams that never read (window exhaustion),
-//! invalid pseudo-headers and connection-specific fields, DATA on a closed stream.
+//! streams over `max_concurrent_streams`, a frame over `max_frame_bytes`, invalid
+//! pseudo-headers and connection-specific fields, DATA on a closed stream.
 //!
 //! For each: the offender gets GOAWAY or RST_STREAM with an error code the attack calls
 //! for, `coremesh_http2_errors_total{reason="<that code's name>"}` moves, the proxy's
@@ -37,6 +38,7 @@ const REQUEST_TIMEOUT_MS: u64 = 2_000;
 
 const PROTOCOL_ERROR: u64 = 0x1;
 const STREAM_CLOSED: u64 = 0x5;
+const FRAME_SIZE_ERROR: u64 = 0x6;
 const REFUSED_STREAM: u64 = 0x7;
 const CANCEL: u64 = 0x8;
 const COMPRESSION_ERROR: u64 = 0x9;
@@ -278,6 +280,23 @@ fn streams_over_max_concurrent_streams_are_refused() {
     });
 }
 
+/// A frame larger than the proxy's SETTINGS_MAX_FRAME_SIZE (its default, 16,384 bytes).
+const OVERSIZED_FRAME: &str = "20000";
+
+#[test]
+fn a_frame_over_max_frame_bytes_gets_goaway_frame_size_error() {
+    for_each_driver(|driver| {
+        let (outcome, _) = survive(
+            driver,
+            "oversized-frame",
+            &["--count", OVERSIZED_FRAME, "--path", "/small"],
+            &[FRAME_SIZE_ERROR],
+            true,
+        );
+        assert_eq!(outcome.goaway, Some(FRAME_SIZE_ERROR), "{outcome:?}");
+    });
+}
+
 /// The malformed requests of RFC 9113 §8.2 and §8.3: each is a stream error PROTOCOL_ERROR.
 const MALFORMED: [&str; 5] = [
     "pseudo-unknown",
@@ -383,6 +402,8 @@ fn direct_attack_scripts_against_nghttpd() {
         let o = run(attack, &["--count", "1000", "--wait", "2"]);
         assert_eq!(o.sent_frames, frames, "{attack}: every frame sent: {o:?}");
     }
+    let o = run("oversized-frame", &["--count", OVERSIZED_FRAME]);
+    assert_eq!(o.goaway, Some(FRAME_SIZE_ERROR), "{o:?}");
     // Over the stream limit: nghttpd ends the connection with PROTOCOL_ERROR.
     let limited = Nghttpd::start(&["-m", "4"]);
     let o = attack_while_serving(
