@@ -253,6 +253,12 @@ impl Proc {
     /// Wait up to `bound` for a line (on stdout or stderr) containing `needle`; that line.
     /// Panics, quoting the output, when it does not come (or the program's output ends).
     pub fn wait_line(&self, needle: &str, bound: Duration) -> String {
+        self.try_wait_line(needle, bound)
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`Proc::wait_line`], with `Err` (quoting the output) instead of a panic.
+    pub fn try_wait_line(&self, needle: &str, bound: Duration) -> Result<String, String> {
         let deadline = Instant::now() + bound;
         let (m, cv) = &*self.lines;
         let mut l = lock(m);
@@ -264,18 +270,18 @@ impl Proc {
                 .find(|s| s.contains(needle))
                 .cloned();
             if let Some(line) = found {
-                return line;
+                return Ok(line);
             }
             let now = Instant::now();
             if now >= deadline || l.ended == 2 {
-                panic!(
+                return Err(format!(
                     "{}: no line containing {needle:?} (waited up to {bound:?}, output \
                      ended: {}); stdout: {:?}; stderr: {:?}",
                     self.what,
                     l.ended == 2,
                     l.stdout,
                     l.stderr
-                );
+                ));
             }
             l = cv
                 .wait_timeout(l, deadline - now)

@@ -178,7 +178,8 @@ fn direct_settings_of_nghttpd() {
 }
 
 /// `coremesh proxy --to <to> <extra> --cores 1 --driver <driver>` on a fresh port (the
-/// binary, as a user runs it), once it says it listens; and that port.
+/// binary, as a user runs it), once it says it listens; and that port. A port taken by
+/// another process between its choice and the bind is retried on another.
 fn cli_proxy(
     to: SocketAddr,
     extra: &[&str],
@@ -186,16 +187,26 @@ fn cli_proxy(
 ) -> (coremesh_tests::h2tools::Proc, SocketAddr) {
     use coremesh_tests::h2peers::free_port;
     use coremesh_tests::h2tools::{Proc, START_BOUND};
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut cmd = std::process::Command::new(coremesh_tests::netns::coremesh_bin());
-    cmd.args(["proxy", "--listen", &listen.to_string()])
-        .args(["--to", &to.to_string()])
-        .args(extra)
-        .args(["--cores", "1", "--driver", driver]);
-    let proxy = Proc::spawn(cmd, "coremesh proxy");
-    proxy.wait_line("coremesh listening on", START_BOUND);
-    (proxy, listen)
+    let mut last = String::new();
+    for _ in 0..CLI_PORT_ATTEMPTS {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = std::process::Command::new(coremesh_tests::netns::coremesh_bin());
+        cmd.args(["proxy", "--listen", &listen.to_string()])
+            .args(["--to", &to.to_string()])
+            .args(extra)
+            .args(["--cores", "1", "--driver", driver]);
+        let proxy = Proc::spawn(cmd, "coremesh proxy");
+        match proxy.try_wait_line("coremesh listening on", START_BOUND) {
+            Ok(_) => return (proxy, listen),
+            Err(why) if why.contains("Address already in use") => last = why,
+            Err(why) => panic!("{why}"),
+        }
+    }
+    panic!("coremesh proxy found no free port in {CLI_PORT_ATTEMPTS} attempts: {last}");
 }
+
+/// Fresh ports [`cli_proxy`] tries.
+const CLI_PORT_ATTEMPTS: usize = 5;
 
 /// An HTTP/1.1 GET of /small for [`AUTHORITY`] with curl, answered in full.
 fn h1_get_small(addr: SocketAddr, what: &str) {
