@@ -14,13 +14,24 @@
 //! - [`reconcile`]: what those clients saw against that ledger, id by id;
 //! - [`wire`]: the HTTP/1.1 reading both sides share;
 //! - [`sockets`]: the kernel's view of TCP sockets, to wait for a FIN instead of sleeping;
-//! - [`netns`]: network namespaces and veth pairs for the root-only suites (iptables, sidecar).
+//! - [`netns`]: network namespaces and veth pairs for the root-only suites (iptables, sidecar);
+//! - [`h2tools`], [`h2peers`] ([`h2upstreams`], [`h2clients`]), [`h2mesh`], [`h2attack`],
+//!   [`grpc_peers`]: the HTTP/2 and gRPC suites' external programs (curl, nghttp, nghttpd,
+//!   h2load, Python `h2` and `grpcio`), their peers and clients, and proxies configured
+//!   from TOML text.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod client;
 pub mod data;
 pub mod gated_load;
+pub mod grpc_peers;
+pub mod h2attack;
+pub mod h2clients;
+pub mod h2mesh;
+pub mod h2peers;
+pub mod h2tools;
+pub mod h2upstreams;
 pub mod ledger;
 pub mod live;
 pub mod load;
