@@ -8,7 +8,8 @@
 //! `initial_connection_window_bytes` = [`DEFAULT_INITIAL_CONNECTION_WINDOW_BYTES`],
 //! `max_frame_bytes` = [`DEFAULT_MAX_FRAME_BYTES`], `max_connection_age_ms` = 0 (never),
 //! `max_pending_reset_streams` = [`DEFAULT_MAX_PENDING_RESET_STREAMS`],
-//! `max_local_reset_streams` = [`DEFAULT_MAX_LOCAL_RESET_STREAMS`].
+//! `max_local_reset_streams` = [`DEFAULT_MAX_LOCAL_RESET_STREAMS`],
+//! `max_control_frames` = [`DEFAULT_MAX_CONTROL_FRAMES`].
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,10 @@ pub const DEFAULT_MAX_PENDING_RESET_STREAMS: usize = 20;
 /// Streams the proxy may reset because the client broke the rules, per connection, before
 /// it closes the connection.
 pub const DEFAULT_MAX_LOCAL_RESET_STREAMS: usize = 1024;
+
+/// SETTINGS and PING frames a client may send per 10 s (a flood, CVE-2019-9512/9515,
+/// beyond).
+pub const DEFAULT_MAX_CONTROL_FRAMES: u32 = 1000;
 
 /// The largest window the protocol allows (2^31 - 1).
 pub const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
@@ -56,6 +61,10 @@ pub struct Http2Settings {
     pub max_pending_reset_streams: usize,
     #[serde(default = "d_max_local_reset_streams")]
     pub max_local_reset_streams: usize,
+    /// SETTINGS and PING frames (not acknowledgements) a client may send in 10 s; beyond
+    /// it the connection is closed with ENHANCE_YOUR_CALM.
+    #[serde(default = "d_max_control_frames")]
+    pub max_control_frames: u32,
 }
 
 impl Default for Http2Settings {
@@ -69,6 +78,7 @@ impl Default for Http2Settings {
             max_connection_age_ms: 0,
             max_pending_reset_streams: d_max_pending_reset_streams(),
             max_local_reset_streams: d_max_local_reset_streams(),
+            max_control_frames: d_max_control_frames(),
         }
     }
 }
@@ -174,6 +184,9 @@ fn d_max_frame_bytes() -> u32 {
 }
 fn d_max_pending_reset_streams() -> usize {
     DEFAULT_MAX_PENDING_RESET_STREAMS
+}
+fn d_max_control_frames() -> u32 {
+    DEFAULT_MAX_CONTROL_FRAMES
 }
 fn d_max_local_reset_streams() -> usize {
     DEFAULT_MAX_LOCAL_RESET_STREAMS

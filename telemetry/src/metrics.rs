@@ -8,6 +8,7 @@
 //!   kind, peer); [`LATENCY_BUCKETS`]: the latency histogram's bounds.
 
 mod core;
+pub mod grpc;
 pub mod http2;
 pub mod labels;
 mod latency;

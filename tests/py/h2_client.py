@@ -130,6 +130,7 @@ def main():
                 request_done = True
 
     closed = False
+    pending = b""
     while True:
         # Send what the windows allow of the body, then the trailers or END_STREAM.
         if not request_done and not closed:
@@ -182,8 +183,17 @@ def main():
         if not data:
             closed = True
             continue
+        # Fed one frame at a time: the h2 library treats a GOAWAY as the end and refuses
+        # what follows it in the same read (a graceful close's PING), which would lose the
+        # GOAWAY's own event.
+        pending += data
         try:
-            handle(conn.receive_data(data))
+            while len(pending) >= 9:
+                size = 9 + int.from_bytes(pending[0:3], "big")
+                if len(pending) < size:
+                    break
+                frame, pending = pending[:size], pending[size:]
+                handle(conn.receive_data(frame))
         except h2.exceptions.ProtocolError as e:
             print(f"protocol error from the peer: {e}", file=sys.stderr)
             closed = True

@@ -5,7 +5,7 @@
 //! stream reset; the proxy's own errors as trailers-only gRPC statuses; one of two backends
 //! answering UNAVAILABLE hidden by `grpc_retry_on`; a backend restarting gracefully (GOAWAY)
 //! under load hidden; a long-lived stream not cut by the default request timeout;
-//! `grpc_status` on the request metrics.
+//! `grpc_status` on `coremesh_grpc_responses_total`.
 //!
 //! Every client and server helper also runs without the proxy (the `direct_*` tests).
 
@@ -66,7 +66,7 @@ fn unary_and_streaming_calls_pass_through_with_grpc_status_metrics() {
         let server = GrpcServer::start("A", &[]);
         let proxy = grpc_proxy(driver, &[server.addr()], &[], &[]);
         check_call_kinds(proxy.addr(), "A");
-        let family = "coremesh_requests_total";
+        let family = "coremesh_grpc_responses_total";
         wait_metrics(
             &proxy,
             family,
@@ -267,7 +267,7 @@ fn proxy_made_errors_are_trailers_only_grpc_statuses() {
             },
         );
         assert_trailers_only(&answer, "12", "no route");
-        let family = "coremesh_requests_total";
+        let family = "coremesh_grpc_responses_total";
         wait_metrics(&proxy, family, "grpc_status 12 and 14 counted", |e| {
             e.sum(family, &[("grpc_status", "12")]) >= 1.0
                 && e.sum(family, &[("grpc_status", "14")]) >= 1.0

@@ -205,7 +205,7 @@ fn check_nghttpd_saw(server: &Nghttpd, tool: Tool) {
 fn through_proxy_to_h1(tool: Tool) {
     for_each_driver(|driver| {
         let upstream = h1_files();
-        let proxy = proxy_to(driver, upstream.addr(), &[]);
+        let proxy = proxy_to(driver, upstream.addr(), &["protocol = \"http1\""]);
         get_and_post(tool, proxy.addr());
         check_h1_upstream_saw(&upstream);
     });

@@ -23,12 +23,14 @@ const ONE_CONNECTION_REQUESTS: u64 = 4_000;
 const ONE_CONNECTION_STREAMS: u32 = 64;
 
 #[test]
+#[ignore = "not built yet: a connection's streams are served on the core that accepted it \
+            (docs/http2.md, \"Not yet\"); run with --ignored to see the gap"]
 fn one_h2_connection_is_served_by_both_cores() {
     for_each_driver(|driver| {
         let upstream = Upstream::fixed_named("fixed", 200, b"ok");
         let proxy = MeshConfig::new()
             .cores(2)
-            .service("backend", &[upstream.addr()], &[])
+            .service("backend", &[upstream.addr()], &["protocol = \"http1\""])
             .route("backend", &[])
             .start(driver);
         let load = h2load_one_connection(
@@ -260,8 +262,12 @@ fn streams_of_one_connection_are_routed_and_balanced_independently() {
             Upstream::fixed_named("b2", 200, b"b"),
         );
         let proxy = MeshConfig::new()
-            .service("a", &[a.addr()], &[])
-            .service("b", &[b1.addr(), b2.addr()], &["balance = \"round-robin\""])
+            .service("a", &[a.addr()], &["protocol = \"http1\""])
+            .service(
+                "b",
+                &[b1.addr(), b2.addr()],
+                &["balance = \"round-robin\"", "protocol = \"http1\""],
+            )
             .route_prefix("/a", "a", &[])
             .route_prefix("/b", "b", &[])
             .start(driver);

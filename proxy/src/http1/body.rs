@@ -66,19 +66,32 @@ impl ChunkedScanner {
 
     /// Scan `data`, the next bytes of the body.
     pub fn scan(&mut self, data: &[u8]) -> Result<Scan, ChunkError> {
-        self.scan_into(data, None)
+        self.scan_into(data, None, None)
     }
 
     /// Scan `data` and append the chunk payload (without framing or trailers) to `sink`:
     /// used to turn a chunked body into a close-delimited one for an HTTP/1.0 client.
     pub fn decode(&mut self, data: &[u8], sink: &mut Vec<u8>) -> Result<Scan, ChunkError> {
-        self.scan_into(data, Some(sink))
+        self.scan_into(data, Some(sink), None)
+    }
+
+    /// [`decode`](Self::decode), and append the trailer section's bytes (its lines with
+    /// their CRLFs, without the final empty line) to `trailers`: to carry trailers into
+    /// another protocol.
+    pub fn decode_with_trailers(
+        &mut self,
+        data: &[u8],
+        sink: &mut Vec<u8>,
+        trailers: &mut Vec<u8>,
+    ) -> Result<Scan, ChunkError> {
+        self.scan_into(data, Some(sink), Some(trailers))
     }
 
     fn scan_into(
         &mut self,
         data: &[u8],
         mut sink: Option<&mut Vec<u8>>,
+        mut trailers: Option<&mut Vec<u8>>,
     ) -> Result<Scan, ChunkError> {
         let mut i = 0;
         while i < data.len() {
@@ -174,11 +187,19 @@ impl ChunkedScanner {
                         if self.trailer_line_len > MAX_LINE {
                             return Err(ChunkError("trailer line too long"));
                         }
+                        if let Some(t) = trailers.as_deref_mut() {
+                            t.push(b);
+                        }
                     }
                 },
                 State::TrailerLf => {
                     if b != b'\n' {
                         return Err(ChunkError("missing LF in trailer"));
+                    }
+                    if self.trailer_line_len > 0 {
+                        if let Some(t) = trailers.as_deref_mut() {
+                            t.extend_from_slice(b"\r\n");
+                        }
                     }
                     if self.trailer_line_len == 0 {
                         self.state = State::Done;

@@ -300,7 +300,7 @@ fn needs_linger(stream: &TcpStream, pipelining: bool, limit: Duration) -> bool {
 /// kernel may then discard response bytes it had not yet handed to the client. So when
 /// bytes are still coming (see [`needs_linger`]), send a FIN first, then read and discard
 /// until the client closes, for at most `limit` (RFC 9112 §9.6).
-async fn linger_close(mut stream: TcpStream, limit: Duration) {
+pub(crate) async fn linger_close(mut stream: TcpStream, limit: Duration) {
     use monoio::io::{AsyncReadRent, AsyncWriteRent};
     if stream.shutdown().await.is_err() {
         return;

@@ -36,6 +36,10 @@ pub(crate) async fn forward(
         RequestBody::Buffered(n) => (Some(plain_body(client, *n, ex.framing)?), *n),
         RequestBody::Streaming(_) => (None, 0),
     };
+    let (whole, trailers) = match whole {
+        Some((body, trailers)) => (Some(body), trailers),
+        None => (None, HeaderMap::new()),
+    };
     let replayable = whole.is_some();
     let streaming = match body {
         RequestBody::Streaming(state) => Some(state),
@@ -56,6 +60,7 @@ pub(crate) async fn forward(
         ex,
         template,
         whole,
+        trailers,
         streaming,
     };
     let result = attempt::run(core, &ex.policy, &mut attempt).await;
@@ -76,21 +81,30 @@ pub(crate) async fn forward(
     relayed
 }
 
-/// A buffered body without its HTTP/1 framing.
-fn plain_body(client: &Conn, n: usize, framing: Framing) -> Result<Bytes, (ProxyError, bool)> {
+/// A buffered body without its HTTP/1 framing, and its chunked trailers.
+fn plain_body(
+    client: &Conn,
+    n: usize,
+    framing: Framing,
+) -> Result<(Bytes, HeaderMap), (ProxyError, bool)> {
     let raw = &client.data()[..n];
     if framing != Framing::Chunked {
-        return Ok(Bytes::copy_from_slice(raw));
+        return Ok((Bytes::copy_from_slice(raw), HeaderMap::new()));
     }
     let mut plain = Vec::with_capacity(n);
-    ChunkedScanner::new().decode(raw, &mut plain).map_err(|e| {
-        let err = ProxyError::BadRequest {
-            status: 400,
-            reason: e.0,
-        };
-        (err, false)
-    })?;
-    Ok(Bytes::from(plain))
+    let mut lines = Vec::new();
+    ChunkedScanner::new()
+        .decode_with_trailers(raw, &mut plain, &mut lines)
+        .map_err(|e| {
+            let err = ProxyError::BadRequest {
+                status: 400,
+                reason: e.0,
+            };
+            (err, false)
+        })?;
+    let mut trailers = HeaderMap::new();
+    crate::http2::stream::append_header_lines(&mut trailers, &lines);
+    Ok((Bytes::from(plain), trailers))
 }
 
 /// The parts of the HTTP/2 request that every attempt shares, read from the rewritten
@@ -159,8 +173,9 @@ struct ToH2<'a, 'e> {
     state: &'a mut RequestState,
     ex: &'a Exchange<'e>,
     template: Template,
-    /// The whole body, de-chunked, when it was small enough to keep.
+    /// The whole body, de-chunked, when it was small enough to keep, and its trailers.
     whole: Option<Bytes>,
+    trailers: HeaderMap,
     /// The framing of a body streamed from the client (taken by the attempt that sends it).
     streaming: Option<BodyState>,
 }
@@ -180,7 +195,7 @@ impl Attempt for ToH2<'_, '_> {
         let settings = self.ex.policy.settings;
         let mut sender = crate::http2::upstream::ready(self.core, addr, settings).await?;
         let head = self.head(addr, remaining_ms)?;
-        let empty = self.whole.as_ref().is_some_and(|b| b.is_empty())
+        let empty = (self.whole.as_ref().is_some_and(|b| b.is_empty()) && self.trailers.is_empty())
             || (self.whole.is_none() && self.streaming.is_none());
         self.state.sent_at = Instant::now();
         let (response, mut stream) = sender
@@ -193,9 +208,7 @@ impl Attempt for ToH2<'_, '_> {
                     send_all(&mut stream, body.clone())
                         .await
                         .map_err(|_| sent.clone())?;
-                    stream
-                        .send_data(Bytes::new(), true)
-                        .map_err(|_| sent.clone())?;
+                    end_stream(&mut stream, &self.trailers).map_err(|_| sent.clone())?;
                 }
                 (None, Some(state)) => {
                     let idle = Duration::from_millis(settings.client_idle_timeout_ms);
@@ -271,6 +284,7 @@ async fn stream_body(
     let sent = ProxyError::UpstreamClosed { request_sent: true };
     let mut total = 0u64;
     let mut plain = Vec::new();
+    let mut lines = Vec::new();
     loop {
         if client.buffered() > 0 {
             let (chunk, done) = match &mut state {
@@ -283,12 +297,12 @@ async fn stream_body(
                 }
                 BodyState::Chunked(scanner) | BodyState::Dechunk(scanner) => {
                     plain.clear();
-                    let scan = scanner.decode(client.data(), &mut plain).map_err(|e| {
-                        ProxyError::BadRequest {
+                    let scan = scanner
+                        .decode_with_trailers(client.data(), &mut plain, &mut lines)
+                        .map_err(|e| ProxyError::BadRequest {
                             status: 400,
                             reason: e.0,
-                        }
-                    })?;
+                        })?;
                     client.consume(scan.consumed);
                     (Bytes::copy_from_slice(&plain), scan.done)
                 }
@@ -307,7 +321,9 @@ async fn stream_body(
             }
             send_all(dst, chunk).await.map_err(|_| sent.clone())?;
             if done {
-                return dst.send_data(Bytes::new(), true).map_err(|_| sent);
+                let mut trailers = HeaderMap::new();
+                crate::http2::stream::append_header_lines(&mut trailers, &lines);
+                return end_stream(dst, &trailers).map_err(|_| sent);
             }
         }
         match monoio::time::timeout(idle, client.fill(BODY_CHUNK)).await {
@@ -323,6 +339,15 @@ async fn stream_body(
             }
             _ => return Err(ProxyError::ClientGone),
         }
+    }
+}
+
+/// End a request stream: with the trailers when the client sent some.
+fn end_stream(dst: &mut h2::SendStream<Bytes>, trailers: &HeaderMap) -> Result<(), h2::Error> {
+    if trailers.is_empty() {
+        dst.send_data(Bytes::new(), true)
+    } else {
+        dst.send_trailers(trailers.clone())
     }
 }
 

@@ -19,7 +19,13 @@ pub enum PumpError {
     DestinationGone,
     /// An HTTP/1 source ended its body early or broke its framing.
     SourceBroke,
+    /// The receiving side gave no window for longer than the stall limit.
+    Stalled,
 }
+
+/// How long a pump waits for the receiver to open its window before it gives up on the
+/// stream: a client that stops reading holds the stream (and the upstream's) no longer.
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A request body as the attempts see it: what was read of it, and the rest of the
 /// client's stream when it was not all read.
@@ -97,13 +103,17 @@ pub async fn pump_source(source: BodySource, dst: &mut SendStream<Bytes>) -> Res
         send_all(dst, chunk).await?;
     }
     match source.rest {
-        Some(rest) => pump(rest, dst).await,
+        Some(rest) => pump(rest, dst).await.map(|_| ()),
         None => finish(dst, source.trailers),
     }
 }
 
-/// Move the rest of `src` to `dst`, then its trailers or the end of the stream.
-pub async fn pump(mut src: RecvStream, dst: &mut SendStream<Bytes>) -> Result<(), PumpError> {
+/// Move the rest of `src` to `dst`, then its trailers (returned too) or the end of the
+/// stream.
+pub async fn pump(
+    mut src: RecvStream,
+    dst: &mut SendStream<Bytes>,
+) -> Result<Option<HeaderMap>, PumpError> {
     while let Some(chunk) = src.data().await {
         let chunk = chunk.map_err(PumpError::Source)?;
         let n = chunk.len();
@@ -112,7 +122,8 @@ pub async fn pump(mut src: RecvStream, dst: &mut SendStream<Bytes>) -> Result<()
         let _ = src.flow_control().release_capacity(n);
     }
     let trailers = src.trailers().await.map_err(PumpError::Source)?;
-    finish(dst, trailers)
+    finish(dst, trailers.clone())?;
+    Ok(trailers)
 }
 
 fn finish(dst: &mut SendStream<Bytes>, trailers: Option<HeaderMap>) -> Result<(), PumpError> {
@@ -127,10 +138,12 @@ fn finish(dst: &mut SendStream<Bytes>, trailers: Option<HeaderMap>) -> Result<()
 pub async fn send_all(dst: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(), PumpError> {
     while !chunk.is_empty() {
         dst.reserve_capacity(chunk.len());
-        let granted = match poll_fn(|cx| dst.poll_capacity(cx)).await {
-            Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(PumpError::Destination(e)),
-            None => return Err(PumpError::DestinationGone),
+        let capacity = poll_fn(|cx| dst.poll_capacity(cx));
+        let granted = match monoio::time::timeout(STALL_LIMIT, capacity).await {
+            Ok(Some(Ok(n))) => n,
+            Ok(Some(Err(e))) => return Err(PumpError::Destination(e)),
+            Ok(None) => return Err(PumpError::DestinationGone),
+            Err(_) => return Err(PumpError::Stalled),
         };
         if granted == 0 {
             continue;

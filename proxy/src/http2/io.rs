@@ -19,12 +19,59 @@ pub struct Counters {
     pub written: Rc<Cell<u64>>,
 }
 
+/// A client connection's frames watched as they cross the socket ([`super::frames`]).
+pub struct Watch {
+    incoming: super::frames::FrameSplitter,
+    outgoing: super::frames::FrameSplitter,
+    flood: super::frames::FloodWatch,
+    /// Set when the client floods the connection with control frames.
+    pub flooded: Rc<Cell<bool>>,
+    /// Called with the error code of each RST_STREAM and GOAWAY frame the proxy sends.
+    on_error: Box<dyn Fn(u32)>,
+}
+
+impl Watch {
+    /// At most `control_frames` SETTINGS and PING frames per `window` from the client.
+    pub fn new(
+        control_frames: u32,
+        window: std::time::Duration,
+        on_error: Box<dyn Fn(u32)>,
+    ) -> Self {
+        Watch {
+            incoming: super::frames::FrameSplitter::skipping(super::PREFACE.len()),
+            outgoing: super::frames::FrameSplitter::default(),
+            flood: super::frames::FloodWatch::new(control_frames, window),
+            flooded: Rc::default(),
+            on_error,
+        }
+    }
+
+    fn read(&mut self, bytes: &[u8]) {
+        let (flood, flooded) = (&mut self.flood, &self.flooded);
+        self.incoming.feed(bytes, |f| {
+            if flood.flooded(&f) {
+                flooded.set(true);
+            }
+        });
+    }
+
+    fn wrote(&mut self, bytes: &[u8]) {
+        let on_error = &self.on_error;
+        self.outgoing.feed(bytes, |f| {
+            if let Some(code) = f.error_code {
+                on_error(code);
+            }
+        });
+    }
+}
+
 /// A connection in poll style, with bytes already read from it served first.
 pub struct H2Io {
     stream: TcpStreamPoll,
     read_ahead: Vec<u8>,
     offset: usize,
     counters: Counters,
+    watch: Option<Watch>,
 }
 
 impl H2Io {
@@ -36,7 +83,14 @@ impl H2Io {
             read_ahead,
             offset: 0,
             counters,
+            watch: None,
         })
+    }
+
+    /// Watch the frames crossing this (client) connection.
+    pub fn watched(mut self, watch: Watch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 }
 
@@ -47,7 +101,8 @@ impl AsyncRead for H2Io {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.offset < this.read_ahead.len() {
+        let before = buf.filled().len();
+        let polled = if this.offset < this.read_ahead.len() {
             let left = &this.read_ahead[this.offset..];
             let n = left.len().min(buf.remaining());
             buf.put_slice(&left[..n]);
@@ -56,22 +111,24 @@ impl AsyncRead for H2Io {
                 this.read_ahead = Vec::new();
                 this.offset = 0;
             }
-            return Poll::Ready(Ok(()));
+            Poll::Ready(Ok(()))
+        } else {
+            let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+            let n = (buf.filled().len() - before) as u64;
+            this.counters.read.set(this.counters.read.get() + n);
+            polled
+        };
+        if let Some(watch) = this.watch.as_mut() {
+            watch.read(&buf.filled()[before..]);
         }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        this.counters.read.set(this.counters.read.get() + n);
         polled
     }
 }
 
 impl H2Io {
-    fn count_written(&self, polled: &Poll<io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = polled {
-            let c = &self.counters.written;
-            c.set(c.get() + *n as u64);
-        }
+    fn count_written(&self, n: usize) {
+        let c = &self.counters.written;
+        c.set(c.get() + n as u64);
     }
 }
 
@@ -82,7 +139,12 @@ impl AsyncWrite for H2Io {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.count_written(&polled);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.count_written(n);
+            if let Some(watch) = self.watch.as_mut() {
+                watch.wrote(&buf[..n]);
+            }
+        }
         polled
     }
 
@@ -92,7 +154,20 @@ impl AsyncWrite for H2Io {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.count_written(&polled);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.count_written(n);
+            if let Some(watch) = self.watch.as_mut() {
+                let mut left = n;
+                for b in bufs {
+                    let take = left.min(b.len());
+                    watch.wrote(&b[..take]);
+                    left -= take;
+                    if left == 0 {
+                        break;
+                    }
+                }
+            }
+        }
         polled
     }
 

@@ -5,6 +5,7 @@
 //! is a thin layer on top ([`grpc`]). [`io`] adapts a core's sockets to `h2`.
 
 pub mod body;
+pub mod frames;
 pub mod grpc;
 pub mod io;
 pub mod server;
@@ -40,13 +41,17 @@ pub fn preface(data: &[u8]) -> Preface {
     }
 }
 
-/// Count an HTTP/2 error that ended a client connection (`coremesh_http2_errors_total`):
-/// one the proxy sent (a broken rule, a flood) or the client's. A clean GOAWAY and a
-/// connection that just broke off are not protocol errors.
-pub fn record_error(core: &Core, e: &h2::Error) {
-    tracing::debug!(reason = ?e.reason(), "HTTP/2 error: {e}");
-    if let Some(reason) = e.reason().filter(|r| *r != h2::Reason::NO_ERROR) {
-        core.metrics.borrow().record_http2_error(u32::from(reason));
+/// Log an HTTP/2 error that ended a client connection. What the proxy answered it with is
+/// counted as the frame goes out ([`io::Watch`]).
+pub fn log_error(e: &h2::Error) {
+    tracing::debug!(reason = ?e.reason(), "HTTP/2 connection error: {e}");
+}
+
+/// Count an RST_STREAM or GOAWAY the proxy sent a client (`coremesh_http2_errors_total`);
+/// a GOAWAY without error (a graceful close) is not one.
+pub fn record_sent_error(core: &Core, code: u32) {
+    if code != u32::from(h2::Reason::NO_ERROR) {
+        core.metrics.borrow().record_http2_error(code);
     }
 }
 

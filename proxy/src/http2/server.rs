@@ -15,6 +15,9 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
+/// The window `[http2] max_control_frames` counts over.
+const CONTROL_FRAME_WINDOW: Duration = Duration::from_secs(10);
+
 enum Event<T> {
     /// Time to stop taking streams: shutdown began, or the connection is old enough.
     Stop,
@@ -29,16 +32,25 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
     let bytes_in = client.bytes_in;
     let Conn { stream, buf, .. } = client;
     core.recycle(buf);
+    // A second handle on the socket, to close it gently once `h2` is done with it.
+    let lingering = linger_handle(&stream);
     let counters = super::io::Counters::default();
+    let limits = core.snapshot().http2.clone();
+    let counting = core.clone();
+    let watch = super::io::Watch::new(
+        limits.max_control_frames,
+        CONTROL_FRAME_WINDOW,
+        Box::new(move |code| super::record_sent_error(&counting, code)),
+    );
+    let flooded = watch.flooded.clone();
     let io = match H2Io::new(stream, read_ahead, counters.clone()) {
-        Ok(io) => io,
+        Ok(io) => io.watched(watch),
         Err(e) => {
             tracing::debug!(%peer, "HTTP/2 connection unusable: {e}");
             end(&core, bytes_in, &counters);
             return;
         }
     };
-    let limits = core.snapshot().http2.clone();
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -53,8 +65,7 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
     let mut conn = match handshake {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            super::record_error(&core, &e);
-            tracing::debug!(%peer, "HTTP/2 handshake failed: {e}");
+            super::log_error(&e);
             end(&core, bytes_in, &counters);
             return;
         }
@@ -72,6 +83,7 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
             )))
         });
     let mut closing = false;
+    let mut calmed = false;
     loop {
         let event = poll_fn(|cx| {
             if !closing {
@@ -80,7 +92,15 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
                     return Poll::Ready(Event::Stop);
                 }
             }
-            conn.poll_accept(cx).map(Event::Accept)
+            let accepted = conn.poll_accept(cx);
+            if flooded.get() && !calmed {
+                // A flood of SETTINGS or PING frames: GOAWAY ENHANCE_YOUR_CALM.
+                calmed = true;
+                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            accepted.map(Event::Accept)
         })
         .await;
         match event {
@@ -98,14 +118,35 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
                 ));
             }
             Event::Accept(Some(Err(e))) => {
-                super::record_error(&core, &e);
-                tracing::debug!(%peer, "HTTP/2 connection ended: {e}");
+                super::log_error(&e);
                 break;
             }
             Event::Accept(None) => break,
         }
     }
+    drop(conn);
     end(&core, bytes_in, &counters);
+    // The client may still be sending (a PING's answer, a window update) when the proxy
+    // closes: closing a socket with unread bytes resets it, and the reset can destroy the
+    // GOAWAY the client has not read yet. So read and discard until the client closes,
+    // for at most the lingering-close limit.
+    if let Some(stream) = lingering {
+        crate::http1::server::linger_close(stream, core.lingering_close).await;
+    }
+}
+
+/// A duplicate of `stream`'s socket as a stream of this core (`None` if the descriptor
+/// cannot be duplicated: the socket is then closed abruptly, as before).
+fn linger_handle(stream: &monoio::net::TcpStream) -> Option<monoio::net::TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: `dup` makes a new descriptor this function owns from here on.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh descriptor of a connected TCP socket, owned by nothing else.
+    let std = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    monoio::net::TcpStream::from_std(std).ok()
 }
 
 fn end(core: &Core, read_before: u64, counters: &super::io::Counters) {

@@ -22,6 +22,9 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+/// The deadline of a gRPC call nobody set a time for.
+const UNBOUNDED_CALL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The request body going out on an upstream stream while the response comes back.
 type BodyPump = Pin<Box<dyn Future<Output = Result<(), PumpError>>>>;
 
@@ -53,7 +56,8 @@ pub async fn handle(
         .forward(body, &mut respond, &mut state, &mut routed)
         .await;
     if let Err(err) = result {
-        answer_error(&core, &mut respond, &mut state, &err, grpc);
+        let direction = crate::observe::metrics_direction(origin.direction);
+        answer_error(&core, &mut respond, &mut state, &err, grpc, direction);
     }
     record::finish(&core, origin, &state, &snapshot, routed, started.elapsed());
 }
@@ -101,7 +105,11 @@ impl StreamRequest<'_> {
                 reason: "request body larger than the limit",
             });
         }
-        let deadline = plan.deadline(settings, self.started, self.caller_budget());
+        let deadline = if self.grpc {
+            self.grpc_deadline(plan.route.and_then(|r| r.timeout))
+        } else {
+            plan.deadline(settings, self.started, self.caller_budget())
+        };
         let body = BodySource::read(body, settings.replay_body_limit)
             .await
             .map_err(|_| ProxyError::ClientGone)?;
@@ -152,16 +160,33 @@ impl StreamRequest<'_> {
             .then_some(deadline)
             .filter(|_| self.caller_budget().is_some());
         let head_request = parts.method == http::Method::HEAD;
-        let broke = relay(core, respond, answered.answer, settings, head_request, cut).await;
+        let relayed = relay(core, respond, answered.answer, settings, head_request, cut).await;
         attempt::record_answered(
             core,
             &policy,
             answered.addr,
             answered.latency,
             answered.outcome,
-            broke,
+            relayed.broke,
         );
+        if let Some(code) = relayed.grpc_status.filter(|_| self.grpc) {
+            core.metrics
+                .borrow()
+                .record_grpc_response(policy.direction, code);
+        }
         Ok(())
+    }
+
+    /// A gRPC call's deadline: the earliest of the route's timeout, `grpc-timeout` and
+    /// `x-coremesh-timeout-ms`. The service's `request_timeout_ms` does not apply: a call
+    /// nobody set a time for may be a stream that lives for hours, and a client's own
+    /// deadline may be longer than the proxy's default.
+    fn grpc_deadline(&self, route_timeout: Option<Duration>) -> Instant {
+        let budget = match (route_timeout, self.caller_budget()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(UNBOUNDED_CALL),
+        };
+        self.started + budget
     }
 
     /// The budget the caller sent: `x-coremesh-timeout-ms` and, for gRPC, `grpc-timeout`
@@ -446,8 +471,22 @@ pub(crate) fn append_header_lines(out: &mut HeaderMap, lines: &[u8]) {
     }
 }
 
+/// How relaying an answer ended.
+#[derive(Default)]
+struct Relayed {
+    /// The endpoint broke off its response.
+    broke: bool,
+    /// The `grpc-status` the client got (in the head of a trailers-only answer, in the
+    /// trailers, or the proxy's own at the deadline).
+    grpc_status: Option<u32>,
+}
+
+/// The `grpc-status` in `headers`, if any.
+fn grpc_status_in(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
 /// Send the answer's head to the client, then move both bodies until both ends are done.
-/// True when the endpoint broke off its response.
 async fn relay(
     core: &Core,
     respond: &mut SendResponse<Bytes>,
@@ -455,11 +494,17 @@ async fn relay(
     settings: &Settings,
     head_request: bool,
     cut: Option<Instant>,
-) -> bool {
+) -> Relayed {
     let via = settings.add_via;
     let (response, request_pump) = match answer {
         H2Answer::H2 { response, pump } => (response, pump),
-        H2Answer::Http1(a) => return relay_http1(core, respond, a, settings, head_request).await,
+        H2Answer::Http1(a) => {
+            let broke = relay_http1(core, respond, a, settings, head_request).await;
+            return Relayed {
+                broke,
+                grpc_status: None,
+            };
+        }
     };
     let (mut head, body) = response.into_parts();
     if via {
@@ -467,11 +512,15 @@ async fn relay(
             .append(http::header::VIA, HeaderValue::from_static("2 coremesh"));
     }
     let end = body.is_end_stream();
+    let in_head = grpc_status_in(&head.headers);
     let Ok(mut to_client) = respond.send_response(Response::from_parts(head, ()), end) else {
-        return false;
+        return Relayed::default();
     };
     if end {
-        return false;
+        return Relayed {
+            broke: false,
+            grpc_status: in_head,
+        };
     }
     let mut request_pump = request_pump;
     // `None`: the call's deadline passed first.
@@ -483,7 +532,7 @@ async fn relay(
                     request_pump = None;
                     if let Err(PumpError::Source(_)) = done {
                         // The client reset its stream: the answer has nowhere to go.
-                        return Poll::Ready(Ok(()));
+                        return Poll::Ready(Ok(None));
                     }
                 }
             }
@@ -511,14 +560,28 @@ async fn relay(
                 HeaderValue::from_static("deadline exceeded"),
             );
             let _ = to_client.send_trailers(trailers);
-            false
+            Relayed {
+                broke: false,
+                grpc_status: Some(grpc::code::DEADLINE_EXCEEDED),
+            }
         }
-        Some(Ok(())) => false,
+        Some(Ok(trailers)) => Relayed {
+            broke: false,
+            grpc_status: trailers.as_ref().and_then(grpc_status_in).or(in_head),
+        },
         Some(Err(PumpError::Source(_))) => {
             to_client.send_reset(h2::Reason::INTERNAL_ERROR);
-            true
+            Relayed {
+                broke: true,
+                grpc_status: None,
+            }
         }
-        Some(Err(_)) => false,
+        Some(Err(PumpError::Stalled)) => {
+            // The client stopped reading: its stream ends, and the upstream's with it.
+            to_client.send_reset(h2::Reason::CANCEL);
+            Relayed::default()
+        }
+        Some(Err(_)) => Relayed::default(),
     }
 }
 
@@ -565,6 +628,7 @@ fn answer_error(
     state: &mut RequestState,
     err: &ProxyError,
     grpc: bool,
+    direction: coremesh_telemetry::Direction,
 ) {
     core.metrics.borrow().record_error(err.metric_kind());
     if matches!(err, ProxyError::ClientGone) {
@@ -572,6 +636,9 @@ fn answer_error(
     }
     state.status = err.status();
     if grpc {
+        core.metrics
+            .borrow()
+            .record_grpc_response(direction, grpc::status_of(err));
         let mut head = Response::new(());
         let headers = head.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));

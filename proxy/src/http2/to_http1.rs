@@ -240,14 +240,20 @@ pub async fn relay_body(
     answer.up.consume(len);
     let idle = Duration::from_millis(settings.request_timeout_ms);
     let up = &mut answer.up;
+    let mut trailers = HeaderMap::new();
     let done = match framing {
         Framing::None => Ok(()),
         Framing::Length(n) => copy_length(up, n, dst, idle).await,
-        Framing::Chunked => copy_chunked(up, dst, idle).await,
+        Framing::Chunked => copy_chunked(up, dst, idle, &mut trailers).await,
         Framing::UntilClose => copy_until_close(up, dst, idle).await,
     };
     if done.is_ok() {
-        let _ = dst.send_data(Bytes::new(), true);
+        // The chunked trailer section becomes the stream's trailers.
+        let _ = if trailers.is_empty() {
+            dst.send_data(Bytes::new(), true)
+        } else {
+            dst.send_trailers(trailers)
+        };
     }
     let leftover = answer.up.buffered();
     let Http1Answer { up, addr, .. } = answer;
@@ -292,22 +298,25 @@ async fn copy_chunked(
     up: &mut Conn,
     dst: &mut SendStream<Bytes>,
     idle: Duration,
+    trailers: &mut HeaderMap,
 ) -> Result<(), PumpError> {
     let mut scanner = ChunkedScanner::new();
     let mut plain = Vec::new();
+    let mut trailer_lines = Vec::new();
     loop {
         if up.buffered() == 0 && !more(up, idle).await? {
             return Err(PumpError::SourceBroke);
         }
         plain.clear();
         let scan = scanner
-            .decode(up.data(), &mut plain)
+            .decode_with_trailers(up.data(), &mut plain, &mut trailer_lines)
             .map_err(|_| PumpError::SourceBroke)?;
         up.consume(scan.consumed);
         if !plain.is_empty() {
             send_all(dst, Bytes::copy_from_slice(&plain)).await?;
         }
         if scan.done {
+            crate::http2::stream::append_header_lines(trailers, &trailer_lines);
             return Ok(());
         }
     }

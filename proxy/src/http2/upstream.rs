@@ -18,6 +18,10 @@ use std::rc::Rc;
 #[derive(Default)]
 pub struct H2Upstreams {
     conns: HashMap<SocketAddr, (u64, SendRequest<Bytes>)>,
+    /// Endpoints a connection is being opened to, fired when it is open (or failed): a
+    /// burst of requests to a new endpoint shares one connection instead of opening one
+    /// each.
+    opening: HashMap<SocketAddr, Rc<crate::signal::Signal>>,
     next_id: u64,
 }
 
@@ -27,10 +31,16 @@ pub async fn ready(
     addr: SocketAddr,
     settings: &Settings,
 ) -> Result<SendRequest<Bytes>, ProxyError> {
-    let existing = core.h2_upstreams.borrow().conns.get(&addr).cloned();
-    let (id, sender) = match existing {
-        Some(found) => found,
-        None => open(core, addr, settings).await?,
+    let (id, sender) = loop {
+        let existing = core.h2_upstreams.borrow().conns.get(&addr).cloned();
+        if let Some(found) = existing {
+            break found;
+        }
+        let opening = core.h2_upstreams.borrow().opening.get(&addr).cloned();
+        match opening {
+            Some(signal) => signal.wait().await,
+            None => break open_once(core, addr, settings).await?,
+        }
     };
     match sender.ready().await {
         Ok(sender) => Ok(sender),
@@ -42,6 +52,44 @@ pub async fn ready(
                 request_sent: false,
             })
         }
+    }
+}
+
+/// Open a connection to `addr` while others wait for it.
+async fn open_once(
+    core: &Rc<Core>,
+    addr: SocketAddr,
+    settings: &Settings,
+) -> Result<(u64, SendRequest<Bytes>), ProxyError> {
+    let signal = Rc::new(crate::signal::Signal::default());
+    core.h2_upstreams
+        .borrow_mut()
+        .opening
+        .insert(addr, signal.clone());
+    // Also when this attempt is dropped half-way (its timeout): the waiters try again.
+    let _done = Opened { core, addr, signal };
+    open(core, addr, settings).await
+}
+
+/// Clears an endpoint's opening mark and wakes those waiting on it.
+struct Opened<'a> {
+    core: &'a Core,
+    addr: SocketAddr,
+    signal: Rc<crate::signal::Signal>,
+}
+
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        let mut ups = self.core.h2_upstreams.borrow_mut();
+        if ups
+            .opening
+            .get(&self.addr)
+            .is_some_and(|s| Rc::ptr_eq(s, &self.signal))
+        {
+            ups.opening.remove(&self.addr);
+        }
+        drop(ups);
+        self.signal.fire();
     }
 }
 

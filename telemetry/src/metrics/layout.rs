@@ -37,7 +37,9 @@ pub(crate) const DETECTIONS: usize = ERRORS + ErrorKind::ALL.len();
 pub(crate) const TCP_UNKNOWN: usize = DETECTIONS + DETECT_CELLS;
 /// HTTP/2 errors on client connections, by error code.
 pub(crate) const HTTP2_ERRORS: usize = TCP_UNKNOWN + TCP_CELLS;
-pub(crate) const GLOBALS: usize = HTTP2_ERRORS + super::http2::HTTP2_CELLS;
+/// gRPC responses by direction and status.
+pub(crate) const GRPC_RESPONSES: usize = HTTP2_ERRORS + super::http2::HTTP2_CELLS;
+pub(crate) const GLOBALS: usize = GRPC_RESPONSES + super::grpc::GRPC_CELLS;
 
 /// Request families count per `direction`: each request counter (and latency histogram,
 /// and per-service request counter) exists once per direction, side by side.

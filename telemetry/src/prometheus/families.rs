@@ -23,6 +23,7 @@ pub(crate) fn encode_snapshot(out: &mut String, m: &MetricsSnapshot) {
     bytes(out, m);
     errors(out, m);
     http2_errors(out, m);
+    grpc_responses(out, m);
     super::transport::encode_transport(out, m);
     family(
         out,
@@ -359,6 +360,31 @@ fn bytes(out: &mut String, m: &MetricsSnapshot) {
         for peer in Peer::ALL {
             let labels: [Label<'_>; 1] = [("peer", Some(peer.as_str()))];
             sample(out, name, &labels, Value::Int(m.get(base + peer.slot())));
+        }
+    }
+}
+
+fn grpc_responses(out: &mut String, m: &MetricsSnapshot) {
+    const NAME: &str = "coremesh_grpc_responses_total";
+    family(
+        out,
+        NAME,
+        "counter",
+        "gRPC calls answered to clients, by the listener they came in on (direction) and \
+         grpc-status (the endpoint's, or the proxy's own for calls it could not forward).",
+    );
+    for direction in Direction::ALL {
+        for code in 0..18u32 {
+            let n = m.grpc_responses(direction, code);
+            if n == 0 {
+                continue;
+            }
+            let label = crate::metrics::grpc::code_label(code as usize);
+            let labels: [Label<'_>; 2] = [
+                ("direction", Some(direction.as_str())),
+                ("grpc_status", Some(&label)),
+            ];
+            sample(out, NAME, &labels, Value::Int(n));
         }
     }
 }
