@@ -54,7 +54,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use field_path::{FieldPath, Segment};
 pub use host::HostMatch;
 pub use http2::{GrpcRetryOn, Http2Settings, UpstreamProtocol};
-pub use listen::Listen;
+pub use listen::{Listen, ListenError, PairHost};
 pub use model::*;
 pub use parse::{load_config, parse_config};
 pub use passthrough::{Passthrough, PassthroughSettings};

@@ -290,8 +290,10 @@ pub struct ProxySettings {
     /// configured (see [`Config::explicit_listen`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// The admin server: an address, `*:P` (IPv4 and IPv6, the IPv6 one skipped on a
+    /// host without it) or a list (see [`Listen`]).
     #[serde(default)]
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<Listen>,
     /// Worker cores; 0 = one per available CPU.
     #[serde(default)]
     pub cores: usize,

@@ -213,7 +213,10 @@ service = "web"
             Err(errors) => panic!("{errors}"),
         };
         assert_eq!(config.proxy.listen, Some(([0, 0, 0, 0], 4140).into()));
-        assert_eq!(config.proxy.admin, Some(([127, 0, 0, 1], 9901).into()));
+        assert_eq!(
+            config.proxy.admin,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9901)).into())
+        );
         assert_eq!(config.proxy.cores, 4);
         assert_eq!(config.proxy.driver, Driver::Legacy);
         assert!(!config.proxy.pin_cores);

@@ -168,8 +168,16 @@ fn check_proxy(path: &FieldPath, proxy: &ProxySettings, out: &mut Violations) {
     if proxy.lingering_close_ms > 0 {
         out.timeout(path.key("lingering_close_ms"), proxy.lingering_close_ms);
     }
+    if proxy
+        .admin
+        .as_ref()
+        .is_some_and(|admin| admin.addrs().is_empty())
+    {
+        out.push(path.key("admin"), "needs at least one address");
+    }
     if let Some(listen) = proxy.listen {
-        if proxy.admin == Some(listen) && listen.port() != 0 {
+        let admin = proxy.admin.as_ref().map_or(&[][..], |admin| admin.addrs());
+        if admin.contains(&listen) && listen.port() != 0 {
             out.push(path.key("admin"), "is the same address as `proxy.listen`");
         }
     }
@@ -276,22 +284,28 @@ fn listeners(config: &Config) -> Vec<(FieldPath, String, SocketAddr)> {
         let path = root.key("proxy").key("listen");
         listeners.push((path, "proxy.listen".to_owned(), listen));
     }
-    if let Some(admin) = config.proxy.admin {
-        listeners.push((root.key("proxy").key("admin"), "proxy.admin".into(), admin));
-    }
-    let sides = [
-        ("outbound", config.outbound.as_ref()),
-        ("inbound", config.inbound.as_ref().map(|i| &i.side)),
+    let lists = [
+        ("proxy", "admin", config.proxy.admin.as_ref()),
+        (
+            "outbound",
+            "listen",
+            config.outbound.as_ref().map(|o| &o.listen),
+        ),
+        (
+            "inbound",
+            "listen",
+            config.inbound.as_ref().map(|i| &i.side.listen),
+        ),
     ];
-    for (name, side) in sides {
-        let Some(side) = side else { continue };
-        let path = root.key(name).key("listen");
-        for (i, addr) in side.listen.addrs().iter().enumerate() {
-            let path = match side.listen.addrs().len() {
-                1 => path.clone(),
-                _ => path.index(i),
+    for (section, key, listen) in lists {
+        let Some(listen) = listen else { continue };
+        let path = root.key(section).key(key);
+        for (entry, addr) in listen.addrs_by_entry() {
+            let path = match entry {
+                None => path.clone(),
+                Some(i) => path.index(i),
             };
-            listeners.push((path, format!("{name}.listen"), *addr));
+            listeners.push((path, format!("{section}.{key}"), addr));
         }
     }
     listeners
@@ -300,12 +314,15 @@ fn listeners(config: &Config) -> Vec<(FieldPath, String, SocketAddr)> {
 /// Each listener binds its own address: two on one address would share connections.
 fn check_listeners_distinct(config: &Config, out: &mut Violations) {
     let listeners = listeners(config);
+    // A pair (`*:P`) is two addresses of one entry: the entry is reported once.
+    let mut reported: Vec<&FieldPath> = Vec::new();
     for (later, (path, this, address)) in listeners.iter().enumerate() {
+        if reported.contains(&path) {
+            continue;
+        }
         for (_, name, earlier) in &listeners[..later] {
             // `proxy.admin` against `proxy.listen` is reported by `check_proxy`.
-            if (this == "proxy.admin" && config.proxy.listen.is_some())
-                || !overlaps(*earlier, *address)
-            {
+            if (this == "proxy.admin" && name == "proxy.listen") || !overlaps(*earlier, *address) {
                 continue;
             }
             let hint = if name == "proxy.listen" {
@@ -315,6 +332,7 @@ fn check_listeners_distinct(config: &Config, out: &mut Violations) {
             };
             let message = format!("{address} is the same listener as `{name}` ({earlier}){hint}");
             out.push(path.clone(), message);
+            reported.push(path);
             break;
         }
     }

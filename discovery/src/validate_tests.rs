@@ -527,6 +527,18 @@ fn listeners_must_be_distinct() {
             "v.toml:7:2: field `inbound.listen[1]`: [::]:4143 is the same listener as `outbound.listen` ([::1]:4143)",
         ]
     );
+    // A pair form is both its addresses: `*:P` takes the port on every address of both
+    // families, and an entry of a list is named by its place in the list.
+    let text = "[proxy]\nadmin = \"*:4191\"\n\n[outbound]\nlisten = [\"10.0.0.1:80\", \"localhost:4191\"]\n\n[inbound]\nlisten = \"*:4191\"\n";
+    assert_eq!(
+        errors(text),
+        vec![
+            "v.toml:5:26: field `outbound.listen[1]`: 127.0.0.1:4191 is the same listener as `proxy.admin` (0.0.0.0:4191)",
+            "v.toml:8:1: field `inbound.listen`: 0.0.0.0:4191 is the same listener as `proxy.admin` (0.0.0.0:4191)",
+        ]
+    );
+    let ok = "[proxy]\nadmin = \"*:4191\"\n\n[outbound]\nlisten = \"localhost:5140\"\n\n[inbound]\nlisten = \"*:5143\"\n";
+    assert!(parse_config(ok, "ok.toml").is_ok());
     let ok = "[proxy]\nlisten = \"127.0.0.1:4180\"\nadmin = \"127.0.0.1:4191\"\n\n[outbound]\n\n[inbound]\n";
     assert!(parse_config(ok, "ok.toml").is_ok());
     // The same port on another address of the family, or on the other family, is fine.

@@ -1,6 +1,8 @@
 //! The admin HTTP server, on its own control-plane thread (never on a core). Enabled by
 //! `proxy.admin` / `--admin ADDR` (e.g. 127.0.0.1:4191). Endpoints:
 //!
+//! `proxy.admin` is an address, a pair (`*:4191`: IPv4 and IPv6, see [`bind`]) or a list.
+//!
 //! - `GET /live` — 200 while the process runs.
 //! - `GET /ready` — 200 once every core runs and the first configuration is applied; 503
 //!   before that and while shutting down.
@@ -28,13 +30,15 @@ pub use request::{parse as parse_request, AdminRequest, Parsed, MAX_ADMIN_REQUES
 
 use crate::report::{merge_endpoint_views, CoreReport};
 use crate::runtime::Control;
-use coremesh_discovery::Config;
+use coremesh_discovery::{Config, Listen};
 use crossbeam_channel::Sender;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Connections waiting to be accepted by the admin server (probes and scrapes are few).
+const ADMIN_BACKLOG: i32 = 128;
 /// How long a scrape waits for the cores' reports.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -56,6 +60,8 @@ pub struct AdminShared {
     pub controls: Vec<Sender<Control>>,
     pub ready: AtomicBool,
     pub stopping: AtomicBool,
+    /// Ends the accept loops (see [`AdminShared::stop_serving`]).
+    pub stop_accepting: tokio::sync::Notify,
     pub shutdown_requests: Sender<()>,
     pub log_level: Option<Arc<dyn LogLevel>>,
     pub metrics: MetricsRenderer,
@@ -63,6 +69,14 @@ pub struct AdminShared {
 }
 
 impl AdminShared {
+    /// Stop accepting admin connections: the server's thread then ends (answers still
+    /// being written get a moment, see `admin/listener.rs`).
+    pub fn stop_serving(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // A permit is kept if the server is not waiting yet, so the stop is never missed.
+        self.stop_accepting.notify_one();
+    }
+
     /// Ask every core for its report and wait for all of them (bounded).
     pub fn reports(&self) -> Vec<CoreReport> {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -87,9 +101,37 @@ impl AdminShared {
     }
 }
 
-/// Bind the admin listener now (so start-up fails loudly on a busy port).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
+/// Bind the admin listeners now (so start-up fails loudly on a busy port): one per
+/// address of `listen`, IPv6 ones `IPV6_V6ONLY` (so `0.0.0.0:P` and `[::]:P` are two).
+/// The IPv6 address of a pair (`*:P`) is skipped, with one info line, on a host without
+/// IPv6; any other address that cannot be bound is an error naming it.
+pub fn bind(listen: &Listen) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(listen.addrs().len());
+    for &addr in listen.addrs() {
+        match bind_one(addr) {
+            Ok(listener) => listeners.push(listener),
+            Err(e) if listen.may_skip(addr) && crate::runtime::family_missing(&e) => {
+                tracing::info!("admin server: no IPv6 on this host ({e}); not listening on {addr}");
+            }
+            Err(e) => anyhow::bail!("cannot listen for admin on {addr}: {e}"),
+        }
+    }
+    Ok(listeners)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ADMIN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// An answer: status, content type and body; every answer closes its connection.
@@ -314,6 +356,7 @@ mod tests {
             controls: Vec::new(),
             ready: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
+            stop_accepting: tokio::sync::Notify::new(),
             shutdown_requests,
             log_level: Some(log.clone()),
             metrics: Box::new(|_| String::new()),

@@ -176,16 +176,14 @@ impl ProxyHandle {
             let _ = t.join();
         }
         if let Some((shared, _)) = &self.admin {
-            shared.stopping.store(true, Ordering::SeqCst);
+            // Not by a connection to itself: the address may be unreachable from here
+            // (an IPv6 wildcard on a host with IPv6 turned off).
+            shared.stop_serving();
         }
         for t in self.side_threads.drain(..) {
             let _ = t.join();
         }
         if let Some((_, thread)) = self.admin.take() {
-            // Wake the accept loop so it sees `stopping`.
-            if let Some(addr) = self.admin_addr {
-                let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-            }
             let _ = thread.join();
         }
     }
@@ -304,13 +302,14 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         Vec::new()
     };
     let grace = Duration::from_millis(config.proxy.shutdown_grace_ms);
-    let admin_listener = match config.proxy.admin {
-        Some(addr) => Some(
-            admin::bind(addr)
-                .map_err(|e| anyhow::anyhow!("cannot listen for admin on {addr}: {e}"))?,
-        ),
-        None => None,
+    let admin_listeners = match &config.proxy.admin {
+        Some(listen) => admin::bind(listen)?,
+        None => Vec::new(),
     };
+    let admin_addrs: Vec<SocketAddr> = admin_listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     // Span export (when a collector is configured) and the access log run on their own
     // threads; cores only ever try_send to them.
     let span_queue = config.telemetry.exporter_config().map(|cfg| {
@@ -333,7 +332,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         .copied()
         .collect();
     own_listeners.extend(listen_addr);
-    own_listeners.extend(admin_listener.as_ref().and_then(|l| l.local_addr().ok()));
+    own_listeners.extend(&admin_addrs);
     // One entry per side and address: each core takes the next listener of every entry.
     let mut side_listeners: Vec<(
         std::vec::IntoIter<std::net::TcpListener>,
@@ -427,7 +426,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     }
     let mut driver = wanted;
     let (shutdown_tx, shutdown_rx) = crossbeam_channel::unbounded();
-    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_addr = admin_addrs.first().copied();
     let mut handle = ProxyHandle {
         listen_addr,
         inbound_addrs: inbound_addrs.clone(),
@@ -460,13 +459,14 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         }
     }
     handle.driver = driver;
-    if let Some(listener) = admin_listener {
+    if !admin_listeners.is_empty() {
         let shared = Arc::new(AdminShared {
             config: std::sync::Mutex::new(config.clone()),
             controls: handle.controls.clone(),
             ready: std::sync::atomic::AtomicBool::new(!options.not_ready_yet),
             extra_metrics: std::sync::Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            stop_accepting: tokio::sync::Notify::new(),
             shutdown_requests: shutdown_tx,
             log_level: options.log_level,
             metrics: Box::new(move |reports| {
@@ -481,11 +481,11 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("coremesh-admin".into())
-            .spawn(move || admin::serve(listener, thread_shared))?;
+            .spawn(move || admin::serve(admin_listeners, thread_shared))?;
         handle.admin = Some((shared, thread));
-        if let Some(addr) = admin_addr {
-            tracing::info!("admin server on http://{addr}");
-        }
+        // The first address first (tools read it), then any others.
+        let urls: Vec<String> = admin_addrs.iter().map(|a| format!("http://{a}")).collect();
+        tracing::info!("admin server on {}", urls.join(" and "));
     }
     // The explicit listener first (tools read the first address of this line), then
     // each side's addresses.

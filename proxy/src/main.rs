@@ -100,9 +100,9 @@ enum Command {
         /// service's `dns` entry: A and AAAA, the hosts file first, again as the TTL says).
         #[arg(long, value_delimiter = ',', required = true)]
         to: Vec<EndpointEntry>,
-        /// Admin server address (e.g. 127.0.0.1:4191).
+        /// Admin server address (e.g. 127.0.0.1:4191, or `*:4191` for IPv4 and IPv6).
         #[arg(long)]
-        admin: Option<SocketAddr>,
+        admin: Option<coremesh_discovery::Listen>,
         /// A whole admin request must arrive within this many milliseconds.
         #[arg(long, default_value_t = coremesh_discovery::DEFAULT_ADMIN_REQUEST_TIMEOUT_MS)]
         admin_request_timeout_ms: u64,

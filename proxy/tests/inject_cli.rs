@@ -407,3 +407,76 @@ fn the_startup_probe_and_the_lock_wait_take_their_flags() {
         (Some(1), Some(120), None)
     );
 }
+
+/// With ports other than the defaults, the built-in configuration still listens on both
+/// families everywhere (the rules redirect IPv6 too, and the kubelet may probe over IPv6):
+/// each side is the pair of its default addresses on its port and the admin server is
+/// `*:PORT`, each IPv6 address skippable on a pod without IPv6.
+#[test]
+fn other_ports_keep_both_families_on_every_listener() {
+    let out = coremesh(
+        &[
+            "inject",
+            "--inbound-port",
+            "5143",
+            "--outbound-port",
+            "5140",
+            "--admin-port",
+            "5191",
+            "app.yaml",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let documents = values(&text(&out.stdout));
+    let deployment: Deployment =
+        serde_json::from_value(documents[0].clone()).expect("a Deployment");
+    let pod = deployment.spec.template.spec.expect("pod spec");
+    let proxy = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "coremesh-proxy")
+        .expect("the proxy");
+    let env = proxy.env.as_deref().expect("env");
+    assert_eq!(env[0].name, "COREMESH_CONFIG");
+    let toml = env[0].value.as_deref().expect("the configuration");
+    let config = coremesh_discovery::parse_config(toml, "COREMESH_CONFIG")
+        .unwrap_or_else(|errors| panic!("{errors}\n{toml}"));
+    let pair = |listen: Option<&coremesh_discovery::Listen>| {
+        listen.map(|l| {
+            l.addrs()
+                .iter()
+                .map(|a| (a.to_string(), l.may_skip(*a)))
+                .collect::<Vec<_>>()
+        })
+    };
+    let both = |v4: &str, v6: &str| Some(vec![(v4.to_owned(), false), (v6.to_owned(), true)]);
+    assert_eq!(
+        pair(config.proxy.admin.as_ref()),
+        both("0.0.0.0:5191", "[::]:5191"),
+        "{toml}"
+    );
+    assert_eq!(
+        pair(config.inbound.as_ref().map(|i| &i.side.listen)),
+        both("0.0.0.0:5143", "[::]:5143"),
+        "{toml}"
+    );
+    assert_eq!(
+        pair(config.outbound.as_ref().map(|o| &o.listen)),
+        both("127.0.0.1:5140", "[::1]:5140"),
+        "{toml}"
+    );
+    // The same ports in the init container's rules.
+    let init = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "coremesh-init")
+        .expect("the init container");
+    let args = init.args.as_deref().unwrap_or_default().join(" ");
+    assert!(
+        args.contains("--inbound-port 5143 --outbound-port 5140 --admin-port 5191"),
+        "{args}"
+    );
+}

@@ -32,16 +32,15 @@ use coremesh_tests::netns::{can_run, coremesh_bin, Netns, Pair};
 use coremesh_tests::prometheus::Exposition;
 use coremesh_tests::proxy::{driver_name, DRIVERS};
 use coremesh_tests::{Driver, Upstream};
+use sidecar_support::{http_server, serve, wait_until, ProxyProcess, TempDir, BOUND, PROXY_UID};
+
+mod sidecar_support;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The proxy's uid: no user on a test machine has it, and the rules exempt it.
-const PROXY_UID: u32 = 47_213;
 /// An opaque port by default (Redis): the echo server.
 const ECHO_PORT: u16 = 6379;
 /// An opaque port by default (MySQL, whose server speaks first): the banner server.
@@ -57,8 +56,6 @@ const ADMIN: &str = "127.0.0.1:4191";
 const ECHO_BYTES: usize = 1024 * 1024;
 /// Calls to the service address (an even number: round-robin gives each endpoint half).
 const SERVICE_CALLS: u64 = 20;
-/// Turns a hang into a failure; nothing waits for it on a working run.
-const BOUND: Duration = Duration::from_secs(30);
 
 #[test]
 fn sidecar_in_network_namespaces() {
@@ -439,20 +436,179 @@ addresses = ["{SERVICE_ADDR}", "{SERVICE_ADDR6}"]
 }
 
 fn metrics() -> Exposition {
-    let r = client::get(ADMIN.parse().unwrap(), "/metrics", &[]).unwrap();
+    metrics_at(ADMIN.parse().unwrap())
+}
+
+fn metrics_at(admin: SocketAddr) -> Exposition {
+    let r = client::get(admin, "/metrics", &[]).unwrap();
     Exposition::parse(&r.body_text()).unwrap()
 }
 
-/// Polls `cond` until it holds or [`BOUND`] has passed.
-fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + BOUND;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// The ports `inject` is given in [`inject_ports_keep_ipv6`]: none of them a default.
+const INJECT_INBOUND: u16 = 5143;
+const INJECT_OUTBOUND: u16 = 5140;
+const INJECT_ADMIN: u16 = 5191;
+
+/// A pod injected with ports other than the defaults keeps IPv6 on every listener: the
+/// configuration `coremesh inject --inbound-port 5143 --outbound-port 5140 --admin-port
+/// 5191` writes, run with the rules it installs, carries an IPv6 client's call through
+/// inbound, an IPv6 call of the application through outbound (passed through), and
+/// answers the kubelet's probe on the pod's IPv6 address; IPv4 as well. Once per driver.
+#[test]
+fn inject_ports_keep_ipv6() {
+    if !can_run(
+        "inject_ports_keep_ipv6",
+        &[
+            "iptables",
+            "ip6tables",
+            "iptables-save",
+            "ip6tables-save",
+            "setpriv",
+        ],
+    ) {
+        return;
     }
-    false
+    for (i, driver) in DRIVERS.into_iter().enumerate() {
+        eprintln!("injected ports on {}", driver_name(driver));
+        injected_ports(driver, 11 + i as u8);
+    }
+}
+
+fn injected_ports(driver: Driver, subnet: u8) {
+    let pair = Pair::new(subnet).unwrap_or_else(|e| panic!("{e:#}"));
+    let (client_ns, app_ns) = (&pair.a, &pair.b);
+    let saves = ["iptables-save", "ip6tables-save"];
+    let before: Vec<String> = saves.iter().map(|s| app_ns.nat_rules(s).unwrap()).collect();
+    let app = app_ns
+        .enter(|| {
+            Upstream::start("app", |req| {
+                coremesh_tests::Action::Respond(coremesh_tests::Response::ok(format!(
+                    "xff={}",
+                    req.header("x-forwarded-for").unwrap_or_default()
+                )))
+            })
+        })
+        .unwrap();
+    let app = app_ns.guard(app);
+    let elsewhere = client_ns
+        .enter(|| http_server(&format!("{}:0", pair.a_addr), b"elsewhere"))
+        .unwrap();
+    let elsewhere6 = client_ns
+        .enter(|| http_server(&format!("[{}]:0", pair.a_addr6), b"elsewhere6"))
+        .unwrap();
+
+    let args = coremesh::cli::inject::sidecar::SidecarArgs {
+        inbound_port: INJECT_INBOUND,
+        outbound_port: INJECT_OUTBOUND,
+        admin_port: INJECT_ADMIN,
+        ..Default::default()
+    };
+    // What `inject` writes, on one core of the driver under test.
+    let text = args.default_config().replacen(
+        "[proxy]\n",
+        &format!("[proxy]\ncores = 1\ndriver = \"{}\"\n", driver_name(driver)),
+        1,
+    );
+    let dir = TempDir::new();
+    let config = dir.write("coremesh.toml", &text);
+    let proxy = ProxyProcess::start(app_ns, &config, &dir);
+    let admin = SocketAddr::from(([127, 0, 0, 1], INJECT_ADMIN));
+    let ready = app_ns
+        .enter(|| {
+            wait_until(|| {
+                client::get(admin, "/ready", &[])
+                    .map(|r| r.status == 200)
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap();
+    assert!(ready, "not ready within {BOUND:?}\n{}", proxy.log());
+    let uid = PROXY_UID.to_string();
+    let ports = [
+        ("--inbound-port", INJECT_INBOUND),
+        ("--outbound-port", INJECT_OUTBOUND),
+        ("--admin-port", INJECT_ADMIN),
+    ]
+    .map(|(flag, port)| [flag.to_owned(), port.to_string()]);
+    let mut install = vec![
+        "iptables".to_owned(),
+        "install".to_owned(),
+        "--proxy-uid".to_owned(),
+        uid,
+    ];
+    install.extend(ports.into_iter().flatten());
+    let install: Vec<&str> = install.iter().map(String::as_str).collect();
+    app_ns
+        .run(coremesh_bin().to_str().unwrap(), &install)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // The kubelet's probe, on the pod's addresses (the rules never redirect the admin port).
+    for ip in [IpAddr::from(pair.b_addr), IpAddr::from(pair.b_addr6)] {
+        let r = client_ns
+            .enter(|| client::get(SocketAddr::new(ip, INJECT_ADMIN), "/ready", &[]))
+            .unwrap();
+        assert_eq!(
+            r.map(|r| r.status).ok(),
+            Some(200),
+            "/ready on {ip}\n{}",
+            proxy.log()
+        );
+    }
+    // Inbound, from the client, to the application's port on both of the pod's addresses.
+    let port = app.addr().port();
+    for (ip, client_ip) in [
+        (IpAddr::from(pair.b_addr), IpAddr::from(pair.a_addr)),
+        (IpAddr::from(pair.b_addr6), IpAddr::from(pair.a_addr6)),
+    ] {
+        let r = client_ns
+            .enter(|| client::get(SocketAddr::new(ip, port), "/hello", &[]))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("inbound to {ip}: {e}\n{}", proxy.log()));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body_text(), format!("xff={client_ip}"));
+    }
+    assert_eq!(app.requests_received(), 2);
+    // Outbound, from the application (root, not the proxy's uid): passed through, both
+    // families.
+    for (server, body) in [(&elsewhere, "elsewhere"), (&elsewhere6, "elsewhere6")] {
+        let r = app_ns
+            .enter(|| client::get(server.addr, "/", &[]))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("outbound to {}: {e}\n{}", server.addr, proxy.log()));
+        assert_eq!((r.status, r.body_text().as_str()), (200, body));
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    }
+    let counted = app_ns
+        .enter(|| {
+            wait_for_admin(|| {
+                let m = metrics_at(admin);
+                let side = |direction| {
+                    m.sum(
+                        "coremesh_sidecar_connections_total",
+                        &[("direction", direction)],
+                    )
+                };
+                let (inbound, outbound) = (side("inbound"), side("outbound"));
+                let passed = m.sum(
+                    "coremesh_requests_total",
+                    &[("direction", "outbound"), ("route", "passthrough")],
+                );
+                let done = inbound == 2.0 && outbound == 2.0 && passed == 2.0;
+                (
+                    done.then_some(()),
+                    format!("inbound {inbound} outbound {outbound} passthrough {passed}"),
+                )
+            })
+        })
+        .unwrap();
+    assert!(counted.is_ok(), "both families counted: {counted:?}");
+
+    proxy.stop();
+    app_ns
+        .run(coremesh_bin().to_str().unwrap(), &["iptables", "uninstall"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let after: Vec<String> = saves.iter().map(|s| app_ns.nat_rules(s).unwrap()).collect();
+    assert_eq!(after, before, "uninstall did not restore the nat tables");
 }
 
 /// A TCP echo on `addr`; counts connections.
@@ -482,58 +638,6 @@ fn banner_server(addr: &str) -> Arc<AtomicU64> {
     })
 }
 
-struct Elsewhere {
-    addr: SocketAddr,
-    connections: Arc<AtomicU64>,
-}
-
-/// One HTTP answer `body` per connection, after reading a request head.
-fn http_server(addr: &str, body: &'static [u8]) -> Elsewhere {
-    let listener = TcpListener::bind(addr).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = accept_loop(listener, move |mut s| {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        let _ = write!(
-            s,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = s.write_all(body);
-    });
-    Elsewhere { addr, connections }
-}
-
-fn serve(addr: &str, handle: impl Fn(TcpStream) + Send + Sync + 'static) -> Arc<AtomicU64> {
-    accept_loop(TcpListener::bind(addr).unwrap(), handle)
-}
-
-/// Accepts forever on a thread (the listener lives as long as the test process), one
-/// thread per connection; counts connections.
-fn accept_loop(
-    listener: TcpListener,
-    handle: impl Fn(TcpStream) + Send + Sync + 'static,
-) -> Arc<AtomicU64> {
-    let count = Arc::new(AtomicU64::new(0));
-    let counter = count.clone();
-    let handle = Arc::new(handle);
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let _ = s.set_read_timeout(Some(BOUND));
-            let h = handle.clone();
-            std::thread::spawn(move || h(s));
-        }
-    });
-    count
-}
-
 /// Writes `bytes` and reads everything back until the echo closes.
 fn echo_through(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let s = TcpStream::connect_timeout(&addr, BOUND).unwrap();
@@ -558,135 +662,6 @@ fn read_banner(addr: SocketAddr) -> Vec<u8> {
     c.read_exact_raw(BANNER.len()).unwrap()
 }
 
-/// A folder for the proxy's configuration and log, readable by the proxy's uid.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "cm-sidecar-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        set_mode(&p, 0o755);
-        TempDir(p)
-    }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        set_mode(&p, 0o644);
-        p
-    }
-}
-
-fn set_mode(p: &std::path::Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `coremesh run` in a namespace as [`PROXY_UID`]; killed on drop unless stopped.
-struct ProxyProcess {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl ProxyProcess {
-    fn start(ns: &Netns, config: &std::path::Path, dir: &TempDir) -> ProxyProcess {
-        let log = dir.0.join("proxy.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let uid = PROXY_UID.to_string();
-        let child = ns
-            .command("setpriv")
-            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--"])
-            .arg(coremesh_bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        ProxyProcess {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        format!(
-            "--- proxy log ---\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-
-    /// Sends the process signal `name` (e.g. `TERM`).
-    fn signal(&self, name: &str) {
-        if let Some(child) = &self.child {
-            let pid = child.id().to_string();
-            let sent = std::process::Command::new("kill")
-                .args([&format!("-{name}"), &pid])
-                .status()
-                .unwrap();
-            assert!(sent.success(), "kill -{name} {pid}");
-        }
-    }
-
-    /// Whether the process has not exited yet.
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// SIGTERM, and the exit status must be 0 within [`BOUND`].
-    fn stop(self) {
-        self.signal("TERM");
-        self.wait_exit();
-    }
-
-    /// The exit status must be 0 within [`BOUND`].
-    fn wait_exit(mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let mut status = None;
-        let _ = wait_until(|| {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        let log = self.log();
-        match status {
-            Some(s) => assert!(s.success(), "proxy exited with {s}\n{log}"),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("proxy still running {BOUND:?} after SIGTERM\n{log}");
-            }
-        }
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            if std::thread::panicking() {
-                eprintln!("{}", self.log());
-            }
-        }
-    }
-}
-
 /// A namespace without IPv6: the sides' default IPv6 listener is left out (the start does
 /// not fail), while an IPv6 address written in `listen` stops the start with its name.
 #[test]
@@ -705,10 +680,10 @@ fn without_ipv6_the_default_ipv6_listener_is_skipped_and_a_written_one_is_an_err
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
     }
-    let sidecar = |outbound: Option<&str>| {
+    let sidecar = |outbound: Option<&str>, admin: Option<&str>| {
         let mut config = coremesh_tests::proxy::base_config();
         config.proxy.listen = None;
-        config.proxy.admin = None;
+        config.proxy.admin = admin.map(|a| a.parse().unwrap());
         config.proxy.cores = 1;
         config.proxy.pin_cores = false;
         config.proxy.driver = Driver::Legacy;
@@ -721,22 +696,39 @@ fn without_ipv6_the_default_ipv6_listener_is_skipped_and_a_written_one_is_an_err
         config
     };
     // Sockets bound by the proxy's threads belong to the namespace they are started in.
-    let (defaults, written) = ns
+    // The admin server's pair (`*:P`, as `inject` writes it) is skipped the same way.
+    let (defaults, written, admin_written) = ns
         .enter(|| {
-            let defaults = coremesh::start(sidecar(None)).map(|handle| {
-                let addrs = handle.outbound_addrs().to_vec();
+            let defaults = coremesh::start(sidecar(None, Some("*:4191"))).map(|handle| {
+                let addrs = (handle.outbound_addrs().to_vec(), handle.admin_addr());
                 handle.shutdown();
                 addrs
             });
-            let written = coremesh::start(sidecar(Some("[::1]:4140"))).map(|h| h.shutdown());
-            (defaults, written)
+            let written = coremesh::start(sidecar(Some("[::1]:4140"), None)).map(|h| h.shutdown());
+            let admin_written =
+                coremesh::start(sidecar(None, Some("[::1]:4191"))).map(|h| h.shutdown());
+            (defaults, written, admin_written)
         })
         .unwrap();
     let defaults = defaults.unwrap_or_else(|e| panic!("the default pair must start: {e:#}"));
-    assert_eq!(defaults, vec![SocketAddr::from(([127, 0, 0, 1], 4140))]);
+    assert_eq!(
+        defaults,
+        (
+            vec![SocketAddr::from(([127, 0, 0, 1], 4140))],
+            Some(SocketAddr::from(([0, 0, 0, 0], 4191)))
+        )
+    );
     let error = written.err().map(|e| format!("{e:#}")).unwrap_or_default();
     assert!(
         error.starts_with("cannot listen for outbound on [::1]:4140: "),
+        "{error}"
+    );
+    let error = admin_written
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        error.starts_with("cannot listen for admin on [::1]:4191: "),
         "{error}"
     );
 }

@@ -53,8 +53,9 @@ impl AdminLimits {
     }
 }
 
-/// Serve until `shared.stopping` is set (then one connection wakes the accept).
-pub fn serve(listener: std::net::TcpListener, shared: Arc<AdminShared>) {
+/// Serve on every listener until [`AdminShared::stop_serving`]; the runtime's end then
+/// closes the listeners.
+pub fn serve(listeners: Vec<std::net::TcpListener>, shared: Arc<AdminShared>) {
     let limits = match shared.config.lock() {
         Ok(config) => AdminLimits::from_settings(&config.proxy),
         Err(_) => AdminLimits::from_settings(&ProxySettings::default()),
@@ -72,14 +73,38 @@ pub fn serve(listener: std::net::TcpListener, shared: Arc<AdminShared>) {
             return;
         }
     };
-    runtime.block_on(accept_loop(listener, shared, limits));
+    runtime.block_on(accept_all(listeners, shared, limits));
     runtime.shutdown_timeout(STOP_WAIT);
+}
+
+/// The connection slots every listener shares.
+#[derive(Clone)]
+struct Slots {
+    serving: Arc<Semaphore>,
+    refusing: Arc<Semaphore>,
+}
+
+/// Accept on each listener in a task of its own until the server is stopped.
+async fn accept_all(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<AdminShared>,
+    limits: AdminLimits,
+) {
+    let slots = Slots {
+        serving: Arc::new(Semaphore::new(limits.max_connections)),
+        refusing: Arc::new(Semaphore::new(limits.max_connections)),
+    };
+    for listener in listeners {
+        tokio::spawn(accept_loop(listener, shared.clone(), limits, slots.clone()));
+    }
+    shared.stop_accepting.notified().await;
 }
 
 async fn accept_loop(
     listener: std::net::TcpListener,
     shared: Arc<AdminShared>,
     limits: AdminLimits,
+    slots: Slots,
 ) {
     let listener = match listener
         .set_nonblocking(true)
@@ -91,8 +116,7 @@ async fn accept_loop(
             return;
         }
     };
-    let serving = Arc::new(Semaphore::new(limits.max_connections));
-    let refusing = Arc::new(Semaphore::new(limits.max_connections));
+    let Slots { serving, refusing } = slots;
     loop {
         let accepted = listener.accept().await;
         if shared.stopping.load(Ordering::SeqCst) {

@@ -16,6 +16,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod passthrough;
 pub mod stats;
+pub mod waiting;
 
 use crate::core::{ConnectionGuard, Core};
 use crate::http1::server::serve_conn;
@@ -144,7 +145,33 @@ pub async fn serve_side(
     };
     stats::count(&side.stats.connections);
     let mut client = Conn::new(stream, Vec::new());
-    let detection = detect(&mut client, dst_port, &side.detect).await;
+    // While it waits for its first bytes the connection holds no place under the core's
+    // `max_connections`: the waiting ones are bounded on their own, the oldest shed first
+    // (`waiting.rs`), so connections that send nothing cannot lock out one that speaks.
+    drop(counted);
+    let max_connections = core.defaults.max_connections;
+    let (ticket, shed) = waiting::on_this_core().enter(max_connections);
+    if shed > 0 {
+        side.stats
+            .shed
+            .fetch_add(shed, std::sync::atomic::Ordering::Relaxed);
+    }
+    let detection = monoio::select! {
+        detection = detect(&mut client, dst_port, &side.detect) => Some(detection),
+        () = ticket.shed() => None,
+    };
+    drop(ticket);
+    let Some(detection) = detection else {
+        tracing::debug!(direction = direction.label(), %peer, "shed while waiting in detection");
+        return;
+    };
+    let counted = core.connection_guard();
+    if core.connections() > max_connections {
+        // Decided, but the core already serves as many connections as it may.
+        let rejected = &core.stats.rejected_connections;
+        rejected.set(rejected.get() + 1);
+        return;
+    }
     let telemetry_side = direction.telemetry_side();
     opaque::record_detection(&core, telemetry_side, detection);
     // An HTTP/2 connection is told from HTTP/1 again by its preface when served.

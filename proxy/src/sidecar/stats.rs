@@ -4,7 +4,8 @@
 //! Families: `coremesh_sidecar_connections_total{direction}` (accepted and sent on),
 //! `coremesh_sidecar_refused_total{direction}` (destination is the proxy itself, or none),
 //! `coremesh_sidecar_connect_failures_total{direction}` (opaque: nothing could be
-//! reached). Detection and opaque bytes are counted per core by the transport families
+//! reached), `coremesh_sidecar_shed_total{direction}` (closed while waiting in detection
+//! to make room for a newer connection, see `sidecar/waiting.rs`). Detection and opaque bytes are counted per core by the transport families
 //! (`coremesh_detect_total`, `coremesh_tcp_connections_total`, `coremesh_tcp_bytes_total`).
 
 use super::Direction;
@@ -18,6 +19,7 @@ pub struct SideStats {
     pub connections: AtomicU64,
     pub refused: AtomicU64,
     pub connect_failures: AtomicU64,
+    pub shed: AtomicU64,
 }
 
 pub fn count(counter: &AtomicU64) {
@@ -48,7 +50,7 @@ pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
         return;
     }
     type Pick = fn(&SideStats) -> &AtomicU64;
-    let families: [(&str, &str, Pick); 3] = [
+    let families: [(&str, &str, Pick); 4] = [
         (
             "connections",
             "Connections a sidecar side accepted and sent on.",
@@ -63,6 +65,11 @@ pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
             "connect_failures",
             "Opaque connections closed because nothing could be reached.",
             |s| &s.connect_failures,
+        ),
+        (
+            "shed",
+            "Connections closed while waiting in detection, to make room for newer ones.",
+            |s| &s.shed,
         ),
     ];
     for (name, help, pick) in families {

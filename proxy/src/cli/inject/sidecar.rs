@@ -267,8 +267,8 @@ impl SidecarArgs {
     fn check_config(&self, text: &str, origin: &str) -> anyhow::Result<()> {
         let config = coremesh_discovery::parse_config(text, origin)
             .map_err(|errors| anyhow::anyhow!("{errors}"))?;
-        match config.proxy.admin {
-            Some(admin) if admin.port() == self.admin_port => {}
+        match &config.proxy.admin {
+            Some(admin) if admin.addrs().iter().any(|a| a.port() == self.admin_port) => {}
             _ => bail!(
                 "{origin}: [proxy] admin must listen on port {} (--admin-port): the kubelet \
                  probes /ready there",
@@ -315,23 +315,25 @@ impl SidecarArgs {
     }
 
     /// The configuration the proxy runs with unless `--config` gives one: the admin server
-    /// on all addresses (for the kubelet's probes), both sides, JSON logs; no services, so
-    /// every outbound connection passes through to where the application sent it.
+    /// on all addresses of both families (for the kubelet's probes), both sides, JSON
+    /// logs; no services, so every outbound connection passes through to where the
+    /// application sent it.
     pub fn default_config(&self) -> String {
-        // On the default ports a side keeps its default addresses, IPv4 and IPv6 (the IPv6
-        // one left out in a pod without IPv6), as the ip6tables rules redirect there too;
-        // on another port it listens on IPv4 alone.
-        let listen = |port: u16, default: u16, v4: &str, v6: &str| {
+        // Every listener is on IPv4 and IPv6 (the IPv6 address left out in a pod without
+        // IPv6), as the ip6tables rules redirect there too and the kubelet may probe over
+        // IPv6: on the default ports a side's default addresses, on another port the same
+        // pair written `*:P` (inbound) or `localhost:P` (outbound).
+        let listen = |port: u16, default: u16, pair: &str, v4: &str, v6: &str| {
             if port == default {
                 format!("# {v4}:{port} and [{v6}]:{port}, the default.\n")
             } else {
-                format!("listen = \"{v4}:{port}\"\n")
+                format!("listen = \"{pair}:{port}\"  # {v4}:{port} and [{v6}]:{port}\n")
             }
         };
         format!(
             "# Written by `coremesh inject`.\n\
              [proxy]\n\
-             admin = \"0.0.0.0:{admin}\"\n\
+             admin = \"*:{admin}\"  # 0.0.0.0:{admin} and [::]:{admin}\n\
              pin_cores = false\n\
              log_format = \"json\"\n\
              # A native sidecar is signalled after the application has exited: exit as\n\
@@ -344,10 +346,17 @@ impl SidecarArgs {
              [outbound]\n\
              {outbound}",
             admin = self.admin_port,
-            inbound = listen(self.inbound_port, DEFAULT_INBOUND_PORT, "0.0.0.0", "::"),
+            inbound = listen(
+                self.inbound_port,
+                DEFAULT_INBOUND_PORT,
+                "*",
+                "0.0.0.0",
+                "::"
+            ),
             outbound = listen(
                 self.outbound_port,
                 DEFAULT_OUTBOUND_PORT,
+                "localhost",
                 "127.0.0.1",
                 "::1"
             ),
@@ -610,6 +619,8 @@ fn check_cidr(text: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    use coremesh_discovery::Listen;
+
     #[test]
     fn quantities_are_checked() {
         for good in ["100m", "1", "0.5", "64Mi", "1Gi", "128M", "1e3", "2E-1"] {
@@ -655,14 +666,28 @@ mod tests {
             Ok(config) => config,
             Err(errors) => panic!("{errors}"),
         };
-        assert_eq!(config.proxy.admin, Some(([0, 0, 0, 0], 5191).into()));
+        // Each listener is a pair of both families whose IPv6 address may be left out.
+        let pair = |listen: Option<Listen>| {
+            listen.map(|l| {
+                let addrs = l.addrs().to_vec();
+                let skipped: Vec<bool> = addrs.iter().map(|a| l.may_skip(*a)).collect();
+                (addrs, skipped)
+            })
+        };
+        let both = |v4: &str, v6: &str| {
+            Some((
+                vec![v4.parse().unwrap(), v6.parse().unwrap()],
+                vec![false, true],
+            ))
+        };
+        assert_eq!(pair(config.proxy.admin), both("0.0.0.0:5191", "[::]:5191"));
         assert_eq!(
-            config.inbound.map(|side| side.side.listen),
-            Some(std::net::SocketAddr::from(([0, 0, 0, 0], 5143)).into())
+            pair(config.inbound.map(|side| side.side.listen)),
+            both("0.0.0.0:5143", "[::]:5143")
         );
         assert_eq!(
-            config.outbound.map(|side| side.listen),
-            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 5140)).into())
+            pair(config.outbound.map(|side| side.listen)),
+            both("127.0.0.1:5140", "[::1]:5140")
         );
         assert_eq!(config.proxy.log_format, coremesh_discovery::LogFormat::Json);
         assert_eq!(

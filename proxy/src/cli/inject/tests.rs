@@ -205,7 +205,7 @@ fn a_deployment_gets_the_init_container_and_the_native_sidecar() {
         .value
         .as_deref()
         .expect("value")
-        .contains("admin = \"0.0.0.0:4191\""));
+        .contains("admin = \"*:4191\""));
 
     // The application's container, its strings that look like YAML 1.1 booleans and
     // numbers included, and the other document are as they were.
