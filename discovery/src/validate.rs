@@ -415,7 +415,7 @@ fn check_settings(path: &FieldPath, settings: &Settings, out: &mut Violations) {
         out.push(
             path.key("client_keepalive_linger_ms"),
             format!(
-                "{linger} is outside 0..={}",
+                "{linger} is outside 0 to {}",
                 crate::model::MAX_CLIENT_KEEPALIVE_LINGER_MS
             ),
         );
