@@ -16,10 +16,13 @@
 //! Within a tier, `Kind::LeastLatency` scores every eligible endpoint of a small service
 //! (at most `scan_all_up_to`, default 8) and takes the lowest score; in a larger one it
 //! draws two distinct endpoints at random and takes the lower (power of two choices). Scores
-//! within [`TIE_TOLERANCE`] of the best are a tie, broken at random — and so is an endpoint
-//! with too few samples to judge (a new one gets its first few requests whatever its first
-//! answer said) — except that an endpoint that failed recently is never tied with a better
-//! one. `Kind::Random` takes
+//! within [`TIE_TOLERANCE`] of the best are a tie — and so is an endpoint with too few
+//! samples to judge (a new one gets its first few requests whatever its first answer said)
+//! — except that an endpoint that failed recently is never tied with a better one. A tie
+//! goes to the endpoint with the fewest requests in flight, and among equal counts to a
+//! random one: endpoints that look alike then keep level queues (a random draw let them
+//! drift apart as far as the band, and the longer queue set the tail), while under
+//! sequential load, where nothing is in flight, they still share at random. `Kind::Random` takes
 //! one at random, `Kind::RoundRobin` the next in turn. Random draws reject ineligible
 //! endpoints a few times before falling back to listing the eligible ones, so a choice
 //! costs O(1) in the common case even for thousands of endpoints, and nothing allocates
@@ -43,7 +46,7 @@ const SAMPLE_ATTEMPTS: usize = 8;
 pub(crate) const SCAN_ALL_LIMIT: usize = 16;
 
 /// Two least-latency scores within this ratio of each other (the larger at most 1.25 × the
-/// smaller) are a tie, broken at random. Estimates of identical endpoints differ by the
+/// smaller) are a tie (see the module doc for how it is broken). Estimates of identical endpoints differ by the
 /// noise of the samples they happen to have seen — peak-EWMA keeps the largest recent one,
 /// and latencies of a healthy service commonly spread by ±20 % — so a strict comparison
 /// would hand every request to whichever was luckiest and starve the unluckiest under
@@ -136,16 +139,22 @@ impl ServiceBalancer {
                     self.score_of(a, now, penalty),
                     self.score_of(b, now, penalty),
                 );
-                // `a` is the first of two random draws: a tie goes to either at random —
-                // unless the worse one is failing.
+                // `a` is the first of two random draws: a tie goes to the one with fewer
+                // requests in flight, else to either at random — unless the worse one is
+                // failing.
                 let tie = if self.is_failing(a, now) || self.is_failing(b, now) {
                     false
                 } else {
                     self.is_untested(a)
                         || self.is_untested(b)
-                        || score_b * (1.0 + TIE_TOLERANCE) >= score_a
+                        || (score_b * (1.0 + TIE_TOLERANCE) >= score_a
+                            && score_a * (1.0 + TIE_TOLERANCE) >= score_b)
                 };
-                Some(if !tie && score_b < score_a { b } else { a })
+                if tie {
+                    let (na, nb) = (self.endpoints[a].in_flight, self.endpoints[b].in_flight);
+                    return Some(if nb < na { b } else { a });
+                }
+                Some(if score_b < score_a { b } else { a })
             }
             Kind::Random => {
                 sample(&self.endpoints, &mut self.scratch, rng, &eligible, 1).map(|(a, _)| a)
@@ -165,7 +174,8 @@ impl ServiceBalancer {
 
 impl ServiceBalancer {
     /// The eligible endpoint with the lowest score, scoring all of them (a small service);
-    /// endpoints within [`TIE_TOLERANCE`] of the lowest are a tie, broken at random.
+    /// endpoints within [`TIE_TOLERANCE`] of the lowest are a tie, which goes to the fewest
+    /// in flight, then at random.
     fn best_of_all(
         &mut self,
         now: Instant,
@@ -196,9 +206,15 @@ impl ServiceBalancer {
             let v = scores[i];
             v == best || (v.is_finite() && may_tie[i] && (v <= band || untested[i]))
         };
-        let ties = (0..n).filter(|&i| tied(i)).count();
+        // Among the tied, the fewest requests in flight; equal counts at random.
+        let fewest = (0..n)
+            .filter(|&i| tied(i))
+            .map(|i| self.endpoints[i].in_flight)
+            .min()?;
+        let candidate = |i: usize| tied(i) && self.endpoints[i].in_flight == fewest;
+        let ties = (0..n).filter(|&i| candidate(i)).count();
         let pick = if ties > 1 { rng.gen_range(0..ties) } else { 0 };
-        (0..n).filter(|&i| tied(i)).nth(pick)
+        (0..n).filter(|&i| candidate(i)).nth(pick)
     }
 }
 

@@ -29,6 +29,17 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 15_000;
 /// An idle client keep-alive connection is closed after this long.
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// After a response to a keep-alive client that sends its requests back to back, its
+/// connection keeps its buffer and a read posted for this long before it waits for the next
+/// request without a buffer: the next request (under load typically within a millisecond)
+/// is then read with one submission instead of a wait for readability and a read, while a
+/// connection that goes quiet holds its buffer only this long. Five milliseconds covers the
+/// gaps of a loaded two-CPU machine (2 ms let 16% of the reads of a saturated benchmark
+/// expire, 10 ms none).
+pub const DEFAULT_CLIENT_KEEPALIVE_LINGER_MS: u64 = 5;
+/// Longest `client_keepalive_linger_ms`: beyond a second a lingering connection is an
+/// idle one holding a buffer.
+pub const MAX_CLIENT_KEEPALIVE_LINGER_MS: u64 = 1_000;
 /// Idle upstream connections kept per endpoint on each core.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
 /// An idle pooled upstream connection is closed after this long (below typical server
@@ -423,6 +434,11 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     #[serde(default = "d_client_idle_timeout_ms")]
     pub client_idle_timeout_ms: u64,
+    /// After a response to a client sending back to back, its connection keeps its buffer
+    /// and a read posted this long before waiting without a buffer (0: never). `[defaults]`
+    /// only.
+    #[serde(default = "d_client_keepalive_linger_ms")]
+    pub client_keepalive_linger_ms: u64,
     #[serde(default = "d_pool_max_idle")]
     pub pool_max_idle: usize,
     #[serde(default = "d_pool_idle_timeout_ms")]
@@ -488,6 +504,7 @@ impl Default for Settings {
             connect_timeout_ms: d_connect_timeout_ms(),
             request_timeout_ms: d_request_timeout_ms(),
             client_idle_timeout_ms: d_client_idle_timeout_ms(),
+            client_keepalive_linger_ms: d_client_keepalive_linger_ms(),
             pool_max_idle: d_pool_max_idle(),
             pool_idle_timeout_ms: d_pool_idle_timeout_ms(),
             max_connections: d_max_connections(),
@@ -558,6 +575,8 @@ impl Settings {
             client_idle_timeout_ms: o
                 .client_idle_timeout_ms
                 .unwrap_or(self.client_idle_timeout_ms),
+            // A connection's setting, before any service is known: not overridden.
+            client_keepalive_linger_ms: self.client_keepalive_linger_ms,
             pool_max_idle: o.pool_max_idle.unwrap_or(self.pool_max_idle),
             pool_idle_timeout_ms: o.pool_idle_timeout_ms.unwrap_or(self.pool_idle_timeout_ms),
             max_connections: o.max_connections.unwrap_or(self.max_connections),
@@ -873,6 +892,9 @@ fn d_request_timeout_ms() -> u64 {
 }
 fn d_client_idle_timeout_ms() -> u64 {
     DEFAULT_CLIENT_IDLE_TIMEOUT_MS
+}
+fn d_client_keepalive_linger_ms() -> u64 {
+    DEFAULT_CLIENT_KEEPALIVE_LINGER_MS
 }
 fn d_pool_max_idle() -> usize {
     DEFAULT_POOL_MAX_IDLE

@@ -431,6 +431,16 @@ fn numeric_overrides(o: &SettingsOverride) -> [(&'static str, Option<u64>); 10] 
 }
 
 fn check_settings(path: &FieldPath, settings: &Settings, out: &mut Violations) {
+    let linger = settings.client_keepalive_linger_ms;
+    if linger > crate::model::MAX_CLIENT_KEEPALIVE_LINGER_MS {
+        out.push(
+            path.key("client_keepalive_linger_ms"),
+            format!(
+                "{linger} is outside 0 to {}",
+                crate::model::MAX_CLIENT_KEEPALIVE_LINGER_MS
+            ),
+        );
+    }
     let all = SettingsOverride {
         header_read_timeout_ms: Some(settings.header_read_timeout_ms),
         max_header_bytes: Some(settings.max_header_bytes),

@@ -603,3 +603,28 @@ fn overlaps_keeps_the_two_families_apart_as_they_are_bound() {
     assert!(!serves(a("127.0.0.1:4143"), a("0.0.0.0:4143")));
     assert!(serves(a("127.0.0.1:4140"), a("[::ffff:127.0.0.1]:4140")));
 }
+
+#[test]
+fn keepalive_linger_is_bounded_and_only_in_defaults() {
+    let text = "[defaults]\nclient_keepalive_linger_ms = 1001\n";
+    assert_eq!(
+        errors(text),
+        vec!["v.toml:2:1: field `defaults.client_keepalive_linger_ms`: 1001 is outside 0 to 1000"]
+    );
+    for ms in [0, 1000] {
+        let config = Config {
+            defaults: Settings {
+                client_keepalive_linger_ms: ms,
+                ..Settings::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(validate(&config), vec![], "{ms}");
+    }
+    assert_eq!(Settings::default().client_keepalive_linger_ms, 5);
+    // A connection's setting: a service cannot override it.
+    let per_service = format!("{SERVICES}client_keepalive_linger_ms = 1\n");
+    let got = errors(&per_service);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("client_keepalive_linger_ms"), "{got:?}");
+}

@@ -133,7 +133,7 @@ fn fastest_endpoint_wins_most_choices() {
     });
     let slow = counts[1].1;
     assert!(slow < 50, "slow endpoint got {slow} of 1000");
-    assert_eq!(slow, 6, "seed-fixed count");
+    assert_eq!(slow, 5, "seed-fixed count");
 }
 
 /// Endpoints that answer in a fixed time whatever their load (nothing queues): the fastest
@@ -153,7 +153,7 @@ fn fastest_of_several_wins_under_load() {
     });
     let got: Vec<usize> = counts.iter().map(|c| c.1).collect();
     assert!(got[0] > 1900, "{got:?}");
-    assert_eq!(got, [1965, 12, 11, 12], "seed-fixed counts");
+    assert_eq!(got, [1971, 10, 9, 10], "seed-fixed counts");
 }
 
 #[test]
@@ -180,14 +180,36 @@ fn in_flight_load_spreads_traffic() {
         sim.request(b, 2 * MS, Outcome::Success);
     }
     // a: 1 ms per request in flight, b: 2 ms. Idle, a wins; with one request out on a, the
-    // next one there is predicted at 2 ms, a tie with b; with two out, 3 ms: b wins.
+    // next one there is predicted at 2 ms, a tie with b, which has fewer in flight; with
+    // two out, 3 ms: b wins outright.
     assert_eq!(sim.choose(), a);
     sim.bal.on_dispatch(a);
     let tie: Vec<SocketAddr> = (0..20).map(|_| sim.choose()).collect();
-    assert!(tie.contains(&a) && tie.contains(&b), "{tie:?}");
+    assert!(tie.iter().all(|&x| x == b), "{tie:?}");
     sim.bal.on_dispatch(a);
     assert_eq!(sim.choose(), b);
     assert_eq!(sim.view(a).in_flight, 2);
+}
+
+/// Two endpoints with the same history score within the tie band of each other at any
+/// load: the tie goes to the one with fewer requests in flight, so their queues stay level
+/// (a random draw let them drift apart up to the band, and the longer queue set the tail:
+/// under the former rule they stood at 5 and 7 after twelve choices).
+#[test]
+fn tied_endpoints_keep_their_requests_in_flight_level() {
+    let mut sim = Sim::new(&[1, 2], BalancerConfig::default());
+    let (a, b) = (addr(1), addr(2));
+    for _ in 0..10 {
+        sim.request(a, MS, Outcome::Success);
+        sim.request(b, MS, Outcome::Success);
+    }
+    for _ in 0..32 {
+        let chosen = sim.choose();
+        sim.bal.on_dispatch(chosen);
+        let (na, nb) = (sim.view(a).in_flight, sim.view(b).in_flight);
+        assert!(na.abs_diff(nb) <= 1, "{na} and {nb} in flight");
+    }
+    assert_eq!((sim.view(a).in_flight, sim.view(b).in_flight), (16, 16));
 }
 
 #[test]

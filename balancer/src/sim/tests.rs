@@ -64,7 +64,7 @@ fn slow_endpoint_is_shunned_at_every_concurrency() {
     }
     assert_eq!(
         got,
-        [(0, 2032), (0, 15615), (0, 15962), (4, 15934)],
+        [(0, 2032), (0, 15961), (0, 15962), (4, 15934)],
         "seed-fixed (slow attempts, completed)"
     );
 }
@@ -84,7 +84,7 @@ fn the_load_product_and_peak_ewma_send_the_slow_endpoint_a_share_under_load() {
             got.push(r.attempts_of("slow"));
         }
     }
-    assert_eq!(got, [264, 728, 241, 609], "seed-fixed slow attempts");
+    assert_eq!(got, [267, 733, 241, 609], "seed-fixed slow attempts");
 }
 
 #[test]
@@ -110,7 +110,7 @@ fn slow_endpoint_takes_the_excess_when_the_fast_pair_cannot() {
     assert!(r.p999 < Duration::from_millis(200), "{:?}", r.p999);
     assert_eq!(
         (under, r.attempts_of("slow"), r.completed),
-        (0, 4036, 19667),
+        (0, 4045, 19763),
         "seed-fixed"
     );
 }
@@ -132,7 +132,7 @@ fn the_demo_tail_is_protected() {
             old.attempts_of("slow"),
             old.attempts_of("flaky")
         ),
-        (0, 32, 136, 164),
+        (0, 37, 136, 148),
         "seed-fixed (slow, flaky) attempts, new and former score"
     );
 }
@@ -161,7 +161,7 @@ fn a_partly_failing_endpoint_still_serves_when_the_others_queue() {
             old.completed,
             idle.attempts_of("flaky")
         ),
-        (17893, 2370, 16334, 29),
+        (18572, 3212, 16317, 39),
         "seed-fixed"
     );
 }
@@ -240,11 +240,34 @@ fn a_retry_on_a_fresh_endpoint_does_not_wait_the_back_off() {
             19770,
             vec![
                 (19976, 2, 19943, 2),
-                (40038, 14, 40041, 15),
-                (41121, 272, 40983, 234),
-                (46814, 1720, 45965, 1497)
+                (40049, 18, 40038, 14),
+                (41111, 261, 41161, 274),
+                (50064, 2530, 45539, 1395)
             ]
         ),
         "seed-fixed (completed, retries) new and former rule"
+    );
+}
+
+#[test]
+fn tied_fast_endpoints_keep_level_queues_and_the_tail_stays_short() {
+    // The benchmark's flaky sweep at 64 connections: the two fast endpoints score within
+    // the tie band of each other. Ties going to the one with fewer requests in flight keep
+    // their queues level, and the tail is no longer than least-connections' (which balances
+    // queues exactly); a random tie-break let the queues drift apart, p99 4.48 ms against
+    // least-connections' 4.26 ms.
+    let s = presets::flaky_loopback(closed(64));
+    let r = sim(&s, &Policy::predicted());
+    let least = sim(&s, &Policy::LeastConnections);
+    assert!(r.p99 <= least.p99, "{:?} against {:?}", r.p99, least.p99);
+    assert_eq!(r.errors, 0);
+    assert_eq!(
+        (r.completed, r.p99, least.p99),
+        (
+            50064,
+            Duration::from_micros(4045),
+            Duration::from_micros(4263)
+        ),
+        "seed-fixed"
     );
 }

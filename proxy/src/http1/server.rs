@@ -9,9 +9,10 @@ use crate::http1::forward::{forward, Exchange, ForwardResult};
 use crate::http1::rewrite::{error_response, request_head, RequestAdditions};
 use crate::pipeline::attempt::Policy;
 use crate::pipeline::{plan, record, Origin, RequestState};
-use crate::transport::conn::{Conn, Fill};
+use crate::transport::conn::{is_cancelled, Conn, Fill};
 use crate::transport::idle_timer::IdleSlot;
 use coremesh_discovery::Settings;
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -121,6 +122,24 @@ struct Idle {
     first: bool,
     /// When the last response ended (the drain timeout counts from it).
     last_response: Instant,
+    /// The wait for a request found the connection readable: its next read does not wait.
+    readable: bool,
+    /// The client sends its requests back to back: the last one came within the linger
+    /// of the response before it, so the read lingers after each response.
+    busy: bool,
+    /// Cancels the read that lingers after a response ([`linger_for_request`]): made once
+    /// per busy spell, dropped when the connection goes idle.
+    linger: Option<Canceller>,
+}
+
+/// What reading the first bytes of a request found.
+enum FirstBytes {
+    /// Bytes are buffered.
+    Read,
+    /// Nothing came while the read lingered: wait for the next request without a buffer.
+    Quiet,
+    /// The peer closed or the time ran out: close the connection quietly.
+    Closed,
 }
 
 /// Serve one client connection; `_counted` keeps it in the core's connection count (taken
@@ -163,9 +182,12 @@ pub fn serve_conn(
         let mut idle = Idle {
             first: true,
             last_response: Instant::now(),
+            readable: false,
+            busy: false,
+            linger: None,
         };
         loop {
-            if !wait_for_request(&core, &mut client, &slot, &idle).await {
+            if !wait_for_request(&core, &mut client, &slot, &mut idle).await {
                 break;
             }
             let mut scratch = lend_scratch(&core, peer, origin);
@@ -228,8 +250,12 @@ async fn serve_requests(
     idle: &mut Idle,
 ) -> Next {
     loop {
-        if client.buffered() == 0 && !read_first_bytes(core, client, slot, idle).await {
-            return Next::Close;
+        if client.buffered() == 0 {
+            match read_first_bytes(core, client, slot, idle).await {
+                FirstBytes::Read => {}
+                FirstBytes::Quiet => return Next::KeepAlive,
+                FirstBytes::Closed => return Next::Close,
+            }
         }
         if idle.first && starts_http2(core, client).await {
             return Next::Http2;
@@ -252,7 +278,7 @@ async fn serve_requests(
         let next = handle(core, client, scratch).await;
         idle.last_response = Instant::now();
         match next {
-            Next::KeepAlive if client.buffered() > 0 => continue,
+            Next::KeepAlive => continue,
             next => return next,
         }
     }
@@ -352,7 +378,7 @@ async fn wait_for_request(
     core: &Core,
     client: &mut Conn,
     slot: &IdleSlot<'_>,
-    state: &Idle,
+    state: &mut Idle,
 ) -> bool {
     if client.buffered() > 0 {
         return true;
@@ -361,28 +387,78 @@ async fn wait_for_request(
         core.recycle(std::mem::take(&mut client.buf));
         client.start = 0;
     }
+    state.linger = None;
     let idle = idle_limit(core, state);
     let readable = std::pin::pin!(client.stream.readable(false));
     let result = wait_while_idle(core, slot, readable, idle, state.last_response).await;
-    matches!(result, Some(Ok(())))
+    state.readable = matches!(result, Some(Ok(())));
+    state.readable
 }
 
-/// Read the first bytes of a request into a buffer from the core, once the connection is
-/// readable: the read does not wait, but stays under the idle limits all the same. False:
-/// close the connection quietly (peer closed, or the time ran out).
+/// Read the first bytes of a request. On a connection found readable, into a buffer from
+/// the core: the read does not wait, but stays under the idle limits all the same. Right
+/// after a response, into the buffer the connection still holds, lingering for the next
+/// request ([`linger_for_request`]).
 async fn read_first_bytes(
     core: &Core,
     client: &mut Conn,
     slot: &IdleSlot<'_>,
-    state: &Idle,
-) -> bool {
+    state: &mut Idle,
+) -> FirstBytes {
+    if !std::mem::take(&mut state.readable) {
+        return linger_for_request(core, client, state).await;
+    }
     if client.buf.capacity() == 0 {
         client.buf = core.buffer();
     }
     let idle = idle_limit(core, state);
     let fill = std::pin::pin!(client.fill(core.defaults.max_header_bytes));
     let result = wait_while_idle(core, slot, fill, idle, state.last_response).await;
-    matches!(result, Some(Ok(Fill::Read(_))))
+    match result {
+        Some(Ok(Fill::Read(_))) => {
+            let linger = Duration::from_millis(core.defaults.client_keepalive_linger_ms);
+            state.busy = !state.first && state.last_response.elapsed() <= linger;
+            FirstBytes::Read
+        }
+        _ => FirstBytes::Closed,
+    }
+}
+
+/// After a response to a busy client (one whose request came within the linger of the
+/// response before it), keep the connection's buffer with a read posted in it for
+/// `client_keepalive_linger_ms`: its next request is then read at once, with no wait for
+/// readability first (on io_uring one submission per request instead of two). When the
+/// linger passes the read is cancelled — a read that completed meanwhile keeps its bytes —
+/// and the connection goes back to the bufferless wait ([`wait_for_request`]) until it
+/// shows it is busy again. A client that sends one request now and then never lingers, so
+/// it holds no buffer between its requests and pays no cancel.
+async fn linger_for_request(core: &Core, client: &mut Conn, state: &mut Idle) -> FirstBytes {
+    let linger = Duration::from_millis(core.defaults.client_keepalive_linger_ms);
+    if linger.is_zero() || !state.busy || client.buf.capacity() == 0 {
+        return FirstBytes::Quiet;
+    }
+    let cancel = state.linger.get_or_insert_with(Canceller::new).handle();
+    let max = core.defaults.max_header_bytes;
+    let filled = {
+        let mut read = std::pin::pin!(client.fill_cancelable(max, cancel));
+        match monoio::time::timeout(linger, read.as_mut()).await {
+            Ok(filled) => filled,
+            Err(_) => {
+                if let Some(canceller) = state.linger.take() {
+                    drop(canceller.cancel());
+                }
+                read.await
+            }
+        }
+    };
+    match filled {
+        Ok(Fill::Read(_) | Fill::Full) => FirstBytes::Read,
+        Err(e) if is_cancelled(&e) => {
+            state.busy = false;
+            FirstBytes::Quiet
+        }
+        Ok(Fill::Eof) | Err(_) => FirstBytes::Closed,
+    }
 }
 
 /// Read until a whole request head is buffered; some of it already is.

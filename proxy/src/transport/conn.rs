@@ -3,7 +3,7 @@
 //! other side from that same buffer without copying.
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 use std::io;
 
@@ -60,8 +60,36 @@ impl Conn {
 
     /// Read more bytes, keeping at most `max` unconsumed bytes buffered.
     pub async fn fill(&mut self, max: usize) -> io::Result<Fill> {
-        if self.buffered() >= max {
+        let Some(len) = self.make_room(max) else {
             return Ok(Fill::Full);
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = self.stream.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        self.count(res)
+    }
+
+    /// [`fill`](Self::fill) with a read that `cancel` can stop: a cancelled read gives the
+    /// buffer back and ends with the error `ECANCELED` (see [`is_cancelled`]), or with the bytes
+    /// it had already read when the cancel came too late — so nothing is lost either way.
+    pub async fn fill_cancelable(&mut self, max: usize, cancel: CancelHandle) -> io::Result<Fill> {
+        let Some(len) = self.make_room(max) else {
+            return Ok(Fill::Full);
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = self
+            .stream
+            .cancelable_read(buf.slice_mut(len..), cancel)
+            .await;
+        self.buf = slice.into_inner();
+        self.count(res)
+    }
+
+    /// Make room for a read; the length the read appends at, `None` when `max` unconsumed
+    /// bytes are buffered already.
+    fn make_room(&mut self, max: usize) -> Option<usize> {
+        if self.buffered() >= max {
+            return None;
         }
         if self.start >= self.buf.len() {
             // Nothing unconsumed (or the buffer went with a cancelled read): start afresh.
@@ -80,10 +108,10 @@ impl Conn {
                 .min(self.buf.capacity().max(4096));
             self.buf.reserve(room.max(1));
         }
-        let buf = std::mem::take(&mut self.buf);
-        let len = buf.len();
-        let (res, slice) = self.stream.read(buf.slice_mut(len..)).await;
-        self.buf = slice.into_inner();
+        Some(self.buf.len())
+    }
+
+    fn count(&mut self, res: io::Result<usize>) -> io::Result<Fill> {
         match res {
             Ok(0) => Ok(Fill::Eof),
             Ok(n) => {
@@ -143,6 +171,11 @@ pub async fn write_vec(stream: &mut TcpStream, bytes: Vec<u8>) -> (io::Result<()
     (res.map(|_| ()), bytes)
 }
 
+/// Whether a read ended because it was cancelled (see [`Conn::fill_cancelable`]).
+pub fn is_cancelled(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ECANCELED)
+}
+
 /// What a non-blocking peek at a socket's receive queue finds.
 #[derive(Debug, PartialEq, Eq)]
 enum Peek {
@@ -186,4 +219,99 @@ pub fn idle_conn_is_alive(stream: &TcpStream) -> bool {
 /// Whether the peer sent bytes that nobody has read yet. Peeks without blocking.
 pub fn has_unread_bytes(stream: &TcpStream) -> bool {
     peek(stream) == Peek::Bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_cancelled, Conn, Fill};
+    use monoio::io::Canceller;
+    use monoio::net::TcpStream;
+    use std::future::Future;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::task::{Context, Waker};
+    use std::time::Duration;
+
+    /// Runs the test body on the io_uring driver (where the kernel offers it) and on the
+    /// legacy one.
+    fn on_each_driver<F: Future<Output = ()>>(body: impl Fn() -> F) {
+        if let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            rt.block_on(body());
+        }
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("legacy runtime")
+            .block_on(body());
+    }
+
+    /// Our connection (with an empty 4 KiB buffer) and the peer's end of it.
+    async fn pair() -> (Conn, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let ours = TcpStream::connect(addr).await.expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        (Conn::new(ours, Vec::with_capacity(4096)), theirs)
+    }
+
+    #[test]
+    fn a_cancelled_read_gives_the_buffer_back_and_the_next_read_gets_the_bytes() {
+        on_each_driver(|| async {
+            let (mut conn, mut theirs) = pair().await;
+            let canceller = Canceller::new();
+            {
+                let mut read = std::pin::pin!(conn.fill_cancelable(1024, canceller.handle()));
+                // Posted: nothing to read yet.
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(read.as_mut().poll(&mut cx).is_pending());
+                drop(canceller.cancel());
+                let err = read.await.expect_err("cancelled before any byte");
+                assert!(is_cancelled(&err), "{err}");
+            }
+            assert_eq!(conn.buf.capacity(), 4096, "the buffer came back");
+            assert_eq!(conn.buffered(), 0);
+            theirs.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+            assert_eq!(conn.fill(1024).await.expect("read"), Fill::Read(18));
+            assert_eq!(conn.data(), b"GET / HTTP/1.1\r\n\r\n");
+        });
+    }
+
+    #[test]
+    fn bytes_that_arrive_before_the_cancel_are_read_once_whoever_wins() {
+        on_each_driver(|| async {
+            // With the driver's turns in between, the read is in flight (and may complete)
+            // before the cancel; without, the read and the cancel go in together.
+            for turns in [false, true] {
+                let (mut conn, mut theirs) = pair().await;
+                let canceller = Canceller::new();
+                let sent = b"GET /late HTTP/1.1\r\n\r\n";
+                let first = {
+                    let mut read = std::pin::pin!(conn.fill_cancelable(1024, canceller.handle()));
+                    let mut cx = Context::from_waker(Waker::noop());
+                    assert!(read.as_mut().poll(&mut cx).is_pending());
+                    if turns {
+                        monoio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    theirs.write_all(sent).expect("write");
+                    if turns {
+                        monoio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    drop(canceller.cancel());
+                    read.await
+                };
+                match first {
+                    Ok(Fill::Read(n)) => assert_eq!(n, sent.len()),
+                    Err(e) if is_cancelled(&e) => {
+                        let again = conn.fill(1024).await.expect("read");
+                        assert_eq!(again, Fill::Read(sent.len()));
+                    }
+                    other => panic!("turns {turns}: {other:?}"),
+                }
+                assert_eq!(conn.data(), sent, "turns {turns}");
+            }
+        });
+    }
 }
