@@ -155,6 +155,8 @@ pub struct UpstreamStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub connections: AtomicU64,
+    /// Of `requests`, those that came over HTTP/2.
+    pub h2_requests: AtomicU64,
 }
 
 /// The counters as JSON (the answer to [`STATS_PATH`]).
@@ -163,6 +165,9 @@ pub struct StatsSnapshot {
     pub requests: u64,
     pub errors: u64,
     pub connections: u64,
+    /// Of `requests`, those that came over HTTP/2.
+    #[serde(default)]
+    pub h2_requests: u64,
 }
 
 impl UpstreamStats {
@@ -171,6 +176,7 @@ impl UpstreamStats {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
+            h2_requests: self.h2_requests.load(Ordering::Relaxed),
         }
     }
 }

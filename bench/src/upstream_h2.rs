@@ -449,6 +449,7 @@ pub(crate) async fn serve(stream: TcpStream, mut buf: Vec<u8>, state: Rc<ThreadS
                     .borrow_mut()
                     .insert(sid, conn.initial_window.get());
                 let (done, fail) = admit(&state);
+                state.stats.h2_requests.fetch_add(1, Ordering::Relaxed);
                 if fail {
                     state.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }

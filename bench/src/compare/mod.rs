@@ -825,7 +825,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if wanted("grpc") {
         let l = list("grpc");
         let mut ctx = ctx_for!(&l);
-        let body = work_dir.join("grpc-request.bin");
+        // Kept with the results: the exact body every call posted.
+        let body = out.join("grpc-request.bin");
         crate::grpc::write_body(&body, crate::grpc::DEFAULT_PAYLOAD_BYTES)?;
         if let Some(h) = ctx.h2load.as_mut() {
             h.shape = crate::h2load::Shape::Grpc { body };

@@ -6,7 +6,7 @@
 
 use super::contender::{self, Kind, Profile, Running, Setup, StopRecord};
 use super::report::{Better, Column, Row, ScenarioResult};
-use super::upstreams::{served_between, UpstreamArgs, UpstreamProc};
+use super::upstreams::{served_between, served_h2_between, UpstreamArgs, UpstreamProc};
 use super::Plan;
 use crate::load::{self, LoadOutcome, LoadReport, LoadSpec, Mode, Stop};
 use crate::procfs;
@@ -772,6 +772,7 @@ fn three_endpoint_scenario(
                     let others_pct = other_load.percent(running, &ups);
                     let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
                     let served = served_between(&before, &after);
+                    let served_h2: u64 = served_h2_between(&before, &after).iter().sum();
                     match result {
                         Ok(r) => {
                             let mut f = BTreeMap::new();
@@ -802,6 +803,8 @@ fn three_endpoint_scenario(
                                 row.extra
                                     .insert(format!("served_{n}_round{}", round + 1), (*s).into());
                             }
+                            row.extra
+                                .insert(format!("served_h2_round{}", round + 1), served_h2.into());
                             if let Some(n) = error_note(&r) {
                                 row.notes.push(format!("round {}: {n}", round + 1));
                             }

@@ -133,6 +133,22 @@ impl UpstreamProc {
     }
 }
 
+/// Requests each upstream served over HTTP/2 between two snapshots.
+pub fn served_h2_between(
+    before: &[Option<StatsSnapshot>],
+    after: &[Option<StatsSnapshot>],
+) -> Vec<u64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| match (b, a) {
+            (Some(b), Some(a)) => a.h2_requests.saturating_sub(b.h2_requests),
+            (None, Some(a)) => a.h2_requests,
+            _ => 0,
+        })
+        .collect()
+}
+
 /// Requests each upstream served between two snapshots.
 pub fn served_between(
     before: &[Option<StatsSnapshot>],
