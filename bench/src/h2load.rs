@@ -59,6 +59,28 @@ fn duration(d: Duration) -> String {
 /// response does not hold back the requests scheduled behind it on its connection.
 pub const OPEN_LOOP_STREAMS: usize = 64;
 
+/// The requests of an open loop at `rate`: `rate` × the duration (a count stays as it is),
+/// at least one per connection.
+fn open_count(spec: &LoadSpec, rate: f64) -> u64 {
+    let n = match spec.stop {
+        Stop::Count(n) => n,
+        Stop::Duration(d) => (rate * d.as_secs_f64()).round() as u64,
+    };
+    n.max(spec.connections as u64)
+}
+
+/// How an open loop's connections are started: `per_period` every `period_ms` ms (h2load's
+/// `-r` and `--rate-period`, whose unit is the millisecond), so that the connections start
+/// about `1 / rate` apart and their `--rps` timers, all of the same period, are spread over
+/// it instead of firing together (started at once, 64 connections would send 64 requests at
+/// the same instant every `64 / rate` s).
+fn stagger(rate: f64, connections: usize) -> (usize, u64) {
+    let period_ms = (1000.0 / rate).round().max(1.0) as u64;
+    let per_period =
+        ((rate * period_ms as f64 / 1000.0).round() as usize).clamp(1, connections.max(1));
+    (per_period, period_ms)
+}
+
 /// The h2load arguments for `spec` on prior-knowledge cleartext HTTP/2 (`http://`), with
 /// each request's start and latency written to `log`.
 ///
@@ -66,8 +88,9 @@ pub const OPEN_LOOP_STREAMS: usize = 64;
 ///   the HTTP/1.1 generator keeps one request in flight per connection), for a count
 ///   (`-n`) or a duration (`-D`).
 /// - Open loop at `rate`: each connection sends `rate / connections` requests per second
-///   (`--rps`) with up to [`OPEN_LOOP_STREAMS`] streams in flight, for a duration (`-D`);
-///   a count is turned into the duration it takes at that rate. h2load measures from the
+///   (`--rps`) with up to [`OPEN_LOOP_STREAMS`] streams in flight, the connections started
+///   one after another ([`stagger`]), for `rate` × the duration requests in all (`-n`; the
+///   run is as long as the schedule, plus what it falls behind). h2load measures from the
 ///   actual send; [`corrected`] charges the wait behind a late response back to it.
 pub fn load_args(spec: &LoadSpec, shape: &Shape, log: &Path) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(spec.connections > 0, "connections must be at least 1");
@@ -87,17 +110,17 @@ pub fn load_args(spec: &LoadSpec, shape: &Shape, log: &Path) -> anyhow::Result<V
             }
         }
         Mode::Open { rate } => {
-            anyhow::ensure!(rate > 0.0, "rate must be above 0");
-            let span = match spec.stop {
-                Stop::Duration(d) => d,
-                Stop::Count(n) => Duration::from_secs_f64(n as f64 / rate),
-            };
+            anyhow::ensure!(rate > 0.0 && rate.is_finite(), "rate must be above 0");
+            let (per_period, period_ms) = stagger(rate, spec.connections);
             a.extend([
                 "-m".into(),
                 OPEN_LOOP_STREAMS.to_string(),
                 format!("--rps={}", rate / spec.connections as f64),
-                "-D".into(),
-                duration(span),
+                "-r".into(),
+                per_period.to_string(),
+                format!("--rate-period={period_ms}ms"),
+                "-n".into(),
+                open_count(spec, rate).to_string(),
             ]);
         }
     }
@@ -259,15 +282,11 @@ pub fn outcome(spec: &LoadSpec, summary: &H2loadResult, rows: &[Logged]) -> Load
         }
     }
     let (target_rate, scheduled) = match (spec.mode, spec.stop) {
-        (Mode::Open { rate }, stop) => {
+        (Mode::Open { rate }, _) => {
             for us in corrected(rows, rate) {
                 stats::record(&mut latency, Duration::from_micros(us));
             }
-            let n = match stop {
-                Stop::Count(n) => n,
-                Stop::Duration(d) => (rate * d.as_secs_f64()).floor() as u64,
-            };
-            (Some(rate), n)
+            (Some(rate), open_count(spec, rate))
         }
         (Mode::Closed, stop) => {
             let _ = latency.add(&service);
@@ -474,10 +493,19 @@ mod tests {
         let a = load_args(&spec, &grpc, log).expect("args");
         assert_eq!(
             a.join(" "),
-            "-c 64 -t 2 -m 64 --rps=100 -D 4687ms -d /tmp/b.bin -H content-type: application/grpc -H te: trailers --log-file=/tmp/l.tsv http://127.0.0.1:8080/coremesh.bench.Echo/Unary"
+            "-c 64 -t 2 -m 64 --rps=100 -r 6 --rate-period=1ms -n 30000 -d /tmp/b.bin -H content-type: application/grpc -H te: trailers --log-file=/tmp/l.tsv http://127.0.0.1:8080/coremesh.bench.Echo/Unary"
         );
         spec.mode = Mode::Open { rate: 0.0 };
         assert!(load_args(&spec, &Shape::Get, log).is_err());
+        // 64 connections started 1/rate apart: 6 per ms at 6400 req/s, one every 2 ms at
+        // 500 req/s, never more at once than there are connections.
+        assert_eq!(stagger(6400.0, 64), (6, 1));
+        assert_eq!(stagger(500.0, 64), (1, 2));
+        assert_eq!(stagger(1e6, 64), (64, 1));
+        spec.mode = Mode::Open { rate: 500.0 };
+        spec.stop = Stop::Duration(Duration::from_millis(1500));
+        let a = load_args(&spec, &Shape::Get, log).expect("args").join(" ");
+        assert!(a.contains("-r 1 --rate-period=2ms -n 750 "), "{a}");
     }
 
     #[test]
