@@ -349,17 +349,20 @@ pub(crate) async fn serve(stream: TcpStream, mut buf: Vec<u8>, state: Rc<ThreadS
     // DATA received since the connection window was last topped up.
     let mut consumed: i64 = 0;
     'read: loop {
-        while buf.len() >= 9 {
-            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+        // Frames are taken from `at` on, and the bytes before it dropped once per read.
+        let mut at = 0;
+        while buf.len() - at >= 9 {
+            let f = &buf[at..];
+            let len = u32::from_be_bytes([0, f[0], f[1], f[2]]) as usize;
             if len > MAX_FRAME_LIMIT {
                 break 'read;
             }
-            if buf.len() < 9 + len {
+            if f.len() < 9 + len {
                 break;
             }
-            let (kind, flags) = (buf[3], buf[4]);
-            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            let payload = &buf[9..9 + len];
+            let (kind, flags) = (f[3], f[4]);
+            let id = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
+            let payload = &f[9..9 + len];
             let mut completed = None;
             match kind {
                 DATA => {
@@ -436,7 +439,7 @@ pub(crate) async fn serve(stream: TcpStream, mut buf: Vec<u8>, state: Rc<ThreadS
                 GOAWAY => {}
                 _ => {}
             }
-            buf.drain(..9 + len);
+            at += 9 + len;
             if consumed > MAX_WINDOW / 2 {
                 let mut up = Vec::with_capacity(13);
                 frame_header(&mut up, 4, WINDOW_UPDATE, 0, 0);
@@ -465,6 +468,7 @@ pub(crate) async fn serve(stream: TcpStream, mut buf: Vec<u8>, state: Rc<ThreadS
                 }
             }
         }
+        buf.drain(..at);
         if !read_more(&mut reader, &mut buf).await {
             break;
         }
