@@ -7,7 +7,7 @@
 
 use coremesh_bench::grpc;
 use coremesh_bench::h2load::{self, Shape};
-use coremesh_bench::load::{LoadSpec, Mode, Stop};
+use coremesh_bench::load::{Driver, LoadSpec, Mode, Stop};
 use coremesh_bench::upstream::{self, UpstreamSpec};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -34,9 +34,20 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 #[test]
 fn the_upstream_answers_h2c_closed_and_open_loops() {
-    let dir = temp_dir("upstream");
+    let mut drivers = vec![Driver::Legacy];
+    if monoio::utils::detect_uring() {
+        drivers.push(Driver::Uring);
+    }
+    for driver in drivers {
+        upstream_answers_h2c(driver);
+    }
+}
+
+fn upstream_answers_h2c(driver: Driver) {
+    let dir = temp_dir(&format!("upstream-{driver:?}"));
     let h2load = h2load_binary();
     let mut spec = UpstreamSpec::new();
+    spec.driver = driver;
     spec.error_rate = 0.1;
     spec.seed = 7;
     let up = upstream::spawn(spec).expect("upstream");
@@ -83,6 +94,7 @@ fn the_upstream_answers_h2c_closed_and_open_loops() {
 
     // A gRPC upstream takes the gRPC-framed POST and answers every call.
     let mut spec = UpstreamSpec::new();
+    spec.driver = driver;
     spec.grpc = true;
     let up = upstream::spawn(spec).expect("grpc upstream");
     let body = dir.join("grpc.bin");
