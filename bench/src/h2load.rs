@@ -265,7 +265,22 @@ pub fn run(
     );
     let summary = parse(&output)?;
     let rows = read_log(&logged)?;
+    answered(&summary, &rows)?;
     Ok(outcome(spec, &summary, &rows))
+}
+
+/// An error when a run got no response at all: h2load then reports no failure in a timed
+/// run (the requests it started were merely still open at the end), so a listener that
+/// does not speak h2c would otherwise read as zero requests and zero errors.
+pub fn answered(summary: &H2loadResult, rows: &[Logged]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !rows.is_empty() || summary.done > 0,
+        "no response to any of the {} requests h2load started ({} errored, {} timed out): does the target take cleartext HTTP/2 with prior knowledge?",
+        summary.started,
+        summary.errored,
+        summary.timeout
+    );
+    Ok(())
 }
 
 /// The generator's report from h2load's summary and log rows.
@@ -465,6 +480,25 @@ mod tests {
         assert_eq!((rows[0].status, rows[0].duration_us), (200, 470));
         assert!(read_log("1\t200\n").is_err());
         assert!((r.elapsed_s - 0.16365).abs() < 1e-9, "{}", r.elapsed_s);
+    }
+
+    #[test]
+    fn a_run_without_any_response_is_an_error() {
+        // h2load 1.52, `-D 1s` against nginx listening for HTTP/1.1 only.
+        let out = "finished in 1.00s, 0.00 req/s, 618B/s\nrequests: 0 total, 2 started, 0 done, 0 succeeded, 0 failed, 0 errored, 0 timeout\nstatus codes: 0 2xx, 0 3xx, 0 4xx, 0 5xx\n";
+        let r = parse(out).expect("summary");
+        let e = answered(&r, &[]).expect_err("no response");
+        assert!(
+            e.to_string()
+                .contains("no response to any of the 2 requests"),
+            "{e}"
+        );
+        let one = Logged {
+            start_us: 1,
+            status: 503,
+            duration_us: 1,
+        };
+        assert!(answered(&r, &[one]).is_ok());
     }
 
     #[test]
