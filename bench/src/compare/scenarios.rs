@@ -509,8 +509,13 @@ fn overhead_and_cpu_on(
             key: "overhead-saturated".into(),
             title: "Overhead: saturated throughput".into(),
             setup: format!(
-                "One upstream (64-byte body, no added latency). Closed loop, {} keep-alive connections, {:.0} s per contender after {:.1} s of warm-up; median of {} round(s) with the contenders in rotated order. wrk (`-t1 -c{}`) runs right after on the same CPU as a second opinion. `proxy busy` is the proxy's CPU time over the wall time of the run (100% = one CPU fully used; below that, something else set the pace). `other load` is the CPU time used meanwhile by processes outside the benchmark (100% = one CPU): this machine is shared, and a high figure makes throughput noisy — CPU per request (below) is the robust comparison.",
-                plan.connections, plan.saturate.as_secs_f64(), plan.warmup.as_secs_f64(), plan.rounds, plan.connections
+                "One upstream (64-byte body, no added latency). Closed loop, {} keep-alive connections, {:.0} s per contender after {:.1} s of warm-up; median of {} round(s) with the contenders in rotated order. {} `proxy busy` is the proxy's CPU time over the wall time of the run (100% = one CPU fully used; below that, something else set the pace). `other load` is the CPU time used meanwhile by processes outside the benchmark (100% = one CPU): this machine is shared, and a high figure makes throughput noisy — CPU per request (below) is the robust comparison.",
+                plan.connections, plan.saturate.as_secs_f64(), plan.warmup.as_secs_f64(), plan.rounds,
+                if ctx.h2load.is_some() {
+                    "The load is h2load over h2c, one stream at a time per connection; no wrk second opinion (wrk speaks HTTP/1.1 only).".to_string()
+                } else {
+                    format!("wrk (`-t1 -c{}`) runs right after on the same CPU as a second opinion.", plan.connections)
+                }
             ),
             columns: vec![
                 Column::new("rps", "req/s (generator)", Better::Higher),
