@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what `coremesh-bench compare` compares against and checks with: nginx, HAProxy and
-# wrk from Debian packages (taskset comes with util-linux), and build the pingora peer
+# Install what `coremesh-bench compare` compares against and checks with: nginx, HAProxy,
+# wrk and h2load (`--protocol h2c`; nghttp2-client) from Debian packages (taskset comes with
+# util-linux), and build the pingora peer
 # (bench/peers/pingora/, its own Cargo project outside the workspace's default build) into
 # target/pingora/. Run as root on a fresh machine:
 #   bash bench/setup.sh
@@ -15,7 +16,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 # cmake: the pingora peer's zlib-ng (libz-ng-sys, through flate2) builds with it.
-apt-get install -y nginx haproxy wrk util-linux cmake
+apt-get install -y nginx haproxy wrk nghttp2-client util-linux cmake
 
 # The packages start system services; the bench starts its own copies with generated
 # configs on loopback, so stop the system ones where a service manager runs them.

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod compare;
+pub mod grpc;
 pub mod h2load;
 pub mod http;
 pub mod load;
@@ -18,4 +19,5 @@ pub mod simulate;
 pub mod stats;
 pub mod sys;
 pub mod upstream;
+pub mod upstream_h2;
 pub mod wrk;

@@ -120,6 +120,10 @@ struct UpstreamArgs {
     concurrency: usize,
     #[arg(long, value_enum, default_value = "auto")]
     driver: Driver,
+    /// Answer HTTP/2 (h2c) requests as unary gRPC calls: `application/grpc`, one
+    /// length-prefixed message with --body-bytes of payload, `grpc-status: 0` trailers.
+    #[arg(long)]
+    grpc: bool,
 }
 
 fn main() -> ExitCode {
@@ -229,6 +233,7 @@ fn run_upstream(args: UpstreamArgs) -> anyhow::Result<()> {
             .map(|k| (k, Duration::from_millis(args.stall_ms))),
         concurrency: args.concurrency,
         driver: args.driver,
+        grpc: args.grpc,
     };
     let handle = upstream::spawn(spec)?;
     let mut out = std::io::stdout();

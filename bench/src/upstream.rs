@@ -8,6 +8,9 @@
 //! hiccup. A *concurrency limit* makes it a server with that many workers: a request that
 //! arrives while all are busy waits for the first to come free (first come, first served),
 //! so its latency grows with the load, as a busy application's does ([`Workers`]).
+//! A connection that opens with the HTTP/2 client preface is served as cleartext HTTP/2
+//! (h2c with prior knowledge, [`crate::upstream_h2`]) with the same decisions; with `grpc`
+//! its answers are unary gRPC answers.
 //! Used in-process by tests ([`spawn`]) and as a separate process by the comparison
 //! (`coremesh-bench upstream`).
 
@@ -115,6 +118,9 @@ pub struct UpstreamSpec {
     /// Requests answered at once per thread; 0: no limit (every request starts at once).
     pub concurrency: usize,
     pub driver: Driver,
+    /// Answer HTTP/2 requests as unary gRPC calls (`application/grpc`, a length-prefixed
+    /// message of `body_bytes` bytes of payload, `grpc-status: 0` trailers).
+    pub grpc: bool,
 }
 
 impl UpstreamSpec {
@@ -132,6 +138,7 @@ impl UpstreamSpec {
             stall: None,
             concurrency: 0,
             driver: Driver::Auto,
+            grpc: false,
         }
     }
 }
@@ -148,6 +155,8 @@ pub struct UpstreamStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub connections: AtomicU64,
+    /// Of `requests`, those that came over HTTP/2.
+    pub h2_requests: AtomicU64,
 }
 
 /// The counters as JSON (the answer to [`STATS_PATH`]).
@@ -156,6 +165,9 @@ pub struct StatsSnapshot {
     pub requests: u64,
     pub errors: u64,
     pub connections: u64,
+    /// Of `requests`, those that came over HTTP/2.
+    #[serde(default)]
+    pub h2_requests: u64,
 }
 
 impl UpstreamStats {
@@ -164,6 +176,7 @@ impl UpstreamStats {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
+            h2_requests: self.h2_requests.load(Ordering::Relaxed),
         }
     }
 }
@@ -274,12 +287,12 @@ impl Workers {
     }
 }
 
-struct ThreadState {
-    spec: UpstreamSpec,
+pub(crate) struct ThreadState {
+    pub(crate) spec: UpstreamSpec,
     /// With a concurrency limit, the workers of this thread.
     workers: Option<RefCell<Workers>>,
     answers: Answers,
-    stats: Arc<UpstreamStats>,
+    pub(crate) stats: Arc<UpstreamStats>,
     rng: RefCell<SmallRng>,
     stop: Arc<AtomicBool>,
 }
@@ -388,8 +401,52 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     matches!(result, Ok(n) if n > 0)
 }
 
+/// Count a request and draw its fate, in arrival order: when its answer is due (`None`:
+/// at once) and whether it fails.
+pub(crate) fn admit(state: &ThreadState) -> (Option<Instant>, bool) {
+    let seq = state.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let (delay, fail) = {
+        let mut rng = state.rng.borrow_mut();
+        let delay = state.spec.latency.sample(&mut *rng);
+        let fail = state.spec.error_rate > 0.0 && rng.gen::<f64>() < state.spec.error_rate;
+        (delay, fail)
+    };
+    let delay = match state.spec.stall {
+        Some((k, stall)) if k == seq => delay + stall,
+        _ => delay,
+    };
+    let done = match &state.workers {
+        Some(workers) => {
+            let now = Instant::now();
+            let done = workers.borrow_mut().admit(now, delay);
+            (done > now).then_some(done)
+        }
+        None if !delay.is_zero() => Some(Instant::now() + delay),
+        None => None,
+    };
+    (done, fail)
+}
+
+/// Wait until `at` (at once for `None`).
+pub(crate) async fn wait_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        monoio::time::sleep_until(monoio::time::Instant::from_std(at)).await;
+    }
+}
+
 async fn serve_connection(mut stream: TcpStream, state: Rc<ThreadState>) {
     let mut buf = Vec::with_capacity(READ_BUFFER);
+    // HTTP/2 with prior knowledge starts with its preface; HTTP/1.1 differs at the first
+    // byte.
+    let preface = crate::upstream_h2::PREFACE;
+    while buf.len() < preface.len() && preface.starts_with(&buf) {
+        if !fill(&mut stream, &mut buf).await {
+            return;
+        }
+    }
+    if buf.starts_with(preface) {
+        return crate::upstream_h2::serve(stream, buf, state).await;
+    }
     loop {
         let head = loop {
             match http::parse_request(&buf) {
@@ -416,28 +473,8 @@ async fn serve_connection(mut stream: TcpStream, state: Rc<ThreadState>) {
             let body = serde_json::to_vec(&state.stats.snapshot()).unwrap_or_default();
             answer(200, "OK", &state.spec.name, &body, head.close)
         } else {
-            let seq = state.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
-            let (delay, fail) = {
-                let mut rng = state.rng.borrow_mut();
-                let delay = state.spec.latency.sample(&mut *rng);
-                let fail = state.spec.error_rate > 0.0 && rng.gen::<f64>() < state.spec.error_rate;
-                (delay, fail)
-            };
-            let delay = match state.spec.stall {
-                Some((k, stall)) if k == seq => delay + stall,
-                _ => delay,
-            };
-            match &state.workers {
-                Some(workers) => {
-                    let now = Instant::now();
-                    let done = workers.borrow_mut().admit(now, delay);
-                    if done > now {
-                        monoio::time::sleep_until(monoio::time::Instant::from_std(done)).await;
-                    }
-                }
-                None if !delay.is_zero() => monoio::time::sleep(delay).await,
-                None => {}
-            }
+            let (done, fail) = admit(&state);
+            wait_until(done).await;
             let a = &state.answers;
             if fail {
                 state.stats.errors.fetch_add(1, Ordering::Relaxed);

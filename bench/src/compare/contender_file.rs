@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::Path;
 
 /// The contender files compiled into the bench (name of the file, its text).
-pub const BUILT_IN: [(&str, &str); 6] = [
+pub const BUILT_IN: [(&str, &str); 7] = [
     (
         "bench/contenders/coremesh.toml",
         include_str!("../../contenders/coremesh.toml"),
@@ -37,9 +37,13 @@ pub const BUILT_IN: [(&str, &str); 6] = [
         "bench/contenders/haproxy-h2c.toml",
         include_str!("../../contenders/haproxy-h2c.toml"),
     ),
+    (
+        "bench/contenders/coremesh-h2c.toml",
+        include_str!("../../contenders/coremesh-h2c.toml"),
+    ),
 ];
 
-/// Protocols a contender may list; `http1` is the only one the generator speaks today.
+/// Protocols a contender may list (`compare --protocol`).
 pub const PROTOCOLS: [&str; 2] = ["http1", "h2c"];
 
 /// Placeholders the bench sets for every template (a profile's `vars` add more).
@@ -522,12 +526,21 @@ mod tests {
                 "haproxy",
                 "pingora",
                 "nginx-h2c",
-                "haproxy-h2c"
+                "haproxy-h2c",
+                "coremesh-h2c"
             ]
         );
         for f in &files[4..] {
             assert_eq!(f.protocols, ["h2c"], "{}", f.name);
-            assert!(f.supports("overhead") && f.supports("slow") && !f.supports("cpu"));
+            // Every scenario of an h2c run, and no other.
+            for s in crate::compare::scenarios::ALL {
+                assert_eq!(
+                    f.supports(s),
+                    crate::compare::scenarios::H2C.contains(&s),
+                    "{}: {s}",
+                    f.name
+                );
+            }
         }
         // coremesh's admin address is a property of its file, not of its name.
         let vars: BTreeMap<String, String> = BUILT_IN_VARS
@@ -540,7 +553,8 @@ mod tests {
             .map(|t| t.render("coremesh.toml", &vars, &[]).expect("render"))
             .collect();
         assert_eq!(admin, ["--admin", "<admin>"]);
-        assert!(files[1..].iter().all(|f| f.admin_args.is_empty()));
+        assert_eq!(files[6].admin_args.len(), 2);
+        assert!(files[1..6].iter().all(|f| f.admin_args.is_empty()));
     }
 
     #[test]

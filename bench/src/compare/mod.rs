@@ -59,7 +59,7 @@ pub struct CompareArgs {
     pub no_build: bool,
     /// Contenders, comma-separated: `direct` and the names of the contender files
     /// (built in: coremesh, nginx, haproxy, pingora; pingora needs its peer built by
-    /// bench/setup.sh; nginx-h2c and haproxy-h2c speak h2c, see `--protocol`).
+    /// bench/setup.sh; nginx-h2c, haproxy-h2c and coremesh-h2c speak h2c, see `--protocol`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -69,16 +69,14 @@ pub struct CompareArgs {
     /// Scenarios, comma-separated: overhead, cpu, slow, flaky, dead, memory, slow-sweep,
     /// flaky-sweep, capacity-sweep (closed loop at 1, 8, 32 and 64 connections), shared-core
     /// (the proxy and its upstream on the proxy CPUs), sweep (latency versus load: open
-    /// loop from 10% to 110% of each contender's saturated throughput, and its knee).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "overhead,cpu,slow,flaky,dead,memory,slow-sweep,flaky-sweep,capacity-sweep,shared-core,sweep"
-    )]
+    /// loop from 10% to 110% of each contender's saturated throughput, and its knee), grpc
+    /// (unary gRPC calls; h2c only). Default: every scenario of the protocol (http1: all
+    /// but grpc; h2c: overhead, cpu, slow, flaky, sweep, grpc).
+    #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// The protocol the clients speak: `http1`, or `h2c` (cleartext HTTP/2 with prior
-    /// knowledge). Only the contenders whose file lists it take part (`direct` only in
-    /// http1). h2c runs are not available yet: the scenarios drive HTTP/1.1 only.
+    /// knowledge; the load comes from h2load, and the built-in upstreams answer h2c too).
+    /// Only the contenders whose file lists it take part (`direct` in both).
     #[arg(long, default_value = "http1")]
     pub protocol: String,
     /// CPUs for the proxy under test (default: the last CPU).
@@ -420,8 +418,8 @@ fn build_command(cargo: &Path, env_names: impl Iterator<Item = std::ffi::OsStrin
     cmd
 }
 
-/// The contenders that speak `protocol` (`direct` only in http1, as the upstreams speak
-/// HTTP/1.1), and a note for each one left out.
+/// The contenders that speak `protocol` (`direct` in both: the built-in upstreams answer
+/// HTTP/1.1 and h2c on the same port), and a note for each one left out.
 fn for_protocol(
     contenders: &[Kind],
     files: &BTreeMap<Kind, ContenderFile>,
@@ -432,7 +430,7 @@ fn for_protocol(
     for &k in contenders {
         let speaks = match files.get(&k) {
             Some(f) => f.protocols.iter().any(|p| p == protocol),
-            None => protocol == "http1",
+            None => true,
         };
         if speaks {
             kept.push(k);
@@ -564,26 +562,36 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         contender_file::PROTOCOLS.join(", ")
     );
     let (contenders, left_out) = for_protocol(&contenders, &files, &args.protocol);
-    // The scenarios' load (the built-in generator and wrk) is HTTP/1.1; h2load's summary
-    // and log are read by crate::h2load, but no scenario drives it yet.
-    anyhow::ensure!(
-        args.protocol == "http1",
-        "--protocol {}: not available yet (the scenarios drive HTTP/1.1 only); the {} contenders would be {}",
-        args.protocol,
-        args.protocol,
-        contenders
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let h2c = args.protocol == "h2c";
+    let protocol_scenarios: &[&str] = if h2c {
+        &scenarios::H2C
+    } else {
+        &scenarios::HTTP1
+    };
+    let mut args = args;
+    if args.scenarios.is_empty() {
+        args.scenarios = protocol_scenarios.iter().map(|s| s.to_string()).collect();
+    }
     for s in &args.scenarios {
         anyhow::ensure!(
             scenarios::ALL.contains(&s.as_str()),
             "unknown scenario {s:?}; known: {}",
             scenarios::ALL.join(", ")
         );
+        anyhow::ensure!(
+            protocol_scenarios.contains(&s.as_str()),
+            "scenario {s:?} does not run over {}; its scenarios are {}",
+            args.protocol,
+            protocol_scenarios.join(", ")
+        );
     }
+    let h2load_binary = if h2c {
+        Some(on_path("h2load").ok_or_else(|| {
+            anyhow::anyhow!("--protocol h2c needs h2load on PATH (Debian package nghttp2-client)")
+        })?)
+    } else {
+        None
+    };
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -652,6 +660,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         progress::show(estimate)
     );
     let mut notes = left_out;
+    if let Some(h) = &h2load_binary {
+        notes.push(format!(
+            "protocol h2c: the load is {} ({}), pinned to the load CPUs, cleartext HTTP/2 with prior knowledge; closed loops keep one stream per connection (`-m 1`), open loops ask each connection for rate/connections req/s (`--rps`, up to {} streams in flight) and the latency of a request sent after its slot in the run's schedule is counted from that slot (coordinated omission corrected from h2load's per-request log). The built-in upstreams answer h2c and HTTP/1.1 on the same port; what each proxy speaks to them is in its file. No wrk second opinion (wrk speaks HTTP/1.1 only).",
+            h.display(),
+            first_line_of(Command::new(h).arg("--version")),
+            crate::h2load::OPEN_LOOP_STREAMS
+        ));
+    }
     // coremesh is found (and built) only when a contender runs it.
     let needs_coremesh = contenders.iter().any(|k| {
         *k == Kind::Coremesh
@@ -701,8 +717,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let root = workspace_root();
     let machine = describe_machine(&setup, &contenders, nofile, &load_cpus, &root);
     let command = format!(
-        "cargo run --release -p coremesh-bench -- compare{}",
-        if args.quick { " --quick" } else { "" }
+        "cargo run --release -p coremesh-bench -- compare{}{}",
+        if args.quick { " --quick" } else { "" },
+        if h2c { " --protocol h2c" } else { "" }
     );
     println!(
         "compare: {} contenders, scenarios {}, results in {}",
@@ -720,6 +737,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 load_cpus: load_cpus.clone(),
                 exe: exe.clone(),
                 work_dir: work_dir.clone(),
+                h2load: h2load_binary.clone().map(|binary| scenarios::H2Load {
+                    binary,
+                    shape: crate::h2load::Shape::Get,
+                }),
             }
         };
     }
@@ -800,6 +821,17 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         let l = list("sweep");
         let ctx = ctx_for!(&l);
         run_scenario(&mut results, &|| load_sweep::run(&ctx))?;
+    }
+    if wanted("grpc") {
+        let l = list("grpc");
+        let mut ctx = ctx_for!(&l);
+        // Kept with the results: the exact body every call posted.
+        let body = out.join("grpc-request.bin");
+        crate::grpc::write_body(&body, crate::grpc::DEFAULT_PAYLOAD_BYTES)?;
+        if let Some(h) = ctx.h2load.as_mut() {
+            h.shape = crate::h2load::Shape::Grpc { body };
+        }
+        run_scenario(&mut results, &|| scenarios::grpc(&ctx))?;
     }
     results.elapsed_s = run_began.elapsed().as_secs_f64();
     render(&out, &mut results)?;
@@ -957,18 +989,28 @@ mod tests {
             .into_iter()
             .map(|f| (Kind::named(&f.name), f))
             .collect();
-        let all: Vec<Kind> = ["direct", "coremesh", "nginx", "nginx-h2c", "haproxy-h2c"]
-            .iter()
-            .map(|n| Kind::named(n))
-            .collect();
+        let all: Vec<Kind> = [
+            "direct",
+            "coremesh",
+            "nginx",
+            "nginx-h2c",
+            "haproxy-h2c",
+            "coremesh-h2c",
+        ]
+        .iter()
+        .map(|n| Kind::named(n))
+        .collect();
         let names = |l: &[Kind]| l.iter().map(|k| k.name()).collect::<Vec<_>>();
         let (h1, notes) = for_protocol(&all, &files, "http1");
         assert_eq!(names(&h1), ["direct", "coremesh", "nginx"]);
-        assert_eq!(notes.len(), 2);
+        assert_eq!(notes.len(), 3);
         assert!(notes[0].starts_with("nginx-h2c left out"), "{notes:?}");
         let (h2, notes) = for_protocol(&all, &files, "h2c");
-        assert_eq!(names(&h2), ["nginx-h2c", "haproxy-h2c"]);
-        assert_eq!(notes.len(), 3);
+        assert_eq!(
+            names(&h2),
+            ["direct", "nginx-h2c", "haproxy-h2c", "coremesh-h2c"]
+        );
+        assert_eq!(notes.len(), 2);
     }
 
     #[test]

@@ -43,6 +43,15 @@ pub fn scenario_estimate(
                 * plan.sweep_connections.len() as u32
                 * proxies as u32
         }
+        // Overhead (without wrk) and CPU with the gRPC request.
+        "grpc" => {
+            session(plan.warmup + plan.saturate) * rounds * contenders as u32
+                + session(plan.warmup + plan.fixed) * contenders as u32
+                + session(Duration::from_secs_f64(
+                    plan.cpu_requests as f64 / ASSUMED_RPS,
+                )) * rounds
+                    * proxies as u32
+        }
         "shared-core" => session(plan.warmup + plan.saturate) * rounds * contenders as u32,
         // Every contender, `direct` included, is saturated and then swept.
         "sweep" => {

@@ -6,7 +6,7 @@
 
 use super::contender::{self, Kind, Profile, Running, Setup, StopRecord};
 use super::report::{Better, Column, Row, ScenarioResult};
-use super::upstreams::{served_between, UpstreamArgs, UpstreamProc};
+use super::upstreams::{served_between, served_h2_between, UpstreamArgs, UpstreamProc};
 use super::Plan;
 use crate::load::{self, LoadOutcome, LoadReport, LoadSpec, Mode, Stop};
 use crate::procfs;
@@ -18,7 +18,23 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Every scenario `compare --scenarios` accepts.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
+    "overhead",
+    "cpu",
+    "slow",
+    "flaky",
+    "dead",
+    "memory",
+    "slow-sweep",
+    "flaky-sweep",
+    "capacity-sweep",
+    "shared-core",
+    "sweep",
+    "grpc",
+];
+
+/// The scenarios of an HTTP/1.1 run (all but `grpc`).
+pub const HTTP1: [&str; 11] = [
     "overhead",
     "cpu",
     "slow",
@@ -32,6 +48,18 @@ pub const ALL: [&str; 11] = [
     "sweep",
 ];
 
+/// The scenarios of an h2c run: those whose load h2load can drive with the figures they
+/// report (the saturation sweeps and the shared core read per-upstream latencies from the
+/// built-in generator; dead and memory are left to HTTP/1.1), and the unary gRPC call.
+pub const H2C: [&str; 6] = ["overhead", "cpu", "slow", "flaky", "sweep", "grpc"];
+
+/// The load of an h2c run: h2load and the request it sends.
+#[derive(Debug, Clone)]
+pub struct H2Load {
+    pub binary: PathBuf,
+    pub shape: crate::h2load::Shape,
+}
+
 /// What every scenario shares.
 pub struct Ctx<'a> {
     pub setup: &'a Setup,
@@ -40,6 +68,8 @@ pub struct Ctx<'a> {
     pub load_cpus: Vec<usize>,
     pub exe: PathBuf,
     pub work_dir: PathBuf,
+    /// h2c runs: the load comes from h2load instead of the built-in HTTP/1.1 generator.
+    pub h2load: Option<H2Load>,
 }
 
 impl Ctx<'_> {
@@ -87,9 +117,19 @@ impl Ctx<'_> {
         self.load_outcome(spec).map(|o| o.report)
     }
 
-    /// A load with its histograms.
+    /// A load with its histograms: from the built-in generator, or in an h2c run from
+    /// h2load pinned to the same CPUs (no per-upstream latencies then).
     pub(super) fn load_outcome(&self, spec: &LoadSpec) -> Result<LoadOutcome, String> {
-        load::run(spec).map_err(|e| format!("load failed: {e:#}"))
+        match &self.h2load {
+            None => load::run(spec).map_err(|e| format!("load failed: {e:#}")),
+            Some(h) => {
+                let cpus: Vec<String> = self.load_cpus.iter().map(|c| c.to_string()).collect();
+                let cpus = cpus.join(",");
+                let taskset = self.setup.taskset.as_deref().map(|t| (t, cpus.as_str()));
+                crate::h2load::run(spec, &h.shape, &h.binary, taskset, &self.work_dir)
+                    .map_err(|e| format!("h2load failed: {e:#}"))
+            }
+        }
     }
 }
 
@@ -235,9 +275,46 @@ pub fn overhead_and_cpu(
     overhead: bool,
     cpu: bool,
 ) -> anyhow::Result<Vec<ScenarioResult>> {
-    let plan = ctx.plan;
     println!("overhead / cpu");
-    let ups = ctx.start_upstreams(vec![UpstreamArgs::fast("u0")])?;
+    overhead_and_cpu_on(ctx, overhead, cpu, UpstreamArgs::fast("u0"))
+}
+
+/// The unary gRPC call (h2c runs): the overhead and CPU scenarios with h2load posting a
+/// gRPC-framed message (`ctx.h2load`'s shape) to an upstream answering as gRPC, reported
+/// under their own keys (`grpc-saturated`, `grpc-fixed-rate`, `grpc-cpu`).
+pub fn grpc(ctx: &Ctx<'_>) -> anyhow::Result<Vec<ScenarioResult>> {
+    println!("grpc (unary calls)");
+    let mut upstream = UpstreamArgs::fast("g0");
+    upstream.grpc = true;
+    let mut out = overhead_and_cpu_on(ctx, true, true, upstream)?;
+    for s in &mut out {
+        s.key = match s.key.as_str() {
+            "cpu" => "grpc-cpu".to_string(),
+            other => other.replacen("overhead", "grpc", 1),
+        };
+        s.title = match s.title.strip_prefix("Overhead: ") {
+            Some(rest) => format!("Unary gRPC: {rest}"),
+            None => format!("Unary gRPC: {}", s.title),
+        };
+        s.setup = format!(
+            "h2load posts one gRPC-framed message ({} bytes of payload) to {} with `content-type: {}` and `te: trailers`; the upstream answers as a unary gRPC call (one length-prefixed message, `grpc-status: 0` trailers). {}",
+            crate::grpc::DEFAULT_PAYLOAD_BYTES,
+            crate::grpc::PATH,
+            crate::grpc::CONTENT_TYPE,
+            s.setup
+        );
+    }
+    Ok(out)
+}
+
+fn overhead_and_cpu_on(
+    ctx: &Ctx<'_>,
+    overhead: bool,
+    cpu: bool,
+    upstream: UpstreamArgs,
+) -> anyhow::Result<Vec<ScenarioResult>> {
+    let plan = ctx.plan;
+    let ups = ctx.start_upstreams(vec![upstream])?;
     let eps = vec![ups[0].addr];
     let mut acc: BTreeMap<Kind, OverheadAcc> = ctx
         .contenders
@@ -309,20 +386,27 @@ pub fn overhead_and_cpu(
                         let log = ctx
                             .work_dir
                             .join(format!("wrk-{}-r{round}.log", kind.name()));
-                        match wrk::run(
-                            running.addr,
-                            plan.connections,
-                            plan.saturate,
-                            ctx.load_cpus.first().copied(),
-                            &log,
-                        ) {
-                            Ok(w) => a.wrk.push(w),
-                            Err(e) => {
+                        // wrk speaks HTTP/1.1 only.
+                        let wrk = if ctx.h2load.is_none() {
+                            Some(wrk::run(
+                                running.addr,
+                                plan.connections,
+                                plan.saturate,
+                                ctx.load_cpus.first().copied(),
+                                &log,
+                            ))
+                        } else {
+                            None
+                        };
+                        match wrk {
+                            Some(Ok(w)) => a.wrk.push(w),
+                            Some(Err(e)) => {
                                 let n = format!("wrk: {e:#}");
                                 if !row.notes.contains(&n) {
                                     row.notes.push(n);
                                 }
                             }
+                            None => {}
                         }
                     }
                     if cpu && kind.is_proxy() {
@@ -425,8 +509,13 @@ pub fn overhead_and_cpu(
             key: "overhead-saturated".into(),
             title: "Overhead: saturated throughput".into(),
             setup: format!(
-                "One upstream (64-byte body, no added latency). Closed loop, {} keep-alive connections, {:.0} s per contender after {:.1} s of warm-up; median of {} round(s) with the contenders in rotated order. wrk (`-t1 -c{}`) runs right after on the same CPU as a second opinion. `proxy busy` is the proxy's CPU time over the wall time of the run (100% = one CPU fully used; below that, something else set the pace). `other load` is the CPU time used meanwhile by processes outside the benchmark (100% = one CPU): this machine is shared, and a high figure makes throughput noisy — CPU per request (below) is the robust comparison.",
-                plan.connections, plan.saturate.as_secs_f64(), plan.warmup.as_secs_f64(), plan.rounds, plan.connections
+                "One upstream (64-byte body, no added latency). Closed loop, {} keep-alive connections, {:.0} s per contender after {:.1} s of warm-up; median of {} round(s) with the contenders in rotated order. {} `proxy busy` is the proxy's CPU time over the wall time of the run (100% = one CPU fully used; below that, something else set the pace). `other load` is the CPU time used meanwhile by processes outside the benchmark (100% = one CPU): this machine is shared, and a high figure makes throughput noisy — CPU per request (below) is the robust comparison.",
+                plan.connections, plan.saturate.as_secs_f64(), plan.warmup.as_secs_f64(), plan.rounds,
+                if ctx.h2load.is_some() {
+                    "The load is h2load over h2c, one stream at a time per connection; no wrk second opinion (wrk speaks HTTP/1.1 only).".to_string()
+                } else {
+                    format!("wrk (`-t1 -c{}`) runs right after on the same CPU as a second opinion.", plan.connections)
+                }
             ),
             columns: vec![
                 Column::new("rps", "req/s (generator)", Better::Higher),
@@ -688,6 +777,7 @@ fn three_endpoint_scenario(
                     let others_pct = other_load.percent(running, &ups);
                     let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
                     let served = served_between(&before, &after);
+                    let served_h2: u64 = served_h2_between(&before, &after).iter().sum();
                     match result {
                         Ok(r) => {
                             let mut f = BTreeMap::new();
@@ -718,6 +808,8 @@ fn three_endpoint_scenario(
                                 row.extra
                                     .insert(format!("served_{n}_round{}", round + 1), (*s).into());
                             }
+                            row.extra
+                                .insert(format!("served_h2_round{}", round + 1), served_h2.into());
                             if let Some(n) = error_note(&r) {
                                 row.notes.push(format!("round {}: {n}", round + 1));
                             }

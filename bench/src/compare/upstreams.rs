@@ -18,6 +18,8 @@ pub struct UpstreamArgs {
     pub body_bytes: usize,
     /// Requests answered at once (0: no limit); see `coremesh-bench upstream --concurrency`.
     pub concurrency: usize,
+    /// Answer HTTP/2 requests as unary gRPC calls (`coremesh-bench upstream --grpc`).
+    pub grpc: bool,
 }
 
 impl UpstreamArgs {
@@ -28,6 +30,7 @@ impl UpstreamArgs {
             error_rate: 0.0,
             body_bytes: 64,
             concurrency: 0,
+            grpc: false,
         }
     }
 }
@@ -63,6 +66,9 @@ fn command(
         .args(["--body-bytes", &args.body_bytes.to_string()]);
     if args.concurrency > 0 {
         cmd.args(["--concurrency", &args.concurrency.to_string()]);
+    }
+    if args.grpc {
+        cmd.arg("--grpc");
     }
     cmd
 }
@@ -125,6 +131,22 @@ impl UpstreamProc {
         let body = text.split("\r\n\r\n").nth(1)?;
         serde_json::from_str(body).ok()
     }
+}
+
+/// Requests each upstream served over HTTP/2 between two snapshots.
+pub fn served_h2_between(
+    before: &[Option<StatsSnapshot>],
+    after: &[Option<StatsSnapshot>],
+) -> Vec<u64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| match (b, a) {
+            (Some(b), Some(a)) => a.h2_requests.saturating_sub(b.h2_requests),
+            (None, Some(a)) => a.h2_requests,
+            _ => 0,
+        })
+        .collect()
 }
 
 /// Requests each upstream served between two snapshots.
