@@ -773,11 +773,13 @@ fn a_destination_answering_with_bare_lf_lines() {
     });
 }
 
-/// Ignored until the response side's chunked framing accepts a bare LF where CRLF is
-/// expected (as curl and nginx do): today the proxy sends the head and then closes, so
-/// the client gets a cut-short answer where it gets "hello world" directly.
+/// Ignored until a chunked answer whose chunk lines end with a bare LF is re-chunked with
+/// CRLF on its way (as nginx does): the relay passes chunk framing on as received and
+/// holds it to CRLF, so today the client gets the head and then a close, where it gets
+/// "hello world" directly. (Where the framing is decoded — to an HTTP/1.0 client, or into
+/// HTTP/2 — a bare LF is already taken.)
 #[test]
-#[ignore = "the chunked scanner refuses bare-LF chunk lines in responses"]
+#[ignore = "bare-LF chunk lines are not yet re-chunked with CRLF on the raw relay"]
 fn a_bare_lf_chunked_answer_is_not_cut_short() {
     if !can_run("passthrough", &["iptables"]) {
         return;

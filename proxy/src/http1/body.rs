@@ -12,6 +12,8 @@ pub struct ChunkedScanner {
     trailer_line_len: usize,
     /// Payload bytes seen so far (chunk data only: no sizes, extensions, CRLFs, trailers).
     data_bytes: u64,
+    /// A bare LF ends a line as CRLF does (responses only, see [`ChunkedScanner::response`]).
+    lenient: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +55,41 @@ const MAX_LINE: usize = 8 * 1024;
 impl ChunkedScanner {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A scanner for a response body, where a bare LF ends a chunk line as CRLF does (as
+    /// curl and nginx read such answers). Requests stay strict: a client's framing that
+    /// two parsers could read differently is how requests are smuggled.
+    pub fn response() -> Self {
+        ChunkedScanner {
+            lenient: true,
+            ..Self::default()
+        }
+    }
+
+    /// The end of a trailer line; true when it was the empty line that ends the body.
+    fn end_trailer_line(&mut self, trailers: Option<&mut Vec<u8>>) -> bool {
+        if self.trailer_line_len == 0 {
+            self.state = State::Done;
+            return true;
+        }
+        if let Some(t) = trailers {
+            t.extend_from_slice(b"\r\n");
+        }
+        self.trailer_line_len = 0;
+        self.state = State::Trailer;
+        false
+    }
+
+    /// The end of a chunk-size line.
+    fn end_size_line(&mut self) {
+        self.size_digits = 0;
+        if self.size == 0 {
+            self.state = State::Trailer;
+            self.trailer_line_len = 0;
+        } else {
+            self.state = State::Data;
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -115,6 +152,7 @@ impl ChunkedScanner {
                         self.trailer_line_len = 0;
                     }
                     b'\r' if self.size_digits > 0 => self.state = State::SizeLf,
+                    b'\n' if self.size_digits > 0 && self.lenient => self.end_size_line(),
                     _ => return Err(ChunkError("invalid chunk size")),
                 },
                 State::SizeSpace => match b {
@@ -133,6 +171,7 @@ impl ChunkedScanner {
                 },
                 State::Extension => match b {
                     b'\r' => self.state = State::SizeLf,
+                    b'\n' if self.lenient => self.end_size_line(),
                     b'\n' => return Err(ChunkError("bare LF in chunk extension")),
                     _ => {
                         self.trailer_line_len += 1;
@@ -145,13 +184,7 @@ impl ChunkedScanner {
                     if b != b'\n' {
                         return Err(ChunkError("missing LF after chunk size"));
                     }
-                    self.size_digits = 0;
-                    if self.size == 0 {
-                        self.state = State::Trailer;
-                        self.trailer_line_len = 0;
-                    } else {
-                        self.state = State::Data;
-                    }
+                    self.end_size_line();
                 }
                 State::Data => {
                     let available = (data.len() - i) as u64;
@@ -167,12 +200,11 @@ impl ChunkedScanner {
                     }
                     continue;
                 }
-                State::DataCr => {
-                    if b != b'\r' {
-                        return Err(ChunkError("missing CRLF after chunk data"));
-                    }
-                    self.state = State::DataLf;
-                }
+                State::DataCr => match b {
+                    b'\r' => self.state = State::DataLf,
+                    b'\n' if self.lenient => self.state = State::Size,
+                    _ => return Err(ChunkError("missing CRLF after chunk data")),
+                },
                 State::DataLf => {
                     if b != b'\n' {
                         return Err(ChunkError("missing CRLF after chunk data"));
@@ -181,6 +213,14 @@ impl ChunkedScanner {
                 }
                 State::Trailer => match b {
                     b'\r' => self.state = State::TrailerLf,
+                    b'\n' if self.lenient => {
+                        if self.end_trailer_line(trailers.as_deref_mut()) {
+                            return Ok(Scan {
+                                consumed: i + 1,
+                                done: true,
+                            });
+                        }
+                    }
                     b'\n' => return Err(ChunkError("bare LF in trailer")),
                     _ => {
                         self.trailer_line_len += 1;
@@ -196,20 +236,12 @@ impl ChunkedScanner {
                     if b != b'\n' {
                         return Err(ChunkError("missing LF in trailer"));
                     }
-                    if self.trailer_line_len > 0 {
-                        if let Some(t) = trailers.as_deref_mut() {
-                            t.extend_from_slice(b"\r\n");
-                        }
-                    }
-                    if self.trailer_line_len == 0 {
-                        self.state = State::Done;
+                    if self.end_trailer_line(trailers.as_deref_mut()) {
                         return Ok(Scan {
                             consumed: i + 1,
                             done: true,
                         });
                     }
-                    self.trailer_line_len = 0;
-                    self.state = State::Trailer;
                 }
                 State::Done => {
                     return Ok(Scan {
@@ -320,6 +352,29 @@ mod tests {
                 consumed: 6,
                 done: false
             }
+        );
+    }
+
+    #[test]
+    fn a_response_may_end_its_chunk_lines_with_a_bare_lf_and_a_request_may_not() {
+        let body = b"5\nhello\n6;x=y\n world\n0\nx-t: 1\n\n";
+        let mut plain = Vec::new();
+        let mut trailers = Vec::new();
+        let scan = ChunkedScanner::response()
+            .decode_with_trailers(body, &mut plain, &mut trailers)
+            .expect("a lenient scanner reads bare LF");
+        assert_eq!(
+            scan,
+            Scan {
+                consumed: body.len(),
+                done: true
+            }
+        );
+        assert_eq!(plain, b"hello world");
+        assert_eq!(trailers, b"x-t: 1\r\n");
+        assert!(
+            ChunkedScanner::new().scan(body).is_err(),
+            "requests stay strict"
         );
     }
 }

@@ -65,7 +65,10 @@ pub enum BodyState {
 }
 
 impl BodyState {
-    fn of(framing: Framing) -> Option<BodyState> {
+    /// How a response body with `framing` is relayed. Chunked framing passes on as
+    /// received, so it is held to CRLF line ends (a client may read bare-LF lines
+    /// differently); where the framing is decoded instead, a bare LF is taken.
+    fn of_response(framing: Framing) -> Option<BodyState> {
         match framing {
             Framing::None => None,
             Framing::Length(n) => Some(BodyState::Length(n)),
@@ -609,9 +612,9 @@ async fn relay(
     up.consume(head_len);
 
     let mut state = if dechunk {
-        Some(BodyState::Dechunk(ChunkedScanner::new()))
+        Some(BodyState::Dechunk(ChunkedScanner::response()))
     } else {
-        BodyState::of(framing)
+        BodyState::of_response(framing)
     };
     let mut out = std::mem::take(&mut s.out);
     // Small complete bodies ride along with the head in one write.

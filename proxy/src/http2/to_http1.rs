@@ -300,7 +300,7 @@ async fn copy_chunked(
     idle: Duration,
     trailers: &mut HeaderMap,
 ) -> Result<(), PumpError> {
-    let mut scanner = ChunkedScanner::new();
+    let mut scanner = ChunkedScanner::response();
     let mut plain = Vec::new();
     let mut trailer_lines = Vec::new();
     loop {
