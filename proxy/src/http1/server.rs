@@ -637,20 +637,9 @@ async fn route_and_forward(
     if f.expect_continue && !relay_continue && !send_continue(client, s).await {
         return Next::Close;
     }
-    let route = plan.route;
+    let direction = crate::observe::metrics_direction(s.origin.direction);
     let exchange = Exchange {
-        policy: Policy {
-            service_index: plan.service_index,
-            snapshot,
-            settings,
-            deadline,
-            attempt_timeout: route.and_then(|r| r.attempt_timeout),
-            retry_on: route.map_or(&[], |r| &r.retry_on),
-            grpc_retry_on: route.map_or(&[], |r| &r.grpc_retry_on),
-            may_repeat: f.idempotent || route.is_some_and(|r| r.retry_non_idempotent),
-            fixed_endpoint: plan.fixed_endpoint,
-            direction: crate::observe::metrics_direction(s.origin.direction),
-        },
+        policy: Policy::of(&plan, snapshot, settings, deadline, f.idempotent, direction),
         framing: f.framing,
         is_head_method: f.is_head_method,
         upgrade: f.upgrade,

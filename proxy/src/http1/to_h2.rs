@@ -431,14 +431,7 @@ async fn relay(
     if chunked {
         let mut end = std::mem::take(out);
         end.clear();
-        end.extend_from_slice(b"0\r\n");
-        for (name, value) in trailers.iter().flatten() {
-            end.extend_from_slice(name.as_str().as_bytes());
-            end.extend_from_slice(b": ");
-            end.extend_from_slice(value.as_bytes());
-            end.extend_from_slice(b"\r\n");
-        }
-        end.extend_from_slice(b"\r\n");
+        crate::http2::to_http1::last_chunk(trailers.as_ref(), &mut end);
         let (res, end) = client.write_vec(end).await;
         *out = end;
         if res.is_err() {

@@ -113,20 +113,9 @@ impl StreamRequest<'_> {
         let body = BodySource::read(body, settings.replay_body_limit)
             .await
             .map_err(|_| ProxyError::ClientGone)?;
-        let route = plan.route;
-        let policy = Policy {
-            service_index: plan.service_index,
-            snapshot,
-            settings,
-            deadline,
-            attempt_timeout: route.and_then(|r| r.attempt_timeout),
-            retry_on: route.map_or(&[], |r| &r.retry_on),
-            grpc_retry_on: route.map_or(&[], |r| &r.grpc_retry_on),
-            may_repeat: coremesh_balancer::is_idempotent(parts.method.as_str().as_bytes())
-                || route.is_some_and(|r| r.retry_non_idempotent),
-            fixed_endpoint: plan.fixed_endpoint,
-            direction: crate::observe::metrics_direction(self.origin.direction),
-        };
+        let idempotent = coremesh_balancer::is_idempotent(parts.method.as_str().as_bytes());
+        let direction = crate::observe::metrics_direction(self.origin.direction);
+        let policy = Policy::of(&plan, snapshot, settings, deadline, idempotent, direction);
         let forwarded_for =
             (settings.add_forwarded_for || plan.forwarded_for).then(|| self.peer.ip());
         let mut attempt = H2Attempt {

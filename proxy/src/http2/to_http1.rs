@@ -133,16 +133,23 @@ async fn send_chunked(up: &mut Conn, body: BodySource) -> Result<(), ProxyError>
         }
         trailers = rest.trailers().await.map_err(|_| ProxyError::ClientGone)?;
     }
-    let mut end = b"0\r\n".to_vec();
-    for (name, value) in trailers.iter().flatten() {
-        end.extend_from_slice(name.as_str().as_bytes());
-        end.extend_from_slice(b": ");
-        end.extend_from_slice(value.as_bytes());
-        end.extend_from_slice(b"\r\n");
-    }
-    end.extend_from_slice(b"\r\n");
+    let mut end = Vec::new();
+    last_chunk(trailers.as_ref(), &mut end);
     let (res, _) = up.write_vec(end).await;
     res.map_err(|_| sent)
+}
+
+/// The end of a chunked body: the last chunk, `trailers` as the trailer section, the empty
+/// line.
+pub(crate) fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 async fn write_chunk(up: &mut Conn, data: &[u8]) -> std::io::Result<()> {

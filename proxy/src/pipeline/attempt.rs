@@ -33,7 +33,32 @@ pub struct Policy<'a> {
     pub direction: Direction,
 }
 
-impl Policy<'_> {
+impl<'a> Policy<'a> {
+    /// The policy of a request planned as `plan`: its route's retry rules, `idempotent`
+    /// saying whether the method may be repeated.
+    pub fn of(
+        plan: &super::plan::Plan<'a>,
+        snapshot: &'a Snapshot,
+        settings: &'a Settings,
+        deadline: Instant,
+        idempotent: bool,
+        direction: Direction,
+    ) -> Self {
+        let route = plan.route;
+        Policy {
+            service_index: plan.service_index,
+            snapshot,
+            settings,
+            deadline,
+            attempt_timeout: route.and_then(|r| r.attempt_timeout),
+            retry_on: route.map_or(&[], |r| &r.retry_on),
+            grpc_retry_on: route.map_or(&[], |r| &r.grpc_retry_on),
+            may_repeat: idempotent || route.is_some_and(|r| r.retry_non_idempotent),
+            fixed_endpoint: plan.fixed_endpoint,
+            direction,
+        }
+    }
+
     /// The service's index in the core's current per-service state: the same as in the
     /// request's snapshot unless a new snapshot was installed meanwhile, then found by
     /// name (`usize::MAX` if the service is gone, which every lookup treats as absent).
