@@ -14,6 +14,7 @@ use crate::transport::conn::{Conn, Fill};
 use coremesh_discovery::Settings;
 use coremesh_telemetry::Peer;
 use monoio::net::TcpStream;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -61,6 +62,9 @@ pub enum BodyState {
     Chunked(ChunkedScanner),
     /// A chunked body passed on without its chunk framing (to an HTTP/1.0 client).
     Dechunk(ChunkedScanner),
+    /// A chunked response whose chunk lines end with a bare LF, passed on re-chunked with
+    /// CRLF (as nginx does), so that no client reads its framing differently.
+    Rechunk(ChunkedScanner),
     UntilClose,
 }
 
@@ -635,10 +639,17 @@ async fn relay(
     let mut piped = Ok(());
     if let Some(state) = state.as_mut() {
         let idle = Duration::from_millis(ex.settings().request_timeout_ms);
-        piped = if let BodyState::Dechunk(scanner) = state {
-            dechunk_pipe(&mut up, client, scanner, idle, &mut s.out).await
-        } else {
-            pipe(&mut up, client, state, idle, None).await
+        if matches!(state, BodyState::Chunked(_)) && bare_lf_framing(&mut up, idle).await {
+            *state = BodyState::Rechunk(ChunkedScanner::response());
+        }
+        piped = match state {
+            BodyState::Dechunk(scanner) => {
+                dechunk_pipe(&mut up, client, scanner, idle, &mut s.out, false).await
+            }
+            BodyState::Rechunk(scanner) => {
+                dechunk_pipe(&mut up, client, scanner, idle, &mut s.out, true).await
+            }
+            _ => pipe(&mut up, client, state, idle, None).await,
         };
     }
     let completed = piped.is_ok();
@@ -684,7 +695,9 @@ pub async fn pipe(
                         .map_err(|e| PipeError::Invalid(e.0))?;
                     (scan.consumed, scan.done)
                 }
-                BodyState::UntilClose | BodyState::Dechunk(_) => (src.buffered(), false),
+                BodyState::UntilClose | BodyState::Dechunk(_) | BodyState::Rechunk(_) => {
+                    (src.buffered(), false)
+                }
             };
             // The limit counts body bytes: a chunked body's framing is not part of it.
             total = match state {
@@ -719,22 +732,55 @@ async fn fill_body(src: &mut Conn, idle: Duration, until_close: bool) -> Result<
     }
 }
 
-/// Pass a chunked body on as plain bytes (the client connection closes after it).
+/// Whether a chunked response's first chunk line ends with a bare LF (its server frames
+/// the whole body that way). Waits for the line when none of the body has come yet.
+async fn bare_lf_framing(up: &mut Conn, idle: Duration) -> bool {
+    loop {
+        if let Some(i) = up.data().iter().position(|&b| b == b'\n') {
+            return i == 0 || up.data()[i - 1] != b'\r';
+        }
+        // A first line longer than a chunk size with an extension can be: leave it to the
+        // strict scanner to judge.
+        if up.buffered() > 1024 || !matches!(fill_body(up, idle, false).await, Ok(true)) {
+            return false;
+        }
+    }
+}
+
+/// Pass a chunked body on as plain bytes (the client connection closes after it), or,
+/// `rechunk`, framed again with CRLF (its trailers kept).
 async fn dechunk_pipe(
     src: &mut Conn,
     dst: &mut Conn,
     scanner: &mut ChunkedScanner,
     idle: Duration,
     scratch: &mut Vec<u8>,
+    rechunk: bool,
 ) -> Result<(), PipeError> {
+    let mut plain = Vec::new();
+    let mut trailers = Vec::new();
     loop {
         if src.buffered() > 0 {
             let mut out = std::mem::take(scratch);
             out.clear();
+            let sink = if rechunk { &mut plain } else { &mut out };
+            sink.clear();
             let scan = scanner
-                .decode(src.data(), &mut out)
+                .decode_with_trailers(src.data(), sink, &mut trailers)
                 .map_err(|e| PipeError::Invalid(e.0))?;
             src.consume(scan.consumed);
+            if rechunk {
+                if !plain.is_empty() {
+                    let _ = write!(out, "{:x}\r\n", plain.len());
+                    out.extend_from_slice(&plain);
+                    out.extend_from_slice(b"\r\n");
+                }
+                if scan.done {
+                    out.extend_from_slice(b"0\r\n");
+                    out.extend_from_slice(&trailers);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
             let (res, out) = dst.write_vec(out).await;
             *scratch = out;
             res.map_err(|_| PipeError::Destination)?;

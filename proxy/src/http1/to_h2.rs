@@ -295,7 +295,9 @@ async fn stream_body(
                     client.consume(take);
                     (chunk, *left == 0)
                 }
-                BodyState::Chunked(scanner) | BodyState::Dechunk(scanner) => {
+                BodyState::Chunked(scanner)
+                | BodyState::Dechunk(scanner)
+                | BodyState::Rechunk(scanner) => {
                     plain.clear();
                     let scan = scanner
                         .decode_with_trailers(client.data(), &mut plain, &mut lines)
