@@ -110,7 +110,8 @@ impl StreamRequest<'_> {
         } else {
             plan.deadline(settings, self.started, self.caller_budget())
         };
-        let body = BodySource::read(body, settings.replay_body_limit)
+        let wait = Duration::from_millis(snapshot.http2.replay_wait_ms);
+        let body = BodySource::read(body, settings.replay_body_limit, wait)
             .await
             .map_err(|_| ProxyError::ClientGone)?;
         let idempotent = coremesh_balancer::is_idempotent(parts.method.as_str().as_bytes());
