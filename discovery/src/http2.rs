@@ -9,8 +9,7 @@
 //! `max_frame_bytes` = [`DEFAULT_MAX_FRAME_BYTES`], `max_connection_age_ms` = 0 (never),
 //! `max_pending_reset_streams` = [`DEFAULT_MAX_PENDING_RESET_STREAMS`],
 //! `max_local_reset_streams` = [`DEFAULT_MAX_LOCAL_RESET_STREAMS`],
-//! `max_control_frames` = [`DEFAULT_MAX_CONTROL_FRAMES`],
-//! `replay_wait_ms` = [`DEFAULT_REPLAY_WAIT_MS`].
+//! `max_control_frames` = [`DEFAULT_MAX_CONTROL_FRAMES`].
 
 use serde::{Deserialize, Serialize};
 
@@ -34,11 +33,6 @@ pub const DEFAULT_MAX_LOCAL_RESET_STREAMS: usize = 1024;
 /// SETTINGS and PING frames a client may send per 10 s (a flood, CVE-2019-9512/9515,
 /// beyond).
 pub const DEFAULT_MAX_CONTROL_FRAMES: u32 = 1000;
-
-/// How long a request body kept for replay may pause before the rest is streamed: a unary
-/// call's body follows its headers at once; a streaming call's client may pause for the
-/// answer.
-pub const DEFAULT_REPLAY_WAIT_MS: u64 = 10;
 
 /// The largest window the protocol allows (2^31 - 1).
 pub const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
@@ -71,11 +65,6 @@ pub struct Http2Settings {
     /// it the connection is closed with ENHANCE_YOUR_CALM.
     #[serde(default = "d_max_control_frames")]
     pub max_control_frames: u32,
-    /// How long the proxy waits for more of a request body it keeps for replay (up to
-    /// `replay_body_limit`) before it streams the rest; a body that ends within it can be
-    /// sent again on a retry.
-    #[serde(default = "d_replay_wait_ms")]
-    pub replay_wait_ms: u64,
 }
 
 impl Default for Http2Settings {
@@ -90,7 +79,6 @@ impl Default for Http2Settings {
             max_pending_reset_streams: d_max_pending_reset_streams(),
             max_local_reset_streams: d_max_local_reset_streams(),
             max_control_frames: d_max_control_frames(),
-            replay_wait_ms: d_replay_wait_ms(),
         }
     }
 }
@@ -196,9 +184,6 @@ fn d_max_frame_bytes() -> u32 {
 }
 fn d_max_pending_reset_streams() -> usize {
     DEFAULT_MAX_PENDING_RESET_STREAMS
-}
-fn d_replay_wait_ms() -> u64 {
-    DEFAULT_REPLAY_WAIT_MS
 }
 fn d_max_control_frames() -> u32 {
     DEFAULT_MAX_CONTROL_FRAMES

@@ -39,26 +39,15 @@ pub struct BodySource {
 }
 
 impl BodySource {
-    /// Read the body of `stream` while it fits in `limit` bytes and keeps coming: whole (so
-    /// replayable) if it ended within both. A client that pauses longer than `wait` between
-    /// frames has the rest streamed: a streaming call may wait for an answer before it
-    /// sends more, and must not wait for the proxy to fill a replay buffer first.
-    pub async fn read(
-        mut stream: RecvStream,
-        limit: usize,
-        wait: std::time::Duration,
-    ) -> Result<BodySource, h2::Error> {
+    /// Read the body of `stream` while it fits in `limit` bytes: replayable if it all did.
+    pub async fn read(mut stream: RecvStream, limit: usize) -> Result<BodySource, h2::Error> {
         let mut prefix = Vec::new();
         let mut total = 0usize;
         if stream.is_end_stream() {
             return Ok(BodySource::default());
         }
         while total <= limit {
-            // `data()` loses nothing when dropped: the frame stays for the next read.
-            let Ok(next) = monoio::time::timeout(wait, stream.data()).await else {
-                break;
-            };
-            match next {
+            match stream.data().await {
                 Some(chunk) => {
                     let chunk = chunk?;
                     total += chunk.len();

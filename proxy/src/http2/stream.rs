@@ -110,8 +110,7 @@ impl StreamRequest<'_> {
         } else {
             plan.deadline(settings, self.started, self.caller_budget())
         };
-        let wait = Duration::from_millis(snapshot.http2.replay_wait_ms);
-        let body = BodySource::read(body, settings.replay_body_limit, wait)
+        let body = BodySource::read(body, settings.replay_body_limit)
             .await
             .map_err(|_| ProxyError::ClientGone)?;
         let idempotent = coremesh_balancer::is_idempotent(parts.method.as_str().as_bytes());
