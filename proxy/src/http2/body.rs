@@ -36,6 +36,8 @@ pub struct BodySource {
     pub rest: Option<RecvStream>,
     /// The trailers, when all of the body was read and it had some.
     pub trailers: Option<HeaderMap>,
+    /// The body was not whole and an attempt took it: nothing is left to send again.
+    taken: bool,
 }
 
 impl BodySource {
@@ -60,6 +62,7 @@ impl BodySource {
                         prefix,
                         rest: None,
                         trailers,
+                        taken: false,
                     });
                 }
             }
@@ -68,12 +71,13 @@ impl BodySource {
             prefix,
             rest: Some(stream),
             trailers: None,
+            taken: false,
         })
     }
 
     /// Whole, so another attempt can send it again.
     pub fn replayable(&self) -> bool {
-        self.rest.is_none()
+        self.rest.is_none() && !self.taken
     }
 
     /// Nothing to send: the request goes out with END_STREAM on its headers.
@@ -89,10 +93,13 @@ impl BodySource {
                 prefix: self.prefix.clone(),
                 rest: None,
                 trailers: self.trailers.clone(),
+                taken: false,
             })
         } else {
             self.rest.as_ref()?;
-            Some(std::mem::take(self))
+            let source = std::mem::take(self);
+            self.taken = true;
+            Some(source)
         }
     }
 }
@@ -152,4 +159,35 @@ pub async fn send_all(dst: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(
         dst.send_data(part, false).map_err(PumpError::Destination)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_body_is_copied_for_each_attempt_and_an_empty_one_is_whole() {
+        let mut whole = BodySource {
+            prefix: vec![Bytes::from_static(b"abc")],
+            ..Default::default()
+        };
+        assert!(whole.replayable());
+        for _ in 0..2 {
+            let copy = whole.for_attempt().expect("a whole body goes out again");
+            assert_eq!(copy.prefix, [Bytes::from_static(b"abc")]);
+        }
+        assert!(whole.replayable());
+        assert!(BodySource::default().is_empty() && BodySource::default().replayable());
+    }
+
+    #[test]
+    fn a_taken_body_is_not_replayable() {
+        // What `for_attempt` leaves behind when it hands over a body that was not whole.
+        let mut left = BodySource {
+            taken: true,
+            ..Default::default()
+        };
+        assert!(!left.replayable(), "a retry would send an empty body");
+        assert!(left.for_attempt().is_none());
+    }
 }
