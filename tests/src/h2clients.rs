@@ -199,16 +199,10 @@ pub struct H2Answer {
 
 impl H2Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        crate::h2tools::field(&self.headers, name)
     }
     pub fn trailer(&self, name: &str) -> Option<&str> {
-        self.trailers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        crate::h2tools::field(&self.trailers, name)
     }
     /// `grpc-status` from the trailers, or from the headers of a trailers-only answer.
     pub fn grpc_status(&self) -> Option<&str> {

@@ -385,3 +385,12 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in /proc/self/status"));
     kib * 1024
 }
+
+/// The first value of field `name` in a list of (name, value) pairs as the peers report
+/// them (headers or trailers).
+pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}

@@ -28,16 +28,10 @@ pub struct LoggedRequest {
 impl LoggedRequest {
     /// The first value of field `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        crate::h2tools::field(&self.headers, name)
     }
     pub fn trailer(&self, name: &str) -> Option<&str> {
-        self.trailers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        crate::h2tools::field(&self.trailers, name)
     }
 }
 
