@@ -29,6 +29,7 @@ Service `test.Echo`, methods:
 """
 import argparse
 import json
+import queue
 import sys
 import threading
 import time
@@ -165,6 +166,20 @@ def call(args):
                     yield f"b{i}".encode()
 
             messages = list(fn(paced(), timeout=args.timeout))
+        elif args.kind == "pingpong":
+            # Each message is sent only once the answer to the one before has come back.
+            fn = channel.stream_stream(path + "Bidi", ident, ident)
+            answered = queue.Queue()
+
+            def turns():
+                for i in range(args.n):
+                    if i:
+                        answered.get()
+                    yield f"b{i}".encode()
+
+            for answer in fn(turns(), timeout=args.timeout):
+                messages.append(answer)
+                answered.put(None)
         code, details = "OK", ""
     except grpc.RpcError as e:
         code, details = e.code().name, e.details() or ""
@@ -222,7 +237,7 @@ def main():
     c = sub.add_parser("call")
     c.add_argument("target")
     c.add_argument("--kind", required=True,
-                   choices=["unary", "server", "client", "bidi", "slow"])
+                   choices=["unary", "server", "client", "bidi", "pingpong", "slow"])
     c.add_argument("--n", type=int, default=3)
     c.add_argument("--timeout", type=float, default=30.0)
     c.add_argument("--interval", type=float, default=0.0,

@@ -355,6 +355,20 @@ fn direct_restarting_backend_restarts_under_load() {
     assert!(result.ok > 0, "{result:?}");
 }
 
+/// A bidi call whose client sends each message only after the answer to the one before:
+/// the proxy must pass the first message on at once, not wait to fill its replay buffer.
+#[test]
+fn a_ping_pong_bidi_call_is_not_held_for_the_replay_buffer() {
+    for_each_driver(|driver| {
+        let server = GrpcServer::start("A", &[]);
+        let proxy = grpc_proxy(driver, &[server.addr()], &[], &[]);
+        let r = grpc_call(proxy.addr(), "pingpong", 4, Duration::from_secs(20));
+        assert_eq!(r.code, "OK", "{r:?}");
+        let expected: Vec<String> = (0..4).map(|i| format!("A:b{i}")).collect();
+        assert_eq!(r.messages, expected);
+    });
+}
+
 /// Messages of the long-lived stream, one per [`LONG_STREAM_INTERVAL`]: it lives past the
 /// default request timeout (15 s).
 const LONG_STREAM_MESSAGES: usize = 17;

@@ -1,4 +1,5 @@
-//! Bodies between HTTP/2 streams: the request body kept for replay when it is small, and
+//! Bodies between HTTP/2 streams: the request body streamed to each attempt and kept for
+//! replay while it is small, and
 //! the pump that moves DATA frames from one stream to another under both sides' flow
 //! control (a window is given back to the sender only once its bytes went on), then the
 //! trailers or the end of the stream. Nothing is held whole.
@@ -6,7 +7,10 @@
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http::HeaderMap;
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::rc::Rc;
 
 /// Why a pump stopped early.
 #[derive(Debug)]
@@ -27,92 +31,231 @@ pub enum PumpError {
 /// stream: a client that stops reading holds the stream (and the upstream's) no longer.
 pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A request body as the attempts see it: what was read of it, and the rest of the
-/// client's stream when it was not all read.
-#[derive(Default)]
+/// A request body as the attempts see it. Nothing waits for the body: an attempt starts
+/// as soon as the head is in and its stream carries each chunk as the client sends it (a
+/// bidirectional call whose client waits for each answer goes on at once). What was read
+/// is kept, while it fits in the replay limit, so another attempt can send it again and
+/// then go on with the rest of the client's stream.
 pub struct BodySource {
-    /// Read already (all of it when `rest` is `None`).
-    pub prefix: Vec<Bytes>,
-    pub rest: Option<RecvStream>,
-    /// The trailers, when all of the body was read and it had some.
-    pub trailers: Option<HeaderMap>,
-    /// The body was not whole and an attempt took it: nothing is left to send again.
+    shared: Rc<RefCell<Kept>>,
+}
+
+/// What the attempts of one request share of its body.
+struct Kept {
+    /// The chunks read so far, in order, while `len` is within `limit` (and the one that
+    /// crossed it when read ahead, which the first attempt still needs).
+    chunks: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    /// Some bytes read were not kept: no other attempt can send the body again.
+    overflowed: bool,
+    /// The client's stream, while no attempt is reading it and it has not ended.
+    rest: Option<RecvStream>,
+    /// The client ended the body (its trailers, if any, in `trailers`).
+    ended: bool,
+    trailers: Option<HeaderMap>,
+    /// An attempt took the body.
     taken: bool,
 }
 
+impl Kept {
+    /// Keep `chunk` for replay if it fits (true), or stop keeping.
+    fn record(&mut self, chunk: &Bytes) -> bool {
+        if self.overflowed {
+            return false;
+        }
+        if self.len + chunk.len() > self.limit {
+            self.overflowed = true;
+            self.chunks = Vec::new();
+            return false;
+        }
+        self.len += chunk.len();
+        self.chunks.push(chunk.clone());
+        true
+    }
+}
+
 impl BodySource {
-    /// Read the body of `stream` while it fits in `limit` bytes: replayable if it all did.
-    pub async fn read(mut stream: RecvStream, limit: usize) -> Result<BodySource, h2::Error> {
-        let mut prefix = Vec::new();
-        let mut total = 0usize;
-        if stream.is_end_stream() {
-            return Ok(BodySource::default());
-        }
-        while total <= limit {
-            match stream.data().await {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    total += chunk.len();
-                    let _ = stream.flow_control().release_capacity(chunk.len());
-                    prefix.push(chunk);
-                }
-                None => {
-                    let trailers = stream.trailers().await?;
-                    return Ok(BodySource {
-                        prefix,
-                        rest: None,
-                        trailers,
-                        taken: false,
-                    });
-                }
-            }
-        }
-        Ok(BodySource {
-            prefix,
-            rest: Some(stream),
+    /// The body of `stream`, kept for replay while it fits in `limit` bytes.
+    pub fn new(stream: RecvStream, limit: usize) -> BodySource {
+        let ended = stream.is_end_stream();
+        BodySource::of(Kept {
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+            overflowed: false,
+            rest: (!ended).then_some(stream),
+            ended,
             trailers: None,
             taken: false,
         })
     }
 
-    /// Whole, so another attempt can send it again.
-    pub fn replayable(&self) -> bool {
-        self.rest.is_none() && !self.taken
+    fn of(kept: Kept) -> BodySource {
+        BodySource {
+            shared: Rc::new(RefCell::new(kept)),
+        }
     }
 
+    /// Everything read so far was kept, so another attempt can send the body again (a
+    /// failed attempt gives the client's stream back when it is dropped).
+    pub fn replayable(&self) -> bool {
+        let kept = self.shared.borrow();
+        !kept.overflowed && !(kept.taken && kept.len > kept.limit)
+    }
+
+    /// Read ahead, before any attempt took the body, until it ends or no longer fits in
+    /// the replay limit: an HTTP/1 endpoint then gets a small body whole, with its length.
+    pub async fn fill(&mut self) -> Result<(), h2::Error> {
+        loop {
+            let mut rest = {
+                let mut kept = self.shared.borrow_mut();
+                if kept.taken || kept.len > kept.limit {
+                    return Ok(());
+                }
+                match kept.rest.take() {
+                    Some(rest) => rest,
+                    None => return Ok(()),
+                }
+            };
+            match rest.data().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    let _ = rest.flow_control().release_capacity(chunk.len());
+                    let mut kept = self.shared.borrow_mut();
+                    // Kept even past the limit: the first attempt still sends it.
+                    kept.len += chunk.len();
+                    kept.chunks.push(chunk);
+                    kept.rest = Some(rest);
+                }
+                None => {
+                    let trailers = rest.trailers().await?;
+                    let mut kept = self.shared.borrow_mut();
+                    kept.ended = true;
+                    kept.trailers = trailers;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The body for one attempt: what was kept, then the rest of the client's stream.
+    /// `None` when an earlier attempt took a body that could not be kept.
+    pub fn for_attempt(&mut self) -> Option<BodyFeed> {
+        if !self.replayable() {
+            return None;
+        }
+        let mut kept = self.shared.borrow_mut();
+        let replay = if kept.len > kept.limit {
+            // Read ahead past the limit: this attempt is the only one.
+            kept.overflowed = true;
+            std::mem::take(&mut kept.chunks)
+        } else {
+            kept.chunks.clone()
+        };
+        kept.taken = true;
+        Some(BodyFeed {
+            replay: replay.into(),
+            rest: kept.rest.take(),
+            ended: kept.ended,
+            trailers: kept.trailers.clone(),
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+/// One attempt's body: the kept chunks, then the client's stream, which goes back to the
+/// [`BodySource`] when the attempt is dropped before the body ended.
+pub struct BodyFeed {
+    replay: VecDeque<Bytes>,
+    rest: Option<RecvStream>,
+    ended: bool,
+    trailers: Option<HeaderMap>,
+    shared: Rc<RefCell<Kept>>,
+}
+
+impl BodyFeed {
     /// Nothing to send: the request goes out with END_STREAM on its headers.
     pub fn is_empty(&self) -> bool {
-        self.rest.is_none() && self.trailers.is_none() && self.prefix.iter().all(|b| b.is_empty())
+        self.ended && self.trailers.is_none() && self.replay.iter().all(|b| b.is_empty())
     }
 
-    /// A copy for one attempt when whole (`Bytes` clones share the data); otherwise the
-    /// source itself is taken.
-    pub fn for_attempt(&mut self) -> Option<BodySource> {
-        if self.replayable() {
-            Some(BodySource {
-                prefix: self.prefix.clone(),
-                rest: None,
-                trailers: self.trailers.clone(),
-                taken: false,
-            })
-        } else {
-            self.rest.as_ref()?;
-            let source = std::mem::take(self);
-            self.taken = true;
-            Some(source)
+    /// The whole body is in hand and has no trailers: its length, for an HTTP/1 head.
+    pub fn whole_len(&self) -> Option<u64> {
+        (self.ended && self.trailers.is_none())
+            .then(|| self.replay.iter().map(|b| b.len() as u64).sum())
+    }
+
+    /// The kept chunks, for an HTTP/1 head that carries a whole body.
+    pub fn replay(&self) -> impl Iterator<Item = &Bytes> {
+        self.replay.iter()
+    }
+
+    /// The next chunk, and whether its window is still to be given back (by
+    /// [`BodyFeed::sent`], once it went on): the kept chunks first, then the client's
+    /// stream. A chunk kept for replay is held here anyway, so its window goes back at
+    /// once; one that no longer fits only once it went on. `Ok(None)` at the end of the
+    /// body, whose trailers [`BodyFeed::trailers`] then gives.
+    pub async fn next(&mut self) -> Result<Option<(Bytes, bool)>, h2::Error> {
+        if let Some(chunk) = self.replay.pop_front() {
+            return Ok(Some((chunk, false)));
+        }
+        let Some(rest) = self.rest.as_mut() else {
+            return Ok(None);
+        };
+        match rest.data().await {
+            Some(chunk) => {
+                let chunk = chunk?;
+                let kept = self.shared.borrow_mut().record(&chunk);
+                if kept {
+                    let _ = rest.flow_control().release_capacity(chunk.len());
+                }
+                Ok(Some((chunk, !kept)))
+            }
+            None => {
+                let trailers = rest.trailers().await?;
+                self.rest = None;
+                self.ended = true;
+                self.trailers.clone_from(&trailers);
+                let mut kept = self.shared.borrow_mut();
+                kept.ended = true;
+                kept.trailers = trailers;
+                Ok(None)
+            }
+        }
+    }
+
+    /// `n` bytes read from the client went on: the client may send as much again.
+    pub fn sent(&mut self, n: usize) {
+        if let Some(rest) = self.rest.as_mut() {
+            let _ = rest.flow_control().release_capacity(n);
+        }
+    }
+
+    /// The body's trailers, once it ended.
+    pub fn trailers(&self) -> Option<HeaderMap> {
+        self.trailers.clone()
+    }
+}
+
+impl Drop for BodyFeed {
+    fn drop(&mut self) {
+        if let Some(rest) = self.rest.take() {
+            self.shared.borrow_mut().rest = Some(rest);
         }
     }
 }
 
-/// Send `source` on `dst`, ending the stream.
-pub async fn pump_source(source: BodySource, dst: &mut SendStream<Bytes>) -> Result<(), PumpError> {
-    for chunk in source.prefix {
+/// Send `feed` on `dst`, ending the stream.
+pub async fn pump_feed(mut feed: BodyFeed, dst: &mut SendStream<Bytes>) -> Result<(), PumpError> {
+    while let Some((chunk, owed)) = feed.next().await.map_err(PumpError::Source)? {
+        let n = chunk.len();
         send_all(dst, chunk).await?;
+        if owed {
+            feed.sent(n);
+        }
     }
-    match source.rest {
-        Some(rest) => pump(rest, dst).await.map(|_| ()),
-        None => finish(dst, source.trailers),
-    }
+    finish(dst, feed.trailers())
 }
 
 /// Move the rest of `src` to `dst`, then its trailers (returned too) or the end of the
@@ -165,29 +308,72 @@ pub async fn send_all(dst: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_whole_body_is_copied_for_each_attempt_and_an_empty_one_is_whole() {
-        let mut whole = BodySource {
-            prefix: vec![Bytes::from_static(b"abc")],
-            ..Default::default()
-        };
+    /// A body read whole already (`chunks`), or read ahead (`len` past `limit`).
+    fn kept(chunks: &[&'static [u8]], limit: usize, ended: bool) -> BodySource {
+        let chunks: Vec<Bytes> = chunks.iter().map(|c| Bytes::from_static(c)).collect();
+        BodySource::of(Kept {
+            len: chunks.iter().map(Bytes::len).sum(),
+            chunks,
+            limit,
+            overflowed: false,
+            rest: None,
+            ended,
+            trailers: None,
+            taken: false,
+        })
+    }
+
+    #[monoio::test]
+    async fn a_whole_body_is_sent_again_by_each_attempt_and_an_empty_one_is_empty() {
+        let mut whole = kept(&[b"ab", b"c"], 10, true);
         assert!(whole.replayable());
         for _ in 0..2 {
-            let copy = whole.for_attempt().expect("a whole body goes out again");
-            assert_eq!(copy.prefix, [Bytes::from_static(b"abc")]);
+            let mut feed = whole.for_attempt().expect("a whole body goes out again");
+            assert_eq!(feed.whole_len(), Some(3));
+            let mut sent = Vec::new();
+            while let Some((chunk, owed)) = feed.next().await.expect("kept chunks") {
+                assert!(
+                    !owed,
+                    "a kept chunk's window was given back when it was read"
+                );
+                sent.extend_from_slice(&chunk);
+            }
+            assert_eq!(sent, b"abc");
         }
         assert!(whole.replayable());
-        assert!(BodySource::default().is_empty() && BodySource::default().replayable());
+        let mut empty = kept(&[], 10, true);
+        assert!(empty.for_attempt().is_some_and(|f| f.is_empty()));
     }
 
     #[test]
-    fn a_taken_body_is_not_replayable() {
-        // What `for_attempt` leaves behind when it hands over a body that was not whole.
-        let mut left = BodySource {
-            taken: true,
-            ..Default::default()
-        };
-        assert!(!left.replayable(), "a retry would send an empty body");
-        assert!(left.for_attempt().is_none());
+    fn a_body_read_past_the_limit_goes_to_one_attempt_only() {
+        let mut ahead = kept(&[b"abcd", b"efgh"], 6, false);
+        assert!(ahead.replayable(), "nothing went out yet");
+        let feed = ahead
+            .for_attempt()
+            .expect("the first attempt sends what was read");
+        assert_eq!(feed.replay.len(), 2);
+        assert_eq!(feed.whole_len(), None, "the client has not ended the body");
+        drop(feed);
+        assert!(!ahead.replayable(), "a retry would send a body with a hole");
+        assert!(ahead.for_attempt().is_none());
+    }
+
+    #[test]
+    fn a_chunk_that_does_not_fit_ends_the_keeping() {
+        let source = kept(&[b"abcd"], 6, false);
+        let mut shared = source.shared.borrow_mut();
+        assert!(
+            shared.record(&Bytes::from_static(b"ef")),
+            "6 bytes fit in 6"
+        );
+        assert!(!shared.record(&Bytes::from_static(b"g")));
+        assert!(shared.overflowed && shared.chunks.is_empty());
+        assert!(
+            !shared.record(&Bytes::from_static(b"")),
+            "nothing is kept after a hole"
+        );
+        drop(shared);
+        assert!(!source.replayable());
     }
 }

@@ -3,7 +3,7 @@
 //! own ([`H2Attempt`]), and its response relayed back with its trailers while the request
 //! body may still be flowing (gRPC streaming calls go both ways at once).
 
-use super::body::{pump, pump_source, BodySource, PumpError};
+use super::body::{pump, pump_feed, BodySource, PumpError};
 use super::grpc;
 use crate::core::Core;
 use crate::error::ProxyError;
@@ -110,9 +110,7 @@ impl StreamRequest<'_> {
         } else {
             plan.deadline(settings, self.started, self.caller_budget())
         };
-        let body = BodySource::read(body, settings.replay_body_limit)
-            .await
-            .map_err(|_| ProxyError::ClientGone)?;
+        let body = BodySource::new(body, settings.replay_body_limit);
         let idempotent = coremesh_balancer::is_idempotent(parts.method.as_str().as_bytes());
         let direction = crate::observe::metrics_direction(self.origin.direction);
         let policy = Policy::of(&plan, snapshot, settings, deadline, idempotent, direction);
@@ -274,7 +272,7 @@ impl Attempt for H2Attempt<'_> {
             .send_request(head, end)
             .map_err(|e| super::upstream::stream_error(&e))?;
         let mut pump: Option<BodyPump> = (!end)
-            .then(|| Box::pin(async move { pump_source(source, &mut stream).await }) as BodyPump);
+            .then(|| Box::pin(async move { pump_feed(source, &mut stream).await }) as BodyPump);
         let mut response = std::pin::pin!(response);
         let head = poll_fn(|cx| {
             if let Some(p) = pump.as_mut() {
@@ -427,9 +425,9 @@ impl H2Attempt<'_> {
         remaining_ms: u64,
     ) -> Result<H2Answer, ProxyError> {
         let (authority, headers) = self.upstream_headers(addr, remaining_ms);
+        self.body.fill().await.map_err(|_| ProxyError::ClientGone)?;
         let source = self.body.for_attempt().ok_or(ProxyError::ClientGone)?;
-        let whole = source.replayable() && source.trailers.is_none();
-        let len = whole.then(|| source.prefix.iter().map(|b| b.len() as u64).sum());
+        let len = source.whole_len();
         let mut head = Vec::with_capacity(512);
         super::to_http1::request_head(self.parts, &authority, &headers, len, &mut head);
         let answer = super::to_http1::exchange(

@@ -5,7 +5,7 @@
 //! into the client's stream under its flow control, de-chunked. The upstream connection
 //! comes from and goes back to the core's HTTP/1 pool.
 
-use super::body::{send_all, BodySource, PumpError};
+use super::body::{send_all, BodyFeed, PumpError};
 use crate::core::{Core, BODY_CHUNK};
 use crate::error::ProxyError;
 use crate::http1::body::ChunkedScanner;
@@ -35,7 +35,7 @@ pub async fn exchange(
     addr: SocketAddr,
     settings: &Settings,
     mut head: Vec<u8>,
-    body: BodySource,
+    body: BodyFeed,
     sent_at: &mut Instant,
 ) -> Result<Http1Answer, ProxyError> {
     let now = Instant::now();
@@ -55,10 +55,10 @@ pub async fn exchange(
     let write_failed = ProxyError::UpstreamClosed {
         request_sent: !reused,
     };
-    let chunked = !body.replayable() || body.trailers.is_some();
+    let chunked = body.whole_len().is_none();
     // A whole small body goes out with the head.
     if !chunked {
-        for chunk in &body.prefix {
+        for chunk in body.replay() {
             head.extend_from_slice(chunk);
         }
     }
@@ -118,23 +118,16 @@ fn method_has_body(m: &http::Method) -> bool {
 }
 
 /// Send `body` chunk-encoded, then its trailers as the trailer section.
-async fn send_chunked(up: &mut Conn, body: BodySource) -> Result<(), ProxyError> {
+async fn send_chunked(up: &mut Conn, mut body: BodyFeed) -> Result<(), ProxyError> {
     let sent = ProxyError::UpstreamClosed { request_sent: true };
-    for chunk in body.prefix {
+    while let Some((chunk, owed)) = body.next().await.map_err(|_| ProxyError::ClientGone)? {
         write_chunk(up, &chunk).await.map_err(|_| sent.clone())?;
-    }
-    let mut trailers = body.trailers;
-    if let Some(mut rest) = body.rest {
-        while let Some(chunk) = rest.data().await {
-            let chunk = chunk.map_err(|_| ProxyError::ClientGone)?;
-            let n = chunk.len();
-            write_chunk(up, &chunk).await.map_err(|_| sent.clone())?;
-            let _ = rest.flow_control().release_capacity(n);
+        if owed {
+            body.sent(chunk.len());
         }
-        trailers = rest.trailers().await.map_err(|_| ProxyError::ClientGone)?;
     }
     let mut end = Vec::new();
-    last_chunk(trailers.as_ref(), &mut end);
+    last_chunk(body.trailers().as_ref(), &mut end);
     let (res, _) = up.write_vec(end).await;
     res.map_err(|_| sent)
 }
