@@ -15,6 +15,7 @@ Output (stdout, one line): {"status", "headers", "trailers", "body_len", "body_s
 Exit status 0 whenever the exchange ran (whatever the answer); 2 on a usage or connect error.
 """
 import argparse
+import os
 import hashlib
 import json
 import socket
@@ -57,6 +58,8 @@ def main():
     p.add_argument("--trailer", type=pair, action="append", default=[])
     p.add_argument("--out", default=None)
     p.add_argument("--wait", type=float, default=30.0)
+    p.add_argument("--body-gate", default=None,
+                   help="send the body only once this file exists (the head goes first)")
     args = p.parse_args()
 
     host, _, port = args.addr.rpartition(":")
@@ -133,7 +136,8 @@ def main():
     pending = b""
     while True:
         # Send what the windows allow of the body, then the trailers or END_STREAM.
-        if not request_done and not closed:
+        gated = args.body_gate is not None and not os.path.exists(args.body_gate)
+        if not request_done and not closed and not gated:
             try:
                 while sent < len(body):
                     window = min(

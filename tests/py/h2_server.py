@@ -12,7 +12,8 @@ Modes: `hang` never answers (a test of deadlines watches the reset come); `echo`
 200 with the request body and, as trailers, `x-body-len` and every request trailer;
 `goaway` answers a connection's first request with GOAWAY(NO_ERROR, last stream 0) and
 closes it (the request was never processed); `refuse` resets every request with
-REFUSED_STREAM (never processed either).
+REFUSED_STREAM (never processed either); `refuse-first` resets the first request it sees
+with REFUSED_STREAM and echoes the others.
 Runs until killed.
 """
 import argparse
@@ -28,6 +29,8 @@ import h2.events
 import h2.exceptions
 
 LOCK = threading.Lock()
+# Set once `refuse-first` refused its request.
+REFUSED_ONE = threading.Event()
 
 
 def emit(obj):
@@ -52,6 +55,7 @@ def serve(sock, conn_id, mode):
     sock.sendall(conn.data_to_send())
     bodies = {}
     trailers = {}
+    refused = set()
     pending = {}  # stream -> bytes still to send (echo)
 
     def flush_pending():
@@ -95,7 +99,11 @@ def serve(sock, conn_id, mode):
                     sock.sendall(conn.data_to_send())
                     sock.close()
                     return
-                if mode == "refuse":
+                refuse_first = mode == "refuse-first" and not REFUSED_ONE.is_set()
+                if refuse_first:
+                    REFUSED_ONE.set()
+                if mode == "refuse" or refuse_first:
+                    refused.add(ev.stream_id)
                     conn.reset_stream(ev.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
             elif isinstance(ev, h2.events.DataReceived):
                 bodies.setdefault(ev.stream_id, bytearray()).extend(ev.data)
@@ -110,7 +118,8 @@ def serve(sock, conn_id, mode):
                 tr = trailers.get(ev.stream_id, [])
                 emit({"event": "end", "conn": conn_id, "stream": ev.stream_id,
                       "body_len": len(body), "trailers": tr})
-                if mode == "echo" and ev.stream_id in bodies:
+                echoes = mode == "echo" or mode == "refuse-first"
+                if echoes and ev.stream_id in bodies and ev.stream_id not in refused:
                     conn.send_headers(ev.stream_id, [(":status", "200"),
                                                      ("content-type", "application/octet-stream")])
                     out_tr = [("x-body-len", str(len(body)))] + [(n, v) for n, v in tr]
@@ -133,7 +142,7 @@ def serve(sock, conn_id, mode):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=["hang", "echo", "goaway", "refuse"], default="echo")
+    p.add_argument("--mode", choices=["hang", "echo", "goaway", "refuse", "refuse-first"], default="echo")
     args = p.parse_args()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))

@@ -222,6 +222,8 @@ pub struct H2Request<'a> {
     pub trailers: Vec<(&'a str, &'a str)>,
     /// How long to wait for the whole answer before giving up (and cancelling the stream).
     pub wait: Option<Duration>,
+    /// The body goes out only once this file exists (the head first, on its own).
+    pub body_gate: Option<&'a std::path::Path>,
 }
 
 /// One request with the Python `h2` client to `addr`.
@@ -254,6 +256,9 @@ pub fn h2_request(addr: SocketAddr, req: &H2Request) -> H2Answer {
     }
     if let Some(body) = req.body {
         cmd.arg("--body-file").arg(dir.file("request", body));
+    }
+    if let Some(gate) = req.body_gate {
+        cmd.arg("--body-gate").arg(gate);
     }
     let wait = req.wait.unwrap_or(Duration::from_secs(30));
     cmd.args(["--wait", &format!("{}", wait.as_secs_f64())]);

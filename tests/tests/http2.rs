@@ -498,3 +498,48 @@ fn sidecar_inbound_accepts_h2c_and_preserves_it_to_the_application() {
         assert_eq!(m.sum(family, &[("direction", "inbound")]), 3.0);
     });
 }
+
+/// A POST whose body comes only after its head went out and the endpoint refused that
+/// first attempt (REFUSED_STREAM, never processed): the retry carries the whole body, read
+/// from the client's stream after the refusal.
+#[test]
+fn a_body_sent_after_the_first_attempt_was_refused_goes_whole_to_the_retry() {
+    for_each_driver(|driver| {
+        let upstream = PyH2Server::start("refuse-first");
+        let proxy = proxy_to(driver, upstream.addr(), &[]);
+        let body = small_body();
+        let gate_dir = coremesh_tests::h2tools::TempDir::new("gate");
+        let gate = gate_dir.path().join("open");
+        let answer = std::thread::scope(|s| {
+            let client = s.spawn(|| {
+                h2_request(
+                    proxy.addr(),
+                    &H2Request {
+                        method: "POST",
+                        path: "/late-body",
+                        body: Some(&body),
+                        body_gate: Some(&gate),
+                        ..Default::default()
+                    },
+                )
+            });
+            assert!(
+                upstream.wait_event(Duration::from_secs(30), |e| e["event"] == "request"),
+                "the first attempt's head reached the endpoint before the body was sent"
+            );
+            std::fs::write(&gate, b"").expect("open the body gate");
+            client.join().expect("client thread")
+        });
+        assert_eq!(answer.status, Some(200), "{answer:?}");
+        assert!(answer.body == body, "the echoed body is the whole body");
+        let events = upstream.events();
+        let requests = events.iter().filter(|e| e["event"] == "request").count();
+        let ended: Vec<u64> = events
+            .iter()
+            .filter(|e| e["event"] == "end")
+            .filter_map(|e| e["body_len"].as_u64())
+            .collect();
+        assert_eq!(requests, 2, "one refused attempt and one retry: {events:?}");
+        assert_eq!(ended, [body.len() as u64], "the retry's body: {events:?}");
+    });
+}
