@@ -39,8 +39,11 @@ pub struct ProxyHandle {
     controls: Vec<Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
     admin: Option<(Arc<AdminShared>, JoinHandle<()>)>,
-    /// Exporter and access-log writer: they end when the cores' senders are gone.
+    /// Exporter and access-log writer: they end when the cores' senders are gone, or
+    /// when `side_stop` is dropped once the cores have stopped (a task a core left
+    /// pending may still hold a sender).
     side_threads: Vec<JoinHandle<()>>,
+    side_stop: Option<Sender<()>>,
     shutdown_requests: Receiver<()>,
     /// Kept so that `shutdown_requests` stays open when there is no admin server.
     _shutdown_sender: Sender<()>,
@@ -180,6 +183,7 @@ impl ProxyHandle {
             // (an IPv6 wildcard on a host with IPv6 turned off).
             shared.stop_serving();
         }
+        self.side_stop = None;
         for t in self.side_threads.drain(..) {
             let _ = t.join();
         }
@@ -409,8 +413,10 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     drop(ready_tx);
     drop(access_log);
     let mut side_threads = Vec::new();
+    let (side_stop, side_stopped) = crossbeam_channel::bounded::<()>(0);
     if let Some((cfg, queue)) = span_queue {
-        let exporter = coremesh_telemetry::otlp::OtlpExporter::new(cfg, queue.into_receiver());
+        let receiver = queue.into_receiver().stop_on(side_stopped.clone());
+        let exporter = coremesh_telemetry::otlp::OtlpExporter::new(cfg, receiver);
         side_threads.push(
             std::thread::Builder::new()
                 .name("coremesh-otlp".into())
@@ -421,7 +427,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         side_threads.push(
             std::thread::Builder::new()
                 .name("coremesh-access-log".into())
-                .spawn(move || writer.run(std::io::stdout()))?,
+                .spawn(move || writer.run(std::io::stdout(), side_stopped))?,
         );
     }
     let mut driver = wanted;
@@ -439,6 +445,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         threads,
         admin: None,
         side_threads,
+        side_stop: Some(side_stop),
         shutdown_requests: shutdown_rx,
         _shutdown_sender: shutdown_tx.clone(),
         per_endpoint_metrics: config.telemetry.per_endpoint_metrics,

@@ -269,6 +269,7 @@ pub async fn core_main(start: CoreStart) {
     }
     tick_task.await;
     idle_task.await;
+    crate::http2::upstream::close_all(&core).await;
     tracing::debug!(
         core = id,
         "core stopped after {:?} of draining",

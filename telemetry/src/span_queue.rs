@@ -115,6 +115,7 @@ impl SpanQueue {
         SpanReceiver {
             receiver: self.receiver,
             stats: self.stats,
+            stop: None,
         }
     }
 }
@@ -153,6 +154,9 @@ impl SpanSender {
 pub struct SpanReceiver {
     receiver: Receiver<Span>,
     stats: Arc<SpanStats>,
+    /// Seen closed also once every sender of this channel is gone: the proxy stopped,
+    /// whatever still holds a [`SpanSender`].
+    stop: Option<Receiver<()>>,
 }
 
 /// What waiting for a span gave.
@@ -164,6 +168,12 @@ pub(crate) enum Received {
 }
 
 impl SpanReceiver {
+    /// Also end (as if every sender were gone) once every sender of `stop` is dropped.
+    pub fn stop_on(mut self, stop: Receiver<()>) -> SpanReceiver {
+        self.stop = Some(stop);
+        self
+    }
+
     /// The shared counts.
     pub fn stats(&self) -> &Arc<SpanStats> {
         &self.stats
@@ -192,6 +202,16 @@ impl SpanReceiver {
     }
 
     pub(crate) fn recv_timeout(&self, timeout: Duration) -> Received {
+        if let Some(stop) = &self.stop {
+            return crossbeam_channel::select! {
+                recv(self.receiver) -> span => match span {
+                    Ok(span) => Received::Span(span),
+                    Err(_) => Received::Closed,
+                },
+                recv(stop) -> _ => Received::Closed,
+                default(timeout) => Received::TimedOut,
+            };
+        }
         match self.receiver.recv_timeout(timeout) {
             Ok(span) => Received::Span(span),
             Err(RecvTimeoutError::Timeout) => Received::TimedOut,
@@ -221,6 +241,25 @@ mod tests {
             SpanKind::Server,
             SystemTime::UNIX_EPOCH,
         )
+    }
+
+    #[test]
+    fn a_stopped_receiver_is_closed_while_a_sender_lives() {
+        let queue = SpanQueue::new(4);
+        let sender = queue.sender();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let receiver = queue.into_receiver().stop_on(stopped);
+        assert!(sender.try_send(span(1)));
+        assert!(matches!(
+            receiver.recv_timeout(Duration::from_secs(5)),
+            Received::Span(_)
+        ));
+        drop(stop);
+        assert!(matches!(
+            receiver.recv_timeout(Duration::from_secs(5)),
+            Received::Closed
+        ));
+        drop(sender);
     }
 
     #[test]

@@ -78,3 +78,43 @@ fn shutdown_with_idle_connections_returns_and_refuses_new_ones() {
         assert!(refused.is_err(), "the listener is closed after shutdown");
     });
 }
+
+/// How long a stop may take before the test calls it hung: far above the grace period,
+/// it only turns a hang into a failure.
+const STOP_BOUND: Duration = Duration::from_secs(60);
+
+/// A request still waiting for its upstream when the grace period ends, with the access
+/// log and span export on: the stop returns. (The waiting connection's task is left behind
+/// by its core and still holds the core's log and span senders; the writer and the
+/// exporter must end on the proxy's stop, not only when every sender is gone.)
+#[test]
+fn a_request_outliving_the_grace_period_does_not_hold_the_stop() {
+    use coremesh_tests::otlp::OtlpCollector;
+    for_each_driver(|driver| {
+        let collector = OtlpCollector::start();
+        let upstream = Upstream::start("hang", |_| Action::Hang);
+        let mut config = one_service(&[upstream.addr()]);
+        config.proxy.shutdown_grace_ms = 100;
+        config.telemetry.access_log = true;
+        config.telemetry.otlp_endpoint = Some(collector.endpoint_url());
+        config.telemetry.trace_sample_ratio = 1.0;
+        let proxy = start_proxy(driver, config);
+        let mut waiting = coremesh_tests::Client::connect(proxy.addr()).expect("connect");
+        waiting.send_request("GET", "/hangs", &[], None).unwrap();
+        let arrived =
+            coremesh_tests::traffic::wait_until(STOP_BOUND, Duration::from_millis(10), || {
+                upstream.requests_received() == 1
+            });
+        assert!(arrived, "the request reached the upstream");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            proxy.shutdown();
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(STOP_BOUND).is_ok(),
+            "the proxy's stop did not return"
+        );
+        drop(waiting);
+    });
+}

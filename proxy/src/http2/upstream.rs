@@ -1,14 +1,18 @@
 //! A core's HTTP/2 connections to endpoints: one per endpoint, opened when a request
 //! first needs it, multiplexed by every request of the core that goes there, and
 //! forgotten when it closes or fails (the next request opens a new one). The endpoint is
-//! still chosen per request by the balancer; a connection only carries streams.
+//! still chosen per request by the balancer; a connection only carries streams. When the
+//! core stops, after its grace period, [`close_all`] ends them: their tasks hold the core
+//! only weakly and are awaited, so none outlives it.
 
 use super::io::H2Io;
 use crate::core::Core;
 use crate::error::ProxyError;
+use crate::signal::Signal;
 use bytes::Bytes;
 use coremesh_discovery::Settings;
 use h2::client::SendRequest;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -23,6 +27,28 @@ pub struct H2Upstreams {
     /// each.
     opening: HashMap<SocketAddr, Rc<crate::signal::Signal>>,
     next_id: u64,
+    /// Fired by [`close_all`]: every connection's task ends.
+    closing: Rc<Signal>,
+    /// Connection tasks still running, and the signal fired when the last one ended.
+    live: Rc<Cell<usize>>,
+    all_ended: Rc<Signal>,
+}
+
+/// How long [`close_all`] waits for the connections' tasks to end.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// End every HTTP/2 connection of the core to its endpoints (the core is stopping and its
+/// grace period is over) and wait, briefly, for their tasks to finish.
+pub async fn close_all(core: &Core) {
+    let (closing, live, ended) = {
+        let mut ups = core.h2_upstreams.borrow_mut();
+        ups.conns.clear();
+        (ups.closing.clone(), ups.live.clone(), ups.all_ended.clone())
+    };
+    closing.fire();
+    if live.get() > 0 {
+        let _ = monoio::time::timeout(CLOSE_WAIT, ended.wait()).await;
+    }
 }
 
 /// A stream-ready handle on `addr`'s connection, opened first if there is none.
@@ -118,12 +144,27 @@ async fn open(
         ups.conns.insert(addr, (id, sender.clone()));
         id
     };
-    let owner = core.clone();
+    // Weakly: a task left behind must not keep the core (and its exporters) alive.
+    let owner = Rc::downgrade(core);
+    let (closing, live, all_ended) = {
+        let ups = core.h2_upstreams.borrow();
+        (ups.closing.clone(), ups.live.clone(), ups.all_ended.clone())
+    };
+    live.set(live.get() + 1);
     monoio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(%addr, "upstream HTTP/2 connection ended: {e}");
+        monoio::select! {
+            ended = connection => if let Err(e) = ended {
+                tracing::debug!(%addr, "upstream HTTP/2 connection ended: {e}");
+            },
+            _ = closing.wait() => {},
         }
-        forget(&owner, addr, id);
+        if let Some(core) = owner.upgrade() {
+            forget(&core, addr, id);
+        }
+        live.set(live.get() - 1);
+        if live.get() == 0 && closing.is_fired() {
+            all_ended.fire();
+        }
     });
     Ok((id, sender))
 }

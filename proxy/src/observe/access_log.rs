@@ -52,9 +52,16 @@ pub struct AccessLogWriter {
 }
 
 impl AccessLogWriter {
-    /// Write lines to `out` until every `AccessLog` handle is dropped.
-    pub fn run(self, mut out: impl Write) {
-        while let Ok(line) = self.receiver.recv() {
+    /// Write lines to `out` until every `AccessLog` handle is dropped, or every sender of
+    /// `stop` is (the proxy stopped, whatever still holds a handle): the lines queued by
+    /// then are written too.
+    pub fn run(self, mut out: impl Write, stop: Receiver<()>) {
+        loop {
+            let line = crossbeam_channel::select! {
+                recv(self.receiver) -> line => line.ok(),
+                recv(stop) -> _ => self.receiver.try_recv().ok(),
+            };
+            let Some(line) = line else { break };
             if out.write_all(&line).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
