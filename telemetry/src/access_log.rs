@@ -32,6 +32,8 @@ pub struct AccessLogEntry<'a> {
     pub attempts: u32,
     /// The trace the request belongs to, when traced.
     pub trace_id: Option<&'a [u8; 16]>,
+    /// A gRPC call's status (the field is left out of the line for other requests).
+    pub grpc_status: Option<u32>,
 }
 
 /// Appends `entry` as one JSON line (ending in `\n`) to `out`.
@@ -57,7 +59,8 @@ impl Serialize for AccessLogEntry<'_> {
             .min(LAST_FORMATTABLE);
         let time = humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch);
         let latency_ms = self.latency.as_micros() as f64 / 1000.0;
-        let mut s = serializer.serialize_struct("AccessLogEntry", 8)?;
+        let fields = 8 + usize::from(self.grpc_status.is_some());
+        let mut s = serializer.serialize_struct("AccessLogEntry", fields)?;
         s.serialize_field("time", &Collected(time))?;
         s.serialize_field("route", &self.route)?;
         s.serialize_field("service", &self.service)?;
@@ -66,6 +69,9 @@ impl Serialize for AccessLogEntry<'_> {
         s.serialize_field("latency_ms", &latency_ms)?;
         s.serialize_field("attempts", &self.attempts)?;
         s.serialize_field("trace_id", &self.trace_id.map(|id| Collected(Hex(id))))?;
+        if let Some(code) = self.grpc_status {
+            s.serialize_field("grpc_status", &code)?;
+        }
         s.end()
     }
 }
@@ -96,7 +102,25 @@ mod tests {
                 0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
                 0x47, 0x36,
             ]),
+            grpc_status: None,
         }
+    }
+
+    #[test]
+    fn a_grpc_call_has_its_status_last() {
+        let mut out = Vec::new();
+        let call = AccessLogEntry {
+            grpc_status: Some(14),
+            trace_id: None,
+            ..entry()
+        };
+        write_access_log_line(&call, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"time\":\"2023-11-14T22:13:20.123Z\",\"route\":\"api\",\"service\":\"users\",\
+             \"endpoint\":\"10.0.0.1:8080\",\"status\":200,\"latency_ms\":12.345,\"attempts\":1,\
+             \"trace_id\":null,\"grpc_status\":14}\n"
+        );
     }
 
     #[test]

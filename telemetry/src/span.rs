@@ -48,6 +48,8 @@ pub struct SpanAttributes {
     pub http_status: Option<u16>,
     /// Time the request had left when the span started (its deadline).
     pub deadline: Option<Duration>,
+    /// A gRPC call's status (`grpc-status` of its trailers, or of the proxy's own answer).
+    pub grpc_status: Option<u32>,
 }
 
 /// A finished span.

@@ -413,3 +413,47 @@ fn direct_paced_bidi_stream() {
     assert_eq!(r.code, "OK", "{r:?}");
     assert_eq!(r.messages, ["A:b0", "A:b1", "A:b2"]);
 }
+
+/// A traced call's server span carries its gRPC status (OpenTelemetry's
+/// `rpc.grpc.status_code`), and a status that is the server's failure marks the span as
+/// an error even though its HTTP status is 200.
+#[test]
+fn a_calls_grpc_status_is_on_its_span() {
+    use coremesh_tests::otlp::OtlpCollector;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    for_each_driver(|driver| {
+        for (flag, code, otlp_status) in [(None, 0, 1), (Some("--unavailable"), 14, 2)] {
+            let collector = OtlpCollector::start();
+            let server = GrpcServer::start("A", flag.as_slice());
+            let mut config = MeshConfig::new()
+                .service("backend", &[server.addr()], &[])
+                .route("backend", &[])
+                .parse();
+            config.telemetry.otlp_endpoint = Some(collector.endpoint_url());
+            config.telemetry.trace_sample_ratio = 1.0;
+            config.telemetry.export_interval_ms = 10;
+            let proxy = coremesh_tests::admin::start_with_admin(driver, config);
+            let r = grpc_call(proxy.addr(), "unary", 1, CALL_BOUND);
+            let expected = if code == 0 { "OK" } else { "UNAVAILABLE" };
+            assert_eq!(r.code, expected, "{r:?}");
+            let spans = collector
+                .wait_for_spans(2, CALL_BOUND)
+                .unwrap_or_else(|seen| panic!("spans of one call: {seen:#?}"));
+            let server_span = spans
+                .iter()
+                .find(|s| s.kind == SpanKind::Server)
+                .unwrap_or_else(|| panic!("a server span: {spans:#?}"));
+            assert_eq!(
+                server_span.int_attr("rpc.grpc.status_code"),
+                Some(code),
+                "{server_span:#?}"
+            );
+            assert_eq!(server_span.int_attr("http.response.status_code"), Some(200));
+            assert_eq!(
+                server_span.status.as_ref().map(|s| s.0),
+                Some(otlp_status),
+                "{server_span:#?}"
+            );
+        }
+    });
+}

@@ -15,6 +15,13 @@ pub mod code {
     pub const UNAVAILABLE: u32 = 14;
 }
 
+/// Whether a call that ended with `code` failed on the server's side, as OpenTelemetry's
+/// conventions for a server span say: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+/// UNAVAILABLE and DATA_LOSS. The others are the caller's doing.
+pub fn is_server_error(code: u32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
 /// Whether a request with this `content-type` is a gRPC call.
 pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
     content_type.is_some_and(|ct| {

@@ -156,7 +156,8 @@ impl StreamRequest<'_> {
             answered.outcome,
             relayed.broke,
         );
-        if let Some(code) = relayed.grpc_status.filter(|_| self.grpc) {
+        state.grpc_status = relayed.grpc_status.filter(|_| self.grpc);
+        if let Some(code) = state.grpc_status {
             core.metrics
                 .borrow()
                 .record_grpc_response(policy.direction, code);
@@ -623,6 +624,7 @@ fn answer_error(
     }
     state.status = err.status();
     if grpc {
+        state.grpc_status = Some(grpc::status_of(err));
         core.metrics
             .borrow()
             .record_grpc_response(direction, grpc::status_of(err));

@@ -90,6 +90,7 @@ impl Tracer {
         service: Option<Arc<str>>,
         route: Option<&str>,
         status: u16,
+        grpc_status: Option<u32>,
     ) {
         if !trace.ctx.sampled {
             return;
@@ -98,8 +99,11 @@ impl Tracer {
         span.attributes.service = service;
         span.attributes.route = route.map(Arc::from);
         span.attributes.http_status = (status != 0).then_some(status);
+        span.attributes.grpc_status = grpc_status;
         let outcome = if status >= 500 || status == 0 {
             SpanStatus::Error("server-error")
+        } else if grpc_status.is_some_and(crate::http2::grpc::is_server_error) {
+            SpanStatus::Error("grpc-error")
         } else {
             SpanStatus::Ok
         };

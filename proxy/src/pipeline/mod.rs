@@ -55,6 +55,8 @@ pub struct RequestState {
     /// The status the client got and the endpoint that answered (0 and `None` before).
     pub status: u16,
     pub endpoint: Option<SocketAddr>,
+    /// A gRPC call's status, once known.
+    pub grpc_status: Option<u32>,
 }
 
 impl Default for RequestState {
@@ -66,6 +68,7 @@ impl Default for RequestState {
             sent_at: Instant::now(),
             status: 0,
             endpoint: None,
+            grpc_status: None,
         }
     }
 }
@@ -75,6 +78,7 @@ impl RequestState {
     pub fn reset(&mut self) {
         self.status = 0;
         self.endpoint = None;
+        self.grpc_status = None;
         self.attempts = 0;
         if let Some(t) = &mut self.trace {
             t.attempt = None;

@@ -101,7 +101,13 @@ fn finish_observation(
         .get(service)
         .map(|st| st.name.clone());
     if let (Some(tracer), Some(trace)) = (&core.tracer, &s.trace) {
-        tracer.finish_request(trace, service_name.clone(), route_name, s.status);
+        tracer.finish_request(
+            trace,
+            service_name.clone(),
+            route_name,
+            s.status,
+            s.grpc_status,
+        );
     }
     if let Some(log) = &core.access_log {
         let endpoint = s.endpoint.map(|e| e.to_string());
@@ -114,6 +120,7 @@ fn finish_observation(
             latency,
             attempts: s.attempts,
             trace_id: s.trace.as_ref().map(|t| &t.ctx.trace_id),
+            grpc_status: s.grpc_status,
         };
         log.write(&entry);
     }

@@ -25,6 +25,8 @@ pub mod attribute_keys {
     pub const DEADLINE_MS: &str = "coremesh.deadline_ms";
     /// HTTP status code (int), OpenTelemetry's semantic-convention name.
     pub const HTTP_STATUS: &str = "http.response.status_code";
+    /// A gRPC call's status code (int), OpenTelemetry's semantic-convention name.
+    pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
 }
 
 /// W3C trace flag "sampled" (every exported span is).
@@ -80,6 +82,9 @@ fn proto_span(s: &Span) -> opentelemetry_proto::tonic::trace::v1::Span {
     }
     if let Some(v) = a.http_status {
         attributes.push(int_attribute(HTTP_STATUS, i64::from(v)));
+    }
+    if let Some(v) = a.grpc_status {
+        attributes.push(int_attribute(GRPC_STATUS, i64::from(v)));
     }
     if let Some(v) = a.deadline {
         let ms = i64::try_from(v.as_millis()).unwrap_or(i64::MAX);
