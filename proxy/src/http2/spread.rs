@@ -1,0 +1,231 @@
+//! One client connection's streams on every core: the per-core load every core can read
+//! without a lock, the choice of the core a new stream goes to, and the per-core inboxes
+//! that carry a stream's handles there.
+//!
+//! How a stream travels. The core that accepted the connection (A) keeps driving it: it
+//! reads and writes the socket, decodes frames and holds the connection's accounting.
+//! When it accepts a stream and another core (B) is less busy by more than
+//! `[http2] spread_threshold` (or always, with `spread_streams = "always"`), it sends the
+//! stream's handles — the request with its body stream and the response sender, both `h2`
+//! handles that are `Send` — through B's inbox, a lock-free queue. B serves the stream
+//! with its own `Core` (its snapshot, balancer, upstream connections and metrics), exactly
+//! as A would have. The handles reach the connection's state through `h2`'s own
+//! `Arc<Mutex<…>>` (made for multi-threaded runtimes): a frame B sends is queued there and
+//! wakes A's connection task (monoio's `sync` feature carries a waker across threads on
+//! both drivers), and a frame A receives for the stream (data, window, reset, trailers)
+//! wakes B's task the same way. So flow control, resets and trailers behave as on one
+//! core; what a handoff costs is that mutex shared by two cores and a cross-thread wakeup
+//! per event (measured in `docs/http2.md`).
+//!
+//! Load: each core publishes in its own cache line how many client connections it has
+//! open plus how many HTTP/2 streams it is serving; only that core writes it (a plain
+//! store of a count it keeps itself), the others read it with a relaxed load when they
+//! choose. A core that stops taking streams (shutdown) says so in the same slot and
+//! closes its inbox: a stream sent to it after that comes back and is served where it was
+//! accepted, so none is lost.
+
+use crate::pipeline::Origin;
+use bytes::Bytes;
+use coremesh_discovery::SpreadStreams;
+use crossbeam_utils::CachePadded;
+use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::Request;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// A stream on its way to another core.
+pub struct Handoff {
+    pub request: Request<RecvStream>,
+    pub respond: SendResponse<Bytes>,
+    pub peer: SocketAddr,
+    pub origin: Origin,
+    /// Held until the stream ends, wherever it is served (the connection's idle timer).
+    pub ticket: super::open_streams::Ticket,
+}
+
+// The whole point: the handles may cross threads.
+const _: () = {
+    const fn sendable<T: Send>() {}
+    sendable::<Handoff>();
+};
+
+/// One core's published state.
+#[derive(Default)]
+struct Slot {
+    /// Client connections open plus HTTP/2 streams being served on this core.
+    load: AtomicU32,
+    /// The core takes streams from others (false once it shuts down).
+    open: AtomicBool,
+}
+
+/// What every core shares: the slots and the inboxes' sending ends.
+struct Shared {
+    slots: Box<[CachePadded<Slot>]>,
+    inboxes: Box<[UnboundedSender<Handoff>]>,
+}
+
+/// One core's part of the mesh: its slot to write, the others to read, and its inbox.
+pub struct Member {
+    id: usize,
+    shared: Arc<Shared>,
+    /// This core's load, kept here and published to its slot on each change.
+    load: Cell<u32>,
+    inbox: RefCell<Option<UnboundedReceiver<Handoff>>>,
+}
+
+/// The members of a mesh of `cores` cores, one per core in order.
+pub fn mesh(cores: usize) -> Vec<Member> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..cores).map(|_| unbounded()).unzip();
+    let shared = Arc::new(Shared {
+        slots: (0..cores)
+            .map(|_| {
+                CachePadded::new(Slot {
+                    load: AtomicU32::new(0),
+                    open: AtomicBool::new(true),
+                })
+            })
+            .collect(),
+        inboxes: senders.into_boxed_slice(),
+    });
+    receivers
+        .into_iter()
+        .enumerate()
+        .map(|(id, inbox)| Member {
+            id,
+            shared: shared.clone(),
+            load: Cell::new(0),
+            inbox: RefCell::new(Some(inbox)),
+        })
+        .collect()
+}
+
+impl Member {
+    /// Add `delta` (may be negative) to this core's load and publish it.
+    pub fn add_load(&self, delta: i32) {
+        let load = self.load.get().saturating_add_signed(delta);
+        self.load.set(load);
+        self.shared.slots[self.id]
+            .load
+            .store(load, Ordering::Relaxed);
+    }
+
+    pub fn load(&self) -> u32 {
+        self.load.get()
+    }
+
+    /// The core a new stream accepted here should go to, if another.
+    pub fn target(&self, mode: SpreadStreams, threshold: u32) -> Option<usize> {
+        if mode == SpreadStreams::Off {
+            return None;
+        }
+        let others = self
+            .shared
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(id, s)| *id != self.id && s.open.load(Ordering::Relaxed))
+            .map(|(id, s)| (id, s.load.load(Ordering::Relaxed)));
+        choose(self.load.get(), others, mode, threshold)
+    }
+
+    /// Send `handoff` to core `to`'s inbox; it comes back if that core takes no more.
+    /// (Not boxed: the queue's node holds it in the one allocation a message costs, and it
+    /// comes back only from a core that is shutting down.)
+    #[allow(clippy::result_large_err)]
+    pub fn send(&self, to: usize, handoff: Handoff) -> Result<(), Handoff> {
+        match self.shared.inboxes.get(to) {
+            Some(inbox) => inbox.unbounded_send(handoff).map_err(|e| e.into_inner()),
+            None => Err(handoff),
+        }
+    }
+
+    /// This core's inbox (once: the task that serves it takes it).
+    pub fn take_inbox(&self) -> Option<UnboundedReceiver<Handoff>> {
+        self.inbox.borrow_mut().take()
+    }
+
+    /// Take no more streams from other cores: others stop choosing this core, and a
+    /// stream sent anyway comes back to its sender. Those already queued are still
+    /// received.
+    pub fn close(&self, inbox: &mut UnboundedReceiver<Handoff>) {
+        self.shared.slots[self.id]
+            .open
+            .store(false, Ordering::Relaxed);
+        inbox.close();
+    }
+}
+
+/// The least busy of `others` (core, load) when a stream accepted by a core with load
+/// `mine` should go there: always with [`SpreadStreams::Always`], with
+/// [`SpreadStreams::Balanced`] when `mine` exceeds its load by more than `threshold`.
+/// Ties go to the lowest core number.
+pub fn choose(
+    mine: u32,
+    others: impl Iterator<Item = (usize, u32)>,
+    mode: SpreadStreams,
+    threshold: u32,
+) -> Option<usize> {
+    let (core, load) = others.min_by_key(|&(id, load)| (load, id))?;
+    match mode {
+        SpreadStreams::Off => None,
+        SpreadStreams::Always => Some(core),
+        SpreadStreams::Balanced => (mine > load.saturating_add(threshold)).then_some(core),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_moves_only_to_a_core_less_busy_by_more_than_the_threshold() {
+        let b = SpreadStreams::Balanced;
+        assert_eq!(choose(10, [(1, 2)].into_iter(), b, 8), None, "10 - 2 = 8");
+        assert_eq!(choose(11, [(1, 2)].into_iter(), b, 8), Some(1));
+        assert_eq!(choose(1, [(1, 0)].into_iter(), b, 0), Some(1));
+        assert_eq!(choose(0, [(1, 0)].into_iter(), b, 0), None);
+        assert_eq!(
+            choose(20, [(0, 5), (2, 3), (3, 3)].into_iter(), b, 8),
+            Some(2),
+            "the least busy, the lowest number on a tie"
+        );
+        assert_eq!(choose(u32::MAX, [(1, u32::MAX)].into_iter(), b, 8), None);
+        assert_eq!(choose(50, std::iter::empty(), b, 0), None, "no other core");
+        assert_eq!(
+            choose(0, [(1, 7)].into_iter(), SpreadStreams::Always, 8),
+            Some(1)
+        );
+        assert_eq!(
+            choose(99, [(1, 0)].into_iter(), SpreadStreams::Off, 0),
+            None
+        );
+    }
+
+    #[test]
+    fn loads_are_published_and_a_closed_core_is_not_chosen() {
+        let members = mesh(3);
+        members[0].add_load(5);
+        members[1].add_load(3);
+        members[1].add_load(-1);
+        assert_eq!(members[1].load(), 2);
+        members[2].add_load(4);
+        let b = SpreadStreams::Balanced;
+        assert_eq!(members[0].target(b, 2), Some(1), "5 > 2 + 2");
+        assert_eq!(members[0].target(b, 3), None);
+        assert_eq!(members[2].target(b, 0), Some(1));
+        let mut inbox = match members[1].take_inbox() {
+            Some(i) => i,
+            None => panic!("the inbox is taken once"),
+        };
+        assert!(members[1].take_inbox().is_none());
+        members[1].close(&mut inbox);
+        assert_eq!(members[0].target(b, 0), Some(2), "core 1 is closed");
+        assert_eq!(members[0].target(SpreadStreams::Always, 0), Some(2));
+        members[0].add_load(-10);
+        assert_eq!(members[0].load(), 0, "never below zero");
+    }
+}
