@@ -9,12 +9,11 @@
 
 use super::io::H2Io;
 use super::open_streams::{OpenStreams, Ticket};
-use super::spread::Handoff;
+use super::spread::{Handoff, Inbox};
 use crate::core::Core;
 use crate::pipeline::Origin;
 use crate::transport::conn::Conn;
 use bytes::Bytes;
-use futures_channel::mpsc::UnboundedReceiver;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -217,23 +216,22 @@ async fn serve_stream<G>(core: Rc<Core>, handoff: Handoff, guard: G) {
 
 /// Serve the streams other cores hand to this one until shutdown; then take no more (a
 /// stream sent after that is served where it was accepted) and serve those already sent.
-pub async fn serve_inbox(core: Rc<Core>, mut inbox: UnboundedReceiver<Handoff>) {
+pub async fn serve_inbox(core: Rc<Core>, mut inbox: Inbox) {
+    let Some(member) = core.spread.get() else {
+        return;
+    };
     loop {
         monoio::select! {
             next = inbox.recv() => match next {
-                Ok(handoff) => take_in(&core, handoff),
+                Ok(message) => take_in(&core, member.took(message)),
                 Err(_) => return,
             },
             _ = core.shutdown.wait() => break,
         }
     }
-    if let Some(member) = core.spread.get() {
-        member.close(&mut inbox);
-    } else {
-        inbox.close();
-    }
-    while let Ok(handoff) = inbox.recv().await {
-        take_in(&core, handoff);
+    member.close(&mut inbox);
+    while let Ok(message) = inbox.recv().await {
+        take_in(&core, member.took(message));
     }
 }
 

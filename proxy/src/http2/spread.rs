@@ -20,7 +20,10 @@
 //! Load: each core publishes in its own cache line how many client connections it has
 //! open plus how many HTTP/2 streams it is serving; only that core writes it (a plain
 //! store of a count it keeps itself), the others read it with a relaxed load when they
-//! choose. A core that stops taking streams (shutdown) says so in the same slot and
+//! choose. Streams already sent but not yet taken in count too: beside its load each core
+//! publishes how many streams it took from each other core, and a sender adds what it sent
+//! beyond that, so a burst of streams decoded at once is not all sent to a core whose
+//! load has not caught up yet. A core that stops taking streams (shutdown) says so in the same slot and
 //! closes its inbox: a stream sent to it after that comes back and is served where it was
 //! accepted, so none is lost.
 
@@ -54,18 +57,22 @@ const _: () = {
 };
 
 /// One core's published state.
-#[derive(Default)]
 struct Slot {
     /// Client connections open plus HTTP/2 streams being served on this core.
     load: AtomicU32,
     /// The core takes streams from others (false once it shuts down).
     open: AtomicBool,
+    /// Streams this core took in from each core (wrapping).
+    taken_from: Box<[AtomicU32]>,
 }
+
+/// A handoff and the core that sent it.
+type Message = (usize, Handoff);
 
 /// What every core shares: the slots and the inboxes' sending ends.
 struct Shared {
     slots: Box<[CachePadded<Slot>]>,
-    inboxes: Box<[UnboundedSender<Handoff>]>,
+    inboxes: Box<[UnboundedSender<Message>]>,
 }
 
 /// One core's part of the mesh: its slot to write, the others to read, and its inbox.
@@ -74,8 +81,13 @@ pub struct Member {
     shared: Arc<Shared>,
     /// This core's load, kept here and published to its slot on each change.
     load: Cell<u32>,
-    inbox: RefCell<Option<UnboundedReceiver<Handoff>>>,
+    /// Streams this core sent to each core (wrapping), against their `taken_from`.
+    sent_to: Box<[Cell<u32>]>,
+    inbox: RefCell<Option<UnboundedReceiver<Message>>>,
 }
+
+/// A core's inbox, as [`Member::take_inbox`] gives it.
+pub type Inbox = UnboundedReceiver<Message>;
 
 /// The members of a mesh of `cores` cores, one per core in order.
 pub fn mesh(cores: usize) -> Vec<Member> {
@@ -86,6 +98,7 @@ pub fn mesh(cores: usize) -> Vec<Member> {
                 CachePadded::new(Slot {
                     load: AtomicU32::new(0),
                     open: AtomicBool::new(true),
+                    taken_from: (0..cores).map(|_| AtomicU32::new(0)).collect(),
                 })
             })
             .collect(),
@@ -98,6 +111,7 @@ pub fn mesh(cores: usize) -> Vec<Member> {
             id,
             shared: shared.clone(),
             load: Cell::new(0),
+            sent_to: (0..cores).map(|_| Cell::new(0)).collect(),
             inbox: RefCell::new(Some(inbox)),
         })
         .collect()
@@ -128,7 +142,14 @@ impl Member {
             .iter()
             .enumerate()
             .filter(|(id, s)| *id != self.id && s.open.load(Ordering::Relaxed))
-            .map(|(id, s)| (id, s.load.load(Ordering::Relaxed)));
+            .map(|(id, s)| {
+                let taken = s.taken_from[self.id].load(Ordering::Relaxed);
+                let on_the_way = self.sent_to[id].get().wrapping_sub(taken);
+                (
+                    id,
+                    s.load.load(Ordering::Relaxed).saturating_add(on_the_way),
+                )
+            });
         choose(self.load.get(), others, mode, threshold)
     }
 
@@ -137,21 +158,39 @@ impl Member {
     /// comes back only from a core that is shutting down.)
     #[allow(clippy::result_large_err)]
     pub fn send(&self, to: usize, handoff: Handoff) -> Result<(), Handoff> {
-        match self.shared.inboxes.get(to) {
-            Some(inbox) => inbox.unbounded_send(handoff).map_err(|e| e.into_inner()),
-            None => Err(handoff),
+        let (Some(inbox), Some(sent)) = (self.shared.inboxes.get(to), self.sent_to.get(to)) else {
+            return Err(handoff);
+        };
+        match inbox.unbounded_send((self.id, handoff)) {
+            Ok(()) => {
+                sent.set(sent.get().wrapping_add(1));
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner().1),
         }
     }
 
+    /// A message from this core's inbox is taken in: publish it (the sender stops counting
+    /// it as on its way) and give back the handoff.
+    pub fn took(&self, (from, handoff): Message) -> Handoff {
+        if let Some(taken) = self.shared.slots[self.id].taken_from.get(from) {
+            taken.store(
+                taken.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+        }
+        handoff
+    }
+
     /// This core's inbox (once: the task that serves it takes it).
-    pub fn take_inbox(&self) -> Option<UnboundedReceiver<Handoff>> {
+    pub fn take_inbox(&self) -> Option<Inbox> {
         self.inbox.borrow_mut().take()
     }
 
     /// Take no more streams from other cores: others stop choosing this core, and a
     /// stream sent anyway comes back to its sender. Those already queued are still
     /// received.
-    pub fn close(&self, inbox: &mut UnboundedReceiver<Handoff>) {
+    pub fn close(&self, inbox: &mut Inbox) {
         self.shared.slots[self.id]
             .open
             .store(false, Ordering::Relaxed);
@@ -216,6 +255,21 @@ mod tests {
         let b = SpreadStreams::Balanced;
         assert_eq!(members[0].target(b, 2), Some(1), "5 > 2 + 2");
         assert_eq!(members[0].target(b, 3), None);
+        assert_eq!(members[2].target(b, 0), Some(1));
+        // Three streams sent to core 1 and not taken in yet count as its load; once it
+        // says it took them, they count no more.
+        members[2].sent_to[1].set(3);
+        assert_eq!(
+            members[2].target(b, 0),
+            None,
+            "4 is not more than 2 + 3 (or 5)"
+        );
+        assert_eq!(
+            members[2].target(SpreadStreams::Always, 0),
+            Some(0),
+            "5 and 5: the lower number"
+        );
+        members[1].shared.slots[1].taken_from[2].store(3, Ordering::Relaxed);
         assert_eq!(members[2].target(b, 0), Some(1));
         let mut inbox = match members[1].take_inbox() {
             Some(i) => i,
