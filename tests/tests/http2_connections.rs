@@ -212,6 +212,83 @@ fn handed_off_streams_carry_bodies_trailers_and_resets() {
     });
 }
 
+/// Streams in flight on the other core when the proxy shuts down.
+const SHUTDOWN_STREAMS: u64 = 8;
+
+/// An open-once gate: the flag and the condition it is signalled with.
+type Gate = std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>;
+
+/// An HTTP/1 upstream that holds every request until the returned gate is opened (bounded
+/// by [`GATE_BOUND`]).
+fn held_upstream() -> (Upstream, Gate) {
+    use coremesh_tests::upstream::{Action, Response};
+    let gate: Gate = Default::default();
+    let held = gate.clone();
+    let upstream = Upstream::start("held", move |_| {
+        let (open, signal) = &*held;
+        let deadline = std::time::Instant::now() + GATE_BOUND;
+        let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            open = signal
+                .wait_timeout(open, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Action::Respond(Response::ok(b"ok".to_vec()))
+    });
+    (upstream, gate)
+}
+
+/// Streams served by the other core finish after shutdown began: the listeners close, the
+/// connection gets its GOAWAY, and the core that serves them waits for them.
+#[test]
+fn handed_off_streams_finish_during_shutdown() {
+    for_each_driver(|driver| {
+        let (upstream, gate) = held_upstream();
+        let proxy = MeshConfig::new()
+            .cores(2)
+            .http2("spread_streams", "\"always\"")
+            .service("backend", &[upstream.addr()], &["protocol = \"http1\""])
+            .route("backend", &[])
+            .start(driver);
+        let addr = proxy.addr();
+        let load = std::thread::spawn(move || {
+            h2load_one_connection(addr, "/", SHUTDOWN_STREAMS, SHUTDOWN_STREAMS as u32)
+        });
+        assert!(
+            upstream.wait_for_requests(SHUTDOWN_STREAMS as usize, GATE_BOUND),
+            "every stream reached the upstream"
+        );
+        // Dropping the proxy shuts it down gracefully (and returns once it stopped).
+        let shutter = std::thread::spawn(move || drop(proxy));
+        // Shutdown has begun on both cores once no listener takes a connection.
+        let deadline = std::time::Instant::now() + GATE_BOUND;
+        while std::net::TcpStream::connect(addr).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the listeners never closed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        {
+            let (open, signal) = &*gate;
+            *open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            signal.notify_all();
+        }
+        let load = load.join().expect("h2load thread");
+        assert_eq!(
+            (load.succeeded, load.status_2xx),
+            (SHUTDOWN_STREAMS, SHUTDOWN_STREAMS),
+            "every stream in flight was answered: {load:?}"
+        );
+        assert!(shutter.join().is_ok(), "the proxy stopped");
+    });
+}
+
 /// The client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Frame types (RFC 9113 §6).
