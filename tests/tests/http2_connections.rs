@@ -1,6 +1,7 @@
 //! End-to-end HTTP/2 connections and streams through the proxy, on both drivers: one client
 //! connection's streams served by both cores (`--cores 2`, per-core request counts; handed
-//! off streams keep bodies, trailers and resets), the idle timeout, routed
+//! off streams keep bodies, trailers and resets, and finish during shutdown), the idle
+//! timeout, routed
 //! and balanced one by one, multiplexed upstream; the SETTINGS the proxy advertises
 //! (defaults and `[http2]`), GOAWAY after `max_connection_age_ms`, an upstream's GOAWAY or
 //! REFUSED_STREAM before processing retried elsewhere, `coremesh proxy
