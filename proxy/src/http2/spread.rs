@@ -182,6 +182,11 @@ impl Member {
         handoff
     }
 
+    #[cfg(test)]
+    fn stats_sent_to(&self, to: usize) -> u32 {
+        self.sent_to[to].get()
+    }
+
     /// This core's inbox (once: the task that serves it takes it).
     pub fn take_inbox(&self) -> Option<Inbox> {
         self.inbox.borrow_mut().take()
@@ -241,6 +246,83 @@ mod tests {
         assert_eq!(
             choose(99, [(1, 0)].into_iter(), SpreadStreams::Off, 0),
             None
+        );
+    }
+
+    /// A real stream's handles, from an `h2` client and server over an in-memory pipe.
+    fn real_handoff() -> Handoff {
+        let rt = match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(rt) => rt,
+            Err(e) => panic!("runtime: {e}"),
+        };
+        rt.block_on(async {
+            let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+            let client = tokio::spawn(async move {
+                let (mut send, conn) = match h2::client::handshake(client_io).await {
+                    Ok(c) => c,
+                    Err(e) => panic!("client handshake: {e}"),
+                };
+                tokio::spawn(conn);
+                let request = match Request::get("http://spread.test/").body(()) {
+                    Ok(r) => r,
+                    Err(e) => panic!("request: {e}"),
+                };
+                if let Err(e) = send.send_request(request, true) {
+                    panic!("send: {e}");
+                }
+                send
+            });
+            let mut server = match h2::server::handshake(server_io).await {
+                Ok(s) => s,
+                Err(e) => panic!("server handshake: {e}"),
+            };
+            let (request, respond) = match server.accept().await {
+                Some(Ok(stream)) => stream,
+                other => panic!("no stream: {:?}", other.map(|r| r.map(|_| ()))),
+            };
+            drop(client.await);
+            Handoff {
+                request,
+                respond,
+                peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+                origin: Origin::EXPLICIT,
+                ticket: super::super::open_streams::OpenStreams::new(std::time::Instant::now())
+                    .open(),
+            }
+        })
+    }
+
+    #[test]
+    fn a_stream_reaches_an_open_core_and_comes_back_from_a_closed_one() {
+        let members = mesh(2);
+        let Some(mut inbox) = members[1].take_inbox() else {
+            panic!("an inbox");
+        };
+        assert!(members[0].send(1, real_handoff()).is_ok());
+        assert_eq!(
+            members[0].target(SpreadStreams::Balanced, 0),
+            None,
+            "one on its way"
+        );
+        match inbox.try_recv() {
+            Ok(message) => {
+                let handoff = members[1].took(message);
+                assert_eq!(handoff.request.uri().path(), "/");
+            }
+            Err(e) => panic!("not delivered: {e:?}"),
+        }
+        assert_eq!(
+            members[0].target(SpreadStreams::Balanced, 0),
+            None,
+            "taken in: 0 is not more than 0"
+        );
+        members[1].close(&mut inbox);
+        let back = members[0].send(1, real_handoff());
+        assert!(back.is_err(), "a closed core's inbox gives the stream back");
+        assert_eq!(
+            members[0].stats_sent_to(1),
+            1,
+            "a stream that came back was not counted as sent"
         );
     }
 
