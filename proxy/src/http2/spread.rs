@@ -298,11 +298,12 @@ mod tests {
         let Some(mut inbox) = members[1].take_inbox() else {
             panic!("an inbox");
         };
+        members[0].add_load(1);
         assert!(members[0].send(1, real_handoff()).is_ok());
         assert_eq!(
             members[0].target(SpreadStreams::Balanced, 0),
             None,
-            "one on its way"
+            "1 is not more than the 1 on its way"
         );
         match inbox.try_recv() {
             Ok(message) => {
@@ -313,8 +314,8 @@ mod tests {
         }
         assert_eq!(
             members[0].target(SpreadStreams::Balanced, 0),
-            None,
-            "taken in: 0 is not more than 0"
+            Some(1),
+            "taken in (and not yet in its load): 1 is more than 0"
         );
         members[1].close(&mut inbox);
         let back = members[0].send(1, real_handoff());
