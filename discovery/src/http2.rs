@@ -9,7 +9,9 @@
 //! `max_frame_bytes` = [`DEFAULT_MAX_FRAME_BYTES`], `max_connection_age_ms` = 0 (never),
 //! `max_pending_reset_streams` = [`DEFAULT_MAX_PENDING_RESET_STREAMS`],
 //! `max_local_reset_streams` = [`DEFAULT_MAX_LOCAL_RESET_STREAMS`],
-//! `max_control_frames` = [`DEFAULT_MAX_CONTROL_FRAMES`].
+//! `max_control_frames` = [`DEFAULT_MAX_CONTROL_FRAMES`],
+//! `idle_timeout_ms` = [`DEFAULT_IDLE_TIMEOUT_MS`], `spread_streams` = `"balanced"`
+//! ([`SpreadStreams`]), `spread_threshold` = [`DEFAULT_SPREAD_THRESHOLD`].
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,16 @@ pub const DEFAULT_MAX_LOCAL_RESET_STREAMS: usize = 1024;
 /// SETTINGS and PING frames a client may send per 10 s (a flood, CVE-2019-9512/9515,
 /// beyond).
 pub const DEFAULT_MAX_CONTROL_FRAMES: u32 = 1000;
+
+/// A client connection with no stream open for this long gets GOAWAY (NO_ERROR) and is
+/// closed: long enough that a gRPC channel between bursts keeps its connection, short
+/// enough that idle connections do not pile up.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// How many more requests in flight the accepting core must have than the least busy core
+/// before it hands it a new stream: small enough that one busy connection spreads, large
+/// enough that cores with nearly equal load do not trade streams back and forth (each
+/// handoff costs a cross-core wakeup per event of the stream).
+pub const DEFAULT_SPREAD_THRESHOLD: u32 = 8;
 
 /// The largest window the protocol allows (2^31 - 1).
 pub const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
@@ -65,6 +77,32 @@ pub struct Http2Settings {
     /// it the connection is closed with ENHANCE_YOUR_CALM.
     #[serde(default = "d_max_control_frames")]
     pub max_control_frames: u32,
+    /// A connection with no stream open for this long gets GOAWAY (NO_ERROR) and is
+    /// closed. 0: never.
+    #[serde(default = "d_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Whether the streams of one client connection are handed to other cores.
+    #[serde(default)]
+    pub spread_streams: SpreadStreams,
+    /// With `spread_streams = "balanced"`: a new stream goes to the least busy core when the
+    /// accepting core has more than this many requests in flight beyond it.
+    #[serde(default = "d_spread_threshold")]
+    pub spread_threshold: u32,
+}
+
+/// `spread_streams`: where the streams of one client connection are served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpreadStreams {
+    /// Every stream on the core that accepted the connection.
+    Off,
+    /// A new stream goes to the least busy core when the accepting core is busier than it
+    /// by more than `spread_threshold` requests in flight (with one core: `off`).
+    #[default]
+    Balanced,
+    /// Every stream to another core (the least busy one), whatever the load: for tests
+    /// and for measuring what a handoff costs.
+    Always,
 }
 
 impl Default for Http2Settings {
@@ -79,6 +117,9 @@ impl Default for Http2Settings {
             max_pending_reset_streams: d_max_pending_reset_streams(),
             max_local_reset_streams: d_max_local_reset_streams(),
             max_control_frames: d_max_control_frames(),
+            idle_timeout_ms: d_idle_timeout_ms(),
+            spread_streams: SpreadStreams::default(),
+            spread_threshold: d_spread_threshold(),
         }
     }
 }
@@ -191,6 +232,12 @@ fn d_max_control_frames() -> u32 {
 fn d_max_local_reset_streams() -> usize {
     DEFAULT_MAX_LOCAL_RESET_STREAMS
 }
+fn d_idle_timeout_ms() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_MS
+}
+fn d_spread_threshold() -> u32 {
+    DEFAULT_SPREAD_THRESHOLD
+}
 
 #[cfg(test)]
 mod tests {
@@ -202,6 +249,8 @@ mod tests {
 [http2]
 max_concurrent_streams = 7
 max_connection_age_ms = 1000
+idle_timeout_ms = 2000
+spread_streams = "always"
 
 [defaults]
 protocol = "http1"
@@ -228,8 +277,14 @@ grpc_retry_on = ["unavailable", "resource-exhausted"]
             config.http2.max_header_list_bytes,
             super::DEFAULT_MAX_HEADER_LIST_BYTES
         );
+        assert_eq!(
+            config.http2.spread_threshold,
+            super::DEFAULT_SPREAD_THRESHOLD
+        );
         let s = Snapshot::build(&config);
         assert_eq!(s.http2.max_connection_age_ms, 1000);
+        assert_eq!(s.http2.idle_timeout_ms, 2000);
+        assert_eq!(s.http2.spread_streams, super::SpreadStreams::Always);
         assert_eq!(s.services[0].settings.protocol, UpstreamProtocol::H2);
         assert_eq!(
             s.services[1].settings.protocol,
@@ -246,6 +301,7 @@ grpc_retry_on = ["unavailable", "resource-exhausted"]
             ("[http2]\ninitial_stream_window_bytes = 0\n", "initial_stream_window_bytes"),
             ("[http2]\nmax_concurrent_streams = 0\n", "max_concurrent_streams"),
             ("[defaults]\nprotocol = \"h3\"\n", "protocol"),
+            ("[http2]\nspread_streams = true\n", "spread_streams"),
             (
                 "[[services]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\nservice = \"a\"\ngrpc_retry_on = [\"unknown\"]\n",
                 "grpc_retry_on",

@@ -53,7 +53,7 @@ pub use discovery_settings::{DiscoverySettings, DnsSettings, FileSettings, Kuber
 pub use error::{ConfigError, ConfigErrors};
 pub use field_path::{FieldPath, Segment};
 pub use host::HostMatch;
-pub use http2::{GrpcRetryOn, Http2Settings, UpstreamProtocol};
+pub use http2::{GrpcRetryOn, Http2Settings, SpreadStreams, UpstreamProtocol};
 pub use listen::{Listen, ListenError, PairHost};
 pub use model::*;
 pub use parse::{load_config, parse_config};

@@ -44,6 +44,8 @@ pub struct CoreStats {
     pub accepted: Cell<u64>,
     pub requests: Cell<u64>,
     pub rejected_connections: Cell<u64>,
+    /// HTTP/2 streams accepted here and handed to another core.
+    pub streams_handed_off: Cell<u64>,
 }
 
 /// Per-service state kept on one core: the balancer (latency history, ejections) and the
@@ -157,6 +159,12 @@ pub struct Core {
     /// Request-handling scratch of connections that are idle, lent to busy ones.
     pub scratch_pool: RefCell<Vec<Box<crate::http1::server::ConnScratch>>>,
     connections: Cell<usize>,
+    /// HTTP/2 streams other cores handed to this one, still being served: shutdown waits
+    /// for them as for connections.
+    handed_in: Cell<usize>,
+    /// This core's place among the cores that hand HTTP/2 streams to each other (set once
+    /// at start when there is more than one core).
+    pub spread: std::cell::OnceCell<crate::http2::spread::Member>,
     /// Idle deadlines of this core's client connections (one runtime timer for all).
     pub idle: crate::transport::idle_timer::IdleTimers,
     pub stats: CoreStats,
@@ -207,6 +215,8 @@ impl Core {
             buffers: RefCell::new(Vec::new()),
             scratch_pool: RefCell::new(Vec::new()),
             connections: Cell::new(0),
+            handed_in: Cell::new(0),
+            spread: std::cell::OnceCell::new(),
             idle: crate::transport::idle_timer::IdleTimers::default(),
             stats: CoreStats::default(),
             shutdown: Signal::default(),
@@ -414,10 +424,45 @@ impl Core {
         self.connections.get()
     }
 
+    /// Client connections open plus HTTP/2 streams handed in: what shutdown waits for.
+    pub fn busy(&self) -> usize {
+        self.connections.get() + self.handed_in.get()
+    }
+
     /// Count a client connection until the guard drops.
     pub fn connection_guard(self: &Rc<Self>) -> ConnectionGuard {
         self.connections.set(self.connections.get() + 1);
+        self.add_load(1);
         ConnectionGuard { core: self.clone() }
+    }
+
+    /// Count an HTTP/2 stream served here in this core's load until the guard drops.
+    pub fn stream_load(self: &Rc<Self>) -> LoadGuard {
+        self.add_load(1);
+        LoadGuard { core: self.clone() }
+    }
+
+    /// Count an HTTP/2 stream another core handed in until the guard drops: it is load,
+    /// and shutdown waits for it.
+    pub fn handed_in_guard(self: &Rc<Self>) -> HandedInGuard {
+        self.handed_in.set(self.handed_in.get() + 1);
+        HandedInGuard {
+            _load: self.stream_load(),
+        }
+    }
+
+    /// This core's load as other cores see it (see [`crate::http2::spread`]).
+    fn add_load(&self, delta: i32) {
+        if let Some(member) = self.spread.get() {
+            member.add_load(delta);
+        }
+    }
+
+    /// Fire `drained` when shutdown has begun and nothing is left.
+    fn check_drained(&self) {
+        if self.busy() == 0 && self.shutdown.is_fired() {
+            self.drained.fire();
+        }
     }
 
     /// This core's state for the admin server.
@@ -436,6 +481,7 @@ impl Core {
             at: now,
             services,
             connections_open: self.connections.get() as u64,
+            streams_handed_off: self.stats.streams_handed_off.get(),
             connections_accepted: self.stats.accepted.get(),
             requests: self.stats.requests.get(),
             upstream_opened: pool.opened,
@@ -446,9 +492,7 @@ impl Core {
 
     pub fn begin_shutdown(&self) {
         self.shutdown.fire();
-        if self.connections.get() == 0 {
-            self.drained.fire();
-        }
+        self.check_drained();
     }
 
     pub fn is_draining(&self) -> bool {
@@ -464,9 +508,32 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let left = self.core.connections.get().saturating_sub(1);
         self.core.connections.set(left);
-        if left == 0 && self.core.shutdown.is_fired() {
-            self.core.drained.fire();
-        }
+        self.core.add_load(-1);
+        self.core.check_drained();
+    }
+}
+
+/// One unit of a core's load (see [`Core::stream_load`]).
+pub struct LoadGuard {
+    core: Rc<Core>,
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.core.add_load(-1);
+    }
+}
+
+/// A stream handed in from another core (see [`Core::handed_in_guard`]).
+pub struct HandedInGuard {
+    _load: LoadGuard,
+}
+
+impl Drop for HandedInGuard {
+    fn drop(&mut self) {
+        let core = &self._load.core;
+        core.handed_in.set(core.handed_in.get().saturating_sub(1));
+        core.check_drained();
     }
 }
 

@@ -353,6 +353,14 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     }
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<Driver, String>>();
     let mut gossip_ports = coremesh_balancer::GossipMesh::new(cores).into_iter();
+    // With more than one core, the streams of one HTTP/2 client connection may be served
+    // by every core (`[http2] spread_streams`).
+    let mut spread = if cores > 1 {
+        http2::spread::mesh(cores)
+    } else {
+        Vec::new()
+    }
+    .into_iter();
     let mut controls = Vec::with_capacity(cores);
     let mut threads = Vec::with_capacity(cores);
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -367,6 +375,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             listener,
             sides,
             control: rx,
+            spread: spread.next(),
             params: core::CoreParams {
                 id,
                 tracer: span_queue

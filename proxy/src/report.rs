@@ -14,6 +14,8 @@ pub struct CoreReport {
     pub at: Instant,
     pub services: Vec<(String, Vec<EndpointView>)>,
     pub connections_open: u64,
+    /// HTTP/2 streams accepted on this core and served by another.
+    pub streams_handed_off: u64,
     pub connections_accepted: u64,
     pub requests: u64,
     pub upstream_opened: u64,

@@ -149,6 +149,9 @@ pub struct CoreStart {
     pub sides: Vec<(std::net::TcpListener, Arc<Side>)>,
     pub control: Receiver<Control>,
     pub params: CoreParams,
+    /// This core's place among the cores that hand HTTP/2 streams to each other (none with
+    /// one core).
+    pub spread: Option<crate::http2::spread::Member>,
 }
 
 /// A core's event loop: accept until shutdown, then wait for connections to finish or the
@@ -159,10 +162,16 @@ pub async fn core_main(start: CoreStart) {
         sides,
         control,
         params,
+        spread,
     } = start;
     let id = params.id;
     let grace = params.grace;
     let core = Core::new(params);
+    let inbox = spread.and_then(|member| {
+        let inbox = member.take_inbox();
+        let _ = core.spread.set(member);
+        inbox
+    });
     let listener = match listener.map(monoio::net::TcpListener::from_std).transpose() {
         Ok(l) => l,
         Err(e) => {
@@ -225,6 +234,12 @@ pub async fn core_main(start: CoreStart) {
             .await;
         }));
     }
+    if let Some(inbox) = inbox {
+        side_tasks.push(monoio::spawn(crate::http2::server::serve_inbox(
+            core.clone(),
+            inbox,
+        )));
+    }
     let done = Rc::new(Signal::default());
     let idle_task = monoio::spawn({
         let (core, done) = (core.clone(), done.clone());
@@ -245,7 +260,7 @@ pub async fn core_main(start: CoreStart) {
             _ = monoio::time::sleep(grace) => outbound_stop.fire(),
         }
         // `drained` may have fired while outbound still took connections: poll the count.
-        while core.connections() > 0 && Instant::now() < deadline {
+        while core.busy() > 0 && Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             monoio::time::sleep(left.min(TICK)).await;
         }
@@ -255,10 +270,11 @@ pub async fn core_main(start: CoreStart) {
             _ = monoio::time::sleep(grace) => {},
         }
     }
-    if core.connections() > 0 {
+    if core.busy() > 0 {
         tracing::warn!(
             core = id,
             open = core.connections(),
+            handed_in_streams = core.busy() - core.connections(),
             "grace period over; closing the rest"
         );
     }

@@ -1,5 +1,7 @@
 //! End-to-end HTTP/2 connections and streams through the proxy, on both drivers: one client
-//! connection's streams served by both cores (`--cores 2`, per-core request counts), routed
+//! connection's streams served by both cores (`--cores 2`, per-core request counts; handed
+//! off streams keep bodies, trailers and resets, and finish during shutdown), the idle
+//! timeout, routed
 //! and balanced one by one, multiplexed upstream; the SETTINGS the proxy advertises
 //! (defaults and `[http2]`), GOAWAY after `max_connection_age_ms`, an upstream's GOAWAY or
 //! REFUSED_STREAM before processing retried elsewhere, `coremesh proxy
@@ -15,24 +17,104 @@ use coremesh_tests::h2peers::{
 use coremesh_tests::proxy::for_each_driver;
 use coremesh_tests::upstream::Upstream;
 use coremesh_tests::Driver;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Requests of the one-connection test, and streams open at once on its connection.
+/// Streams held open at once on the one connection (the gated upstream answers none until
+/// all arrived), then requests of the load that follows on a new connection.
+const HELD_STREAMS: u64 = 32;
 const ONE_CONNECTION_REQUESTS: u64 = 4_000;
 const ONE_CONNECTION_STREAMS: u32 = 64;
+/// How long a gated upstream waits for the rest of its requests: only turns a proxy that
+/// never forwards them into a failure.
+const GATE_BOUND: Duration = Duration::from_secs(60);
 
+/// An HTTP/1 upstream that answers each request only once `n` requests have arrived (each
+/// on its own connection thread; after that, at once).
+fn gated_upstream(n: u64) -> Upstream {
+    use coremesh_tests::upstream::{Action, Response};
+    use std::sync::{Arc, Condvar, Mutex};
+    let gate = Arc::new((Mutex::new(0u64), Condvar::new()));
+    Upstream::start("gated", move |_| {
+        let (arrived, signal) = &*gate;
+        let mut count = arrived.lock().unwrap_or_else(|p| p.into_inner());
+        *count += 1;
+        signal.notify_all();
+        let deadline = std::time::Instant::now() + GATE_BOUND;
+        while *count < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            count = signal
+                .wait_timeout(count, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Action::Respond(Response::ok(b"ok".to_vec()))
+    })
+}
+
+/// `family` per `core` label.
+fn per_core(e: &coremesh_tests::prometheus::Exposition, family: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for sample in e.matching(family, &[]) {
+        let core = sample.labels.get("core").cloned().unwrap_or_default();
+        *out.entry(core).or_insert(0) += sample.value as u64;
+    }
+    out
+}
+
+const CORE_REQUESTS: &str = "coremesh_core_requests_total";
+const HANDED_OFF: &str = "coremesh_http2_streams_handed_off_total";
+
+/// The default `spread_streams = "balanced"`: the accepting core serves streams until it
+/// has `spread_threshold` (8) more in flight than the other, then hands them over. With
+/// all 32 streams held open by the upstream, none finishes before all were placed, so the
+/// split does not depend on timing: the first stays on the accepting core (1 in flight,
+/// its connection, is not more than 0 + 8), and before the 32nd the accepting core has
+/// more than 8 beyond the other unless the other already has some.
 #[test]
-#[ignore = "not built yet: a connection's streams are served on the core that accepted it \
-            (docs/http2.md, \"Not yet\"); run with --ignored to see the gap"]
 fn one_h2_connection_is_served_by_both_cores() {
     for_each_driver(|driver| {
-        let upstream = Upstream::fixed_named("fixed", 200, b"ok");
+        let upstream = gated_upstream(HELD_STREAMS);
         let proxy = MeshConfig::new()
             .cores(2)
             .service("backend", &[upstream.addr()], &["protocol = \"http1\""])
             .route("backend", &[])
             .start(driver);
+        let held = h2load_one_connection(proxy.addr(), "/", HELD_STREAMS, HELD_STREAMS as u32);
+        assert_eq!(
+            (held.succeeded, held.status_2xx),
+            (HELD_STREAMS, HELD_STREAMS),
+            "h2load, all streams at once on one connection: {held:?}"
+        );
+        let m = wait_metrics(&proxy, CORE_REQUESTS, "every stream counted", |e| {
+            e.sum(CORE_REQUESTS, &[]) >= HELD_STREAMS as f64
+        });
+        let served = per_core(&m, CORE_REQUESTS);
+        let handed = per_core(&m, HANDED_OFF);
+        assert_eq!(served.len(), 2, "one count per core: {served:?}");
+        assert_eq!(served.values().sum::<u64>(), HELD_STREAMS, "{served:?}");
+        assert!(
+            served.values().all(|n| *n > 0),
+            "the streams of one connection reached both cores: {served:?}"
+        );
+        // One core accepted the connection and handed streams over; the other served
+        // exactly those and handed none.
+        let (accepting, other) = match (handed.get("0"), handed.get("1")) {
+            (Some(&n), Some(&0)) if n > 0 => ("0", "1"),
+            (Some(&0), Some(&n)) if n > 0 => ("1", "0"),
+            _ => panic!("one core hands streams off, the other none: {handed:?}"),
+        };
+        assert_eq!(
+            served.get(other),
+            handed.get(accepting),
+            "core {other} served exactly the streams core {accepting} handed it: \
+             served {served:?}, handed off {handed:?}"
+        );
+        // Then a long run on one new connection: every stream answered and counted once.
         let load = h2load_one_connection(
             proxy.addr(),
             "/",
@@ -44,26 +126,253 @@ fn one_h2_connection_is_served_by_both_cores() {
             (ONE_CONNECTION_REQUESTS, ONE_CONNECTION_REQUESTS),
             "h2load over one connection: {load:?}"
         );
-        let family = "coremesh_core_requests_total";
-        let m = wait_metrics(&proxy, family, "per-core counts add up to the load", |e| {
-            e.sum(family, &[]) >= ONE_CONNECTION_REQUESTS as f64
+        let total = HELD_STREAMS + ONE_CONNECTION_REQUESTS;
+        let m = wait_metrics(&proxy, CORE_REQUESTS, "every stream counted", |e| {
+            e.sum(CORE_REQUESTS, &[]) >= total as f64
         });
-        let mut per_core = std::collections::BTreeMap::new();
-        for sample in m.matching(family, &[]) {
-            let core = sample.labels.get("core").cloned().unwrap_or_default();
-            *per_core.entry(core).or_insert(0.0) += sample.value;
-        }
+        let served = per_core(&m, CORE_REQUESTS);
         assert_eq!(
-            per_core.values().sum::<f64>(),
-            ONE_CONNECTION_REQUESTS as f64,
-            "every request counted once: {per_core:?}"
-        );
-        assert_eq!(per_core.len(), 2, "one count per core: {per_core:?}");
-        assert!(
-            per_core.values().all(|n| *n > 0.0),
-            "the streams of one connection reached both cores: {per_core:?}"
+            served.values().sum::<u64>(),
+            total,
+            "counted once: {served:?}"
         );
     });
+}
+
+/// `spread_streams = "always"`: every stream is served by the core that did not accept
+/// its connection, and still carries its body and trailers both ways, and a client's
+/// reset reaches the upstream.
+#[test]
+fn handed_off_streams_carry_bodies_trailers_and_resets() {
+    for_each_driver(|driver| {
+        let echo = PyH2Server::start("echo");
+        let hang = PyH2Server::start("hang");
+        let proxy = MeshConfig::new()
+            .cores(2)
+            .http2("spread_streams", "\"always\"")
+            .service("echo", &[echo.addr()], &[])
+            .service("hang", &[hang.addr()], &[])
+            .route_prefix("/echo", "echo", &[])
+            .route_prefix("/hang", "hang", &[])
+            .start(driver);
+        let body = coremesh_tests::h2peers::big_body();
+        let answer = h2_request(
+            proxy.addr(),
+            &H2Request {
+                method: "POST",
+                path: "/echo",
+                body: Some(&body),
+                trailers: vec![("x-sum", "42")],
+                ..Default::default()
+            },
+        );
+        assert_eq!(answer.status, Some(200), "{answer:?}");
+        assert!(answer.complete, "{answer:?}");
+        assert!(answer.body == body, "the body came back whole");
+        let body_len = body.len().to_string();
+        assert_eq!(answer.trailer("x-body-len"), Some(body_len.as_str()));
+        assert_eq!(
+            answer.trailer("x-sum"),
+            Some("42"),
+            "request trailers went up"
+        );
+        // A request the upstream never answers, given up by the client (RST_STREAM
+        // CANCEL): the handed-off stream resets its upstream stream too.
+        let answer = h2_request(
+            proxy.addr(),
+            &H2Request {
+                path: "/hang",
+                wait: Some(Duration::from_secs(2)),
+                ..Default::default()
+            },
+        );
+        assert!(answer.timed_out && answer.status.is_none(), "{answer:?}");
+        assert!(
+            hang.wait_event(Duration::from_secs(30), |e| e["event"] == "reset"
+                && e["code"] == 8),
+            "the client's reset reached the upstream: {:?}",
+            hang.events()
+        );
+        let m = wait_metrics(&proxy, CORE_REQUESTS, "both streams counted", |e| {
+            e.sum(CORE_REQUESTS, &[]) >= 2.0
+        });
+        let served = per_core(&m, CORE_REQUESTS);
+        let handed = per_core(&m, HANDED_OFF);
+        assert_eq!(
+            handed.values().sum::<u64>(),
+            2,
+            "both handed off: {handed:?}"
+        );
+        for (core, other) in [("0", "1"), ("1", "0")] {
+            assert_eq!(
+                served.get(core),
+                handed.get(other),
+                "core {core} served what core {other} handed it: {served:?} {handed:?}"
+            );
+        }
+    });
+}
+
+/// Streams in flight on the other core when the proxy shuts down.
+const SHUTDOWN_STREAMS: u64 = 8;
+
+/// An open-once gate: the flag and the condition it is signalled with.
+type Gate = std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>;
+
+/// An HTTP/1 upstream that holds every request until the returned gate is opened (bounded
+/// by [`GATE_BOUND`]).
+fn held_upstream() -> (Upstream, Gate) {
+    use coremesh_tests::upstream::{Action, Response};
+    let gate: Gate = Default::default();
+    let held = gate.clone();
+    let upstream = Upstream::start("held", move |_| {
+        let (open, signal) = &*held;
+        let deadline = std::time::Instant::now() + GATE_BOUND;
+        let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            open = signal
+                .wait_timeout(open, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Action::Respond(Response::ok(b"ok".to_vec()))
+    });
+    (upstream, gate)
+}
+
+/// Streams served by the other core finish after shutdown began: the listeners close, the
+/// connection gets its GOAWAY, and the core that serves them waits for them.
+#[test]
+fn handed_off_streams_finish_during_shutdown() {
+    for_each_driver(|driver| {
+        let (upstream, gate) = held_upstream();
+        let proxy = MeshConfig::new()
+            .cores(2)
+            .http2("spread_streams", "\"always\"")
+            .service("backend", &[upstream.addr()], &["protocol = \"http1\""])
+            .route("backend", &[])
+            .start(driver);
+        let addr = proxy.addr();
+        let load = std::thread::spawn(move || {
+            h2load_one_connection(addr, "/", SHUTDOWN_STREAMS, SHUTDOWN_STREAMS as u32)
+        });
+        assert!(
+            upstream.wait_for_requests(SHUTDOWN_STREAMS as usize, GATE_BOUND),
+            "every stream reached the upstream"
+        );
+        // Dropping the proxy shuts it down gracefully (and returns once it stopped).
+        let shutter = std::thread::spawn(move || drop(proxy));
+        // Shutdown has begun on both cores once no listener takes a connection.
+        let deadline = std::time::Instant::now() + GATE_BOUND;
+        while std::net::TcpStream::connect(addr).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the listeners never closed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        {
+            let (open, signal) = &*gate;
+            *open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            signal.notify_all();
+        }
+        let load = load.join().expect("h2load thread");
+        assert_eq!(
+            (load.succeeded, load.status_2xx),
+            (SHUTDOWN_STREAMS, SHUTDOWN_STREAMS),
+            "every stream in flight was answered: {load:?}"
+        );
+        assert!(shutter.join().is_ok(), "the proxy stopped");
+    });
+}
+
+/// The client connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Frame types (RFC 9113 §6).
+const FRAME_SETTINGS: u8 = 0x4;
+const FRAME_GOAWAY: u8 = 0x7;
+
+/// What a client that opens an HTTP/2 connection and sends nothing after its SETTINGS
+/// sees: the GOAWAY's error code (if one came) and whether the server then closed.
+fn idle_client(addr: SocketAddr, bound: Duration) -> (Option<u32>, bool) {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).expect("connect to the proxy");
+    let mut hello = PREFACE.to_vec();
+    hello.extend_from_slice(&[0, 0, 0, FRAME_SETTINGS, 0, 0, 0, 0, 0]);
+    sock.write_all(&hello).expect("send the preface");
+    let deadline = std::time::Instant::now() + bound;
+    let mut buf = Vec::new();
+    let mut goaway = None;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return (goaway, false);
+        }
+        sock.set_read_timeout(Some(left)).expect("read timeout");
+        let mut chunk = [0u8; 4096];
+        match sock.read(&mut chunk) {
+            Ok(0) => return (goaway, true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (goaway, true),
+            // A signal to the test process (the proxy runs in it) is not the server's doing.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return (goaway, false),
+        }
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == FRAME_GOAWAY && len >= 8 {
+                goaway = Some(u32::from_be_bytes([buf[13], buf[14], buf[15], buf[16]]));
+            }
+            buf.drain(..9 + len);
+        }
+    }
+}
+
+#[test]
+fn an_idle_h2_connection_gets_goaway_and_is_closed() {
+    for_each_driver(|driver| {
+        let server = PyH2Server::start("hang");
+        let proxy = MeshConfig::new()
+            .http2("idle_timeout_ms", 300)
+            .service("backend", &[server.addr()], &[])
+            .route("backend", &[])
+            .start(driver);
+        assert_eq!(
+            idle_client(proxy.addr(), Duration::from_secs(30)),
+            (Some(0), true),
+            "GOAWAY(NO_ERROR), then the close"
+        );
+        // A stream open far longer than the idle time keeps its connection: the client
+        // gives up on it itself, without having seen a GOAWAY.
+        let answer = h2_request(
+            proxy.addr(),
+            &H2Request {
+                path: "/slow",
+                wait: Some(Duration::from_secs(2)),
+                ..Default::default()
+            },
+        );
+        assert!(answer.timed_out, "{answer:?}");
+        assert_eq!(answer.goaway, None, "{answer:?}");
+    });
+}
+
+/// Self-check of the idle client: nghttpd, which has no idle timeout of its own within the
+/// bound, neither sends GOAWAY nor closes.
+#[test]
+fn direct_idle_client_to_nghttpd() {
+    let server = Nghttpd::start(&[]);
+    assert_eq!(
+        idle_client(server.addr(), Duration::from_secs(1)),
+        (None, false)
+    );
 }
 
 /// Self-check: h2load over one connection straight to nghttpd.

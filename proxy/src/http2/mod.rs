@@ -2,13 +2,16 @@
 //! with the HTTP/2 preface on any listener ([`server`]) has each of its streams served as
 //! a request of the pipeline ([`stream`]) and sent to endpoints on the core's multiplexed
 //! HTTP/2 connections ([`upstream`]); bodies stream under flow control ([`body`]); gRPC
-//! is a thin layer on top ([`grpc`]). [`io`] adapts a core's sockets to `h2`.
+//! is a thin layer on top ([`grpc`]). [`io`] adapts a core's sockets to `h2`. A
+//! connection's streams may be served by other cores ([`spread`]).
 
 pub mod body;
 pub mod frames;
 pub mod grpc;
 pub mod io;
+pub mod open_streams;
 pub mod server;
+pub mod spread;
 pub mod stream;
 pub mod to_http1;
 pub mod upstream;

@@ -1,9 +1,15 @@
 //! A client's HTTP/2 connection: the handshake under the head-read timeout and the
-//! `[http2]` limits, then every request stream served as its own task on this core
-//! ([`super::stream`]), until the client closes, the connection reaches its maximum age or
-//! the proxy shuts down (both end with GOAWAY and let the streams in flight finish).
+//! `[http2]` limits, then every request stream served as its own task ([`super::stream`])
+//! on this core or, when another core is less busy, on that one ([`super::spread`]; this
+//! core keeps driving the connection), until the client closes, the connection reaches its
+//! maximum age or the proxy shuts down (both end with GOAWAY and let the streams in flight
+//! finish), or it has had no stream open for `idle_timeout_ms` (GOAWAY NO_ERROR, then
+//! closed). Also the task that serves the streams other cores hand to this one
+//! ([`serve_inbox`]).
 
 use super::io::H2Io;
+use super::open_streams::{OpenStreams, Ticket};
+use super::spread::{Handoff, Inbox};
 use crate::core::Core;
 use crate::pipeline::Origin;
 use crate::transport::conn::Conn;
@@ -13,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The window `[http2] max_control_frames` counts over.
 const CONTROL_FRAME_WINDOW: Duration = Duration::from_secs(10);
@@ -21,6 +27,8 @@ const CONTROL_FRAME_WINDOW: Duration = Duration::from_secs(10);
 enum Event<T> {
     /// Time to stop taking streams: shutdown began, or the connection is old enough.
     Stop,
+    /// The idle timer ran out: close if no stream was open for the whole idle time.
+    IdleCheck,
     Accept(Option<Result<T, h2::Error>>),
 }
 
@@ -82,6 +90,10 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
                 limits.max_connection_age_ms,
             )))
         });
+    let idle_limit = Duration::from_millis(limits.idle_timeout_ms);
+    let mut idle: Option<Pin<Box<monoio::time::Sleep>>> =
+        (limits.idle_timeout_ms > 0).then(|| Box::pin(monoio::time::sleep(idle_limit)));
+    let open_streams = OpenStreams::new(Instant::now());
     let mut closing = false;
     let mut calmed = false;
     loop {
@@ -92,6 +104,10 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
                     return Poll::Ready(Event::Stop);
                 }
             }
+            let idle_due = !closing
+                && idle
+                    .as_mut()
+                    .is_some_and(|t| t.as_mut().poll(cx).is_ready());
             let accepted = conn.poll_accept(cx);
             if flooded.get() && !calmed {
                 // A flood of SETTINGS or PING frames: GOAWAY ENHANCE_YOUR_CALM.
@@ -99,6 +115,12 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
                 conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
+            }
+            // Only once every frame read so far was taken in (no stream waits to be
+            // accepted): a GOAWAY then names the last stream the client may count on.
+            if accepted.is_pending() && idle_due {
+                idle = None;
+                return Poll::Ready(Event::IdleCheck);
             }
             accepted.map(Event::Accept)
         })
@@ -108,14 +130,27 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
                 conn.graceful_shutdown();
                 closing = true;
             }
+            Event::IdleCheck => match open_streams.idle_for(Instant::now()) {
+                Some(quiet) if quiet >= idle_limit => {
+                    // No stream is open and none can be lost: GOAWAY now, then close.
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    closing = true;
+                }
+                // Still in use, or idle for less: look again when the limit can be reached.
+                quiet => {
+                    let left = idle_limit.saturating_sub(quiet.unwrap_or_default());
+                    idle = Some(Box::pin(monoio::time::sleep(left.max(IDLE_RECHECK_MIN))));
+                }
+            },
             Event::Accept(Some(Ok((request, respond)))) => {
-                monoio::spawn(super::stream::handle(
-                    core.clone(),
+                let handoff = Handoff {
                     request,
                     respond,
                     peer,
                     origin,
-                ));
+                    ticket: open_streams.open(),
+                };
+                dispatch(&core, &limits, handoff);
             }
             Event::Accept(Some(Err(e))) => {
                 super::log_error(&e);
@@ -133,6 +168,76 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
     if let Some(stream) = lingering {
         crate::http1::server::linger_close(stream, core.lingering_close).await;
     }
+}
+
+/// The shortest pause before the idle timer looks again: a connection in steady use is
+/// looked at no more often than this.
+const IDLE_RECHECK_MIN: Duration = Duration::from_millis(10);
+
+/// Serve a stream accepted here: on the least busy core when `[http2] spread_streams`
+/// says so, else (or when that core takes no more streams) here.
+fn dispatch(core: &Rc<Core>, limits: &coremesh_discovery::Http2Settings, handoff: Handoff) {
+    let handoff = match core.spread.get() {
+        Some(member) => match member.target(limits.spread_streams, limits.spread_threshold) {
+            Some(to) => match member.send(to, handoff) {
+                Ok(()) => {
+                    let stats = &core.stats;
+                    stats
+                        .streams_handed_off
+                        .set(stats.streams_handed_off.get() + 1);
+                    return;
+                }
+                Err(back) => back,
+            },
+            None => handoff,
+        },
+        None => handoff,
+    };
+    // Counted in the load now, not when the task first runs: the next stream's choice,
+    // maybe in the same burst, must see it.
+    let load = core.stream_load();
+    monoio::spawn(serve_stream(core.clone(), handoff, load));
+}
+
+/// Serve one stream on this core, holding `guard` (its share of the core's load) and the
+/// stream's ticket until it ends.
+async fn serve_stream<G>(core: Rc<Core>, handoff: Handoff, guard: G) {
+    let _guard = guard;
+    let Handoff {
+        request,
+        respond,
+        peer,
+        origin,
+        ticket,
+    } = handoff;
+    let _ticket: Ticket = ticket;
+    super::stream::handle(core, request, respond, peer, origin).await;
+}
+
+/// Serve the streams other cores hand to this one until shutdown; then take no more (a
+/// stream sent after that is served where it was accepted) and serve those already sent.
+pub async fn serve_inbox(core: Rc<Core>, mut inbox: Inbox) {
+    let Some(member) = core.spread.get() else {
+        return;
+    };
+    loop {
+        monoio::select! {
+            next = inbox.recv() => match next {
+                Ok(message) => take_in(&core, member.took(message)),
+                Err(_) => return,
+            },
+            _ = core.shutdown.wait() => break,
+        }
+    }
+    member.close(&mut inbox);
+    while let Ok(message) = inbox.recv().await {
+        take_in(&core, member.took(message));
+    }
+}
+
+fn take_in(core: &Rc<Core>, handoff: Handoff) {
+    let guard = core.handed_in_guard();
+    monoio::spawn(serve_stream(core.clone(), handoff, guard));
 }
 
 /// A duplicate of `stream`'s socket as a stream of this core (`None` if the descriptor

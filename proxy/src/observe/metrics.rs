@@ -45,4 +45,14 @@ fn per_core(reports: &[CoreReport], out: &mut String) {
     for r in reports {
         let _ = writeln!(out, "{NAME}{{core=\"{}\"}} {}", r.core, r.requests);
     }
+    const HANDED: &str = "coremesh_http2_streams_handed_off_total";
+    out.push_str("# HELP coremesh_http2_streams_handed_off_total HTTP/2 streams accepted on a core and served by another (core: the accepting one).\n");
+    out.push_str("# TYPE coremesh_http2_streams_handed_off_total counter\n");
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "{HANDED}{{core=\"{}\"}} {}",
+            r.core, r.streams_handed_off
+        );
+    }
 }
