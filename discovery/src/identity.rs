@@ -1,7 +1,8 @@
 //! Mutual TLS settings: the proxy's own identity (`[identity]`), the identity a service's
 //! endpoints must prove (`tls = { identity = "spiffe://…" }` on a service), and who may call
 //! the application through the inbound side (`require_mtls`, `authorize` in `[inbound]`,
-//! overridden per path in `[[inbound.routes]]`), with the rules that check them.
+//! overridden per path in `[[inbound.routes]]`, compiled once into a
+//! [`CompiledInboundPolicy`]), with the rules that check them.
 //!
 //! Defaults: `identity.reload_interval_ms` = [`DEFAULT_IDENTITY_RELOAD_INTERVAL_MS`];
 //! `inbound.require_mtls` = false, `inbound.authorize` = [] (anyone). `cert`, `key` and
@@ -98,7 +99,7 @@ impl InboundRoute {
     }
 }
 
-/// An [`InboundPolicy`] with its patterns read: what a request on a given path must prove.
+/// What a request must prove: an [`InboundPolicy`]'s values for one path, patterns read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EffectivePolicy {
     pub require_mtls: bool,
@@ -106,25 +107,51 @@ pub struct EffectivePolicy {
     pub authorize: Vec<IdPattern>,
 }
 
+/// An [`InboundPolicy`] compiled once (per configuration), so that finding a request's
+/// policy reads no pattern and allocates nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompiledInboundPolicy {
+    base: EffectivePolicy,
+    /// `[[inbound.routes]]` in order, each with its overrides applied over `base`.
+    routes: Vec<(InboundRoute, EffectivePolicy)>,
+}
+
+impl CompiledInboundPolicy {
+    /// The policy for a request on `path`: the first matching route's, else `[inbound]`'s.
+    pub fn for_path(&self, path: &str) -> &EffectivePolicy {
+        self.routes
+            .iter()
+            .find(|(route, _)| route.matches(path))
+            .map_or(&self.base, |(_, policy)| policy)
+    }
+}
+
+/// Patterns that do not parse are skipped: validation refused them before a configuration
+/// is compiled.
+fn read_patterns(list: &[String]) -> Vec<IdPattern> {
+    list.iter()
+        .filter_map(|p| IdPattern::parse(p).ok())
+        .collect()
+}
+
 impl InboundPolicy {
-    /// The policy for a request on `path`: the first matching route's overrides over
-    /// `[inbound]`'s values. Patterns that do not parse are skipped (validation has
-    /// refused them before a configuration is used).
-    pub fn for_path(&self, path: &str) -> EffectivePolicy {
-        let route = self.routes.iter().find(|r| r.matches(path));
-        let require_mtls = route
-            .and_then(|r| r.require_mtls)
-            .unwrap_or(self.require_mtls);
-        let authorize = route
-            .and_then(|r| r.authorize.as_ref())
-            .unwrap_or(&self.authorize);
-        EffectivePolicy {
-            require_mtls,
-            authorize: authorize
-                .iter()
-                .filter_map(|p| IdPattern::parse(p).ok())
-                .collect(),
-        }
+    pub fn compile(&self) -> CompiledInboundPolicy {
+        let base = EffectivePolicy {
+            require_mtls: self.require_mtls,
+            authorize: read_patterns(&self.authorize),
+        };
+        let routes = self
+            .routes
+            .iter()
+            .map(|route| {
+                let policy = EffectivePolicy {
+                    require_mtls: route.require_mtls.unwrap_or(self.require_mtls),
+                    authorize: read_patterns(route.authorize.as_ref().unwrap_or(&self.authorize)),
+                };
+                (route.clone(), policy)
+            })
+            .collect();
+        CompiledInboundPolicy { base, routes }
     }
 
     /// Whether anything here asks for a verified client certificate.
@@ -253,6 +280,10 @@ path_prefix = "/healthz"
 require_mtls = false
 authorize = []
 
+[[inbound.routes]]
+path_exact = "/admin"
+authorize = ["spiffe://td/ns/ops/*"]
+
 [[services]]
 name = "api"
 endpoints = ["127.0.0.1:8080"]
@@ -285,7 +316,7 @@ endpoints = ["127.0.0.1:8081"]
                 None
             ]
         );
-        let policy = config.inbound.unwrap_or_default().policy;
+        let policy = config.inbound.unwrap_or_default().policy.compile();
         let id = |t: &str| SpiffeId::parse(t).map_err(|e| e.to_string());
         let app = policy.for_path("/orders");
         assert!(app.require_mtls);
@@ -300,8 +331,15 @@ endpoints = ["127.0.0.1:8081"]
         );
         assert_eq!(
             policy.for_path("/healthz/live"),
-            super::EffectivePolicy::default()
+            &super::EffectivePolicy::default()
         );
+        let admin = policy.for_path("/admin");
+        assert!(admin.require_mtls, "inherited from [inbound]");
+        assert_eq!(
+            admin.authorize,
+            vec![IdPattern::Prefix("spiffe://td/ns/ops/".into())]
+        );
+        assert_eq!(policy.for_path("/admin/x"), app, "path_exact only");
     }
 
     /// The `[identity]` example of `docs/configuration.md` parses and means what it says.
@@ -318,7 +356,7 @@ endpoints = ["127.0.0.1:8081"]
         assert_eq!(blocks.len(), 1, "{blocks:?}");
         let config = parse_config(blocks[0], "configuration.md").unwrap_or_else(|e| panic!("{e}"));
         assert!(config.identity.is_some());
-        let policy = config.inbound.unwrap_or_default().policy;
+        let policy = config.inbound.unwrap_or_default().policy.compile();
         assert!(policy.for_path("/api").require_mtls);
         assert!(!policy.for_path("/healthz").require_mtls);
         assert!(config.services[0].tls.is_some());

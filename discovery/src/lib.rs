@@ -56,7 +56,10 @@ pub use error::{ConfigError, ConfigErrors};
 pub use field_path::{FieldPath, Segment};
 pub use host::HostMatch;
 pub use http2::{GrpcRetryOn, Http2Settings, UpstreamProtocol};
-pub use identity::{EffectivePolicy, IdentitySettings, InboundPolicy, InboundRoute, ServiceTls};
+pub use identity::{
+    CompiledInboundPolicy, EffectivePolicy, IdentitySettings, InboundPolicy, InboundRoute,
+    ServiceTls,
+};
 pub use listen::{Listen, ListenError, PairHost};
 pub use model::*;
 pub use parse::{load_config, parse_config};
