@@ -67,7 +67,7 @@ fn check(path: &std::path::Path) -> ExitCode {
                 "expires: {} (unix {}, in {})",
                 time(identity.not_after),
                 identity.not_after,
-                humantime::format_duration(Duration::from_secs(left.max(0) as u64))
+                humantime::format_duration(Duration::from_secs(whole_minutes(left)))
             );
             println!("OK");
             ExitCode::SUCCESS
@@ -81,6 +81,12 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `seconds` (negative: none) rounded down to whole minutes.
+fn whole_minutes(seconds: i64) -> u64 {
+    let seconds = u64::try_from(seconds).unwrap_or(0);
+    seconds - seconds % 60
 }
 
 /// `unix` seconds as RFC 3339 (UTC); far dates the clock cannot hold as plain seconds.

@@ -50,6 +50,8 @@ pub struct Reloader {
     store: IdentityStore,
     metrics: &'static IdentityMetrics,
     seen: [Stamp; 3],
+    /// The identity in force expired and that was logged (once, until a new one).
+    expiry_logged: bool,
 }
 
 impl Reloader {
@@ -66,6 +68,7 @@ impl Reloader {
             store,
             metrics,
             seen,
+            expiry_logged: false,
         }
     }
 
@@ -76,6 +79,7 @@ impl Reloader {
         // seen as a change at the next poll.
         let current = stamps(&self.settings);
         if current == self.seen {
+            self.log_expiry(now);
             return None;
         }
         self.seen = current;
@@ -85,6 +89,7 @@ impl Reloader {
                 let (id, not_after) = (identity.id.clone(), identity.not_after);
                 let remaining = not_after - unix_seconds(now);
                 self.store.install(identity);
+                self.expiry_logged = false;
                 self.metrics.installed(not_after);
                 self.metrics.reload_ok();
                 tracing::info!(
@@ -104,6 +109,25 @@ impl Reloader {
                 );
                 Some(ReloadOutcome::Refused(error))
             }
+        }
+    }
+}
+
+impl Reloader {
+    /// Says once that the identity in force has expired and no renewal came: peers now
+    /// refuse its handshakes.
+    fn log_expiry(&mut self, now: UnixTime) {
+        if self.expiry_logged {
+            return;
+        }
+        let in_force = self.store.current();
+        if unix_seconds(now) > in_force.not_after {
+            self.expiry_logged = true;
+            tracing::error!(
+                identity = %in_force.id,
+                not_after = in_force.not_after,
+                "the identity in force has expired and no valid renewal arrived: peers refuse new handshakes"
+            );
         }
     }
 }
