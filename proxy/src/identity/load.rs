@@ -82,70 +82,36 @@ impl Identity {
     pub fn from_pem(files: &PemFiles, now: UnixTime) -> Result<Identity, IdentityError> {
         let provider = provider();
         let chain = certificates(&files.cert, "identity.cert")?;
-        let anchors = certificates(&files.trust_anchors, "identity.trust_anchors")?;
-        let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|e| {
-            IdentityError::new(Reason::BadPem, format!("identity.key: no private key: {e}"))
-        })?;
-        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
-            IdentityError::new(Reason::BadPem, format!("identity.key: unusable key: {e}"))
-        })?;
-        let certified = CertifiedKey::new(chain, signing_key);
+        let certified = CertifiedKey::new(chain, signing_key(&files.key, &provider)?);
         certified.keys_match().map_err(|e| {
             IdentityError::new(
                 Reason::KeyMismatch,
                 format!("identity.key does not belong to identity.cert: {e}"),
             )
         })?;
-        let mut roots = RootCertStore::empty();
-        for (index, anchor) in anchors.into_iter().enumerate() {
-            roots.add(anchor).map_err(|e| {
-                IdentityError::new(
-                    Reason::BadPem,
-                    format!(
-                        "identity.trust_anchors: certificate {index} is not a usable anchor: {e}"
-                    ),
-                )
-            })?;
-        }
-        let roots = Arc::new(roots);
+        let roots = trust_anchors(&files.trust_anchors)?;
         let client_verifier =
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
                 .build()
                 .map_err(|e| {
                     IdentityError::new(Reason::BadPem, format!("identity.trust_anchors: {e}"))
                 })?;
-        let (leaf, intermediates) = match certified.cert.split_first() {
-            Some(split) => split,
-            None => return Err(IdentityError::new(Reason::BadPem, "identity.cert: empty")),
+        let Some((leaf, intermediates)) = certified.cert.split_first() else {
+            return Err(IdentityError::new(Reason::BadPem, "identity.cert: empty"));
         };
         let SvidInfo {
             id,
             not_before,
             not_after,
         } = check_leaf(leaf, unix_seconds(now))?;
-        let parsed = ParsedCertificate::try_from(leaf)
-            .map_err(|e| IdentityError::from_tls_error("identity.cert", &e))?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &roots,
+        check_chain(
+            leaf,
             intermediates,
+            &roots,
+            &*client_verifier,
             now,
-            provider.signature_verification_algorithms.all,
-        )
-        .map_err(|e| {
-            IdentityError::from_tls_error(
-                "identity.cert does not chain to identity.trust_anchors as a server",
-                &e,
-            )
-        })?;
-        client_verifier
-            .verify_client_cert(leaf, intermediates, now)
-            .map_err(|e| {
-                IdentityError::from_tls_error(
-                    "identity.cert does not chain to identity.trust_anchors as a client",
-                    &e,
-                )
-            })?;
+            &provider,
+        )?;
         Ok(Identity {
             id,
             certified: Arc::new(certified),
@@ -155,6 +121,71 @@ impl Identity {
             not_after,
         })
     }
+}
+
+fn signing_key(
+    pem: &[u8],
+    provider: &CryptoProvider,
+) -> Result<Arc<dyn rustls::sign::SigningKey>, IdentityError> {
+    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+        IdentityError::new(Reason::BadPem, format!("identity.key: no private key: {e}"))
+    })?;
+    provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| IdentityError::new(Reason::BadPem, format!("identity.key: unusable key: {e}")))
+}
+
+fn trust_anchors(pem: &[u8]) -> Result<Arc<RootCertStore>, IdentityError> {
+    let mut roots = RootCertStore::empty();
+    for (index, anchor) in certificates(pem, "identity.trust_anchors")?
+        .into_iter()
+        .enumerate()
+    {
+        roots.add(anchor).map_err(|e| {
+            IdentityError::new(
+                Reason::BadPem,
+                format!("identity.trust_anchors: certificate {index} is not a usable anchor: {e}"),
+            )
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The proxy's own chain must lead to the anchors for both of its uses: as the inbound
+/// side's server certificate and as the outbound side's client certificate.
+fn check_chain(
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    roots: &RootCertStore,
+    client_verifier: &dyn ClientCertVerifier,
+    now: UnixTime,
+    provider: &CryptoProvider,
+) -> Result<(), IdentityError> {
+    let parsed = ParsedCertificate::try_from(leaf)
+        .map_err(|e| IdentityError::from_tls_error("identity.cert", &e))?;
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        roots,
+        intermediates,
+        now,
+        provider.signature_verification_algorithms.all,
+    )
+    .map_err(|e| {
+        IdentityError::from_tls_error(
+            "identity.cert does not chain to identity.trust_anchors as a server",
+            &e,
+        )
+    })?;
+    client_verifier
+        .verify_client_cert(leaf, intermediates, now)
+        .map_err(|e| {
+            IdentityError::from_tls_error(
+                "identity.cert does not chain to identity.trust_anchors as a client",
+                &e,
+            )
+        })?;
+    Ok(())
 }
 
 fn certificates(pem: &[u8], field: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
