@@ -148,6 +148,50 @@ fn two_uri_sans_are_refused_as_bad_svid() {
     assert_eq!(peer_id(None), Err(Reason::NoClientCert));
 }
 
+fn key_der(issued: &Issued) -> rustls::pki_types::PrivateKeyDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Peers that do not load their certificates through `Identity` (so nothing refused them
+/// before): the verifiers refuse a leaf with two URI SANs in the handshake.
+#[test]
+fn a_peer_breaking_the_svid_rules_is_refused_in_the_handshake() {
+    let ca = Ca::new("mesh ca");
+    let two = ca.issue(&Leaf {
+        uris: vec![API, WEB],
+        is_ca: false,
+        validity: None,
+    });
+    let ours = configs(identity(&ca.svid(API), &ca));
+    // A server presenting it to our client.
+    let rogue_server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_der(&two)], key_der(&two))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = ours.client_config(API).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        client_failure(connect_with(client, Arc::new(rogue_server))),
+        Reason::BadSvid
+    );
+    // A client presenting it to our server (it trusts our server to get that far).
+    let verifier = super::verify_server::SpiffeServerVerifier::new(ours.store().clone(), id(API));
+    let rogue_client = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(vec![leaf_der(&two)], key_der(&two))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        server_failure(connect_with(Arc::new(rogue_client), ours.server_config())),
+        Reason::BadSvid
+    );
+}
+
 #[test]
 fn a_ca_as_leaf_is_refused_as_bad_svid() {
     let ca = Ca::new("mesh ca");
