@@ -65,7 +65,8 @@ impl Reason {
     }
 
     /// The reason behind a failed handshake: an [`IdentityError`] raised by this module's
-    /// verifiers, or rustls' own certificate errors.
+    /// verifiers, rustls' own certificate errors, or the alert of a peer that refused this
+    /// side's certificate.
     pub fn of_tls_error(error: &rustls::Error) -> Reason {
         use rustls::CertificateError as C;
         match error {
@@ -82,6 +83,17 @@ impl Reason {
                 _ => Reason::BadSvid,
             },
             rustls::Error::NoCertificatesPresented => Reason::NoClientCert,
+            // The peer refused this side's certificate and said why in its alert.
+            rustls::Error::AlertReceived(alert) => {
+                use rustls::AlertDescription as A;
+                match alert {
+                    A::CertificateExpired => Reason::Expired,
+                    A::UnknownCA => Reason::UnknownCa,
+                    A::CertificateRequired => Reason::NoClientCert,
+                    A::AccessDenied => Reason::NotAuthorized,
+                    _ => Reason::BadSvid,
+                }
+            }
             rustls::Error::InconsistentKeys(_) => Reason::KeyMismatch,
             _ => Reason::BadSvid,
         }

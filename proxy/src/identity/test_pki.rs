@@ -184,6 +184,11 @@ pub fn handshake(
     panic!("the in-memory handshake did not finish in 32 rounds");
 }
 
+/// Moves what the server has to send (after a failure: its alert) to the client.
+pub fn send_alert(server: &mut ServerConnection, client: &mut ClientConnection) {
+    pump(&mut *server, &mut *client);
+}
+
 /// Sends `data` from client to server over an established connection and returns what
 /// the server read.
 pub fn send(client: &mut ClientConnection, server: &mut ServerConnection, data: &[u8]) -> Vec<u8> {

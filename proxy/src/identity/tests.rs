@@ -2,7 +2,7 @@
 //! in-memory handshakes between a client and a server configuration (each refusal with its
 //! exact reason), and rotation.
 
-use super::test_pki::{handshake, send, Ca, HandshakeError, Issued, Leaf, TempDir};
+use super::test_pki::{handshake, send, send_alert, Ca, HandshakeError, Issued, Leaf, TempDir};
 use super::*;
 use coremesh_discovery::{IdentitySettings, SpiffeId};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -238,10 +238,20 @@ fn an_expired_certificate_is_refused_at_load_and_in_a_handshake() {
         Identity::from_pem(&files(&expired(&ca, WEB), &ca), in_2020())
             .unwrap_or_else(|e| panic!("{e}")),
     );
-    assert_eq!(
-        server_failure(connect(&client, API, &server)),
-        Reason::Expired
-    );
+    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let client_config = client.client_config(API).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = ClientConnection::new(client_config, name).unwrap_or_else(|e| panic!("{e}"));
+    let mut s = ServerConnection::new(server.server_config()).unwrap_or_else(|e| panic!("{e}"));
+    match handshake(&mut c, &mut s) {
+        Err(HandshakeError::Server(e)) => assert_eq!(Reason::of_tls_error(&e), Reason::Expired),
+        other => panic!("{other:?}"),
+    }
+    // The client learns why from the server's alert.
+    send_alert(&mut s, &mut c);
+    match c.process_new_packets() {
+        Err(e) => assert_eq!(Reason::of_tls_error(&e), Reason::Expired, "{e}"),
+        Ok(_) => panic!("the client saw no alert"),
+    }
 }
 
 #[test]
