@@ -25,6 +25,7 @@ pub mod field_path;
 pub mod file_watch;
 pub mod host;
 pub mod http2;
+pub mod identity;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes_source;
 pub mod listen;
@@ -38,6 +39,7 @@ pub mod quick;
 pub mod route;
 pub mod snapshot;
 pub mod source_event;
+pub mod spiffe_id;
 pub mod status;
 pub mod status_ranges;
 pub mod targets;
@@ -54,6 +56,10 @@ pub use error::{ConfigError, ConfigErrors};
 pub use field_path::{FieldPath, Segment};
 pub use host::HostMatch;
 pub use http2::{GrpcRetryOn, Http2Settings, SpreadStreams, UpstreamProtocol};
+pub use identity::{
+    CompiledInboundPolicy, EffectivePolicy, IdentitySettings, InboundPolicy, InboundRoute,
+    ServiceTls,
+};
 pub use listen::{Listen, ListenError, PairHost};
 pub use model::*;
 pub use parse::{load_config, parse_config};
@@ -61,6 +67,7 @@ pub use passthrough::{Passthrough, PassthroughSettings};
 pub use quick::QUICK_SERVICE_NAME;
 pub use route::{CompiledRoute, HeaderCondition, HeaderValueMatch, PathMatch};
 pub use snapshot::{ServiceSnapshot, Snapshot};
+pub use spiffe_id::{IdPattern, SpiffeId};
 pub use status::{DiscoveryStats, ReloadOutcome, SourceKind, SourceState, SourceStatus};
 pub use targets::{DnsTarget, EndpointEntry, KubernetesTarget, ServicePort};
 pub use validate::{validate, Violation};

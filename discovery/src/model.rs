@@ -155,6 +155,9 @@ pub struct Config {
     /// Limits of HTTP/2 client connections (`[http2]`).
     #[serde(default, skip_serializing_if = "crate::Http2Settings::is_default")]
     pub http2: crate::Http2Settings,
+    /// The proxy's workload identity for mutual TLS (`[identity]`, see `identity.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::IdentitySettings>,
 }
 
 impl Config {
@@ -238,6 +241,9 @@ pub struct InboundSettings {
     pub app_address: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_port: Option<u16>,
+    /// Who may call the application: `require_mtls`, `authorize`, `[[inbound.routes]]`.
+    #[serde(flatten)]
+    pub policy: crate::InboundPolicy,
 }
 
 impl Default for InboundSettings {
@@ -249,6 +255,7 @@ impl Default for InboundSettings {
             },
             app_address: DEFAULT_APP_ADDRESS,
             app_port: None,
+            policy: crate::InboundPolicy::default(),
         }
     }
 }
@@ -273,6 +280,12 @@ struct InboundFile {
     app_address: IpAddr,
     #[serde(default)]
     app_port: Option<u16>,
+    #[serde(default)]
+    require_mtls: bool,
+    #[serde(default)]
+    authorize: Vec<String>,
+    #[serde(default)]
+    routes: Vec<crate::InboundRoute>,
 }
 
 impl From<InboundFile> for InboundSettings {
@@ -289,6 +302,11 @@ impl From<InboundFile> for InboundSettings {
             },
             app_address: f.app_address,
             app_port: f.app_port,
+            policy: crate::InboundPolicy {
+                require_mtls: f.require_mtls,
+                authorize: f.authorize,
+                routes: f.routes,
+            },
         }
     }
 }
@@ -635,6 +653,9 @@ pub struct ServiceConfig {
     /// the application makes to one of them is balanced over this service's endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<SocketAddr>,
+    /// Mutual TLS to the endpoints, and the identity they must prove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::ServiceTls>,
     /// Overrides of `[defaults]` for this service.
     #[serde(flatten)]
     pub overrides: SettingsOverride,
@@ -649,6 +670,7 @@ impl Default for ServiceConfig {
             dns: Vec::new(),
             kubernetes: Vec::new(),
             addresses: Vec::new(),
+            tls: None,
             overrides: SettingsOverride::default(),
         }
     }
@@ -671,6 +693,8 @@ struct ServiceFile {
     kubernetes: Vec<String>,
     #[serde(default)]
     addresses: Vec<SocketAddr>,
+    #[serde(default)]
+    tls: Option<crate::ServiceTls>,
     header_read_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_headers: Option<usize>,
@@ -720,6 +744,7 @@ impl From<ServiceFile> for ServiceConfig {
             dns,
             kubernetes: f.kubernetes,
             addresses: f.addresses,
+            tls: f.tls,
             overrides: SettingsOverride {
                 header_read_timeout_ms: f.header_read_timeout_ms,
                 max_header_bytes: f.max_header_bytes,

@@ -346,7 +346,7 @@ headers = [{ name = "x-env", present = "yes" }]
             "types.toml:2:10: field `proxy.listen`: invalid socket address syntax",
             "types.toml:7:1: field `services[0].conect_timeout_ms`: unknown field \
              `conect_timeout_ms`, expected one of `name`, `endpoints`, `dns`, `kubernetes`, `addresses`, \
-             `header_read_timeout_ms`, `max_header_bytes`, `max_headers`, `max_body_bytes`, \
+             `tls`, `header_read_timeout_ms`, `max_header_bytes`, `max_headers`, `max_body_bytes`, \
              `connect_timeout_ms`, `request_timeout_ms`, `client_idle_timeout_ms`, \
              `pool_max_idle`, `pool_idle_timeout_ms`, `max_connections`, `add_via`, \
              `add_forwarded_for`, `balance`, `max_attempts`, `retry_budget_ratio`, \

@@ -95,6 +95,7 @@ pub fn validate(config: &Config) -> Vec<Violation> {
         &discovery,
         &config.discovery,
     ));
+    out.0.extend(crate::identity::violations(config));
     if let Err(e) = config.telemetry.validate() {
         out.push(root.key("telemetry").key(e.field), e.message);
     }

@@ -429,7 +429,7 @@ app_address = "0.0.0.0"
 app_port = 0
 bogus = 1
 "#;
-    assert_eq!(errors(text), vec!["v.toml:11:1: field `inbound.bogus`: unknown field `bogus`, expected one of `listen`, `detect_timeout_ms`, `detect_max_bytes`, `opaque_ports`, `tcp_idle_timeout_ms`, `tcp_buffer_bytes`, `app_address`, `app_port`"]);
+    assert_eq!(errors(text), vec!["v.toml:11:1: field `inbound.bogus`: unknown field `bogus`, expected one of `listen`, `detect_timeout_ms`, `detect_max_bytes`, `opaque_ports`, `tcp_idle_timeout_ms`, `tcp_buffer_bytes`, `app_address`, `app_port`, `require_mtls`, `authorize`, `routes`"]);
     let text = text.replace("bogus = 1\n", "");
     assert_eq!(
         errors(&text),

@@ -9,6 +9,7 @@ pub mod core;
 pub mod error;
 pub mod http1;
 pub mod http2;
+pub mod identity;
 pub mod observe;
 pub mod pipeline;
 pub mod report;

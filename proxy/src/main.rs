@@ -168,6 +168,8 @@ enum Command {
     Inject(coremesh::cli::inject::InjectArgs),
     /// Take out what `inject` added, giving back the original YAML.
     Uninject(coremesh::cli::inject::UninjectArgs),
+    /// The workload identity for mutual TLS: `identity check --config FILE`.
+    Identity(coremesh::cli::identity::IdentityArgs),
 }
 
 fn main() -> ExitCode {
@@ -286,6 +288,7 @@ fn main() -> ExitCode {
         Command::Iptables(args) => coremesh::cli::iptables::run(args),
         Command::Inject(args) => coremesh::cli::inject::run_inject(args),
         Command::Uninject(args) => coremesh::cli::inject::run_uninject(args),
+        Command::Identity(args) => return coremesh::cli::identity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! it a transparent sidecar, and the sidecar in Kubernetes manifests.
 
 pub mod demo;
+pub mod identity;
 pub mod inject;
 pub mod iptables;
 pub mod top;

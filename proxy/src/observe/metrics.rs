@@ -32,6 +32,7 @@ pub fn render(
         &mut out,
     );
     per_core(reports, &mut out);
+    crate::identity::IDENTITY_METRICS.render(&mut out);
     out
 }
 

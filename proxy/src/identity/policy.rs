@@ -1,0 +1,79 @@
+//! [`authorize`]: whether a caller with a given verified identity (or none) may reach the
+//! application, under the policy in force for its request.
+
+use super::reason::Reason;
+use coremesh_discovery::{EffectivePolicy, SpiffeId};
+
+/// The outcome of [`authorize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Refused: 403, PERMISSION_DENIED or a closed connection, counted by reason.
+    Deny(Reason),
+}
+
+/// Without a verified identity a caller passes only a policy that asks for none; with one,
+/// an empty `authorize` list lets any identity through, otherwise one pattern must match.
+pub fn authorize(policy: &EffectivePolicy, peer: Option<&SpiffeId>) -> Decision {
+    match peer {
+        None if policy.require_mtls || !policy.authorize.is_empty() => {
+            Decision::Deny(Reason::NoClientCert)
+        }
+        None => Decision::Allow,
+        Some(_) if policy.authorize.is_empty() => Decision::Allow,
+        Some(id) if policy.authorize.iter().any(|p| p.matches(id)) => Decision::Allow,
+        Some(_) => Decision::Deny(Reason::NotAuthorized),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{authorize, Decision};
+    use crate::identity::Reason;
+    use coremesh_discovery::{EffectivePolicy, IdPattern, SpiffeId};
+
+    fn id(text: &str) -> SpiffeId {
+        SpiffeId::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn policy(require_mtls: bool, patterns: &[&str]) -> EffectivePolicy {
+        EffectivePolicy {
+            require_mtls,
+            authorize: patterns
+                .iter()
+                .map(|p| IdPattern::parse(p).unwrap_or_else(|e| panic!("{e}")))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_policy() {
+        let web = id("spiffe://td/ns/prod/sa/web");
+        let batch = id("spiffe://td/ns/batch/sa/job");
+        let open = policy(false, &[]);
+        assert_eq!(authorize(&open, None), Decision::Allow);
+        assert_eq!(authorize(&open, Some(&web)), Decision::Allow);
+        let mtls = policy(true, &[]);
+        assert_eq!(authorize(&mtls, None), Decision::Deny(Reason::NoClientCert));
+        assert_eq!(authorize(&mtls, Some(&batch)), Decision::Allow);
+        let prod = policy(
+            true,
+            &["spiffe://td/ns/prod/*", "spiffe://td/ns/ops/sa/admin"],
+        );
+        assert_eq!(authorize(&prod, Some(&web)), Decision::Allow);
+        assert_eq!(
+            authorize(&prod, Some(&id("spiffe://td/ns/ops/sa/admin"))),
+            Decision::Allow
+        );
+        assert_eq!(
+            authorize(&prod, Some(&batch)),
+            Decision::Deny(Reason::NotAuthorized)
+        );
+        assert_eq!(authorize(&prod, None), Decision::Deny(Reason::NoClientCert));
+        let listed_only = policy(false, &["spiffe://td/ns/prod/sa/web"]);
+        assert_eq!(
+            authorize(&listed_only, None),
+            Decision::Deny(Reason::NoClientCert)
+        );
+    }
+}
