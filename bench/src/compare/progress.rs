@@ -13,22 +13,35 @@ const ASSUMED_RPS: f64 = 40_000.0;
 
 static STATE: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
 
+/// Requests per second assumed for h2load's count-bounded runs (`h2-saturation`,
+/// `poll-io`), warm-up included.
+const ASSUMED_H2_RPS: f64 = 20_000.0;
+/// Time for `perf stat` to attach before a measured run.
+const PERF_ATTACH: Duration = Duration::from_millis(200);
+
 /// The time `scenario` should take with `contenders` contenders (`proxies` of them
-/// proxies) under `plan`.
+/// proxies) under `plan`; `wrk`: the overhead scenario runs wrk after the generator (an
+/// HTTP/1.1 run; wrk speaks no HTTP/2).
 pub fn scenario_estimate(
     plan: &Plan,
     scenario: &str,
     contenders: usize,
     proxies: usize,
+    wrk: bool,
 ) -> Duration {
     let rounds = plan.rounds as u32;
     let session = |measure: Duration| measure + PER_SESSION;
     match scenario {
         "overhead" => {
-            // Saturation with the generator then wrk, each round; then the fixed rate once.
-            session(plan.warmup + plan.saturate * 2) * rounds * contenders as u32
+            // Saturation with the generator (then wrk), each round; then the fixed rate once.
+            let loads = if wrk { 2 } else { 1 };
+            session(plan.warmup + plan.saturate * loads) * rounds * contenders as u32
                 + session(plan.warmup + plan.fixed) * contenders as u32
         }
+        // One h2load run (and a tenth as warm-up) per contender and round.
+        "h2-saturation" => session(h2_run(plan)) * rounds * contenders as u32,
+        // Per proxy and round: its HTTP/1.1 file (one run), its h2c file (two runs).
+        "poll-io" => (session(h2_run(plan)) + session(h2_run(plan) * 2)) * rounds * proxies as u32,
         "cpu" => {
             session(Duration::from_secs_f64(
                 plan.cpu_requests as f64 / ASSUMED_RPS,
@@ -63,6 +76,12 @@ pub fn scenario_estimate(
     }
 }
 
+/// One measured h2load run of `plan.h2_requests` with its warm-up and perf's attach.
+fn h2_run(plan: &Plan) -> Duration {
+    let requests = plan.h2_requests + (plan.h2_requests / 10).max(1000);
+    Duration::from_secs_f64(requests as f64 / ASSUMED_H2_RPS) + PERF_ATTACH
+}
+
 /// Start the clock with the whole run's estimate.
 pub fn start(total: Duration) {
     if let Ok(mut s) = STATE.lock() {
@@ -95,9 +114,9 @@ mod tests {
     #[test]
     fn sweep_estimate_counts_direct_too() {
         let plan = Plan::quick(100);
-        let one = scenario_estimate(&plan, "sweep", 1, 1);
+        let one = scenario_estimate(&plan, "sweep", 1, 1, true);
         // direct, coremesh, nginx, HAProxy: four contenders, three of them proxies.
-        let four = scenario_estimate(&plan, "sweep", 4, 3);
+        let four = scenario_estimate(&plan, "sweep", 4, 3, true);
         assert_eq!(four, one * 4);
         let per_contender = plan.warmup
             + plan.saturate
@@ -106,8 +125,19 @@ mod tests {
         assert_eq!(one, per_contender);
         // The proxies-only scenarios still leave direct out.
         assert_eq!(
-            scenario_estimate(&plan, "slow", 4, 3),
-            scenario_estimate(&plan, "slow", 3, 3)
+            scenario_estimate(&plan, "slow", 4, 3, true),
+            scenario_estimate(&plan, "slow", 3, 3, true)
         );
+    }
+
+    #[test]
+    fn an_h2c_overhead_estimate_counts_no_wrk() {
+        let plan = Plan::quick(100);
+        let http1 = scenario_estimate(&plan, "overhead", 4, 3, true);
+        let h2c = scenario_estimate(&plan, "overhead", 4, 3, false);
+        // wrk's saturation time, once per contender and round.
+        assert_eq!(http1 - h2c, plan.saturate * plan.rounds as u32 * 4);
+        assert!(scenario_estimate(&plan, "h2-saturation", 4, 3, false) > Duration::ZERO);
+        assert!(scenario_estimate(&plan, "poll-io", 4, 3, false) > Duration::ZERO);
     }
 }
