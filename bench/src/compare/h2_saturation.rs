@@ -109,14 +109,20 @@ fn measure(
     })
 }
 
-/// Every proxy thread's allowed CPUs, as `LIST (N threads)`.
-fn pinning(running: &Running) -> Option<String> {
+/// Every proxy thread's allowed CPUs: each distinct list with its number of threads.
+type Pinning = BTreeMap<String, usize>;
+
+fn pinning(running: &Running) -> Option<Pinning> {
     let lists = procfs::tree_cpus_allowed(running.pid()?);
-    let parts: Vec<String> = lists
-        .iter()
+    (!lists.is_empty()).then_some(lists)
+}
+
+/// `LIST (N threads), …`.
+fn show_pinning(p: &Pinning) -> String {
+    p.iter()
         .map(|(l, n)| format!("{l} ({n} thread{})", if *n == 1 { "" } else { "s" }))
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The figure of the peer named `base-h2c` (or `base`) in `rows`.
@@ -191,12 +197,14 @@ fn set_figures(row: &mut Row, prefix: &str, list: &[Measured]) {
     }
 }
 
-fn layout_note(ctx: &Ctx<'_>, pins: &BTreeMap<Kind, String>) -> String {
+fn layout_note(ctx: &Ctx<'_>, pins: &BTreeMap<Kind, Pinning>) -> String {
     let listed: Vec<String> = pins
         .iter()
-        .map(|(k, p)| format!("{}: {p}", k.name()))
+        .map(|(k, p)| format!("{}: {}", k.name(), show_pinning(p)))
         .collect();
-    let sets: std::collections::BTreeSet<&String> = pins.values().collect();
+    // The CPU lists alone (threads may differ in number, not in where they run).
+    let sets: std::collections::BTreeSet<Vec<&String>> =
+        pins.values().map(|p| p.keys().collect()).collect();
     format!(
         "Layout: every proxy started under `taskset -c {}` with {} core(s) / worker(s) / thread(s); h2load and the upstream on CPUs {}. The CPUs each proxy thread was allowed, read from /proc after the run: {}{}.",
         ctx.setup
@@ -242,7 +250,7 @@ pub fn saturation(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
     let eps = vec![ups[0].addr];
     let mut rows: BTreeMap<Kind, Row> = ctx.contenders.iter().map(|k| (*k, Row::new(*k))).collect();
     let mut measured: BTreeMap<Kind, Vec<Measured>> = BTreeMap::new();
-    let mut pins: BTreeMap<Kind, String> = BTreeMap::new();
+    let mut pins: BTreeMap<Kind, Pinning> = BTreeMap::new();
     for round in 0..plan.rounds {
         for kind in rotated(ctx.contenders, round) {
             let Some(row) = rows.get_mut(&kind) else {
@@ -385,7 +393,7 @@ pub fn poll_io(ctx: &Ctx<'_>) -> anyhow::Result<Vec<ScenarioResult>> {
         .collect();
     let mut rows: BTreeMap<Kind, Row> = proxies.iter().map(|k| (*k, Row::new(*k))).collect();
     let mut measured: BTreeMap<(Kind, &str), Vec<Measured>> = BTreeMap::new();
-    let mut pins: BTreeMap<Kind, String> = BTreeMap::new();
+    let mut pins: BTreeMap<Kind, Pinning> = BTreeMap::new();
     for round in 0..plan.rounds {
         for kind in rotated(&proxies, round) {
             let Some(row) = rows.get_mut(&kind) else {
@@ -574,6 +582,41 @@ mod tests {
         // No peer, no ratio.
         set_peer_ratios(&mut rows, "cpu_us");
         assert_eq!(rows[1].get("cpu_us_x_nginx"), None);
+    }
+
+    #[test]
+    fn the_layout_compares_cpu_lists_not_thread_counts() {
+        let plan = super::super::Plan::quick(10);
+        let setup = super::super::contender::Setup {
+            coremesh: Err("none".into()),
+            coremesh_driver: "uring".into(),
+            files: BTreeMap::new(),
+            taskset: None,
+            proxy_cpus: vec![1],
+            proxy_cores: None,
+            work_dir: std::env::temp_dir(),
+            config_dir: std::env::temp_dir(),
+            nofile: 1024,
+            coremesh_admin: false,
+        };
+        let ctx = Ctx {
+            setup: &setup,
+            plan: &plan,
+            contenders: &[],
+            load_cpus: vec![0],
+            exe: std::env::temp_dir(),
+            work_dir: std::env::temp_dir(),
+            h2load: None,
+        };
+        let pin = |list: &str, n: usize| Pinning::from([(list.to_string(), n)]);
+        let mut pins = BTreeMap::new();
+        pins.insert(Kind::named("coremesh-h2c"), pin("1", 3));
+        pins.insert(Kind::named("nginx-h2c"), pin("1", 2));
+        let note = layout_note(&ctx, &pins);
+        assert!(note.contains("coremesh-h2c: 1 (3 threads)"), "{note}");
+        assert!(note.ends_with("the same for every proxy."), "{note}");
+        pins.insert(Kind::named("haproxy-h2c"), pin("0-1", 1));
+        assert!(layout_note(&ctx, &pins).contains("NOT the same"));
     }
 
     #[test]
