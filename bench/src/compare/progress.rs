@@ -13,9 +13,11 @@ const ASSUMED_RPS: f64 = 40_000.0;
 
 static STATE: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
 
-/// Requests per second assumed for h2load's count-bounded runs (`h2-saturation`,
-/// `poll-io`), warm-up included.
+/// Requests per second assumed for h2load's count-bounded runs with many streams per
+/// connection (`h2-saturation`, `poll-io`'s `-m 32`), and with one request in flight per
+/// connection (`poll-io`'s HTTP/1.1 and `-m 1` legs, over 4 connections).
 const ASSUMED_H2_RPS: f64 = 20_000.0;
+const ASSUMED_ONE_IN_FLIGHT_RPS: f64 = 7_000.0;
 /// Time for `perf stat` to attach before a measured run.
 const PERF_ATTACH: Duration = Duration::from_millis(200);
 
@@ -39,9 +41,12 @@ pub fn scenario_estimate(
                 + session(plan.warmup + plan.fixed) * contenders as u32
         }
         // One h2load run (and a tenth as warm-up) per contender and round.
-        "h2-saturation" => session(h2_run(plan)) * rounds * contenders as u32,
+        "h2-saturation" => session(h2_run(plan, ASSUMED_H2_RPS)) * rounds * contenders as u32,
         // Per proxy and round: its HTTP/1.1 file (one run), its h2c file (two runs).
-        "poll-io" => (session(h2_run(plan)) + session(h2_run(plan) * 2)) * rounds * proxies as u32,
+        "poll-io" => {
+            let one = h2_run(plan, ASSUMED_ONE_IN_FLIGHT_RPS);
+            (session(one) + session(one + h2_run(plan, ASSUMED_H2_RPS))) * rounds * proxies as u32
+        }
         "cpu" => {
             session(Duration::from_secs_f64(
                 plan.cpu_requests as f64 / ASSUMED_RPS,
@@ -76,10 +81,11 @@ pub fn scenario_estimate(
     }
 }
 
-/// One measured h2load run of `plan.h2_requests` with its warm-up and perf's attach.
-fn h2_run(plan: &Plan) -> Duration {
+/// One measured h2load run of `plan.h2_requests` at `rps` with its warm-up and perf's
+/// attach.
+fn h2_run(plan: &Plan, rps: f64) -> Duration {
     let requests = plan.h2_requests + (plan.h2_requests / 10).max(1000);
-    Duration::from_secs_f64(requests as f64 / ASSUMED_H2_RPS) + PERF_ATTACH
+    Duration::from_secs_f64(requests as f64 / rps) + PERF_ATTACH
 }
 
 /// Start the clock with the whole run's estimate.
