@@ -329,3 +329,60 @@ fn the_h2_saturation_and_poll_io_scenarios_send_exact_counts() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An answer larger than the client's flow-control windows goes out in pieces as the
+/// client opens them: h2load with 64 KiB − 1 windows (`-w 16 -W 16`, what HAProxy's h2
+/// client also starts with) gets every 200,000-byte answer. The upstream used to wait
+/// until a whole answer fit the windows: the client, given no DATA, never opened them,
+/// and that answer and every one behind it on the connection never came. The 60 s bound
+/// only turns such a hang into a failure.
+#[test]
+fn answers_larger_than_the_windows_go_out_as_the_windows_open() {
+    let h2load = h2load_binary();
+    let mut drivers = vec![Driver::Legacy];
+    if monoio::utils::detect_uring() {
+        drivers.push(Driver::Uring);
+    }
+    for driver in drivers {
+        let mut spec = UpstreamSpec::new();
+        spec.driver = driver;
+        spec.body_bytes = 200_000;
+        let up = upstream::spawn(spec).expect("upstream");
+        let dir = temp_dir(&format!("windows-{driver:?}"));
+        let out = dir.join("h2load.out");
+        let mut child = Command::new(&h2load)
+            .args(["-n", "40", "-c", "2", "-m", "4", "-w", "16", "-W", "16"])
+            .arg(format!("http://{}/", up.addr))
+            .stdout(std::fs::File::create(&out).expect("out file"))
+            .spawn()
+            .expect("h2load");
+        let began = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break Some(s);
+            }
+            if began.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{driver:?}: h2load did not finish: {text}"
+        );
+        let summary = h2load::parse(&text).expect("summary");
+        assert_eq!(
+            (summary.done, summary.succeeded),
+            (40, 40),
+            "{driver:?}: {text}"
+        );
+        // Every byte of every answer arrived: 40 × 200,000 of DATA.
+        assert!(text.contains("(8000000) data"), "{driver:?}: {text}");
+        assert_eq!(up.stats.snapshot().h2_requests, 40, "{driver:?}");
+        up.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
