@@ -222,11 +222,96 @@ pub fn run(
     taskset: Option<(&Path, &str)>,
     work: &Path,
 ) -> anyhow::Result<LoadOutcome> {
+    let (log, out) = files(work);
+    let args = load_args(spec, shape, &log)?;
+    let (summary, rows) = execute(&args, binary, taskset, &log, &out, spec.max_duration)?;
+    Ok(outcome(spec, &summary, &rows))
+}
+
+/// A closed loop at full speed in h2load's own terms: `connections` connections with up
+/// to `streams` streams in flight on each (`-m`), `requests` in all (`-n`), `GET /`. With
+/// `h1`, HTTP/1.1 instead (`--h1`; `streams` must then be 1: h2load would pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturation {
+    pub connections: usize,
+    pub streams: usize,
+    pub requests: u64,
+    pub h1: bool,
+}
+
+/// The h2load arguments of `s` against `target` with `threads` threads.
+pub fn saturation_args(
+    s: &Saturation,
+    threads: usize,
+    target: std::net::SocketAddr,
+    log: &Path,
+) -> anyhow::Result<Vec<String>> {
+    anyhow::ensure!(
+        s.connections > 0 && s.streams > 0 && s.requests > 0,
+        "connections, streams and requests must be at least 1"
+    );
+    anyhow::ensure!(
+        !s.h1 || s.streams == 1,
+        "HTTP/1.1 takes one request at a time per connection (h2load would pipeline)"
+    );
+    let mut a: Vec<String> = vec![
+        "-n".into(),
+        s.requests.to_string(),
+        "-c".into(),
+        s.connections.to_string(),
+        "-m".into(),
+        s.streams.to_string(),
+        "-t".into(),
+        threads.clamp(1, s.connections).to_string(),
+    ];
+    if s.h1 {
+        a.push("--h1".into());
+    }
+    a.push(format!("--log-file={}", log.display()));
+    a.push(format!("http://{target}/"));
+    Ok(a)
+}
+
+/// Run [`Saturation`] `s` against `spec.target` (`spec` gives the threads and the bound;
+/// its mode and stop are those of a closed loop of `s.requests`).
+pub fn run_saturation(
+    s: &Saturation,
+    spec: &LoadSpec,
+    binary: &Path,
+    taskset: Option<(&Path, &str)>,
+    work: &Path,
+) -> anyhow::Result<LoadOutcome> {
+    let (log, out) = files(work);
+    let args = saturation_args(s, spec.threads, spec.target, &log)?;
+    let (summary, rows) = execute(&args, binary, taskset, &log, &out, spec.max_duration)?;
+    let spec = LoadSpec {
+        mode: Mode::Closed,
+        stop: Stop::Count(s.requests),
+        connections: s.connections,
+        ..spec.clone()
+    };
+    Ok(outcome(&spec, &summary, &rows))
+}
+
+/// A fresh log and output file in `work`.
+fn files(work: &Path) -> (PathBuf, PathBuf) {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let log = work.join(format!("h2load-{}-{n}.tsv", std::process::id()));
-    let out = work.join(format!("h2load-{}-{n}.out", std::process::id()));
-    let args = load_args(spec, shape, &log)?;
+    (
+        work.join(format!("h2load-{}-{n}.tsv", std::process::id())),
+        work.join(format!("h2load-{}-{n}.out", std::process::id())),
+    )
+}
+
+/// Run h2load with `args` (writing its log to `log`), within `limit`; its summary and log.
+fn execute(
+    args: &[String],
+    binary: &Path,
+    taskset: Option<(&Path, &str)>,
+    log: &Path,
+    out: &Path,
+    limit: Duration,
+) -> anyhow::Result<(H2loadResult, Vec<Logged>)> {
     let mut cmd = match taskset {
         Some((t, cpus)) => {
             let mut c = Command::new(t);
@@ -235,28 +320,27 @@ pub fn run(
         }
         None => Command::new(binary),
     };
-    cmd.args(&args);
+    cmd.args(args);
     let began = Instant::now();
-    let mut proc = Proc::spawn("h2load", cmd, &out, false)?;
+    let mut proc = Proc::spawn("h2load", cmd, out, false)?;
     let status = loop {
         if let Some(s) = proc.exited() {
             break s;
         }
-        if began.elapsed() > spec.max_duration {
+        if began.elapsed() > limit {
             proc.kill();
-            let _ = std::fs::remove_file(&log);
+            let _ = std::fs::remove_file(log);
             anyhow::bail!(
-                "h2load did not finish within {:?}: {}",
-                spec.max_duration,
-                crate::procs::log_tail(&out, 300).replace('\n', " | ")
+                "h2load did not finish within {limit:?}: {}",
+                crate::procs::log_tail(out, 300).replace('\n', " | ")
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let output = std::fs::read_to_string(&out).unwrap_or_default();
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    let _ = std::fs::remove_file(&out);
+    let output = std::fs::read_to_string(out).unwrap_or_default();
+    let logged = std::fs::read_to_string(log).unwrap_or_default();
+    let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_file(out);
     anyhow::ensure!(
         status.success(),
         "h2load {} failed ({status}): {}",
@@ -266,7 +350,7 @@ pub fn run(
     let summary = parse(&output)?;
     let rows = read_log(&logged)?;
     answered(&summary, &rows)?;
-    Ok(outcome(spec, &summary, &rows))
+    Ok((summary, rows))
 }
 
 /// An error when a run got no response at all: h2load then reports no failure in a timed
@@ -540,6 +624,31 @@ mod tests {
         spec.stop = Stop::Duration(Duration::from_millis(1500));
         let a = load_args(&spec, &Shape::Get, log).expect("args").join(" ");
         assert!(a.contains("-r 1 --rate-period=2ms -n 750 "), "{a}");
+    }
+
+    #[test]
+    fn saturation_arguments() {
+        let target = "127.0.0.1:8080".parse().expect("addr");
+        let log = Path::new("/tmp/l.tsv");
+        let mut s = Saturation {
+            connections: 4,
+            streams: 32,
+            requests: 200_000,
+            h1: false,
+        };
+        assert_eq!(
+            saturation_args(&s, 1, target, log).expect("args").join(" "),
+            "-n 200000 -c 4 -m 32 -t 1 --log-file=/tmp/l.tsv http://127.0.0.1:8080/"
+        );
+        s.h1 = true;
+        assert!(saturation_args(&s, 1, target, log).is_err());
+        s.streams = 1;
+        assert_eq!(
+            saturation_args(&s, 8, target, log).expect("args").join(" "),
+            "-n 200000 -c 4 -m 1 -t 4 --h1 --log-file=/tmp/l.tsv http://127.0.0.1:8080/"
+        );
+        s.requests = 0;
+        assert!(saturation_args(&s, 1, target, log).is_err());
     }
 
     #[test]

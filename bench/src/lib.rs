@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod h2load;
 pub mod http;
 pub mod load;
+pub mod perf;
 pub mod plot;
 pub mod procfs;
 pub mod procs;

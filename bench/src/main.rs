@@ -234,6 +234,7 @@ fn run_upstream(args: UpstreamArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         driver: args.driver,
         grpc: args.grpc,
+        stop_poll: upstream::STOP_POLL,
     };
     let handle = upstream::spawn(spec)?;
     let mut out = std::io::stdout();

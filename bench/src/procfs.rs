@@ -112,6 +112,32 @@ pub fn tree_fd_count(root: u32) -> usize {
         .sum()
 }
 
+/// The CPUs each thread of a process tree may run on (`Cpus_allowed_list` of
+/// `/proc/PID/task/TID/status`): every distinct list, with how many threads have it.
+pub fn tree_cpus_allowed(root: u32) -> std::collections::BTreeMap<String, usize> {
+    let mut lists = std::collections::BTreeMap::new();
+    for pid in process_tree(root) {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            if let Some(list) = cpus_allowed(&status) {
+                *lists.entry(list).or_insert(0) += 1;
+            }
+        }
+    }
+    lists
+}
+
+/// `Cpus_allowed_list` of a `/proc/…/status` text.
+pub fn cpus_allowed(status: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +162,11 @@ mod tests {
         assert!(tree_fd_count(me) > 0);
         assert!(process_tree(me).contains(&me));
         assert!(machine_busy_ticks() > 0);
+        let cpus = tree_cpus_allowed(me);
+        assert!(cpus.values().sum::<usize>() >= 1, "{cpus:?}");
+        assert_eq!(
+            cpus_allowed("Name:\tx\nCpus_allowed_list:\t1\nMems: 0\n").as_deref(),
+            Some("1")
+        );
     }
 }

@@ -56,6 +56,7 @@ pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
 
 pub const SIGTERM: i32 = libc::SIGTERM;
 pub const SIGKILL: i32 = libc::SIGKILL;
+pub const SIGINT: i32 = libc::SIGINT;
 
 /// Clock ticks per second of `utime`/`stime` in `/proc/PID/stat`.
 pub fn clock_ticks_per_second() -> u64 {

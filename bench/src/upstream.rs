@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 
 /// Path answered with the counters.
 pub const STATS_PATH: &str = "/__bench/stats";
-/// How often an accept loop looks at its stop flag.
-const STOP_POLL: Duration = Duration::from_millis(50);
+/// How often an accept loop looks at its stop flag (the default of
+/// [`UpstreamSpec::stop_poll`]).
+pub const STOP_POLL: Duration = Duration::from_millis(50);
 const READ_BUFFER: usize = 8 * 1024;
 
 /// How long an answer takes.
@@ -121,6 +122,8 @@ pub struct UpstreamSpec {
     /// Answer HTTP/2 requests as unary gRPC calls (`application/grpc`, a length-prefixed
     /// message of `body_bytes` bytes of payload, `grpc-status: 0` trailers).
     pub grpc: bool,
+    /// How often each accept loop looks at the stop flag ([`STOP_POLL`]).
+    pub stop_poll: Duration,
 }
 
 impl UpstreamSpec {
@@ -139,6 +142,7 @@ impl UpstreamSpec {
             concurrency: 0,
             driver: Driver::Auto,
             grpc: false,
+            stop_poll: STOP_POLL,
         }
     }
 }
@@ -371,9 +375,21 @@ async fn accept_loop(listener: std::net::TcpListener, state: Rc<ThreadState>) {
         }
     };
     let mut tasks = Vec::new();
+    // One accept stays armed across the stop checks: it is dropped only when the loop
+    // ends. Dropping an accept that io_uring is running cancels it, but a connection that
+    // arrives before the cancel lands is accepted all the same and its descriptor is
+    // thrown away with the ignored result: the client's handshake completed, its request
+    // is never read, and a proxy in front waits for its own timeout (nginx answered 504
+    // after 10 s once in a loaded run).
+    let mut accept = Box::pin(listener.accept());
     while !state.stop.load(Ordering::Relaxed) {
-        match monoio::time::timeout(STOP_POLL, listener.accept()).await {
-            Ok(Ok((stream, _))) => {
+        let accepted = match monoio::time::timeout(state.spec.stop_poll, accept.as_mut()).await {
+            Ok(accepted) => accepted,
+            Err(_) => continue,
+        };
+        accept = Box::pin(listener.accept());
+        match accepted {
+            Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 state.stats.connections.fetch_add(1, Ordering::Relaxed);
                 tasks.push(monoio::spawn(serve_connection(stream, state.clone())));
@@ -381,8 +397,7 @@ async fn accept_loop(listener: std::net::TcpListener, state: Rc<ThreadState>) {
                     tasks.retain(|t: &monoio::task::JoinHandle<()>| !t.is_finished());
                 }
             }
-            Ok(Err(_)) => monoio::time::sleep(Duration::from_millis(5)).await,
-            Err(_) => {}
+            Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
         }
     }
     // Dropping the runtime after this returns ends the connection tasks.

@@ -9,8 +9,9 @@
 //! decoded: every request gets the same answer — the body, or with `grpc` a unary gRPC
 //! answer (a length-prefixed message and `grpc-status: 0` trailers); a failure is the
 //! error status with a short text body. Flow control: the peer may send 2^31 − 1 bytes per
-//! stream and connection (the connection's window is topped up as it is used); answers wait
-//! for the peer's windows and go out in the order they became ready.
+//! stream and connection (the connection's window is topped up as it is used); answers go
+//! out in the order they became ready, their DATA in pieces as the peer's windows allow (a
+//! stream waiting for its own window holds back no other).
 
 use crate::grpc;
 use crate::upstream::{admit, wait_until, ThreadState};
@@ -54,9 +55,51 @@ const READ_BUFFER: usize = 16 * 1024;
 /// One answer's frames, ready but for its DATA, which flow control may hold back.
 struct Answer {
     stream: u32,
-    head: Vec<u8>,
+    /// The HEADERS frame, until it is sent.
+    head: Option<Vec<u8>>,
     data: Vec<u8>,
+    /// Bytes of `data` sent so far.
+    sent: usize,
     trailers: Option<Vec<u8>>,
+}
+
+impl Answer {
+    /// Append to `out` the head (once) and as much DATA as `window` (the connection's)
+    /// and `stream_window` allow in frames of at most `max_frame` bytes, taking what is
+    /// sent off both windows; then the trailers once all DATA is out. Whether the answer
+    /// is complete.
+    fn send_some(
+        &mut self,
+        window: &mut i64,
+        stream_window: &mut i64,
+        max_frame: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if let Some(head) = self.head.take() {
+            out.extend_from_slice(&head);
+        }
+        let last = self.trailers.is_none();
+        while self.sent < self.data.len() {
+            let rest = self.data.len() - self.sent;
+            let n = rest
+                .min(max_frame.max(1))
+                .min((*window).max(0) as usize)
+                .min((*stream_window).max(0) as usize);
+            if n == 0 {
+                return false;
+            }
+            let flags = if last && n == rest { END_STREAM } else { 0 };
+            frame_header(out, n, DATA, flags, self.stream);
+            out.extend_from_slice(&self.data[self.sent..self.sent + n]);
+            self.sent += n;
+            *window -= n as i64;
+            *stream_window -= n as i64;
+        }
+        if let Some(t) = self.trailers.take() {
+            out.extend_from_slice(&t);
+        }
+        true
+    }
 }
 
 /// One connection's shared state: what the writer sends, and the peer's windows.
@@ -69,7 +112,9 @@ struct Conn {
     /// The peer's SETTINGS_INITIAL_WINDOW_SIZE and SETTINGS_MAX_FRAME_SIZE.
     initial_window: Cell<i64>,
     max_frame: Cell<usize>,
-    /// Streams whose request is complete and not yet answered: their send windows.
+    /// Streams opened by the peer and not yet answered in full: their send windows,
+    /// counted from the stream's first HEADERS (a WINDOW_UPDATE may come before the
+    /// request ends).
     awaiting: RefCell<HashMap<u32, i64>>,
     /// Answers held by flow control, in the order they became ready.
     blocked: RefCell<VecDeque<Answer>>,
@@ -99,46 +144,29 @@ impl Conn {
         self.flush_blocked();
     }
 
-    /// Send the queued answers that fit the windows, in order.
+    /// Send what the windows allow of the queued answers, in order; an answer whose
+    /// stream the peer reset is dropped.
     fn flush_blocked(&self) {
-        loop {
+        let mut out = Vec::new();
+        {
             let mut blocked = self.blocked.borrow_mut();
-            let Some(next) = blocked.front() else { return };
-            let stream_window = match self.awaiting.borrow().get(&next.stream) {
-                Some(w) => *w,
-                None => {
-                    // Reset by the peer meanwhile.
-                    blocked.pop_front();
-                    continue;
-                }
-            };
-            let need = next.data.len() as i64;
-            if need > 0 && (need > self.window.get() || need > stream_window) {
-                return;
-            }
-            let Some(a) = blocked.pop_front() else { return };
-            drop(blocked);
-            self.window.set(self.window.get() - need);
-            self.awaiting.borrow_mut().remove(&a.stream);
-            let mut bytes = a.head;
-            let last = a.trailers.is_none();
-            let chunk = self.max_frame.get().max(1);
-            let mut rest = &a.data[..];
-            while !rest.is_empty() {
-                let n = rest.len().min(chunk);
-                let flags = if last && n == rest.len() {
-                    END_STREAM
-                } else {
-                    0
+            let mut windows = self.awaiting.borrow_mut();
+            let mut window = self.window.get();
+            let max_frame = self.max_frame.get();
+            blocked.retain_mut(|a| {
+                let Some(stream_window) = windows.get_mut(&a.stream) else {
+                    return false;
                 };
-                frame_header(&mut bytes, n, DATA, flags, a.stream);
-                bytes.extend_from_slice(&rest[..n]);
-                rest = &rest[n..];
-            }
-            if let Some(t) = a.trailers {
-                bytes.extend_from_slice(&t);
-            }
-            self.push(&bytes);
+                let done = a.send_some(&mut window, stream_window, max_frame, &mut out);
+                if done {
+                    windows.remove(&a.stream);
+                }
+                !done
+            });
+            self.window.set(window);
+        }
+        if !out.is_empty() {
+            self.push(&out);
         }
     }
 }
@@ -262,8 +290,9 @@ impl Prepared {
         let head = headers_frame(block, stream, data.is_empty() && trailers.is_none());
         Answer {
             stream,
-            head,
+            head: Some(head),
             data: data.clone(),
+            sent: 0,
             trailers: trailers.map(|t| headers_frame(t, stream, true)),
         }
     }
@@ -372,6 +401,11 @@ pub(crate) async fn serve(stream: TcpStream, mut buf: Vec<u8>, state: Rc<ThreadS
                     }
                 }
                 HEADERS => {
+                    // A stream's send window starts with its first HEADERS.
+                    conn.awaiting
+                        .borrow_mut()
+                        .entry(id)
+                        .or_insert(conn.initial_window.get());
                     let end = flags & END_STREAM != 0;
                     if flags & END_HEADERS == 0 {
                         continuing = Some((id, end));
@@ -448,9 +482,6 @@ pub(crate) async fn serve(stream: TcpStream, mut buf: Vec<u8>, state: Rc<ThreadS
                 consumed = 0;
             }
             if let Some(sid) = completed {
-                conn.awaiting
-                    .borrow_mut()
-                    .insert(sid, conn.initial_window.get());
                 let (done, fail) = admit(&state);
                 state.stats.h2_requests.fetch_add(1, Ordering::Relaxed);
                 if fail {

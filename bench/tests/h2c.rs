@@ -187,14 +187,11 @@ fn a_quick_h2c_comparison_runs_nginx_and_haproxy_from_their_files() {
             let l = &r["loads"][load];
             let responses = l["responses"].as_u64().unwrap_or(0);
             assert!(responses > 0, "{proxy} {key}: no responses: {l}");
-            // A third-party proxy on a loaded CI machine may answer one request in many
-            // thousands with its own timeout (nginx's 504 after 10 s was seen once in
-            // 12,200): more than one in a thousand is a broken run, not the machine.
+            // Every request answered. (nginx's one 504 after 10 s in 12,200 on a loaded
+            // run was the upstream losing a connection it had accepted: see
+            // `every_connection_is_answered_across_the_stop_checks` in generator.rs.)
             let errors = l["errors_total"].as_u64().unwrap_or(u64::MAX);
-            assert!(
-                errors.saturating_mul(1000) <= responses,
-                "{proxy} {key}: {l}"
-            );
+            assert_eq!(errors, 0, "{proxy} {key}: {l}");
             // Every answer that is not ok is among the errors counted.
             let ok = l["ok"].as_u64().unwrap_or(0);
             assert!(
@@ -252,4 +249,140 @@ fn a_quick_h2c_comparison_runs_nginx_and_haproxy_from_their_files() {
     assert!(report.contains("h2load"), "{report}");
     assert!(report.contains("| refuses-h2c | skipped"), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `h2-saturation` and `poll-io` in a quick run with nginx and HAProxy (their h2c and
+/// HTTP/1.1 files are built in): h2load's closed loop sends exactly the count asked for
+/// through every contender, every request is answered, the ratios to the peers and the
+/// CPU layout are in the results.
+#[test]
+fn the_h2_saturation_and_poll_io_scenarios_send_exact_counts() {
+    let _ = h2load_binary();
+    let dir = temp_dir("saturation");
+    let out = dir.join("out");
+    let run = Command::new(BENCH)
+        .args(["compare", "--quick", "--no-build", "--protocol", "h2c"])
+        .args(["--contenders", "direct,nginx-h2c,haproxy-h2c"])
+        .args(["--scenarios", "h2-saturation,poll-io"])
+        .args([
+            "--h2-requests",
+            "3000",
+            "--h2-connections",
+            "3",
+            "--h2-streams",
+            "8",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run compare");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "compare failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("h2load -n 3000 -c 3 -m 8"), "{stdout}");
+    let text = std::fs::read_to_string(out.join("results.json")).expect("results.json");
+    let results: Value = serde_json::from_str(&text).expect("json");
+    let exact = |l: &Value, what: &str| {
+        assert_eq!(l["scheduled"].as_u64(), Some(3000), "{what}: {l}");
+        assert_eq!(l["sent"].as_u64(), Some(3000), "{what}: {l}");
+        assert_eq!(l["responses"].as_u64(), Some(3000), "{what}: {l}");
+        assert_eq!(l["ok"].as_u64(), Some(3000), "{what}: {l}");
+        assert_eq!(l["errors_total"].as_u64(), Some(0), "{what}: {l}");
+        assert_eq!(l["connections"].as_u64(), Some(3), "{what}: {l}");
+        assert_eq!(l["driver"], "h2load", "{what}");
+    };
+    for c in ["direct", "nginx-h2c", "haproxy-h2c"] {
+        let r = row(&results, "h2-saturation", c);
+        assert!(r["skipped"].is_null(), "{c}: {}", r["skipped"]);
+        exact(&r["loads"]["round1"], c);
+        assert_eq!(r["figures"]["responses"].as_f64(), Some(3000.0), "{r}");
+        // Ratios to the peers of the same run: each peer is 1× itself.
+        let f = &r["figures"];
+        assert!(f["rps_x_nginx"].as_f64().is_some(), "{c}: {r}");
+        assert!(f["rps_x_haproxy"].as_f64().is_some(), "{c}: {r}");
+        if c != "direct" {
+            assert!(f["cpu_us"].as_f64().is_some(), "{c}: {r}");
+        }
+    }
+    let f = &row(&results, "h2-saturation", "nginx-h2c")["figures"];
+    assert_eq!(f["rps_x_nginx"].as_f64(), Some(1.0));
+    let notes = scenario(&results, "h2-saturation")["notes"].to_string();
+    assert!(notes.contains("the same for every proxy"), "{notes}");
+
+    for c in ["nginx-h2c", "haproxy-h2c"] {
+        let r = row(&results, "poll-io", c);
+        assert!(r["skipped"].is_null(), "{c}: {}", r["skipped"]);
+        for leg in ["h1_round1", "m1_round1", "m32_round1"] {
+            exact(&r["loads"][leg], &format!("{c} {leg}"));
+        }
+        for key in ["h1_cpu_us", "m1_cpu_us", "m32_cpu_us"] {
+            assert!(r["figures"][key].as_f64().is_some(), "{c} {key}: {r}");
+        }
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report");
+    assert!(
+        report.contains("HTTP/2 saturation: h2load -n 3000 -c 3 -m 8"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An answer larger than the client's flow-control windows goes out in pieces as the
+/// client opens them: h2load with 64 KiB − 1 windows (`-w 16 -W 16`, what HAProxy's h2
+/// client also starts with) gets every 200,000-byte answer. The upstream used to wait
+/// until a whole answer fit the windows: the client, given no DATA, never opened them,
+/// and that answer and every one behind it on the connection never came. The 60 s bound
+/// only turns such a hang into a failure.
+#[test]
+fn answers_larger_than_the_windows_go_out_as_the_windows_open() {
+    let h2load = h2load_binary();
+    let mut drivers = vec![Driver::Legacy];
+    if monoio::utils::detect_uring() {
+        drivers.push(Driver::Uring);
+    }
+    for driver in drivers {
+        let mut spec = UpstreamSpec::new();
+        spec.driver = driver;
+        spec.body_bytes = 200_000;
+        let up = upstream::spawn(spec).expect("upstream");
+        let dir = temp_dir(&format!("windows-{driver:?}"));
+        let out = dir.join("h2load.out");
+        let mut child = Command::new(&h2load)
+            .args(["-n", "40", "-c", "2", "-m", "4", "-w", "16", "-W", "16"])
+            .arg(format!("http://{}/", up.addr))
+            .stdout(std::fs::File::create(&out).expect("out file"))
+            .spawn()
+            .expect("h2load");
+        let began = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break Some(s);
+            }
+            if began.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{driver:?}: h2load did not finish: {text}"
+        );
+        let summary = h2load::parse(&text).expect("summary");
+        assert_eq!(
+            (summary.done, summary.succeeded),
+            (40, 40),
+            "{driver:?}: {text}"
+        );
+        // Every byte of every answer arrived: 40 × 200,000 of DATA.
+        assert!(text.contains("(8000000) data"), "{driver:?}: {text}");
+        assert_eq!(up.stats.snapshot().h2_requests, 40, "{driver:?}");
+        up.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -14,6 +14,7 @@
 
 pub mod contender;
 pub mod contender_file;
+pub mod h2_saturation;
 pub mod load_sweep;
 pub mod progress;
 pub mod report;
@@ -70,8 +71,11 @@ pub struct CompareArgs {
     /// flaky-sweep, capacity-sweep (closed loop at 1, 8, 32 and 64 connections), shared-core
     /// (the proxy and its upstream on the proxy CPUs), sweep (latency versus load: open
     /// loop from 10% to 110% of each contender's saturated throughput, and its knee), grpc
-    /// (unary gRPC calls; h2c only). Default: every scenario of the protocol (http1: all
-    /// but grpc; h2c: overhead, cpu, slow, flaky, sweep, grpc).
+    /// (unary gRPC calls; h2c only), h2-saturation (`h2load -n 200000 -c 4 -m 32` through
+    /// each contender; h2c only), poll-io (each proxy's h2c path against its HTTP/1.1 path,
+    /// CPU per request; h2c only). Default: every scenario of the protocol (http1: all but
+    /// grpc, h2-saturation and poll-io; h2c: overhead, cpu, slow, flaky, sweep, grpc,
+    /// h2-saturation, poll-io).
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// The protocol the clients speak: `http1`, or `h2c` (cleartext HTTP/2 with prior
@@ -100,6 +104,36 @@ pub struct CompareArgs {
     /// highest offered rate whose p99 stays under it.
     #[arg(long, default_value_t = DEFAULT_KNEE_P99_MS)]
     pub knee_p99_ms: f64,
+    /// Requests of each measured h2load run of `h2-saturation` and `poll-io` (default
+    /// 200000, `--quick` 20000).
+    #[arg(long)]
+    pub h2_requests: Option<u64>,
+    /// h2load connections of `h2-saturation` and `poll-io`.
+    #[arg(long, default_value_t = DEFAULT_H2_CONNECTIONS)]
+    pub h2_connections: usize,
+    /// Streams in flight per connection (`h2load -m`) of `h2-saturation` and of the many-
+    /// streams leg of `poll-io`.
+    #[arg(long, default_value_t = DEFAULT_H2_STREAMS)]
+    pub h2_streams: usize,
+}
+
+/// `h2-saturation` and `poll-io`: requests of each measured run (the issue's
+/// `h2load -n 200000 -c 4 -m 32`), connections and streams per connection.
+pub const DEFAULT_H2_REQUESTS: u64 = 200_000;
+pub const QUICK_H2_REQUESTS: u64 = 20_000;
+pub const DEFAULT_H2_CONNECTIONS: usize = 4;
+pub const DEFAULT_H2_STREAMS: usize = 32;
+
+fn default_h2_requests() -> u64 {
+    DEFAULT_H2_REQUESTS
+}
+
+fn default_h2_connections() -> usize {
+    DEFAULT_H2_CONNECTIONS
+}
+
+fn default_h2_streams() -> usize {
+    DEFAULT_H2_STREAMS
 }
 
 /// Durations and sizes of a run.
@@ -141,6 +175,13 @@ pub struct Plan {
     /// under it.
     #[serde(default = "default_knee_p99_us")]
     pub knee_p99_us: f64,
+    /// Requests of each measured h2load run of `h2-saturation` and `poll-io`.
+    #[serde(default = "default_h2_requests")]
+    pub h2_requests: u64,
+    #[serde(default = "default_h2_connections")]
+    pub h2_connections: usize,
+    #[serde(default = "default_h2_streams")]
+    pub h2_streams: usize,
 }
 
 /// Steps of the `sweep` scenario: 10%, 20%, … 110% of the saturated throughput.
@@ -197,6 +238,9 @@ impl Plan {
             sweep_steps: default_sweep_steps(),
             sweep_rate_connections: default_sweep_rate_connections(),
             knee_p99_us: default_knee_p99_us(),
+            h2_requests: QUICK_H2_REQUESTS,
+            h2_connections: DEFAULT_H2_CONNECTIONS,
+            h2_streams: DEFAULT_H2_STREAMS,
         }
     }
 
@@ -221,6 +265,9 @@ impl Plan {
             sweep_steps: default_sweep_steps(),
             sweep_rate_connections: default_sweep_rate_connections(),
             knee_p99_us: default_knee_p99_us(),
+            h2_requests: DEFAULT_H2_REQUESTS,
+            h2_connections: DEFAULT_H2_CONNECTIONS,
+            h2_streams: DEFAULT_H2_STREAMS,
         }
     }
 }
@@ -633,6 +680,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         "--knee-p99-ms must be a positive number of milliseconds"
     );
     plan.knee_p99_us = args.knee_p99_ms * 1000.0;
+    if let Some(n) = args.h2_requests {
+        plan.h2_requests = n;
+    }
+    plan.h2_connections = args.h2_connections;
+    plan.h2_streams = args.h2_streams;
+    anyhow::ensure!(
+        plan.h2_requests > 0 && plan.h2_connections > 0 && plan.h2_streams > 0,
+        "--h2-requests, --h2-connections and --h2-streams must be at least 1"
+    );
     // Each scenario runs the contenders whose file lists it (all, when a file lists none).
     let takes_part = |scenario: &str| -> Vec<Kind> {
         contenders
@@ -652,7 +708,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         .map(|s| {
             let list = per_scenario.get(s).map(Vec::as_slice).unwrap_or(&[]);
             let proxies = list.iter().filter(|k| k.is_proxy()).count();
-            progress::scenario_estimate(&plan, s, list.len(), proxies)
+            progress::scenario_estimate(&plan, s, list.len(), proxies, !h2c)
         })
         .sum();
     println!(
@@ -821,6 +877,18 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         let l = list("sweep");
         let ctx = ctx_for!(&l);
         run_scenario(&mut results, &|| load_sweep::run(&ctx))?;
+    }
+    if wanted(h2_saturation::SATURATION) {
+        let l = list(h2_saturation::SATURATION);
+        let ctx = ctx_for!(&l);
+        run_scenario(&mut results, &|| {
+            h2_saturation::saturation(&ctx).map(|s| vec![s])
+        })?;
+    }
+    if wanted(h2_saturation::POLL_IO) {
+        let l = list(h2_saturation::POLL_IO);
+        let ctx = ctx_for!(&l);
+        run_scenario(&mut results, &|| h2_saturation::poll_io(&ctx))?;
     }
     if wanted("grpc") {
         let l = list("grpc");

@@ -13,21 +13,39 @@ const ASSUMED_RPS: f64 = 40_000.0;
 
 static STATE: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
 
+/// Requests per second assumed for h2load's count-bounded runs with many streams per
+/// connection (`h2-saturation`, `poll-io`'s `-m 32`), and with one request in flight per
+/// connection (`poll-io`'s HTTP/1.1 and `-m 1` legs, over 4 connections).
+const ASSUMED_H2_RPS: f64 = 20_000.0;
+const ASSUMED_ONE_IN_FLIGHT_RPS: f64 = 7_000.0;
+/// Time for `perf stat` to attach before a measured run.
+const PERF_ATTACH: Duration = Duration::from_millis(200);
+
 /// The time `scenario` should take with `contenders` contenders (`proxies` of them
-/// proxies) under `plan`.
+/// proxies) under `plan`; `wrk`: the overhead scenario runs wrk after the generator (an
+/// HTTP/1.1 run; wrk speaks no HTTP/2).
 pub fn scenario_estimate(
     plan: &Plan,
     scenario: &str,
     contenders: usize,
     proxies: usize,
+    wrk: bool,
 ) -> Duration {
     let rounds = plan.rounds as u32;
     let session = |measure: Duration| measure + PER_SESSION;
     match scenario {
         "overhead" => {
-            // Saturation with the generator then wrk, each round; then the fixed rate once.
-            session(plan.warmup + plan.saturate * 2) * rounds * contenders as u32
+            // Saturation with the generator (then wrk), each round; then the fixed rate once.
+            let loads = if wrk { 2 } else { 1 };
+            session(plan.warmup + plan.saturate * loads) * rounds * contenders as u32
                 + session(plan.warmup + plan.fixed) * contenders as u32
+        }
+        // One h2load run (and a tenth as warm-up) per contender and round.
+        "h2-saturation" => session(h2_run(plan, ASSUMED_H2_RPS)) * rounds * contenders as u32,
+        // Per proxy and round: its HTTP/1.1 file (one run), its h2c file (two runs).
+        "poll-io" => {
+            let one = h2_run(plan, ASSUMED_ONE_IN_FLIGHT_RPS);
+            (session(one) + session(one + h2_run(plan, ASSUMED_H2_RPS))) * rounds * proxies as u32
         }
         "cpu" => {
             session(Duration::from_secs_f64(
@@ -63,6 +81,13 @@ pub fn scenario_estimate(
     }
 }
 
+/// One measured h2load run of `plan.h2_requests` at `rps` with its warm-up and perf's
+/// attach.
+fn h2_run(plan: &Plan, rps: f64) -> Duration {
+    let requests = plan.h2_requests + (plan.h2_requests / 10).max(1000);
+    Duration::from_secs_f64(requests as f64 / rps) + PERF_ATTACH
+}
+
 /// Start the clock with the whole run's estimate.
 pub fn start(total: Duration) {
     if let Ok(mut s) = STATE.lock() {
@@ -95,9 +120,9 @@ mod tests {
     #[test]
     fn sweep_estimate_counts_direct_too() {
         let plan = Plan::quick(100);
-        let one = scenario_estimate(&plan, "sweep", 1, 1);
+        let one = scenario_estimate(&plan, "sweep", 1, 1, true);
         // direct, coremesh, nginx, HAProxy: four contenders, three of them proxies.
-        let four = scenario_estimate(&plan, "sweep", 4, 3);
+        let four = scenario_estimate(&plan, "sweep", 4, 3, true);
         assert_eq!(four, one * 4);
         let per_contender = plan.warmup
             + plan.saturate
@@ -106,8 +131,19 @@ mod tests {
         assert_eq!(one, per_contender);
         // The proxies-only scenarios still leave direct out.
         assert_eq!(
-            scenario_estimate(&plan, "slow", 4, 3),
-            scenario_estimate(&plan, "slow", 3, 3)
+            scenario_estimate(&plan, "slow", 4, 3, true),
+            scenario_estimate(&plan, "slow", 3, 3, true)
         );
+    }
+
+    #[test]
+    fn an_h2c_overhead_estimate_counts_no_wrk() {
+        let plan = Plan::quick(100);
+        let http1 = scenario_estimate(&plan, "overhead", 4, 3, true);
+        let h2c = scenario_estimate(&plan, "overhead", 4, 3, false);
+        // wrk's saturation time, once per contender and round.
+        assert_eq!(http1 - h2c, plan.saturate * plan.rounds as u32 * 4);
+        assert!(scenario_estimate(&plan, "h2-saturation", 4, 3, false) > Duration::ZERO);
+        assert!(scenario_estimate(&plan, "poll-io", 4, 3, false) > Duration::ZERO);
     }
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Every scenario `compare --scenarios` accepts.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     "overhead",
     "cpu",
     "slow",
@@ -31,6 +31,8 @@ pub const ALL: [&str; 12] = [
     "shared-core",
     "sweep",
     "grpc",
+    "h2-saturation",
+    "poll-io",
 ];
 
 /// The scenarios of an HTTP/1.1 run (all but `grpc`).
@@ -50,8 +52,19 @@ pub const HTTP1: [&str; 11] = [
 
 /// The scenarios of an h2c run: those whose load h2load can drive with the figures they
 /// report (the saturation sweeps and the shared core read per-upstream latencies from the
-/// built-in generator; dead and memory are left to HTTP/1.1), and the unary gRPC call.
-pub const H2C: [&str; 6] = ["overhead", "cpu", "slow", "flaky", "sweep", "grpc"];
+/// built-in generator; dead and memory are left to HTTP/1.1), the unary gRPC call, h2load's
+/// own saturation (`h2-saturation`) and each proxy's h2c path against its HTTP/1.1 path
+/// (`poll-io`).
+pub const H2C: [&str; 8] = [
+    "overhead",
+    "cpu",
+    "slow",
+    "flaky",
+    "sweep",
+    "grpc",
+    "h2-saturation",
+    "poll-io",
+];
 
 /// The load of an h2c run: h2load and the request it sends.
 #[derive(Debug, Clone)]
