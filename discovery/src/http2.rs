@@ -11,10 +11,14 @@
 //! `max_local_reset_streams` = [`DEFAULT_MAX_LOCAL_RESET_STREAMS`],
 //! `max_control_frames` = [`DEFAULT_MAX_CONTROL_FRAMES`],
 //! `idle_timeout_ms` = [`DEFAULT_IDLE_TIMEOUT_MS`], `spread_streams` = `"balanced"`
-//! ([`SpreadStreams`]), `spread_threshold` = [`DEFAULT_SPREAD_THRESHOLD`].
+//! ([`SpreadStreams`]), `spread_threshold` = [`DEFAULT_SPREAD_THRESHOLD`],
+//! `max_upstream_connections` = [`DEFAULT_MAX_UPSTREAM_CONNECTIONS`].
 
 use serde::{Deserialize, Serialize};
 
+/// HTTP/2 connections one core opens to one endpoint: another is opened when every open
+/// one is at the endpoint's MAX_CONCURRENT_STREAMS; past this many, streams wait for one.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: u32 = 4;
 /// Streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Largest header list (decoded, RFC 9113 §6.5.2 accounting) the proxy accepts.
@@ -88,6 +92,9 @@ pub struct Http2Settings {
     /// accepting core has more than this many requests in flight beyond it.
     #[serde(default = "d_spread_threshold")]
     pub spread_threshold: u32,
+    /// HTTP/2 connections a core opens to one endpoint (at least 1).
+    #[serde(default = "d_max_upstream_connections")]
+    pub max_upstream_connections: u32,
 }
 
 /// `spread_streams`: where the streams of one client connection are served.
@@ -120,6 +127,7 @@ impl Default for Http2Settings {
             idle_timeout_ms: d_idle_timeout_ms(),
             spread_streams: SpreadStreams::default(),
             spread_threshold: d_spread_threshold(),
+            max_upstream_connections: d_max_upstream_connections(),
         }
     }
 }
@@ -228,6 +236,9 @@ fn d_max_pending_reset_streams() -> usize {
 }
 fn d_max_control_frames() -> u32 {
     DEFAULT_MAX_CONTROL_FRAMES
+}
+fn d_max_upstream_connections() -> u32 {
+    DEFAULT_MAX_UPSTREAM_CONNECTIONS
 }
 fn d_max_local_reset_streams() -> usize {
     DEFAULT_MAX_LOCAL_RESET_STREAMS

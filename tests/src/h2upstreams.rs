@@ -187,9 +187,15 @@ pub struct PyH2Server {
 
 impl PyH2Server {
     pub fn start(mode: &str) -> PyH2Server {
+        PyH2Server::start_with(mode, &[])
+    }
+    /// Started with more arguments (`--max-streams K`, `--gather N`).
+    pub fn start_with(mode: &str, args: &[&str]) -> PyH2Server {
         let py = require_python_modules(&["h2"]);
         let mut cmd = Command::new(py);
-        cmd.arg(py_script("h2_server.py")).args(["--mode", mode]);
+        cmd.arg(py_script("h2_server.py"))
+            .args(["--mode", mode])
+            .args(args);
         let proc = Proc::spawn(cmd, "h2_server.py");
         let addr = SocketAddr::from(([127, 0, 0, 1], proc.port()));
         PyH2Server { proc, addr }

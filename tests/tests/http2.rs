@@ -543,3 +543,45 @@ fn a_body_sent_after_the_first_attempt_was_refused_goes_whole_to_the_retry() {
         assert_eq!(ended, [body.len() as u64], "the retry's body: {events:?}");
     });
 }
+
+/// Streams through one client connection and an endpoint allowing 2 streams per connection.
+const GATHERED_STREAMS: u64 = 6;
+
+/// An endpoint that allows 2 concurrent streams per connection (refusing a third) and
+/// answers only once 6 requests are open at once: the proxy reads each new connection's
+/// SETTINGS before using it and opens more connections instead of queueing streams behind
+/// a full one (which would never be answered).
+#[test]
+fn a_full_upstream_connection_gets_a_second_one() {
+    for_each_driver(|driver| {
+        let n = GATHERED_STREAMS.to_string();
+        let upstream = PyH2Server::start_with("echo", &["--max-streams", "2", "--gather", &n]);
+        let proxy = MeshConfig::new()
+            .http2("max_upstream_connections", 3)
+            .service("backend", &[upstream.addr()], &[])
+            .route("backend", &[])
+            .start(driver);
+        let load = coremesh_tests::h2peers::h2load_one_connection(
+            proxy.addr(),
+            "/gathered",
+            GATHERED_STREAMS,
+            GATHERED_STREAMS as u32,
+        );
+        let events = upstream.events();
+        assert_eq!(
+            (load.succeeded, load.status_2xx),
+            (GATHERED_STREAMS, GATHERED_STREAMS),
+            "{load:?}: {events:?}"
+        );
+        let requests: Vec<u64> = events
+            .iter()
+            .filter(|e| e["event"] == "request")
+            .filter_map(|e| e["conn"].as_u64())
+            .collect();
+        let conns: std::collections::BTreeSet<u64> = requests.iter().copied().collect();
+        // No stream was refused: each connection got streams only once its SETTINGS
+        // were read.
+        assert_eq!(requests.len() as u64, GATHERED_STREAMS, "{events:?}");
+        assert_eq!(conns.len(), 3, "three connections of two streams: {events:?}");
+    });
+}

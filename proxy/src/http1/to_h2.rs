@@ -11,6 +11,7 @@ use crate::http1::codec::{is_hop_by_hop, Framing};
 use crate::http1::forward::{BodyState, Exchange, ForwardResult, RequestBody};
 use crate::http1::server::{ConnScratch, Next};
 use crate::http2::body::send_all;
+use crate::http2::upstream::StreamSlot;
 use crate::pipeline::attempt::{self, Attempt};
 use crate::pipeline::RequestState;
 use crate::transport::conn::{Conn, Fill};
@@ -66,9 +67,11 @@ pub(crate) async fn forward(
     let result = attempt::run(core, &ex.policy, &mut attempt).await;
     client.consume(buffered_len);
     let answered = result.map_err(|e| (e, replayable))?;
-    s.req.status = answered.answer.status().as_u16();
+    let (response, slot) = answered.answer;
+    s.req.status = response.status().as_u16();
     s.req.endpoint = Some(answered.addr);
-    let relayed = relay(client, answered.answer, ex, &mut s.out).await;
+    let relayed = relay(client, response, ex, &mut s.out).await;
+    drop(slot);
     let broke = matches!(relayed, Err((ProxyError::UpstreamBrokeResponse, _)));
     attempt::record_answered(
         core,
@@ -181,7 +184,7 @@ struct ToH2<'a, 'e> {
 }
 
 impl Attempt for ToH2<'_, '_> {
-    type Answer = Response<RecvStream>;
+    type Answer = (Response<RecvStream>, StreamSlot);
 
     fn state(&mut self) -> &mut RequestState {
         self.state
@@ -191,9 +194,9 @@ impl Attempt for ToH2<'_, '_> {
         &mut self,
         addr: SocketAddr,
         remaining_ms: u64,
-    ) -> Result<Response<RecvStream>, ProxyError> {
+    ) -> Result<(Response<RecvStream>, StreamSlot), ProxyError> {
         let settings = self.ex.policy.settings;
-        let mut sender = crate::http2::upstream::ready(self.core, addr, settings).await?;
+        let (mut sender, slot) = crate::http2::upstream::ready(self.core, addr, settings).await?;
         let head = self.head(addr, remaining_ms)?;
         let empty = (self.whole.as_ref().is_some_and(|b| b.is_empty()) && self.trailers.is_empty())
             || (self.whole.is_none() && self.streaming.is_none());
@@ -224,13 +227,14 @@ impl Attempt for ToH2<'_, '_> {
                 (None, None) => return Err(ProxyError::ClientGone),
             }
         }
-        response
+        let response = response
             .await
-            .map_err(|e| crate::http2::upstream::stream_error(&e))
+            .map_err(|e| crate::http2::upstream::stream_error(&e))?;
+        Ok((response, slot))
     }
 
-    fn status(&self, answer: &Response<RecvStream>) -> u16 {
-        answer.status().as_u16()
+    fn status(&self, answer: &Self::Answer) -> u16 {
+        answer.0.status().as_u16()
     }
 
     fn replayable(&self) -> bool {
@@ -242,7 +246,7 @@ impl Attempt for ToH2<'_, '_> {
         self.whole.is_some()
     }
 
-    fn discard(&mut self, _answer: Response<RecvStream>) {}
+    fn discard(&mut self, _answer: Self::Answer) {}
 }
 
 impl ToH2<'_, '_> {

@@ -224,6 +224,8 @@ pub enum H2Answer {
     H2 {
         response: Response<RecvStream>,
         pump: Option<BodyPump>,
+        /// The stream's place on its connection, until the stream ends.
+        slot: super::upstream::StreamSlot,
     },
     /// An HTTP/1 connection with the response head buffered.
     Http1(super::to_http1::Http1Answer),
@@ -263,7 +265,7 @@ impl Attempt for H2Attempt<'_> {
         if self.settings.protocol == UpstreamProtocol::Http1 {
             return self.send_http1(addr, remaining_ms).await;
         }
-        let mut sender = super::upstream::ready(self.core, addr, self.settings).await?;
+        let (mut sender, slot) = super::upstream::ready(self.core, addr, self.settings).await?;
         let (authority, headers) = self.upstream_headers(addr, remaining_ms);
         let head = self.h2_head(&authority, headers)?;
         let source = self.body.for_attempt().ok_or(ProxyError::ClientGone)?;
@@ -294,6 +296,7 @@ impl Attempt for H2Attempt<'_> {
         Ok(H2Answer::H2 {
             response: head,
             pump,
+            slot,
         })
     }
 
@@ -484,8 +487,12 @@ async fn relay(
     cut: Option<Instant>,
 ) -> Relayed {
     let via = settings.add_via;
-    let (response, request_pump) = match answer {
-        H2Answer::H2 { response, pump } => (response, pump),
+    let (response, request_pump, _slot) = match answer {
+        H2Answer::H2 {
+            response,
+            pump,
+            slot,
+        } => (response, pump, slot),
         H2Answer::Http1(a) => {
             let broke = relay_http1(core, respond, a, settings, head_request).await;
             return Relayed {

@@ -1,6 +1,7 @@
-//! A core's HTTP/2 connections to endpoints: one per endpoint, opened when a request
-//! first needs it, multiplexed by every request of the core that goes there, and
-//! forgotten when it closes or fails (the next request opens a new one). The endpoint is
+//! A core's HTTP/2 connections to endpoints: opened when a request first needs one,
+//! multiplexed by every request of the core that goes there, another opened when every
+//! open one is at the endpoint's MAX_CONCURRENT_STREAMS (up to `[http2]
+//! max_upstream_connections`), and forgotten when it closes or fails. The endpoint is
 //! still chosen per request by the balancer; a connection only carries streams. When the
 //! core stops, after its grace period, [`close_all`] ends them: their tasks hold the core
 //! only weakly and are awaited, so none outlives it.
@@ -13,6 +14,10 @@ use bytes::Bytes;
 use coremesh_discovery::Settings;
 use h2::client::SendRequest;
 use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -21,7 +26,7 @@ use std::rc::Rc;
 /// replaced connection from its successor.
 #[derive(Default)]
 pub struct H2Upstreams {
-    conns: HashMap<SocketAddr, (u64, SendRequest<Bytes>)>,
+    conns: HashMap<SocketAddr, Vec<Upstream>>,
     /// Endpoints a connection is being opened to, fired when it is open (or failed): a
     /// burst of requests to a new endpoint shares one connection instead of opening one
     /// each.
@@ -32,6 +37,32 @@ pub struct H2Upstreams {
     /// Connection tasks still running, and the signal fired when the last one ended.
     live: Rc<Cell<usize>>,
     all_ended: Rc<Signal>,
+}
+
+/// One open connection to an endpoint and the streams this core has open on it.
+#[derive(Clone)]
+struct Upstream {
+    id: u64,
+    sender: SendRequest<Bytes>,
+    streams: Rc<Cell<usize>>,
+}
+
+impl Upstream {
+    /// Another stream fits under the endpoint's MAX_CONCURRENT_STREAMS (past it, `h2`
+    /// would queue the stream until one ends).
+    fn has_room(&self) -> bool {
+        self.streams.get() < self.sender.current_max_send_streams()
+    }
+}
+
+/// A stream's place on its connection, held for as long as the stream lives (request and
+/// response): dropping it makes room for another.
+pub struct StreamSlot(Rc<Cell<usize>>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// How long [`close_all`] waits for the connections' tasks to end.
@@ -51,25 +82,56 @@ pub async fn close_all(core: &Core) {
     }
 }
 
-/// A stream-ready handle on `addr`'s connection, opened first if there is none.
+/// A stream-ready handle on a connection to `addr` with room for one more stream, and
+/// the stream's slot on it: an open connection with room, else a new one (at most
+/// `[http2] max_upstream_connections` per endpoint), else the least busy one (the stream
+/// then waits in `h2` for one to end).
 pub async fn ready(
     core: &Rc<Core>,
     addr: SocketAddr,
     settings: &Settings,
-) -> Result<SendRequest<Bytes>, ProxyError> {
-    let (id, sender) = loop {
-        let existing = core.h2_upstreams.borrow().conns.get(&addr).cloned();
-        if let Some(found) = existing {
+) -> Result<(SendRequest<Bytes>, StreamSlot), ProxyError> {
+    let limit = core.snapshot().http2.max_upstream_connections.max(1) as usize;
+    let chosen = loop {
+        let (roomy, least_busy, open) = {
+            let ups = core.h2_upstreams.borrow();
+            let list = ups.conns.get(&addr).map_or(&[][..], Vec::as_slice);
+            (
+                list.iter().find(|u| u.has_room()).cloned(),
+                list.iter().min_by_key(|u| u.streams.get()).cloned(),
+                list.len(),
+            )
+        };
+        if let Some(found) = roomy {
             break found;
         }
         let opening = core.h2_upstreams.borrow().opening.get(&addr).cloned();
-        match opening {
-            Some(signal) => signal.wait().await,
-            None => break open_once(core, addr, settings).await?,
+        if let Some(signal) = opening {
+            signal.wait().await;
+            continue;
+        }
+        if open < limit || least_busy.is_none() {
+            match (open_once(core, addr, settings).await, least_busy) {
+                (Ok(new), _) => break new,
+                // Failing to open one more: queue on an open one.
+                (Err(_), Some(busy)) => break busy,
+                (Err(e), None) => return Err(e),
+            }
+        }
+        if let Some(busy) = least_busy {
+            break busy;
         }
     };
+    let Upstream {
+        id,
+        sender,
+        streams,
+    } = chosen;
     match sender.ready().await {
-        Ok(sender) => Ok(sender),
+        Ok(sender) => {
+            streams.set(streams.get() + 1);
+            Ok((sender, StreamSlot(streams)))
+        }
         Err(e) => {
             forget(core, addr, id);
             tracing::debug!(%addr, "upstream HTTP/2 connection unusable: {e}");
@@ -86,7 +148,7 @@ async fn open_once(
     core: &Rc<Core>,
     addr: SocketAddr,
     settings: &Settings,
-) -> Result<(u64, SendRequest<Bytes>), ProxyError> {
+) -> Result<Upstream, ProxyError> {
     let signal = Rc::new(crate::signal::Signal::default());
     core.h2_upstreams
         .borrow_mut()
@@ -123,10 +185,11 @@ async fn open(
     core: &Rc<Core>,
     addr: SocketAddr,
     settings: &Settings,
-) -> Result<(u64, SendRequest<Bytes>), ProxyError> {
+) -> Result<Upstream, ProxyError> {
     let stream = crate::http1::forward::connect(addr, settings).await?;
     core.pool.borrow_mut().opened += 1;
-    let io = H2Io::new(stream, Vec::new(), Default::default())
+    let counters = super::io::Counters::default();
+    let io = H2Io::new(stream, Vec::new(), counters.clone())
         .map_err(|e| ProxyError::Connect(e.to_string()))?;
     let limits = &core.snapshot().http2;
     let handshake = h2::client::Builder::new()
@@ -136,14 +199,38 @@ async fn open(
         .max_frame_size(limits.max_frame_bytes)
         .handshake::<_, Bytes>(io)
         .await;
-    let (sender, connection) = handshake.map_err(|e| ProxyError::Connect(e.to_string()))?;
-    let id = {
+    let (sender, mut connection) = handshake.map_err(|e| ProxyError::Connect(e.to_string()))?;
+    // The endpoint's preface (its SETTINGS) comes first: read it before the first stream
+    // goes out, so that a new connection is not sent more streams than the endpoint's
+    // MAX_CONCURRENT_STREAMS (they would be refused).
+    let settled = poll_fn(|cx| match Pin::new(&mut connection).poll(cx) {
+        Poll::Ready(ended) => Poll::Ready(Err(ended.err())),
+        Poll::Pending if counters.read.get() > 0 => Poll::Ready(Ok(())),
+        Poll::Pending => Poll::Pending,
+    });
+    let limit = Duration::from_millis(settings.connect_timeout_ms);
+    match monoio::time::timeout(limit, settled).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let why = e.map_or_else(|| "closed".to_string(), |e| e.to_string());
+            return Err(ProxyError::Connect(format!(
+                "HTTP/2 connection ended before the endpoint's SETTINGS: {why}"
+            )));
+        }
+        Err(_) => return Err(ProxyError::ConnectTimeout),
+    }
+    let upstream = {
         let mut ups = core.h2_upstreams.borrow_mut();
         ups.next_id += 1;
-        let id = ups.next_id;
-        ups.conns.insert(addr, (id, sender.clone()));
-        id
+        let upstream = Upstream {
+            id: ups.next_id,
+            sender,
+            streams: Rc::new(Cell::new(0)),
+        };
+        ups.conns.entry(addr).or_default().push(upstream.clone());
+        upstream
     };
+    let id = upstream.id;
     // Weakly: a task left behind must not keep the core (and its exporters) alive.
     let owner = Rc::downgrade(core);
     let (closing, live, all_ended) = {
@@ -166,14 +253,17 @@ async fn open(
             all_ended.fire();
         }
     });
-    Ok((id, sender))
+    Ok(upstream)
 }
 
-/// Forget `addr`'s connection `id` (a newer one stays).
+/// Forget `addr`'s connection `id` (the others stay).
 fn forget(core: &Core, addr: SocketAddr, id: u64) {
     let mut ups = core.h2_upstreams.borrow_mut();
-    if ups.conns.get(&addr).is_some_and(|(found, _)| *found == id) {
-        ups.conns.remove(&addr);
+    if let Some(list) = ups.conns.get_mut(&addr) {
+        list.retain(|u| u.id != id);
+        if list.is_empty() {
+            ups.conns.remove(&addr);
+        }
     }
 }
 
