@@ -161,6 +161,9 @@ pub struct SpanReceiver {
 
 /// What waiting for a span gave.
 #[derive(Debug)]
+// Each value is moved once, out of the channel, and never stored: boxing the span would
+// add an allocation per span for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Received {
     Span(Span),
     TimedOut,

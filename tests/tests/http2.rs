@@ -582,6 +582,10 @@ fn a_full_upstream_connection_gets_a_second_one() {
         // No stream was refused: each connection got streams only once its SETTINGS
         // were read.
         assert_eq!(requests.len() as u64, GATHERED_STREAMS, "{events:?}");
-        assert_eq!(conns.len(), 3, "three connections of two streams: {events:?}");
+        assert_eq!(
+            conns.len(),
+            3,
+            "three connections of two streams: {events:?}"
+        );
     });
 }

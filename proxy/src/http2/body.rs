@@ -101,7 +101,9 @@ impl BodySource {
     /// failed attempt gives the client's stream back when it is dropped).
     pub fn replayable(&self) -> bool {
         let kept = self.shared.borrow();
-        !kept.overflowed && !(kept.taken && kept.len > kept.limit)
+        // A body read ahead past the limit went whole to the attempt that took it.
+        let spent = kept.taken && kept.len > kept.limit;
+        !(kept.overflowed || spent)
     }
 
     /// Read ahead, before any attempt took the body, until it ends or no longer fits in

@@ -14,13 +14,13 @@ use bytes::Bytes;
 use coremesh_discovery::Settings;
 use h2::client::SendRequest;
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::rc::Rc;
 
 /// The core's open HTTP/2 connections, by endpoint, each with a number that tells a
 /// replaced connection from its successor.
