@@ -12,10 +12,14 @@
 //! `max_control_frames` = [`DEFAULT_MAX_CONTROL_FRAMES`],
 //! `idle_timeout_ms` = [`DEFAULT_IDLE_TIMEOUT_MS`], `spread_streams` = `"balanced"`
 //! ([`SpreadStreams`]), `spread_threshold` = [`DEFAULT_SPREAD_THRESHOLD`],
-//! `max_upstream_connections` = [`DEFAULT_MAX_UPSTREAM_CONNECTIONS`].
+//! `max_upstream_connections` = [`DEFAULT_MAX_UPSTREAM_CONNECTIONS`],
+//! `stall_timeout_ms` = [`DEFAULT_STALL_TIMEOUT_MS`].
 
 use serde::{Deserialize, Serialize};
 
+/// How long a stream's sender may wait for the receiver to open its flow-control window
+/// before the stream is reset (a client or endpoint that stops reading).
+pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 10_000;
 /// HTTP/2 connections one core opens to one endpoint: another is opened when every open
 /// one is at the endpoint's MAX_CONCURRENT_STREAMS; past this many, streams wait for one.
 pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: u32 = 4;
@@ -95,6 +99,10 @@ pub struct Http2Settings {
     /// HTTP/2 connections a core opens to one endpoint (at least 1).
     #[serde(default = "d_max_upstream_connections")]
     pub max_upstream_connections: u32,
+    /// A stream whose receiver gives no window for this long is reset (CANCEL), with its
+    /// other side.
+    #[serde(default = "d_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
 }
 
 /// `spread_streams`: where the streams of one client connection are served.
@@ -128,6 +136,7 @@ impl Default for Http2Settings {
             spread_streams: SpreadStreams::default(),
             spread_threshold: d_spread_threshold(),
             max_upstream_connections: d_max_upstream_connections(),
+            stall_timeout_ms: d_stall_timeout_ms(),
         }
     }
 }
@@ -145,6 +154,12 @@ impl Http2Settings {
         }
         if self.max_header_list_bytes == 0 {
             out.push(("max_header_list_bytes", "must be at least 1".to_string()));
+        }
+        if self.max_upstream_connections == 0 {
+            out.push(("max_upstream_connections", "must be at least 1".to_string()));
+        }
+        if self.stall_timeout_ms == 0 {
+            out.push(("stall_timeout_ms", "must be at least 1".to_string()));
         }
         for (field, value) in [
             (
@@ -240,6 +255,9 @@ fn d_max_control_frames() -> u32 {
 fn d_max_upstream_connections() -> u32 {
     DEFAULT_MAX_UPSTREAM_CONNECTIONS
 }
+fn d_stall_timeout_ms() -> u64 {
+    DEFAULT_STALL_TIMEOUT_MS
+}
 fn d_max_local_reset_streams() -> usize {
     DEFAULT_MAX_LOCAL_RESET_STREAMS
 }
@@ -262,6 +280,8 @@ max_concurrent_streams = 7
 max_connection_age_ms = 1000
 idle_timeout_ms = 2000
 spread_streams = "always"
+max_upstream_connections = 2
+stall_timeout_ms = 3000
 
 [defaults]
 protocol = "http1"
@@ -296,6 +316,10 @@ grpc_retry_on = ["unavailable", "resource-exhausted"]
         assert_eq!(s.http2.max_connection_age_ms, 1000);
         assert_eq!(s.http2.idle_timeout_ms, 2000);
         assert_eq!(s.http2.spread_streams, super::SpreadStreams::Always);
+        assert_eq!(
+            (s.http2.max_upstream_connections, s.http2.stall_timeout_ms),
+            (2, 3000)
+        );
         assert_eq!(s.services[0].settings.protocol, UpstreamProtocol::H2);
         assert_eq!(
             s.services[1].settings.protocol,
@@ -313,6 +337,8 @@ grpc_retry_on = ["unavailable", "resource-exhausted"]
             ("[http2]\nmax_concurrent_streams = 0\n", "max_concurrent_streams"),
             ("[defaults]\nprotocol = \"h3\"\n", "protocol"),
             ("[http2]\nspread_streams = true\n", "spread_streams"),
+            ("[http2]\nmax_upstream_connections = 0\n", "max_upstream_connections"),
+            ("[http2]\nstall_timeout_ms = 0\n", "stall_timeout_ms"),
             (
                 "[[services]]\nname = \"a\"\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\nservice = \"a\"\ngrpc_retry_on = [\"unknown\"]\n",
                 "grpc_retry_on",

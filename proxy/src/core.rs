@@ -192,6 +192,9 @@ impl Core {
         } = params;
         let services = build_services(&snapshot, Vec::new());
         let ids = MetricIds::new(&snapshot, &layout);
+        crate::http2::body::set_stall_limit(std::time::Duration::from_millis(
+            snapshot.http2.stall_timeout_ms.max(1),
+        ));
         let max_headers = defaults.max_headers;
         Rc::new(Core {
             id,
@@ -252,6 +255,9 @@ impl Core {
 
     /// Switch to a new snapshot (see the module doc).
     pub fn install(&self, snapshot: Arc<Snapshot>, layout: Arc<MetricsLayout>) {
+        crate::http2::body::set_stall_limit(std::time::Duration::from_millis(
+            snapshot.http2.stall_timeout_ms.max(1),
+        ));
         *self.ids.borrow_mut() = MetricIds::new(&snapshot, &layout);
         self.metrics.borrow_mut().install(layout);
         let old = std::mem::take(&mut *self.services.borrow_mut());

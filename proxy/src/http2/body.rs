@@ -7,10 +7,11 @@
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http::HeaderMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Why a pump stopped early.
 #[derive(Debug)]
@@ -27,9 +28,20 @@ pub enum PumpError {
     Stalled,
 }
 
-/// How long a pump waits for the receiver to open its window before it gives up on the
-/// stream: a client that stops reading holds the stream (and the upstream's) no longer.
-pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+thread_local! {
+    /// How long a pump waits for the receiver to open its window before it gives up on
+    /// the stream (`[http2] stall_timeout_ms`): a client that stops reading holds the
+    /// stream (and the upstream's) no longer. Per core: each core sets it from the
+    /// snapshot it runs on.
+    static STALL_LIMIT: Cell<Duration> = const {
+        Cell::new(Duration::from_millis(coremesh_discovery::http2::DEFAULT_STALL_TIMEOUT_MS))
+    };
+}
+
+/// Set this core's stall limit (see `STALL_LIMIT`).
+pub fn set_stall_limit(limit: Duration) {
+    STALL_LIMIT.with(|l| l.set(limit));
+}
 
 /// A request body as the attempts see it. Nothing waits for the body: an attempt starts
 /// as soon as the head is in and its stream carries each chunk as the client sends it (a
@@ -291,7 +303,8 @@ pub async fn send_all(dst: &mut SendStream<Bytes>, mut chunk: Bytes) -> Result<(
     while !chunk.is_empty() {
         dst.reserve_capacity(chunk.len());
         let capacity = poll_fn(|cx| dst.poll_capacity(cx));
-        let granted = match monoio::time::timeout(STALL_LIMIT, capacity).await {
+        let stall = STALL_LIMIT.with(Cell::get);
+        let granted = match monoio::time::timeout(stall, capacity).await {
             Ok(Some(Ok(n))) => n,
             Ok(Some(Err(e))) => return Err(PumpError::Destination(e)),
             Ok(None) => return Err(PumpError::DestinationGone),
