@@ -6,10 +6,10 @@ use crate::core::Core;
 use crate::error::ProxyError;
 use crate::http1::codec::{parse_request, Framing, HeadError, Parsed, RequestHead, ResponseHead};
 use crate::http1::forward::{forward, Exchange, ForwardResult};
-use crate::http1::rewrite::{error_response, request_head, RequestAdditions};
+use crate::http1::rewrite::{error_response, request_head, ClientIdHeader, RequestAdditions};
 use crate::pipeline::attempt::Policy;
 use crate::pipeline::{plan, record, Origin, RequestState};
-use crate::transport::conn::{is_cancelled, Conn, Fill};
+use crate::transport::conn::{is_cancelled, Conn, Fill, Stream};
 use crate::transport::idle_timer::IdleSlot;
 use coremesh_discovery::Settings;
 use monoio::io::Canceller;
@@ -44,6 +44,60 @@ pub struct ConnScratch {
     pub interim_from_attempt: Option<u32>,
     /// How the connection reached the proxy, and so where its requests go.
     pub origin: Origin,
+    /// The connection's `x-coremesh-client-id` (see [`client_id_header`]).
+    pub client_id: ClientId,
+}
+
+/// What a connection's requests carry in `x-coremesh-client-id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientId {
+    /// As the client sent it (not an inbound connection).
+    Keep,
+    /// Nothing: an inbound connection without a verified identity.
+    Strip,
+    /// This verified identity.
+    Set(std::rc::Rc<str>),
+}
+
+impl ClientId {
+    /// For the head rewrite.
+    pub fn header(&self) -> ClientIdHeader<'_> {
+        match self {
+            ClientId::Keep => ClientIdHeader::Keep,
+            ClientId::Strip => ClientIdHeader::Strip,
+            ClientId::Set(id) => ClientIdHeader::Set(id),
+        }
+    }
+    /// The same for an HTTP/2 request's headers.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        const NAME: http::HeaderName = http::HeaderName::from_static("x-coremesh-client-id");
+        match self {
+            ClientId::Keep => {}
+            ClientId::Strip => {
+                headers.remove(NAME);
+            }
+            ClientId::Set(id) => match http::HeaderValue::from_str(id) {
+                Ok(v) => {
+                    headers.insert(NAME, v);
+                }
+                Err(_) => {
+                    headers.remove(NAME);
+                }
+            },
+        }
+    }
+}
+
+/// The one place a connection's client identity is decided: the identity TLS verified
+/// ([`crate::transport::tls::client_identity`]); on an inbound connection without one, no
+/// identity (a header the client sent is removed); elsewhere the header is left alone.
+pub fn client_id_header(stream: &Stream, origin: Origin) -> ClientId {
+    match stream.tls().and_then(|t| t.identity()) {
+        Some(id) => ClientId::Set(id.into()),
+        None if stream.tls().is_some() => ClientId::Strip,
+        None if origin.direction == crate::sidecar::Direction::Inbound => ClientId::Strip,
+        None => ClientId::Keep,
+    }
 }
 
 impl ConnScratch {
@@ -57,6 +111,7 @@ impl ConnScratch {
             peer,
             interim_from_attempt: None,
             origin,
+            client_id: ClientId::Keep,
         }
     }
 
@@ -191,6 +246,7 @@ pub fn serve_conn(
                 break;
             }
             let mut scratch = lend_scratch(&core, peer, origin);
+            scratch.client_id = client_id_header(&client.stream, origin);
             let next = Box::pin(serve_requests(
                 &core,
                 &mut client,
@@ -235,7 +291,13 @@ pub fn serve_conn(
         core.recycle(std::mem::take(&mut client.buf));
         let limit = core.lingering_close;
         if needs_linger(&client.stream, pipelining, limit) {
-            Box::pin(linger_close(client.stream, limit)).await;
+            let tcp = match client.stream {
+                Stream::Plain(s) => Some(s),
+                Stream::Tls(t) => Box::pin(t.close_notify()).await,
+            };
+            if let Some(tcp) = tcp {
+                Box::pin(linger_close(tcp, limit)).await;
+            }
         }
     }
 }
@@ -720,6 +782,7 @@ fn write_upstream_head(
             strip_trace: core.tracer.is_some(),
             via: settings.add_via,
             extra: b"",
+            client_id: s.client_id.header(),
         };
         request_head(data, &s.head, &add, &mut s.upstream_head);
     }

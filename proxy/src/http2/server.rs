@@ -29,6 +29,7 @@ enum Event<T> {
 /// this counts it closed.
 pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origin) {
     let read_ahead = client.data().to_vec();
+    let client_id = crate::http1::server::client_id_header(&client.stream, origin);
     let bytes_in = client.bytes_in;
     let Conn { stream, buf, .. } = client;
     core.recycle(buf);
@@ -108,7 +109,8 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
                 conn.graceful_shutdown();
                 closing = true;
             }
-            Event::Accept(Some(Ok((request, respond)))) => {
+            Event::Accept(Some(Ok((mut request, respond)))) => {
+                client_id.apply(request.headers_mut());
                 monoio::spawn(super::stream::handle(
                     core.clone(),
                     request,

@@ -6,6 +6,7 @@
 use super::io::H2Io;
 use crate::core::Core;
 use crate::error::ProxyError;
+use crate::transport::tls_upstream::Alpn;
 use bytes::Bytes;
 use coremesh_discovery::Settings;
 use h2::client::SendRequest;
@@ -98,7 +99,7 @@ async fn open(
     addr: SocketAddr,
     settings: &Settings,
 ) -> Result<(u64, SendRequest<Bytes>), ProxyError> {
-    let stream = crate::http1::forward::connect(addr, settings).await?;
+    let stream = crate::http1::forward::connect_for(addr, settings, Alpn::H2).await?;
     core.pool.borrow_mut().opened += 1;
     let io = H2Io::new(stream, Vec::new(), Default::default())
         .map_err(|e| ProxyError::Connect(e.to_string()))?;
