@@ -354,6 +354,31 @@ mod tests {
     }
 
     #[test]
+    fn the_client_id_header_is_only_the_proxys() {
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Coremesh-Client-Id: forged\r\nA: 1\r\nx-coremesh-client-id: again\r\n\r\n";
+        let with = |client_id| RequestAdditions {
+            forwarded_for: None,
+            strip_trace: false,
+            via: false,
+            extra: b"",
+            client_id,
+        };
+        let id = "spiffe://td/ns/prod/sa/web";
+        assert_eq!(
+            rewrite_request_with(raw, &with(ClientIdHeader::Set(id))),
+            "GET /x HTTP/1.1\r\nHost: a\r\nA: 1\r\nx-coremesh-client-id: spiffe://td/ns/prod/sa/web\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_request_with(raw, &with(ClientIdHeader::Strip)),
+            "GET /x HTTP/1.1\r\nHost: a\r\nA: 1\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_request_with(raw, &with(ClientIdHeader::Keep)),
+            std::str::from_utf8(raw).unwrap()
+        );
+    }
+
+    #[test]
     fn header_less_http_1_0_request_keeps_its_additions_inside_the_head() {
         let add = RequestAdditions {
             forwarded_for: Some("127.0.0.9".parse().unwrap()),

@@ -131,15 +131,22 @@ impl ConnScratch {
 }
 
 /// Scratch for a connection that has a request to serve: from the core's pool if it has one.
-fn lend_scratch(core: &Core, peer: SocketAddr, origin: Origin) -> Box<ConnScratch> {
-    match core.scratch_pool.borrow_mut().pop() {
+fn lend_scratch(
+    core: &Core,
+    peer: SocketAddr,
+    origin: Origin,
+    stream: &Stream,
+) -> Box<ConnScratch> {
+    let mut s = match core.scratch_pool.borrow_mut().pop() {
         Some(mut s) => {
             s.peer = peer;
             s.origin = origin;
             s
         }
         None => Box::new(ConnScratch::new(peer, origin)),
-    }
+    };
+    s.client_id = client_id_header(stream, origin);
+    s
 }
 
 /// Give a connection's scratch back to the core when the connection goes idle.
@@ -245,8 +252,7 @@ pub fn serve_conn(
             if !wait_for_request(&core, &mut client, &slot, &mut idle).await {
                 break;
             }
-            let mut scratch = lend_scratch(&core, peer, origin);
-            scratch.client_id = client_id_header(&client.stream, origin);
+            let mut scratch = lend_scratch(&core, peer, origin, &client.stream);
             let next = Box::pin(serve_requests(
                 &core,
                 &mut client,
@@ -291,13 +297,7 @@ pub fn serve_conn(
         core.recycle(std::mem::take(&mut client.buf));
         let limit = core.lingering_close;
         if needs_linger(&client.stream, pipelining, limit) {
-            let tcp = match client.stream {
-                Stream::Plain(s) => Some(s),
-                Stream::Tls(t) => Box::pin(t.close_notify()).await,
-            };
-            if let Some(tcp) = tcp {
-                Box::pin(linger_close(tcp, limit)).await;
-            }
+            Box::pin(linger_close_stream(client.stream, limit)).await;
         }
     }
 }
@@ -383,6 +383,18 @@ fn needs_linger(stream: &TcpStream, pipelining: bool, limit: Duration) -> bool {
     !limit.is_zero() && (pipelining || crate::transport::conn::has_unread_bytes(stream))
 }
 
+/// [`linger_close`] for a plain or TLS stream (TLS sends its close_notify first).
+async fn linger_close_stream(stream: Stream, limit: Duration) {
+    let tcp = match stream {
+        Stream::Plain(s) => s,
+        Stream::Tls(t) => match t.close_notify().await {
+            Some(s) => s,
+            None => return,
+        },
+    };
+    linger_close(tcp, limit).await;
+}
+
 /// Close a client connection without resetting it over the end of the last response.
 /// Closing a socket with unread bytes makes the kernel send a reset, and the client's
 /// kernel may then discard response bytes it had not yet handed to the client. So when
@@ -451,7 +463,12 @@ async fn wait_for_request(
     }
     state.linger = None;
     let idle = idle_limit(core, state);
-    let readable = std::pin::pin!(client.stream.readable(false));
+    if client.stream.tls().is_some_and(|t| t.has_buffered()) {
+        // TLS holds bytes already: no wait (the plain path below is untouched by TLS).
+        state.readable = true;
+        return true;
+    }
+    let readable = std::pin::pin!(client.stream.tcp().readable(false));
     let result = wait_while_idle(core, slot, readable, idle, state.last_response).await;
     state.readable = matches!(result, Some(Ok(())));
     state.readable
@@ -911,6 +928,12 @@ mod tests {
     fn an_idle_connection_future_stays_small() {
         let size = future_size(serve);
         println!("serve future: {size} bytes");
+        println!(
+            "Conn: {} bytes, Stream: {} bytes, TcpStream: {} bytes",
+            std::mem::size_of::<Conn>(),
+            std::mem::size_of::<Stream>(),
+            std::mem::size_of::<TcpStream>()
+        );
         assert!(
             size <= MAX_SERVE_FUTURE_BYTES,
             "the serve future takes {size} bytes, more than {MAX_SERVE_FUTURE_BYTES}"

@@ -62,6 +62,11 @@ impl Stream {
         }
     }
 
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        self
+    }
+
     /// Ready to read: bytes (or the end) wait on the socket, or TLS holds bytes already.
     pub async fn readable(&self, relaxed: bool) -> io::Result<()> {
         match self {
