@@ -10,7 +10,7 @@ use crate::transport::conn::{Conn, Fill};
 use crate::transport::detect::{detect, DetectConfig, Protocol};
 use crate::transport::tls_stats::{FailReason, TlsStats};
 use crate::transport::tls_upstream::{self, Alpn, UpstreamTls};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use std::future::Future;
 use std::io::{Read, Write};
@@ -44,6 +44,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 struct Leaf {
     chain: Vec<CertificateDer<'static>>,
     key: Vec<u8>,
+    /// The leaf certificate and its key, PEM (for openssl).
+    pem: (String, String),
 }
 
 impl Leaf {
@@ -54,6 +56,7 @@ impl Leaf {
 
 struct Ca {
     cert: CertificateDer<'static>,
+    pem: String,
     params: CertificateParams,
     key: KeyPair,
 }
@@ -62,9 +65,19 @@ impl Ca {
     fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Names of their own: openssl takes a leaf named as its issuer for self-signed.
+        let ca_name = format!("coremesh test CA {}", rand::random::<u32>());
+        params.distinguished_name.push(DnType::CommonName, ca_name);
         let key = KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("CA").der().clone();
-        Ca { cert, params, key }
+        let cert = params.self_signed(&key).expect("CA");
+        let pem = cert.pem();
+        let cert = cert.der().clone();
+        Ca {
+            cert,
+            pem,
+            params,
+            key,
+        }
     }
 
     /// A leaf with the URI SAN `uri` (and the DNS name the server is reached by).
@@ -72,12 +85,16 @@ impl Ca {
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()]).expect("params");
         let uri = uri.to_string().try_into().expect("uri");
         params.subject_alt_names.push(SanType::URI(uri));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "coremesh test leaf");
         let key = KeyPair::generate().expect("key");
         let issuer = Issuer::new(self.params.clone(), &self.key);
         let cert = params.signed_by(&key, &issuer).expect("leaf");
         Leaf {
             chain: vec![cert.der().clone(), self.cert.clone()],
             key: key.serialize_der(),
+            pem: (cert.pem(), key.serialize_pem()),
         }
     }
 
@@ -476,4 +493,97 @@ fn the_identity_is_the_single_uri_san() {
         None
     );
     assert_eq!(super::client_identity(std::slice::from_ref(&ca.cert)), None);
+}
+
+/// `openssl s_client` against the inbound termination: TLS 1.3, the client certificate
+/// required (refused without one, counted), the identity read from the one it sends.
+#[test]
+fn openssl_s_client_sees_tls_1_3_and_a_required_client_certificate() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("openssl is not installed: skipped");
+        return;
+    }
+    let pki = Pki::new();
+    let dir = std::env::temp_dir().join(format!("coremesh-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let files = [
+        ("ca.pem", pki.ca.pem.as_str()),
+        ("cert.pem", pki.client.pem.0.as_str()),
+        ("key.pem", pki.client.pem.1.as_str()),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+    on_each_driver(|| async {
+        for with_cert in [true, false] {
+            let (listener, addr) = listen();
+            let mut args = vec![
+                "s_client".to_string(),
+                "-connect".to_string(),
+                addr.to_string(),
+                "-tls1_3".to_string(),
+                "-servername".to_string(),
+                SERVER_NAME.to_string(),
+                "-CAfile".to_string(),
+                dir.join("ca.pem").display().to_string(),
+                "-verify_return_error".to_string(),
+            ];
+            if with_cert {
+                for (flag, file) in [("-cert", "cert.pem"), ("-key", "key.pem")] {
+                    args.push(flag.to_string());
+                    args.push(dir.join(file).display().to_string());
+                }
+            }
+            let client = std::thread::spawn(move || {
+                std::process::Command::new("openssl")
+                    .args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+            });
+            let stats = TlsStats::default();
+            let served = serve_one(&listener, &pki.inbound(), &stats).await;
+            match &served {
+                Ok(conn) => {
+                    assert!(with_cert);
+                    let tls = conn.stream.tls().expect("TLS");
+                    assert_eq!(tls.identity(), Some(CLIENT_ID));
+                }
+                Err(reason) => {
+                    if with_cert {
+                        while !client.is_finished() {
+                            monoio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        let out = client.join().expect("thread").expect("openssl ran");
+                        panic!(
+                            "refused: {reason:?}\n{}\n{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                    }
+                    assert_eq!(*reason, FailReason::NoCertificate);
+                    assert_eq!(stats.failures(FailReason::NoCertificate), 1);
+                }
+            }
+            drop(served);
+            while !client.is_finished() {
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let out = client.join().expect("thread").expect("openssl ran");
+            let text = String::from_utf8_lossy(&out.stdout);
+            if with_cert {
+                assert!(text.contains("TLSv1.3"), "{text}");
+                // The server asked for a client certificate.
+                assert!(
+                    text.contains("Acceptable client certificate CA names")
+                        || text.contains("Requested Signature Algorithms"),
+                    "{text}"
+                );
+            }
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
