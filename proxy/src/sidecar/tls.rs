@@ -90,8 +90,7 @@ async fn handshake(client: Conn, tls: &InboundTls) -> io::Result<Conn> {
         stream,
         mut buf,
         start,
-        bytes_in,
-        bytes_out,
+        ..
     } = client;
     let Stream::Plain(tcp) = stream else {
         return Err(io::Error::other("already TLS"));
@@ -102,8 +101,7 @@ async fn handshake(client: Conn, tls: &InboundTls) -> io::Result<Conn> {
         Err(_) => return Err(io::ErrorKind::TimedOut.into()),
         Ok(res) => res?,
     }
-    let mut conn = Conn::new(stream, Vec::new());
-    conn.bytes_in = bytes_in;
-    conn.bytes_out = bytes_out;
-    Ok(conn)
+    // A TLS connection counts the bytes of its requests and responses (plaintext), as an
+    // HTTP/2 or HTTP/1 one does; the handshake's are not counted.
+    Ok(Conn::new(stream, Vec::new()))
 }

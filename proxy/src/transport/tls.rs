@@ -249,13 +249,17 @@ impl TlsStream {
 
     /// Encrypt and send all of `bytes`.
     pub async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let mut stuck = false;
         while !bytes.is_empty() {
             let n = self.tls.writer().write(bytes)?;
             bytes = &bytes[n..];
-            self.flush().await?;
-            if n == 0 && !bytes.is_empty() {
+            // rustls takes nothing while its send buffer is full; the flush empties it,
+            // so a second refusal in a row means it never will.
+            if n == 0 && std::mem::replace(&mut stuck, true) {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            stuck &= n == 0;
+            self.flush().await?;
         }
         Ok(())
     }

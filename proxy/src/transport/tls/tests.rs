@@ -587,3 +587,53 @@ fn openssl_s_client_sees_tls_1_3_and_a_required_client_certificate() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bodies of many records each way: reads stop at what rustls may hold, writes go out in
+/// as many records as they need, and no byte is lost or reordered.
+#[test]
+fn large_transfers_both_ways_arrive_whole() {
+    let pki = Pki::new();
+    let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let down: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    on_each_driver(|| async {
+        let (listener, addr) = listen();
+        let config = pki.ca.client_config(Some(&pki.client), &[]);
+        let (sent, expected) = (up.clone(), down.len());
+        let client = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+            let tcp = std::net::TcpStream::connect(addr)?;
+            let name = ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
+            let conn =
+                rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            tls.write_all(&sent)?;
+            tls.flush()?;
+            let mut got = vec![0u8; expected];
+            tls.read_exact(&mut got)?;
+            Ok(got)
+        });
+        let stats = TlsStats::default();
+        let mut conn = serve_one(&listener, &pki.inbound(), &stats)
+            .await
+            .expect("handshake");
+        let mut received = Vec::new();
+        while received.len() < up.len() {
+            match conn.fill(16 * 1024).await {
+                Ok(Fill::Read(_)) => {}
+                other => panic!("{other:?} after {} bytes", received.len()),
+            }
+            received.extend_from_slice(conn.data());
+            let n = conn.buffered();
+            conn.consume(n);
+        }
+        assert!(received == up, "the upload arrived changed");
+        let (res, _) = conn.write_vec(down.clone()).await;
+        res.expect("write");
+        while !client.is_finished() {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let got = client.join().expect("thread").expect("client");
+        assert!(got == down, "the download arrived changed");
+        assert_eq!(conn.bytes_in, up.len() as u64);
+        assert_eq!(conn.bytes_out, down.len() as u64);
+    });
+}
