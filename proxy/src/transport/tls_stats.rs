@@ -153,3 +153,44 @@ pub fn render(sides: &[(&str, &TlsStats)], out: &mut String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_and_rendered_by_reason() {
+        let stats = TlsStats::default();
+        stats.failed(FailReason::Timeout);
+        stats.failed(FailReason::Timeout);
+        stats.failed(FailReason::Plaintext);
+        stats.succeeded();
+        let mut out = String::new();
+        render(&[("inbound", &stats)], &mut out);
+        assert!(out.contains("coremesh_tls_handshakes_total{direction=\"inbound\"} 1\n"));
+        for (reason, n) in [("timeout", 2), ("plaintext", 1), ("protocol", 0)] {
+            let line = format!(
+                "coremesh_tls_handshake_failures_total{{direction=\"inbound\",reason=\"{reason}\"}} {n}\n"
+            );
+            assert!(out.contains(&line), "{line} in {out}");
+        }
+        assert_eq!(out.matches("# TYPE").count(), 2);
+    }
+
+    #[test]
+    fn errors_map_to_reasons() {
+        let rustls_err = |e| io::Error::other(e);
+        assert_eq!(
+            FailReason::of(&rustls_err(rustls::Error::NoCertificatesPresented)),
+            FailReason::NoCertificate
+        );
+        assert_eq!(
+            FailReason::of(&io::ErrorKind::TimedOut.into()),
+            FailReason::Timeout
+        );
+        assert_eq!(
+            FailReason::of(&io::ErrorKind::UnexpectedEof.into()),
+            FailReason::Closed
+        );
+    }
+}
