@@ -300,6 +300,7 @@ fuzz_target!(|data: &[u8]| {
             strip_trace: false,
             via: false,
             extra: b"",
+            client_id: coremesh::http1::rewrite::ClientIdHeader::Keep,
         };
         check_request(data, &request, &plain, false);
         let ip: IpAddr = [10, 0, 0, 7].into();
@@ -308,6 +309,7 @@ fuzz_target!(|data: &[u8]| {
             strip_trace: true,
             via: true,
             extra: b"",
+            client_id: coremesh::http1::rewrite::ClientIdHeader::Keep,
         };
         check_request(data, &request, &all, true);
     }

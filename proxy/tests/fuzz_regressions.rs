@@ -29,6 +29,7 @@ fn upstream_head(raw: &[u8], forwarded_for: Option<&str>) -> String {
         strip_trace: false,
         via: false,
         extra: b"",
+        client_id: coremesh::http1::rewrite::ClientIdHeader::Keep,
     };
     let mut out = Vec::new();
     request_head(raw, &head, &add, &mut out);

@@ -10,7 +10,9 @@ use crate::http1::rewrite::{append_deadline, response_head};
 use crate::http1::server::{ConnScratch, Next};
 use crate::pipeline::attempt::{self, Policy};
 use crate::pipeline::RequestState;
+use crate::transport::conn::Stream;
 use crate::transport::conn::{Conn, Fill};
+use crate::transport::tls_upstream::{self, Alpn};
 use coremesh_discovery::Settings;
 use coremesh_telemetry::Peer;
 use monoio::net::TcpStream;
@@ -295,19 +297,32 @@ async fn fill_before(client: &mut Conn, max: usize, deadline: Instant) -> Result
     }
 }
 
-/// Open a connection to `addr` within the service's connect timeout, with `TCP_NODELAY`.
-pub(crate) async fn connect(
+/// Open an HTTP/1 connection to `addr` (see [`connect_for`]).
+pub(crate) async fn connect(addr: SocketAddr, settings: &Settings) -> Result<Stream, ProxyError> {
+    connect_for(addr, settings, Alpn::Http1).await
+}
+
+/// Open a connection to `addr` within the service's connect timeout, with `TCP_NODELAY`;
+/// when this core has TLS for `addr` ([`tls_upstream`]), the TLS handshake follows, its ALPN
+/// offering `alpn`'s protocol.
+pub(crate) async fn connect_for(
     addr: SocketAddr,
     settings: &Settings,
-) -> Result<TcpStream, ProxyError> {
+    alpn: Alpn,
+) -> Result<Stream, ProxyError> {
     let limit = Duration::from_millis(settings.connect_timeout_ms);
-    match monoio::time::timeout(limit, TcpStream::connect(addr)).await {
-        Err(_) => Err(ProxyError::ConnectTimeout),
-        Ok(Err(e)) => Err(ProxyError::Connect(e.to_string())),
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
+    let stream = match monoio::time::timeout(limit, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ProxyError::ConnectTimeout),
+        Ok(Err(e)) => return Err(ProxyError::Connect(e.to_string())),
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    match tls_upstream::for_endpoint(addr) {
+        None => Ok(Stream::Plain(stream)),
+        Some(tls) => match Box::pin(tls_upstream::handshake(stream, &tls, alpn)).await {
+            Ok(tls) => Ok(tls.into()),
+            Err(e) => Err(ProxyError::Connect(format!("TLS handshake: {e}"))),
+        },
     }
 }
 

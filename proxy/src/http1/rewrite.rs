@@ -17,6 +17,22 @@ pub struct RequestAdditions<'a> {
     pub via: bool,
     /// Extra header lines (already formatted, CRLF-terminated), e.g. trace context.
     pub extra: &'a [u8],
+    /// What becomes of `x-coremesh-client-id`.
+    pub client_id: ClientIdHeader<'a>,
+}
+
+/// The header carrying the verified identity of an inbound TLS client to the application.
+pub const CLIENT_ID_HEADER: &[u8] = b"x-coremesh-client-id";
+
+/// What a request head's `x-coremesh-client-id` lines become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIdHeader<'a> {
+    /// Passed on as received (not an inbound connection).
+    Keep,
+    /// Removed: an inbound connection without a verified identity.
+    Strip,
+    /// Replaced by this verified identity.
+    Set(&'a str),
 }
 
 /// Header used to carry a request's remaining time budget between hops.
@@ -86,6 +102,10 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
             // Replaced by the remaining budget when each attempt is sent.
             continue;
         }
+        if add.client_id != ClientIdHeader::Keep && name.eq_ignore_ascii_case(CLIENT_ID_HEADER) {
+            // Only the proxy says who the client is.
+            continue;
+        }
         if add.forwarded_for.is_some() && name.eq_ignore_ascii_case(b"x-forwarded-for") {
             // Every X-Forwarded-For line is combined into one below, in order.
             continue;
@@ -115,6 +135,12 @@ pub fn request_head(buf: &[u8], head: &RequestHead, add: &RequestAdditions<'_>, 
     }
     if add.via {
         out.extend_from_slice(b"Via: 1.1 coremesh\r\n");
+    }
+    if let ClientIdHeader::Set(id) = add.client_id {
+        out.extend_from_slice(CLIENT_ID_HEADER);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(add.extra);
     out.extend_from_slice(b"\r\n");
@@ -297,6 +323,7 @@ mod tests {
             strip_trace: false,
             via: false,
             extra: b"",
+            client_id: ClientIdHeader::Keep,
         };
         rewrite_request_with(raw, &add)
     }
@@ -318,10 +345,36 @@ mod tests {
             strip_trace: false,
             via: true,
             extra: b"",
+            client_id: ClientIdHeader::Keep,
         };
         assert_eq!(
             rewrite_request_with(raw, &add),
             "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nVia: 1.1 coremesh\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_client_id_header_is_only_the_proxys() {
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Coremesh-Client-Id: forged\r\nA: 1\r\nx-coremesh-client-id: again\r\n\r\n";
+        let with = |client_id| RequestAdditions {
+            forwarded_for: None,
+            strip_trace: false,
+            via: false,
+            extra: b"",
+            client_id,
+        };
+        let id = "spiffe://td/ns/prod/sa/web";
+        assert_eq!(
+            rewrite_request_with(raw, &with(ClientIdHeader::Set(id))),
+            "GET /x HTTP/1.1\r\nHost: a\r\nA: 1\r\nx-coremesh-client-id: spiffe://td/ns/prod/sa/web\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_request_with(raw, &with(ClientIdHeader::Strip)),
+            "GET /x HTTP/1.1\r\nHost: a\r\nA: 1\r\n\r\n"
+        );
+        assert_eq!(
+            rewrite_request_with(raw, &with(ClientIdHeader::Keep)),
+            std::str::from_utf8(raw).unwrap()
         );
     }
 
@@ -332,6 +385,7 @@ mod tests {
             strip_trace: false,
             via: false,
             extra: b"",
+            client_id: ClientIdHeader::Keep,
         };
         let head = rewrite_request_with(b"GET /a HTTP/1.0\r\n\r\n", &add);
         let mut with_deadline = Vec::new();

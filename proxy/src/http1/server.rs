@@ -6,10 +6,10 @@ use crate::core::Core;
 use crate::error::ProxyError;
 use crate::http1::codec::{parse_request, Framing, HeadError, Parsed, RequestHead, ResponseHead};
 use crate::http1::forward::{forward, Exchange, ForwardResult};
-use crate::http1::rewrite::{error_response, request_head, RequestAdditions};
+use crate::http1::rewrite::{error_response, request_head, ClientIdHeader, RequestAdditions};
 use crate::pipeline::attempt::Policy;
 use crate::pipeline::{plan, record, Origin, RequestState};
-use crate::transport::conn::{is_cancelled, Conn, Fill};
+use crate::transport::conn::{is_cancelled, Conn, Fill, Stream};
 use crate::transport::idle_timer::IdleSlot;
 use coremesh_discovery::Settings;
 use monoio::io::Canceller;
@@ -44,6 +44,60 @@ pub struct ConnScratch {
     pub interim_from_attempt: Option<u32>,
     /// How the connection reached the proxy, and so where its requests go.
     pub origin: Origin,
+    /// The connection's `x-coremesh-client-id` (see [`client_id_header`]).
+    pub client_id: ClientId,
+}
+
+/// What a connection's requests carry in `x-coremesh-client-id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientId {
+    /// As the client sent it (not an inbound connection).
+    Keep,
+    /// Nothing: an inbound connection without a verified identity.
+    Strip,
+    /// This verified identity.
+    Set(std::rc::Rc<str>),
+}
+
+impl ClientId {
+    /// For the head rewrite.
+    pub fn header(&self) -> ClientIdHeader<'_> {
+        match self {
+            ClientId::Keep => ClientIdHeader::Keep,
+            ClientId::Strip => ClientIdHeader::Strip,
+            ClientId::Set(id) => ClientIdHeader::Set(id),
+        }
+    }
+    /// The same for an HTTP/2 request's headers.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        const NAME: http::HeaderName = http::HeaderName::from_static("x-coremesh-client-id");
+        match self {
+            ClientId::Keep => {}
+            ClientId::Strip => {
+                headers.remove(NAME);
+            }
+            ClientId::Set(id) => match http::HeaderValue::from_str(id) {
+                Ok(v) => {
+                    headers.insert(NAME, v);
+                }
+                Err(_) => {
+                    headers.remove(NAME);
+                }
+            },
+        }
+    }
+}
+
+/// The one place a connection's client identity is decided: the identity TLS verified
+/// ([`crate::transport::tls::client_identity`]); on an inbound connection without one, no
+/// identity (a header the client sent is removed); elsewhere the header is left alone.
+pub fn client_id_header(stream: &Stream, origin: Origin) -> ClientId {
+    match stream.tls().and_then(|t| t.identity()) {
+        Some(id) => ClientId::Set(id.into()),
+        None if stream.tls().is_some() => ClientId::Strip,
+        None if origin.direction == crate::sidecar::Direction::Inbound => ClientId::Strip,
+        None => ClientId::Keep,
+    }
 }
 
 impl ConnScratch {
@@ -57,6 +111,7 @@ impl ConnScratch {
             peer,
             interim_from_attempt: None,
             origin,
+            client_id: ClientId::Keep,
         }
     }
 
@@ -76,15 +131,22 @@ impl ConnScratch {
 }
 
 /// Scratch for a connection that has a request to serve: from the core's pool if it has one.
-fn lend_scratch(core: &Core, peer: SocketAddr, origin: Origin) -> Box<ConnScratch> {
-    match core.scratch_pool.borrow_mut().pop() {
+fn lend_scratch(
+    core: &Core,
+    peer: SocketAddr,
+    origin: Origin,
+    stream: &Stream,
+) -> Box<ConnScratch> {
+    let mut s = match core.scratch_pool.borrow_mut().pop() {
         Some(mut s) => {
             s.peer = peer;
             s.origin = origin;
             s
         }
         None => Box::new(ConnScratch::new(peer, origin)),
-    }
+    };
+    s.client_id = client_id_header(stream, origin);
+    s
 }
 
 /// Give a connection's scratch back to the core when the connection goes idle.
@@ -190,7 +252,7 @@ pub fn serve_conn(
             if !wait_for_request(&core, &mut client, &slot, &mut idle).await {
                 break;
             }
-            let mut scratch = lend_scratch(&core, peer, origin);
+            let mut scratch = lend_scratch(&core, peer, origin, &client.stream);
             let next = Box::pin(serve_requests(
                 &core,
                 &mut client,
@@ -235,7 +297,7 @@ pub fn serve_conn(
         core.recycle(std::mem::take(&mut client.buf));
         let limit = core.lingering_close;
         if needs_linger(&client.stream, pipelining, limit) {
-            Box::pin(linger_close(client.stream, limit)).await;
+            Box::pin(linger_close_stream(client.stream, limit)).await;
         }
     }
 }
@@ -321,6 +383,18 @@ fn needs_linger(stream: &TcpStream, pipelining: bool, limit: Duration) -> bool {
     !limit.is_zero() && (pipelining || crate::transport::conn::has_unread_bytes(stream))
 }
 
+/// [`linger_close`] for a plain or TLS stream (TLS sends its close_notify first).
+async fn linger_close_stream(stream: Stream, limit: Duration) {
+    let tcp = match stream {
+        Stream::Plain(s) => s,
+        Stream::Tls(t) => match t.close_notify().await {
+            Some(s) => s,
+            None => return,
+        },
+    };
+    linger_close(tcp, limit).await;
+}
+
 /// Close a client connection without resetting it over the end of the last response.
 /// Closing a socket with unread bytes makes the kernel send a reset, and the client's
 /// kernel may then discard response bytes it had not yet handed to the client. So when
@@ -389,7 +463,12 @@ async fn wait_for_request(
     }
     state.linger = None;
     let idle = idle_limit(core, state);
-    let readable = std::pin::pin!(client.stream.readable(false));
+    if client.stream.tls().is_some_and(|t| t.has_buffered()) {
+        // TLS holds bytes already: no wait (the plain path below is untouched by TLS).
+        state.readable = true;
+        return true;
+    }
+    let readable = std::pin::pin!(client.stream.tcp().readable(false));
     let result = wait_while_idle(core, slot, readable, idle, state.last_response).await;
     state.readable = matches!(result, Some(Ok(())));
     state.readable
@@ -720,6 +799,7 @@ fn write_upstream_head(
             strip_trace: core.tracer.is_some(),
             via: settings.add_via,
             extra: b"",
+            client_id: s.client_id.header(),
         };
         request_head(data, &s.head, &add, &mut s.upstream_head);
     }
@@ -848,6 +928,12 @@ mod tests {
     fn an_idle_connection_future_stays_small() {
         let size = future_size(serve);
         println!("serve future: {size} bytes");
+        println!(
+            "Conn: {} bytes, Stream: {} bytes, TcpStream: {} bytes",
+            std::mem::size_of::<Conn>(),
+            std::mem::size_of::<Stream>(),
+            std::mem::size_of::<TcpStream>()
+        );
         assert!(
             size <= MAX_SERVE_FUTURE_BYTES,
             "the serve future takes {size} bytes, more than {MAX_SERVE_FUTURE_BYTES}"

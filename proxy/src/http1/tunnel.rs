@@ -4,7 +4,7 @@
 //! either direction for its idle timeout (`proxy.tunnel_idle_timeout_ms` for upgrades) is
 //! closed on both sides (and logged at debug level).
 
-use crate::transport::conn::Conn;
+use crate::transport::conn::{Conn, Stream};
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
@@ -66,8 +66,20 @@ pub async fn splice(
     buffer_bytes: usize,
 ) -> TunnelEnd {
     let buffer_bytes = buffer_bytes.max(1);
-    let (mut cr, mut cw, c_pending) = split(client);
-    let (mut ur, mut uw, u_pending) = split(upstream);
+    let (Some((mut cr, mut cw, c_pending)), Some((mut ur, mut uw, u_pending))) =
+        (split(client), split(upstream))
+    else {
+        // A TLS stream cannot be split into halves that run at once (both need the one
+        // session): tunnels over TLS are not supported yet.
+        tracing::debug!("no tunnel over a TLS connection: closing both sides");
+        return TunnelEnd {
+            to_upstream: 0,
+            to_client: 0,
+            carried_to_upstream: 0,
+            carried_to_client: 0,
+            idle_closed: false,
+        };
+    };
     let last_activity = Cell::new(Instant::now());
     let up = Moved::default();
     let down = Moved::default();
@@ -122,12 +134,16 @@ struct Pending {
     start: usize,
 }
 
-fn split(conn: Conn) -> (OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>, Pending) {
+/// The halves of a plain connection (`None` for TLS).
+fn split(conn: Conn) -> Option<(OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>, Pending)> {
     let Conn {
         stream, buf, start, ..
     } = conn;
+    let Stream::Plain(stream) = stream else {
+        return None;
+    };
     let (r, w) = stream.into_split();
-    (r, w, Pending { buf, start })
+    Some((r, w, Pending { buf, start }))
 }
 
 /// Ends once `last_activity` is `idle` old.

@@ -1,10 +1,12 @@
 //! HTTP/2 runs on the `h2` crate, which reads and writes through tokio's poll-style I/O
 //! traits. This turns a core's monoio TCP connection into that (monoio's `poll-io`: no
 //! tokio runtime, the same event loop) and hands back first the bytes the proxy already
-//! read while it decided the protocol.
+//! read while it decided the protocol. A TLS connection is taken over as it is, its
+//! handshake done ([`crate::transport::tls_poll`]).
 
+use crate::transport::conn::Stream;
+use crate::transport::tls_poll::TlsPoll;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
-use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
@@ -65,9 +67,25 @@ impl Watch {
     }
 }
 
+/// A socket in poll style: plain TCP or TLS.
+enum PollStream {
+    Plain(TcpStreamPoll),
+    Tls(Box<TlsPoll>),
+}
+
+/// Forward a poll call to whichever stream this is.
+macro_rules! on_stream {
+    ($stream:expr, $s:ident => $call:expr) => {
+        match $stream {
+            PollStream::Plain($s) => $call,
+            PollStream::Tls($s) => $call,
+        }
+    };
+}
+
 /// A connection in poll style, with bytes already read from it served first.
 pub struct H2Io {
-    stream: TcpStreamPoll,
+    stream: PollStream,
     read_ahead: Vec<u8>,
     offset: usize,
     counters: Counters,
@@ -76,8 +94,15 @@ pub struct H2Io {
 
 impl H2Io {
     /// `read_ahead`: what was read from `stream` before (the client's preface, say).
-    pub fn new(stream: TcpStream, read_ahead: Vec<u8>, counters: Counters) -> io::Result<H2Io> {
-        let stream = stream.try_into_poll_io().map_err(|(e, _)| e)?;
+    pub fn new(
+        stream: impl Into<Stream>,
+        read_ahead: Vec<u8>,
+        counters: Counters,
+    ) -> io::Result<H2Io> {
+        let stream = match stream.into() {
+            Stream::Plain(s) => PollStream::Plain(s.try_into_poll_io().map_err(|(e, _)| e)?),
+            Stream::Tls(t) => PollStream::Tls(Box::new(TlsPoll::new(*t)?)),
+        };
         Ok(H2Io {
             stream,
             read_ahead,
@@ -113,7 +138,7 @@ impl AsyncRead for H2Io {
             }
             Poll::Ready(Ok(()))
         } else {
-            let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+            let polled = on_stream!(&mut this.stream, s => Pin::new(s).poll_read(cx, buf));
             let n = (buf.filled().len() - before) as u64;
             this.counters.read.set(this.counters.read.get() + n);
             polled
@@ -138,7 +163,7 @@ impl AsyncWrite for H2Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        let polled = on_stream!(&mut self.stream, s => Pin::new(s).poll_write(cx, buf));
         if let Poll::Ready(Ok(n)) = polled {
             self.count_written(n);
             if let Some(watch) = self.watch.as_mut() {
@@ -153,7 +178,7 @@ impl AsyncWrite for H2Io {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        let polled = on_stream!(&mut self.stream, s => Pin::new(s).poll_write_vectored(cx, bufs));
         if let Poll::Ready(Ok(n)) = polled {
             self.count_written(n);
             if let Some(watch) = self.watch.as_mut() {
@@ -172,14 +197,14 @@ impl AsyncWrite for H2Io {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        on_stream!(&self.stream, s => s.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        on_stream!(&mut self.stream, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        on_stream!(&mut self.stream, s => Pin::new(s).poll_shutdown(cx))
     }
 }

@@ -37,6 +37,7 @@ enum Event<T> {
 /// this counts it closed.
 pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origin) {
     let read_ahead = client.data().to_vec();
+    let client_id = crate::http1::server::client_id_header(&client.stream, origin);
     let bytes_in = client.bytes_in;
     let Conn { stream, buf, .. } = client;
     core.recycle(buf);
@@ -142,7 +143,8 @@ pub async fn serve(core: Rc<Core>, client: Conn, peer: SocketAddr, origin: Origi
                     idle = Some(Box::pin(monoio::time::sleep(left.max(IDLE_RECHECK_MIN))));
                 }
             },
-            Event::Accept(Some(Ok((request, respond)))) => {
+            Event::Accept(Some(Ok((mut request, respond)))) => {
+                client_id.apply(request.headers_mut());
                 let handoff = Handoff {
                     request,
                     respond,

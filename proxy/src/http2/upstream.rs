@@ -10,6 +10,7 @@ use super::io::H2Io;
 use crate::core::Core;
 use crate::error::ProxyError;
 use crate::signal::Signal;
+use crate::transport::tls_upstream::Alpn;
 use bytes::Bytes;
 use coremesh_discovery::Settings;
 use h2::client::SendRequest;
@@ -186,7 +187,7 @@ async fn open(
     addr: SocketAddr,
     settings: &Settings,
 ) -> Result<Upstream, ProxyError> {
-    let stream = crate::http1::forward::connect(addr, settings).await?;
+    let stream = crate::http1::forward::connect_for(addr, settings, Alpn::H2).await?;
     core.pool.borrow_mut().opened += 1;
     let counters = super::io::Counters::default();
     let io = H2Io::new(stream, Vec::new(), counters.clone())

@@ -4,7 +4,9 @@
 //! decides where it goes ([`outbound::decide`], [`inbound::decide`]), detects its protocol
 //! ([`crate::transport::detect`]), and then serves HTTP/1 through the request path
 //! ([`crate::http1::server::serve_conn`]) or relays opaque TCP both ways
-//! ([`crate::transport::opaque`]); HTTP/2 and TLS are relayed as opaque TCP for now.
+//! ([`crate::transport::opaque`]). HTTP/2 (prior knowledge) is told from HTTP/1 by its
+//! preface when served. TLS is relayed as opaque TCP, except on a side with
+//! [`Side::tls`] (inbound), which terminates it ([`tls`]) and serves what ALPN picked.
 //!
 //! A connection whose original destination is one of the proxy's own listeners was not
 //! redirected (or was redirected to the proxy itself): outbound refuses it (it would
@@ -16,6 +18,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod passthrough;
 pub mod stats;
+pub mod tls;
 pub mod waiting;
 
 use crate::core::{ConnectionGuard, Core};
@@ -70,6 +73,8 @@ pub struct Side {
     pub app_port: Option<u16>,
     /// This side's counters, shared by every core (one atomic add per connection event).
     pub stats: Arc<stats::SideStats>,
+    /// Inbound: TLS termination (none: TLS is relayed as opaque TCP, as any side does).
+    pub tls: Option<tls::InboundTls>,
 }
 
 impl Side {
@@ -83,6 +88,7 @@ impl Side {
             app_address: coremesh_discovery::DEFAULT_APP_ADDRESS,
             app_port: None,
             stats: Arc::default(),
+            tls: None,
         }
     }
 
@@ -174,6 +180,22 @@ pub async fn serve_side(
     }
     let telemetry_side = direction.telemetry_side();
     opaque::record_detection(&core, telemetry_side, detection);
+    if let Some(tls) = &side.tls {
+        let tls_stats = &side.stats.tls;
+        if detection.protocol == Protocol::Tls {
+            let Ok(client) = tls::accept(client, tls, tls_stats, peer).await else {
+                return;
+            };
+            let origin = Origin { direction, target };
+            serve_conn(core, client, peer, counted, origin).await;
+            return;
+        }
+        if tls.require {
+            let reason = tls::plaintext_refusal(detection.reason);
+            tls::refuse(tls_stats, reason, peer, &"TLS is required");
+            return;
+        }
+    }
     // An HTTP/2 connection is told from HTTP/1 again by its preface when served.
     if matches!(detection.protocol, Protocol::Http1 | Protocol::Http2) {
         let origin = Origin { direction, target };

@@ -20,6 +20,8 @@ pub struct SideStats {
     pub refused: AtomicU64,
     pub connect_failures: AtomicU64,
     pub shed: AtomicU64,
+    /// TLS handshakes on this side's listener (inbound termination).
+    pub tls: crate::transport::tls_stats::TlsStats,
 }
 
 pub fn count(counter: &AtomicU64) {
@@ -44,7 +46,8 @@ impl SideStats {
     }
 }
 
-/// The families of every side in `sides`, in the Prometheus text format.
+/// The families of every side in `sides`, in the Prometheus text format (with the TLS
+/// families of the inbound side and of the outbound connections, `tls_stats.rs`).
 pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
     if sides.is_empty() {
         return;
@@ -84,4 +87,11 @@ pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
             );
         }
     }
+    let mut tls: Vec<(&str, &crate::transport::tls_stats::TlsStats)> = sides
+        .iter()
+        .filter(|(d, _)| *d == Direction::Inbound)
+        .map(|(d, s)| (d.label(), &s.tls))
+        .collect();
+    tls.push(("outbound", &crate::transport::tls_stats::OUTBOUND));
+    crate::transport::tls_stats::render(&tls, out);
 }

@@ -1,15 +1,104 @@
 //! A TCP connection with its read buffer: bytes are read into an owned buffer (io_uring
 //! takes ownership while the read is in flight), parsed in place, and forwarded to the
 //! other side from that same buffer without copying.
+//!
+//! The stream is plain TCP or TLS ([`Stream`]). The plain case costs one discriminant
+//! test per read or write; the TLS case's futures are boxed so that they do not grow the
+//! plain path's futures (every connection future holds a read's state).
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 use std::io;
 
+pub use super::tls::TlsStream;
+
+/// A connection's byte stream: plain TCP, or TLS over TCP (boxed: the TLS state is large
+/// and the plain case stays the size of a TCP stream plus a tag).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stream::Plain(s) => f.debug_tuple("Plain").field(s).finish(),
+            Stream::Tls(t) => f.debug_tuple("Tls").field(t.tcp()).finish(),
+        }
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream::Plain(s)
+    }
+}
+
+impl From<TlsStream> for Stream {
+    fn from(s: TlsStream) -> Self {
+        Stream::Tls(Box::new(s))
+    }
+}
+
+/// The TCP socket underneath, for socket options, addresses and peeks; bytes always go
+/// through [`Conn`]'s methods (this gives no `&mut`).
+impl std::ops::Deref for Stream {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.tcp(),
+        }
+    }
+}
+
+impl Stream {
+    /// The TLS session, when this is one.
+    pub fn tls(&self) -> Option<&TlsStream> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(t),
+        }
+    }
+
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    /// Ready to read: bytes (or the end) wait on the socket, or TLS holds bytes already.
+    pub async fn readable(&self, relaxed: bool) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.readable(relaxed).await,
+            Stream::Tls(t) if t.has_buffered() => Ok(()),
+            Stream::Tls(t) => t.tcp().readable(relaxed).await,
+        }
+    }
+
+    /// Close the writing side (a TLS stream sends its close_notify first).
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        use monoio::io::AsyncWriteRent;
+        match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(t) => Box::pin(t.shutdown()).await,
+        }
+    }
+}
+
+/// A TLS read into `buf`'s spare capacity, boxed by the caller (see the module doc).
+async fn tls_read(
+    t: &mut TlsStream,
+    mut buf: Vec<u8>,
+    cancel: Option<CancelHandle>,
+) -> (io::Result<usize>, Vec<u8>) {
+    let res = t.read_into(&mut buf, cancel).await;
+    (res, buf)
+}
+
 /// A connection and the bytes read from it but not yet consumed (`buf[start..]`).
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: Vec<u8>,
     pub start: usize,
     /// Bytes read from and written to this connection, for metrics.
@@ -29,9 +118,9 @@ pub enum Fill {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, buf: Vec<u8>) -> Self {
+    pub fn new(stream: impl Into<Stream>, buf: Vec<u8>) -> Self {
         Conn {
-            stream,
+            stream: stream.into(),
             buf,
             start: 0,
             bytes_in: 0,
@@ -64,8 +153,14 @@ impl Conn {
             return Ok(Fill::Full);
         };
         let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = self.stream.read(buf.slice_mut(len..)).await;
-        self.buf = slice.into_inner();
+        let (res, buf) = match &mut self.stream {
+            Stream::Plain(s) => {
+                let (res, slice) = s.read(buf.slice_mut(len..)).await;
+                (res, slice.into_inner())
+            }
+            Stream::Tls(t) => Box::pin(tls_read(t, buf, None)).await,
+        };
+        self.buf = buf;
         self.count(res)
     }
 
@@ -77,11 +172,14 @@ impl Conn {
             return Ok(Fill::Full);
         };
         let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = self
-            .stream
-            .cancelable_read(buf.slice_mut(len..), cancel)
-            .await;
-        self.buf = slice.into_inner();
+        let (res, buf) = match &mut self.stream {
+            Stream::Plain(s) => {
+                let (res, slice) = s.cancelable_read(buf.slice_mut(len..), cancel).await;
+                (res, slice.into_inner())
+            }
+            Stream::Tls(t) => Box::pin(tls_read(t, buf, Some(cancel))).await,
+        };
+        self.buf = buf;
         self.count(res)
     }
 
@@ -143,10 +241,15 @@ impl Conn {
             return Ok(());
         }
         let len = range.len() as u64;
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = dst.stream.write_all(buf.slice(range)).await;
-        self.buf = slice.into_inner();
-        res?;
+        match &mut dst.stream {
+            Stream::Plain(s) => {
+                let buf = std::mem::take(&mut self.buf);
+                let (res, slice) = s.write_all(buf.slice(range)).await;
+                self.buf = slice.into_inner();
+                res?;
+            }
+            Stream::Tls(t) => Box::pin(t.write_all(&self.buf[range])).await?,
+        }
         dst.bytes_out += len;
         Ok(())
     }
@@ -163,12 +266,20 @@ impl Conn {
 }
 
 /// Write all of `bytes` (an owned buffer, returned for reuse).
-pub async fn write_vec(stream: &mut TcpStream, bytes: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+pub async fn write_vec(stream: &mut Stream, bytes: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
     if bytes.is_empty() {
         return (Ok(()), bytes);
     }
-    let (res, bytes) = stream.write_all(bytes).await;
-    (res.map(|_| ()), bytes)
+    match stream {
+        Stream::Plain(s) => {
+            let (res, bytes) = s.write_all(bytes).await;
+            (res.map(|_| ()), bytes)
+        }
+        Stream::Tls(t) => {
+            let res = Box::pin(t.write_all(&bytes)).await;
+            (res, bytes)
+        }
+    }
 }
 
 /// Whether a read ended because it was cancelled (see [`Conn::fill_cancelable`]).

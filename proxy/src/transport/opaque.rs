@@ -14,12 +14,11 @@
 use crate::core::Core;
 use crate::error::ProxyError;
 use crate::http1::tunnel::{splice, TunnelEnd};
-use crate::transport::conn::Conn;
+use crate::transport::conn::{Conn, Stream};
 use crate::transport::detect::Detection;
 use coremesh_balancer::{FailureKind, Outcome};
 use coremesh_discovery::{SideSettings, DEFAULT_TCP_IDLE_TIMEOUT_MS};
 use coremesh_telemetry::{Peer, ServiceId, Side, Way};
-use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -61,7 +60,7 @@ pub type RelayReport = TunnelEnd;
 
 /// Copies both ways with bounded buffers and half-close until both sides are done or the
 /// connection is idle for `cfg.idle`; bytes already buffered in `client` go first.
-pub async fn relay(client: Conn, upstream: TcpStream, cfg: &RelayConfig) -> RelayReport {
+pub async fn relay(client: Conn, upstream: impl Into<Stream>, cfg: &RelayConfig) -> RelayReport {
     splice(
         client,
         Conn::new(upstream, Vec::new()),
@@ -74,7 +73,7 @@ pub async fn relay(client: Conn, upstream: TcpStream, cfg: &RelayConfig) -> Rela
 /// An upstream connection to an endpoint of a service.
 #[derive(Debug)]
 pub struct Connected {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// The endpoint connected to.
     pub addr: SocketAddr,
     /// Connects tried, this one included.

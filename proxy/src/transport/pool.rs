@@ -16,8 +16,7 @@
 //! needs a `poll` at check-in to tell a readiness left over from reading the response from
 //! a new one, so it would trade one syscall for another.
 
-use crate::transport::conn::idle_conn_is_alive;
-use monoio::net::TcpStream;
+use crate::transport::conn::{idle_conn_is_alive, Stream};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,10 +30,10 @@ pub use coremesh_balancer::{AddrHasher, AddrMap};
 /// An idle connection's watch: resolves to `None` once the connection became readable
 /// (closed, reset or out of sync; the stream is dropped), or to `Some(stream)` when the
 /// pool asks for it back while it is quiet.
-type Watch = Pin<Box<dyn Future<Output = Option<TcpStream>>>>;
+type Watch = Pin<Box<dyn Future<Output = Option<Stream>>>>;
 
 /// Watches `stream` for readability until `give_back` is set when it is polled.
-fn watch(stream: TcpStream, give_back: Rc<Cell<bool>>) -> Watch {
+fn watch(stream: Stream, give_back: Rc<Cell<bool>>) -> Watch {
     Box::pin(async move {
         let quiet = {
             // `relaxed = false`: on the legacy driver a readiness left over from the last
@@ -53,7 +52,7 @@ fn watch(stream: TcpStream, give_back: Rc<Cell<bool>>) -> Watch {
 
 /// Poll a watch once, from the pool's own calls (nothing needs waking: the pool polls it
 /// again when it next looks).
-fn poll_watch(w: &mut Watch) -> Poll<Option<TcpStream>> {
+fn poll_watch(w: &mut Watch) -> Poll<Option<Stream>> {
     w.as_mut().poll(&mut Context::from_waker(Waker::noop()))
 }
 
@@ -62,7 +61,7 @@ enum Check {
     /// io_uring: the readiness watch.
     Watch(Watch),
     /// Legacy driver: a liveness peek at checkout.
-    Peek(TcpStream),
+    Peek(Stream),
 }
 
 struct Idle {
@@ -88,7 +87,7 @@ impl Pool {
         addr: SocketAddr,
         now: Instant,
         idle_timeout: Duration,
-    ) -> Option<TcpStream> {
+    ) -> Option<Stream> {
         let list = self.idle.get_mut(&addr)?;
         while let Some(mut entry) = list.pop() {
             if now.duration_since(entry.since) >= idle_timeout {
@@ -117,7 +116,19 @@ impl Pool {
 
     /// Return a connection after a complete exchange; dropped (closed) when the pool is
     /// full. The watch starts here: its first poll arms the readiness wait.
-    pub fn checkin(&mut self, addr: SocketAddr, stream: TcpStream, now: Instant, max_idle: usize) {
+    pub fn checkin(
+        &mut self,
+        addr: SocketAddr,
+        stream: impl Into<Stream>,
+        now: Instant,
+        max_idle: usize,
+    ) {
+        let stream = stream.into();
+        if stream.tls().is_some_and(|t| t.has_buffered()) {
+            // Bytes nobody asked for are waiting inside TLS: out of sync.
+            self.discarded_dead += 1;
+            return;
+        }
         let list = self.idle.entry(addr).or_default();
         if list.len() >= max_idle {
             return;
@@ -297,9 +308,13 @@ mod tests {
                 // Let the driver submit the watch and come back with nothing.
                 monoio::time::sleep(Duration::from_millis(1)).await;
                 pool.sweep(Instant::now(), LONG);
-                ours = pool
+                let crate::transport::conn::Stream::Plain(back) = pool
                     .checkout(addr, Instant::now(), LONG)
-                    .expect("the quiet connection");
+                    .expect("the quiet connection")
+                else {
+                    panic!("a plain connection went in");
+                };
+                ours = back;
                 let (w, _) = ours.write_all(vec![b'a' + round]).await;
                 w.expect("write");
                 let mut got = [0u8; 1];

@@ -212,6 +212,7 @@ fn mutated_heads_never_panic_and_offsets_stay_in_bounds() {
                 strip_trace: true,
                 via: true,
                 extra: b"",
+                client_id: crate::http1::rewrite::ClientIdHeader::Strip,
             };
             crate::http1::rewrite::request_head(&input, &req_head, &add, &mut out);
         }
