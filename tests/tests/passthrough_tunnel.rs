@@ -43,7 +43,7 @@ fn switching_upstream() -> (SocketAddr, JoinHandle<Carried>) {
         let mut head = Vec::new();
         let mut buf = [0u8; 4096];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).expect("read the head");
+            let n = read_retrying(&mut s, &mut buf).expect("read the head");
             assert!(n > 0, "closed inside the head");
             head.extend_from_slice(&buf[..n]);
         }
@@ -59,7 +59,7 @@ fn switching_upstream() -> (SocketAddr, JoinHandle<Carried>) {
         s.write_all(&after).expect("echo");
         carried.written += after.len();
         loop {
-            match s.read(&mut buf) {
+            match read_retrying(&mut s, &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     carried.read += n;
@@ -92,7 +92,7 @@ fn an_upgraded_tunnel_counts_each_byte_once() {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while !got.ends_with(EARLY) {
-            let n = c.read(&mut buf).expect("read the 101 and the echo");
+            let n = read_retrying(&mut c, &mut buf).expect("read the 101 and the echo");
             assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&buf[..n]);
         }
@@ -103,7 +103,12 @@ fn an_upgraded_tunnel_counts_each_byte_once() {
         );
         c.write_all(LATER).expect("send through the tunnel");
         c.shutdown(Shutdown::Write).expect("half-close");
-        c.read_to_end(&mut got).expect("read to the end");
+        loop {
+            match read_retrying(&mut c, &mut buf).expect("read to the end") {
+                0 => break,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+        }
         assert!(got.ends_with(LATER));
         let carried = upstream_thread.join().expect("the upstream thread");
         let client_sent = (first.len() + LATER.len()) as u64;
@@ -141,4 +146,15 @@ fn an_upgraded_tunnel_counts_each_byte_once() {
             "bytes read from the upstream"
         );
     });
+}
+
+/// A read that is tried again when a signal interrupted it (`EINTR`: a blocking read with
+/// a timeout is not restarted by the kernel).
+fn read_retrying(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
