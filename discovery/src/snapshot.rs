@@ -37,6 +37,8 @@ pub struct ServiceSnapshot {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
     pub settings: Settings,
+    /// Mutual TLS to the endpoints (`tls = { identity = … }`), none: plaintext.
+    pub tls: Option<crate::ServiceTls>,
 }
 
 impl Snapshot {
@@ -52,6 +54,7 @@ impl Snapshot {
                 name: service.name.clone(),
                 endpoints: service.endpoints.clone(),
                 settings: config.defaults.merged(&service.overrides),
+                tls: service.tls.clone(),
             })
             .collect();
         let find = |name: &str| services.iter().position(|service| service.name == name);
