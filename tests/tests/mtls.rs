@@ -1,0 +1,338 @@
+//! Mutual TLS between two proxies on 127.0.0.1, on both drivers: proxy A (identity
+//! `…/sa/web`) sends a service marked `tls = { identity = "…/sa/app" }` to the inbound side
+//! of proxy B (identity `…/sa/app`), which hands it to the application. The application
+//! sees the caller's verified identity in `x-coremesh-client-id` (a client-sent one is
+//! replaced); A expecting another identity, plaintext to B when `require_mtls = true`, and
+//! a client certificate from a CA B does not trust are each refused, reach nothing, and are
+//! counted by B's TLS metrics. The CAs and SVIDs are made with rcgen in a temporary
+//! directory.
+
+use coremesh_discovery::{Config, IdentitySettings, InboundSettings, ServiceTls, SideSettings};
+use coremesh_tests::admin::{start_with_admin, AdminProxy};
+use coremesh_tests::client::get;
+use coremesh_tests::proxy::{base_config, for_each_driver, route_all, service, start_proxy};
+use coremesh_tests::{Driver, Upstream};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const WEB: &str = "spiffe://td/ns/prod/sa/web";
+const APP: &str = "spiffe://td/ns/prod/sa/app";
+const HEADER: &str = "x-coremesh-client-id";
+/// Bound on every wait: only turns a hang into a failure.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A certificate authority that issues X.509-SVIDs.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = ok(KeyPair::generate());
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = ok(params.self_signed(&key));
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// (certificate, key) PEM of an SVID for `uri`.
+    fn svid(&self, uri: &str) -> (String, String) {
+        let key = ok(KeyPair::generate());
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "workload");
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::URI(ok(uri.try_into()))];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = ok(params.signed_by(&key, &self.issuer));
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("coremesh-mtls-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ok(std::fs::create_dir_all(&dir));
+        TempDir(dir)
+    }
+
+    /// `[identity]` over files written here: an SVID for `uri` from `issuer`, and the
+    /// certificates of `anchors` as the trust anchors.
+    fn identity(&self, name: &str, issuer: &Ca, uri: &str, anchors: &[&Ca]) -> IdentitySettings {
+        let bundle: String = anchors.iter().map(|ca| ca.pem.as_str()).collect();
+        let (cert, key) = issuer.svid(uri);
+        let write = |file: String, contents: &str| {
+            let path = self.0.join(file);
+            ok(std::fs::write(&path, contents));
+            path
+        };
+        IdentitySettings {
+            cert: write(format!("{name}.pem"), &cert),
+            key: write(format!("{name}.key"), &key),
+            trust_anchors: write(format!("{name}-bundle.pem"), &bundle),
+            ..IdentitySettings::default()
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Proxy B: `identity`, and an inbound side on an ephemeral loopback port in front of
+/// the application on `app_port`.
+fn proxy_b(
+    driver: Driver,
+    identity: IdentitySettings,
+    app_port: u16,
+    require_mtls: bool,
+) -> AdminProxy {
+    let mut config = base_config();
+    config.identity = Some(identity);
+    let mut inbound = InboundSettings {
+        side: SideSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+            ..SideSettings::default()
+        },
+        app_port: Some(app_port),
+        ..InboundSettings::default()
+    };
+    inbound.policy.require_mtls = require_mtls;
+    config.inbound = Some(inbound);
+    validated(&config);
+    start_with_admin(driver, config)
+}
+
+/// Proxy A: `identity`, and every request to service "app" on `b_inbound`, reached over
+/// mutual TLS expecting `expected` (one attempt, so refusals are counted once).
+fn proxy_a(identity: IdentitySettings, b_inbound: SocketAddr, expected: &str) -> Config {
+    let mut config = base_config();
+    config.identity = Some(identity);
+    let mut app = service("app", &[b_inbound]);
+    app.tls = Some(ServiceTls {
+        identity: expected.to_owned(),
+    });
+    app.overrides.max_attempts = Some(1);
+    config.services.push(app);
+    config.routes.push(route_all("app"));
+    validated(&config);
+    config
+}
+
+fn validated(config: &Config) {
+    let violations = coremesh_discovery::validate(config);
+    assert!(
+        violations.is_empty(),
+        "the test's configuration is invalid: {violations:?}"
+    );
+}
+
+/// The value of the sample `series` (name and labels) in a Prometheus text scrape.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+fn inbound_failures(b: &AdminProxy, reason: &str) -> Option<u64> {
+    sample(
+        &b.metrics_text(),
+        &format!(
+            "coremesh_tls_handshake_failures_total{{direction=\"inbound\",reason=\"{reason}\"}}"
+        ),
+    )
+}
+
+/// Waits until B's metrics show `want` inbound refusals for `reason`; the last value seen.
+fn wait_failures(b: &AdminProxy, reason: &str, want: u64) -> Option<u64> {
+    let start = Instant::now();
+    loop {
+        let seen = inbound_failures(b, reason);
+        if seen == Some(want) || start.elapsed() > WAIT {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_application_sees_the_callers_verified_identity() {
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("identity");
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let b = proxy_b(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            app.addr().port(),
+            true,
+        );
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        let a = start_proxy(
+            driver,
+            proxy_a(dir.identity("web", &ca, WEB, &[&ca]), b_inbound, APP),
+        );
+        for i in 0..3 {
+            let response = get(
+                a.addr(),
+                &format!("/hello/{i}"),
+                &[
+                    ("Host", "app.local"),
+                    (HEADER, "spiffe://td/ns/prod/sa/forged"),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("request {i} through A and B: {e:?}"));
+            assert_eq!(
+                response.status,
+                200,
+                "request {i}: {}",
+                response.body_text()
+            );
+        }
+        let received = app.received();
+        assert_eq!(received.len(), 3);
+        for (i, request) in received.iter().enumerate() {
+            assert_eq!(request.path, format!("/hello/{i}"));
+            assert_eq!(
+                request.header_tokens(HEADER),
+                vec![WEB.to_owned()],
+                "request {i}"
+            );
+        }
+        let text = b.metrics_text();
+        // A's pool carried the three requests over one mutual TLS connection.
+        assert_eq!(
+            sample(
+                &text,
+                "coremesh_tls_handshakes_total{direction=\"inbound\"}"
+            ),
+            Some(1)
+        );
+        assert_eq!(app.connections_accepted(), 1);
+    });
+}
+
+#[test]
+fn a_server_without_the_expected_identity_is_refused() {
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("mismatch");
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let b = proxy_b(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            app.addr().port(),
+            true,
+        );
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        let expected = "spiffe://td/ns/prod/sa/other";
+        let a = start_proxy(
+            driver,
+            proxy_a(dir.identity("web", &ca, WEB, &[&ca]), b_inbound, expected),
+        );
+        let response = get(a.addr(), "/", &[("Host", "app.local")])
+            .unwrap_or_else(|e| panic!("request through A: {e:?}"));
+        assert!(
+            matches!(response.status, 502 | 503),
+            "status {}: {}",
+            response.status,
+            response.body_text()
+        );
+        // A refused B's certificate during the handshake (its alert is what B counts):
+        // nothing went to B in plaintext.
+        assert_eq!(wait_failures(&b, "alert", 1), Some(1));
+        assert_eq!(inbound_failures(&b, "plaintext"), Some(0));
+        assert_eq!(app.requests_received(), 0);
+        assert_eq!(app.connections_accepted(), 0);
+    });
+}
+
+#[test]
+fn plaintext_to_an_inbound_side_that_requires_mtls_is_refused_and_counted() {
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("plaintext");
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let b = proxy_b(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            app.addr().port(),
+            true,
+        );
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        let result = get(b_inbound, "/", &[("Host", "app.local")]);
+        assert!(result.is_err(), "plaintext was answered: {result:?}");
+        assert_eq!(wait_failures(&b, "plaintext", 1), Some(1));
+        assert_eq!(app.requests_received(), 0);
+        assert_eq!(app.connections_accepted(), 0);
+    });
+}
+
+#[test]
+fn a_client_certificate_from_another_ca_is_refused() {
+    let ca = Ca::new("mesh");
+    let stranger = Ca::new("elsewhere");
+    let dir = TempDir::new("stranger");
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let b = proxy_b(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            app.addr().port(),
+            true,
+        );
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        // A trusts B's CA (and its own), but its certificate comes from a CA B does not
+        // trust.
+        let a = start_proxy(
+            driver,
+            proxy_a(
+                dir.identity("web", &stranger, WEB, &[&ca, &stranger]),
+                b_inbound,
+                APP,
+            ),
+        );
+        let response = get(a.addr(), "/", &[("Host", "app.local")])
+            .unwrap_or_else(|e| panic!("request through A: {e:?}"));
+        assert!(
+            matches!(response.status, 502 | 503),
+            "status {}: {}",
+            response.status,
+            response.body_text()
+        );
+        assert_eq!(wait_failures(&b, "bad_certificate", 1), Some(1));
+        assert_eq!(app.requests_received(), 0);
+        assert_eq!(app.connections_accepted(), 0);
+    });
+}
