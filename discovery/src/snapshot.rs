@@ -28,6 +28,9 @@ pub struct Snapshot {
     pub passthrough: crate::Passthrough,
     /// Limits of HTTP/2 client connections (`[http2]`).
     pub http2: crate::Http2Settings,
+    /// Who may call the application through the inbound side (`[inbound]`'s
+    /// `require_mtls`, `authorize` and `[[inbound.routes]]`), compiled.
+    pub inbound_policy: crate::CompiledInboundPolicy,
 }
 
 /// A destination service: its endpoints and its settings (defaults merged with its
@@ -78,6 +81,11 @@ impl Snapshot {
             destinations,
             passthrough: crate::Passthrough::of(config.outbound.as_ref(), &config.defaults),
             http2: config.http2.clone(),
+            inbound_policy: config
+                .inbound
+                .as_ref()
+                .map(|i| i.policy.compile())
+                .unwrap_or_default(),
         }
     }
 

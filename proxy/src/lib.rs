@@ -363,10 +363,17 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     for (bound, mut side) in bound_sides {
         side.own_listeners = own_listeners.clone();
         if let (sidecar::Direction::Inbound, Some(configs)) = (side.direction, &identity_configs) {
-            let require = config
-                .inbound
-                .as_ref()
-                .is_some_and(|i| i.policy.require_mtls);
+            // Plaintext is refused at the connection only when no path lets it in (a
+            // `[[inbound.routes]]` entry with `require_mtls = false`); otherwise each
+            // request is decided by the policy for its path.
+            let require = config.inbound.as_ref().is_some_and(|i| {
+                i.policy.require_mtls
+                    && !i
+                        .policy
+                        .routes
+                        .iter()
+                        .any(|r| r.require_mtls == Some(false))
+            });
             let mut tls = sidecar::tls::InboundTls::new(configs.server_config(), require);
             tls.handshake_timeout = handshake_timeout;
             side.tls = Some(tls);

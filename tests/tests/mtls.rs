@@ -4,10 +4,14 @@
 //! sees the caller's verified identity in `x-coremesh-client-id` (a client-sent one is
 //! replaced); A expecting another identity, plaintext to B when `require_mtls = true`, and
 //! a client certificate from a CA B does not trust are each refused, reach nothing, and are
-//! counted by B's TLS metrics. The CAs and SVIDs are made with rcgen in a temporary
+//! counted by B's TLS metrics. B's `authorize` lets only the allowed identities through
+//! (403, counted by reason), per path with `[[inbound.routes]]`. The CAs and SVIDs are made with rcgen in a temporary
 //! directory.
 
-use coremesh_discovery::{Config, IdentitySettings, InboundSettings, ServiceTls, SideSettings};
+use coremesh_discovery::{
+    Config, IdentitySettings, InboundPolicy, InboundRoute, InboundSettings, ServiceTls,
+    SideSettings,
+};
 use coremesh_tests::admin::{start_with_admin, AdminProxy};
 use coremesh_tests::client::get;
 use coremesh_tests::proxy::{base_config, for_each_driver, route_all, service, start_proxy};
@@ -119,17 +123,31 @@ fn proxy_b(
     app_port: u16,
     require_mtls: bool,
 ) -> AdminProxy {
+    let policy = InboundPolicy {
+        require_mtls,
+        ..InboundPolicy::default()
+    };
+    proxy_b_with(driver, identity, app_port, policy)
+}
+
+/// [`proxy_b`] with the inbound side's whole policy.
+fn proxy_b_with(
+    driver: Driver,
+    identity: IdentitySettings,
+    app_port: u16,
+    policy: InboundPolicy,
+) -> AdminProxy {
     let mut config = base_config();
     config.identity = Some(identity);
-    let mut inbound = InboundSettings {
+    let inbound = InboundSettings {
         side: SideSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
             ..SideSettings::default()
         },
         app_port: Some(app_port),
+        policy,
         ..InboundSettings::default()
     };
-    inbound.policy.require_mtls = require_mtls;
     config.inbound = Some(inbound);
     validated(&config);
     start_with_admin(driver, config)
@@ -334,5 +352,98 @@ fn a_client_certificate_from_another_ca_is_refused() {
         assert_eq!(wait_failures(&b, "bad_certificate", 1), Some(1));
         assert_eq!(app.requests_received(), 0);
         assert_eq!(app.connections_accepted(), 0);
+    });
+}
+
+fn denials(b: &AdminProxy, reason: &str) -> u64 {
+    sample(
+        &b.metrics_text(),
+        &format!("coremesh_inbound_denied_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0)
+}
+
+#[test]
+fn only_authorized_callers_reach_the_application() {
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("authorize");
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        // Only `sa/api` may call, except under /public, open to everyone in `ns/prod`.
+        let policy = InboundPolicy {
+            require_mtls: true,
+            authorize: vec!["spiffe://td/ns/prod/sa/api".to_owned()],
+            routes: vec![InboundRoute {
+                path_prefix: Some("/public".to_owned()),
+                authorize: Some(vec!["spiffe://td/ns/prod/*".to_owned()]),
+                ..InboundRoute::default()
+            }],
+        };
+        let b = proxy_b_with(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            app.addr().port(),
+            policy,
+        );
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        let a = start_proxy(
+            driver,
+            proxy_a(dir.identity("web", &ca, WEB, &[&ca]), b_inbound, APP),
+        );
+        let before = denials(&b, "not_authorized");
+        let denied = get(a.addr(), "/private?x=1", &[("Host", "app.local")])
+            .unwrap_or_else(|e| panic!("request to /private: {e:?}"));
+        assert_eq!(denied.status, 403, "{}", denied.body_text());
+        let allowed = get(a.addr(), "/public/page", &[("Host", "app.local")])
+            .unwrap_or_else(|e| panic!("request to /public: {e:?}"));
+        assert_eq!(allowed.status, 200, "{}", allowed.body_text());
+        let received = app.received();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].path, "/public/page");
+        assert_eq!(received[0].header_tokens(HEADER), vec![WEB.to_owned()]);
+        assert_eq!(denials(&b, "not_authorized"), before + 1);
+    });
+}
+
+#[test]
+fn a_path_that_needs_no_certificate_takes_plaintext_and_the_others_refuse_it() {
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("healthz");
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let policy = InboundPolicy {
+            require_mtls: true,
+            routes: vec![InboundRoute {
+                path_prefix: Some("/healthz".to_owned()),
+                require_mtls: Some(false),
+                ..InboundRoute::default()
+            }],
+            ..InboundPolicy::default()
+        };
+        let b = proxy_b_with(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            app.addr().port(),
+            policy,
+        );
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        let before = denials(&b, "no_client_cert");
+        let probe = get(
+            b_inbound,
+            "/healthz",
+            &[("Host", "app.local"), (HEADER, WEB)],
+        )
+        .unwrap_or_else(|e| panic!("plaintext /healthz: {e:?}"));
+        assert_eq!(probe.status, 200, "{}", probe.body_text());
+        let other = get(b_inbound, "/data", &[("Host", "app.local")])
+            .unwrap_or_else(|e| panic!("plaintext /data: {e:?}"));
+        assert_eq!(other.status, 403, "{}", other.body_text());
+        let received = app.received();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].path, "/healthz");
+        // No verified identity: the header the caller sent is not passed on.
+        assert!(!received[0].has_header(HEADER));
+        assert_eq!(denials(&b, "no_client_cert"), before + 1);
+        assert_eq!(inbound_failures(&b, "plaintext"), Some(0));
     });
 }
