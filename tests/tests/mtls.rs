@@ -5,7 +5,9 @@
 //! replaced); A expecting another identity, plaintext to B when `require_mtls = true`, and
 //! a client certificate from a CA B does not trust are each refused, reach nothing, and are
 //! counted by B's TLS metrics. B's `authorize` lets only the allowed identities through
-//! (403, counted by reason), per path with `[[inbound.routes]]`. The CAs and SVIDs are made with rcgen in a temporary
+//! (403, counted by reason), per path with `[[inbound.routes]]`. HTTP/2 (h2c to A, h2 over
+//! TLS between the proxies, h2c to nghttpd) and gRPC calls (grpcio) cross the same hop; a
+//! gRPC call the policy refuses gets a trailers-only PERMISSION_DENIED. The CAs and SVIDs are made with rcgen in a temporary
 //! directory.
 
 use coremesh_discovery::{
@@ -14,6 +16,9 @@ use coremesh_discovery::{
 };
 use coremesh_tests::admin::{start_with_admin, AdminProxy};
 use coremesh_tests::client::get;
+use coremesh_tests::grpc_peers::{grpc_call, grpc_frame, method_path, GrpcServer};
+use coremesh_tests::h2clients::{h2_request, H2Request};
+use coremesh_tests::h2upstreams::Nghttpd;
 use coremesh_tests::proxy::{base_config, for_each_driver, route_all, service, start_proxy};
 use coremesh_tests::{Driver, Upstream};
 use rcgen::{
@@ -445,5 +450,108 @@ fn a_path_that_needs_no_certificate_takes_plaintext_and_the_others_refuse_it() {
         assert!(!received[0].has_header(HEADER));
         assert_eq!(denials(&b, "no_client_cert"), before + 1);
         assert_eq!(inbound_failures(&b, "plaintext"), Some(0));
+    });
+}
+
+#[test]
+fn http2_crosses_the_mtls_hop_with_the_callers_identity() {
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("h2");
+    for_each_driver(|driver| {
+        let app = Nghttpd::start(&[]);
+        let b = proxy_b(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            app.addr().port(),
+            true,
+        );
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        let a = start_proxy(
+            driver,
+            proxy_a(dir.identity("web", &ca, WEB, &[&ca]), b_inbound, APP),
+        );
+        let request = H2Request {
+            path: "/missing",
+            headers: vec![(HEADER, "spiffe://td/ns/prod/sa/forged")],
+            ..Default::default()
+        };
+        let direct = h2_request(app.addr(), &request);
+        let through = h2_request(a.addr(), &request);
+        assert!(through.complete, "{through:?}");
+        assert_eq!(through.status, direct.status, "{through:?}");
+        let logged = app.wait_requests(2);
+        assert_eq!(logged.len(), 2);
+        assert_eq!(
+            logged[0].header(HEADER),
+            Some("spiffe://td/ns/prod/sa/forged")
+        );
+        assert_eq!(logged[1].header(HEADER), Some(WEB), "{:?}", logged[1]);
+        assert_eq!(
+            sample(
+                &b.metrics_text(),
+                "coremesh_tls_handshakes_total{direction=\"inbound\"}"
+            ),
+            Some(1)
+        );
+    });
+}
+
+#[test]
+fn grpc_calls_cross_the_mtls_hop_and_a_refused_caller_gets_permission_denied() {
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("grpc");
+    for_each_driver(|driver| {
+        let server = GrpcServer::start("G", &[]);
+        // Only the gRPC service `test.Echo` is open to `sa/web`; every other path to `sa/api`.
+        let policy = InboundPolicy {
+            require_mtls: true,
+            authorize: vec!["spiffe://td/ns/prod/sa/api".to_owned()],
+            routes: vec![InboundRoute {
+                path_prefix: Some("/test.Echo/".to_owned()),
+                authorize: Some(vec![WEB.to_owned()]),
+                ..InboundRoute::default()
+            }],
+        };
+        let b = proxy_b_with(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            server.addr().port(),
+            policy,
+        );
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        let a = start_proxy(
+            driver,
+            proxy_a(dir.identity("web", &ca, WEB, &[&ca]), b_inbound, APP),
+        );
+        for (kind, n, expected) in [
+            ("unary", 1, vec!["G:hello".to_owned()]),
+            ("server", 3, (0..3).map(|i| format!("G:{i}")).collect()),
+        ] {
+            let r = grpc_call(a.addr(), kind, n, WAIT);
+            assert_eq!(r.code, "OK", "{kind}: {r:?}");
+            assert_eq!(r.messages, expected, "{kind}");
+        }
+        let before = denials(&b, "not_authorized");
+        let body = grpc_frame(b"x");
+        let path = method_path("Unary").replace("test.Echo", "other.Service");
+        let refused = h2_request(
+            a.addr(),
+            &H2Request {
+                method: "POST",
+                path: &path,
+                headers: vec![("content-type", "application/grpc"), ("te", "trailers")],
+                body: Some(&body),
+                ..Default::default()
+            },
+        );
+        assert_eq!(refused.status, Some(200), "{refused:?}");
+        assert!(refused.complete, "{refused:?}");
+        assert_eq!(
+            refused.header("grpc-status"),
+            Some("7"),
+            "trailers-only: {refused:?}"
+        );
+        assert!(refused.body.is_empty(), "{refused:?}");
+        assert_eq!(denials(&b, "not_authorized"), before + 1);
     });
 }
