@@ -23,7 +23,7 @@ mod verify_server;
 mod watch;
 
 #[cfg(test)]
-mod test_pki;
+pub(crate) mod test_pki;
 #[cfg(test)]
 mod tests;
 

@@ -83,3 +83,82 @@ impl MeshedEndpoints {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::test_pki::Ca;
+    use crate::identity::{Identity, IdentityStore, PemFiles};
+    use crate::transport::tls_upstream::for_endpoint;
+    use coremesh_discovery::{Config, ServiceTls};
+
+    const API: &str = "spiffe://td/ns/prod/sa/api";
+    const DB: &str = "spiffe://td/ns/prod/sa/db";
+
+    fn configs() -> Arc<TlsConfigs> {
+        let ca = Ca::new("mesh");
+        let svid = ca.svid("spiffe://td/ns/prod/sa/web");
+        let files = PemFiles {
+            cert: svid.cert.into_bytes(),
+            key: svid.key.into_bytes(),
+            trust_anchors: ca.pem.into_bytes(),
+        };
+        let identity = Identity::from_pem(&files, rustls::pki_types::UnixTime::now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(TlsConfigs::new(IdentityStore::new(identity)))
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Service "meshed" on ports 1 and 2 (over TLS expecting `identity`, when given) and
+    /// service "plain" on port 3.
+    fn snapshot(identity: Option<&str>) -> Snapshot {
+        let mut config = Config::quick(addr(0), vec![addr(1), addr(2)]);
+        config.services[0].name = "meshed".to_owned();
+        config.services[0].tls = identity.map(|id| ServiceTls {
+            identity: id.to_owned(),
+        });
+        let mut plain = config.services[0].clone();
+        plain.name = "plain".to_owned();
+        plain.endpoints = vec![addr(3)];
+        plain.tls = None;
+        config.services.push(plain);
+        Snapshot::build(&config)
+    }
+
+    fn expected(port: u16) -> Option<String> {
+        for_endpoint(addr(port)).and_then(|t| t.expected_identity().map(str::to_owned))
+    }
+
+    #[test]
+    fn the_table_follows_each_snapshot_and_names_the_endpoints_that_changed() {
+        let mut meshed = MeshedEndpoints::new(Some(configs()), Duration::from_millis(1234));
+        let both: HashSet<SocketAddr> = [addr(1), addr(2)].into();
+        assert_eq!(meshed.apply(&snapshot(Some(API))), both);
+        assert_eq!(
+            (expected(1), expected(2)),
+            (Some(API.into()), Some(API.into()))
+        );
+        assert!(for_endpoint(addr(3)).is_none());
+        assert_eq!(
+            for_endpoint(addr(1)).map(|t| t.handshake_timeout),
+            Some(Duration::from_millis(1234))
+        );
+        // The same snapshot again: nothing changed, the pools stay.
+        assert_eq!(meshed.apply(&snapshot(Some(API))), HashSet::new());
+        // Another identity expected, then plaintext again: both endpoints each time.
+        assert_eq!(meshed.apply(&snapshot(Some(DB))), both);
+        assert_eq!(expected(1), Some(DB.into()));
+        assert_eq!(meshed.apply(&snapshot(None)), both);
+        assert!(for_endpoint(addr(1)).is_none() && for_endpoint(addr(2)).is_none());
+    }
+
+    #[test]
+    fn without_an_identity_no_endpoint_is_set() {
+        let mut meshed = MeshedEndpoints::new(None, Duration::from_secs(5));
+        meshed.apply(&snapshot(Some(API)));
+        assert!(for_endpoint(addr(1)).is_none());
+    }
+}
