@@ -7,7 +7,8 @@
 //! counted by B's TLS metrics. B's `authorize` lets only the allowed identities through
 //! (403, counted by reason), per path with `[[inbound.routes]]`. HTTP/2 (h2c to A, h2 over
 //! TLS between the proxies, h2c to nghttpd) and gRPC calls (grpcio) cross the same hop; a
-//! gRPC call the policy refuses gets a trailers-only PERMISSION_DENIED. The CAs and SVIDs are made with rcgen in a temporary
+//! gRPC call the policy refuses gets a trailers-only PERMISSION_DENIED. B's certificate is
+//! renewed 20 times while requests run, each on a new handshake, without a failed request. The CAs and SVIDs are made with rcgen in a temporary
 //! directory.
 
 use coremesh_discovery::{
@@ -111,6 +112,15 @@ impl TempDir {
             trust_anchors: write(format!("{name}-bundle.pem"), &bundle),
             ..IdentitySettings::default()
         }
+    }
+}
+
+impl TempDir {
+    /// Replaces `path` the way a renewal does: a new file renamed over the old one.
+    fn replace(&self, path: &std::path::Path, contents: &str) {
+        let next = path.with_extension("next");
+        ok(std::fs::write(&next, contents));
+        ok(std::fs::rename(&next, path));
     }
 }
 
@@ -553,5 +563,79 @@ fn grpc_calls_cross_the_mtls_hop_and_a_refused_caller_gets_permission_denied() {
         );
         assert!(refused.body.is_empty(), "{refused:?}");
         assert_eq!(denials(&b, "not_authorized"), before + 1);
+    });
+}
+
+fn reloads_ok(b: &AdminProxy) -> u64 {
+    sample(
+        &b.metrics_text(),
+        "coremesh_identity_reloads_total{result=\"ok\"}",
+    )
+    .unwrap_or(0)
+}
+
+#[test]
+fn renewing_the_certificate_under_load_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const RENEWALS: u64 = 20;
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("renew");
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let mut b_identity = dir.identity("app", &ca, APP, &[&ca]);
+        b_identity.reload_interval_ms = 100;
+        let (cert, key) = (b_identity.cert.clone(), b_identity.key.clone());
+        let b = proxy_b(driver, b_identity, app.addr().port(), true);
+        let b_inbound = b.inbound_addr().expect("B's inbound listener");
+        let mut a_config = proxy_a(dir.identity("web", &ca, WEB, &[&ca]), b_inbound, APP);
+        // No pooling: every request is a new handshake with the certificate in force.
+        a_config.services[0].overrides.pool_max_idle = Some(0);
+        let a = start_proxy(driver, a_config);
+        let target = a.addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match get(target, "/load", &[("Host", "app.local")]) {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                (ok, failed)
+            })
+        };
+        let before = reloads_ok(&b);
+        for round in 1..=RENEWALS {
+            let (new_cert, new_key) = ca.svid(APP);
+            // The key first: a poll in between sees a mismatch and keeps the identity in
+            // force until the certificate follows.
+            dir.replace(&key, &new_key);
+            dir.replace(&cert, &new_cert);
+            let start = Instant::now();
+            while reloads_ok(&b) < before + round && start.elapsed() < WAIT {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(reloads_ok(&b), before + round, "renewal {round} installed");
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (ok, failed) = load
+            .join()
+            .unwrap_or_else(|_| panic!("the load thread panicked"));
+        assert!(
+            failed.is_empty(),
+            "{} failed requests: {:?}",
+            failed.len(),
+            failed
+        );
+        assert!(ok > 0);
+        assert_eq!(app.requests_received(), ok);
+        let handshakes = sample(
+            &b.metrics_text(),
+            "coremesh_tls_handshakes_total{direction=\"inbound\"}",
+        );
+        assert_eq!(handshakes, Some(ok));
     });
 }
