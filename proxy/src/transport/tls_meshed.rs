@@ -62,26 +62,41 @@ impl MeshedEndpoints {
         changed
     }
 
-    /// How connections to `addr` handshake; none (logged) when there is no identity or
-    /// `expected` is not a SPIFFE ID, which validation refuses before a snapshot is built.
+    /// How connections to `addr` handshake. Without an identity (`[identity]` added by a
+    /// reload: it is read at start only) or with an `expected` that is not a SPIFFE ID
+    /// (validation refuses that), the endpoint still gets TLS, with a configuration that
+    /// trusts no CA: every handshake fails and nothing goes out in plaintext (logged).
     fn upstream(&self, addr: SocketAddr, expected: &str) -> Option<UpstreamTls> {
-        let Some(configs) = &self.configs else {
-            tracing::error!(%addr, "mutual TLS wanted but no [identity] is configured");
-            return None;
+        let config = match &self.configs {
+            Some(configs) => configs.client_config(expected).map_err(|e| e.to_string()),
+            None => Err("no [identity] is in force (it is read at start)".to_owned()),
         };
-        match configs.client_config(expected) {
-            Ok(config) => {
-                let name = ServerName::IpAddress(addr.ip().into());
-                let mut tls = UpstreamTls::new(config, name, Some(expected.to_owned()));
-                tls.handshake_timeout = self.handshake_timeout;
-                Some(tls)
-            }
-            Err(e) => {
-                tracing::error!(%addr, "no mutual TLS configuration: {e}");
-                None
-            }
-        }
+        let config = config.unwrap_or_else(|why| {
+            tracing::error!(%addr, "mutual TLS to this endpoint cannot be set up, refusing it: {why}");
+            trusts_nothing()
+        });
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut tls = UpstreamTls::new(config, name, Some(expected.to_owned()));
+        tls.handshake_timeout = self.handshake_timeout;
+        Some(tls)
     }
+}
+
+/// A client configuration under which no server's certificate is accepted.
+fn trusts_nothing() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let builder = rustls::ClientConfig::builder_with_provider(crate::identity::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("the ring provider supports TLS 1.3");
+            Arc::new(
+                builder
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        })
+        .clone()
 }
 
 #[cfg(test)]
@@ -156,9 +171,9 @@ mod tests {
     }
 
     #[test]
-    fn without_an_identity_no_endpoint_is_set() {
+    fn without_an_identity_the_endpoint_is_refused_not_reached_in_plaintext() {
         let mut meshed = MeshedEndpoints::new(None, Duration::from_secs(5));
         meshed.apply(&snapshot(Some(API)));
-        assert!(for_endpoint(addr(1)).is_none());
+        assert_eq!(expected(1), Some(API.into()));
     }
 }
