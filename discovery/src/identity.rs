@@ -4,7 +4,8 @@
 //! overridden per path in `[[inbound.routes]]`, compiled once into a
 //! [`CompiledInboundPolicy`]), with the rules that check them.
 //!
-//! Defaults: `identity.reload_interval_ms` = [`DEFAULT_IDENTITY_RELOAD_INTERVAL_MS`];
+//! Defaults: `identity.reload_interval_ms` = [`DEFAULT_IDENTITY_RELOAD_INTERVAL_MS`],
+//! `identity.handshake_timeout_ms` = [`DEFAULT_HANDSHAKE_TIMEOUT_MS`];
 //! `inbound.require_mtls` = false, `inbound.authorize` = [] (anyone). `cert`, `key` and
 //! `trust_anchors` have no default: an `[identity]` section names all three.
 
@@ -22,6 +23,10 @@ use std::path::PathBuf;
 pub const DEFAULT_IDENTITY_RELOAD_INTERVAL_MS: u64 = 5_000;
 /// Smallest `reload_interval_ms`: polling faster only burns system calls.
 pub const MIN_IDENTITY_RELOAD_INTERVAL_MS: u64 = 100;
+/// How long a mutual TLS handshake may take, inbound (from the ClientHello) and outbound
+/// (from the connect): two round trips and a few signatures take far less on any network a
+/// mesh runs on, while a stalled or truncated handshake holds its socket no longer.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
 /// `[identity]`: the workload's X.509-SVID, its private key and the CA certificates peers'
 /// certificates must chain to, all PEM files. See the module documentation for defaults.
@@ -37,6 +42,9 @@ pub struct IdentitySettings {
     /// How often the three files are checked for a change.
     #[serde(default = "d_reload_interval_ms")]
     pub reload_interval_ms: u64,
+    /// How long a TLS handshake may take, on either side.
+    #[serde(default = "d_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for IdentitySettings {
@@ -46,6 +54,7 @@ impl Default for IdentitySettings {
             key: PathBuf::new(),
             trust_anchors: PathBuf::new(),
             reload_interval_ms: d_reload_interval_ms(),
+            handshake_timeout_ms: d_handshake_timeout_ms(),
         }
     }
 }
@@ -193,6 +202,13 @@ pub fn violations(config: &Config) -> Vec<Violation> {
                 ),
             );
         }
+        let handshake = identity.handshake_timeout_ms;
+        if !(1..=MAX_TIMEOUT_MS).contains(&handshake) {
+            push(
+                path.key("handshake_timeout_ms"),
+                format!("{handshake} ms is not within 1 ms to one day"),
+            );
+        }
     }
     for (index, service) in config.services.iter().enumerate() {
         let Some(tls) = &service.tls else { continue };
@@ -258,6 +274,10 @@ fn patterns(path: &FieldPath, list: &[String], push: &mut impl FnMut(FieldPath, 
 
 fn d_reload_interval_ms() -> u64 {
     DEFAULT_IDENTITY_RELOAD_INTERVAL_MS
+}
+
+fn d_handshake_timeout_ms() -> u64 {
+    DEFAULT_HANDSHAKE_TIMEOUT_MS
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub struct Snapshot {
     pub passthrough: crate::Passthrough,
     /// Limits of HTTP/2 client connections (`[http2]`).
     pub http2: crate::Http2Settings,
+    /// Who may call the application through the inbound side (`[inbound]`'s
+    /// `require_mtls`, `authorize` and `[[inbound.routes]]`), compiled.
+    pub inbound_policy: crate::CompiledInboundPolicy,
 }
 
 /// A destination service: its endpoints and its settings (defaults merged with its
@@ -37,6 +40,8 @@ pub struct ServiceSnapshot {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
     pub settings: Settings,
+    /// Mutual TLS to the endpoints (`tls = { identity = … }`), none: plaintext.
+    pub tls: Option<crate::ServiceTls>,
 }
 
 impl Snapshot {
@@ -52,6 +57,7 @@ impl Snapshot {
                 name: service.name.clone(),
                 endpoints: service.endpoints.clone(),
                 settings: config.defaults.merged(&service.overrides),
+                tls: service.tls.clone(),
             })
             .collect();
         let find = |name: &str| services.iter().position(|service| service.name == name);
@@ -75,6 +81,11 @@ impl Snapshot {
             destinations,
             passthrough: crate::Passthrough::of(config.outbound.as_ref(), &config.defaults),
             http2: config.http2.clone(),
+            inbound_policy: config
+                .inbound
+                .as_ref()
+                .map(|i| i.policy.compile())
+                .unwrap_or_default(),
         }
     }
 

@@ -122,6 +122,8 @@ pub struct CoreParams {
     pub seed: u64,
     pub gossip: Option<GossipPort>,
     pub layout: Arc<MetricsLayout>,
+    /// The endpoints reached over mutual TLS (empty without `[identity]`).
+    pub meshed: crate::transport::tls_meshed::MeshedEndpoints,
 }
 
 pub struct Core {
@@ -154,6 +156,8 @@ pub struct Core {
     pub pool: RefCell<Pool>,
     /// HTTP/2 connections to endpoints, one per endpoint, multiplexed.
     pub h2_upstreams: RefCell<crate::http2::upstream::H2Upstreams>,
+    /// This core's table of endpoints reached over mutual TLS.
+    meshed: RefCell<crate::transport::tls_meshed::MeshedEndpoints>,
     rng: RefCell<SmallRng>,
     buffers: RefCell<Vec<Vec<u8>>>,
     /// Request-handling scratch of connections that are idle, lent to busy ones.
@@ -189,7 +193,9 @@ impl Core {
             seed,
             gossip,
             layout,
+            mut meshed,
         } = params;
+        meshed.apply(&snapshot);
         let services = build_services(&snapshot, Vec::new());
         let ids = MetricIds::new(&snapshot, &layout);
         crate::http2::body::set_stall_limit(std::time::Duration::from_millis(
@@ -214,6 +220,7 @@ impl Core {
             route_scratch: RefCell::new(Vec::with_capacity(max_headers)),
             pool: RefCell::new(Pool::default()),
             h2_upstreams: RefCell::default(),
+            meshed: RefCell::new(meshed),
             rng: RefCell::new(SmallRng::seed_from_u64(seed)),
             buffers: RefCell::new(Vec::new()),
             scratch_pool: RefCell::new(Vec::new()),
@@ -266,9 +273,17 @@ impl Core {
             .iter()
             .flat_map(|s| s.balancer.endpoints())
             .collect();
+        // An endpoint that turned to (or from) mutual TLS is not reached over the
+        // connections opened before.
+        let changed = self.meshed.borrow_mut().apply(&snapshot);
         self.pool
             .borrow_mut()
-            .retain_endpoints(&|a| keep.contains(a));
+            .retain_endpoints(&|a| keep.contains(a) && !changed.contains(a));
+        let mut h2 = self.h2_upstreams.borrow_mut();
+        for addr in &changed {
+            h2.forget(*addr);
+        }
+        drop(h2);
         *self.services.borrow_mut() = services;
         *self.snapshot.borrow_mut() = Rc::new(snapshot);
     }

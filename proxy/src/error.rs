@@ -13,7 +13,8 @@ pub enum Source {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
-    /// The client's head or body broke the rules; `status` is 400/408/413/417/431/501/505.
+    /// The client's head or body broke the rules; `status` is 400/408/413/417/431/501/505,
+    /// or 403 when the inbound policy refuses the caller.
     BadRequest {
         status: u16,
         reason: &'static str,

@@ -49,6 +49,8 @@ pub struct ProxyHandle {
     /// Kept so that `shutdown_requests` stays open when there is no admin server.
     _shutdown_sender: Sender<()>,
     per_endpoint_metrics: bool,
+    /// Rotation of the workload identity (`[identity]`); dropping it stops the watching.
+    _identity: Option<identity::Watcher>,
 }
 
 /// Sends new snapshots to every core; cheap to clone, usable from any thread.
@@ -292,6 +294,20 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             None => ((0..cores).map(|_| None).collect(), None),
         };
     let bound_sides = bind_sides(&config, cores)?;
+    // The workload identity, loaded once: the inbound side terminates TLS with it and
+    // each core's meshed endpoints handshake with it.
+    let (identity_configs, identity_watcher) = match &config.identity {
+        Some(settings) => {
+            let (configs, watcher) = identity::start(settings)
+                .map_err(|e| anyhow::anyhow!("cannot load the [identity]: {e}"))?;
+            (Some(Arc::new(configs)), Some(watcher))
+        }
+        None => (None, None),
+    };
+    let handshake_timeout = Duration::from_millis(config.identity.as_ref().map_or(
+        coremesh_discovery::identity::DEFAULT_HANDSHAKE_TIMEOUT_MS,
+        |i| i.handshake_timeout_ms,
+    ));
     let side_addrs = |direction| -> Vec<SocketAddr> {
         bound_sides
             .iter()
@@ -346,6 +362,22 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
     let mut side_stats: Vec<(sidecar::Direction, Arc<sidecar::stats::SideStats>)> = Vec::new();
     for (bound, mut side) in bound_sides {
         side.own_listeners = own_listeners.clone();
+        if let (sidecar::Direction::Inbound, Some(configs)) = (side.direction, &identity_configs) {
+            // Plaintext is refused at the connection only when no path lets it in (a
+            // `[[inbound.routes]]` entry with `require_mtls = false`); otherwise each
+            // request is decided by the policy for its path.
+            let require = config.inbound.as_ref().is_some_and(|i| {
+                i.policy.require_mtls
+                    && !i
+                        .policy
+                        .routes
+                        .iter()
+                        .any(|r| r.require_mtls == Some(false))
+            });
+            let mut tls = sidecar::tls::InboundTls::new(configs.server_config(), require);
+            tls.handshake_timeout = handshake_timeout;
+            side.tls = Some(tls);
+        }
         let side = Arc::new(side);
         side_stats.push((side.direction, side.stats.clone()));
         for (listeners, _) in bound {
@@ -395,6 +427,10 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
                 seed: rand::random::<u64>() ^ id as u64,
                 gossip: gossip_ports.next(),
                 layout: layout.clone(),
+                meshed: transport::tls_meshed::MeshedEndpoints::new(
+                    identity_configs.clone(),
+                    handshake_timeout,
+                ),
             },
         };
         let ready = ready_tx.clone();
@@ -459,6 +495,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         shutdown_requests: shutdown_rx,
         _shutdown_sender: shutdown_tx.clone(),
         per_endpoint_metrics: config.telemetry.per_endpoint_metrics,
+        _identity: identity_watcher,
     };
     for _ in 0..cores {
         match ready_rx.recv() {

@@ -46,6 +46,8 @@ pub struct ConnScratch {
     pub origin: Origin,
     /// The connection's `x-coremesh-client-id` (see [`client_id_header`]).
     pub client_id: ClientId,
+    /// Inbound: the verified identity the policy checks (read once per connection).
+    pub peer_id: Option<coremesh_discovery::SpiffeId>,
 }
 
 /// What a connection's requests carry in `x-coremesh-client-id`.
@@ -112,6 +114,7 @@ impl ConnScratch {
             interim_from_attempt: None,
             origin,
             client_id: ClientId::Keep,
+            peer_id: None,
         }
     }
 
@@ -146,7 +149,16 @@ fn lend_scratch(
         None => Box::new(ConnScratch::new(peer, origin)),
     };
     s.client_id = client_id_header(stream, origin);
+    s.peer_id = peer_id(&s.client_id);
     s
+}
+
+/// The identity the inbound policy checks for a connection with `client_id`.
+pub fn peer_id(client_id: &ClientId) -> Option<coremesh_discovery::SpiffeId> {
+    match client_id {
+        ClientId::Set(id) => coremesh_discovery::SpiffeId::parse(id).ok(),
+        _ => None,
+    }
 }
 
 /// Give a connection's scratch back to the core when the connection goes idle.
@@ -689,6 +701,15 @@ async fn route_and_forward(
     if core.tracer.is_some() {
         let headers = header_pairs(client.data(), &s.head);
         s.req.trace = Some(record::start_trace(core, headers, s.req.trace.take()));
+    }
+    if s.origin.direction == crate::sidecar::Direction::Inbound {
+        let path = route_input(client.data(), &s.head).path;
+        let decision =
+            crate::identity::authorize_inbound(&snapshot.inbound_policy, path, s.peer_id.as_ref());
+        if let crate::identity::Decision::Deny(reason) = decision {
+            let err = crate::identity::denied_error(reason);
+            return reject(core, client, s, f.framing, f.client_close, err).await;
+        }
     }
     let plan = plan::plan(core, snapshot, s.origin, || {
         route_input(client.data(), &s.head)

@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod code {
     pub const CANCELLED: u32 = 1;
     pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const PERMISSION_DENIED: u32 = 7;
     pub const RESOURCE_EXHAUSTED: u32 = 8;
     pub const UNIMPLEMENTED: u32 = 12;
     pub const INTERNAL: u32 = 13;
@@ -74,6 +75,7 @@ pub fn status_of(err: &ProxyError) -> u32 {
         ProxyError::NoRoute => code::UNIMPLEMENTED,
         ProxyError::Timeout => code::DEADLINE_EXCEEDED,
         ProxyError::BadRequest { status: 413, .. } => code::RESOURCE_EXHAUSTED,
+        ProxyError::BadRequest { status: 403, .. } => code::PERMISSION_DENIED,
         ProxyError::BadRequest { .. } => code::INTERNAL,
         ProxyError::ClientGone => code::CANCELLED,
         ProxyError::NoEndpoints

@@ -89,6 +89,9 @@ impl StreamRequest<'_> {
                 None,
             ));
         }
+        if self.origin.direction == crate::sidecar::Direction::Inbound {
+            authorize(snapshot, parts)?;
+        }
         let plan = plan::plan(core, snapshot, self.origin, || route_input(parts))?;
         *routed = record::Routed {
             route: plan.route_index,
@@ -612,6 +615,24 @@ async fn relay_http1(
             true
         }
         _ => false,
+    }
+}
+
+/// The inbound policy's decision for a request whose `x-coremesh-client-id` is the
+/// connection's verified identity (the server set or removed it).
+fn authorize(
+    snapshot: &coremesh_discovery::Snapshot,
+    parts: &http::request::Parts,
+) -> Result<(), ProxyError> {
+    let peer = parts
+        .headers
+        .get("x-coremesh-client-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| coremesh_discovery::SpiffeId::parse(v).ok());
+    let path = parts.uri.path();
+    match crate::identity::authorize_inbound(&snapshot.inbound_policy, path, peer.as_ref()) {
+        crate::identity::Decision::Allow => Ok(()),
+        crate::identity::Decision::Deny(reason) => Err(crate::identity::denied_error(reason)),
     }
 }
 

@@ -40,6 +40,15 @@ pub struct H2Upstreams {
     all_ended: Rc<Signal>,
 }
 
+impl H2Upstreams {
+    /// New streams to `addr` open a new connection (its TLS changed); the streams on the
+    /// connections it had finish there, and those connections close when their last one
+    /// ends and the sender is gone.
+    pub fn forget(&mut self, addr: SocketAddr) {
+        self.conns.remove(&addr);
+    }
+}
+
 /// One open connection to an endpoint and the streams this core has open on it.
 #[derive(Clone)]
 struct Upstream {

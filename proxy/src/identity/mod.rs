@@ -23,7 +23,7 @@ mod verify_server;
 mod watch;
 
 #[cfg(test)]
-mod test_pki;
+pub(crate) mod test_pki;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +31,7 @@ pub use configs::{TlsConfigs, ALPN};
 pub use load::{provider, unix_seconds, Identity, PemFiles};
 pub use metrics::{IdentityMetrics, IDENTITY_METRICS};
 pub use peer::peer_id;
-pub use policy::{authorize, Decision};
+pub use policy::{authorize, authorize_inbound, denied_error, Decision};
 pub use reason::{IdentityError, Reason};
 pub use store::IdentityStore;
 pub use svid::{check_leaf, SvidInfo};

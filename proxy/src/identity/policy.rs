@@ -2,7 +2,7 @@
 //! application, under the policy in force for its request.
 
 use super::reason::Reason;
-use coremesh_discovery::{EffectivePolicy, SpiffeId};
+use coremesh_discovery::{CompiledInboundPolicy, EffectivePolicy, SpiffeId};
 
 /// The outcome of [`authorize`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,32 @@ pub fn authorize(policy: &EffectivePolicy, peer: Option<&SpiffeId>) -> Decision 
         Some(_) if policy.authorize.is_empty() => Decision::Allow,
         Some(id) if policy.authorize.iter().any(|p| p.matches(id)) => Decision::Allow,
         Some(_) => Decision::Deny(Reason::NotAuthorized),
+    }
+}
+
+/// The decision for an inbound request on `path` (its query left out) from `peer`; a
+/// refusal is counted in `coremesh_inbound_denied_total{reason}`.
+pub fn authorize_inbound(
+    policy: &CompiledInboundPolicy,
+    path: &str,
+    peer: Option<&SpiffeId>,
+) -> Decision {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let decision = authorize(policy.for_path(path), peer);
+    if let Decision::Deny(reason) = decision {
+        super::IDENTITY_METRICS.denied(reason);
+    }
+    decision
+}
+
+/// The error a request refused by the policy is answered with (HTTP/1: 403).
+pub fn denied_error(reason: Reason) -> crate::error::ProxyError {
+    crate::error::ProxyError::BadRequest {
+        status: 403,
+        reason: match reason {
+            Reason::NoClientCert => "a verified client certificate is required",
+            _ => "the caller's identity is not authorized",
+        },
     }
 }
 

@@ -65,6 +65,11 @@ impl UpstreamTls {
             handshake_timeout: DEFAULT_UPSTREAM_HANDSHAKE_TIMEOUT,
         }
     }
+
+    /// The identity the server must present, if one is set.
+    pub fn expected_identity(&self) -> Option<&str> {
+        self.expected_identity.as_deref()
+    }
 }
 
 thread_local! {

@@ -1,0 +1,179 @@
+//! Which endpoints this core reaches over mutual TLS: the services of a snapshot that carry
+//! `tls = { identity = … }`, turned at each install into this core's [`tls_upstream`]
+//! table (one [`UpstreamTls`] per endpoint, with the client configuration for the identity
+//! the endpoint must prove), and the endpoints whose TLS changed, whose pooled connections
+//! must not be used again.
+//!
+//! An endpoint listed by two services with different identities takes the first service's.
+//!
+//! [`tls_upstream`]: super::tls_upstream
+
+use super::tls_upstream::{set_endpoint, UpstreamTls};
+use crate::identity::TlsConfigs;
+use coremesh_discovery::Snapshot;
+use rustls::pki_types::ServerName;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The proxy's identity (when configured) and what this core's table holds.
+pub struct MeshedEndpoints {
+    configs: Option<Arc<TlsConfigs>>,
+    handshake_timeout: Duration,
+    /// Endpoint → the identity it must prove, as set in the table.
+    current: HashMap<SocketAddr, String>,
+}
+
+impl MeshedEndpoints {
+    pub fn new(configs: Option<Arc<TlsConfigs>>, handshake_timeout: Duration) -> Self {
+        MeshedEndpoints {
+            configs,
+            handshake_timeout,
+            current: HashMap::new(),
+        }
+    }
+
+    /// Set this core's table for `snapshot` (call on the core's thread); returns the
+    /// endpoints whose TLS changed (now meshed, no longer, or another identity).
+    pub fn apply(&mut self, snapshot: &Snapshot) -> HashSet<SocketAddr> {
+        let mut wanted: HashMap<SocketAddr, String> = HashMap::new();
+        for service in &snapshot.services {
+            let Some(tls) = &service.tls else { continue };
+            for &addr in &service.endpoints {
+                wanted.entry(addr).or_insert_with(|| tls.identity.clone());
+            }
+        }
+        let mut changed = HashSet::new();
+        for addr in self.current.keys() {
+            if !wanted.contains_key(addr) {
+                set_endpoint(*addr, None);
+                changed.insert(*addr);
+            }
+        }
+        for (addr, expected) in &wanted {
+            if self.current.get(addr) == Some(expected) {
+                continue;
+            }
+            changed.insert(*addr);
+            set_endpoint(*addr, self.upstream(*addr, expected));
+        }
+        self.current = wanted;
+        changed
+    }
+
+    /// How connections to `addr` handshake. Without an identity (`[identity]` added by a
+    /// reload: it is read at start only) or with an `expected` that is not a SPIFFE ID
+    /// (validation refuses that), the endpoint still gets TLS, with a configuration that
+    /// trusts no CA: every handshake fails and nothing goes out in plaintext (logged).
+    fn upstream(&self, addr: SocketAddr, expected: &str) -> Option<UpstreamTls> {
+        let config = match &self.configs {
+            Some(configs) => configs.client_config(expected).map_err(|e| e.to_string()),
+            None => Err("no [identity] is in force (it is read at start)".to_owned()),
+        };
+        let config = config.unwrap_or_else(|why| {
+            tracing::error!(%addr, "mutual TLS to this endpoint cannot be set up, refusing it: {why}");
+            trusts_nothing()
+        });
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut tls = UpstreamTls::new(config, name, Some(expected.to_owned()));
+        tls.handshake_timeout = self.handshake_timeout;
+        Some(tls)
+    }
+}
+
+/// A client configuration under which no server's certificate is accepted.
+fn trusts_nothing() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let builder = rustls::ClientConfig::builder_with_provider(crate::identity::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("the ring provider supports TLS 1.3");
+            Arc::new(
+                builder
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::test_pki::Ca;
+    use crate::identity::{Identity, IdentityStore, PemFiles};
+    use crate::transport::tls_upstream::for_endpoint;
+    use coremesh_discovery::{Config, ServiceTls};
+
+    const API: &str = "spiffe://td/ns/prod/sa/api";
+    const DB: &str = "spiffe://td/ns/prod/sa/db";
+
+    fn configs() -> Arc<TlsConfigs> {
+        let ca = Ca::new("mesh");
+        let svid = ca.svid("spiffe://td/ns/prod/sa/web");
+        let files = PemFiles {
+            cert: svid.cert.into_bytes(),
+            key: svid.key.into_bytes(),
+            trust_anchors: ca.pem.into_bytes(),
+        };
+        let identity = Identity::from_pem(&files, rustls::pki_types::UnixTime::now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(TlsConfigs::new(IdentityStore::new(identity)))
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Service "meshed" on ports 1 and 2 (over TLS expecting `identity`, when given) and
+    /// service "plain" on port 3.
+    fn snapshot(identity: Option<&str>) -> Snapshot {
+        let mut config = Config::quick(addr(0), vec![addr(1), addr(2)]);
+        config.services[0].name = "meshed".to_owned();
+        config.services[0].tls = identity.map(|id| ServiceTls {
+            identity: id.to_owned(),
+        });
+        let mut plain = config.services[0].clone();
+        plain.name = "plain".to_owned();
+        plain.endpoints = vec![addr(3)];
+        plain.tls = None;
+        config.services.push(plain);
+        Snapshot::build(&config)
+    }
+
+    fn expected(port: u16) -> Option<String> {
+        for_endpoint(addr(port)).and_then(|t| t.expected_identity().map(str::to_owned))
+    }
+
+    #[test]
+    fn the_table_follows_each_snapshot_and_names_the_endpoints_that_changed() {
+        let mut meshed = MeshedEndpoints::new(Some(configs()), Duration::from_millis(1234));
+        let both: HashSet<SocketAddr> = [addr(1), addr(2)].into();
+        assert_eq!(meshed.apply(&snapshot(Some(API))), both);
+        assert_eq!(
+            (expected(1), expected(2)),
+            (Some(API.into()), Some(API.into()))
+        );
+        assert!(for_endpoint(addr(3)).is_none());
+        assert_eq!(
+            for_endpoint(addr(1)).map(|t| t.handshake_timeout),
+            Some(Duration::from_millis(1234))
+        );
+        // The same snapshot again: nothing changed, the pools stay.
+        assert_eq!(meshed.apply(&snapshot(Some(API))), HashSet::new());
+        // Another identity expected, then plaintext again: both endpoints each time.
+        assert_eq!(meshed.apply(&snapshot(Some(DB))), both);
+        assert_eq!(expected(1), Some(DB.into()));
+        assert_eq!(meshed.apply(&snapshot(None)), both);
+        assert!(for_endpoint(addr(1)).is_none() && for_endpoint(addr(2)).is_none());
+    }
+
+    #[test]
+    fn without_an_identity_the_endpoint_is_refused_not_reached_in_plaintext() {
+        let mut meshed = MeshedEndpoints::new(None, Duration::from_secs(5));
+        meshed.apply(&snapshot(Some(API)));
+        assert_eq!(expected(1), Some(API.into()));
+    }
+}
