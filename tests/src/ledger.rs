@@ -695,15 +695,10 @@ mod tests {
         assert_eq!(exchange(&mut d, 3, "GET", None), 503);
         fleet.kill(1);
         assert!(!fleet.is_alive(1));
-        // Refused while dead. A connect to a closed loopback port may still succeed by
-        // connecting to itself (the kernel picked that very port as its source): not the node.
-        if let Ok(s) = std::net::TcpStream::connect(fleet.addr(1)) {
-            assert_eq!(
-                s.local_addr().ok(),
-                s.peer_addr().ok(),
-                "refused while dead"
-            );
-        }
+        // No connect probe of the dead node's port here: once freed, the port may be bound
+        // by another test running in parallel (or a loopback connect may reach itself), so a
+        // successful connect proves nothing. What a dead node does to requests is shown end
+        // to end where requests meet it (`nothing_lost`).
         fleet.revive(1);
         fleet.set_mode(1, Mode::Normal);
         let mut e = Client::connect(fleet.addr(1)).expect("connect after revival");
