@@ -141,22 +141,11 @@ impl TlsStream {
     /// processed). Stops at the first record that yields plaintext, so rustls never holds
     /// more than its receive limit.
     fn feed(&mut self) -> io::Result<bool> {
-        let mut progressed = false;
-        while self.start < self.incoming.len() {
-            let mut rest = &self.incoming[self.start..];
-            let n = self.tls.read_tls(&mut rest)?;
-            if n == 0 {
-                break;
-            }
-            self.start += n;
-            progressed = true;
-            let state = self.tls.process_new_packets().map_err(io::Error::other)?;
-            self.plaintext = state.plaintext_bytes_to_read();
-            if self.plaintext > 0 {
-                break;
-            }
+        let fed = feed_ciphertext(&mut self.tls, &self.incoming, &mut self.start)?;
+        if let Some(plaintext) = fed {
+            self.plaintext = plaintext;
         }
-        Ok(progressed)
+        Ok(fed.is_some())
     }
 
     /// Read ciphertext from the socket and hand it to rustls; the bytes read (0: the peer
@@ -299,6 +288,32 @@ pub fn client_identity(certs: &[CertificateDer<'_>]) -> Option<String> {
     // Exactly one, and only bytes that may appear in a header value as they are.
     (uris.next().is_none() && !uri.is_empty() && uri.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| uri.to_string())
+}
+
+/// Give `tls` the ciphertext of `incoming[*start..]`, moving `start` past what it took,
+/// until a record yields plaintext (so rustls never holds more than its receive limit).
+/// The plaintext bytes then ready, or `None` when no record was taken.
+pub(super) fn feed_ciphertext(
+    tls: &mut rustls::Connection,
+    incoming: &[u8],
+    start: &mut usize,
+) -> io::Result<Option<usize>> {
+    let mut plaintext = None;
+    while *start < incoming.len() {
+        let mut rest = &incoming[*start..];
+        let n = tls.read_tls(&mut rest)?;
+        if n == 0 {
+            break;
+        }
+        *start += n;
+        let state = tls.process_new_packets().map_err(io::Error::other)?;
+        let ready = state.plaintext_bytes_to_read();
+        plaintext = Some(ready);
+        if ready > 0 {
+            break;
+        }
+    }
+    Ok(plaintext)
 }
 
 #[cfg(test)]

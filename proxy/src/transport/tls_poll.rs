@@ -50,21 +50,8 @@ impl TlsPoll {
 
     /// Give rustls the ciphertext in hand; true when some was taken.
     fn feed(&mut self) -> io::Result<bool> {
-        let mut progressed = false;
-        while self.start < self.incoming.len() {
-            let mut rest = &self.incoming[self.start..];
-            let n = self.tls.read_tls(&mut rest)?;
-            if n == 0 {
-                break;
-            }
-            self.start += n;
-            progressed = true;
-            let state = self.tls.process_new_packets().map_err(io::Error::other)?;
-            if state.plaintext_bytes_to_read() > 0 {
-                break;
-            }
-        }
-        Ok(progressed)
+        let fed = super::tls::feed_ciphertext(&mut self.tls, &self.incoming, &mut self.start)?;
+        Ok(fed.is_some())
     }
 
     /// Write out what rustls has queued.
