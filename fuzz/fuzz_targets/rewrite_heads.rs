@@ -25,6 +25,11 @@ use std::net::IpAddr;
 
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 200;
+/// The most lines a rewrite adds to a head: a request gets `Connection`, `Via`,
+/// `X-Forwarded-For`, the deadline and `traceparent`; a response `Connection` and `Via`. A
+/// head parsed at the limit may leave the rewriter above it, as with any proxy that adds its
+/// own lines, so the head is parsed again with room for them.
+const ADDED_LINES: usize = 5;
 const TRACE_LINE: &[u8] =
     b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n";
 
@@ -80,7 +85,7 @@ fn one_content_length(lines: Vec<Line>, value: Option<u64>) -> Vec<Line> {
 
 fn reparse_request(out: &[u8]) -> RequestHead {
     let mut head = RequestHead::default();
-    let mut scratch = HeaderScratch::new(MAX_HEADERS);
+    let mut scratch = HeaderScratch::new(MAX_HEADERS + ADDED_LINES);
     match parse_request(out, MAX_HEAD + 4096, &mut scratch, &mut head) {
         Ok(Parsed::Complete) => {}
         other => panic!(
@@ -224,7 +229,7 @@ fn check_response(
     response_head(buf, head, close, upgrade, via, dechunk, &mut out);
     let shown = String::from_utf8_lossy(&out);
     let mut again = ResponseHead::default();
-    let mut scratch = HeaderScratch::new(MAX_HEADERS);
+    let mut scratch = HeaderScratch::new(MAX_HEADERS + ADDED_LINES);
     match parse_response(&out, MAX_HEAD + 4096, &mut scratch, &mut again) {
         Ok(Parsed::Complete) => {}
         other => panic!("rewritten response does not parse ({other:?}): {shown:?}"),
