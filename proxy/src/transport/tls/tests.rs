@@ -733,3 +733,122 @@ fn a_tunnel_from_a_tls_client_relays_both_ways_with_half_close_and_close_notify(
         assert!(!end.idle_closed);
     });
 }
+
+/// An outbound opaque connection to a meshed endpoint offers no ALPN protocol, so the
+/// inbound side reads its decrypted bytes: opaque bytes are opaque, an HTTP/1 request line
+/// (from a TLS client that offers no ALPN) is HTTP/1, and a TLS record inside TLS is not
+/// taken for a ClientHello to terminate again.
+#[test]
+fn an_opaque_connection_offers_no_alpn_and_its_decrypted_bytes_decide() {
+    use crate::sidecar::tls::detect_decrypted;
+    use crate::transport::detect::DetectReason;
+    let pki = Pki::new();
+    on_each_driver(|| async {
+        let cases: [(&[u8], Protocol, DetectReason); 3] = [
+            (
+                b"\x00\x01binary",
+                Protocol::Opaque,
+                DetectReason::Unrecognised,
+            ),
+            (
+                b"GET / HTTP/1.1\r\n",
+                Protocol::Http1,
+                DetectReason::Matched,
+            ),
+            (
+                b"\x16\x03\x01\x00\x10\x01",
+                Protocol::Opaque,
+                DetectReason::Unrecognised,
+            ),
+        ];
+        for (first, protocol, reason) in cases {
+            let (listener, addr) = listen();
+            let inbound = pki.inbound();
+            let server = monoio::spawn(async move {
+                let stats = TlsStats::default();
+                let mut conn = serve_one(&listener, &inbound, &stats)
+                    .await
+                    .expect("handshake");
+                let alpn = conn
+                    .stream
+                    .tls()
+                    .and_then(|t| t.alpn_protocol().map(<[u8]>::to_vec));
+                let detection = detect_decrypted(&mut conn, 9000, &DetectConfig::default()).await;
+                (alpn, detection, conn.data().to_vec())
+            });
+            let tcp = monoio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect");
+            let upstream = UpstreamTls::new(
+                pki.ca.client_config(Some(&pki.client), &[b"h2"]),
+                ServerName::try_from(SERVER_NAME).expect("name"),
+                Some(SERVER_ID.to_string()),
+            );
+            let tls = tls_upstream::handshake(tcp, &upstream, Alpn::Opaque)
+                .await
+                .expect("handshake");
+            let mut client = Conn::new(tls, Vec::new());
+            let (res, _) = client.write_vec(first.to_vec()).await;
+            res.expect("write");
+            let (alpn, detection, data) = server.await;
+            assert_eq!(alpn, None);
+            assert_eq!(detection.protocol, protocol, "{first:?}");
+            assert_eq!(detection.reason, reason, "{first:?}");
+            assert_eq!(data, first, "detection consumed nothing");
+        }
+    });
+}
+
+/// A tunnel with a TLS side that carries nothing either way for its idle timeout is
+/// closed on both sides.
+#[test]
+fn an_idle_tunnel_with_a_tls_side_is_closed() {
+    let pki = Pki::new();
+    on_each_driver(|| async {
+        let (listener, addr) = listen();
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let plain_addr = plain.local_addr().expect("addr");
+        let config = pki.ca.client_config(Some(&pki.client), &[]);
+        let client = std::thread::spawn(move || -> std::io::Result<usize> {
+            let tcp = std::net::TcpStream::connect(addr)?;
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let name = ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
+            let conn =
+                rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            tls.write_all(b"x")?;
+            // Nothing more: the tunnel's idle timeout ends it.
+            let mut got = Vec::new();
+            let _ = tls.read_to_end(&mut got);
+            Ok(got.len())
+        });
+        let app = std::thread::spawn(move || -> std::io::Result<usize> {
+            let (mut tcp, _) = plain.accept()?;
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut got = Vec::new();
+            tcp.read_to_end(&mut got)?;
+            Ok(got.len())
+        });
+        let stats = TlsStats::default();
+        let conn = serve_one(&listener, &pki.inbound(), &stats)
+            .await
+            .expect("handshake");
+        let upstream = monoio::net::TcpStream::connect(plain_addr)
+            .await
+            .expect("connect");
+        let end = crate::http1::tunnel::splice(
+            conn,
+            Conn::new(upstream, Vec::new()),
+            Duration::from_millis(200),
+            16 * 1024,
+        )
+        .await;
+        while !client.is_finished() || !app.is_finished() {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(end.idle_closed);
+        assert_eq!(end.to_upstream, 1);
+        assert_eq!(app.join().expect("app thread").expect("app"), 1);
+        assert_eq!(client.join().expect("client thread").expect("client"), 0);
+    });
+}
