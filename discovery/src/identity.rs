@@ -133,6 +133,12 @@ impl CompiledInboundPolicy {
             .find(|(route, _)| route.matches(path))
             .map_or(&self.base, |(_, policy)| policy)
     }
+
+    /// The policy for a connection that carries no requests (opaque TCP): `[inbound]`'s
+    /// own, since no path can pick a route's.
+    pub fn connection(&self) -> &EffectivePolicy {
+        &self.base
+    }
 }
 
 /// Patterns that do not parse are skipped: validation refused them before a configuration

@@ -19,8 +19,8 @@ pub const START_BOUND: Duration = Duration::from_secs(30);
 pub const PYTHON_ENV: &str = "COREMESH_TEST_PYTHON";
 /// What `.ci/run` installs; quoted in every "missing program" failure.
 pub const INSTALL_HINT: &str = "apt-get install -y nghttp2-client nghttp2-server curl \
-     python3-h2 python3-grpcio python3-grpc-tools (or: python3 -m pip install h2 grpcio \
-     grpcio-tools); .ci/run does this";
+     python3-h2 python3-grpcio python3-grpc-tools python3-websockets (or: python3 -m pip \
+     install h2 grpcio grpcio-tools websockets); .ci/run does this";
 
 /// Lock, ignoring poisoning (a panicking reader must not hide output from the test).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

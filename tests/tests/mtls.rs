@@ -8,216 +8,21 @@
 //! (403, counted by reason), per path with `[[inbound.routes]]`. HTTP/2 (h2c to A, h2 over
 //! TLS between the proxies, h2c to nghttpd) and gRPC calls (grpcio) cross the same hop; a
 //! gRPC call the policy refuses gets a trailers-only PERMISSION_DENIED. B's certificate is
-//! renewed 20 times while requests run, each on a new handshake, without a failed request. The CAs and SVIDs are made with rcgen in a temporary
-//! directory.
+//! renewed 20 times while requests run, each on a new handshake, without a failed request,
+//! and after each renewal a new handshake presents that renewal's certificate. The CAs and
+//! SVIDs are made with rcgen in a temporary directory (`mtls_support`).
 
-use coremesh_discovery::{
-    Config, IdentitySettings, InboundPolicy, InboundRoute, InboundSettings, ServiceTls,
-    SideSettings,
-};
-use coremesh_tests::admin::{start_with_admin, AdminProxy};
+use coremesh_discovery::{InboundPolicy, InboundRoute, ServiceTls};
 use coremesh_tests::client::get;
 use coremesh_tests::grpc_peers::{grpc_call, grpc_frame, method_path, GrpcServer};
 use coremesh_tests::h2clients::{h2_request, H2Request};
 use coremesh_tests::h2upstreams::Nghttpd;
 use coremesh_tests::proxy::{base_config, for_each_driver, route_all, service, start_proxy};
-use coremesh_tests::{Driver, Upstream};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use coremesh_tests::Upstream;
+use mtls_support::*;
 use std::time::{Duration, Instant};
 
-const WEB: &str = "spiffe://td/ns/prod/sa/web";
-const APP: &str = "spiffe://td/ns/prod/sa/app";
-const HEADER: &str = "x-coremesh-client-id";
-/// Bound on every wait: only turns a hang into a failure.
-const WAIT: Duration = Duration::from_secs(30);
-
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A certificate authority that issues X.509-SVIDs.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = ok(KeyPair::generate());
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = ok(params.self_signed(&key));
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// (certificate, key) PEM of an SVID for `uri`.
-    fn svid(&self, uri: &str) -> (String, String) {
-        let key = ok(KeyPair::generate());
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "workload");
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(ok(uri.try_into()))];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = ok(params.signed_by(&key, &self.issuer));
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("coremesh-mtls-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        ok(std::fs::create_dir_all(&dir));
-        TempDir(dir)
-    }
-
-    /// `[identity]` over files written here: an SVID for `uri` from `issuer`, and the
-    /// certificates of `anchors` as the trust anchors.
-    fn identity(&self, name: &str, issuer: &Ca, uri: &str, anchors: &[&Ca]) -> IdentitySettings {
-        let bundle: String = anchors.iter().map(|ca| ca.pem.as_str()).collect();
-        let (cert, key) = issuer.svid(uri);
-        let write = |file: String, contents: &str| {
-            let path = self.0.join(file);
-            ok(std::fs::write(&path, contents));
-            path
-        };
-        IdentitySettings {
-            cert: write(format!("{name}.pem"), &cert),
-            key: write(format!("{name}.key"), &key),
-            trust_anchors: write(format!("{name}-bundle.pem"), &bundle),
-            ..IdentitySettings::default()
-        }
-    }
-}
-
-impl TempDir {
-    /// Replaces `path` the way a renewal does: a new file renamed over the old one.
-    fn replace(&self, path: &std::path::Path, contents: &str) {
-        let next = path.with_extension("next");
-        ok(std::fs::write(&next, contents));
-        ok(std::fs::rename(&next, path));
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Proxy B: `identity`, and an inbound side on an ephemeral loopback port in front of
-/// the application on `app_port`.
-fn proxy_b(
-    driver: Driver,
-    identity: IdentitySettings,
-    app_port: u16,
-    require_mtls: bool,
-) -> AdminProxy {
-    let policy = InboundPolicy {
-        require_mtls,
-        ..InboundPolicy::default()
-    };
-    proxy_b_with(driver, identity, app_port, policy)
-}
-
-/// [`proxy_b`] with the inbound side's whole policy.
-fn proxy_b_with(
-    driver: Driver,
-    identity: IdentitySettings,
-    app_port: u16,
-    policy: InboundPolicy,
-) -> AdminProxy {
-    let mut config = base_config();
-    config.identity = Some(identity);
-    let inbound = InboundSettings {
-        side: SideSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-            ..SideSettings::default()
-        },
-        app_port: Some(app_port),
-        policy,
-        ..InboundSettings::default()
-    };
-    config.inbound = Some(inbound);
-    validated(&config);
-    start_with_admin(driver, config)
-}
-
-/// Proxy A: `identity`, and every request to service "app" on `b_inbound`, reached over
-/// mutual TLS expecting `expected` (one attempt, so refusals are counted once).
-fn proxy_a(identity: IdentitySettings, b_inbound: SocketAddr, expected: &str) -> Config {
-    let mut config = base_config();
-    config.identity = Some(identity);
-    let mut app = service("app", &[b_inbound]);
-    app.tls = Some(ServiceTls {
-        identity: expected.to_owned(),
-    });
-    app.overrides.max_attempts = Some(1);
-    config.services.push(app);
-    config.routes.push(route_all("app"));
-    validated(&config);
-    config
-}
-
-fn validated(config: &Config) {
-    let violations = coremesh_discovery::validate(config);
-    assert!(
-        violations.is_empty(),
-        "the test's configuration is invalid: {violations:?}"
-    );
-}
-
-/// The value of the sample `series` (name and labels) in a Prometheus text scrape.
-fn sample(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
-fn inbound_failures(b: &AdminProxy, reason: &str) -> Option<u64> {
-    sample(
-        &b.metrics_text(),
-        &format!(
-            "coremesh_tls_handshake_failures_total{{direction=\"inbound\",reason=\"{reason}\"}}"
-        ),
-    )
-}
-
-/// Waits until B's metrics show `want` inbound refusals for `reason`; the last value seen.
-fn wait_failures(b: &AdminProxy, reason: &str, want: u64) -> Option<u64> {
-    let start = Instant::now();
-    loop {
-        let seen = inbound_failures(b, reason);
-        if seen == Some(want) || start.elapsed() > WAIT {
-            return seen;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod mtls_support;
 
 #[test]
 fn the_application_sees_the_callers_verified_identity() {
@@ -368,14 +173,6 @@ fn a_client_certificate_from_another_ca_is_refused() {
         assert_eq!(app.requests_received(), 0);
         assert_eq!(app.connections_accepted(), 0);
     });
-}
-
-fn denials(b: &AdminProxy, reason: &str) -> u64 {
-    sample(
-        &b.metrics_text(),
-        &format!("coremesh_inbound_denied_total{{reason=\"{reason}\"}}"),
-    )
-    .unwrap_or(0)
 }
 
 #[test]
@@ -566,14 +363,6 @@ fn grpc_calls_cross_the_mtls_hop_and_a_refused_caller_gets_permission_denied() {
     });
 }
 
-fn reloads_ok(b: &AdminProxy) -> u64 {
-    sample(
-        &b.metrics_text(),
-        "coremesh_identity_reloads_total{result=\"ok\"}",
-    )
-    .unwrap_or(0)
-}
-
 #[test]
 fn renewing_the_certificate_under_load_fails_no_request() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -607,13 +396,21 @@ fn renewing_the_certificate_under_load_fails_no_request() {
                 (ok, failed)
             })
         };
+        // A fresh TLS client, trusting the CA, reads the certificate B presents.
+        let probe = TlsClient::new(&ca, &ca.issue(WEB), &[b"http/1.1"]);
+        let mut probes = 0u64;
+        let presented = |probes: &mut u64| {
+            *probes += 1;
+            probe.server_certificate(b_inbound)
+        };
+        let mut previous = presented(&mut probes).unwrap_or_else(|e| panic!("first probe: {e}"));
         let before = reloads_ok(&b);
         for round in 1..=RENEWALS {
-            let (new_cert, new_key) = ca.svid(APP);
+            let renewal = ca.issue(APP);
             // The key first: a poll in between sees a mismatch and keeps the identity in
             // force until the certificate follows.
-            dir.replace(&key, &new_key);
-            dir.replace(&cert, &new_cert);
+            dir.replace(&key, &renewal.key_pem);
+            dir.replace(&cert, &renewal.cert_pem);
             let start = Instant::now();
             while reloads_ok(&b) < before + round && start.elapsed() < WAIT {
                 std::thread::sleep(Duration::from_millis(20));
@@ -622,6 +419,21 @@ fn renewing_the_certificate_under_load_fails_no_request() {
             // test runs in it.
             let seen = reloads_ok(&b);
             assert!(seen >= before + round, "renewal {round} installed: {seen}");
+            // A new handshake presents this renewal's certificate (each renewal is a new
+            // key and serial): waited for, since the counter may be another proxy's.
+            let mut last = Err(String::from("not probed"));
+            let presents_it = wait_until(|| {
+                last = presented(&mut probes);
+                last.as_deref().ok() == Some(renewal.cert_der.as_slice())
+            });
+            assert!(
+                presents_it,
+                "renewal {round}: a new handshake does not present it (the previous \
+                 certificate: {}; probe: {:?})",
+                last.as_ref().ok() == Some(&previous),
+                last.as_ref().map(|l| l.len())
+            );
+            previous = renewal.cert_der;
         }
         stop.store(true, Ordering::Relaxed);
         let (ok, failed) = load
@@ -639,7 +451,8 @@ fn renewing_the_certificate_under_load_fails_no_request() {
             &b.metrics_text(),
             "coremesh_tls_handshakes_total{direction=\"inbound\"}",
         );
-        assert_eq!(handshakes, Some(ok));
+        // One per request, and one per probe.
+        assert_eq!(handshakes, Some(ok + probes));
     });
 }
 

@@ -3,7 +3,16 @@
 //! side's end of stream is passed on as a half-close. A tunnel with no bytes moving in
 //! either direction for its idle timeout (`proxy.tunnel_idle_timeout_ms` for upgrades) is
 //! closed on both sides (and logged at debug level).
+//!
+//! Two plain connections are split into halves copied by two loops on monoio's owned
+//! buffers. A tunnel with a TLS side (a TLS-terminated client upgraded towards the
+//! application, an upgrade to a meshed endpoint, opaque TCP over mutual TLS) cannot be split
+//! that way — both directions go through the one rustls session — so it is copied in poll
+//! style instead (the connections as HTTP/2 drives them, [`crate::http2::io::H2Io`], and
+//! tokio's `copy_bidirectional`): the same half-close (a TLS side's end is its close_notify,
+//! and its half-close sends one), the same buffer size, idle timeout and byte counts.
 
+use crate::http2::io::{Counters, H2Io};
 use crate::transport::conn::{Conn, Stream};
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
@@ -11,10 +20,13 @@ use monoio::io::{
 };
 use monoio::net::TcpStream;
 use std::cell::Cell;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What a tunnel carried and how it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelEnd {
     pub to_upstream: u64,
     pub to_client: u64,
@@ -66,19 +78,15 @@ pub async fn splice(
     buffer_bytes: usize,
 ) -> TunnelEnd {
     let buffer_bytes = buffer_bytes.max(1);
+    let plain = |c: &Conn| matches!(c.stream, Stream::Plain(_));
+    if !plain(&client) || !plain(&upstream) {
+        return Box::pin(splice_polled(client, upstream, idle, buffer_bytes)).await;
+    }
     let (Some((mut cr, mut cw, c_pending)), Some((mut ur, mut uw, u_pending))) =
         (split(client), split(upstream))
     else {
-        // A TLS stream cannot be split into halves that run at once (both need the one
-        // session): tunnels over TLS are not supported yet.
-        tracing::debug!("no tunnel over a TLS connection: closing both sides");
-        return TunnelEnd {
-            to_upstream: 0,
-            to_client: 0,
-            carried_to_upstream: 0,
-            carried_to_client: 0,
-            idle_closed: false,
-        };
+        // Not reached: both are plain.
+        return TunnelEnd::default();
     };
     let last_activity = Cell::new(Instant::now());
     let up = Moved::default();
@@ -134,7 +142,7 @@ struct Pending {
     start: usize,
 }
 
-/// The halves of a plain connection (`None` for TLS).
+/// The halves of a plain connection (`None` for TLS, which [`splice_polled`] takes).
 fn split(conn: Conn) -> Option<(OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>, Pending)> {
     let Conn {
         stream, buf, start, ..
@@ -144,6 +152,124 @@ fn split(conn: Conn) -> Option<(OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStre
     };
     let (r, w) = stream.into_split();
     Some((r, w, Pending { buf, start }))
+}
+
+/// [`splice`] when either side is TLS: one poll-style copy both ways (see the module doc).
+async fn splice_polled(
+    client: Conn,
+    upstream: Conn,
+    idle: Duration,
+    buffer_bytes: usize,
+) -> TunnelEnd {
+    let (c_pending, u_pending) = (client.buffered() as u64, upstream.buffered() as u64);
+    let (c_counters, u_counters) = (Counters::default(), Counters::default());
+    let last_activity = Cell::new(Instant::now());
+    let (mut c, mut u) = match (
+        Watched::new(client, &c_counters, &last_activity),
+        Watched::new(upstream, &u_counters, &last_activity),
+    ) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!("tunnel: a connection cannot be polled ({e}): closing both sides");
+            return TunnelEnd::default();
+        }
+    };
+    let mut idle_closed = false;
+    {
+        let both =
+            tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, buffer_bytes, buffer_bytes);
+        monoio::select! {
+            ended = both => {
+                if let Err(e) = ended {
+                    tracing::debug!("tunnel ended: {e}");
+                }
+            }
+            _ = idle_for(&last_activity, idle) => {
+                idle_closed = true;
+                tracing::debug!("tunnel idle both ways for {idle:?}: closing both sides");
+            }
+        }
+    }
+    // Dropping the connections closes them (each TLS side sent its close_notify when the
+    // other side's end was passed on).
+    drop((c, u));
+    let to_upstream = u_counters.written.get();
+    let to_client = c_counters.written.get();
+    TunnelEnd {
+        to_upstream,
+        to_client,
+        carried_to_upstream: c_pending.min(to_upstream),
+        carried_to_client: u_pending.min(to_client),
+        idle_closed,
+    }
+}
+
+/// A connection in poll style (its buffered bytes read first) that notes when bytes last
+/// moved through it, for the idle timeout.
+struct Watched<'a> {
+    io: H2Io,
+    last_activity: &'a Cell<Instant>,
+}
+
+impl<'a> Watched<'a> {
+    fn new(
+        conn: Conn,
+        counters: &Counters,
+        last_activity: &'a Cell<Instant>,
+    ) -> std::io::Result<Watched<'a>> {
+        let Conn {
+            stream,
+            mut buf,
+            start,
+            ..
+        } = conn;
+        buf.drain(..start.min(buf.len()));
+        Ok(Watched {
+            io: H2Io::new(stream, buf, counters.clone())?,
+            last_activity,
+        })
+    }
+
+    fn moved(&self) {
+        self.last_activity.set(Instant::now());
+    }
+}
+
+impl AsyncRead for Watched<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Ends once `last_activity` is `idle` old.

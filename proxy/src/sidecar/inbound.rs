@@ -8,10 +8,16 @@
 //! set, validation refuses such a configuration; without it, a connection whose original
 //! destination port would make it one (say, to the outbound port from outside) is refused
 //! here, as a loop.
+//!
+//! Opaque TCP carries no request to decide, so a connection is decided once, by
+//! `[inbound]`'s own `require_mtls` and `authorize` ([`admit_opaque`]): refused, it is
+//! closed before a byte reaches the application.
 
 use super::{Decision, Side};
+use crate::identity::{authorize, Decision as Authorization, IDENTITY_METRICS};
 use crate::transport::original_dst::Destination;
 use coremesh_discovery::validate::serves;
+use coremesh_discovery::{CompiledInboundPolicy, SpiffeId};
 use std::net::SocketAddr;
 
 /// Where an inbound connection goes.
@@ -27,6 +33,26 @@ pub fn decide(side: &Side, destination: Destination) -> Decision {
         return Decision::Refuse(app);
     }
     Decision::Application(app)
+}
+
+/// Whether an opaque TCP connection from `peer` with the verified identity `peer_id` (none:
+/// plaintext) may reach the application under `policy`'s connection policy. A refusal is
+/// counted in `coremesh_inbound_denied_total{reason}` and logged at debug level; the caller
+/// then closes the connection.
+pub fn admit_opaque(
+    policy: &CompiledInboundPolicy,
+    peer_id: Option<&SpiffeId>,
+    peer: SocketAddr,
+) -> bool {
+    match authorize(policy.connection(), peer_id) {
+        Authorization::Allow => true,
+        Authorization::Deny(reason) => {
+            IDENTITY_METRICS.denied(reason);
+            let id = peer_id.map(SpiffeId::as_str);
+            tracing::debug!(%peer, ?id, reason = reason.label(), "opaque TCP refused by the inbound policy: closing");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +95,40 @@ mod tests {
             decide(&side, to(4140)),
             Decision::Application(SocketAddr::new(side.app_address, 4140))
         );
+    }
+
+    #[test]
+    fn opaque_tcp_is_decided_by_the_inbounds_own_policy() {
+        use coremesh_discovery::{InboundPolicy, InboundRoute};
+        let id = |text: &str| SpiffeId::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let peer: SocketAddr = ([10, 0, 0, 9], 40000).into();
+        let web = id("spiffe://td/ns/prod/sa/web");
+        let batch = id("spiffe://td/ns/batch/sa/job");
+        // A route that lets plaintext in on a path does not open opaque TCP.
+        let policy = InboundPolicy {
+            require_mtls: true,
+            authorize: vec!["spiffe://td/ns/prod/*".to_owned()],
+            routes: vec![InboundRoute {
+                path_prefix: Some("/healthz".to_owned()),
+                require_mtls: Some(false),
+                authorize: Some(Vec::new()),
+                ..InboundRoute::default()
+            }],
+        }
+        .compile();
+        let denied = |reason| IDENTITY_METRICS.denials(reason);
+        let (no_cert, not_authorized) = (
+            denied(crate::identity::Reason::NoClientCert),
+            denied(crate::identity::Reason::NotAuthorized),
+        );
+        assert!(admit_opaque(&policy, Some(&web), peer));
+        assert!(!admit_opaque(&policy, Some(&batch), peer));
+        assert!(!admit_opaque(&policy, None, peer));
+        // At least: the counters are the process's, shared with tests running at once.
+        assert!(denied(crate::identity::Reason::NoClientCert) > no_cert);
+        assert!(denied(crate::identity::Reason::NotAuthorized) > not_authorized);
+        let open = InboundPolicy::default().compile();
+        assert!(admit_opaque(&open, None, peer));
+        assert!(admit_opaque(&open, Some(&batch), peer));
     }
 }

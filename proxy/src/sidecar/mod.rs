@@ -6,7 +6,8 @@
 //! ([`crate::http1::server::serve_conn`]) or relays opaque TCP both ways
 //! ([`crate::transport::opaque`]). HTTP/2 (prior knowledge) is told from HTTP/1 by its
 //! preface when served. TLS is relayed as opaque TCP, except on a side with
-//! [`Side::tls`] (inbound), which terminates it ([`tls`]) and serves what ALPN picked.
+//! [`Side::tls`] (inbound), which terminates it ([`tls`]) and serves what ALPN picked, or
+//! what the decrypted bytes are (HTTP, or opaque TCP decided by the inbound policy).
 //!
 //! A connection whose original destination is one of the proxy's own listeners was not
 //! redirected (or was redirected to the proxy itself): outbound refuses it (it would
@@ -187,7 +188,7 @@ pub async fn serve_side(
                 return;
             };
             let origin = Origin { direction, target };
-            serve_conn(core, client, peer, counted, origin).await;
+            tls::serve(core, &side, client, peer, counted, origin, dst_port).await;
             return;
         }
         if tls.require {
@@ -203,6 +204,12 @@ pub async fn serve_side(
         return;
     }
     if detection.reason == DetectReason::Closed && client.buffered() == 0 {
+        return;
+    }
+    // Opaque TCP in plaintext is decided once by `[inbound]`'s own policy.
+    if direction == Direction::Inbound
+        && !inbound::admit_opaque(&core.snapshot().inbound_policy, None, peer)
+    {
         return;
     }
     let relayed = match target {
@@ -231,7 +238,7 @@ pub async fn serve_side(
 
 /// Relay `client` to `to` itself (passthrough, or the application), counted under no
 /// service, connecting within `connect_timeout_ms`. `None` when `to` cannot be reached.
-async fn relay_direct(
+pub(crate) async fn relay_direct(
     core: &Core,
     client: Conn,
     side: coremesh_telemetry::Side,

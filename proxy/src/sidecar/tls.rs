@@ -3,15 +3,29 @@
 //! then served over TLS like any other; a listener that requires TLS closes a plaintext
 //! connection. Refusals are counted by reason in
 //! `coremesh_tls_handshake_failures_total{direction="inbound",reason}` (`tls_stats.rs`).
+//!
+//! What a TLS connection carries ([`serve`]): ALPN `h2` or `http/1.1` is HTTP, served by the
+//! request path. Without ALPN (a peer proxy relaying opaque TCP offers none) the decrypted
+//! first bytes decide, as detection does for plaintext ([`detect_decrypted`]): HTTP goes to
+//! the request path, anything else is opaque TCP, relayed to the application when the
+//! inbound policy admits the caller's identity ([`super::inbound::admit_opaque`]) and closed
+//! otherwise, before a byte reaches the application.
 
-use crate::transport::conn::{Conn, Stream};
-use crate::transport::detect::DetectReason;
-use crate::transport::tls::TlsStream;
+use super::{inbound, Side};
+use crate::core::{ConnectionGuard, Core};
+use crate::pipeline::{Origin, Target};
+use crate::transport::conn::{is_cancelled, Conn, Fill, Stream};
+use crate::transport::detect::{
+    sniff_within, DetectConfig, DetectReason, Detection, Protocol, Sniff,
+};
+use crate::transport::tls::{TlsStream, ALPN_H2, ALPN_HTTP1};
 use crate::transport::tls_stats::{FailReason, TlsStats};
+use monoio::io::Canceller;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Default time an inbound TLS handshake may take (`InboundTls::handshake_timeout`): a
 /// client that has sent its ClientHello finishes in two round trips; one that stalls (or
@@ -104,4 +118,100 @@ async fn handshake(client: Conn, tls: &InboundTls) -> io::Result<Conn> {
     // A TLS connection counts the bytes of its requests and responses (plaintext), as an
     // HTTP/2 or HTTP/1 one does; the handshake's are not counted.
     Ok(Conn::new(stream, Vec::new()))
+}
+
+/// Serve `client`, a connection whose TLS handshake is done, sent where `origin` says (the
+/// application); `dst_port` is its original destination port (see the module doc).
+pub async fn serve(
+    core: Rc<Core>,
+    side: &Side,
+    mut client: Conn,
+    peer: SocketAddr,
+    counted: ConnectionGuard,
+    origin: Origin,
+    dst_port: u16,
+) {
+    let alpn = client.stream.tls().and_then(|t| t.alpn_protocol());
+    let http_by_alpn = matches!(alpn, Some(p) if p == ALPN_H2 || p == ALPN_HTTP1);
+    let detected = if http_by_alpn {
+        None
+    } else {
+        Some(detect_decrypted(&mut client, dst_port, &side.detect).await)
+    };
+    let opaque = detected.filter(|d| !matches!(d.protocol, Protocol::Http1 | Protocol::Http2));
+    let Some(detected) = opaque else {
+        crate::http1::server::serve_conn(core, client, peer, counted, origin).await;
+        return;
+    };
+    if detected.reason == DetectReason::Closed && client.buffered() == 0 {
+        return;
+    }
+    let Target::Application(to) = origin.target else {
+        return;
+    };
+    let certs = client.stream.tls().and_then(|t| t.peer_certificates());
+    let peer_id = crate::identity::peer_id(certs).ok();
+    if !inbound::admit_opaque(&core.snapshot().inbound_policy, peer_id.as_ref(), peer) {
+        return;
+    }
+    let limit_ms = core.defaults.connect_timeout_ms;
+    let telemetry_side = coremesh_telemetry::Side::Inbound;
+    let relayed =
+        super::relay_direct(&core, client, telemetry_side, to, limit_ms, &side.relay).await;
+    if relayed.is_none() {
+        super::stats::count(&side.stats.connect_failures);
+    }
+    drop(counted);
+}
+
+/// Detection on a TLS connection's decrypted first bytes: as
+/// [`crate::transport::detect::detect`] decides on plaintext (opaque ports at once, HTTP/1,
+/// the HTTP/2 preface, anything else or silence until `cfg.timeout` opaque), never
+/// consuming. A TLS read may wait for the rest of a record after the socket was readable,
+/// so the read itself runs under the timeout: cancelled then, and awaited, so that the
+/// bytes it got are kept ([`Conn::fill_cancelable`]).
+pub async fn detect_decrypted(conn: &mut Conn, dst_port: u16, cfg: &DetectConfig) -> Detection {
+    let opaque = |reason| Detection {
+        protocol: Protocol::Opaque,
+        reason,
+    };
+    if cfg.opaque_ports.contains(&dst_port) {
+        return opaque(DetectReason::OpaquePort);
+    }
+    let deadline = Instant::now() + cfg.timeout;
+    loop {
+        let data = conn.data();
+        match sniff_within(&data[..data.len().min(cfg.max_bytes)], cfg.max_bytes) {
+            Sniff::Is(Protocol::Tls) => return opaque(DetectReason::Unrecognised),
+            Sniff::Is(protocol) => {
+                return Detection {
+                    protocol,
+                    reason: DetectReason::Matched,
+                }
+            }
+            Sniff::Unrecognised => return opaque(DetectReason::Unrecognised),
+            Sniff::NeedMore => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return opaque(DetectReason::Timeout);
+        }
+        let canceller = Canceller::new();
+        let filled = {
+            let mut read = std::pin::pin!(conn.fill_cancelable(cfg.max_bytes, canceller.handle()));
+            match monoio::time::timeout(left, read.as_mut()).await {
+                Ok(filled) => filled,
+                Err(_) => {
+                    drop(canceller.cancel());
+                    read.await
+                }
+            }
+        };
+        match filled {
+            Ok(Fill::Read(_)) => {}
+            Ok(Fill::Full) => return opaque(DetectReason::Unrecognised),
+            Err(e) if is_cancelled(&e) => return opaque(DetectReason::Timeout),
+            Ok(Fill::Eof) | Err(_) => return opaque(DetectReason::Closed),
+        }
+    }
 }

@@ -4,7 +4,9 @@
 //!
 //! The relay is the tunnel of upgraded HTTP connections ([`crate::http1::tunnel::splice`]) with
 //! the side's buffer size and idle timeout: bounded buffers, a FIN one way passed on as a
-//! half-close while the other way keeps going, both closed once idle both ways.
+//! half-close while the other way keeps going, both closed once idle both ways. Either side
+//! may be TLS: an endpoint of a service with `tls` is reached over mutual TLS (offering no
+//! ALPN protocol), and the inbound side relays what a TLS caller sends when it is not HTTP.
 //!
 //! For the balancer an opaque connection is one request whose latency is the TCP connect:
 //! it is recorded (a success, or a connect failure that counts towards ejection) as soon as
@@ -16,6 +18,7 @@ use crate::error::ProxyError;
 use crate::http1::tunnel::{splice, TunnelEnd};
 use crate::transport::conn::{Conn, Stream};
 use crate::transport::detect::Detection;
+use crate::transport::tls_upstream::Alpn;
 use coremesh_balancer::{FailureKind, Outcome};
 use coremesh_discovery::{SideSettings, DEFAULT_TCP_IDLE_TIMEOUT_MS};
 use coremesh_telemetry::{Peer, ServiceId, Side, Way};
@@ -103,7 +106,9 @@ pub async fn connect(core: &Core, service: usize) -> Result<Connected, ProxyErro
             break;
         };
         let started = Instant::now();
-        let result = crate::http1::forward::connect(choice.addr, settings).await;
+        // A meshed endpoint is reached over mutual TLS offering no ALPN protocol: its
+        // inbound side then relays the bytes instead of serving them as HTTP.
+        let result = crate::http1::forward::connect_for(choice.addr, settings, Alpn::Opaque).await;
         let now = Instant::now();
         let latency = now.duration_since(started);
         let outcome = match &result {

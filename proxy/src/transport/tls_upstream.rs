@@ -7,7 +7,9 @@
 //!
 //! ALPN: a connection opened for HTTP/1 offers `http/1.1`, one opened for HTTP/2 offers
 //! `h2`, so the protocol a request came in with is the one it leaves with; the endpoint's
-//! choice (or none) is accepted as it is.
+//! choice (or none) is accepted as it is. A connection opened for opaque TCP offers no
+//! protocol, so that the inbound side reads its bytes as they are (detection on the
+//! decrypted bytes) instead of serving them as HTTP.
 
 use super::tls::{TlsStream, ALPN_H2, ALPN_HTTP1};
 use super::tls_stats::{FailReason, OUTBOUND};
@@ -31,12 +33,15 @@ pub const DEFAULT_UPSTREAM_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Alpn {
     Http1,
     H2,
+    /// Opaque TCP: no ALPN offered.
+    Opaque,
 }
 
 /// How connections to one endpoint handshake.
 pub struct UpstreamTls {
     http1: Arc<rustls::ClientConfig>,
     h2: Arc<rustls::ClientConfig>,
+    opaque: Arc<rustls::ClientConfig>,
     server_name: ServerName<'static>,
     /// The server must present this identity ([`client_identity`] of its chain).
     expected_identity: Option<String>,
@@ -52,14 +57,15 @@ impl UpstreamTls {
         server_name: ServerName<'static>,
         expected_identity: Option<String>,
     ) -> UpstreamTls {
-        let with_alpn = |alpn: &[u8]| {
+        let with_alpn = |alpn: &[&[u8]]| {
             let mut c = (*config).clone();
-            c.alpn_protocols = vec![alpn.to_vec()];
+            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             Arc::new(c)
         };
         UpstreamTls {
-            http1: with_alpn(ALPN_HTTP1),
-            h2: with_alpn(ALPN_H2),
+            http1: with_alpn(&[ALPN_HTTP1]),
+            h2: with_alpn(&[ALPN_H2]),
+            opaque: with_alpn(&[]),
             server_name,
             expected_identity,
             handshake_timeout: DEFAULT_UPSTREAM_HANDSHAKE_TIMEOUT,
@@ -116,6 +122,7 @@ async fn handshake_inner(tcp: TcpStream, tls: &UpstreamTls, alpn: Alpn) -> io::R
     let config = match alpn {
         Alpn::Http1 => tls.http1.clone(),
         Alpn::H2 => tls.h2.clone(),
+        Alpn::Opaque => tls.opaque.clone(),
     };
     let mut stream = TlsStream::client(tcp, config, tls.server_name.clone())?;
     match monoio::time::timeout(tls.handshake_timeout, stream.handshake()).await {

@@ -637,3 +637,218 @@ fn large_transfers_both_ways_arrive_whole() {
         assert_eq!(conn.bytes_out, down.len() as u64);
     });
 }
+
+/// A plain TCP application for tunnel tests: reads until the end of stream, then answers
+/// `got N;` and the bytes back, and closes (what reaches the client after its own
+/// half-close proves the other way stayed open).
+fn answer_after_eof() -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().expect("accept");
+        let mut got = Vec::new();
+        tcp.read_to_end(&mut got).expect("read");
+        tcp.write_all(format!("got {};", got.len()).as_bytes())
+            .expect("write");
+        tcp.write_all(&got).expect("write");
+        got
+    });
+    (addr, app)
+}
+
+/// A TLS client side tunnelled to a plain one (an upgrade on an inbound TLS connection):
+/// the client's bytes (some already buffered when the tunnel starts) reach the application,
+/// its close_notify and FIN reach it as the end of stream while the other way stays open,
+/// and the application's close reaches the client as a close_notify.
+#[test]
+fn a_tunnel_from_a_tls_client_relays_both_ways_with_half_close_and_close_notify() {
+    let pki = Pki::new();
+    let upload: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+    on_each_driver(|| async {
+        let (listener, addr) = listen();
+        let (app_addr, app) = answer_after_eof();
+        let config = pki.ca.client_config(Some(&pki.client), &[]);
+        let sent = upload.clone();
+        let client = std::thread::spawn(move || -> std::io::Result<(Vec<u8>, bool)> {
+            let tcp = std::net::TcpStream::connect(addr)?;
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let name = ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
+            let conn =
+                rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            tls.write_all(b"first;")?;
+            tls.flush()?;
+            // Wait for the go-ahead: the server buffered "first;" before the tunnel.
+            let mut go = [0u8; 3];
+            tls.read_exact(&mut go)?;
+            tls.write_all(&sent)?;
+            tls.conn.send_close_notify();
+            tls.flush()?;
+            tls.sock.shutdown(std::net::Shutdown::Write)?;
+            let mut got = Vec::new();
+            // Ok only when the stream ended with a close_notify.
+            let clean = tls.read_to_end(&mut got).is_ok();
+            Ok((got, clean))
+        });
+        let stats = TlsStats::default();
+        let mut conn = serve_one(&listener, &pki.inbound(), &stats)
+            .await
+            .expect("handshake");
+        while conn.buffered() < b"first;".len() {
+            assert!(matches!(conn.fill(4096).await, Ok(Fill::Read(_))));
+        }
+        let (res, _) = conn.write_vec(b"go;".to_vec()).await;
+        res.expect("write");
+        let upstream = monoio::net::TcpStream::connect(app_addr)
+            .await
+            .expect("connect");
+        let end = crate::http1::tunnel::splice(
+            conn,
+            Conn::new(upstream, Vec::new()),
+            Duration::from_secs(30),
+            16 * 1024,
+        )
+        .await;
+        while !client.is_finished() || !app.is_finished() {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let expected_up: Vec<u8> = [b"first;".as_slice(), &upload].concat();
+        let got_by_app = app.join().expect("application thread");
+        assert!(got_by_app == expected_up, "the application got other bytes");
+        let answer: Vec<u8> = [
+            format!("got {};", expected_up.len()).as_bytes(),
+            &expected_up,
+        ]
+        .concat();
+        let (got, clean) = client.join().expect("client thread").expect("client");
+        assert!(got == answer, "the client got another answer");
+        assert!(
+            clean,
+            "the tunnel's end reached the client without a close_notify"
+        );
+        assert_eq!(end.to_upstream, expected_up.len() as u64);
+        assert_eq!(end.carried_to_upstream, b"first;".len() as u64);
+        assert_eq!(end.to_client, answer.len() as u64);
+        assert_eq!(end.carried_to_client, 0);
+        assert!(!end.idle_closed);
+    });
+}
+
+/// An outbound opaque connection to a meshed endpoint offers no ALPN protocol, so the
+/// inbound side reads its decrypted bytes: opaque bytes are opaque, an HTTP/1 request line
+/// (from a TLS client that offers no ALPN) is HTTP/1, and a TLS record inside TLS is not
+/// taken for a ClientHello to terminate again.
+#[test]
+fn an_opaque_connection_offers_no_alpn_and_its_decrypted_bytes_decide() {
+    use crate::sidecar::tls::detect_decrypted;
+    use crate::transport::detect::DetectReason;
+    let pki = Pki::new();
+    on_each_driver(|| async {
+        let cases: [(&[u8], Protocol, DetectReason); 3] = [
+            (
+                b"\x00\x01binary",
+                Protocol::Opaque,
+                DetectReason::Unrecognised,
+            ),
+            (
+                b"GET / HTTP/1.1\r\n",
+                Protocol::Http1,
+                DetectReason::Matched,
+            ),
+            (
+                b"\x16\x03\x01\x00\x10\x01",
+                Protocol::Opaque,
+                DetectReason::Unrecognised,
+            ),
+        ];
+        for (first, protocol, reason) in cases {
+            let (listener, addr) = listen();
+            let inbound = pki.inbound();
+            let server = monoio::spawn(async move {
+                let stats = TlsStats::default();
+                let mut conn = serve_one(&listener, &inbound, &stats)
+                    .await
+                    .expect("handshake");
+                let alpn = conn
+                    .stream
+                    .tls()
+                    .and_then(|t| t.alpn_protocol().map(<[u8]>::to_vec));
+                let detection = detect_decrypted(&mut conn, 9000, &DetectConfig::default()).await;
+                (alpn, detection, conn.data().to_vec())
+            });
+            let tcp = monoio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect");
+            let upstream = UpstreamTls::new(
+                pki.ca.client_config(Some(&pki.client), &[b"h2"]),
+                ServerName::try_from(SERVER_NAME).expect("name"),
+                Some(SERVER_ID.to_string()),
+            );
+            let tls = tls_upstream::handshake(tcp, &upstream, Alpn::Opaque)
+                .await
+                .expect("handshake");
+            let mut client = Conn::new(tls, Vec::new());
+            let (res, _) = client.write_vec(first.to_vec()).await;
+            res.expect("write");
+            let (alpn, detection, data) = server.await;
+            assert_eq!(alpn, None);
+            assert_eq!(detection.protocol, protocol, "{first:?}");
+            assert_eq!(detection.reason, reason, "{first:?}");
+            assert_eq!(data, first, "detection consumed nothing");
+        }
+    });
+}
+
+/// A tunnel with a TLS side that carries nothing either way for its idle timeout is
+/// closed on both sides.
+#[test]
+fn an_idle_tunnel_with_a_tls_side_is_closed() {
+    let pki = Pki::new();
+    on_each_driver(|| async {
+        let (listener, addr) = listen();
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let plain_addr = plain.local_addr().expect("addr");
+        let config = pki.ca.client_config(Some(&pki.client), &[]);
+        let client = std::thread::spawn(move || -> std::io::Result<usize> {
+            let tcp = std::net::TcpStream::connect(addr)?;
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let name = ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
+            let conn =
+                rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            tls.write_all(b"x")?;
+            // Nothing more: the tunnel's idle timeout ends it.
+            let mut got = Vec::new();
+            let _ = tls.read_to_end(&mut got);
+            Ok(got.len())
+        });
+        let app = std::thread::spawn(move || -> std::io::Result<usize> {
+            let (mut tcp, _) = plain.accept()?;
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut got = Vec::new();
+            tcp.read_to_end(&mut got)?;
+            Ok(got.len())
+        });
+        let stats = TlsStats::default();
+        let conn = serve_one(&listener, &pki.inbound(), &stats)
+            .await
+            .expect("handshake");
+        let upstream = monoio::net::TcpStream::connect(plain_addr)
+            .await
+            .expect("connect");
+        let end = crate::http1::tunnel::splice(
+            conn,
+            Conn::new(upstream, Vec::new()),
+            Duration::from_millis(200),
+            16 * 1024,
+        )
+        .await;
+        while !client.is_finished() || !app.is_finished() {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(end.idle_closed);
+        assert_eq!(end.to_upstream, 1);
+        assert_eq!(app.join().expect("app thread").expect("app"), 1);
+        assert_eq!(client.join().expect("client thread").expect("client"), 0);
+    });
+}
