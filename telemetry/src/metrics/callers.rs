@@ -146,7 +146,9 @@ impl CallerCounts {
 #[derive(Debug, Default)]
 pub(crate) struct CallerTable {
     pub(crate) counts: CallerCounts,
-    by_name: HashMap<Arc<str>, usize>,
+    /// foldhash (seeded per process): identities are short strings a trusted CA issued,
+    /// at most `max_client_ids` of them, and SipHash would be most of a lookup's cost.
+    by_name: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// The entry of the last request: a connection's requests come one after another, so
     /// most lookups end at one comparison.
     last: usize,
