@@ -13,12 +13,13 @@ pub enum Source {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
-    /// The client's head or body broke the rules; `status` is 400/408/413/417/431/501/505,
-    /// or 403 when the inbound policy refuses the caller.
+    /// The client's head or body broke the rules; `status` is 400/408/413/417/431/501/505.
     BadRequest {
         status: u16,
         reason: &'static str,
     },
+    /// The inbound policy refused the caller (403; gRPC: PERMISSION_DENIED).
+    Denied(coremesh_telemetry::DeniedReason),
     /// The client went away mid-request; nobody to answer.
     ClientGone,
     NoRoute,
@@ -42,7 +43,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn source(&self) -> Source {
         match self {
-            ProxyError::BadRequest { .. } | ProxyError::ClientGone => Source::Client,
+            ProxyError::BadRequest { .. } | ProxyError::Denied(_) | ProxyError::ClientGone => {
+                Source::Client
+            }
             ProxyError::NoRoute | ProxyError::NoEndpoints | ProxyError::ShuttingDown => {
                 Source::Proxy
             }
@@ -54,6 +57,7 @@ impl ProxyError {
     pub fn status(&self) -> u16 {
         match self {
             ProxyError::BadRequest { status, .. } => *status,
+            ProxyError::Denied(_) => 403,
             ProxyError::ClientGone => 499,
             ProxyError::NoRoute => 404,
             ProxyError::NoEndpoints | ProxyError::ShuttingDown => 503,
@@ -69,6 +73,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest { .. } => "bad-request",
+            ProxyError::Denied(_) => "denied",
             ProxyError::ClientGone => "client-gone",
             ProxyError::NoRoute => "no-route",
             ProxyError::NoEndpoints => "no-endpoints",
@@ -87,6 +92,7 @@ impl ProxyError {
         use coremesh_telemetry::ErrorKind as K;
         match self {
             ProxyError::BadRequest { .. } => K::BadRequest,
+            ProxyError::Denied(_) => K::Denied,
             ProxyError::ClientGone => K::ClientGone,
             ProxyError::NoRoute => K::NoRoute,
             ProxyError::NoEndpoints => K::NoEndpoints,
@@ -118,6 +124,12 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProxyError::BadRequest { reason, .. } => write!(f, "bad request: {reason}"),
+            ProxyError::Denied(coremesh_telemetry::DeniedReason::NoClientCert) => {
+                f.write_str("denied: a verified client certificate is required")
+            }
+            ProxyError::Denied(coremesh_telemetry::DeniedReason::NotAuthorized) => {
+                f.write_str("denied: the caller's identity is not authorized")
+            }
             ProxyError::ClientGone => f.write_str("client closed the connection"),
             ProxyError::NoRoute => f.write_str("no route matched this request"),
             ProxyError::NoEndpoints => f.write_str("the service has no endpoints"),
@@ -141,6 +153,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
         413 => "Content Too Large",
@@ -167,6 +180,7 @@ mod tests {
                 status: 400,
                 reason: "x",
             },
+            ProxyError::Denied(coremesh_telemetry::DeniedReason::NotAuthorized),
             ProxyError::ClientGone,
             ProxyError::NoRoute,
             ProxyError::NoEndpoints,

@@ -48,7 +48,7 @@ pub struct ProxyHandle {
     shutdown_requests: Receiver<()>,
     /// Kept so that `shutdown_requests` stays open when there is no admin server.
     _shutdown_sender: Sender<()>,
-    per_endpoint_metrics: bool,
+    layout_options: observe::LayoutOptions,
     /// Rotation of the workload identity (`[identity]`); dropping it stops the watching.
     _identity: Option<identity::Watcher>,
 }
@@ -57,14 +57,14 @@ pub struct ProxyHandle {
 #[derive(Clone)]
 pub struct Installer {
     controls: Vec<Sender<Control>>,
-    per_endpoint_metrics: bool,
+    layout_options: observe::LayoutOptions,
 }
 
 impl Installer {
     /// Build the snapshot's metrics layout once and send both to every core; each core
     /// switches at its next loop boundary.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
-        let layout = observe::build_layout(&snapshot, self.per_endpoint_metrics);
+        let layout = observe::build_layout_with(&snapshot, self.layout_options);
         for c in &self.controls {
             let _ = c.send(Control::Install(snapshot.clone(), layout.clone()));
         }
@@ -140,7 +140,7 @@ impl ProxyHandle {
     pub fn installer(&self) -> Installer {
         Installer {
             controls: self.controls.clone(),
-            per_endpoint_metrics: self.per_endpoint_metrics,
+            layout_options: self.layout_options,
         }
     }
     /// Mark the proxy ready (admin `/ready`) once the first discovery round is done.
@@ -271,7 +271,8 @@ pub fn start(config: Config) -> anyhow::Result<ProxyHandle> {
 /// [`start`] with hooks from the binary.
 pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<ProxyHandle> {
     let snapshot = Arc::new(Snapshot::build(&config));
-    let layout = observe::build_layout(&snapshot, config.telemetry.per_endpoint_metrics);
+    let layout_options = observe::LayoutOptions::of(&config.telemetry);
+    let layout = observe::build_layout_with(&snapshot, layout_options);
     let cores = match config.proxy.cores {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
@@ -304,6 +305,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         }
         None => (None, None),
     };
+    let identity_metrics = identity_watcher.as_ref().map(|w| w.metrics().clone());
     let handshake_timeout = Duration::from_millis(config.identity.as_ref().map_or(
         coremesh_discovery::identity::DEFAULT_HANDSHAKE_TIMEOUT_MS,
         |i| i.handshake_timeout_ms,
@@ -494,7 +496,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         side_stop: Some(side_stop),
         shutdown_requests: shutdown_rx,
         _shutdown_sender: shutdown_tx.clone(),
-        per_endpoint_metrics: config.telemetry.per_endpoint_metrics,
+        layout_options,
         _identity: identity_watcher,
     };
     for _ in 0..cores {
@@ -525,8 +527,12 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
             log_level: options.log_level,
             metrics: Box::new(move |reports| {
                 let spans = span_stats.as_ref().map(|s| s.counts());
-                let mut text =
-                    observe::metrics::render(reports, driver_label(driver), spans.as_ref());
+                let mut text = observe::metrics::render(
+                    reports,
+                    driver_label(driver),
+                    spans.as_ref(),
+                    identity_metrics.as_deref(),
+                );
                 let sides: Vec<_> = side_stats.iter().map(|(d, s)| (*d, s.as_ref())).collect();
                 sidecar::stats::render(&sides, &mut text);
                 text

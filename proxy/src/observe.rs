@@ -43,10 +43,38 @@ pub fn request_route(
     }
 }
 
+/// What the `[telemetry]` settings say about the metrics layout (read at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayoutOptions {
+    /// Request counts carry an `endpoint` label.
+    pub per_endpoint: bool,
+    /// Callers' identities each core labels inbound requests with (`client_id`).
+    pub max_client_ids: usize,
+}
+
+impl LayoutOptions {
+    pub fn of(telemetry: &coremesh_telemetry::TelemetryConfig) -> LayoutOptions {
+        LayoutOptions {
+            per_endpoint: telemetry.per_endpoint_metrics,
+            max_client_ids: telemetry.max_client_ids,
+        }
+    }
+}
+
+/// [`build_layout_with`] the default cap on `client_id` values.
+pub fn build_layout(snapshot: &Snapshot, per_endpoint: bool) -> Arc<MetricsLayout> {
+    let options = LayoutOptions {
+        per_endpoint,
+        max_client_ids: coremesh_telemetry::metrics::DEFAULT_MAX_CLIENT_IDS,
+    };
+    build_layout_with(snapshot, options)
+}
+
 /// The metrics layout for `snapshot`: every service with its endpoints, every route with
 /// each service it may send to, and the passthrough entry.
-pub fn build_layout(snapshot: &Snapshot, per_endpoint: bool) -> Arc<MetricsLayout> {
-    let mut b = LayoutBuilder::new(per_endpoint);
+pub fn build_layout_with(snapshot: &Snapshot, options: LayoutOptions) -> Arc<MetricsLayout> {
+    let mut b = LayoutBuilder::new(options.per_endpoint);
+    b.max_client_ids(options.max_client_ids);
     let ids: Vec<ServiceId> = snapshot
         .services
         .iter()

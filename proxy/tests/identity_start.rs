@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 const END_2999: i64 = 32_472_144_000;
 const END_3000: i64 = 32_503_680_000;
 
-fn metric_lines() -> Vec<String> {
-    coremesh::observe::metrics::render(&[], "legacy", None)
+/// The identity families of a `/metrics` of a proxy whose identity metrics are `identity`.
+fn metric_lines(identity: Option<&coremesh::identity::IdentityMetrics>) -> Vec<String> {
+    coremesh::observe::metrics::render(&[], "legacy", None, identity)
         .lines()
         .filter(|l| l.starts_with("coremesh_identity_"))
         .map(str::to_owned)
@@ -51,14 +52,15 @@ fn start_shows_the_expiry_and_the_watcher_installs_a_renewal() {
     settings.reload_interval_ms = 100;
 
     assert_eq!(
-        metric_lines(),
+        metric_lines(None),
         Vec::<String>::new(),
         "nothing before an identity"
     );
     let (configs, watcher) = ok(coremesh::identity::start(&settings));
+    let metrics = watcher.metrics().clone();
     assert_eq!(configs.store().current().not_after, END_2999);
     assert_eq!(
-        metric_lines(),
+        metric_lines(Some(&metrics)),
         vec![
             format!("coremesh_identity_cert_expiry_timestamp_seconds {END_2999}"),
             "coremesh_identity_reloads_total{result=\"ok\"} 0".to_owned(),
@@ -75,7 +77,7 @@ fn start_shows_the_expiry_and_the_watcher_installs_a_renewal() {
     }
     drop(watcher);
     assert_eq!(
-        metric_lines(),
+        metric_lines(Some(&metrics)),
         vec![
             format!("coremesh_identity_cert_expiry_timestamp_seconds {END_3000}"),
             "coremesh_identity_reloads_total{result=\"ok\"} 1".to_owned(),

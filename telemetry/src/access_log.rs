@@ -8,6 +8,8 @@
 //! `time` is when the response ended (RFC 3339, UTC, milliseconds); `latency_ms` has
 //! microsecond precision; `route`, `service`, `endpoint` and `trace_id` are `null` when
 //! unknown (no route matched, no endpoint was chosen, the request is not traced).
+//! `grpc_status` (a gRPC call's) and `client_id` (the caller's identity that mutual TLS
+//! verified, on the inbound side) follow, only on lines that have them.
 
 use crate::trace::Hex;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
@@ -34,6 +36,9 @@ pub struct AccessLogEntry<'a> {
     pub trace_id: Option<&'a [u8; 16]>,
     /// A gRPC call's status (the field is left out of the line for other requests).
     pub grpc_status: Option<u32>,
+    /// The caller's identity that mutual TLS verified (the field is left out of the line
+    /// for callers without one).
+    pub client_id: Option<&'a str>,
 }
 
 /// Appends `entry` as one JSON line (ending in `\n`) to `out`.
@@ -59,7 +64,8 @@ impl Serialize for AccessLogEntry<'_> {
             .min(LAST_FORMATTABLE);
         let time = humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch);
         let latency_ms = self.latency.as_micros() as f64 / 1000.0;
-        let fields = 8 + usize::from(self.grpc_status.is_some());
+        let fields =
+            8 + usize::from(self.grpc_status.is_some()) + usize::from(self.client_id.is_some());
         let mut s = serializer.serialize_struct("AccessLogEntry", fields)?;
         s.serialize_field("time", &Collected(time))?;
         s.serialize_field("route", &self.route)?;
@@ -71,6 +77,9 @@ impl Serialize for AccessLogEntry<'_> {
         s.serialize_field("trace_id", &self.trace_id.map(|id| Collected(Hex(id))))?;
         if let Some(code) = self.grpc_status {
             s.serialize_field("grpc_status", &code)?;
+        }
+        if let Some(id) = self.client_id {
+            s.serialize_field("client_id", id)?;
         }
         s.end()
     }
@@ -103,7 +112,26 @@ mod tests {
                 0x47, 0x36,
             ]),
             grpc_status: None,
+            client_id: None,
         }
+    }
+
+    #[test]
+    fn a_verified_caller_has_its_identity_last() {
+        let mut out = Vec::new();
+        let call = AccessLogEntry {
+            grpc_status: Some(0),
+            client_id: Some("spiffe://td/ns/prod/sa/web"),
+            ..entry()
+        };
+        write_access_log_line(&call, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with(",\"grpc_status\":0,\"client_id\":\"spiffe://td/ns/prod/sa/web\"}\n"),
+            "{text}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["client_id"], "spiffe://td/ns/prod/sa/web");
     }
 
     #[test]

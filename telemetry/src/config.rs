@@ -15,7 +15,9 @@
 //! | `export_max_retries` | `3` | posts of a batch again after a 429/502/503/504 |
 //! | `export_max_retry_delay_ms` | `30000` | longest wait before such a retry (caps `Retry-After`) |
 //! | `access_log` | `false` | write one JSON line per request |
+//! | `max_client_ids` | `100` | callers' identities (`client_id`) each core labels inbound requests with; the rest count as `other` |
 
+use crate::metrics::DEFAULT_MAX_CLIENT_IDS;
 use crate::otlp::{
     CollectorUrl, ExporterConfig, DEFAULT_EXPORT_BATCH, DEFAULT_EXPORT_INTERVAL,
     DEFAULT_EXPORT_MAX_RETRIES, DEFAULT_EXPORT_MAX_RETRY_DELAY, DEFAULT_EXPORT_TIMEOUT,
@@ -54,7 +56,14 @@ pub struct TelemetryConfig {
     pub export_max_retry_delay_ms: u64,
     /// Write one JSON line per request.
     pub access_log: bool,
+    /// Distinct callers' identities (`client_id`) each core counts inbound requests under;
+    /// the callers beyond count under `client_id="other"` (0 to 10 000; 0: all of them).
+    pub max_client_ids: usize,
 }
+
+/// The most `max_client_ids` may be: beyond, a scrape could carry hundreds of thousands
+/// of series.
+pub const MAX_MAX_CLIENT_IDS: u64 = 10_000;
 
 fn default_per_endpoint_metrics() -> bool {
     // Per-endpoint counts are what an operator looks at first when one instance misbehaves;
@@ -80,6 +89,7 @@ impl Default for TelemetryConfig {
             export_max_retries: DEFAULT_EXPORT_MAX_RETRIES,
             export_max_retry_delay_ms: DEFAULT_EXPORT_MAX_RETRY_DELAY.as_millis() as u64,
             access_log: false,
+            max_client_ids: DEFAULT_MAX_CLIENT_IDS,
         }
     }
 }
@@ -112,7 +122,13 @@ impl TelemetryConfig {
         if self.trace_service_name.is_empty() {
             return err("trace_service_name", "must not be empty".into());
         }
-        let ranges: [(&'static str, u64, u64, u64); 6] = [
+        let ranges: [(&'static str, u64, u64, u64); 7] = [
+            (
+                "max_client_ids",
+                self.max_client_ids as u64,
+                0,
+                MAX_MAX_CLIENT_IDS,
+            ),
             (
                 "span_queue_capacity",
                 self.span_queue_capacity as u64,
@@ -292,6 +308,13 @@ mod tests {
                 ..base()
             }),
             "export_max_retry_delay_ms"
+        );
+        assert_eq!(
+            field(TelemetryConfig {
+                max_client_ids: 10_001,
+                ..base()
+            }),
+            "max_client_ids"
         );
         assert!(serde_json::from_str::<TelemetryConfig>(r#"{"nope":1}"#).is_err());
     }

@@ -27,8 +27,8 @@ pub mod trace;
 pub use access_log::{write_access_log_line, AccessLogEntry};
 pub use config::{TelemetryConfig, TelemetryConfigError};
 pub use metrics::{
-    CoreMetrics, Direction, EndpointId, EndpointState, ErrorKind, LayoutBuilder, MetricsLayout,
-    MetricsSnapshot, Peer, RetryReason, RouteId, ServiceId, StatusClass,
+    CoreMetrics, DeniedReason, Direction, EndpointId, EndpointState, ErrorKind, LayoutBuilder,
+    MetricsLayout, MetricsSnapshot, Peer, RetryReason, RouteId, ServiceId, StatusClass,
 };
 pub use metrics::{DetectReason, Protocol, Side, Way};
 pub use span::{Span, SpanAttributes, SpanKind, SpanStatus};

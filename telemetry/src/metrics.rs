@@ -4,9 +4,12 @@
 //!   when a snapshot is installed, and the integer handles the hot path records with.
 //! - [`CoreMetrics`]: one core's counters (single writer, no lock, no allocation on record).
 //! - [`MetricsSnapshot`]: a core's counters as plain data; merged across cores on scrape.
+//! - `callers`: inbound requests by the caller's verified identity (`client_id`), capped
+//!   per core.
 //! - [`labels`]: the fixed label values (status class, retry reason, endpoint state, error
-//!   kind, peer); [`LATENCY_BUCKETS`]: the latency histogram's bounds.
+//!   kind, denial reason, peer); [`LATENCY_BUCKETS`]: the latency histogram's bounds.
 
+pub(crate) mod callers;
 mod core;
 pub mod grpc;
 pub mod http2;
@@ -18,7 +21,10 @@ mod snapshot;
 pub mod transport;
 
 pub use self::core::{CoreMetrics, MAX_TRANSLATIONS};
-pub use labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+pub use callers::{DEFAULT_MAX_CLIENT_IDS, OVERFLOW_CLIENT_ID};
+pub use labels::{
+    DeniedReason, Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass,
+};
 pub use latency::LATENCY_BUCKETS;
 pub use layout::{EndpointId, LayoutBuilder, MetricsLayout, RouteId, ServiceId};
 pub use snapshot::{LatencyHistogram, MetricsSnapshot};

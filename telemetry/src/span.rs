@@ -50,6 +50,10 @@ pub struct SpanAttributes {
     pub deadline: Option<Duration>,
     /// A gRPC call's status (`grpc-status` of its trailers, or of the proxy's own answer).
     pub grpc_status: Option<u32>,
+    /// The caller's identity that mutual TLS verified (an inbound request's span).
+    pub client_id: Option<Arc<str>>,
+    /// The endpoint's identity that mutual TLS verified (an attempt to a meshed endpoint).
+    pub server_id: Option<Arc<str>>,
 }
 
 /// A finished span.

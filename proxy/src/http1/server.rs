@@ -62,6 +62,13 @@ pub enum ClientId {
 }
 
 impl ClientId {
+    /// The identity TLS verified, if any (for metrics, spans and the access log).
+    pub fn verified(&self) -> Option<std::rc::Rc<str>> {
+        match self {
+            ClientId::Set(id) => Some(id.clone()),
+            _ => None,
+        }
+    }
     /// For the head rewrite.
     pub fn header(&self) -> ClientIdHeader<'_> {
         match self {
@@ -150,6 +157,7 @@ fn lend_scratch(
     };
     s.client_id = client_id_header(stream, origin);
     s.peer_id = peer_id(&s.client_id);
+    s.req.client_id = s.client_id.verified();
     s
 }
 
@@ -704,8 +712,12 @@ async fn route_and_forward(
     }
     if s.origin.direction == crate::sidecar::Direction::Inbound {
         let path = route_input(client.data(), &s.head).path;
-        let decision =
-            crate::identity::authorize_inbound(&snapshot.inbound_policy, path, s.peer_id.as_ref());
+        let decision = crate::identity::authorize_inbound(
+            core,
+            &snapshot.inbound_policy,
+            path,
+            s.peer_id.as_ref(),
+        );
         if let crate::identity::Decision::Deny(reason) = decision {
             let err = crate::identity::denied_error(reason);
             return reject(core, client, s, f.framing, f.client_close, err).await;

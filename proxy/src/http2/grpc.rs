@@ -75,7 +75,7 @@ pub fn status_of(err: &ProxyError) -> u32 {
         ProxyError::NoRoute => code::UNIMPLEMENTED,
         ProxyError::Timeout => code::DEADLINE_EXCEEDED,
         ProxyError::BadRequest { status: 413, .. } => code::RESOURCE_EXHAUSTED,
-        ProxyError::BadRequest { status: 403, .. } => code::PERMISSION_DENIED,
+        ProxyError::Denied(_) => code::PERMISSION_DENIED,
         ProxyError::BadRequest { .. } => code::INTERNAL,
         ProxyError::ClientGone => code::CANCELLED,
         ProxyError::NoEndpoints

@@ -42,6 +42,9 @@ pub async fn handle(
     let mut state = RequestState::default();
     let mut routed = record::Routed::NONE;
     let (parts, body) = request.into_parts();
+    if origin.direction == crate::sidecar::Direction::Inbound {
+        state.client_id = record::verified_client_id(&parts.headers);
+    }
     let grpc = grpc::is_grpc(parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()));
     let mut req = StreamRequest {
         core: &core,
@@ -90,7 +93,7 @@ impl StreamRequest<'_> {
             ));
         }
         if self.origin.direction == crate::sidecar::Direction::Inbound {
-            authorize(snapshot, parts)?;
+            authorize(core, snapshot, parts)?;
         }
         let plan = plan::plan(core, snapshot, self.origin, || route_input(parts))?;
         *routed = record::Routed {
@@ -621,6 +624,7 @@ async fn relay_http1(
 /// The inbound policy's decision for a request whose `x-coremesh-client-id` is the
 /// connection's verified identity (the server set or removed it).
 fn authorize(
+    core: &Core,
     snapshot: &coremesh_discovery::Snapshot,
     parts: &http::request::Parts,
 ) -> Result<(), ProxyError> {
@@ -630,7 +634,7 @@ fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| coremesh_discovery::SpiffeId::parse(v).ok());
     let path = parts.uri.path();
-    match crate::identity::authorize_inbound(&snapshot.inbound_policy, path, peer.as_ref()) {
+    match crate::identity::authorize_inbound(core, &snapshot.inbound_policy, path, peer.as_ref()) {
         crate::identity::Decision::Allow => Ok(()),
         crate::identity::Decision::Deny(reason) => Err(crate::identity::denied_error(reason)),
     }

@@ -73,6 +73,12 @@ fn read(path: &Path, field: &str) -> Result<Vec<u8>, IdentityError> {
 }
 
 impl Identity {
+    /// Whether `other` is this identity again (the same chain and the same trust anchors,
+    /// as a second read of unchanged files gives): nothing to install.
+    pub fn same_as(&self, other: &Identity) -> bool {
+        self.certified.cert == other.certified.cert && self.roots.roots == other.roots.roots
+    }
+
     /// Reads and checks the files `settings` names, at `now`.
     pub fn load(settings: &IdentitySettings, now: UnixTime) -> Result<Identity, IdentityError> {
         Identity::from_pem(&PemFiles::read(settings)?, now)

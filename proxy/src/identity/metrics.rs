@@ -1,29 +1,27 @@
 //! [`IdentityMetrics`]: the certificate's expiry and the outcome of each reload, for
-//! `/metrics`. Written by the reloader (off the cores), read at scrape time; the process's
-//! one set is [`IDENTITY_METRICS`].
+//! `/metrics`. One set per proxy (made by `identity::start`, shared by its reloader and
+//! its `/metrics`): written by the reloader (off the cores), read at scrape time. Two
+//! proxies in one process count apart.
 //!
 //! Families: `coremesh_identity_cert_expiry_timestamp_seconds` (gauge: the expiry of the
 //! certificate in force), `coremesh_identity_reloads_total{result="ok"}` and
-//! `coremesh_identity_reloads_total{result="refused",reason="…"}` (counters), and the
-//! inbound requests refused by the policy, `coremesh_inbound_denied_total{reason="…"}`
-//! (counter, a reason from its first refusal on). Nothing is written while no identity was
-//! ever loaded.
+//! `coremesh_identity_reloads_total{result="refused",reason="…"}` (counters). Nothing is
+//! written while no identity was ever loaded. (The inbound requests the policy refuses,
+//! `coremesh_inbound_denied_total`, are counted by each core with its other request
+//! metrics.)
 
 use super::reason::Reason;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// The process's identity metrics.
-pub static IDENTITY_METRICS: IdentityMetrics = IdentityMetrics::new();
-
+/// One proxy's identity metrics.
+#[derive(Debug)]
 pub struct IdentityMetrics {
     /// Seconds since the Unix epoch; 0 while no identity is in force.
     expiry: AtomicI64,
     reloads_ok: AtomicU64,
     /// Per [`Reason::index`].
     refused: [AtomicU64; Reason::ALL.len()],
-    /// Inbound requests the policy refused, per [`Reason::index`].
-    denied: [AtomicU64; Reason::ALL.len()],
 }
 
 impl Default for IdentityMetrics {
@@ -38,7 +36,6 @@ impl IdentityMetrics {
             expiry: AtomicI64::new(0),
             reloads_ok: AtomicU64::new(0),
             refused: [const { AtomicU64::new(0) }; Reason::ALL.len()],
-            denied: [const { AtomicU64::new(0) }; Reason::ALL.len()],
         }
     }
 
@@ -53,15 +50,6 @@ impl IdentityMetrics {
 
     pub fn reload_refused(&self, reason: Reason) {
         self.refused[reason.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// An inbound request was refused by the policy.
-    pub fn denied(&self, reason: Reason) {
-        self.denied[reason.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn denials(&self, reason: Reason) -> u64 {
-        self.denied[reason.index()].load(Ordering::Relaxed)
     }
 
     pub fn expiry(&self) -> i64 {
@@ -101,22 +89,6 @@ impl IdentityMetrics {
                 let _ = writeln!(
                     out,
                     "coremesh_identity_reloads_total{{result=\"refused\",reason=\"{}\"}} {count}",
-                    reason.label()
-                );
-            }
-        }
-        let denied: Vec<(Reason, u64)> = Reason::ALL
-            .into_iter()
-            .map(|r| (r, self.denials(r)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        if !denied.is_empty() {
-            out.push_str("# HELP coremesh_inbound_denied_total Inbound requests refused by the policy (403, PERMISSION_DENIED), by reason.\n");
-            out.push_str("# TYPE coremesh_inbound_denied_total counter\n");
-            for (reason, count) in denied {
-                let _ = writeln!(
-                    out,
-                    "coremesh_inbound_denied_total{{reason=\"{}\"}} {count}",
                     reason.label()
                 );
             }

@@ -1,8 +1,11 @@
 //! [`authorize`]: whether a caller with a given verified identity (or none) may reach the
-//! application, under the policy in force for its request.
+//! application, under the policy in force for its request; [`authorize_inbound`] decides
+//! an inbound request and counts a refusal on its core (`coremesh_inbound_denied_total`),
+//! which [`denied_error`] answers (`ProxyError::Denied`: 403, PERMISSION_DENIED).
 
 use super::reason::Reason;
 use coremesh_discovery::{CompiledInboundPolicy, EffectivePolicy, SpiffeId};
+use coremesh_telemetry::DeniedReason;
 
 /// The outcome of [`authorize`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +30,9 @@ pub fn authorize(policy: &EffectivePolicy, peer: Option<&SpiffeId>) -> Decision 
 }
 
 /// The decision for an inbound request on `path` (its query left out) from `peer`; a
-/// refusal is counted in `coremesh_inbound_denied_total{reason}`.
+/// refusal is counted in `core`'s `coremesh_inbound_denied_total{reason}`.
 pub fn authorize_inbound(
+    core: &crate::core::Core,
     policy: &CompiledInboundPolicy,
     path: &str,
     peer: Option<&SpiffeId>,
@@ -36,25 +40,30 @@ pub fn authorize_inbound(
     let path = path.split(['?', '#']).next().unwrap_or(path);
     let decision = authorize(policy.for_path(path), peer);
     if let Decision::Deny(reason) = decision {
-        super::IDENTITY_METRICS.denied(reason);
+        core.metrics
+            .borrow()
+            .record_inbound_denied(denied_reason(reason));
     }
     decision
 }
 
-/// The error a request refused by the policy is answered with (HTTP/1: 403).
-pub fn denied_error(reason: Reason) -> crate::error::ProxyError {
-    crate::error::ProxyError::BadRequest {
-        status: 403,
-        reason: match reason {
-            Reason::NoClientCert => "a verified client certificate is required",
-            _ => "the caller's identity is not authorized",
-        },
+/// The `reason` label of a refusal by the policy.
+pub fn denied_reason(reason: Reason) -> DeniedReason {
+    match reason {
+        Reason::NoClientCert => DeniedReason::NoClientCert,
+        _ => DeniedReason::NotAuthorized,
     }
+}
+
+/// The error a request refused by the policy is answered with (HTTP: 403, gRPC:
+/// PERMISSION_DENIED), counted under its own error kind, `denied`.
+pub fn denied_error(reason: Reason) -> crate::error::ProxyError {
+    crate::error::ProxyError::Denied(denied_reason(reason))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{authorize, Decision};
+    use super::{authorize, denied_error, Decision};
     use crate::identity::Reason;
     use coremesh_discovery::{EffectivePolicy, IdPattern, SpiffeId};
 
@@ -97,6 +106,23 @@ mod tests {
         );
         assert_eq!(authorize(&prod, None), Decision::Deny(Reason::NoClientCert));
         let listed_only = policy(false, &["spiffe://td/ns/prod/sa/web"]);
+        for (reason, label) in [
+            (Reason::NoClientCert, "no_client_cert"),
+            (Reason::NotAuthorized, "not_authorized"),
+        ] {
+            let err = denied_error(reason);
+            assert_eq!((err.status(), err.kind()), (403, "denied"));
+            assert_eq!(
+                err.metric_kind(),
+                coremesh_telemetry::ErrorKind::Denied,
+                "not bad-request"
+            );
+            assert_eq!(super::denied_reason(reason).as_str(), label);
+            assert_eq!(
+                crate::http2::grpc::status_of(&err),
+                crate::http2::grpc::code::PERMISSION_DENIED
+            );
+        }
         assert_eq!(
             authorize(&listed_only, None),
             Decision::Deny(Reason::NoClientCert)

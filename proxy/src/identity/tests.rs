@@ -359,8 +359,8 @@ fn rotation_reaches_new_handshakes_and_broken_files_keep_the_identity_in_force()
     let settings = settings_in(&dir);
     let store =
         IdentityStore::new(Identity::load(&settings, now()).unwrap_or_else(|e| panic!("{e}")));
-    let metrics: &'static IdentityMetrics = Box::leak(Box::new(IdentityMetrics::new()));
-    let mut reloader = Reloader::new(settings.clone(), store.clone(), metrics);
+    let metrics = std::sync::Arc::new(IdentityMetrics::new());
+    let mut reloader = Reloader::new(settings.clone(), store.clone(), metrics.clone());
     let server = TlsConfigs::new(store.clone());
     let client = configs(identity(&ca.svid(WEB), &ca));
     let old_server_config = server.server_config();
@@ -493,8 +493,8 @@ fn the_watcher_thread_installs_a_renewal() {
     };
     let store =
         IdentityStore::new(Identity::load(&settings, now()).unwrap_or_else(|e| panic!("{e}")));
-    let metrics: &'static IdentityMetrics = Box::leak(Box::new(IdentityMetrics::new()));
-    let watcher = Watcher::spawn(Reloader::new(settings, store.clone(), metrics))
+    let metrics = std::sync::Arc::new(IdentityMetrics::new());
+    let watcher = Watcher::spawn(Reloader::new(settings, store.clone(), metrics.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
     let renewed = ca.svid(API);
     install_files(&dir, &renewed, &ca);

@@ -5,6 +5,11 @@
 //! the certificate's, expired, not an SVID, not chained to the anchors) is refused with one
 //! log line and the identity in force stays; the same broken files are not retried until
 //! they change again.
+//!
+//! The files' state is taken before they are read, so a write that lands in between is
+//! seen as a change at the next poll, which reads the files again. When those are what is
+//! already in force (the renewal was read at the first poll already), nothing is
+//! installed, counted or logged a second time: a renewal is installed once.
 
 use super::load::{unix_seconds, Identity};
 use super::metrics::IdentityMetrics;
@@ -15,6 +20,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use rustls::pki_types::UnixTime;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,7 +54,7 @@ pub enum ReloadOutcome {
 pub struct Reloader {
     settings: IdentitySettings,
     store: IdentityStore,
-    metrics: &'static IdentityMetrics,
+    metrics: Arc<IdentityMetrics>,
     seen: [Stamp; 3],
     /// The identity in force expired and that was logged (once, until a new one).
     expiry_logged: bool,
@@ -60,7 +66,7 @@ impl Reloader {
     pub fn new(
         settings: IdentitySettings,
         store: IdentityStore,
-        metrics: &'static IdentityMetrics,
+        metrics: Arc<IdentityMetrics>,
     ) -> Reloader {
         let seen = stamps(&settings);
         Reloader {
@@ -78,6 +84,11 @@ impl Reloader {
         // The state is taken before the files are read: a write that lands after it is
         // seen as a change at the next poll.
         let current = stamps(&self.settings);
+        self.poll_at(current, now)
+    }
+
+    /// [`poll`](Self::poll) with the files' state `current`, taken before they are read.
+    fn poll_at(&mut self, current: [Stamp; 3], now: UnixTime) -> Option<ReloadOutcome> {
         if current == self.seen {
             self.log_expiry(now);
             return None;
@@ -85,6 +96,11 @@ impl Reloader {
         self.seen = current;
         let in_force = self.store.current();
         match Identity::load(&self.settings, now) {
+            // What is in force already (read by an earlier poll that raced the write).
+            Ok(identity) if identity.same_as(&in_force) => {
+                self.log_expiry(now);
+                None
+            }
             Ok(identity) => {
                 let (id, not_after) = (identity.id.clone(), identity.not_after);
                 let remaining = not_after - unix_seconds(now);
@@ -136,11 +152,13 @@ impl Reloader {
 pub struct Watcher {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    metrics: Arc<IdentityMetrics>,
 }
 
 impl Watcher {
     pub fn spawn(mut reloader: Reloader) -> std::io::Result<Watcher> {
         let interval = Duration::from_millis(reloader.settings.reload_interval_ms.max(1));
+        let metrics = reloader.metrics.clone();
         let (stop, stopped) = bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("coremesh-identity".into())
@@ -155,7 +173,13 @@ impl Watcher {
         Ok(Watcher {
             stop: Some(stop),
             thread: Some(thread),
+            metrics,
         })
+    }
+
+    /// The metrics of the identity it keeps current (its proxy's, for `/metrics`).
+    pub fn metrics(&self) -> &Arc<IdentityMetrics> {
+        &self.metrics
     }
 }
 
@@ -165,5 +189,74 @@ impl Drop for Watcher {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stamps, ReloadOutcome, Reloader};
+    use crate::identity::test_pki::{Ca, TempDir};
+    use crate::identity::{Identity, IdentityMetrics, IdentityStore};
+    use coremesh_discovery::IdentitySettings;
+    use rustls::pki_types::UnixTime;
+    use std::sync::Arc;
+
+    const API: &str = "spiffe://td/ns/prod/sa/api";
+
+    /// A renewal completed after a poll took the files' state and before it read them is
+    /// installed by that poll; the next poll sees the change of state, reads the same
+    /// renewal, and installs nothing (one reload, one log line, the same identity).
+    #[test]
+    fn a_renewal_that_races_the_poll_is_installed_once() {
+        let ca = Ca::new("race ca");
+        let dir = TempDir::new("race");
+        let first = ca.svid(API);
+        dir.replace("svid.pem", &first.cert);
+        dir.replace("svid.key", &first.key);
+        dir.replace("bundle.pem", &ca.pem);
+        let settings = IdentitySettings {
+            cert: dir.path("svid.pem"),
+            key: dir.path("svid.key"),
+            trust_anchors: dir.path("bundle.pem"),
+            ..IdentitySettings::default()
+        };
+        let now = UnixTime::now();
+        let loaded = Identity::load(&settings, now).unwrap_or_else(|e| panic!("{e}"));
+        let store = IdentityStore::new(loaded);
+        let metrics = Arc::new(IdentityMetrics::new());
+        let mut reloader = Reloader::new(settings.clone(), store.clone(), metrics.clone());
+
+        // The renewal's key is written; a poll begins and takes the state of the files
+        // (a change)...
+        let renewal = ca.svid(API);
+        dir.replace("svid.key", &renewal.key);
+        let before_the_write = stamps(&settings);
+        // ...the renewal's certificate is written...
+        dir.replace("svid.pem", &renewal.cert);
+        // ...and the poll reads the files: the whole renewal.
+        assert!(matches!(
+            reloader.poll_at(before_the_write, now),
+            Some(ReloadOutcome::Installed { .. })
+        ));
+        let installed = store.current();
+        assert_eq!(metrics.reloads_ok(), 1);
+        // The next poll sees the files' new state: the same renewal, not installed again.
+        assert_eq!(reloader.poll(now), None);
+        assert_eq!(metrics.reloads_ok(), 1, "the renewal was installed once");
+        assert!(
+            Arc::ptr_eq(&installed, &store.current()),
+            "the identity in force was not replaced"
+        );
+        assert_eq!(reloader.poll(now), None);
+
+        // A new trust bundle with the same certificate is a change: installed.
+        let next_ca = Ca::new("next ca");
+        dir.replace("bundle.pem", &format!("{}{}", ca.pem, next_ca.pem));
+        assert!(matches!(
+            reloader.poll(now),
+            Some(ReloadOutcome::Installed { .. })
+        ));
+        assert_eq!(metrics.reloads_ok(), 2);
+        assert_eq!(store.current().roots.len(), 2);
     }
 }

@@ -1,5 +1,5 @@
 //! `/metrics`: every core's counters merged at scrape time and encoded in the Prometheus
-//! text format, with process metrics and build info.
+//! text format, with process metrics and build info, and the proxy's identity metrics.
 
 use crate::report::CoreReport;
 use coremesh_telemetry::prometheus::{encode, BuildInfo, ProcessMetrics, Scrape};
@@ -10,6 +10,7 @@ pub fn render(
     reports: &[CoreReport],
     driver: &str,
     spans: Option<&coremesh_telemetry::span_queue::SpanCounts>,
+    identity: Option<&crate::identity::IdentityMetrics>,
 ) -> String {
     let mut merged = MetricsSnapshot::empty();
     for r in reports {
@@ -32,7 +33,9 @@ pub fn render(
         &mut out,
     );
     per_core(reports, &mut out);
-    crate::identity::IDENTITY_METRICS.render(&mut out);
+    if let Some(identity) = identity {
+        identity.render(&mut out);
+    }
     out
 }
 

@@ -5,6 +5,10 @@
 //!
 //! Tracing is active only when `telemetry.otlp_endpoint` is set; otherwise trace headers
 //! pass through untouched and no ids are drawn.
+//!
+//! Over mutual TLS the spans carry the identities TLS verified: an inbound request's span
+//! the caller's (`coremesh.client_id`), an attempt that a meshed endpoint answered the
+//! endpoint's (`coremesh.server_id`).
 
 use coremesh_telemetry::span::{Span, SpanKind, SpanStatus};
 use coremesh_telemetry::span_queue::SpanSender;
@@ -47,6 +51,17 @@ impl RequestTrace {
     }
 }
 
+/// What the request's span records.
+pub struct RequestRecord<'a> {
+    pub service: Option<Arc<str>>,
+    pub route: Option<&'a str>,
+    /// The status the client got (0: none).
+    pub status: u16,
+    pub grpc_status: Option<u32>,
+    /// The caller's identity that mutual TLS verified (inbound).
+    pub client_id: Option<&'a str>,
+}
+
 /// What one attempt's span records.
 pub struct AttemptRecord<'a> {
     pub service: &'a Arc<str>,
@@ -74,6 +89,13 @@ impl Tracer {
         span.attributes.retry_reason = record.retry_reason;
         span.attributes.http_status = record.status;
         span.attributes.deadline = Some(record.deadline);
+        if record.status.is_some() {
+            // An endpoint reached over mutual TLS answered: it proved the identity this
+            // core expects of it.
+            span.attributes.server_id =
+                crate::transport::tls_upstream::for_endpoint(record.endpoint)
+                    .and_then(|tls| tls.expected_identity().map(Arc::from));
+        }
         let status = match record.error {
             Some(kind) => SpanStatus::Error(kind),
             None if record.status.is_some_and(|s| s >= 500) => SpanStatus::Error("server-error"),
@@ -84,22 +106,23 @@ impl Tracer {
     }
 
     /// Finish the request's span and queue it (sampled traces only).
-    pub fn finish_request(
-        &self,
-        trace: &RequestTrace,
-        service: Option<Arc<str>>,
-        route: Option<&str>,
-        status: u16,
-        grpc_status: Option<u32>,
-    ) {
+    pub fn finish_request(&self, trace: &RequestTrace, record: RequestRecord<'_>) {
         if !trace.ctx.sampled {
             return;
         }
+        let RequestRecord {
+            service,
+            route,
+            status,
+            grpc_status,
+            client_id,
+        } = record;
         let mut span = Span::start(&trace.ctx, "proxy", SpanKind::Server, trace.start);
         span.attributes.service = service;
         span.attributes.route = route.map(Arc::from);
         span.attributes.http_status = (status != 0).then_some(status);
         span.attributes.grpc_status = grpc_status;
+        span.attributes.client_id = client_id.map(Arc::from);
         let outcome = if status >= 500 || status == 0 {
             SpanStatus::Error("server-error")
         } else if grpc_status.is_some_and(crate::http2::grpc::is_server_error) {

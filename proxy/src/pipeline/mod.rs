@@ -57,6 +57,9 @@ pub struct RequestState {
     pub endpoint: Option<SocketAddr>,
     /// A gRPC call's status, once known.
     pub grpc_status: Option<u32>,
+    /// The caller's identity that mutual TLS verified (inbound; set once per connection
+    /// for HTTP/1, per stream for HTTP/2): the `client_id` of metrics, span and access log.
+    pub client_id: Option<std::rc::Rc<str>>,
 }
 
 impl Default for RequestState {
@@ -69,6 +72,7 @@ impl Default for RequestState {
             status: 0,
             endpoint: None,
             grpc_status: None,
+            client_id: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What is recorded of a request, whatever its protocol: its span opened from the caller's
 //! trace context, and once it is answered the response metrics, the span's end and the
 //! access-log line. (The balancer's outcome of each attempt is recorded in
-//! [`super::attempt`].)
+//! [`super::attempt`].) An inbound request whose caller proved an identity over mutual
+//! TLS carries it in all three (`client_id`).
 
 use super::{Origin, RequestState};
 use crate::core::Core;
@@ -71,18 +72,42 @@ pub fn finish(
     if s.status == 0 {
         return;
     }
-    {
-        let ids = core.ids.borrow();
-        let route_id = crate::observe::request_route(&ids, origin, route, service);
-        let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
-        let direction = crate::observe::metrics_direction(origin.direction);
-        core.metrics
-            .borrow()
-            .record_response(direction, route_id, endpoint, s.status, latency);
+    match inbound_client_id(origin, s) {
+        Some(client_id) => {
+            core.metrics
+                .borrow()
+                .record_inbound_response_from(client_id, s.status, latency);
+        }
+        None => {
+            let ids = core.ids.borrow();
+            let route_id = crate::observe::request_route(&ids, origin, route, service);
+            let endpoint = s.endpoint.and_then(|a| ids.endpoint(service, a));
+            let direction = crate::observe::metrics_direction(origin.direction);
+            core.metrics
+                .borrow()
+                .record_response(direction, route_id, endpoint, s.status, latency);
+        }
     }
     if core.tracer.is_some() || core.access_log.is_some() {
-        finish_observation(core, s, snapshot, route, service, latency);
+        let client_id = inbound_client_id(origin, s);
+        finish_observation(core, s, snapshot, (route, service), client_id, latency);
     }
+}
+
+/// The identity a request's caller proved over mutual TLS, on the inbound side only.
+fn inbound_client_id(origin: Origin, s: &RequestState) -> Option<&str> {
+    match origin.direction {
+        crate::sidecar::Direction::Inbound => s.client_id.as_deref(),
+        _ => None,
+    }
+}
+
+/// The caller's verified identity of an inbound HTTP/2 request: its
+/// `x-coremesh-client-id`, which the connection set from the identity TLS verified (or
+/// removed: a caller cannot send its own).
+pub fn verified_client_id(headers: &http::HeaderMap) -> Option<std::rc::Rc<str>> {
+    let value = headers.get("x-coremesh-client-id")?.to_str().ok()?;
+    Some(std::rc::Rc::from(value))
 }
 
 /// The request's span and its access-log line.
@@ -90,8 +115,8 @@ fn finish_observation(
     core: &Core,
     s: &RequestState,
     snapshot: &Snapshot,
-    route: usize,
-    service: usize,
+    (route, service): (usize, usize),
+    client_id: Option<&str>,
     latency: Duration,
 ) {
     let route_name = snapshot.routes.get(route).map(|r| r.name.as_str());
@@ -103,10 +128,13 @@ fn finish_observation(
     if let (Some(tracer), Some(trace)) = (&core.tracer, &s.trace) {
         tracer.finish_request(
             trace,
-            service_name.clone(),
-            route_name,
-            s.status,
-            s.grpc_status,
+            crate::observe::tracing_ctx::RequestRecord {
+                service: service_name.clone(),
+                route: route_name,
+                status: s.status,
+                grpc_status: s.grpc_status,
+                client_id,
+            },
         );
     }
     if let Some(log) = &core.access_log {
@@ -121,6 +149,7 @@ fn finish_observation(
             attempts: s.attempts,
             trace_id: s.trace.as_ref().map(|t| &t.ctx.trace_id),
             grpc_status: s.grpc_status,
+            client_id,
         };
         log.write(&entry);
     }

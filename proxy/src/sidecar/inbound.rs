@@ -14,7 +14,7 @@
 //! closed before a byte reaches the application.
 
 use super::{Decision, Side};
-use crate::identity::{authorize, Decision as Authorization, IDENTITY_METRICS};
+use crate::identity::{authorize, denied_reason, Decision as Authorization};
 use crate::transport::original_dst::Destination;
 use coremesh_discovery::validate::serves;
 use coremesh_discovery::{CompiledInboundPolicy, SpiffeId};
@@ -35,19 +35,30 @@ pub fn decide(side: &Side, destination: Destination) -> Decision {
     Decision::Application(app)
 }
 
-/// Whether an opaque TCP connection from `peer` with the verified identity `peer_id` (none:
-/// plaintext) may reach the application under `policy`'s connection policy. A refusal is
-/// counted in `coremesh_inbound_denied_total{reason}` and logged at debug level; the caller
-/// then closes the connection.
-pub fn admit_opaque(
+/// The decision for an opaque TCP connection with the verified identity `peer_id` (none:
+/// plaintext) under `policy`'s connection policy.
+pub fn opaque_decision(
     policy: &CompiledInboundPolicy,
+    peer_id: Option<&SpiffeId>,
+) -> Authorization {
+    authorize(policy.connection(), peer_id)
+}
+
+/// Whether an opaque TCP connection from `peer` with the verified identity `peer_id` may
+/// reach the application under the inbound policy in force on `core`. A refusal is counted
+/// in the core's `coremesh_inbound_denied_total{reason}` and logged at debug level; the
+/// caller then closes the connection.
+pub fn admit_opaque(
+    core: &crate::core::Core,
     peer_id: Option<&SpiffeId>,
     peer: SocketAddr,
 ) -> bool {
-    match authorize(policy.connection(), peer_id) {
+    match opaque_decision(&core.snapshot().inbound_policy, peer_id) {
         Authorization::Allow => true,
         Authorization::Deny(reason) => {
-            IDENTITY_METRICS.denied(reason);
+            core.metrics
+                .borrow()
+                .record_inbound_denied(denied_reason(reason));
             let id = peer_id.map(SpiffeId::as_str);
             tracing::debug!(%peer, ?id, reason = reason.label(), "opaque TCP refused by the inbound policy: closing");
             false
@@ -101,7 +112,6 @@ mod tests {
     fn opaque_tcp_is_decided_by_the_inbounds_own_policy() {
         use coremesh_discovery::{InboundPolicy, InboundRoute};
         let id = |text: &str| SpiffeId::parse(text).unwrap_or_else(|e| panic!("{e}"));
-        let peer: SocketAddr = ([10, 0, 0, 9], 40000).into();
         let web = id("spiffe://td/ns/prod/sa/web");
         let batch = id("spiffe://td/ns/batch/sa/job");
         // A route that lets plaintext in on a path does not open opaque TCP.
@@ -116,19 +126,20 @@ mod tests {
             }],
         }
         .compile();
-        let denied = |reason| IDENTITY_METRICS.denials(reason);
-        let (no_cert, not_authorized) = (
-            denied(crate::identity::Reason::NoClientCert),
-            denied(crate::identity::Reason::NotAuthorized),
-        );
-        assert!(admit_opaque(&policy, Some(&web), peer));
-        assert!(!admit_opaque(&policy, Some(&batch), peer));
-        assert!(!admit_opaque(&policy, None, peer));
-        // At least: the counters are the process's, shared with tests running at once.
-        assert!(denied(crate::identity::Reason::NoClientCert) > no_cert);
-        assert!(denied(crate::identity::Reason::NotAuthorized) > not_authorized);
+        let admitted = |policy: &CompiledInboundPolicy, id| {
+            matches!(opaque_decision(policy, id), Authorization::Allow)
+        };
+        assert!(admitted(&policy, Some(&web)));
+        assert!(matches!(
+            opaque_decision(&policy, Some(&batch)),
+            Authorization::Deny(crate::identity::Reason::NotAuthorized)
+        ));
+        assert!(matches!(
+            opaque_decision(&policy, None),
+            Authorization::Deny(crate::identity::Reason::NoClientCert)
+        ));
         let open = InboundPolicy::default().compile();
-        assert!(admit_opaque(&open, None, peer));
-        assert!(admit_opaque(&open, Some(&batch), peer));
+        assert!(admitted(&open, None));
+        assert!(admitted(&open, Some(&batch)));
     }
 }

@@ -207,9 +207,7 @@ pub async fn serve_side(
         return;
     }
     // Opaque TCP in plaintext is decided once by `[inbound]`'s own policy.
-    if direction == Direction::Inbound
-        && !inbound::admit_opaque(&core.snapshot().inbound_policy, None, peer)
-    {
+    if direction == Direction::Inbound && !inbound::admit_opaque(&core, None, peer) {
         return;
     }
     let relayed = match target {

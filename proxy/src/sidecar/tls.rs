@@ -151,7 +151,7 @@ pub async fn serve(
     };
     let certs = client.stream.tls().and_then(|t| t.peer_certificates());
     let peer_id = crate::identity::peer_id(certs).ok();
-    if !inbound::admit_opaque(&core.snapshot().inbound_policy, peer_id.as_ref(), peer) {
+    if !inbound::admit_opaque(&core, peer_id.as_ref(), peer) {
         return;
     }
     let limit_ms = core.defaults.connect_timeout_ms;

@@ -13,16 +13,19 @@
 //! of a service or route that left, counts nowhere; a request whose endpoint left still
 //! counts for its (service, route) without the endpoint label.
 
-use super::labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+use super::callers::CallerTable;
+use super::labels::{
+    DeniedReason, Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass,
+};
 use super::latency::{bucket, nanos, SUM_SLOT};
 use super::layout::{
-    service_direction, EndpointId, MetricsLayout, RouteId, ServiceId, ACCEPTED, EP_EJECTIONS,
-    EP_STATE, ERRORS, OPEN, RECEIVED, SENT, SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED,
-    SVC_CONNECTIONS_REUSED, SVC_DEADLINE_EXCEEDED, SVC_RETRIES,
+    service_direction, EndpointId, MetricsLayout, RouteId, ServiceId, ACCEPTED, DENIED,
+    EP_EJECTIONS, EP_STATE, ERRORS, OPEN, RECEIVED, SENT, SVC_BUDGET_EXHAUSTED,
+    SVC_CONNECTIONS_OPENED, SVC_CONNECTIONS_REUSED, SVC_DEADLINE_EXCEEDED, SVC_RETRIES,
 };
 use super::remap::{fresh_values, remap, StateCells, Translation};
 use super::snapshot::MetricsSnapshot;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +42,8 @@ pub struct CoreMetrics {
     values: Box<[Cell<u64>]>,
     /// Newest first.
     translations: Vec<Translation>,
+    /// Inbound requests of callers with a verified identity (kept across layouts).
+    callers: RefCell<CallerTable>,
 }
 
 impl CoreMetrics {
@@ -49,6 +54,7 @@ impl CoreMetrics {
             layout,
             values,
             translations: Vec::new(),
+            callers: RefCell::new(CallerTable::default()),
         }
     }
 
@@ -82,10 +88,12 @@ impl CoreMetrics {
 
     /// A copy of the counters, to send to the control thread for merging and encoding.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        MetricsSnapshot::from_core(
+        let mut snapshot = MetricsSnapshot::from_core(
             self.layout.clone(),
             self.values.iter().map(Cell::get).collect(),
-        )
+        );
+        snapshot.callers = self.callers.borrow().counts.clone();
+        snapshot
     }
 
     /// A finished request that came in on `direction`: the status the client got (its
@@ -113,6 +121,24 @@ impl CoreMetrics {
         let histogram = self.layout.latency_block(r, direction.slot());
         self.add(histogram + bucket(latency), 1);
         self.add(histogram + SUM_SLOT, latency);
+    }
+
+    /// A finished inbound request whose caller proved `client_id` over mutual TLS: counted
+    /// as [`record_response`](Self::record_response) counts an inbound one, under the
+    /// `client_id` label instead of the layout's (inbound requests carry no route, service
+    /// or endpoint label). Past the layout's `max_client_ids` identities on this core, under
+    /// [`OVERFLOW_CLIENT_ID`](crate::metrics::OVERFLOW_CLIENT_ID). No allocation but the
+    /// first time an identity is seen.
+    pub fn record_inbound_response_from(&self, client_id: &str, status: u16, latency: Duration) {
+        let max = self.layout.max_client_ids;
+        if let Ok(mut callers) = self.callers.try_borrow_mut() {
+            callers.record(client_id, max, status, latency);
+        }
+    }
+
+    /// The inbound policy refused a request, for `reason`.
+    pub fn record_inbound_denied(&self, reason: DeniedReason) {
+        self.add(DENIED + reason.slot(), 1);
     }
 
     /// An attempt of a request to `service` (from `direction`) is retried, for `reason`.

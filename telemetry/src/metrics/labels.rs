@@ -154,13 +154,15 @@ pub enum ErrorKind {
     Timeout,
     /// The proxy was shutting down and did not start the request.
     ShuttingDown,
+    /// The inbound policy refused the caller (403, PERMISSION_DENIED).
+    Denied,
     /// Any other kind (a name this crate does not know).
     Other,
 }
 
 impl ErrorKind {
     /// Every kind, in slot order.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
         ErrorKind::ClientGone,
         ErrorKind::NoRoute,
@@ -172,6 +174,7 @@ impl ErrorKind {
         ErrorKind::UpstreamBadResponse,
         ErrorKind::Timeout,
         ErrorKind::ShuttingDown,
+        ErrorKind::Denied,
         ErrorKind::Other,
     ];
 
@@ -189,6 +192,7 @@ impl ErrorKind {
             ErrorKind::UpstreamBadResponse => "upstream-bad-response",
             ErrorKind::Timeout => "timeout",
             ErrorKind::ShuttingDown => "shutting-down",
+            ErrorKind::Denied => "denied",
             ErrorKind::Other => "other",
         }
     }
@@ -200,6 +204,33 @@ impl ErrorKind {
             .into_iter()
             .find(|kind| kind.as_str() == name)
             .unwrap_or(ErrorKind::Other)
+    }
+
+    pub(crate) const fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why the inbound policy refused a request, the `reason` label of
+/// `coremesh_inbound_denied_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeniedReason {
+    /// The policy asks for a verified identity and the caller has none (plaintext).
+    NoClientCert,
+    /// The caller's verified identity matches none of the allowed ones.
+    NotAuthorized,
+}
+
+impl DeniedReason {
+    /// Every reason, in slot order.
+    pub const ALL: [DeniedReason; 2] = [DeniedReason::NoClientCert, DeniedReason::NotAuthorized];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeniedReason::NoClientCert => "no_client_cert",
+            DeniedReason::NotAuthorized => "not_authorized",
+        }
     }
 
     pub(crate) const fn slot(self) -> usize {
@@ -302,6 +333,9 @@ mod tests {
         }
         for (i, p) in Peer::ALL.iter().enumerate() {
             assert_eq!(p.slot(), i);
+        }
+        for (i, r) in DeniedReason::ALL.iter().enumerate() {
+            assert_eq!(r.slot(), i);
         }
     }
 

@@ -16,7 +16,10 @@
 //! before a configuration change and finishes after it is still counted under its labels
 //! (see `CoreMetrics::install`).
 
-use super::labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+use super::callers::DEFAULT_MAX_CLIENT_IDS;
+use super::labels::{
+    DeniedReason, Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass,
+};
 use super::latency::HISTOGRAM_STRIDE;
 use super::transport::{DETECT_CELLS, TCP_CELLS};
 use std::collections::HashMap;
@@ -39,7 +42,9 @@ pub(crate) const TCP_UNKNOWN: usize = DETECTIONS + DETECT_CELLS;
 pub(crate) const HTTP2_ERRORS: usize = TCP_UNKNOWN + TCP_CELLS;
 /// gRPC responses by direction and status.
 pub(crate) const GRPC_RESPONSES: usize = HTTP2_ERRORS + super::http2::HTTP2_CELLS;
-pub(crate) const GLOBALS: usize = GRPC_RESPONSES + super::grpc::GRPC_CELLS;
+/// Inbound requests refused by the policy, by reason.
+pub(crate) const DENIED: usize = GRPC_RESPONSES + super::grpc::GRPC_CELLS;
+pub(crate) const GLOBALS: usize = DENIED + DeniedReason::ALL.len();
 
 /// Request families count per `direction`: each request counter (and latency histogram,
 /// and per-service request counter) exists once per direction, side by side.
@@ -137,6 +142,9 @@ pub(crate) const fn service_direction(direction: usize) -> usize {
 pub struct MetricsLayout {
     pub(crate) generation: u32,
     pub(crate) per_endpoint: bool,
+    /// Distinct `client_id` values a core counts inbound requests under (see
+    /// [`LayoutBuilder::max_client_ids`]).
+    pub(crate) max_client_ids: usize,
     pub(crate) services: Vec<ServiceEntry>,
     pub(crate) routes: Vec<RouteEntry>,
     service_by_name: HashMap<Arc<str>, u32>,
@@ -164,6 +172,7 @@ pub struct MetricsLayout {
 pub struct LayoutBuilder {
     generation: u32,
     per_endpoint: bool,
+    max_client_ids: usize,
     services: Vec<ServiceEntry>,
     service_by_name: HashMap<Arc<str>, u32>,
     routes: Vec<(Option<Arc<str>>, Option<u32>)>,
@@ -178,11 +187,21 @@ impl LayoutBuilder {
         LayoutBuilder {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             per_endpoint: per_endpoint_metrics,
+            max_client_ids: DEFAULT_MAX_CLIENT_IDS,
             services: Vec::new(),
             service_by_name: HashMap::new(),
             routes: vec![(None, None)],
             route_by_name: HashMap::new(),
         }
+    }
+
+    /// How many distinct callers' identities (`client_id`) each core counts inbound
+    /// requests under (config `max_client_ids`); the callers beyond count under
+    /// [`OVERFLOW_CLIENT_ID`](crate::metrics::OVERFLOW_CLIENT_ID). Default
+    /// [`DEFAULT_MAX_CLIENT_IDS`].
+    pub fn max_client_ids(&mut self, max: usize) -> &mut LayoutBuilder {
+        self.max_client_ids = max;
+        self
     }
 
     /// Registers service `name` with `endpoints` (in order: the `i`-th is
@@ -317,6 +336,7 @@ impl LayoutBuilder {
         MetricsLayout {
             generation: self.generation,
             per_endpoint: self.per_endpoint,
+            max_client_ids: self.max_client_ids,
             services: self.services,
             routes,
             service_by_name: self.service_by_name,
@@ -346,6 +366,11 @@ impl MetricsLayout {
     /// Whether request counts carry the `endpoint` label.
     pub fn per_endpoint_metrics(&self) -> bool {
         self.per_endpoint
+    }
+
+    /// Distinct callers' identities each core counts inbound requests under.
+    pub fn max_client_ids(&self) -> usize {
+        self.max_client_ids
     }
 
     /// The entry for requests that matched no route.
@@ -489,6 +514,7 @@ impl MetricsLayout {
     /// under different configurations).
     pub(crate) fn union(a: &MetricsLayout, b: &MetricsLayout) -> MetricsLayout {
         let mut builder = LayoutBuilder::new(a.per_endpoint || b.per_endpoint);
+        builder.max_client_ids(a.max_client_ids.max(b.max_client_ids));
         for layout in [a, b] {
             let ids: Vec<ServiceId> = layout
                 .services

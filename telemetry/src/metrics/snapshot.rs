@@ -3,11 +3,14 @@
 //! per core, merges them on the control thread and encodes the result; the getters here
 //! read single series by label (for tests, `/endpoints` and `coremesh top`).
 
-use super::labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+use super::callers::CallerCounts;
+use super::labels::{
+    DeniedReason, Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass,
+};
 use super::latency::{HISTOGRAM_STRIDE, INF_SLOT, SUM_SLOT};
 use super::layout::{
-    service_direction, MetricsLayout, ACCEPTED, EP_EJECTIONS, EP_STATE, ERRORS, OPEN, RECEIVED,
-    SENT, SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED, SVC_CONNECTIONS_REUSED,
+    service_direction, MetricsLayout, ACCEPTED, DENIED, EP_EJECTIONS, EP_STATE, ERRORS, OPEN,
+    RECEIVED, SENT, SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED, SVC_CONNECTIONS_REUSED,
     SVC_DEADLINE_EXCEEDED, SVC_RETRIES,
 };
 use super::remap::{fresh_values, remap, StateCells};
@@ -19,6 +22,8 @@ pub struct MetricsSnapshot {
     pub(crate) layout: Arc<MetricsLayout>,
     pub(crate) values: Vec<u64>,
     pub(crate) cores: u32,
+    /// Inbound requests of callers with a verified identity.
+    pub(crate) callers: CallerCounts,
 }
 
 /// One latency histogram, read from a snapshot.
@@ -39,6 +44,7 @@ impl MetricsSnapshot {
             layout,
             values,
             cores: 1,
+            callers: CallerCounts::default(),
         }
     }
 
@@ -49,6 +55,7 @@ impl MetricsSnapshot {
             values: fresh_values(&layout),
             layout,
             cores: 0,
+            callers: CallerCounts::default(),
         }
     }
 
@@ -90,6 +97,7 @@ impl MetricsSnapshot {
             self.layout = union;
             self.values = values;
         }
+        self.callers.merge(&other.callers);
         self.cores += other.cores;
     }
 
@@ -255,6 +263,23 @@ impl MetricsSnapshot {
     /// Errors of `kind`.
     pub fn errors(&self, kind: ErrorKind) -> u64 {
         self.get(ERRORS + kind.slot())
+    }
+
+    /// Inbound requests the policy refused for `reason`.
+    pub fn inbound_denied(&self, reason: DeniedReason) -> u64 {
+        self.get(DENIED + reason.slot())
+    }
+
+    /// Inbound requests of `class` from the caller that proved `client_id` (or, with
+    /// [`OVERFLOW_CLIENT_ID`](crate::metrics::OVERFLOW_CLIENT_ID), from the callers beyond
+    /// the cap). Plaintext callers' are in [`requests_in`](Self::requests_in).
+    pub fn requests_from(&self, client_id: &str, class: StatusClass) -> u64 {
+        self.callers.requests(client_id, class)
+    }
+
+    /// The latency histogram of the inbound requests from `client_id`.
+    pub fn latency_from(&self, client_id: &str) -> Option<LatencyHistogram> {
+        self.callers.latency(client_id)
     }
 
     pub(crate) fn get(&self, index: usize) -> u64 {

@@ -27,6 +27,11 @@ pub mod attribute_keys {
     pub const HTTP_STATUS: &str = "http.response.status_code";
     /// A gRPC call's status code (int), OpenTelemetry's semantic-convention name.
     pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
+    /// The caller's SPIFFE ID that mutual TLS verified (string, inbound request spans).
+    pub const CLIENT_ID: &str = "coremesh.client_id";
+    /// The endpoint's SPIFFE ID that mutual TLS verified (string, attempts to meshed
+    /// endpoints).
+    pub const SERVER_ID: &str = "coremesh.server_id";
 }
 
 /// W3C trace flag "sampled" (every exported span is).
@@ -89,6 +94,12 @@ fn proto_span(s: &Span) -> opentelemetry_proto::tonic::trace::v1::Span {
     if let Some(v) = a.deadline {
         let ms = i64::try_from(v.as_millis()).unwrap_or(i64::MAX);
         attributes.push(int_attribute(DEADLINE_MS, ms));
+    }
+    if let Some(v) = &a.client_id {
+        attributes.push(string_attribute(CLIENT_ID, v));
+    }
+    if let Some(v) = &a.server_id {
+        attributes.push(string_attribute(SERVER_ID, v));
     }
     let (kind, remote_parent) = match s.kind {
         SpanKind::Server => (span::SpanKind::Server, s.parent_span_id.is_some()),

@@ -4,13 +4,16 @@
 //! the endpoint-state gauge for every endpoint and state.
 
 use super::text::{family, sample, Label, Value};
-use crate::metrics::labels::{Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass};
+use crate::metrics::callers::CALLER_STRIDE;
+use crate::metrics::labels::{
+    DeniedReason, Direction, EndpointState, ErrorKind, Peer, RetryReason, StatusClass,
+};
 use crate::metrics::layout::{
-    service_direction, ACCEPTED, EP_EJECTIONS, EP_STATE, ERRORS, OPEN, RECEIVED, SENT,
+    service_direction, ACCEPTED, DENIED, EP_EJECTIONS, EP_STATE, ERRORS, OPEN, RECEIVED, SENT,
     SVC_BUDGET_EXHAUSTED, SVC_CONNECTIONS_OPENED, SVC_CONNECTIONS_REUSED, SVC_DEADLINE_EXCEEDED,
     SVC_RETRIES,
 };
-use crate::metrics::{MetricsSnapshot, LATENCY_BUCKETS};
+use crate::metrics::{LatencyHistogram, MetricsSnapshot, LATENCY_BUCKETS};
 
 /// Writes every family of `m`.
 pub(crate) fn encode_snapshot(out: &mut String, m: &MetricsSnapshot) {
@@ -22,6 +25,7 @@ pub(crate) fn encode_snapshot(out: &mut String, m: &MetricsSnapshot) {
     connections(out, m);
     bytes(out, m);
     errors(out, m);
+    inbound_denied(out, m);
     http2_errors(out, m);
     grpc_responses(out, m);
     super::transport::encode_transport(out, m);
@@ -48,13 +52,37 @@ fn requests(out: &mut String, m: &MetricsSnapshot) {
         out,
         NAME,
         "counter",
-        "Requests answered to clients, by the listener they came in on (direction), route, \
-         destination service, endpoint that answered and response status class.",
+        "Requests answered to clients, by the listener they came in on (direction), the \
+         caller's verified identity (client_id, inbound over mutual TLS), route, destination \
+         service, endpoint that answered and response status class.",
     );
     let layout = m.layout();
     for direction in Direction::ALL {
         for (r, route) in layout.routes.iter().enumerate() {
             requests_of_route(out, m, direction, r, route);
+        }
+        if direction == Direction::Inbound {
+            requests_of_callers(out, m);
+        }
+    }
+}
+
+/// The inbound requests of callers with a verified identity, by `client_id`.
+fn requests_of_callers(out: &mut String, m: &MetricsSnapshot) {
+    const NAME: &str = "coremesh_requests_total";
+    let callers = &m.callers;
+    for i in callers.in_order() {
+        for class in StatusClass::ALL {
+            let n = callers.get(i * CALLER_STRIDE + class.slot());
+            if n == 0 {
+                continue;
+            }
+            let labels: [Label<'_>; 3] = [
+                ("direction", Some(Direction::Inbound.as_str())),
+                ("client_id", Some(&*callers.names[i])),
+                ("class", Some(class.as_str())),
+            ];
+            sample(out, NAME, &labels, Value::Int(n));
         }
     }
 }
@@ -103,14 +131,52 @@ fn latency(out: &mut String, m: &MetricsSnapshot) {
         NAME,
         "histogram",
         "Time from the request head's arrival to the end of the response, as the client saw \
-         it, by the listener the request came in on (direction), route and destination \
-         service.",
+         it, by the listener the request came in on (direction), the caller's verified \
+         identity (client_id, inbound over mutual TLS), route and destination service.",
     );
     for direction in Direction::ALL {
         for r in 0..m.layout().routes.len() {
             histogram_of_route(out, m, direction, r);
         }
+        if direction == Direction::Inbound {
+            for i in m.callers.in_order() {
+                let h = m.callers.histogram(i);
+                let labels: [Label<'_>; 2] = [
+                    ("direction", Some(Direction::Inbound.as_str())),
+                    ("client_id", Some(&*m.callers.names[i])),
+                ];
+                write_histogram(out, &labels, &h);
+            }
+        }
     }
+}
+
+/// The samples of histogram `h` with `labels` (nothing when it counted nothing).
+fn write_histogram(out: &mut String, labels: &[Label<'_>; 2], h: &LatencyHistogram) {
+    if h.count == 0 {
+        return;
+    }
+    let mut cumulative = 0u64;
+    let bucket_name = "coremesh_response_latency_seconds_bucket";
+    for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+        cumulative = cumulative.wrapping_add(h.buckets[i]);
+        let with_le: [Label<'_>; 3] = [labels[0], labels[1], ("le", Some(bound))];
+        sample(out, bucket_name, &with_le, Value::Int(cumulative));
+    }
+    let with_le: [Label<'_>; 3] = [labels[0], labels[1], ("le", Some("+Inf"))];
+    sample(out, bucket_name, &with_le, Value::Int(h.count));
+    sample(
+        out,
+        "coremesh_response_latency_seconds_sum",
+        labels,
+        Value::Nanos(h.sum_nanos),
+    );
+    sample(
+        out,
+        "coremesh_response_latency_seconds_count",
+        labels,
+        Value::Int(h.count),
+    );
 }
 
 fn histogram_of_route(out: &mut String, m: &MetricsSnapshot, direction: Direction, r: usize) {
@@ -414,5 +480,29 @@ fn errors(out: &mut String, m: &MetricsSnapshot) {
     for kind in ErrorKind::ALL {
         let labels: [Label<'_>; 1] = [("kind", Some(kind.as_str()))];
         sample(out, NAME, &labels, Value::Int(m.get(ERRORS + kind.slot())));
+    }
+}
+
+/// Inbound requests refused by the policy, by reason: written once one was.
+fn inbound_denied(out: &mut String, m: &MetricsSnapshot) {
+    const NAME: &str = "coremesh_inbound_denied_total";
+    if DeniedReason::ALL
+        .iter()
+        .all(|r| m.get(DENIED + r.slot()) == 0)
+    {
+        return;
+    }
+    family(
+        out,
+        NAME,
+        "counter",
+        "Inbound requests refused by the policy (403, PERMISSION_DENIED), by reason.",
+    );
+    for reason in DeniedReason::ALL {
+        let n = m.get(DENIED + reason.slot());
+        if n > 0 {
+            let labels: [Label<'_>; 1] = [("reason", Some(reason.as_str()))];
+            sample(out, NAME, &labels, Value::Int(n));
+        }
     }
 }

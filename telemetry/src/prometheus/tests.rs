@@ -2,15 +2,21 @@
 
 use super::*;
 use crate::metrics::{
-    CoreMetrics, Direction, EndpointState, ErrorKind, LayoutBuilder, Peer, RetryReason,
+    CoreMetrics, DeniedReason, Direction, EndpointState, ErrorKind, LayoutBuilder, Peer,
+    RetryReason, StatusClass, OVERFLOW_CLIENT_ID,
 };
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+const WEB: &str = "spiffe://td/ns/prod/sa/web";
+const API: &str = "spiffe://td/ns/prod/sa/api";
+const JOB: &str = "spiffe://td/ns/batch/sa/job";
+
 /// Two cores of a mesh with a tricky service name, some traffic on each.
 fn sample_scrape(per_endpoint: bool) -> MetricsSnapshot {
     let mut b = LayoutBuilder::new(per_endpoint);
+    b.max_client_ids(2);
     let users = b.add_service("users", ["10.0.0.1:8080", "10.0.0.2:8080"]);
     let odd = b.add_service("we\"ird\\svc\nx", ["[::1]:9000"]);
     b.add_route("api", Some(users));
@@ -51,6 +57,9 @@ fn sample_scrape(per_endpoint: bool) -> MetricsSnapshot {
     one.record_bytes_sent(Peer::Client, 700);
     one.record_upstream_connection_opened(users);
     one.record_error(ErrorKind::NoRoute);
+    one.record_inbound_response_from(WEB, 200, Duration::from_millis(3));
+    one.record_inbound_denied(DeniedReason::NotAuthorized);
+    one.record_error(ErrorKind::Denied);
 
     let two = CoreMetrics::new(layout);
     two.record_response(
@@ -63,6 +72,10 @@ fn sample_scrape(per_endpoint: bool) -> MetricsSnapshot {
     two.record_upstream_connection_reused(users);
     two.record_deadline_exceeded(Direction::Outbound, users);
     two.record_retry_budget_exhausted(Direction::Proxy, users);
+    two.record_inbound_response_from(WEB, 200, Duration::from_millis(30));
+    two.record_inbound_response_from(API, 403, Duration::from_micros(900));
+    // Beyond the cap of two identities on this core.
+    two.record_inbound_response_from(JOB, 200, Duration::from_millis(3));
 
     let mut merged = MetricsSnapshot::empty();
     merged.merge(&one.snapshot());
@@ -105,6 +118,9 @@ fn requests_show_exact_counts_per_endpoint() {
         [
             "coremesh_requests_total{direction=\"proxy\",service=\"users\",route=\"api\",endpoint=\"10.0.0.1:8080\",class=\"2xx\"} 2",
             "coremesh_requests_total{direction=\"inbound\",service=\"users\",route=\"api\",endpoint=\"10.0.0.2:8080\",class=\"5xx\"} 1",
+            "coremesh_requests_total{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/api\",class=\"4xx\"} 1",
+            "coremesh_requests_total{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",class=\"2xx\"} 2",
+            "coremesh_requests_total{direction=\"inbound\",client_id=\"other\",class=\"2xx\"} 1",
             "coremesh_requests_total{direction=\"outbound\",class=\"4xx\"} 1",
         ]
     );
@@ -239,6 +255,63 @@ fn service_families_and_globals() {
     ] {
         assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
     }
+}
+
+#[test]
+fn inbound_callers_carry_their_verified_identity() {
+    let m = sample_scrape(true);
+    assert_eq!(m.requests_from(WEB, StatusClass::Success), 2);
+    assert_eq!(m.requests_from(API, StatusClass::ClientError), 1);
+    assert_eq!(m.requests_from(JOB, StatusClass::Success), 0);
+    assert_eq!(m.requests_from(OVERFLOW_CLIENT_ID, StatusClass::Success), 1);
+    assert_eq!(m.inbound_denied(DeniedReason::NotAuthorized), 1);
+    let text = encoded(&m);
+    assert_eq!(
+        lines_of(&text, "coremesh_response_latency_seconds_count{direction=\"inbound\""),
+        [
+            "coremesh_response_latency_seconds_count{direction=\"inbound\",service=\"users\",route=\"api\"} 1",
+            "coremesh_response_latency_seconds_count{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/api\"} 1",
+            "coremesh_response_latency_seconds_count{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\"} 2",
+            "coremesh_response_latency_seconds_count{direction=\"inbound\",client_id=\"other\"} 1",
+        ]
+    );
+    assert_eq!(
+        lines_of(&text, "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\""),
+        [
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.001\"} 0",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.0025\"} 0",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.005\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.01\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.025\"} 1",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.05\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.1\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.25\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"0.5\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"1\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"2.5\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"5\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"10\"} 2",
+            "coremesh_response_latency_seconds_bucket{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\",le=\"+Inf\"} 2",
+        ]
+    );
+    assert!(text.contains(
+        "coremesh_response_latency_seconds_sum{direction=\"inbound\",client_id=\"spiffe://td/ns/prod/sa/web\"} 0.033\n"
+    ));
+    assert_eq!(
+        lines_of(&text, "coremesh_inbound_denied_total"),
+        ["coremesh_inbound_denied_total{reason=\"not_authorized\"} 1"]
+    );
+    assert!(text.contains("coremesh_errors_total{kind=\"denied\"} 1\n"));
+}
+
+#[test]
+fn no_denial_no_denied_family() {
+    let mut b = LayoutBuilder::new(true);
+    b.add_route("api", None);
+    let core = CoreMetrics::new(b.build());
+    let text = encoded(&core.snapshot());
+    assert!(!text.contains("coremesh_inbound_denied_total"), "{text}");
+    assert!(text.contains("coremesh_errors_total{kind=\"denied\"} 0\n"));
 }
 
 #[test]
