@@ -12,7 +12,8 @@
 //!
 //! [`tls_upstream`]: super::tls_upstream
 
-use super::tls_upstream::{set_endpoint, UpstreamTls};
+use super::conn::Stream;
+use super::tls_upstream::{for_endpoint, set_endpoint, UpstreamTls};
 use crate::identity::TlsConfigs;
 use coremesh_discovery::Snapshot;
 use rustls::pki_types::ServerName;
@@ -112,6 +113,21 @@ impl MeshedEndpoints {
         let mut tls = UpstreamTls::new(config, name, Some(expected.to_owned()));
         tls.handshake_timeout = self.handshake_timeout;
         Some(tls)
+    }
+}
+
+/// Whether a connection to `addr` opened earlier still fits this core's table: plaintext
+/// to an endpoint that is still plaintext, or TLS to one that still expects the identity
+/// this connection's peer proved. The pool asks at check-in: a connection that was in use
+/// while a snapshot changed its endpoint's TLS (so [`MeshedEndpoints::apply`] could not
+/// drop it) comes back after the change, and must not carry another request.
+pub fn fits_current(addr: SocketAddr, stream: &Stream) -> bool {
+    match (stream.tls(), for_endpoint(addr)) {
+        (None, None) => true,
+        (Some(tls), Some(upstream)) => upstream
+            .expected_identity()
+            .is_none_or(|expected| tls.identity() == Some(expected)),
+        _ => false,
     }
 }
 
