@@ -5,9 +5,10 @@
 //! destinations [`service_addresses`] finds whenever they change (the outbound side
 //! routes connections to them to this service). With `[discovery.kubernetes]
 //! meshed_pods` (the default) it also watches the meshed Pods of that namespace (label
-//! `coremesh.io/mtls=true`) and reports, before the endpoints and whenever they change, the
-//! identity each meshed endpoint must prove ([`endpoint_identities`]): a pod relabelled,
-//! deleted or replaced changes its endpoint's TLS at the next report.
+//! `coremesh.io/mtls=true`) and reports, whenever they change, the identity each meshed
+//! endpoint must prove ([`endpoint_identities`]): a pod relabelled, deleted or replaced
+//! changes its endpoint's TLS at the next report. Identities gained or changed are
+//! reported before the endpoints, those lost after them.
 //!
 //! Lifecycle of a watch (all of it `kube`'s `watcher`, which this module checks in its
 //! tests against an API server stand-in): list in pages of `list_page_size` (`limit`,
@@ -232,25 +233,30 @@ pub async fn watch(
         let resolution =
             resolve_endpoints(&target, services.get(&target.service), slices.objects());
         let identities = endpoint_identities(&resolution, &pods, &settings.trust_domain);
-        if identities != reported_identities {
-            if !send(SourceUpdate::Identities(identities.clone())) {
-                return;
-            }
-            reported_identities = identities;
-        }
-        let now = (resolution.endpoints, resolution.problem);
-        if reported.as_ref() == Some(&now) && !failed {
-            continue;
-        }
-        failed = false;
-        if !send(SourceUpdate::Endpoints(now.0.clone())) {
+        // Identities gained or changed go before the endpoints, those lost after them, so
+        // that the controller (which may publish between two updates) never sees an
+        // endpoint meshed before and after this change as plaintext.
+        let mut gained = reported_identities.clone();
+        gained.extend(identities.clone());
+        if gained != reported_identities && !send(SourceUpdate::Identities(gained.clone())) {
             return;
         }
-        if let Some(problem) = &now.1 {
-            if !send(SourceUpdate::Failed(problem.clone())) {
+        let now = (resolution.endpoints, resolution.problem);
+        if reported.as_ref() != Some(&now) || failed {
+            failed = false;
+            if !send(SourceUpdate::Endpoints(now.0.clone())) {
                 return;
             }
+            if let Some(problem) = &now.1 {
+                if !send(SourceUpdate::Failed(problem.clone())) {
+                    return;
+                }
+            }
+            reported = Some(now);
         }
-        reported = Some(now);
+        if identities != gained && !send(SourceUpdate::Identities(identities.clone())) {
+            return;
+        }
+        reported_identities = identities;
     }
 }

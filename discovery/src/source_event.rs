@@ -17,7 +17,8 @@ pub enum SourceUpdate {
     Addresses(Vec<SocketAddr>),
     /// Kubernetes only: the endpoints whose pods are meshed (their sidecar terminates
     /// mutual TLS), each with the SPIFFE ID its pod must prove; the others are plaintext.
-    /// Sent before the endpoints, whenever it changes.
+    /// Sent whenever it changes: with what was gained or changed before the endpoints, and
+    /// without what was lost after them.
     Identities(BTreeMap<SocketAddr, String>),
 }
 

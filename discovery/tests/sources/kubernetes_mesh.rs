@@ -1,10 +1,10 @@
 //! Meshed pods against the API server stand-in: the Kubernetes source watches the Pods
 //! labelled `coremesh.io/mtls=true` in the Service's namespace and reports the identity
-//! each meshed endpoint must prove (`spiffe://<trust domain>/ns/<ns>/sa/<account>`), before
-//! the endpoints; a pod relabelled, given another service account, or deleted changes the
-//! report; a pod without the label stays plaintext; with `meshed_pods = false` no pod is
-//! watched. Through the controller, the identities reach the snapshot, and a service's own
-//! `tls` wins over them.
+//! each meshed endpoint must prove (`spiffe://<trust domain>/ns/<ns>/sa/<account>`), gained
+//! ones before the endpoints and lost ones after them; a pod relabelled, given another
+//! service account, or deleted changes the report; a pod without the label stays
+//! plaintext; with `meshed_pods = false` no pod is watched. Through the controller, the
+//! identities reach the snapshot, and a service's own `tls` wins over them.
 
 use crate::kubernetes::{addrs, service, slice, start_watch_with, Condition, Reports};
 use crate::support::api_server_stand_in::{ApiServerStandIn, Kind};
@@ -141,6 +141,38 @@ fn meshed_pods_give_their_endpoints_an_identity_and_each_change_is_reported() {
     // semantics) and its endpoint is plaintext again.
     stand_in.apply_pod(&pod("web-1", false, "web"));
     reports.until_identities(&identities(&[("10.1.0.2:8080", "admin")]));
+
+    // The slice drops the meshed endpoint: the endpoints are reported without it before
+    // the identities are (a snapshot between the two never has it in plaintext).
+    stand_in.apply_slice(&slice_of_pods(
+        "web-a",
+        &[("10.1.0.1", "web-1"), ("10.1.0.3", "web-3")],
+    ));
+    let next = |reports: &Reports| {
+        reports
+            .updates
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("no update"))
+    };
+    assert_eq!(
+        next(&reports),
+        SourceUpdate::Endpoints(addrs(&["10.1.0.1:8080", "10.1.0.3:8080"]))
+    );
+    assert_eq!(next(&reports), SourceUpdate::Identities(BTreeMap::new()));
+    // And back: its identity before the endpoint.
+    stand_in.apply_slice(&slice_of_pods(
+        "web-a",
+        &[
+            ("10.1.0.1", "web-1"),
+            ("10.1.0.2", "web-2"),
+            ("10.1.0.3", "web-3"),
+        ],
+    ));
+    assert_eq!(
+        next(&reports),
+        SourceUpdate::Identities(identities(&[("10.1.0.2:8080", "admin")]))
+    );
+    assert_eq!(next(&reports), SourceUpdate::Endpoints(all.clone()));
 
     // The second pod deleted while the slice still lists its address: plaintext.
     stand_in.delete_pod("prod", "web-2");
