@@ -15,7 +15,7 @@
 use super::conn::Stream;
 use super::tls_upstream::{for_endpoint, set_endpoint, UpstreamTls};
 use crate::identity::TlsConfigs;
-use coremesh_discovery::Snapshot;
+use coremesh_discovery::{Snapshot, SpiffeId};
 use rustls::pki_types::ServerName;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -30,6 +30,8 @@ pub struct MeshedEndpoints {
     current: HashMap<SocketAddr, String>,
     /// Whether "meshed endpoints stay plaintext without an identity" was logged.
     told_plaintext: bool,
+    /// Whether a discovered identity in another trust domain than ours was logged.
+    told_trust_domain: bool,
 }
 
 impl MeshedEndpoints {
@@ -39,6 +41,7 @@ impl MeshedEndpoints {
             handshake_timeout,
             current: HashMap::new(),
             told_plaintext: false,
+            told_trust_domain: false,
         }
     }
 
@@ -91,9 +94,33 @@ impl MeshedEndpoints {
             return wanted;
         }
         for (addr, identity) in discovered {
+            self.check_trust_domain(identity);
             wanted.entry(*addr).or_insert_with(|| identity.clone());
         }
         wanted
+    }
+
+    /// Logs once when discovery expects an identity outside this proxy's own trust domain:
+    /// most likely `[discovery.kubernetes] trust_domain` is not the one the mesh's
+    /// certificates are issued in, and every handshake with those endpoints will fail.
+    fn check_trust_domain(&mut self, expected: &str) {
+        let Some(configs) = &self.configs else { return };
+        if self.told_trust_domain {
+            return;
+        }
+        let own = configs.store().current();
+        let theirs = SpiffeId::parse(expected);
+        if let Ok(theirs) = theirs {
+            if theirs.trust_domain() != own.id.trust_domain() {
+                self.told_trust_domain = true;
+                tracing::warn!(
+                    expected,
+                    own = own.id.as_str(),
+                    "a meshed endpoint is expected in another trust domain than this proxy's: \
+                     check [discovery.kubernetes] trust_domain"
+                );
+            }
+        }
     }
 
     /// How connections to `addr` handshake. Without an identity (`[identity]` added by a
@@ -267,6 +294,14 @@ mod tests {
         // The pod is no longer meshed, and the service has no `tls`: plaintext again.
         assert_eq!(meshed.apply(&discovered(None, None)), both);
         assert!(for_endpoint(addr(4)).is_none() && for_endpoint(addr(5)).is_none());
+        // All of it in our own trust domain; another one is noticed (and still expected).
+        assert!(!meshed.told_trust_domain);
+        meshed.apply(&discovered(Some("spiffe://elsewhere/ns/prod/sa/api"), None));
+        assert!(meshed.told_trust_domain);
+        assert_eq!(
+            expected(4).as_deref(),
+            Some("spiffe://elsewhere/ns/prod/sa/api")
+        );
     }
 
     #[test]
