@@ -10,9 +10,9 @@
 //! 2. The controller records it and marks the state dirty. A new configuration also
 //!    starts the sources it newly names and stops those it no longer names.
 //! 3. `debounce_ms` after the first change of a burst (at once until every source has
-//!    answered, so that the first snapshot pays no debounce), the controller merges
-//!    ([`merged_config`]), builds the snapshot, and diffs it with the last one published
-//!    ([`snapshot_diff`]). If anything differs it calls `on_snapshot` with an `Arc` of it
+//!    answered, so that the first snapshot pays no debounce), the controller merges and
+//!    builds the snapshot ([`merged_snapshot`]: the endpoints, and the identities of meshed
+//!    ones), and diffs it with the last one published ([`snapshot_diff`]). If anything differs it calls `on_snapshot` with an `Arc` of it
 //!    (the proxy sends that to each core, which switches at a loop boundary) and logs the
 //!    diff.
 //!
@@ -25,7 +25,7 @@ use crate::diff::snapshot_diff;
 use crate::discovery_settings::{DnsSettings, KubernetesSettings};
 use crate::dns_source;
 use crate::file_watch::{FileCheck, FileWatch};
-use crate::merge::{merged_config, wanted_targets, ResolvedEndpoints};
+use crate::merge::{merged_snapshot, wanted_targets, ResolvedEndpoints};
 use crate::source_event::{SourceEvent, SourceUpdate};
 use crate::status::{DiscoveryStats, ReloadOutcome, SourceKind, SourceState, SourceStatus};
 use crate::targets::{DnsTarget, KubernetesTarget};
@@ -539,6 +539,16 @@ impl Controller {
                     }
                     return;
                 }
+                if let SourceUpdate::Identities(identities) = update {
+                    if self.resolved.kubernetes_identities.get(&target) != Some(&identities) {
+                        tracing::info!("kubernetes {name}: {} meshed endpoints", identities.len());
+                        self.resolved
+                            .kubernetes_identities
+                            .insert(target, identities);
+                        self.mark_dirty();
+                    }
+                    return;
+                }
                 if let SourceUpdate::Endpoints(endpoints) = &update {
                     if self.resolved.kubernetes.get(&target) != Some(endpoints) {
                         self.resolved.kubernetes.insert(target, endpoints.clone());
@@ -576,7 +586,7 @@ impl Controller {
                 self.record_error(message);
             }
             // Handled above, without changing the source's state.
-            SourceUpdate::Addresses(_) => {}
+            SourceUpdate::Addresses(_) | SourceUpdate::Identities(_) => {}
         }
         if was_pending {
             // The first answer of a source completes the start-up snapshot.
@@ -604,7 +614,7 @@ impl Controller {
     /// Builds the merged snapshot and hands it over if it differs from the last one.
     fn publish(&mut self) {
         self.dirty_since = None;
-        let snapshot = Snapshot::build(&merged_config(&self.config, &self.resolved));
+        let snapshot = merged_snapshot(&self.config, &self.resolved);
         let diff = snapshot_diff(&self.published, &snapshot);
         if diff.is_empty() {
             return;

@@ -9,7 +9,8 @@
 //!   `min_refresh_ms` = 1000, `max_refresh_ms` = 30000, `timeout_ms` = 2000.
 //! - `discovery.kubernetes.kubeconfig` = none (infer: `$KUBECONFIG`, `~/.kube/config`,
 //!   then the in-cluster service account), `context` = none (the current context),
-//!   `watch_timeout_secs` = 290, `list_page_size` = 500.
+//!   `watch_timeout_secs` = 290, `list_page_size` = 500, `meshed_pods` = true,
+//!   `trust_domain` = `cluster.local`.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -44,6 +45,24 @@ pub const DEFAULT_KUBERNETES_WATCH_TIMEOUT_SECS: u32 = 290;
 /// Objects per page of a list (`limit`): client-go's page size. Few services have more
 /// EndpointSlices than this, and a page bounds what one answer holds in memory.
 pub const DEFAULT_KUBERNETES_LIST_PAGE_SIZE: u32 = 500;
+/// Whether the Kubernetes source learns from Pods which endpoints run a sidecar that
+/// terminates mutual TLS (and the identity each must prove): on, so that a mesh whose
+/// sidecars hold identities encrypts between them without naming each service's identity;
+/// off needs no `pods` permission, and every Kubernetes endpoint is then plaintext unless its
+/// service has `tls`.
+pub const DEFAULT_KUBERNETES_MESHED_PODS: bool = true;
+/// The trust domain of the identities the Kubernetes source derives from a meshed pod's
+/// namespace and service account (`spiffe://<trust domain>/ns/<ns>/sa/<sa>`): Kubernetes'
+/// default cluster domain, which is what SPIRE's and Linkerd's Kubernetes set-ups use unless
+/// told otherwise. It must be the trust domain the pods' certificates are issued in.
+pub const DEFAULT_KUBERNETES_TRUST_DOMAIN: &str = "cluster.local";
+/// The label `coremesh inject` puts on a pod template whose sidecar has an `[identity]`
+/// (it terminates mutual TLS), with the value [`MTLS_POD_LABEL_VALUE`]; the Kubernetes
+/// source watches Pods by it (`meshed_pods`). A label, not an annotation, so that the
+/// watch selects those pods on the server and never sees the others.
+pub const MTLS_POD_LABEL: &str = "coremesh.io/mtls";
+/// The value of [`MTLS_POD_LABEL`] on a meshed pod.
+pub const MTLS_POD_LABEL_VALUE: &str = "true";
 
 /// `[discovery]`. Defaults: see the `DEFAULT_*` constants above.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -141,6 +160,13 @@ pub struct KubernetesSettings {
     /// `limit` of each list page (1 to 10000).
     #[serde(default = "d_list_page_size")]
     pub list_page_size: u32,
+    /// Watch the Pods labelled [`MTLS_POD_LABEL`] in each watched Service's namespace,
+    /// and reach the endpoints they back over mutual TLS, expecting the pod's identity.
+    #[serde(default = "d_meshed_pods")]
+    pub meshed_pods: bool,
+    /// The trust domain of those identities.
+    #[serde(default = "d_trust_domain")]
+    pub trust_domain: String,
 }
 
 impl Default for KubernetesSettings {
@@ -150,6 +176,8 @@ impl Default for KubernetesSettings {
             context: None,
             watch_timeout_secs: d_watch_timeout_secs(),
             list_page_size: d_list_page_size(),
+            meshed_pods: d_meshed_pods(),
+            trust_domain: d_trust_domain(),
         }
     }
 }
@@ -177,4 +205,10 @@ fn d_watch_timeout_secs() -> u32 {
 }
 fn d_list_page_size() -> u32 {
     DEFAULT_KUBERNETES_LIST_PAGE_SIZE
+}
+fn d_meshed_pods() -> bool {
+    DEFAULT_KUBERNETES_MESHED_PODS
+}
+fn d_trust_domain() -> String {
+    DEFAULT_KUBERNETES_TRUST_DOMAIN.to_owned()
 }

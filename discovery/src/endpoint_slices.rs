@@ -14,6 +14,8 @@
 //! - The first address of each endpoint is used (the EndpointSlice controller writes one;
 //!   the API gives no meaning to more); slices of address type FQDN are skipped.
 //! - An endpoint listed in several slices (as during a slice's replacement) counts once.
+//! - The Pod behind each endpoint (its `targetRef` of kind `Pod`, in the Service's
+//!   namespace) is noted, for [`crate::meshed_pods`] to say whether it is meshed.
 
 use crate::targets::{KubernetesTarget, ServicePort};
 use k8s_openapi::api::core::v1::Service;
@@ -33,6 +35,9 @@ pub struct Resolution {
     /// Sorted, without duplicates.
     pub endpoints: Vec<SocketAddr>,
     pub problem: Option<String>,
+    /// The name of the Pod behind each of [`endpoints`](Self::endpoints) that names one
+    /// (`targetRef` of kind `Pod`); an address listed for two pods keeps the first seen.
+    pub pods: BTreeMap<SocketAddr, String>,
 }
 
 /// The endpoints `target` resolves to, given its Service (if it exists) and the
@@ -57,6 +62,7 @@ pub fn resolve_endpoints<'a>(
     let port_name = port.name.as_deref().unwrap_or("");
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
+    let mut pods = BTreeMap::new();
     for slice in slices {
         if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
             continue;
@@ -85,6 +91,14 @@ pub fn resolve_endpoints<'a>(
             let is_ready = conditions.and_then(|c| c.ready).unwrap_or(true);
             let is_serving = conditions.and_then(|c| c.serving).unwrap_or(is_ready);
             let is_terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+            let pod = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|target| target.kind.as_deref() == Some("Pod"))
+                .and_then(|target| target.name.clone());
+            if let Some(pod) = pod {
+                pods.entry(address).or_insert(pod);
+            }
             if is_ready {
                 ready.insert(address);
             } else if is_serving && is_terminating {
@@ -93,9 +107,11 @@ pub fn resolve_endpoints<'a>(
         }
     }
     let chosen = if ready.is_empty() { terminating } else { ready };
+    pods.retain(|address, _| chosen.contains(address));
     Resolution {
         endpoints: chosen.into_iter().collect(),
         problem: None,
+        pods,
     }
 }
 
@@ -154,6 +170,7 @@ fn no_endpoints(problem: String) -> Resolution {
     Resolution {
         endpoints: Vec::new(),
         problem: Some(problem),
+        pods: BTreeMap::new(),
     }
 }
 
@@ -415,6 +432,61 @@ mod tests {
         assert_eq!(
             udp.problem.as_deref(),
             Some("Service prod/web has no TCP port 53")
+        );
+    }
+
+    #[test]
+    fn each_chosen_endpoint_names_its_pod() {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        let service = service(&[(None, 80, None)]);
+        let mut web = slice(
+            "web-a",
+            "IPv4",
+            &[(None, 8080)],
+            &[
+                row("10.0.0.1", READY),
+                row("10.0.0.2", READY),
+                row("10.0.0.3", TERMINATING),
+                row("10.0.0.4", READY),
+                row("10.0.0.5", READY),
+            ],
+        );
+        let references = [
+            Some(("Pod", "web-1")),
+            Some(("Pod", "web-2")),
+            Some(("Pod", "web-3")),
+            Some(("Node", "node-1")),
+            None,
+        ];
+        for (endpoint, reference) in web.endpoints.iter_mut().flatten().zip(references) {
+            endpoint.target_ref = reference.map(|(kind, name)| ObjectReference {
+                kind: Some(kind.into()),
+                name: Some(name.into()),
+                ..ObjectReference::default()
+            });
+        }
+        let resolution = resolve_endpoints(&target("web.prod:80"), Some(&service), [&web]);
+        assert_eq!(
+            resolution.endpoints,
+            addrs(&[
+                "10.0.0.1:8080",
+                "10.0.0.2:8080",
+                "10.0.0.4:8080",
+                "10.0.0.5:8080"
+            ])
+        );
+        // The terminating endpoint is not chosen; the others name a pod or none.
+        let pods: Vec<(SocketAddr, &str)> = resolution
+            .pods
+            .iter()
+            .map(|(address, pod)| (*address, pod.as_str()))
+            .collect();
+        assert_eq!(
+            pods,
+            vec![
+                (addrs(&["10.0.0.1:8080"])[0], "web-1"),
+                (addrs(&["10.0.0.2:8080"])[0], "web-2")
+            ]
         );
     }
 

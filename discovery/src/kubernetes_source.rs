@@ -3,7 +3,12 @@
 //! (label `kubernetes.io/service-name`) in that one namespace, and reports the endpoints
 //! [`resolve_endpoints`] finds after every change, preceded by the ClusterIP:port
 //! destinations [`service_addresses`] finds whenever they change (the outbound side
-//! routes connections to them to this service).
+//! routes connections to them to this service). With `[discovery.kubernetes]
+//! meshed_pods` (the default) it also watches the meshed Pods of that namespace (label
+//! `coremesh.io/mtls=true`) and reports, whenever they change, the identity each meshed
+//! endpoint must prove ([`endpoint_identities`]): a pod relabelled, deleted or replaced
+//! changes its endpoint's TLS at the next report. Identities gained or changed are
+//! reported before the endpoints, those lost after them.
 //!
 //! Lifecycle of a watch (all of it `kube`'s `watcher`, which this module checks in its
 //! tests against an API server stand-in): list in pages of `list_page_size` (`limit`,
@@ -17,8 +22,10 @@
 //! use) and retried with `kube`'s default back-off (under a second at first, growing to
 //! about half a minute).
 //!
-//! Nothing is reported until both watches have listed once, so a start-up never publishes
-//! a half-known endpoint set.
+//! Nothing is reported until every watch has listed once, so a start-up never publishes
+//! a half-known endpoint set, nor a meshed endpoint as plaintext because its pod was not
+//! listed yet (a Pod watch the API server refuses, as without the `pods` permission, keeps
+//! the source failing with that reason rather than reporting meshed pods as plaintext).
 //!
 //! The client: `[discovery.kubernetes] kubeconfig` (and `context`) when set, else inferred
 //! as `kubectl` does: `$KUBECONFIG` or `~/.kube/config`, then the in-cluster service
@@ -27,14 +34,16 @@
 
 use crate::discovery_settings::KubernetesSettings;
 use crate::endpoint_slices::{resolve_endpoints, service_addresses, ObjectSet, SERVICE_NAME_LABEL};
+use crate::meshed_pods::{endpoint_identities, label_selector, trim};
 use crate::source_event::{SourceEvent, SourceUpdate};
 use crate::targets::KubernetesTarget;
-use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Service;
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,10 +131,10 @@ pub async fn run(
     watch(client, &settings, target, events).await;
 }
 
-/// Watches `target`'s Service and EndpointSlices with `client` (paced by `settings`'
-/// watch timeout and list page size) and sends an update each time its endpoints change
-/// (and a failure each time a watch fails), until `events` is closed or the task is
-/// aborted.
+/// Watches `target`'s Service and EndpointSlices, and its namespace's meshed Pods when
+/// `settings.meshed_pods`, with `client` (paced by `settings`' watch timeout and list page
+/// size) and sends an update each time its endpoints or their identities change (and a
+/// failure each time a watch fails), until `events` is closed or the task is aborted.
 pub async fn watch(
     client: Client,
     settings: &KubernetesSettings,
@@ -133,21 +142,36 @@ pub async fn watch(
     events: UnboundedSender<SourceEvent>,
 ) {
     let services_api: Api<Service> = Api::namespaced(client.clone(), &target.namespace);
-    let slices_api: Api<EndpointSlice> = Api::namespaced(client, &target.namespace);
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &target.namespace);
+    let pods_api: Api<Pod> = Api::namespaced(client, &target.namespace);
     let paced = watcher::Config::default()
         .timeout(settings.watch_timeout_secs)
         .page_size(settings.list_page_size);
     let by_name = paced
         .clone()
         .fields(&format!("metadata.name={}", target.service));
-    let by_label = paced.labels(&format!("{SERVICE_NAME_LABEL}={}", target.service));
+    let by_label = paced
+        .clone()
+        .labels(&format!("{SERVICE_NAME_LABEL}={}", target.service));
+    let meshed = paced.labels(&label_selector());
     let mut service_events = watcher(services_api, by_name).default_backoff().boxed();
     let mut slice_events = watcher(slices_api, by_label).default_backoff().boxed();
+    let mut pod_events = if settings.meshed_pods {
+        watcher(pods_api, meshed)
+            .default_backoff()
+            .map_ok(|event| event.modify(trim))
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
     let mut services: ObjectSet<Service> = ObjectSet::default();
     let mut slices: ObjectSet<EndpointSlice> = ObjectSet::default();
+    let mut pods: ObjectSet<Pod> = ObjectSet::default();
     let mut reported: Option<(Vec<SocketAddr>, Option<String>)> = None;
     // None claimed until the Service says otherwise.
     let mut reported_addresses: Vec<SocketAddr> = Vec::new();
+    // Every endpoint plaintext until the pods say otherwise.
+    let mut reported_identities: BTreeMap<SocketAddr, String> = BTreeMap::new();
     // A watch failed since the last report: report again at the next event even if the
     // endpoints did not change, so the source is seen to have recovered.
     let mut failed = false;
@@ -182,8 +206,21 @@ pub async fn watch(
                 }
                 None => return,
             },
+            event = pod_events.next() => match event {
+                Some(Ok(event)) => pods.apply(event) || failed,
+                Some(Err(error)) => {
+                    let message = format!("watch of meshed Pods in {}: {error}", target.namespace);
+                    if !send(SourceUpdate::Failed(message)) {
+                        return;
+                    }
+                    failed = true;
+                    false
+                }
+                None => return,
+            },
         };
-        if !changed || !services.listed() || !slices.listed() {
+        let pods_listed = !settings.meshed_pods || pods.listed();
+        if !changed || !services.listed() || !slices.listed() || !pods_listed {
             continue;
         }
         let addresses = service_addresses(&target, services.get(&target.service));
@@ -195,19 +232,31 @@ pub async fn watch(
         }
         let resolution =
             resolve_endpoints(&target, services.get(&target.service), slices.objects());
-        let now = (resolution.endpoints, resolution.problem);
-        if reported.as_ref() == Some(&now) && !failed {
-            continue;
-        }
-        failed = false;
-        if !send(SourceUpdate::Endpoints(now.0.clone())) {
+        let identities = endpoint_identities(&resolution, &pods, &settings.trust_domain);
+        // Identities gained or changed go before the endpoints, those lost after them, so
+        // that the controller (which may publish between two updates) never sees an
+        // endpoint meshed before and after this change as plaintext.
+        let mut gained = reported_identities.clone();
+        gained.extend(identities.clone());
+        if gained != reported_identities && !send(SourceUpdate::Identities(gained.clone())) {
             return;
         }
-        if let Some(problem) = &now.1 {
-            if !send(SourceUpdate::Failed(problem.clone())) {
+        let now = (resolution.endpoints, resolution.problem);
+        if reported.as_ref() != Some(&now) || failed {
+            failed = false;
+            if !send(SourceUpdate::Endpoints(now.0.clone())) {
                 return;
             }
+            if let Some(problem) = &now.1 {
+                if !send(SourceUpdate::Failed(problem.clone())) {
+                    return;
+                }
+            }
+            reported = Some(now);
         }
-        reported = Some(now);
+        if identities != gained && !send(SourceUpdate::Identities(identities.clone())) {
+            return;
+        }
+        reported_identities = identities;
     }
 }

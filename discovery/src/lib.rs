@@ -31,6 +31,8 @@ pub mod kubernetes_source;
 pub mod listen;
 mod locate;
 pub mod merge;
+#[cfg(feature = "kubernetes")]
+pub mod meshed_pods;
 pub mod model;
 mod one_or_many;
 pub mod parse;

@@ -1,12 +1,14 @@
 //! How the configuration file and the dynamic sources combine: which DNS names and
-//! Kubernetes Services a configuration needs watched ([`wanted_targets`]), and the
-//! configuration with every service's endpoints filled in from them ([`merged_config`]).
+//! Kubernetes Services a configuration needs watched ([`wanted_targets`]), the
+//! configuration with every service's endpoints filled in from them ([`merged_config`]),
+//! and its snapshot with the identities of meshed Kubernetes endpoints
+//! ([`merged_snapshot`]).
 //!
 //! Pure functions: the controller calls them after each change and builds the snapshot of
 //! the result.
 
 use crate::targets::{DnsTarget, KubernetesTarget};
-use crate::Config;
+use crate::{Config, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 
@@ -18,6 +20,8 @@ pub struct ResolvedEndpoints {
     pub kubernetes: BTreeMap<KubernetesTarget, Vec<SocketAddr>>,
     /// The ClusterIP:port destinations each Kubernetes target's Service claims.
     pub kubernetes_addresses: BTreeMap<KubernetesTarget, Vec<SocketAddr>>,
+    /// The meshed endpoints of each Kubernetes target, with the identity each must prove.
+    pub kubernetes_identities: BTreeMap<KubernetesTarget, BTreeMap<SocketAddr, String>>,
 }
 
 impl ResolvedEndpoints {
@@ -27,6 +31,8 @@ impl ResolvedEndpoints {
         self.kubernetes
             .retain(|target, _| wanted.kubernetes.contains(target));
         self.kubernetes_addresses
+            .retain(|target, _| wanted.kubernetes.contains(target));
+        self.kubernetes_identities
             .retain(|target, _| wanted.kubernetes.contains(target));
     }
 }
@@ -121,6 +127,38 @@ pub fn merged_config(config: &Config, resolved: &ResolvedEndpoints) -> Config {
         }
     }
     merged
+}
+
+/// The snapshot of [`merged_config`], with each service's meshed Kubernetes endpoints
+/// and their identities ([`ServiceSnapshot::endpoint_identities`]): only endpoints the
+/// service has, none for a service with its own `tls` (which wins), and for an endpoint
+/// two of its targets name differently, the first target's.
+///
+/// [`ServiceSnapshot::endpoint_identities`]: crate::ServiceSnapshot::endpoint_identities
+pub fn merged_snapshot(config: &Config, resolved: &ResolvedEndpoints) -> Snapshot {
+    let mut snapshot = Snapshot::build(&merged_config(config, resolved));
+    for (service, built) in config.services.iter().zip(&mut snapshot.services) {
+        if service.tls.is_some() {
+            continue;
+        }
+        let endpoints: HashSet<SocketAddr> = built.endpoints.iter().copied().collect();
+        let targets = service
+            .kubernetes
+            .iter()
+            .filter_map(|entry| KubernetesTarget::parse(entry).ok())
+            .filter_map(|target| resolved.kubernetes_identities.get(&target));
+        for identities in targets {
+            for (address, identity) in identities {
+                if endpoints.contains(address) {
+                    built
+                        .endpoint_identities
+                        .entry(*address)
+                        .or_insert_with(|| identity.clone());
+                }
+            }
+        }
+    }
+    snapshot
 }
 
 #[cfg(test)]
@@ -281,5 +319,42 @@ service = "web"
                 .collect::<Vec<_>>(),
             vec![kubernetes("api.prod:8080")]
         );
+    }
+
+    #[test]
+    fn meshed_kubernetes_endpoints_carry_their_identity_unless_the_service_has_tls() {
+        let mut config = config();
+        let api = kubernetes("api.prod:8080");
+        let mut resolved = ResolvedEndpoints::default();
+        resolved.kubernetes.insert(
+            api.clone(),
+            vec![addr("10.1.0.1:8080"), addr("10.1.0.2:8080")],
+        );
+        let identity = |sa: &str| format!("spiffe://td/ns/prod/sa/{sa}");
+        resolved.kubernetes_identities.insert(
+            api.clone(),
+            BTreeMap::from([
+                (addr("10.1.0.1:8080"), identity("api")),
+                // Not (or no longer) an endpoint of the service: left out.
+                (addr("10.9.9.9:8080"), identity("gone")),
+            ]),
+        );
+        let snapshot = merged_snapshot(&config, &resolved);
+        assert_eq!(
+            snapshot.services[1].endpoint_identities,
+            BTreeMap::from([(addr("10.1.0.1:8080"), identity("api"))])
+        );
+        assert_eq!(snapshot.services[1].tls, None);
+        assert!(snapshot.services[0].endpoint_identities.is_empty());
+
+        // The service's own `tls` wins over what discovery found.
+        config.services[1].tls = Some(crate::ServiceTls {
+            identity: identity("explicit"),
+        });
+        let snapshot = merged_snapshot(&config, &resolved);
+        assert!(snapshot.services[1].endpoint_identities.is_empty());
+
+        resolved.retain_wanted(&WantedTargets::default());
+        assert!(resolved.kubernetes_identities.is_empty());
     }
 }

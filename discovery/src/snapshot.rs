@@ -7,7 +7,7 @@
 
 use crate::route::CompiledRoute;
 use crate::{Config, Settings};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -42,6 +42,11 @@ pub struct ServiceSnapshot {
     pub settings: Settings,
     /// Mutual TLS to the endpoints (`tls = { identity = … }`), none: plaintext.
     pub tls: Option<crate::ServiceTls>,
+    /// Endpoints that discovery found meshed (a Kubernetes endpoint whose pod's sidecar
+    /// terminates mutual TLS), each with the SPIFFE ID it must prove; only endpoints of
+    /// this service, and none when `tls` is set (the service's own `tls` wins). Endpoints
+    /// not listed are plaintext unless `tls` says otherwise.
+    pub endpoint_identities: BTreeMap<SocketAddr, String>,
 }
 
 impl Snapshot {
@@ -58,6 +63,7 @@ impl Snapshot {
                 endpoints: service.endpoints.clone(),
                 settings: config.defaults.merged(&service.overrides),
                 tls: service.tls.clone(),
+                endpoint_identities: BTreeMap::new(),
             })
             .collect();
         let find = |name: &str| services.iter().position(|service| service.name == name);

@@ -1,6 +1,7 @@
 //! The messages the DNS and Kubernetes source tasks send the controller.
 
 use crate::targets::{DnsTarget, KubernetesTarget};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// What one source task learned.
@@ -14,6 +15,11 @@ pub enum SourceUpdate {
     /// (its ClusterIPs on the entry's Service port; none for a headless Service). Sent
     /// before the endpoints, whenever they change.
     Addresses(Vec<SocketAddr>),
+    /// Kubernetes only: the endpoints whose pods are meshed (their sidecar terminates
+    /// mutual TLS), each with the SPIFFE ID its pod must prove; the others are plaintext.
+    /// Sent whenever it changes: with what was gained or changed before the endpoints, and
+    /// without what was lost after them.
+    Identities(BTreeMap<SocketAddr, String>),
 }
 
 /// A [`SourceUpdate`] and the target it is about.

@@ -136,6 +136,13 @@ pub fn check_discovery(path: &FieldPath, discovery: &DiscoverySettings) -> Vec<V
             out.push(violation(kubernetes_path.key(field), message));
         }
     }
+    let trust_domain = &discovery.kubernetes.trust_domain;
+    if let Err(problem) = crate::SpiffeId::parse(&format!("spiffe://{trust_domain}")) {
+        out.push(violation(
+            kubernetes_path.key("trust_domain"),
+            format!("{trust_domain:?} is not a SPIFFE trust domain: {problem}"),
+        ));
+    }
     out
 }
 
@@ -246,6 +253,8 @@ watch_timeout_secs = 60
                 context: Some("prod".into()),
                 watch_timeout_secs: 60,
                 list_page_size: DEFAULT_KUBERNETES_LIST_PAGE_SIZE,
+                meshed_pods: true,
+                trust_domain: "cluster.local".into(),
             },
         };
         assert_eq!(config.discovery, expected);
@@ -341,11 +350,12 @@ kubeconfig = ""
 context = ""
 watch_timeout_secs = 0
 list_page_size = 10001
+trust_domain = "Example.org"
 unknown = 1
 "#;
         assert_eq!(
             errors(text),
-            vec!["s.toml:16:1: field `discovery.kubernetes.unknown`: unknown field `unknown`, expected one of `kubeconfig`, `context`, `watch_timeout_secs`, `list_page_size`"]
+            vec!["s.toml:17:1: field `discovery.kubernetes.unknown`: unknown field `unknown`, expected one of `kubeconfig`, `context`, `watch_timeout_secs`, `list_page_size`, `meshed_pods`, `trust_domain`"]
         );
         let text = text.replace("unknown = 1\n", "");
         assert_eq!(
@@ -361,6 +371,7 @@ unknown = 1
                 "s.toml:13:1: field `discovery.kubernetes.context`: must not be empty (leave it out for the current context)",
                 "s.toml:14:1: field `discovery.kubernetes.watch_timeout_secs`: 0 is outside 1 to 3600",
                 "s.toml:15:1: field `discovery.kubernetes.list_page_size`: 10001 is outside 1 to 10000",
+                "s.toml:16:1: field `discovery.kubernetes.trust_domain`: \"Example.org\" is not a SPIFFE trust domain: \"spiffe://Example.org\": trust domain character 'E' (allowed: a-z 0-9 . - _)",
             ]
         );
     }

@@ -205,7 +205,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
 }
 
 #[test]
-fn the_meshed_rbac_lets_the_pods_account_read_services_and_endpoint_slices() {
+fn the_meshed_rbac_lets_the_pods_account_read_services_endpoint_slices_and_pods() {
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let documents = values(&read("rbac.yaml"));
@@ -232,9 +232,11 @@ fn the_meshed_rbac_lets_the_pods_account_read_services_and_endpoint_slices() {
         .collect();
     grants.sort();
     let read = vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()];
+    let watch = vec!["list".to_owned(), "watch".to_owned()];
     assert_eq!(
         grants,
         [
+            (String::new(), "pods".to_owned(), watch),
             (String::new(), "services".to_owned(), read.clone()),
             (
                 "discovery.k8s.io".to_owned(),

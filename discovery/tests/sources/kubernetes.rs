@@ -125,6 +125,8 @@ pub(crate) struct Reports {
     pub(crate) updates: Receiver<SourceUpdate>,
     pub(crate) failures: Vec<String>,
     pub(crate) addresses: Vec<Vec<SocketAddr>>,
+    /// Every identity map reported, in order.
+    pub(crate) identities: Vec<BTreeMap<SocketAddr, String>>,
 }
 
 impl Reports {
@@ -138,6 +140,7 @@ impl Reports {
                 Ok(SourceUpdate::Endpoints(endpoints)) => seen.push(endpoints),
                 Ok(SourceUpdate::Failed(message)) => self.failures.push(message),
                 Ok(SourceUpdate::Addresses(addresses)) => self.addresses.push(addresses),
+                Ok(SourceUpdate::Identities(identities)) => self.identities.push(identities),
                 Err(_) => panic!("never reported {expected:?}; reported {seen:?}"),
             }
         }
@@ -180,6 +183,7 @@ pub(crate) fn start_watch_with(
         updates: update_receiver,
         failures: Vec::new(),
         addresses: Vec::new(),
+        identities: Vec::new(),
     };
     (runtime, reports)
 }
@@ -460,7 +464,8 @@ service = "web"
         assert!(request.contains("/namespaces/prod/"), "{request}");
         assert!(
             request.contains("metadata.name%3Dweb")
-                || request.contains("kubernetes.io%2Fservice-name%3Dweb"),
+                || request.contains("kubernetes.io%2Fservice-name%3Dweb")
+                || request.contains("/pods?") && request.contains("coremesh.io%2Fmtls%3Dtrue"),
             "{request}"
         );
     }

@@ -14,6 +14,8 @@ mod kubernetes;
 #[cfg(feature = "kubernetes")]
 mod kubernetes_api;
 #[cfg(feature = "kubernetes")]
+mod kubernetes_mesh;
+#[cfg(feature = "kubernetes")]
 mod manifests;
 #[cfg(not(feature = "kubernetes"))]
 mod without_kubernetes;

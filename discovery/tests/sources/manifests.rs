@@ -73,8 +73,11 @@ fn grants(rules: &[PolicyRule]) -> BTreeMap<(String, String), Vec<String>> {
 
 fn needed_grants() -> BTreeMap<(String, String), Vec<String>> {
     let read = vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()];
+    // The meshed-pod watch lists and watches; it never gets one pod.
+    let watch = vec!["list".to_owned(), "watch".to_owned()];
     BTreeMap::from([
         ((String::new(), "services".to_owned()), read.clone()),
+        ((String::new(), "pods".to_owned()), watch),
         (
             ("discovery.k8s.io".to_owned(), "endpointslices".to_owned()),
             read,

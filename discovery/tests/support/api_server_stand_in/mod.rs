@@ -1,7 +1,8 @@
 //! An API server stand-in: a plain-HTTP server on 127.0.0.1 that speaks the Kubernetes
 //! API's list/watch protocol for `kube`'s watcher, over Services
-//! (`/api/v1/namespaces/NS/services`) and EndpointSlices
-//! (`/apis/discovery.k8s.io/v1/namespaces/NS/endpointslices`). It is the only Kubernetes
+//! (`/api/v1/namespaces/NS/services`), EndpointSlices
+//! (`/apis/discovery.k8s.io/v1/namespaces/NS/endpointslices`) and Pods
+//! (`/api/v1/namespaces/NS/pods`). It is the only Kubernetes
 //! the tests know, so it keeps the API's semantics where the watcher depends on them, and
 //! refuses (400, as the real server does) what it does not understand rather than
 //! guessing. No authentication, no writes over HTTP.
@@ -41,7 +42,7 @@
 //!   client's side of the protocol: a resumed watch from a relist, no event delivered
 //!   twice.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -59,17 +60,18 @@ use list::serve_list;
 use request::Request;
 use watch::serve_watch;
 
-/// The two kinds served.
+/// The kinds served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Service,
     EndpointSlice,
+    Pod,
 }
 
 impl Kind {
     fn api_version(self) -> &'static str {
         match self {
-            Kind::Service => "v1",
+            Kind::Service | Kind::Pod => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
         }
     }
@@ -78,6 +80,7 @@ impl Kind {
         match self {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
         }
     }
 
@@ -85,6 +88,7 @@ impl Kind {
         match self {
             Kind::Service => "ServiceList",
             Kind::EndpointSlice => "EndpointSliceList",
+            Kind::Pod => "PodList",
         }
     }
 }
@@ -342,6 +346,17 @@ impl ApiServerStandIn {
     pub fn delete_slice(&self, namespace: &str, name: &str) {
         self.shared
             .change(Kind::EndpointSlice, &stub(namespace, name), None, true);
+    }
+
+    pub fn apply_pod(&self, pod: &Pod) {
+        let value = to_value(pod);
+        self.shared
+            .change(Kind::Pod, &value.clone(), Some(value), true);
+    }
+
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        self.shared
+            .change(Kind::Pod, &stub(namespace, name), None, true);
     }
 
     pub fn delete_service(&self, namespace: &str, name: &str) {

@@ -92,6 +92,7 @@ impl Request {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (kind, namespace) = match segments.as_slice() {
             ["api", "v1", "namespaces", namespace, "services"] => (Kind::Service, *namespace),
+            ["api", "v1", "namespaces", namespace, "pods"] => (Kind::Pod, *namespace),
             ["apis", "discovery.k8s.io", "v1", "namespaces", namespace, "endpointslices"] => {
                 (Kind::EndpointSlice, *namespace)
             }

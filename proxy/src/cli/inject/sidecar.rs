@@ -140,6 +140,9 @@ pub struct Sidecar {
     pub init_container: Node,
     pub proxy_container: Node,
     pub volume: Node,
+    /// The proxy's configuration has `[identity]`: it terminates mutual TLS, and the
+    /// template gets the label other proxies' discovery knows meshed pods by.
+    pub mtls: bool,
 }
 
 impl Sidecar {
@@ -186,19 +189,20 @@ impl SidecarArgs {
     /// file is an error that names it.
     pub fn build(&self) -> anyhow::Result<Sidecar> {
         self.check()?;
-        let config = match &self.config {
+        let (config, mtls) = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                self.check_config(&text, &path.display().to_string())?;
-                text
+                let mtls = self.check_config(&text, &path.display().to_string())?;
+                (text, mtls)
             }
-            None => self.default_config(),
+            None => (self.default_config(), false),
         };
         Ok(Sidecar {
             init_container: self.init_container(),
             proxy_container: self.proxy_container(config),
             volume: map([("name", Node::str(XTABLES_VOLUME)), ("emptyDir", map([]))]),
+            mtls,
         })
     }
 
@@ -263,8 +267,9 @@ impl SidecarArgs {
         Ok(())
     }
 
-    /// A configuration given with `--config` must be valid and serve the probes.
-    fn check_config(&self, text: &str, origin: &str) -> anyhow::Result<()> {
+    /// A configuration given with `--config` must be valid and serve the probes; true when
+    /// it has `[identity]` (the proxy terminates mutual TLS).
+    fn check_config(&self, text: &str, origin: &str) -> anyhow::Result<bool> {
         let config = coremesh_discovery::parse_config(text, origin)
             .map_err(|errors| anyhow::anyhow!("{errors}"))?;
         match &config.proxy.admin {
@@ -311,7 +316,7 @@ impl SidecarArgs {
                 ),
             }
         }
-        Ok(())
+        Ok(config.identity.is_some())
     }
 
     /// The configuration the proxy runs with unless `--config` gives one: the admin server

@@ -2,10 +2,13 @@
 //!
 //! `inject` puts `coremesh-init` and `coremesh-proxy` first among the init containers (so
 //! the application's own init containers already run meshed), appends the iptables lock
-//! volume, and marks the template with the annotation `coremesh.io/injected`. Keys it had
-//! to create (`metadata`, `annotations`, `initContainers`, `volumes`) are listed in
-//! `coremesh.io/injected-created`, so that `uninject` removes them again and the result
-//! equals the original. A template already injected is injected anew (the old sidecar
+//! volume, and marks the template with the annotation `coremesh.io/injected`. When the
+//! sidecar's configuration has `[identity]` it also labels the template
+//! `coremesh.io/mtls: "true"`: other proxies' Kubernetes discovery watches pods by that
+//! label and reaches them over mutual TLS, expecting the identity of their service account.
+//! Keys it had to create (`metadata`, `annotations`, `labels`, `initContainers`,
+//! `volumes`) are listed in `coremesh.io/injected-created`, so that `uninject` removes
+//! them again and the result equals the original. A template already injected is injected anew (the old sidecar
 //! out, the new one in): injecting twice gives what injecting once gives, and a newer
 //! image or flag replaces the old one.
 //!
@@ -16,6 +19,7 @@
 use super::node::{Map, Node};
 use super::probes::tcp_probe_ports;
 use super::sidecar::{Sidecar, INIT_CONTAINER, PROXY_CONTAINER, XTABLES_VOLUME};
+pub use coremesh_discovery::discovery_settings::{MTLS_POD_LABEL, MTLS_POD_LABEL_VALUE};
 
 /// Marks an injected template; its value is the version of coremesh that injected it.
 pub const INJECTED_ANNOTATION: &str = "coremesh.io/injected";
@@ -63,6 +67,14 @@ pub fn inject(template: &mut Node, sidecar: &Sidecar) -> Result<Outcome, String>
             "hostNetwork: true (the interception rules would apply to the node)".to_owned(),
         ));
     }
+    if template
+        .at(&["metadata", "labels", MTLS_POD_LABEL])
+        .is_some()
+    {
+        return Ok(Outcome::Skipped(format!(
+            "already has the label {MTLS_POD_LABEL} without the annotation {INJECTED_ANNOTATION}"
+        )));
+    }
     for (list, name) in [
         ("initContainers", INIT_CONTAINER),
         ("initContainers", PROXY_CONTAINER),
@@ -91,7 +103,12 @@ pub fn inject(template: &mut Node, sidecar: &Sidecar) -> Result<Outcome, String>
         INJECTED_ANNOTATION.to_owned(),
         Node::str(env!("CARGO_PKG_VERSION")),
     );
+    if sidecar.mtls {
+        let labels = child_map(metadata, "labels", &mut created)?;
+        labels.insert(MTLS_POD_LABEL.to_owned(), Node::str(MTLS_POD_LABEL_VALUE));
+    }
     if !created.is_empty() {
+        let annotations = child_map(metadata, "annotations", &mut created)?;
         annotations.insert(CREATED_ANNOTATION.to_owned(), Node::str(created.join(",")));
     }
     Ok(Outcome::Injected)
@@ -132,6 +149,10 @@ pub fn uninject(template: &mut Node) -> Result<bool, String> {
         }
     }
     if let Some(metadata) = root.get_mut("metadata").and_then(Node::as_map_mut) {
+        if let Some(labels) = metadata.get_mut("labels").and_then(Node::as_map_mut) {
+            labels.shift_remove(MTLS_POD_LABEL);
+        }
+        restore(metadata, "labels", &created);
         restore(metadata, "annotations", &created);
     }
     restore(root, "metadata", &created);

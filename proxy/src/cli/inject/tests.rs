@@ -4,7 +4,7 @@
 
 use super::node::Node;
 use super::sidecar::{SidecarArgs, CONFIG_ENV, INIT_CONTAINER, PROXY_CONTAINER, XTABLES_VOLUME};
-use super::template::{CREATED_ANNOTATION, INJECTED_ANNOTATION};
+use super::template::{CREATED_ANNOTATION, INJECTED_ANNOTATION, MTLS_POD_LABEL};
 use super::{inject_text, uninject_text, yaml, Report};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -325,6 +325,106 @@ fn injecting_twice_is_injecting_once_and_uninject_restores_the_original() {
         // Uninjecting what is not injected changes nothing.
         assert_eq!(uninject(&back), back);
     }
+}
+
+/// A sidecar whose `--config` has `[identity]` (the files are not read by `inject`).
+fn sidecar_with_identity() -> super::sidecar::Sidecar {
+    let dir = std::env::temp_dir().join(format!("coremesh-inject-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("mesh.toml");
+    let text = format!(
+        "{}\n[identity]\ncert = \"/run/svid.pem\"\nkey = \"/run/svid.key\"\ntrust_anchors = \"/run/bundle.pem\"\n",
+        SidecarArgs::default().default_config()
+    );
+    std::fs::write(&file, text).expect("write");
+    let built = SidecarArgs {
+        config: Some(file),
+        ..SidecarArgs::default()
+    }
+    .build();
+    let _ = std::fs::remove_dir_all(&dir);
+    built.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn labels_of(template: &PodTemplateSpec) -> Vec<(String, String)> {
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone());
+    labels.unwrap_or_default().into_iter().collect()
+}
+
+#[test]
+fn a_sidecar_with_an_identity_labels_the_pod_for_mutual_tls_and_uninject_takes_it_out() {
+    let mtls = sidecar_with_identity();
+    assert!(mtls.mtls);
+    let plain = SidecarArgs::default().build().expect("defaults");
+    assert!(!plain.mtls);
+
+    let (once, _) = inject_text(DEPLOYMENT, &mtls).expect("inject");
+    let deployment: Deployment = typed(&documents(&once)[0]);
+    assert_eq!(
+        labels_of(&deployment.spec.template),
+        [
+            ("app".to_owned(), "web".to_owned()),
+            (MTLS_POD_LABEL.to_owned(), "true".to_owned())
+        ]
+    );
+    // The Deployment's own selector and labels are the application's.
+    assert_eq!(
+        documents(&once)[0]["metadata"],
+        documents(DEPLOYMENT)[0]["metadata"]
+    );
+    assert_eq!(
+        documents(&once)[0]["spec"]["selector"],
+        documents(DEPLOYMENT)[0]["spec"]["selector"]
+    );
+    let (twice, _) = inject_text(&once, &mtls).expect("inject again");
+    assert_eq!(twice, once);
+    let original = yaml::read_documents(DEPLOYMENT).expect("input");
+    assert_eq!(
+        uninject(&once),
+        yaml::write_documents(&original).expect("write")
+    );
+    // Injected again without an identity: the label goes, as if injected so at first.
+    assert_eq!(
+        inject_text(&once, &plain).expect("inject").0,
+        inject(DEPLOYMENT).0
+    );
+
+    // A pod without labels gets them created, and gives them back.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: app\n      image: app:1\n";
+    let (injected, _) = inject_text(pod, &mtls).expect("inject");
+    let typed_pod: Pod = typed(&documents(&injected)[0]);
+    let metadata = typed_pod.metadata;
+    assert_eq!(
+        metadata
+            .labels
+            .unwrap_or_default()
+            .get(MTLS_POD_LABEL)
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        metadata
+            .annotations
+            .unwrap_or_default()
+            .get(CREATED_ANNOTATION)
+            .map(String::as_str),
+        Some("initContainers,volumes,annotations,labels")
+    );
+    let back = uninject(&injected);
+    assert_eq!(documents(&back), documents(pod));
+    assert_eq!(
+        back,
+        yaml::write_documents(&yaml::read_documents(pod).expect("pod")).expect("write")
+    );
+
+    // A label set by hand, without the annotation, is not taken for inject's.
+    let by_hand = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels:\n    coremesh.io/mtls: 'true'\nspec:\n  containers:\n    - name: app\n      image: app:1\n";
+    let (output, reports) = inject_text(by_hand, &mtls).expect("inject");
+    assert_eq!(documents(&output), documents(by_hand));
+    assert_eq!(
+        reports[0].outcome,
+        "skipped: already has the label coremesh.io/mtls without the annotation coremesh.io/injected"
+    );
 }
 
 #[test]
