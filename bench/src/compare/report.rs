@@ -624,6 +624,18 @@ pub fn headline(r: &Results) -> String {
         "shared-core CPU/request",
         Kind::Nginx,
     ));
+    parts.extend(ratio(
+        super::mtls::KEY,
+        "added_cpu_us",
+        "mTLS added CPU/request",
+        Kind::Nginx,
+    ));
+    parts.extend(ratio(
+        super::mtls::KEY,
+        "added_p99_us",
+        "mTLS added p99",
+        Kind::Nginx,
+    ));
     let met = r
         .targets
         .iter()
