@@ -244,6 +244,11 @@ fn the_mtls_table_is_rendered_from_a_results_file() {
         "{report}"
     );
     assert!(report.contains("| 20.0 | 26.0 | 6.00 | 0.75 |"), "{report}");
+    // nginx's figures alone: this table's ratios are the `× nginx` columns.
+    assert!(
+        report.contains("| nginx | 10.0k | 150 | 190 | 40.0 | 1.00 | 500 | 600 | 100 | 1.00 |"),
+        "{report}"
+    );
     assert!(
         report.contains("| pingora | skipped: its contender file"),
         "{report}"
