@@ -148,6 +148,14 @@ fn coremesh_and_nginx_run_the_two_proxy_layout_in_plaintext_and_over_mutual_tls(
         ] {
             assert!(r["figures"][key].as_f64().is_some(), "{c} {key}: {r}");
         }
+        // With perf on the machine, both proxies' system calls per request, each layout.
+        let perf = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("perf").is_file()));
+        if perf {
+            for key in ["plain_syscalls", "tls_syscalls", "added_syscalls"] {
+                assert!(r["figures"][key].as_f64().is_some(), "{c} {key}: {r}");
+            }
+        }
         // A and B were pinned to the same CPUs (the proxy CPUs), every thread of both.
         let pins = |which: &str| -> Vec<String> {
             r["extra"][format!("cpus_allowed_{which}")]

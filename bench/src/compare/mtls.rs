@@ -139,6 +139,8 @@ struct Measured {
     evidence: Vec<String>,
     /// A plaintext GET straight to B: its status, or why there was none.
     b_plaintext: Result<u16, String>,
+    /// `perf stat` on both proxies' processes over the run, or why there are no counts.
+    perf: Result<crate::perf::Counts, String>,
 }
 
 impl Measured {
@@ -149,7 +151,18 @@ impl Measured {
     fn cpu_us(&self) -> f64 {
         self.per_request(self.a_cpu_s + self.b_cpu_s)
     }
+
+    /// A `perf stat` count per response (NaN without it: left out of the figures).
+    fn perf_per_request(&self, event: &str) -> f64 {
+        match self.perf.as_ref().ok().and_then(|c| c.get(event)) {
+            Some(v) => v / self.report.responses.max(1) as f64,
+            None => f64::NAN,
+        }
+    }
 }
+
+/// The system calls event of `perf stat` (every syscall entry of the proxies' threads).
+const SYSCALLS: &str = "raw_syscalls:sys_enter";
 
 fn upstream_ticks(ups: &[UpstreamProc]) -> u64 {
     ups.iter()
@@ -244,10 +257,26 @@ fn measure(
         let (a, b) = layout.cpu_ticks();
         a + b + upstream_ticks(ups) + procfs::cpu_ticks(me).unwrap_or(0)
     };
+    let pids: Vec<u32> = [&layout.a, &layout.b]
+        .iter()
+        .filter_map(|r| r.pid())
+        .flat_map(procfs::process_tree)
+        .collect();
+    let perf = match crate::wrk::on_path("perf") {
+        None => Err("perf is not installed".to_string()),
+        Some(p) => crate::perf::PerfStat::attach(
+            &p,
+            &pids,
+            &ctx.work_dir,
+            &format!("mtls-{}-{}", kind.name(), hop.name()),
+        ),
+    };
     let (a0, b0) = layout.cpu_ticks();
     let (ours0, machine0) = (ours(), procfs::machine_busy_ticks());
-    let report = ctx.load(&spec)?;
+    let report = ctx.load(&spec);
     let (a1, b1) = layout.cpu_ticks();
+    let perf = perf.and_then(crate::perf::PerfStat::finish);
+    let report = report?;
     let others = procfs::machine_busy_ticks().saturating_sub(machine0) as f64
         - ours().saturating_sub(ours0) as f64;
     // The evidence first: the plaintext GET below may show in B's log too.
@@ -262,6 +291,7 @@ fn measure(
         others_pct: (100.0 * others / hz() / report.elapsed_s.max(1e-9)).max(0.0),
         evidence,
         b_plaintext,
+        perf,
         report,
     })
 }
@@ -349,6 +379,26 @@ fn figures(row: &mut Row, rounds: &[(Measured, Measured)]) {
         med(&|(p, t)| t.report.latency.p99_us - p.report.latency.p99_us),
     );
     row.set("added_cpu_us", med(&|(p, t)| t.cpu_us() - p.cpu_us()));
+    for hop in Hop::BOTH {
+        let h = hop.name();
+        row.set(
+            &format!("{h}_syscalls"),
+            med(&|p| side(p, hop).perf_per_request(SYSCALLS)),
+        );
+        row.set(
+            &format!("{h}_csw"),
+            med(&|p| side(p, hop).perf_per_request("context-switches")),
+        );
+        // perf prints task-clock in milliseconds.
+        row.set(
+            &format!("{h}_task_us"),
+            med(&|p| side(p, hop).perf_per_request("task-clock") * 1000.0),
+        );
+    }
+    row.set(
+        "added_syscalls",
+        med(&|(p, t)| t.perf_per_request(SYSCALLS) - p.perf_per_request(SYSCALLS)),
+    );
     row.set(
         "errors",
         rounds
@@ -413,6 +463,9 @@ pub fn columns() -> Vec<Column> {
         Column::plain("tls_cpu_us", "mTLS CPU µs/req"),
         lower("added_cpu_us", "added CPU µs/req"),
         Column::plain("added_cpu_vs_nginx", "added CPU × nginx"),
+        Column::plain("plain_syscalls", "plain syscalls/req"),
+        Column::plain("tls_syscalls", "mTLS syscalls/req"),
+        lower("added_syscalls", "added syscalls/req"),
         lower("errors", "errors"),
         Column::plain("others_pct", "other load %"),
     ]
@@ -442,6 +495,12 @@ fn keep(row: &mut Row, hop: Hop, round: usize, m: &Measured) {
     }
     if let Some(n) = error_note(&m.report) {
         row.notes.push(format!("round {round}, {h}: {n}"));
+    }
+    if let Err(e) = &m.perf {
+        let n = format!("perf stat: {e}");
+        if !row.notes.contains(&n) {
+            row.notes.push(n);
+        }
     }
 }
 
@@ -620,7 +679,7 @@ pub fn run(ctx: &Ctx<'_>) -> anyhow::Result<ScenarioResult> {
         key: KEY.into(),
         title: "Mutual TLS cost: two proxies, plaintext against TLS 1.3 with client certificates".into(),
         setup: format!(
-            "Layout: load generator (CPU {:?}) → proxy A (client side: originates TLS 1.3 with a client certificate, verifies B's certificate) → proxy B (server side: terminates TLS, requires and verifies A's certificate) → one upstream (64-byte body, no added latency, CPU {:?}). A and B each run {} worker / thread / core, both pinned to CPU {}. Each contender runs this layout twice per round, back to back: with the hop A → B in plaintext and over mutual TLS (order alternating by round); A keeps its connections to B alive (pooled), as B does to the upstream. Open loop at {rate:.0} req/s — {:.0}% of the slowest contender's mTLS layout saturated throughput (closed loop, {} connections, {:.1} s after {:.1} s of warm-up) — over {} connections for {:.1} s after {:.1} s of warm-up. Latency from each request's intended send time (coordinated omission corrected). CPU µs/req is both proxies' utime + stime (all their processes, /proc/PID/stat, ticks of 1/{:.0} s) over the responses of the measured run. `added` is mTLS less plaintext within a round, median of {} round(s); `× nginx` is a contender's added figure over nginx's in this run. Evidence that the hop was TLS (B's handshake counter, B's access log), and what a plaintext GET straight to B got, are in the notes.",
+            "Layout: load generator (CPU {:?}) → proxy A (client side: originates TLS 1.3 with a client certificate, verifies B's certificate) → proxy B (server side: terminates TLS, requires and verifies A's certificate) → one upstream (64-byte body, no added latency, CPU {:?}). A and B each run {} worker / thread / core, both pinned to CPU {}. Each contender runs this layout twice per round, back to back: with the hop A → B in plaintext and over mutual TLS (order alternating by round); A keeps its connections to B alive (pooled), as B does to the upstream. Open loop at {rate:.0} req/s — {:.0}% of the slowest contender's mTLS layout saturated throughput (closed loop, {} connections, {:.1} s after {:.1} s of warm-up) — over {} connections for {:.1} s after {:.1} s of warm-up. Latency from each request's intended send time (coordinated omission corrected). CPU µs/req is both proxies' utime + stime (all their processes, /proc/PID/stat, ticks of 1/{:.0} s) over the responses of the measured run; syscalls/req counts both proxies' system calls over the same run with `perf stat -e raw_syscalls:sys_enter -p` (a count that does not depend on what else the machine runs; `perf` attaches 0.2 s before the run, idle time that adds no requests). `added` is mTLS less plaintext within a round, median of {} round(s); `× nginx` is a contender's added figure over nginx's in this run. Evidence that the hop was TLS (B's handshake counter, B's access log), and what a plaintext GET straight to B got, are in the notes.",
             ctx.load_cpus,
             ctx.load_cpus,
             ctx.setup.cores(),
