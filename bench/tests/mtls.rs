@@ -209,6 +209,15 @@ fn coremesh_and_nginx_run_the_two_proxy_layout_in_plaintext_and_over_mutual_tls(
     );
 
     let report = std::fs::read_to_string(out.join("report.md")).expect("report");
+    // The report's command names the run's choices.
+    assert!(
+        report.contains(" compare --quick --contenders direct,coremesh,nginx --contender "),
+        "{report}"
+    );
+    assert!(
+        report.contains("no-mtls.toml --scenarios mtls`"),
+        "{report}"
+    );
     assert!(
         report.contains("## Mutual TLS cost: two proxies"),
         "{report}"

@@ -621,6 +621,17 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         &scenarios::HTTP1
     };
     let mut args = args;
+    // The command as the report shows it: the choices that shape the run.
+    let mut chosen = String::new();
+    if args.contenders != ["direct", "coremesh", "nginx", "haproxy"] {
+        chosen.push_str(&format!(" --contenders {}", args.contenders.join(",")));
+    }
+    for f in &args.contender_files {
+        chosen.push_str(&format!(" --contender {}", f.display()));
+    }
+    if !args.scenarios.is_empty() {
+        chosen.push_str(&format!(" --scenarios {}", args.scenarios.join(",")));
+    }
     if args.scenarios.is_empty() {
         args.scenarios = protocol_scenarios.iter().map(|s| s.to_string()).collect();
     }
@@ -778,7 +789,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let root = workspace_root();
     let machine = describe_machine(&setup, &contenders, nofile, &load_cpus, &root);
     let command = format!(
-        "cargo run --release -p coremesh-bench -- compare{}{}",
+        "cargo run --release -p coremesh-bench -- compare{}{}{chosen}",
         if args.quick { " --quick" } else { "" },
         if h2c { " --protocol h2c" } else { "" }
     );
