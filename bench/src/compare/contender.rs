@@ -8,7 +8,7 @@
 //! upstream and worker/thread count) and `Resilient` (three endpoints, each proxy with its
 //! own best balancing, retries and passive health checks, listed in [`best_settings`]).
 
-use super::contender_file::{ContenderFile, Ready, ReadyCheck};
+use super::contender_file::{ContenderFile, Ready, ReadyCheck, Template};
 use crate::procfs;
 use crate::procs::{log_tail, Proc, Stopped};
 use serde::{Deserialize, Serialize};
@@ -270,6 +270,8 @@ pub struct Running {
     pub log: Option<PathBuf>,
     pub command: String,
     pub notes: Vec<String>,
+    /// The placeholders its templates were rendered with (`{admin}`, `{work}`, …).
+    pub vars: BTreeMap<String, String>,
 }
 
 /// A stop, as recorded in the results.
@@ -375,13 +377,60 @@ pub fn start(
             log: None,
             command: String::new(),
             notes: Vec::new(),
+            vars: BTreeMap::new(),
         });
     }
     let file = setup
         .files
         .get(&kind)
         .ok_or_else(|| format!("no contender file defines {:?}", kind.name()))?;
-    let name = format!("{}-{tag}", kind.name());
+    let def = file.profile(profile == Profile::Resilient);
+    launch(
+        kind,
+        setup,
+        endpoints,
+        Launch {
+            name: format!("{}-{tag}", kind.name()),
+            config: file.config.as_ref(),
+            start: file.start.iter().chain(&def.args).collect(),
+            vars: def.vars.clone(),
+            templated_vars: BTreeMap::new(),
+            admin_args: setup.coremesh_admin,
+            ready: file.ready.clone(),
+        },
+    )
+}
+
+/// One start of a contender's process: what [`start`] takes from the file's profile, and
+/// the `mtls` scenario from the file's `[mtls]` roles.
+pub struct Launch<'a> {
+    /// Names its config, log and work folder.
+    pub name: String,
+    pub config: Option<&'a Template>,
+    pub start: Vec<&'a Template>,
+    /// Placeholders added to the bench's own (a profile's `vars`, the `mtls` ones).
+    pub vars: BTreeMap<String, String>,
+    /// Placeholders whose values are templates themselves, rendered with all the others
+    /// (the `[mtls.tls]` and `[mtls.plain]` ones).
+    pub templated_vars: BTreeMap<String, &'a Template>,
+    /// Add the file's `admin_args` (see [`coremesh_preflight`]).
+    pub admin_args: bool,
+    pub ready: Ready,
+}
+
+/// Start a contender file's process as `how` says, in front of `endpoints`, pinned to the
+/// proxy CPUs, and wait until it is ready.
+pub fn launch(
+    kind: Kind,
+    setup: &Setup,
+    endpoints: &[SocketAddr],
+    how: Launch<'_>,
+) -> Result<Running, String> {
+    let file = setup
+        .files
+        .get(&kind)
+        .ok_or_else(|| format!("no contender file defines {:?}", kind.name()))?;
+    let name = how.name;
     let log = setup.work_dir.join(format!("{name}.log"));
     let binary = resolve_binary(file, setup)?;
     let port = free_port().map_err(|e| e.to_string())?;
@@ -391,25 +440,29 @@ pub fn start(
     let config = setup
         .config_dir
         .join(format!("{name}.{}", file.config_extension));
-    let def = file.profile(profile == Profile::Resilient);
     let mut vars = setup.vars(addr, endpoints, &work, &config);
     vars.insert("binary".into(), binary.display().to_string());
     let admin = free_port().map_err(|e| e.to_string())?;
     vars.insert("admin".into(), format!("127.0.0.1:{admin}"));
-    vars.extend(def.vars.clone());
+    vars.extend(how.vars);
     let ups: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
-    if let Some(t) = &file.config {
+    let mut rendered = BTreeMap::new();
+    for (k, t) in &how.templated_vars {
+        rendered.insert(k.clone(), t.render(&file.origin, &vars, &ups)?);
+    }
+    vars.extend(rendered);
+    if let Some(t) = how.config {
         let text = t.render(&file.origin, &vars, &ups)?;
         std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
     }
     let mut cmd = pinned(setup, &binary);
-    for t in file.start.iter().chain(&def.args) {
+    for t in how.start {
         let arg = t.render(&file.origin, &vars, &ups)?;
         if !arg.is_empty() {
             cmd.arg(arg);
         }
     }
-    if setup.coremesh_admin {
+    if how.admin_args {
         for t in &file.admin_args {
             cmd.arg(t.render(&file.origin, &vars, &ups)?);
         }
@@ -423,7 +476,7 @@ pub fn start(
         .collect();
     let command = show(&cmd);
     let mut proc = Proc::spawn(&name, cmd, &log, false).map_err(|e| format!("{e:#}"))?;
-    let ready = wait_ready(&mut proc, addr, &file.ready).and_then(|()| {
+    let ready = wait_ready(&mut proc, addr, &how.ready).and_then(|()| {
         // Still there a moment later (a process that serves and then quits is not ready).
         std::thread::sleep(STILL_UP_AFTER);
         match proc.exited() {
@@ -439,6 +492,7 @@ pub fn start(
             log: Some(log.clone()),
             command,
             notes: Vec::new(),
+            vars,
         }),
         Err(e) => {
             proc.kill();

@@ -5,6 +5,7 @@
 //! Loading checks every template against the placeholders it may use, so a wrong file
 //! fails at once with its path, field and line.
 
+use super::mtls_file::MtlsDef;
 use super::template::{self, TemplateError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -158,6 +159,7 @@ struct Raw {
     #[serde(default)]
     ready: Ready,
     profiles: Option<RawProfiles>,
+    mtls: Option<super::mtls_file::RawMtls>,
 }
 
 /// A template with where it sits in its file, for errors.
@@ -201,6 +203,8 @@ pub struct ContenderFile {
     pub ready: Ready,
     pub plain: ProfileDef,
     pub resilient: ProfileDef,
+    /// The two-proxy layout of the `mtls` scenario (`None`: it does not take part).
+    pub mtls: Option<MtlsDef>,
 }
 
 /// The line (from 1) of byte `at` of `text`.
@@ -285,7 +289,7 @@ fn content_line(text: &str, span: &Range<usize>) -> usize {
     }
 }
 
-fn template(text: &str, field: &str, v: &S<String>) -> Template {
+pub(super) fn template(text: &str, field: &str, v: &S<String>) -> Template {
     Template {
         text: v.get_ref().clone(),
         field: field.to_string(),
@@ -432,6 +436,10 @@ impl ContenderFile {
             ),
             None => (profile(None, "plain")?, profile(None, "resilient")?),
         };
+        let mtls = match &raw.mtls {
+            Some(m) => Some(MtlsDef::parse(text, m, &at)?),
+            None => None,
+        };
         let file = ContenderFile {
             origin: origin.to_string(),
             name,
@@ -464,6 +472,7 @@ impl ContenderFile {
             ready: raw.ready,
             plain,
             resilient,
+            mtls,
         };
         file.check()?;
         Ok(file)
@@ -489,6 +498,9 @@ impl ContenderFile {
             for t in templates {
                 t.render(&self.origin, &vars, &ups)?;
             }
+        }
+        if let Some(m) = &self.mtls {
+            m.check(&self.origin, &self.start)?;
         }
         Ok(())
     }
@@ -554,6 +566,13 @@ mod tests {
             .collect();
         assert_eq!(admin, ["--admin", "<admin>"]);
         assert_eq!(files[6].admin_args.len(), 2);
+        // The two-proxy layout of the `mtls` scenario.
+        let with_mtls: Vec<&str> = files
+            .iter()
+            .filter(|f| f.mtls.is_some())
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(with_mtls, ["coremesh", "nginx", "haproxy"]);
         assert!(files[1..6].iter().all(|f| f.admin_args.is_empty()));
     }
 

@@ -16,6 +16,9 @@ pub mod contender;
 pub mod contender_file;
 pub mod h2_saturation;
 pub mod load_sweep;
+pub mod mtls;
+pub mod mtls_certs;
+pub mod mtls_file;
 pub mod progress;
 pub mod report;
 pub mod scenarios;
@@ -70,8 +73,10 @@ pub struct CompareArgs {
     /// Scenarios, comma-separated: overhead, cpu, slow, flaky, dead, memory, slow-sweep,
     /// flaky-sweep, capacity-sweep (closed loop at 1, 8, 32 and 64 connections), shared-core
     /// (the proxy and its upstream on the proxy CPUs), sweep (latency versus load: open
-    /// loop from 10% to 110% of each contender's saturated throughput, and its knee), grpc
-    /// (unary gRPC calls; h2c only), h2-saturation (`h2load -n 200000 -c 4 -m 32` through
+    /// loop from 10% to 110% of each contender's saturated throughput, and its knee), mtls
+    /// (two proxies of each contender in a row, the hop between them in plaintext and over
+    /// mutual TLS: the added latency and CPU per request; contenders whose file has an
+    /// `[mtls]` table), grpc (unary gRPC calls; h2c only), h2-saturation (`h2load -n 200000 -c 4 -m 32` through
     /// each contender; h2c only), poll-io (each proxy's h2c path against its HTTP/1.1 path,
     /// CPU per request; h2c only). Default: every scenario of the protocol (http1: all but
     /// grpc, h2-saturation and poll-io; h2c: overhead, cpu, slow, flaky, sweep, grpc,
@@ -616,6 +621,17 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         &scenarios::HTTP1
     };
     let mut args = args;
+    // The command as the report shows it: the choices that shape the run.
+    let mut chosen = String::new();
+    if args.contenders != ["direct", "coremesh", "nginx", "haproxy"] {
+        chosen.push_str(&format!(" --contenders {}", args.contenders.join(",")));
+    }
+    for f in &args.contender_files {
+        chosen.push_str(&format!(" --contender {}", f.display()));
+    }
+    if !args.scenarios.is_empty() {
+        chosen.push_str(&format!(" --scenarios {}", args.scenarios.join(",")));
+    }
     if args.scenarios.is_empty() {
         args.scenarios = protocol_scenarios.iter().map(|s| s.to_string()).collect();
     }
@@ -773,7 +789,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let root = workspace_root();
     let machine = describe_machine(&setup, &contenders, nofile, &load_cpus, &root);
     let command = format!(
-        "cargo run --release -p coremesh-bench -- compare{}{}",
+        "cargo run --release -p coremesh-bench -- compare{}{}{chosen}",
         if args.quick { " --quick" } else { "" },
         if h2c { " --protocol h2c" } else { "" }
     );
@@ -877,6 +893,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         let l = list("sweep");
         let ctx = ctx_for!(&l);
         run_scenario(&mut results, &|| load_sweep::run(&ctx))?;
+    }
+    if wanted(mtls::KEY) {
+        let l = list(mtls::KEY);
+        let ctx = ctx_for!(&l);
+        run_scenario(&mut results, &|| mtls::run(&ctx).map(|s| vec![s]))?;
     }
     if wanted(h2_saturation::SATURATION) {
         let l = list(h2_saturation::SATURATION);

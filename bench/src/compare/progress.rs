@@ -77,6 +77,14 @@ pub fn scenario_estimate(
                 + session(plan.sweep_warmup + plan.sweep) * plan.sweep_steps as u32)
                 * contenders as u32
         }
+        // Per proxy: the mTLS layout saturated once, then both layouts each round (two
+        // proxies started per layout).
+        "mtls" => {
+            (session(plan.warmup + plan.saturate)
+                + PER_SESSION
+                + (session(plan.warmup + plan.fixed) + PER_SESSION) * 2 * rounds)
+                * proxies as u32
+        }
         _ => Duration::ZERO,
     }
 }

@@ -624,6 +624,20 @@ pub fn headline(r: &Results) -> String {
         "shared-core CPU/request",
         Kind::Nginx,
     ));
+    // The mutual TLS cost: the scenario's own ratios (set only where nginx's added
+    // figure is above zero).
+    for (fig, label) in [
+        ("added_cpu_vs_nginx", "mTLS added CPU/request"),
+        ("added_p50_vs_nginx", "mTLS added p50"),
+        ("added_p99_vs_nginx", "mTLS added p99"),
+    ] {
+        if let Some(v) = r
+            .scenario(super::mtls::KEY)
+            .and_then(|s| s.figure(Kind::Coremesh, fig))
+        {
+            parts.push(format!("{label} {v:.2}× nginx"));
+        }
+    }
     let met = r
         .targets
         .iter()

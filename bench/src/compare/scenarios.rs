@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Every scenario `compare --scenarios` accepts.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     "overhead",
     "cpu",
     "slow",
@@ -33,10 +33,11 @@ pub const ALL: [&str; 14] = [
     "grpc",
     "h2-saturation",
     "poll-io",
+    "mtls",
 ];
 
-/// The scenarios of an HTTP/1.1 run (all but `grpc`).
-pub const HTTP1: [&str; 11] = [
+/// The scenarios of an HTTP/1.1 run (all but `grpc`, `h2-saturation` and `poll-io`).
+pub const HTTP1: [&str; 12] = [
     "overhead",
     "cpu",
     "slow",
@@ -48,6 +49,7 @@ pub const HTTP1: [&str; 11] = [
     "capacity-sweep",
     "shared-core",
     "sweep",
+    "mtls",
 ];
 
 /// The scenarios of an h2c run: those whose load h2load can drive with the figures they
