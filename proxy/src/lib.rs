@@ -362,6 +362,8 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
         Arc<sidecar::Side>,
     )> = Vec::new();
     let mut side_stats: Vec<(sidecar::Direction, Arc<sidecar::stats::SideStats>)> = Vec::new();
+    // This proxy's outbound handshakes, counted by every core's meshed endpoints.
+    let outbound_tls = Arc::new(transport::tls_stats::TlsStats::default());
     for (bound, mut side) in bound_sides {
         side.own_listeners = own_listeners.clone();
         if let (sidecar::Direction::Inbound, Some(configs)) = (side.direction, &identity_configs) {
@@ -432,6 +434,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
                 meshed: transport::tls_meshed::MeshedEndpoints::new(
                     identity_configs.clone(),
                     handshake_timeout,
+                    outbound_tls.clone(),
                 ),
             },
         };
@@ -534,7 +537,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
                     identity_metrics.as_deref(),
                 );
                 let sides: Vec<_> = side_stats.iter().map(|(d, s)| (*d, s.as_ref())).collect();
-                sidecar::stats::render(&sides, &mut text);
+                sidecar::stats::render(&sides, &outbound_tls, &mut text);
                 text
             }),
         });

@@ -336,7 +336,11 @@ fn core_with(endpoints: &[SocketAddr], max_attempts: u32, eject_after: u32) -> R
         seed: 7,
         gossip: None,
         layout,
-        meshed: coremesh::transport::tls_meshed::MeshedEndpoints::new(None, Duration::from_secs(5)),
+        meshed: coremesh::transport::tls_meshed::MeshedEndpoints::new(
+            None,
+            Duration::from_secs(5),
+            Default::default(),
+        ),
     })
 }
 

@@ -14,7 +14,8 @@
 //!   "denied"}` (not `bad-request`) and `coremesh_inbound_denied_total{reason}`.
 //! - Two proxies in one process keep their own identity metrics: one refuses a request
 //!   and a reload, the other's counters stay at zero, and each shows its own certificate's
-//!   expiry.
+//!   expiry. Each counts its own outbound TLS handshakes: A's one handshake to B is on
+//!   A's `/metrics`, and B's outbound count stays 0.
 //!
 //! The CAs and SVIDs are made with rcgen in a temporary directory. The access-log test runs
 //! the `coremesh` program beside this test's build (`cargo build -p coremesh` first when
@@ -494,6 +495,58 @@ fn two_proxies_in_one_process_keep_their_identity_metrics_apart() {
         assert_eq!(sample(&a_text, refused), None, "{a_text}");
         assert_eq!(sample(&a_text, ok_reloads), Some(0), "{a_text}");
         assert_eq!(sample(&a_text, expiry), Some(END_2999 as u64), "{a_text}");
+    });
+}
+
+#[test]
+fn two_proxies_in_one_process_count_their_outbound_handshakes_apart() {
+    let ca = Ca::new("mesh");
+    let dir = TempDir::new("outbound");
+    for_each_driver(|driver| {
+        let app = Upstream::echo();
+        let b = start_with_admin(
+            driver,
+            proxy_b(
+                dir.identity("app", &ca, APP, 3000),
+                app.addr().port(),
+                InboundPolicy::default(),
+            ),
+        );
+        // A also runs an (unused) outbound side, so that its TLS families are on /metrics.
+        let mut a_config = proxy_a(dir.identity("web", &ca, WEB, 3000), inbound(&b));
+        a_config.outbound = Some(SideSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+            ..SideSettings::default()
+        });
+        validated(&a_config);
+        let a = start_with_admin(driver, a_config);
+        // One request: one outbound handshake, by A.
+        let response = get(a.addr(), "/", &[("Host", "app.local")])
+            .unwrap_or_else(|e| panic!("request through A: {e:?}"));
+        assert_eq!(response.status, 200, "{}", response.body_text());
+        assert_eq!(app.requests_received(), 1);
+        let handshakes =
+            |direction: &str| format!("coremesh_tls_handshakes_total{{direction=\"{direction}\"}}");
+        let outbound = handshakes("outbound");
+        let reached = wait_until(WAIT, POLL, || {
+            sample(&a.metrics_text(), &outbound) == Some(1)
+        });
+        assert!(reached, "A's outbound handshake: {}", a.metrics_text());
+        let (a_text, b_text) = (a.metrics_text(), b.metrics_text());
+        assert_eq!(sample(&b_text, &handshakes("inbound")), Some(1), "{b_text}");
+        // B made none: A's handshake is not on B's /metrics.
+        assert_eq!(sample(&b_text, &outbound), Some(0), "{b_text}");
+        assert_eq!(sample(&a_text, &outbound), Some(1), "{a_text}");
+        for text in [&a_text, &b_text] {
+            let refused: u64 = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("coremesh_tls_handshake_failures_total{direction=\"outbound\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum();
+            assert_eq!(refused, 0, "{text}");
+        }
     });
 }
 

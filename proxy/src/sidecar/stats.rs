@@ -47,8 +47,12 @@ impl SideStats {
 }
 
 /// The families of every side in `sides`, in the Prometheus text format (with the TLS
-/// families of the inbound side and of the outbound connections, `tls_stats.rs`).
-pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
+/// families of the inbound side and of this proxy's `outbound` connections, `tls_stats.rs`).
+pub fn render(
+    sides: &[(Direction, &SideStats)],
+    outbound: &crate::transport::tls_stats::TlsStats,
+    out: &mut String,
+) {
     if sides.is_empty() {
         return;
     }
@@ -92,6 +96,6 @@ pub fn render(sides: &[(Direction, &SideStats)], out: &mut String) {
         .filter(|(d, _)| *d == Direction::Inbound)
         .map(|(d, s)| (d.label(), &s.tls))
         .collect();
-    tls.push(("outbound", &crate::transport::tls_stats::OUTBOUND));
+    tls.push(("outbound", outbound));
     crate::transport::tls_stats::render(&tls, out);
 }

@@ -10,9 +10,14 @@
 //! used only when this proxy has an identity to present: without one, meshed endpoints
 //! stay plaintext (logged once), while a service's own `tls` fails closed.
 //!
+//! Every [`UpstreamTls`] carries the proxy's outbound handshake counters (one `Arc` clone
+//! per table entry, made at install): each proxy counts its own handshakes, even with two
+//! proxies in one process.
+//!
 //! [`tls_upstream`]: super::tls_upstream
 
 use super::conn::Stream;
+use super::tls_stats::TlsStats;
 use super::tls_upstream::{for_endpoint, set_endpoint, UpstreamTls};
 use crate::identity::TlsConfigs;
 use coremesh_discovery::{Snapshot, SpiffeId};
@@ -26,6 +31,8 @@ use std::time::Duration;
 pub struct MeshedEndpoints {
     configs: Option<Arc<TlsConfigs>>,
     handshake_timeout: Duration,
+    /// The proxy's outbound handshake counters, shared by its cores.
+    stats: Arc<TlsStats>,
     /// Endpoint → the identity it must prove, as set in the table.
     current: HashMap<SocketAddr, String>,
     /// Whether "meshed endpoints stay plaintext without an identity" was logged.
@@ -35,10 +42,16 @@ pub struct MeshedEndpoints {
 }
 
 impl MeshedEndpoints {
-    pub fn new(configs: Option<Arc<TlsConfigs>>, handshake_timeout: Duration) -> Self {
+    /// `stats`: where this proxy counts its outbound handshakes (the same for every core).
+    pub fn new(
+        configs: Option<Arc<TlsConfigs>>,
+        handshake_timeout: Duration,
+        stats: Arc<TlsStats>,
+    ) -> Self {
         MeshedEndpoints {
             configs,
             handshake_timeout,
+            stats,
             current: HashMap::new(),
             told_plaintext: false,
             told_trust_domain: false,
@@ -137,7 +150,7 @@ impl MeshedEndpoints {
             trusts_nothing()
         });
         let name = ServerName::IpAddress(addr.ip().into());
-        let mut tls = UpstreamTls::new(config, name, Some(expected.to_owned()));
+        let mut tls = UpstreamTls::new(config, name, Some(expected.to_owned()), self.stats.clone());
         tls.handshake_timeout = self.handshake_timeout;
         Some(tls)
     }
@@ -242,7 +255,9 @@ mod tests {
 
     #[test]
     fn the_table_follows_each_snapshot_and_names_the_endpoints_that_changed() {
-        let mut meshed = MeshedEndpoints::new(Some(configs()), Duration::from_millis(1234));
+        let stats = Arc::new(TlsStats::default());
+        let mut meshed =
+            MeshedEndpoints::new(Some(configs()), Duration::from_millis(1234), stats.clone());
         let both: HashSet<SocketAddr> = [addr(1), addr(2)].into();
         assert_eq!(meshed.apply(&snapshot(Some(API))), both);
         assert_eq!(
@@ -254,6 +269,14 @@ mod tests {
             for_endpoint(addr(1)).map(|t| t.handshake_timeout),
             Some(Duration::from_millis(1234))
         );
+        // Both entries count into the proxy's own counters, not a copy of them.
+        for port in [1, 2] {
+            let entry = for_endpoint(addr(port)).map(|t| t.stats().clone());
+            assert!(
+                entry.is_some_and(|s| Arc::ptr_eq(&s, &stats)),
+                "port {port}"
+            );
+        }
         // The same snapshot again: nothing changed, the pools stay.
         assert_eq!(meshed.apply(&snapshot(Some(API))), HashSet::new());
         // Another identity expected, then plaintext again: both endpoints each time.
@@ -265,14 +288,15 @@ mod tests {
 
     #[test]
     fn without_an_identity_the_endpoint_is_refused_not_reached_in_plaintext() {
-        let mut meshed = MeshedEndpoints::new(None, Duration::from_secs(5));
+        let mut meshed = MeshedEndpoints::new(None, Duration::from_secs(5), Arc::default());
         meshed.apply(&snapshot(Some(API)));
         assert_eq!(expected(1), Some(API.into()));
     }
 
     #[test]
     fn discovered_endpoints_prove_their_own_identity_and_a_services_tls_wins() {
-        let mut meshed = MeshedEndpoints::new(Some(configs()), Duration::from_secs(5));
+        let mut meshed =
+            MeshedEndpoints::new(Some(configs()), Duration::from_secs(5), Arc::default());
         let four: HashSet<SocketAddr> = [addr(4)].into();
         assert_eq!(meshed.apply(&discovered(Some(API), None)), four);
         assert_eq!(expected(4), Some(API.into()));
@@ -306,7 +330,7 @@ mod tests {
 
     #[test]
     fn without_an_identity_discovered_endpoints_stay_plaintext() {
-        let mut meshed = MeshedEndpoints::new(None, Duration::from_secs(5));
+        let mut meshed = MeshedEndpoints::new(None, Duration::from_secs(5), Arc::default());
         assert_eq!(meshed.apply(&discovered(Some(API), None)), HashSet::new());
         assert!(for_endpoint(addr(4)).is_none());
         // A service's own `tls` still fails closed.

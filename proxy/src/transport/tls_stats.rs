@@ -1,7 +1,9 @@
 //! TLS handshake outcomes by reason, and their Prometheus family
 //! `coremesh_tls_handshake_failures_total{direction,reason}` (with
 //! `coremesh_tls_handshakes_total{direction}` for the successes). They move once per
-//! connection, so every core adds to one set of atomics.
+//! connection, so every core of a proxy adds to one set of atomics per direction, owned by
+//! that proxy (the inbound side's in its `SideStats`, the outbound one handed to each
+//! core's meshed endpoints): two proxies in one process count apart.
 
 use std::fmt::Write;
 use std::io;
@@ -113,12 +115,6 @@ impl TlsStats {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
     }
 }
-
-/// Outbound handshakes (the upstream connections of every core).
-pub static OUTBOUND: TlsStats = TlsStats {
-    handshakes: AtomicU64::new(0),
-    failures: [const { AtomicU64::new(0) }; FailReason::ALL.len()],
-};
 
 /// The TLS families for `sides` (a `direction` label and its counters), Prometheus text.
 pub fn render(sides: &[(&str, &TlsStats)], out: &mut String) {

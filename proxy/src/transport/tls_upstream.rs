@@ -12,7 +12,7 @@
 //! decrypted bytes) instead of serving them as HTTP.
 
 use super::tls::{TlsStream, ALPN_H2, ALPN_HTTP1};
-use super::tls_stats::{FailReason, OUTBOUND};
+use super::tls_stats::{FailReason, TlsStats};
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use std::cell::RefCell;
@@ -46,16 +46,19 @@ pub struct UpstreamTls {
     /// The server must present this identity ([`client_identity`] of its chain).
     expected_identity: Option<String>,
     pub handshake_timeout: Duration,
+    /// The proxy's outbound handshake counters (shared by every endpoint of every core).
+    stats: Arc<TlsStats>,
 }
 
 impl UpstreamTls {
     /// `config` verifies the server (its ALPN list is replaced per connection);
     /// `server_name` goes in SNI; `expected_identity`, when set, must be the identity of the
-    /// certificate the server presents.
+    /// certificate the server presents; `stats` counts each handshake's outcome.
     pub fn new(
         config: Arc<rustls::ClientConfig>,
         server_name: ServerName<'static>,
         expected_identity: Option<String>,
+        stats: Arc<TlsStats>,
     ) -> UpstreamTls {
         let with_alpn = |alpn: &[&[u8]]| {
             let mut c = (*config).clone();
@@ -69,12 +72,18 @@ impl UpstreamTls {
             server_name,
             expected_identity,
             handshake_timeout: DEFAULT_UPSTREAM_HANDSHAKE_TIMEOUT,
+            stats,
         }
     }
 
     /// The identity the server must present, if one is set.
     pub fn expected_identity(&self) -> Option<&str> {
         self.expected_identity.as_deref()
+    }
+
+    /// Where this endpoint's handshakes are counted.
+    pub fn stats(&self) -> &Arc<TlsStats> {
+        &self.stats
     }
 }
 
@@ -107,13 +116,14 @@ pub fn for_endpoint(addr: SocketAddr) -> Option<Rc<UpstreamTls>> {
     })
 }
 
-/// Handshake on a new connection under `tls.handshake_timeout`; counted in
-/// `coremesh_tls_handshake_failures_total{direction="outbound"}` when refused.
+/// Handshake on a new connection under `tls.handshake_timeout`; counted in `tls`'s stats
+/// (the proxy's `coremesh_tls_handshakes_total{direction="outbound"}`, or
+/// `coremesh_tls_handshake_failures_total{direction="outbound",reason}` when refused).
 pub async fn handshake(tcp: TcpStream, tls: &UpstreamTls, alpn: Alpn) -> io::Result<TlsStream> {
     let result = handshake_inner(tcp, tls, alpn).await;
     match &result {
-        Ok(_) => OUTBOUND.succeeded(),
-        Err(e) => OUTBOUND.failed(FailReason::of(e)),
+        Ok(_) => tls.stats.succeeded(),
+        Err(e) => tls.stats.failed(FailReason::of(e)),
     }
     result
 }

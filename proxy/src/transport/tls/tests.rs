@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -283,10 +284,15 @@ fn http2_over_tls_with_alpn_both_ends_through_the_adapters() {
             pki.ca.client_config(Some(&pki.client), &[]),
             ServerName::try_from(SERVER_NAME).expect("name"),
             Some(SERVER_ID.to_string()),
+            Arc::default(),
         );
         let stream = tls_upstream::handshake(tcp, &upstream, Alpn::H2)
             .await
             .expect("client handshake");
+        assert_eq!(upstream.stats().handshakes.load(Relaxed), 1);
+        assert!(FailReason::ALL
+            .iter()
+            .all(|r| upstream.stats().failures(*r) == 0));
         assert_eq!(stream.alpn_protocol(), Some(&b"h2"[..]));
         assert_eq!(stream.identity(), Some(SERVER_ID));
         let io = crate::http2::io::H2Io::new(stream, Vec::new(), Default::default()).expect("io");
@@ -330,12 +336,19 @@ fn an_upstream_with_another_identity_is_refused() {
             pki.ca.client_config(Some(&pki.client), &[]),
             ServerName::try_from(SERVER_NAME).expect("name"),
             Some("spiffe://td.test/ns/prod/sa/other".to_string()),
+            Arc::default(),
         );
         let err = tls_upstream::handshake(tcp, &upstream, Alpn::Http1)
             .await
             .err()
             .expect("refused");
         assert_eq!(FailReason::of(&err), FailReason::BadCertificate);
+        // Counted on the endpoint's own stats: once, under that reason.
+        assert_eq!(upstream.stats().handshakes.load(Relaxed), 0);
+        for reason in FailReason::ALL {
+            let want = u64::from(reason == FailReason::BadCertificate);
+            assert_eq!(upstream.stats().failures(reason), want, "{reason:?}");
+        }
         server.await;
     });
 }
@@ -783,6 +796,7 @@ fn an_opaque_connection_offers_no_alpn_and_its_decrypted_bytes_decide() {
                 pki.ca.client_config(Some(&pki.client), &[b"h2"]),
                 ServerName::try_from(SERVER_NAME).expect("name"),
                 Some(SERVER_ID.to_string()),
+                Arc::default(),
             );
             let tls = tls_upstream::handshake(tcp, &upstream, Alpn::Opaque)
                 .await
