@@ -18,6 +18,7 @@
 #[allow(dead_code)]
 #[path = "../../discovery/tests/support/api_server_stand_in/mod.rs"]
 mod api_server_stand_in;
+mod mtls_support;
 
 use api_server_stand_in::ApiServerStandIn;
 use coremesh_discovery::discovery_settings::MTLS_POD_LABEL;
@@ -35,108 +36,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use mtls_support::{validated, Ca, TempDir, APP, HEADER, WAIT, WEB};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
-
-const WEB: &str = "spiffe://td/ns/prod/sa/web";
-const APP: &str = "spiffe://td/ns/prod/sa/app";
-const HEADER: &str = "x-coremesh-client-id";
-/// Bound on every wait: only turns a hang into a failure.
-const WAIT: Duration = Duration::from_secs(30);
-
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A certificate authority that issues X.509-SVIDs.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = ok(KeyPair::generate());
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = ok(params.self_signed(&key));
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// (certificate, key) PEM of an SVID for `uri`.
-    fn svid(&self, uri: &str) -> (String, String) {
-        let key = ok(KeyPair::generate());
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "workload");
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(ok(uri.try_into()))];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = ok(params.signed_by(&key, &self.issuer));
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "coremesh-k8s-mtls-{tag}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        ok(std::fs::create_dir_all(&dir));
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        ok(std::fs::write(&path, contents));
-        path
-    }
-
-    /// `[identity]` over files written here: an SVID for `uri` from `ca`, trusting `ca`.
-    fn identity(&self, name: &str, ca: &Ca, uri: &str) -> IdentitySettings {
-        let (cert, key) = ca.svid(uri);
-        IdentitySettings {
-            cert: self.write(&format!("{name}.pem"), &cert),
-            key: self.write(&format!("{name}.key"), &key),
-            trust_anchors: self.write(&format!("{name}-bundle.pem"), &ca.pem),
-            ..IdentitySettings::default()
-        }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::time::Instant;
 
 /// Service `app` in `prod`: port `http` 80.
 fn app_service() -> Service {
@@ -252,14 +158,6 @@ fn proxy_a_config(identity: IdentitySettings, kubeconfig: PathBuf) -> Config {
     config
 }
 
-fn validated(config: &Config) {
-    let violations = coremesh_discovery::validate(config);
-    assert!(
-        violations.is_empty(),
-        "the test's configuration is invalid: {violations:?}"
-    );
-}
-
 /// The value of the sample `series` (name and labels) in a Prometheus text scrape.
 fn sample(text: &str, series: &str) -> u64 {
     text.lines()
@@ -362,7 +260,11 @@ fn a_meshed_pod_is_reached_over_mutual_tls_as_its_service_account() {
             }
             Action::Respond(Response::ok(echo_body(request)))
         });
-        let b = proxy_b(driver, dir.identity("app", &ca, APP), app.addr().port());
+        let b = proxy_b(
+            driver,
+            dir.identity("app", &ca, APP, &[&ca]),
+            app.addr().port(),
+        );
         let b_inbound = b.inbound_addr().expect("B's inbound listener");
 
         let stand_in = ApiServerStandIn::start();
@@ -370,7 +272,7 @@ fn a_meshed_pod_is_reached_over_mutual_tls_as_its_service_account() {
         stand_in.apply_pod(&app_pod(true, "app"));
         stand_in.apply_slice(&app_slice(b_inbound));
         let kubeconfig = dir.write("kubeconfig", &stand_in.kubeconfig_yaml());
-        let config = proxy_a_config(dir.identity("web", &ca, WEB), kubeconfig);
+        let config = proxy_a_config(dir.identity("web", &ca, WEB, &[&ca]), kubeconfig);
         let a = start_with_admin(driver, config.clone());
         let installer = a.installer();
         let (sender, snapshots) = channel();

@@ -125,17 +125,19 @@ impl TempDir {
     ) -> IdentitySettings {
         let bundle: String = anchors.iter().map(|ca| ca.pem.as_str()).collect();
         let (cert, key) = issuer.svid(uri);
-        let write = |file: String, contents: &str| {
-            let path = self.0.join(file);
-            ok(std::fs::write(&path, contents));
-            path
-        };
         IdentitySettings {
-            cert: write(format!("{name}.pem"), &cert),
-            key: write(format!("{name}.key"), &key),
-            trust_anchors: write(format!("{name}-bundle.pem"), &bundle),
+            cert: self.write(&format!("{name}.pem"), &cert),
+            key: self.write(&format!("{name}.key"), &key),
+            trust_anchors: self.write(&format!("{name}-bundle.pem"), &bundle),
             ..IdentitySettings::default()
         }
+    }
+
+    /// Writes `contents` to the file `name` here; its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        ok(std::fs::write(&path, contents));
+        path
     }
 }
 
