@@ -538,6 +538,11 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
                 );
                 let sides: Vec<_> = side_stats.iter().map(|(d, s)| (*d, s.as_ref())).collect();
                 sidecar::stats::render(&sides, &outbound_tls, &mut text);
+                if sides.is_empty() && identity_metrics.is_some() {
+                    // A plain proxy with an identity reaches its `tls` services over mutual
+                    // TLS: its outbound handshakes are shown without a sidecar side.
+                    transport::tls_stats::render(&[("outbound", &outbound_tls)], &mut text);
+                }
                 text
             }),
         });

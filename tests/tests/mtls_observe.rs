@@ -512,12 +512,9 @@ fn two_proxies_in_one_process_count_their_outbound_handshakes_apart() {
                 InboundPolicy::default(),
             ),
         );
-        // A also runs an (unused) outbound side, so that its TLS families are on /metrics.
-        let mut a_config = proxy_a(dir.identity("web", &ca, WEB, 3000), inbound(&b));
-        a_config.outbound = Some(SideSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-            ..SideSettings::default()
-        });
+        // A is a plain proxy (no sidecar side) with an identity: its outbound TLS families
+        // are on its /metrics all the same.
+        let a_config = proxy_a(dir.identity("web", &ca, WEB, 3000), inbound(&b));
         validated(&a_config);
         let a = start_with_admin(driver, a_config);
         // One request: one outbound handshake, by A.
