@@ -57,10 +57,20 @@ impl PeakEwma {
 /// slow-down shows within a few answers while single outliers move it by an eighth.
 pub(crate) const UNIT_WEIGHT: f64 = 1.0 / 8.0;
 
+/// Most a single latency sample counts in [`UnitLatency`]'s average in steady state, as a
+/// multiple of the current average: one pause of a busy machine (an answer 40 times the
+/// usual) then lifts the estimate by at most `(4 - 1) / 8`, three eighths, instead of
+/// five times over, while a real slow-down still multiplies it by 1.375 per answer (30
+/// times slower shows within a dozen answers). Without the cap, one pause made a fast
+/// endpoint look slower than a failing one for as long as the lifted estimate kept it from
+/// getting the answers that would bring it down (see docs/balancing.md, the flaky sweep).
+pub(crate) const UNIT_OUTLIER_CAP: f64 = 4.0;
+
 /// Latency per unit of load: the recent average latency divided by the recent average
 /// load the requests were sent into (`in_flight + 1` on this core at dispatch), both
 /// averaged with weight [`UNIT_WEIGHT`] per sample (or more after a pause: at least
-/// `1 - exp(-Δt / tau)`). It decays toward zero while no latency sample arrives, so an
+/// `1 - exp(-Δt / tau)`), a sample counting at most [`UNIT_OUTLIER_CAP`] times the
+/// average once the first samples are in. It decays toward zero while no latency sample arrives, so an
 /// endpoint left alone is tried again.
 ///
 /// Times `in_flight + 1` it predicts the latency of the next request. An endpoint that
@@ -107,7 +117,14 @@ impl UnitLatency {
                 let weight = UNIT_WEIGHT
                     .max(1.0 / f64::from(self.samples))
                     .max(1.0 - kept);
-                current + weight * (latency_us - current)
+                // In steady state one sample counts at most UNIT_OUTLIER_CAP times the
+                // estimate; the first samples and a sample after a pause count whole.
+                let sample = if weight <= UNIT_WEIGHT {
+                    latency_us.min(value * UNIT_OUTLIER_CAP)
+                } else {
+                    latency_us
+                };
+                current + weight * (sample - current)
             }
         };
         self.latency = Some((next, now));
@@ -218,5 +235,40 @@ mod tests {
         r.observe(t0, false, TAU);
         assert!((r.get(t0, TAU) - 0.171).abs() < 1e-12);
         assert!(r.get(t0 + TAU * 5, TAU) < 0.002);
+    }
+
+    #[test]
+    fn one_pause_lifts_the_unit_latency_by_at_most_three_eighths() {
+        let t0 = Instant::now();
+        let step = Duration::from_micros(100);
+        let mut u = UnitLatency::default();
+        let mut t = t0;
+        for _ in 0..20 {
+            u.dispatched(0);
+            u.observe(t, 100.0, TAU);
+            t += step;
+        }
+        let before = u.get(t, TAU).unwrap();
+        // A 4 ms pause among 100 µs answers: counted as 400 µs, it adds 3/8 of the
+        // estimate (whole, it added 3.9 ms / 8, five times the estimate).
+        u.dispatched(0);
+        u.observe(t, 4_000.0, TAU);
+        let lifted = u.get(t, TAU).unwrap();
+        assert!(lifted <= 137.5 && lifted > 137.4, "{before} -> {lifted}");
+        // A real slow-down to 3 ms still shows: past half of it within a dozen answers.
+        let mut answers = 0;
+        while u.get(t, TAU).unwrap() < 1_500.0 {
+            t += step;
+            u.dispatched(0);
+            u.observe(t, 3_000.0, TAU);
+            answers += 1;
+        }
+        assert_eq!(answers, 9);
+        // After a long pause a sample counts whole again (weight 1 - e^(-Δt/τ)), capped by
+        // nothing: the endpoint is what it now answers.
+        let later = t + 10 * TAU;
+        u.dispatched(0);
+        u.observe(later, 50_000.0, TAU);
+        assert!(u.get(later, TAU).unwrap() > 49_000.0);
     }
 }

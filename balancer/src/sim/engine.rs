@@ -91,6 +91,11 @@ struct World<'a> {
     retries: u64,
     attempts: Vec<u64>,
     failures: Vec<u64>,
+    /// Passive health checks of [`Policy::LeastConnectionsEjecting`]: counted failures in
+    /// a row per endpoint, and until when (ns) each is out of the choice.
+    errors_in_a_row: Vec<u32>,
+    down_until: Vec<u64>,
+    passive: Option<(u32, u64)>,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -116,7 +121,7 @@ pub fn run(scenario: &Scenario, policy: &Policy, seed: u64, base: Instant) -> Re
                 None => Core::Shared,
             },
             Policy::PeakEwmaP2c => Core::PeakEwma(PeakEwmaP2c::new(n)),
-            Policy::LeastConnections => Core::Shared,
+            Policy::LeastConnections | Policy::LeastConnectionsEjecting { .. } => Core::Shared,
         })
         .collect();
     // Constant bounds (1 µs to 10 min, three digits), not influenced by any input.
@@ -153,6 +158,12 @@ pub fn run(scenario: &Scenario, policy: &Policy, seed: u64, base: Instant) -> Re
         retries: 0,
         attempts: vec![0; n],
         failures: vec![0; n],
+        errors_in_a_row: vec![0; n],
+        down_until: vec![0; n],
+        passive: match policy {
+            Policy::LeastConnectionsEjecting { errors, down } => Some((*errors, ns(*down))),
+            _ => None,
+        },
     };
     world.start();
     while let Some(Reverse((at, _, event))) = world.queue.pop() {
@@ -268,7 +279,21 @@ impl World<'_> {
             }
             Core::Shared => {
                 let outstanding: Vec<u32> = self.servers.iter().map(|s| s.outstanding).collect();
-                least_connections(&outstanding, rng, tried)
+                // An endpoint marked down is left out like one already tried (and used
+                // like one if nothing else is left).
+                let mut skip = [0usize; 2 * MAX_ATTEMPTS];
+                let mut k = 0;
+                for &i in tried {
+                    skip[k] = i;
+                    k += 1;
+                }
+                for (i, &until) in self.down_until.iter().enumerate() {
+                    if until > self.now && k < skip.len() && !tried.contains(&i) {
+                        skip[k] = i;
+                        k += 1;
+                    }
+                }
+                least_connections(&outstanding, rng, &skip[..k])
             }
         };
         let r = &mut self.requests[req];
@@ -333,6 +358,17 @@ impl World<'_> {
             }
             Core::PeakEwma(p) => p.outcome(endpoint, now, latency),
             Core::Shared => {}
+        }
+        if let Some((errors, down)) = self.passive {
+            if failed {
+                self.errors_in_a_row[endpoint] += 1;
+                if self.errors_in_a_row[endpoint] >= errors {
+                    self.errors_in_a_row[endpoint] = 0;
+                    self.down_until[endpoint] = self.now.saturating_add(down);
+                }
+            } else {
+                self.errors_in_a_row[endpoint] = 0;
+            }
         }
         let measured = r.sent >= self.measure_from;
         if failed && measured {

@@ -18,6 +18,18 @@ pub enum Dist {
     Exponential(Duration),
     /// A fixed part plus an exponential part with the given mean.
     Shifted(Duration, Duration),
+    /// `Shifted(base, mean)`, and one draw in `one_in` also waits an exponential pause of
+    /// mean `pause`: a busy machine's scheduling stalls, which land on a few answers.
+    Paused {
+        /// Fixed part.
+        base: Duration,
+        /// Mean of the exponential part.
+        mean: Duration,
+        /// Mean of a pause.
+        pause: Duration,
+        /// One draw in this many pauses (0: never).
+        one_in: u32,
+    },
 }
 
 impl Dist {
@@ -35,6 +47,19 @@ impl Dist {
             Dist::Uniform(lo, _) => ns(lo),
             Dist::Exponential(mean) => exp(mean, rng),
             Dist::Shifted(base, mean) => ns(base).saturating_add(exp(mean, rng)),
+            Dist::Paused {
+                base,
+                mean,
+                pause,
+                one_in,
+            } => {
+                let t = ns(base).saturating_add(exp(mean, rng));
+                if one_in > 0 && rng.gen_range(0..one_in) == 0 {
+                    t.saturating_add(exp(pause, rng))
+                } else {
+                    t
+                }
+            }
         }
     }
 
@@ -44,6 +69,12 @@ impl Dist {
             Dist::Fixed(d) | Dist::Exponential(d) => d,
             Dist::Uniform(lo, hi) => (lo + hi.max(lo)) / 2,
             Dist::Shifted(base, mean) => base + mean,
+            Dist::Paused {
+                base,
+                mean,
+                pause,
+                one_in,
+            } => base + mean + pause.checked_div(one_in).unwrap_or_default(),
         }
     }
 }
@@ -165,6 +196,18 @@ pub enum Policy {
     /// The endpoint with the fewest outstanding requests over all cores (HAProxy's and
     /// nginx's `leastconn` with shared counters); ties at random.
     LeastConnections,
+    /// Least-connections with passive health checks, as the benchmark's peers run it: an
+    /// endpoint that answers `errors` counted failures in a row (over all cores) is out of
+    /// the choice for `down` (HAProxy's `observe layer7 error-limit 3 on-error mark-down`
+    /// with `check inter 1s rise 2`: about 2 s; nginx's `max_fails=3 fail_timeout=5s`: 5 s,
+    /// counting failures within the timeout rather than in a row). If every endpoint is
+    /// down, any of them is used.
+    LeastConnectionsEjecting {
+        /// Counted failures in a row that take an endpoint out.
+        errors: u32,
+        /// How long it stays out.
+        down: Duration,
+    },
     /// Linkerd's choice: per core, two random endpoints, the lower
     /// `peak-EWMA RTT × (pending + 1)` wins; 10 s decay, 30 ms assumed before any sample;
     /// failures are latency samples like any other.
