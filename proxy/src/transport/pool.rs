@@ -11,7 +11,7 @@
 //!   connection is handed out with its read in flight ([`Pooled::Posted`]), the request
 //!   goes out through its write half and the response arrives by that read. Reuse then
 //!   costs no submission of its own (a readiness watch costs a `POLL_ADD` at check-in and
-//!   an `ASYNC_CANCEL` at checkout). A connection idle for [`POSTED_READ_LINGER`] gives
+//!   an `ASYNC_CANCEL` at checkout). A connection idle for `pool_read_linger_ms` gives
 //!   its buffer back: the tick's sweep cancels its read and watches it instead.
 //! - io_uring otherwise (TLS, or checked in without a buffer): a readiness watch, as
 //!   nginx's keep-alive cache does it: the connection is handed to a small future that
@@ -37,12 +37,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use coremesh_balancer::{AddrHasher, AddrMap};
-
-/// How long an idle connection keeps its read (and that read's buffer) posted before the
-/// sweep cancels it and watches the connection instead: long enough that a connection in
-/// steady use never pays the cancel, short enough that a pool filled by a burst does not
-/// hold a read buffer per connection for the whole idle timeout.
-pub const POSTED_READ_LINGER: Duration = Duration::from_secs(1);
 
 /// Cancellers kept for reuse per pool (a canceller's set of operations keeps its
 /// allocation between reads).
@@ -230,10 +224,9 @@ impl Pool {
     }
 
     /// Close idle connections older than `idle_timeout`, and (io_uring) those the upstream
-    /// closed while they sat here; a posted read idle for [`POSTED_READ_LINGER`] is
-    /// cancelled, and once it has stopped its connection is watched instead. Called from
-    /// the core's tick.
-    pub fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
+    /// closed while they sat here; a posted read idle for `read_linger` is cancelled, and
+    /// once it has stopped its connection is watched instead. Called from the core's tick.
+    pub fn sweep(&mut self, now: Instant, idle_timeout: Duration, read_linger: Duration) {
         let mut dead = 0;
         for list in self.idle.values_mut() {
             let entries = std::mem::take(list);
@@ -245,7 +238,7 @@ impl Pool {
                 let check = match e.check {
                     Check::Posted(posted) => match posted.try_finish() {
                         Err(mut posted) => {
-                            if idle >= POSTED_READ_LINGER {
+                            if idle >= read_linger {
                                 posted.cancel();
                             }
                             Some(Check::Posted(posted))
@@ -343,7 +336,7 @@ pub fn return_canceller(pool: &RefCell<Pool>, c: Canceller) {
 
 #[cfg(test)]
 mod tests {
-    use super::{checkout_stream, Pool, Pooled, POSTED_READ_LINGER};
+    use super::{checkout_stream, Pool, Pooled};
     use crate::transport::conn::Stream;
     use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
     use monoio::net::TcpStream;
@@ -355,6 +348,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     const LONG: Duration = Duration::from_secs(600);
+    /// The posted reads' linger in these tests.
+    const LINGER: Duration = Duration::from_secs(1);
 
     /// Runs the test body on the io_uring driver (where the kernel offers it) and on the
     /// legacy one.
@@ -408,7 +403,7 @@ mod tests {
     async fn sweep_until(pool: &mut Pool, now: Instant, done: impl Fn(&Pool) -> bool) {
         let bound = Instant::now() + Duration::from_secs(30);
         loop {
-            pool.sweep(now, LONG);
+            pool.sweep(now, LONG, LINGER);
             if done(pool) {
                 return;
             }
@@ -531,7 +526,7 @@ mod tests {
                 check_in(&mut pool, addr2, quiet, reading);
                 drop(theirs_closed);
                 until_readable(fd).await;
-                pool.sweep(Instant::now(), LONG);
+                pool.sweep(Instant::now(), LONG, LINGER);
                 if monoio::utils::is_legacy() {
                     // The legacy driver peeks at checkout instead of watching.
                     assert_eq!((pool.idle_count(addr), pool.idle_count(addr2)), (1, 1));
@@ -554,7 +549,7 @@ mod tests {
                     check_in(&mut pool, addr, ours, reading);
                     // Let the driver submit the check and come back with nothing.
                     turns().await;
-                    pool.sweep(Instant::now(), LONG);
+                    pool.sweep(Instant::now(), LONG, LINGER);
                     let posted = pool.posted_count(addr);
                     let pooled = pool
                         .checkout(addr, Instant::now(), LONG)
@@ -576,7 +571,7 @@ mod tests {
             let mut pool = Pool::default();
             check_in(&mut pool, addr, ours, true);
             turns().await;
-            let later = Instant::now() + POSTED_READ_LINGER;
+            let later = Instant::now() + LINGER;
             // The first sweep past the linger asks the read to stop; a later one finds it
             // stopped and watches the connection instead.
             sweep_until(&mut pool, later, |p| p.posted_count(addr) == 0).await;
