@@ -42,6 +42,12 @@ pub const DEFAULT_CLIENT_KEEPALIVE_LINGER_MS: u64 = 5;
 pub const MAX_CLIENT_KEEPALIVE_LINGER_MS: u64 = 1_000;
 /// Idle upstream connections kept per endpoint on each core.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
+/// How long an idle pooled upstream connection keeps the read for its next response posted
+/// (io_uring), with that read's buffer, before it is watched without one: a second is far
+/// longer than the gaps between requests of a connection in steady use, so they never pay
+/// the cancel, and far shorter than the idle timeout, so a pool filled by a burst gives its
+/// buffers back soon after.
+pub const DEFAULT_POOL_READ_LINGER_MS: u64 = 1_000;
 /// An idle pooled upstream connection is closed after this long (below typical server
 /// keep-alive timeouts, nginx's 75 s and Node's 5 s being the usual ones).
 pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 4_000;
@@ -461,6 +467,10 @@ pub struct Settings {
     pub pool_max_idle: usize,
     #[serde(default = "d_pool_idle_timeout_ms")]
     pub pool_idle_timeout_ms: u64,
+    /// An idle pooled upstream connection keeps the read for its next response posted
+    /// (io_uring, plain TCP) this long, then is watched without a buffer. `[defaults]` only.
+    #[serde(default = "d_pool_read_linger_ms")]
+    pub pool_read_linger_ms: u64,
     #[serde(default = "d_max_connections")]
     pub max_connections: usize,
     /// Add `Via: 1.1 coremesh` to requests and responses.
@@ -525,6 +535,7 @@ impl Default for Settings {
             client_keepalive_linger_ms: d_client_keepalive_linger_ms(),
             pool_max_idle: d_pool_max_idle(),
             pool_idle_timeout_ms: d_pool_idle_timeout_ms(),
+            pool_read_linger_ms: d_pool_read_linger_ms(),
             max_connections: d_max_connections(),
             add_via: false,
             add_forwarded_for: false,
@@ -597,6 +608,8 @@ impl Settings {
             client_keepalive_linger_ms: self.client_keepalive_linger_ms,
             pool_max_idle: o.pool_max_idle.unwrap_or(self.pool_max_idle),
             pool_idle_timeout_ms: o.pool_idle_timeout_ms.unwrap_or(self.pool_idle_timeout_ms),
+            // The core's pools are swept with the `[defaults]` value: not overridden.
+            pool_read_linger_ms: self.pool_read_linger_ms,
             max_connections: o.max_connections.unwrap_or(self.max_connections),
             add_via: o.add_via.unwrap_or(self.add_via),
             add_forwarded_for: o.add_forwarded_for.unwrap_or(self.add_forwarded_for),
@@ -920,6 +933,9 @@ fn d_client_idle_timeout_ms() -> u64 {
 }
 fn d_client_keepalive_linger_ms() -> u64 {
     DEFAULT_CLIENT_KEEPALIVE_LINGER_MS
+}
+fn d_pool_read_linger_ms() -> u64 {
+    DEFAULT_POOL_READ_LINGER_MS
 }
 fn d_pool_max_idle() -> usize {
     DEFAULT_POOL_MAX_IDLE

@@ -366,7 +366,8 @@ async fn tick(
         let now = Instant::now();
         core.gossip_tick(now);
         let idle = Duration::from_millis(core.defaults.pool_idle_timeout_ms);
-        core.pool.borrow_mut().sweep(now, idle);
+        let linger = Duration::from_millis(core.defaults.pool_read_linger_ms);
+        core.pool.borrow_mut().sweep(now, idle, linger);
         monoio::select! {
             _ = monoio::time::sleep(TICK) => {},
             _ = done.wait() => return,

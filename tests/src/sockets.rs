@@ -17,6 +17,8 @@ pub struct TcpSocket {
     pub state: u8,
     /// Bytes received and not yet read by the application.
     pub rx_queue: u32,
+    /// Bytes written and not yet acknowledged by the peer.
+    pub tx_queue: u32,
 }
 
 /// The socket bound to `local` and connected to `remote` (IPv4 only), or `None` when no
@@ -28,10 +30,14 @@ pub fn tcp_socket(local: SocketAddr, remote: SocketAddr) -> Option<TcpSocket> {
         let l = parse_address(fields.next()?)?;
         let r = parse_address(fields.next()?)?;
         let state = u8::from_str_radix(fields.next()?, 16).ok()?;
-        let (_, rx) = fields.next()?.split_once(':')?;
+        let (tx, rx) = fields.next()?.split_once(':')?;
         let rx_queue = u32::from_str_radix(rx, 16).ok()?;
-        (SocketAddr::V4(l) == local && SocketAddr::V4(r) == remote)
-            .then_some(TcpSocket { state, rx_queue })
+        let tx_queue = u32::from_str_radix(tx, 16).ok()?;
+        (SocketAddr::V4(l) == local && SocketAddr::V4(r) == remote).then_some(TcpSocket {
+            state,
+            rx_queue,
+            tx_queue,
+        })
     })
 }
 

@@ -12,6 +12,7 @@ use crate::pipeline::attempt::{self, Policy};
 use crate::pipeline::RequestState;
 use crate::transport::conn::Stream;
 use crate::transport::conn::{Conn, Fill};
+use crate::transport::pool::{checkout_stream, return_canceller, Pooled, PostedRead};
 use crate::transport::tls_upstream::{self, Alpn};
 use coremesh_discovery::Settings;
 use coremesh_telemetry::Peer;
@@ -326,15 +327,6 @@ pub(crate) async fn connect_for(
     }
 }
 
-/// How one attempt's request goes out.
-#[derive(Clone, Copy)]
-struct Sending {
-    /// On a pooled connection (a failed write then means the upstream had closed it).
-    reused: bool,
-    /// The deadline left, passed to the next hop.
-    remaining_ms: u64,
-}
-
 /// Send the request to `addr` and read until a final response head (or a 101) is buffered.
 async fn send_and_await_head(
     core: &Rc<Core>,
@@ -345,9 +337,35 @@ async fn send_and_await_head(
     body: &mut RequestBody,
     remaining_ms: u64,
 ) -> Result<Conn, ProxyError> {
+    // The head with the remaining deadline, and a small buffered body, in one write.
+    let mut out = std::mem::take(&mut s.out);
+    out.clear();
+    if ex.verbatim {
+        out.extend_from_slice(&s.upstream_head);
+    } else {
+        append_deadline(&s.upstream_head, remaining_ms, &s.req.trace_lines, &mut out);
+    }
+    // A body held for the destination's `100 Continue` waits; the head goes alone.
+    let held = ex.relay_continue && matches!(body, RequestBody::Streaming(_));
+    let inline_body = match body {
+        RequestBody::Buffered(n) if out.len() + *n <= COALESCE_LIMIT => {
+            out.extend_from_slice(&client.data()[..*n]);
+            true
+        }
+        _ => false,
+    };
+    // A request that goes out in one write can take a pooled connection with its response
+    // read posted already; any other needs the connection whole.
+    let one_write = inline_body && !held;
     let now = Instant::now();
     let idle_timeout = Duration::from_millis(ex.settings().pool_idle_timeout_ms);
-    let pooled = core.pool.borrow_mut().checkout(addr, now, idle_timeout);
+    let pooled = if one_write {
+        core.pool.borrow_mut().checkout(addr, now, idle_timeout)
+    } else {
+        checkout_stream(&core.pool, addr, now, idle_timeout)
+            .await
+            .map(Pooled::Stream)
+    };
     let reused = pooled.is_some();
     if let Some(id) = core.ids.borrow().service(ex.policy.service(core)) {
         let m = core.metrics.borrow();
@@ -356,15 +374,48 @@ async fn send_and_await_head(
         }
     }
     let stream = match pooled {
-        Some(stream) => stream,
-        None => {
-            let stream = connect(addr, ex.settings()).await?;
-            core.pool.borrow_mut().opened += 1;
-            if let Some(id) = core.ids.borrow().service(ex.policy.service(core)) {
-                core.metrics.borrow().record_upstream_connection_opened(id);
-            }
-            stream
+        // The whole request goes out in this one write: the response comes by the read the
+        // pool posted.
+        Some(Pooled::Posted(posted)) if one_write => {
+            s.req.sent_at = Instant::now();
+            let mut up = send_on_posted(core, s, posted, out).await?;
+            let result = await_head(core, client, s, ex, &mut up, body, false).await;
+            return match result {
+                Ok(()) => Ok(up),
+                Err(e) => {
+                    core.recycle(std::mem::take(&mut up.buf));
+                    Err(e)
+                }
+            };
         }
+        // Only a one-write request is handed a posted read.
+        Some(Pooled::Posted(posted)) => {
+            let (stream, canceller) = posted.reclaim().await;
+            return_canceller(&core.pool, canceller);
+            match stream {
+                Some(stream) => Stream::Plain(stream),
+                None => {
+                    s.out = out;
+                    return Err(ProxyError::UpstreamClosed {
+                        request_sent: false,
+                    });
+                }
+            }
+        }
+        Some(Pooled::Stream(stream)) => stream,
+        None => match connect(addr, ex.settings()).await {
+            Ok(stream) => {
+                core.pool.borrow_mut().opened += 1;
+                if let Some(id) = core.ids.borrow().service(ex.policy.service(core)) {
+                    core.metrics.borrow().record_upstream_connection_opened(id);
+                }
+                stream
+            }
+            Err(e) => {
+                s.out = out;
+                return Err(e);
+            }
+        },
     };
     s.req.sent_at = Instant::now();
     let mut up = Conn::new(stream, core.buffer());
@@ -375,9 +426,11 @@ async fn send_and_await_head(
         ex,
         &mut up,
         body,
-        Sending {
+        Request {
+            out,
+            inline_body,
+            held,
             reused,
-            remaining_ms,
         },
     )
     .await;
@@ -390,6 +443,57 @@ async fn send_and_await_head(
     }
 }
 
+/// Write the whole request (`out`) on a pooled connection whose read is posted, then wait
+/// for that read: the upstream connection, whole again, with the response's first bytes
+/// buffered. A failed write, or a close before any byte, is what it is on any reused
+/// connection.
+async fn send_on_posted(
+    core: &Rc<Core>,
+    s: &mut ConnScratch,
+    mut posted: PostedRead,
+    out: Vec<u8>,
+) -> Result<Conn, ProxyError> {
+    let (res, out) = posted.write_all(out).await;
+    let sent = out.len() as u64;
+    s.out = out;
+    if res.is_err() {
+        let (_, canceller) = posted.reclaim().await;
+        return_canceller(&core.pool, canceller);
+        return Err(ProxyError::UpstreamClosed {
+            request_sent: false,
+        });
+    }
+    let done = posted.finish().await;
+    let cancelled = done.cancelled();
+    return_canceller(&core.pool, done.canceller);
+    let mut up = Conn::new(done.stream, done.buf);
+    up.bytes_out = sent;
+    match done.res {
+        Ok(n) if n > 0 => {
+            up.bytes_in = n as u64;
+            Ok(up)
+        }
+        // The pool's sweep stopped the read as the request went out: read afresh.
+        Err(_) if cancelled => Ok(up),
+        // Closed (or failed) before any byte of the response.
+        Ok(_) | Err(_) => {
+            core.recycle(up.buf);
+            Err(ProxyError::UpstreamClosed { request_sent: true })
+        }
+    }
+}
+
+/// The request's bytes as `send_and_await_head` prepared them.
+struct Request {
+    /// The head (and a small body when `inline_body`).
+    out: Vec<u8>,
+    inline_body: bool,
+    /// The body waits for the destination's `100 Continue`.
+    held: bool,
+    /// On a pooled connection (a failed write then means the upstream had closed it).
+    reused: bool,
+}
+
 async fn exchange_head(
     core: &Rc<Core>,
     client: &mut Conn,
@@ -397,33 +501,18 @@ async fn exchange_head(
     ex: &Exchange<'_>,
     up: &mut Conn,
     body: &mut RequestBody,
-    sending: Sending,
+    request: Request,
 ) -> Result<(), ProxyError> {
     // A write that fails on a reused connection means the upstream had closed it while it
     // sat idle: nothing was processed.
-    let Sending {
+    let Request {
+        out,
+        inline_body,
+        held,
         reused,
-        remaining_ms,
-    } = sending;
+    } = request;
     let write_failed = ProxyError::UpstreamClosed {
         request_sent: !reused,
-    };
-    // The head with the remaining deadline, and a small buffered body, in one write.
-    let mut out = std::mem::take(&mut s.out);
-    out.clear();
-    if ex.verbatim {
-        out.extend_from_slice(&s.upstream_head);
-    } else {
-        append_deadline(&s.upstream_head, remaining_ms, &s.req.trace_lines, &mut out);
-    }
-    // A body held for the destination's `100 Continue` waits; the head goes alone.
-    let mut held = ex.relay_continue && matches!(body, RequestBody::Streaming(_));
-    let inline_body = match body {
-        RequestBody::Buffered(n) if out.len() + *n <= COALESCE_LIMIT => {
-            out.extend_from_slice(&client.data()[..*n]);
-            true
-        }
-        _ => false,
     };
     let (res, out) = up.write_vec(out).await;
     s.out = out;
@@ -431,7 +520,20 @@ async fn exchange_head(
     if !held {
         send_body(client, up, body, ex, inline_body).await?;
     }
-    // Await the response head, passing interim 1xx responses on.
+    await_head(core, client, s, ex, up, body, held).await
+}
+
+/// Await the response head, passing interim 1xx responses on (and sending a `held` body
+/// after the destination's `100 Continue`).
+async fn await_head(
+    core: &Rc<Core>,
+    client: &mut Conn,
+    s: &mut ConnScratch,
+    ex: &Exchange<'_>,
+    up: &mut Conn,
+    body: &mut RequestBody,
+    mut held: bool,
+) -> Result<(), ProxyError> {
     let max = core.defaults.max_header_bytes;
     loop {
         if up.buffered() > 0 {
@@ -674,9 +776,18 @@ async fn relay(
     let leftover = buf.len();
     core.recycle(buf);
     if completed && reuse_upstream && leftover == 0 {
-        core.pool
-            .borrow_mut()
-            .checkin(addr, stream, now, ex.settings().pool_max_idle);
+        // The buffer just recycled (the free list is last in, first out) carries the read
+        // for the next response while the connection is pooled.
+        let unused = core.pool.borrow_mut().checkin_reading(
+            addr,
+            stream,
+            core.buffer(),
+            now,
+            ex.settings().pool_max_idle,
+        );
+        if let Some(buf) = unused {
+            core.recycle(buf);
+        }
     }
     match piped {
         Ok(()) if !close_client => Ok(Next::KeepAlive),

@@ -40,7 +40,7 @@ pub async fn exchange(
 ) -> Result<Http1Answer, ProxyError> {
     let now = Instant::now();
     let idle = Duration::from_millis(settings.pool_idle_timeout_ms);
-    let pooled = core.pool.borrow_mut().checkout(addr, now, idle);
+    let pooled = crate::transport::pool::checkout_stream(&core.pool, addr, now, idle).await;
     let reused = pooled.is_some();
     let stream = match pooled {
         Some(stream) => stream,

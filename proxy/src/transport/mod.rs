@@ -9,6 +9,7 @@ pub mod idle_timer;
 pub mod opaque;
 pub mod original_dst;
 pub mod pool;
+pub mod posted_read;
 pub mod tls;
 pub mod tls_meshed;
 pub mod tls_poll;
