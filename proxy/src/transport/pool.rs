@@ -181,7 +181,7 @@ impl Pool {
         let stream = stream.into();
         if !crate::transport::tls_meshed::fits_current(addr, &stream) {
             // Its endpoint turned to (or from) mutual TLS while it was in use.
-            return;
+            return Some(buf);
         }
         if stream.tls().is_some_and(|t| t.has_buffered()) {
             // Bytes nobody asked for are waiting inside TLS: out of sync.
