@@ -22,8 +22,7 @@
 //! running `-p coremesh-tests` alone) or the one `COREMESH_BIN` names.
 
 use coremesh_discovery::{
-    Config, IdentitySettings, InboundPolicy, InboundRoute, InboundSettings, ServiceTls,
-    SideSettings,
+    Config, IdentitySettings, InboundPolicy, InboundRoute, InboundSettings, SideSettings,
 };
 use coremesh_tests::admin::{start_with_admin, AdminProxy};
 use coremesh_tests::client::get;
@@ -31,116 +30,22 @@ use coremesh_tests::grpc_peers::{grpc_call, grpc_frame, method_path, GrpcServer}
 use coremesh_tests::h2clients::{h2_request, H2Request};
 use coremesh_tests::otlp::{ExportedSpan, OtlpCollector};
 use coremesh_tests::prometheus::{promtool_check, Exposition, PromtoolVerdict};
-use coremesh_tests::proxy::{base_config, driver_name, for_each_driver, route_all, service};
+use coremesh_tests::proxy::{base_config, driver_name, for_each_driver};
 use coremesh_tests::traffic::wait_until;
 use coremesh_tests::{Driver, Upstream};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+
+mod mtls_support;
+use mtls_support::{ok, proxy_a, sample, validated, Ca, TempDir, APP, WAIT, WEB};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const WEB: &str = "spiffe://td/ns/prod/sa/web";
-const APP: &str = "spiffe://td/ns/prod/sa/app";
 const API: &str = "spiffe://td/ns/prod/sa/api";
-/// Bound on every wait: only turns a hang into a failure.
-const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 /// 2999-01-01 and 3000-01-01, in seconds since the Unix epoch.
 const END_2999: i64 = 32_472_144_000;
 const END_3000: i64 = 32_503_680_000;
-
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A certificate authority that issues X.509-SVIDs.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = ok(KeyPair::generate());
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = ok(params.self_signed(&key));
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// (certificate, key) PEM of an SVID for `uri`, valid until the first day of `until`
-    /// (a year).
-    fn svid(&self, uri: &str, until: i32) -> (String, String) {
-        let key = ok(KeyPair::generate());
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "workload");
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(ok(uri.try_into()))];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-        params.not_after = rcgen::date_time_ymd(until, 1, 1);
-        let cert = ok(params.signed_by(&key, &self.issuer));
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "coremesh-mtls-observe-{tag}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        ok(std::fs::create_dir_all(&dir));
-        TempDir(dir)
-    }
-
-    /// `[identity]` over files written here: an SVID for `uri` from `ca` valid until
-    /// `until`, and `ca` as the trust anchor.
-    fn identity(&self, name: &str, ca: &Ca, uri: &str, until: i32) -> IdentitySettings {
-        let (cert, key) = ca.svid(uri, until);
-        let write = |file: String, contents: &str| {
-            let path = self.0.join(file);
-            ok(std::fs::write(&path, contents));
-            path
-        };
-        IdentitySettings {
-            cert: write(format!("{name}.pem"), &cert),
-            key: write(format!("{name}.key"), &key),
-            trust_anchors: write(format!("{name}-bundle.pem"), &ca.pem),
-            ..IdentitySettings::default()
-        }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Proxy B's configuration: `identity`, and an inbound side on an ephemeral loopback port
 /// in front of the application on `app_port`, under `policy`.
@@ -160,36 +65,12 @@ fn proxy_b(identity: IdentitySettings, app_port: u16, policy: InboundPolicy) -> 
     config
 }
 
-/// Proxy A's configuration: `identity`, and every request to service "app" on `b_inbound`,
-/// reached over mutual TLS expecting B to be `APP` (one attempt).
-fn proxy_a(identity: IdentitySettings, b_inbound: SocketAddr) -> Config {
-    let mut config = base_config();
-    config.identity = Some(identity);
-    let mut app = service("app", &[b_inbound]);
-    app.tls = Some(ServiceTls {
-        identity: APP.to_owned(),
-    });
-    app.overrides.max_attempts = Some(1);
-    config.services.push(app);
-    config.routes.push(route_all("app"));
-    validated(&config);
-    config
-}
-
 /// Every span exported to `collector`, quickly, and every request sampled.
 fn traced(mut config: Config, collector: &OtlpCollector) -> Config {
     config.telemetry.otlp_endpoint = Some(collector.endpoint_url());
     config.telemetry.trace_sample_ratio = 1.0;
     config.telemetry.export_interval_ms = 10;
     config
-}
-
-fn validated(config: &Config) {
-    let violations = coremesh_discovery::validate(config);
-    assert!(
-        violations.is_empty(),
-        "the test's configuration is invalid: {violations:?}"
-    );
 }
 
 /// mTLS everywhere but under `/healthz`, which takes plaintext callers too.
@@ -280,12 +161,12 @@ fn http1_callers_identity_is_on_b_s_metrics_and_spans_and_a_plaintext_caller_has
         let (a_spans, b_spans) = (OtlpCollector::start(), OtlpCollector::start());
         let app = Upstream::echo();
         let b_config = proxy_b(
-            dir.identity("app", &ca, APP, 3000),
+            dir.identity_until("app", &ca, APP, 3000),
             app.addr().port(),
             mtls_but_healthz(),
         );
         let b = start_with_admin(driver, traced(b_config, &b_spans));
-        let a_config = proxy_a(dir.identity("web", &ca, WEB, 3000), inbound(&b));
+        let a_config = proxy_a(dir.identity_until("web", &ca, WEB, 3000), inbound(&b), APP);
         let a = start_with_admin(driver, traced(a_config, &a_spans));
         for i in 0..3 {
             let r = get(a.addr(), &format!("/hello/{i}"), &[("Host", "app.local")])
@@ -369,14 +250,14 @@ fn http2_and_grpc_callers_carry_their_identity_and_a_refusal_counts_as_denied() 
             }],
         };
         let b_config = proxy_b(
-            dir.identity("app", &ca, APP, 3000),
+            dir.identity_until("app", &ca, APP, 3000),
             server.addr().port(),
             policy,
         );
         let b = start_with_admin(driver, traced(b_config, &b_spans));
         let a = start_with_admin(
             driver,
-            proxy_a(dir.identity("web", &ca, WEB, 3000), inbound(&b)),
+            proxy_a(dir.identity_until("web", &ca, WEB, 3000), inbound(&b), APP),
         );
         let call = grpc_call(a.addr(), "unary", 1, WAIT);
         assert_eq!(call.code, "OK", "{call:?}");
@@ -437,19 +318,13 @@ fn http2_and_grpc_callers_carry_their_identity_and_a_refusal_counts_as_denied() 
     });
 }
 
-/// The sample `series` (name and labels as written) of a scrape.
-fn sample(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
 #[test]
 fn two_proxies_in_one_process_keep_their_identity_metrics_apart() {
     let ca = Ca::new("mesh");
     let dir = TempDir::new("apart");
     for_each_driver(|driver| {
         let app = Upstream::echo();
-        let mut b_identity = dir.identity("app", &ca, APP, 3000);
+        let mut b_identity = dir.identity_until("app", &ca, APP, 3000);
         b_identity.reload_interval_ms = 100;
         let b_cert = b_identity.cert.clone();
         // Only `sa/api` may call B.
@@ -461,7 +336,7 @@ fn two_proxies_in_one_process_keep_their_identity_metrics_apart() {
         let b = start_with_admin(driver, proxy_b(b_identity, app.addr().port(), policy));
         let a = start_with_admin(
             driver,
-            proxy_a(dir.identity("web", &ca, WEB, 2999), inbound(&b)),
+            proxy_a(dir.identity_until("web", &ca, WEB, 2999), inbound(&b), APP),
         );
         let denied = get(a.addr(), "/", &[("Host", "app.local")])
             .unwrap_or_else(|e| panic!("request through A: {e:?}"));
@@ -507,14 +382,14 @@ fn two_proxies_in_one_process_count_their_outbound_handshakes_apart() {
         let b = start_with_admin(
             driver,
             proxy_b(
-                dir.identity("app", &ca, APP, 3000),
+                dir.identity_until("app", &ca, APP, 3000),
                 app.addr().port(),
                 InboundPolicy::default(),
             ),
         );
         // A is a plain proxy (no sidecar side) with an identity: its outbound TLS families
         // are on its /metrics all the same.
-        let a_config = proxy_a(dir.identity("web", &ca, WEB, 3000), inbound(&b));
+        let a_config = proxy_a(dir.identity_until("web", &ca, WEB, 3000), inbound(&b), APP);
         validated(&a_config);
         let a = start_with_admin(driver, a_config);
         // One request: one outbound handshake, by A.
@@ -602,7 +477,7 @@ fn the_access_log_names_the_verified_caller_and_no_one_for_a_plaintext_caller() 
     let dir = TempDir::new("access-log");
     for_each_driver(|driver| {
         let app = Upstream::echo();
-        let b_identity = dir.identity("app", &ca, APP, 3000);
+        let b_identity = dir.identity_until("app", &ca, APP, 3000);
         let path = |p: &PathBuf| p.display().to_string();
         let toml = format!(
             r#"[proxy]
@@ -638,7 +513,7 @@ require_mtls = false
         let b = Program::start(driver, &toml);
         let a = start_with_admin(
             driver,
-            proxy_a(dir.identity("web", &ca, WEB, 3000), b.inbound),
+            proxy_a(dir.identity_until("web", &ca, WEB, 3000), b.inbound, APP),
         );
         for i in 0..2 {
             let r = get(a.addr(), &format!("/hello/{i}"), &[("Host", "app.local")])

@@ -58,8 +58,21 @@ impl Ca {
         (svid.cert_pem, svid.key_pem)
     }
 
+    /// (certificate, key) PEM of an SVID for `uri`, valid from 2000 until the first day of
+    /// the year `until`.
+    pub fn svid_until(&self, uri: &str, until: i32) -> (String, String) {
+        let svid = self.issue_until(uri, Some(until));
+        (svid.cert_pem, svid.key_pem)
+    }
+
     /// An SVID for `uri`, in PEM and DER.
     pub fn issue(&self, uri: &str) -> Svid {
+        self.issue_until(uri, None)
+    }
+
+    /// An SVID for `uri`, valid from 2000 until the first day of the year `until` when
+    /// given (rcgen's default validity otherwise).
+    fn issue_until(&self, uri: &str, until: Option<i32>) -> Svid {
         let key = ok(KeyPair::generate());
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -72,6 +85,10 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        if let Some(until) = until {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(until, 1, 1);
+        }
         let cert = ok(params.signed_by(&key, &self.issuer));
         Svid {
             cert_pem: cert.pem(),
@@ -129,6 +146,18 @@ impl TempDir {
             cert: self.write(&format!("{name}.pem"), &cert),
             key: self.write(&format!("{name}.key"), &key),
             trust_anchors: self.write(&format!("{name}-bundle.pem"), &bundle),
+            ..IdentitySettings::default()
+        }
+    }
+
+    /// `[identity]` over files written here: an SVID for `uri` from `ca` valid until the
+    /// first day of the year `until`, and `ca` as the trust anchor.
+    pub fn identity_until(&self, name: &str, ca: &Ca, uri: &str, until: i32) -> IdentitySettings {
+        let (cert, key) = ca.svid_until(uri, until);
+        IdentitySettings {
+            cert: self.write(&format!("{name}.pem"), &cert),
+            key: self.write(&format!("{name}.key"), &key),
+            trust_anchors: self.write(&format!("{name}-bundle.pem"), &ca.pem),
             ..IdentitySettings::default()
         }
     }
