@@ -21,7 +21,7 @@
 //! [`Fleet::revive`] alternate per upstream; [`Fleet::stop`] (also run on drop) kills every
 //! upstream and joins every thread.
 
-use crate::restartable::bind_reusable;
+use crate::restartable::{bind_placeholder, bind_reusable};
 use crate::wire::{header_tokens, header_values, owned_headers, WireError, WireReader};
 use socket2::SockRef;
 use std::collections::HashMap;
@@ -267,6 +267,10 @@ struct Node {
     next_conn: AtomicU64,
     run: Mutex<Option<Run>>,
     kills: AtomicU64,
+    /// While dead: a socket holding the port without listening, so that nothing else (a
+    /// listener or an outgoing connection of a test running in parallel) takes the port
+    /// before the node comes back on it (connects are refused meanwhile).
+    placeholder: Mutex<Option<socket2::Socket>>,
 }
 
 /// Upstreams `L0`, `L1`, ... sharing one ledger.
@@ -297,6 +301,7 @@ impl Fleet {
                     next_conn: AtomicU64::new(0),
                     run: Mutex::new(None),
                     kills: AtomicU64::new(0),
+                    placeholder: Mutex::new(None),
                 });
                 let run = spawn_accept(&node, &shared, listener);
                 *lock(&node.run) = Some(run);
@@ -359,6 +364,8 @@ impl Fleet {
             }
         };
         *alive = true;
+        // Listening again: the port no longer needs holding.
+        lock(&node.placeholder).take();
         let run = spawn_accept(node, &self.shared, listener);
         *lock(&node.run) = Some(run);
     }
@@ -400,6 +407,10 @@ fn kill_node(node: &Node) {
         };
         *alive = false;
         node.kills.fetch_add(1, Ordering::SeqCst);
+        // Hold the port before the listener closes (both share it by SO_REUSEPORT).
+        if let Ok(placeholder) = bind_placeholder(node.addr) {
+            *lock(&node.placeholder) = Some(placeholder);
+        }
         run.stopping.store(true, Ordering::SeqCst);
         // Wake the blocking accept(); it sees `stopping` and returns, dropping the listener.
         let _ = TcpStream::connect_timeout(&node.addr, Duration::from_secs(5));

@@ -179,7 +179,7 @@ pub fn bind_reusable(addr: SocketAddr) -> io::Result<TcpListener> {
 /// A socket bound to `addr` that never listens: it holds the port (connects are refused).
 /// `SO_REUSEPORT` lets it share the port with the relay's listeners; no `SO_REUSEADDR`, for
 /// with it any `SO_REUSEADDR` socket could bind the port beside it while nothing listens.
-fn bind_placeholder(addr: SocketAddr) -> io::Result<Socket> {
+pub fn bind_placeholder(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
