@@ -15,9 +15,7 @@ use super::{inbound, Side};
 use crate::core::{ConnectionGuard, Core};
 use crate::pipeline::{Origin, Target};
 use crate::transport::conn::{is_cancelled, Conn, Fill, Stream};
-use crate::transport::detect::{
-    sniff_within, DetectConfig, DetectReason, Detection, Protocol, Sniff,
-};
+use crate::transport::detect::{decided, DetectConfig, DetectReason, Detection, Protocol};
 use crate::transport::tls::{TlsStream, ALPN_H2, ALPN_HTTP1};
 use crate::transport::tls_stats::{FailReason, TlsStats};
 use monoio::io::Canceller;
@@ -171,26 +169,17 @@ pub async fn serve(
 /// so the read itself runs under the timeout: cancelled then, and awaited, so that the
 /// bytes it got are kept ([`Conn::fill_cancelable`]).
 pub async fn detect_decrypted(conn: &mut Conn, dst_port: u16, cfg: &DetectConfig) -> Detection {
-    let opaque = |reason| Detection {
-        protocol: Protocol::Opaque,
-        reason,
-    };
+    let opaque = Detection::opaque;
     if cfg.opaque_ports.contains(&dst_port) {
         return opaque(DetectReason::OpaquePort);
     }
     let deadline = Instant::now() + cfg.timeout;
     loop {
-        let data = conn.data();
-        match sniff_within(&data[..data.len().min(cfg.max_bytes)], cfg.max_bytes) {
-            Sniff::Is(Protocol::Tls) => return opaque(DetectReason::Unrecognised),
-            Sniff::Is(protocol) => {
-                return Detection {
-                    protocol,
-                    reason: DetectReason::Matched,
-                }
-            }
-            Sniff::Unrecognised => return opaque(DetectReason::Unrecognised),
-            Sniff::NeedMore => {}
+        match decided(conn.data(), cfg.max_bytes) {
+            // TLS inside TLS is not a protocol served here: opaque.
+            Some(d) if d.protocol == Protocol::Tls => return opaque(DetectReason::Unrecognised),
+            Some(d) => return d,
+            None => {}
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -83,7 +83,7 @@ pub struct Detection {
 }
 
 impl Detection {
-    fn opaque(reason: DetectReason) -> Detection {
+    pub fn opaque(reason: DetectReason) -> Detection {
         Detection {
             protocol: Protocol::Opaque,
             reason,
@@ -216,6 +216,19 @@ fn http1_request_line(bytes: &[u8]) -> Step {
     }
 }
 
+/// What the first bytes `data` decide, looking at `max_bytes` of them at most (a read may
+/// bring more than the limit); none while more bytes are needed.
+pub fn decided(data: &[u8], max_bytes: usize) -> Option<Detection> {
+    match sniff_within(&data[..data.len().min(max_bytes)], max_bytes) {
+        Sniff::Is(protocol) => Some(Detection {
+            protocol,
+            reason: DetectReason::Matched,
+        }),
+        Sniff::Unrecognised => Some(Detection::opaque(DetectReason::Unrecognised)),
+        Sniff::NeedMore => None,
+    }
+}
+
 /// Reads the first bytes into `conn`'s buffer (never consumes them) and decides. A port in
 /// `cfg.opaque_ports` is opaque at once with nothing read; silence for `cfg.timeout` is
 /// opaque ([`DetectReason::Timeout`]); the client closing (or failing) first is opaque
@@ -226,17 +239,8 @@ pub async fn detect(conn: &mut Conn, dst_port: u16, cfg: &DetectConfig) -> Detec
     }
     let deadline = Instant::now() + cfg.timeout;
     loop {
-        // A read may bring more than the limit: the decision looks at the limit's worth.
-        let data = conn.data();
-        match sniff_within(&data[..data.len().min(cfg.max_bytes)], cfg.max_bytes) {
-            Sniff::Is(protocol) => {
-                return Detection {
-                    protocol,
-                    reason: DetectReason::Matched,
-                }
-            }
-            Sniff::Unrecognised => return Detection::opaque(DetectReason::Unrecognised),
-            Sniff::NeedMore => {}
+        if let Some(detection) = decided(conn.data(), cfg.max_bytes) {
+            return detection;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
