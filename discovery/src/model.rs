@@ -368,6 +368,37 @@ pub struct ProxySettings {
     /// or `json` (one object per line, for collectors). Read at start-up only.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Where an accepted client connection is served: `balanced` (a core busier than the
+    /// least busy one hands it there), `off` (where the kernel's `SO_REUSEPORT` hash put
+    /// it) or `always` (to another core, for tests). With one core: `off`.
+    #[serde(default)]
+    pub spread_connections: SpreadConnections,
+}
+
+/// `[proxy] spread_connections`: which core serves an accepted client connection.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SpreadConnections {
+    /// The core whose listener accepted it (the kernel hashes each connection's addresses
+    /// to one of the cores' `SO_REUSEPORT` listeners, whatever their load).
+    Off,
+    /// The core that accepted it unless another core is less busy (fewer client
+    /// connections plus HTTP/2 streams); then the least busy one.
+    #[default]
+    Balanced,
+    /// Always another core (the least busy): for tests and for measuring a move's cost.
+    Always,
+}
+
+impl SpreadConnections {
+    /// The same choice as a stream's (see [`crate::SpreadStreams`]) with no threshold.
+    pub fn as_streams(self) -> crate::SpreadStreams {
+        match self {
+            SpreadConnections::Off => crate::SpreadStreams::Off,
+            SpreadConnections::Balanced => crate::SpreadStreams::Balanced,
+            SpreadConnections::Always => crate::SpreadStreams::Always,
+        }
+    }
 }
 
 /// What the proxy does on SIGTERM.
@@ -415,6 +446,7 @@ impl Default for ProxySettings {
             tunnel_buffer_bytes: d_tunnel_buffer_bytes(),
             lingering_close_ms: d_lingering_close_ms(),
             log_format: LogFormat::default(),
+            spread_connections: SpreadConnections::default(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct CoreStats {
     pub rejected_connections: Cell<u64>,
     /// HTTP/2 streams accepted here and handed to another core.
     pub streams_handed_off: Cell<u64>,
+    /// Client connections accepted here and handed to another core.
+    pub connections_handed_off: Cell<u64>,
 }
 
 /// Per-service state kept on one core: the balancer (latency history, ejections) and the
@@ -118,6 +120,8 @@ pub struct CoreParams {
     pub tunnel_buffer: usize,
     /// How long a closing client connection with bytes still coming is read and drained.
     pub lingering_close: Duration,
+    /// Where an accepted client connection is served (`[proxy] spread_connections`).
+    pub spread_connections: coremesh_discovery::SpreadConnections,
     pub snapshot: Arc<Snapshot>,
     pub seed: u64,
     pub gossip: Option<GossipPort>,
@@ -139,6 +143,8 @@ pub struct Core {
     pub tunnel_buffer: usize,
     /// How long a closing client connection with bytes still coming is read and drained.
     pub lingering_close: Duration,
+    /// Where an accepted client connection is served (`[proxy] spread_connections`).
+    pub spread_connections: coremesh_discovery::SpreadConnections,
     /// The snapshot in force, behind a per-core `Rc`: a request takes its reference with a
     /// plain increment instead of writing the `Arc`'s count, a cache line every core
     /// shares, twice per request. The extra allocation is made once per config change.
@@ -189,6 +195,7 @@ impl Core {
             tunnel_idle,
             tunnel_buffer,
             lingering_close,
+            spread_connections,
             snapshot,
             seed,
             gossip,
@@ -211,6 +218,7 @@ impl Core {
             tunnel_idle,
             tunnel_buffer,
             lingering_close,
+            spread_connections,
             snapshot: RefCell::new(Rc::new(snapshot)),
             services: RefCell::new(services),
             gossip,
@@ -503,6 +511,7 @@ impl Core {
             services,
             connections_open: self.connections.get() as u64,
             streams_handed_off: self.stats.streams_handed_off.get(),
+            connections_handed_off: self.stats.connections_handed_off.get(),
             connections_accepted: self.stats.accepted.get(),
             requests: self.stats.requests.get(),
             upstream_opened: pool.opened,

@@ -427,6 +427,7 @@ pub fn start_with(config: Config, options: StartOptions) -> anyhow::Result<Proxy
                 tunnel_idle: Duration::from_millis(config.proxy.tunnel_idle_timeout_ms),
                 tunnel_buffer: config.proxy.tunnel_buffer_bytes,
                 lingering_close: Duration::from_millis(config.proxy.lingering_close_ms),
+                spread_connections: config.proxy.spread_connections,
                 snapshot: snapshot.clone(),
                 seed: rand::random::<u64>() ^ id as u64,
                 gossip: gossip_ports.next(),

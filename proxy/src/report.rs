@@ -16,6 +16,8 @@ pub struct CoreReport {
     pub connections_open: u64,
     /// HTTP/2 streams accepted on this core and served by another.
     pub streams_handed_off: u64,
+    /// Client connections accepted on this core and served by another.
+    pub connections_handed_off: u64,
     pub connections_accepted: u64,
     pub requests: u64,
     pub upstream_opened: u64,

@@ -213,6 +213,7 @@ pub async fn core_main(start: CoreStart) {
                 &core,
                 &listener,
                 stop_signal,
+                Some(&side),
                 |core, stream, peer, counted| {
                     monoio::spawn(serve_side(core, side.clone(), stream, peer, counted));
                 },
@@ -227,6 +228,7 @@ pub async fn core_main(start: CoreStart) {
                 &core,
                 &listener,
                 &core.shutdown,
+                None,
                 |core, stream, peer, counted| {
                     monoio::spawn(serve(core, stream, peer, counted));
                 },
@@ -302,11 +304,14 @@ enum StopOn {
 }
 
 /// Accept on `listener` until `stop` fires, admitting connections up to the core's limit
-/// and handing each to `spawn_conn`.
+/// and handing each to `spawn_conn`, or to a less busy core (`[proxy]
+/// spread_connections`). `side` is the sidecar side the listener belongs to (`None`: the
+/// explicit listener), for the core a connection moves to.
 async fn accept_loop(
     core: &Rc<Core>,
     listener: &monoio::net::TcpListener,
     stop: &Signal,
+    side: Option<&Arc<Side>>,
     spawn_conn: impl Fn(Rc<Core>, monoio::net::TcpStream, SocketAddr, ConnectionGuard),
 ) {
     let max_connections = core.defaults.max_connections;
@@ -315,6 +320,10 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     core.stats.accepted.set(core.stats.accepted.get() + 1);
+                    // A less busy core takes it (and admits it against its own limit).
+                    let Some(stream) = move_connection(core, stream, peer, side) else {
+                        continue;
+                    };
                     if core.connections() >= max_connections {
                         core.stats.rejected_connections.set(core.stats.rejected_connections.get() + 1);
                         drop(stream);
@@ -331,6 +340,80 @@ async fn accept_loop(
                 }
             },
             _ = stop.wait() => break,
+        }
+    }
+}
+
+/// Send a connection just accepted here to a less busy core when `[proxy]
+/// spread_connections` says so (see [`crate::http2::spread`]); give it back when it stays
+/// here. `None`: it was sent (or, should its socket not survive the way back from a core
+/// that is shutting down, closed).
+fn move_connection(
+    core: &Rc<Core>,
+    stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    side: Option<&Arc<Side>>,
+) -> Option<monoio::net::TcpStream> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let Some(member) = core.spread.get() else {
+        return Some(stream);
+    };
+    let Some(to) = member.target(core.spread_connections.as_streams(), 0) else {
+        return Some(stream);
+    };
+    // A socket just accepted has no other handle: this takes it off this core's driver
+    // (the epoll driver deregisters it) and keeps the descriptor open.
+    let fd = stream.into_raw_fd();
+    // SAFETY: `fd` was just released by the stream that owned it; nothing else holds it.
+    let socket = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let moved = crate::http2::spread::MovedConnection {
+        stream: socket,
+        peer,
+        side: side.cloned(),
+    };
+    match member.send_connection(to, moved) {
+        Ok(()) => {
+            let stats = &core.stats;
+            stats
+                .connections_handed_off
+                .set(stats.connections_handed_off.get() + 1);
+            None
+        }
+        Err(back) => match monoio::net::TcpStream::from_std(back.stream) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::warn!(core = core.id, "cannot serve a connection kept back: {e}");
+                None
+            }
+        },
+    }
+}
+
+/// Serve a connection another core accepted and sent here: admitted against this core's
+/// own limit, then served as if this core's listener had taken it.
+pub fn take_in_connection(core: &Rc<Core>, moved: crate::http2::spread::MovedConnection) {
+    let crate::http2::spread::MovedConnection { stream, peer, side } = moved;
+    if core.connections() >= core.defaults.max_connections {
+        let stats = &core.stats;
+        stats
+            .rejected_connections
+            .set(stats.rejected_connections.get() + 1);
+        return;
+    }
+    let stream = match monoio::net::TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(core = core.id, "cannot serve a connection handed in: {e}");
+            return;
+        }
+    };
+    let counted = core.connection_guard();
+    match side {
+        Some(side) => {
+            monoio::spawn(serve_side(core.clone(), side, stream, peer, counted));
+        }
+        None => {
+            monoio::spawn(serve(core.clone(), stream, peer, counted));
         }
     }
 }

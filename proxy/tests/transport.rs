@@ -332,6 +332,7 @@ fn core_with(endpoints: &[SocketAddr], max_attempts: u32, eject_after: u32) -> R
         tunnel_idle: Duration::from_secs(60),
         tunnel_buffer: coremesh_discovery::DEFAULT_TUNNEL_BUFFER_BYTES,
         lingering_close: Duration::from_secs(1),
+        spread_connections: Default::default(),
         snapshot,
         seed: 7,
         gossip: None,

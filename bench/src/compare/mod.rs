@@ -120,6 +120,12 @@ pub struct CompareArgs {
     /// streams leg of `poll-io`.
     #[arg(long, default_value_t = DEFAULT_H2_STREAMS)]
     pub h2_streams: usize,
+    /// Rounds of each saturation sweep's points (`slow-sweep`, `flaky-sweep`,
+    /// `capacity-sweep`): every point is measured this many times, a fresh proxy each
+    /// time, contenders in rotated order, and the median of each figure is reported
+    /// (single rounds of one point swing by 2× on a shared machine).
+    #[arg(long, default_value_t = 1)]
+    pub sweep_rounds: usize,
 }
 
 /// `h2-saturation` and `poll-io`: requests of each measured run (the issue's
@@ -169,6 +175,9 @@ pub struct Plan {
     pub sweep_warmup: Duration,
     #[serde(default = "default_sweep")]
     pub sweep: Duration,
+    /// Rounds of every saturation sweep point (medians are reported).
+    #[serde(default = "default_sweep_rounds")]
+    pub sweep_rounds: usize,
     /// Steps of the latency-versus-load sweep (`sweep`): open-loop rates from 10% of a
     /// contender's saturated throughput up in steps of 10%.
     #[serde(default = "default_sweep_steps")]
@@ -221,6 +230,10 @@ fn default_sweep() -> Duration {
     Duration::from_secs(5)
 }
 
+fn default_sweep_rounds() -> usize {
+    1
+}
+
 impl Plan {
     pub fn quick(idle: usize) -> Plan {
         Plan {
@@ -240,6 +253,7 @@ impl Plan {
             sweep_connections: default_sweep_connections(),
             sweep_warmup: Duration::from_millis(500),
             sweep: Duration::from_millis(1500),
+            sweep_rounds: default_sweep_rounds(),
             sweep_steps: default_sweep_steps(),
             sweep_rate_connections: default_sweep_rate_connections(),
             knee_p99_us: default_knee_p99_us(),
@@ -267,6 +281,7 @@ impl Plan {
             sweep_connections: default_sweep_connections(),
             sweep_warmup: default_sweep_warmup(),
             sweep: default_sweep(),
+            sweep_rounds: default_sweep_rounds(),
             sweep_steps: default_sweep_steps(),
             sweep_rate_connections: default_sweep_rate_connections(),
             knee_p99_us: default_knee_p99_us(),
@@ -700,6 +715,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         plan.h2_requests = n;
     }
     plan.h2_connections = args.h2_connections;
+    anyhow::ensure!(args.sweep_rounds > 0, "--sweep-rounds must be at least 1");
+    plan.sweep_rounds = args.sweep_rounds;
     plan.h2_streams = args.h2_streams;
     anyhow::ensure!(
         plan.h2_requests > 0 && plan.h2_connections > 0 && plan.h2_streams > 0,

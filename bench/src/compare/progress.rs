@@ -59,6 +59,7 @@ pub fn scenario_estimate(
         "slow-sweep" | "flaky-sweep" | "capacity-sweep" => {
             session(plan.sweep_warmup + plan.sweep)
                 * plan.sweep_connections.len() as u32
+                * plan.sweep_rounds.max(1) as u32
                 * proxies as u32
         }
         // Overhead (without wrk) and CPU with the gRPC request.

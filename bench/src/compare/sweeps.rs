@@ -98,7 +98,7 @@ impl Sweep {
     }
 
     fn setup(self) -> String {
-        let common = "Each point: a fresh proxy in its resilient profile, warm-up, then a closed loop over that many keep-alive connections; one round, contenders in rotated order. `fast p99` is the p99 of the requests the two fast endpoints answered (by their `X-Upstream` header), as the client saw them; `p99 / fast p99` is the client's p99 over it (the target is at most 2). The third endpoint's share is counted by the upstreams themselves. `other load` is CPU used meanwhile by processes outside the benchmark (100% = one CPU): where it is high, latencies say more about the machine than about the proxies.";
+        let common = "Each point: a fresh proxy in its resilient profile, warm-up, then a closed loop over that many keep-alive connections; contenders in rotated order, in as many rounds as `--sweep-rounds` says (one by default; with more, each figure is the median of the rounds). `fast p99` is the p99 of the requests the two fast endpoints answered (by their `X-Upstream` header), as the client saw them; `p99 / fast p99` is the client's p99 over it (the target is at most 2). The third endpoint's share is counted by the upstreams themselves. `other load` is CPU used meanwhile by processes outside the benchmark (100% = one CPU): where it is high, latencies say more about the machine than about the proxies.";
         match self {
             Sweep::Slow => format!(
                 "Three endpoints, the third answers {SLOW_EXTRA_MS:.0} ms later; the two fast ones can absorb all the work. {common}"
@@ -149,6 +149,75 @@ impl Sweep {
     }
 }
 
+/// One row out of a point's rounds: each figure (and each numeric extra) is the median of
+/// the rounds that ran; notes and stops are kept from every round (a note once); the load
+/// report kept as `sweep` is the round with the median p99, and with more than one round
+/// each round's report is kept as `sweep_round1`, `sweep_round2`, …
+pub(super) fn median_row(list: Vec<Row>) -> Row {
+    let mut list = list.into_iter();
+    let Some(mut row) = list.next() else {
+        return Row::default();
+    };
+    let rest: Vec<Row> = list.collect();
+    if rest.is_empty() {
+        return row;
+    }
+    let mut all = vec![std::mem::take(&mut row.figures)];
+    let mut extras = vec![std::mem::take(&mut row.extra)];
+    let mut loads: Vec<Option<crate::load::LoadReport>> = vec![row.loads.remove("sweep")];
+    for (i, other) in rest.into_iter().enumerate() {
+        // A contender that fails to start is skipped in every round after: a row skipped
+        // from the first round on stays skipped, a later round's reason becomes a note.
+        if row.skipped.is_none() {
+            if let Some(reason) = other.skipped {
+                row.notes.push(format!("round {}: {reason}", i + 2));
+            }
+        }
+        for note in other.notes {
+            if !row.notes.contains(&note) {
+                row.notes.push(note);
+            }
+        }
+        row.stops.extend(other.stops);
+        if row.command.is_empty() {
+            row.command = other.command;
+        }
+        all.push(other.figures);
+        extras.push(other.extra);
+        let mut other_loads = other.loads;
+        loads.push(other_loads.remove("sweep"));
+    }
+    let keys: std::collections::BTreeSet<String> =
+        all.iter().flat_map(|f| f.keys().cloned()).collect();
+    for key in keys {
+        let values: Vec<f64> = all.iter().filter_map(|f| f.get(&key).copied()).collect();
+        row.set(&key, super::scenarios::median(&values));
+    }
+    let extra_keys: std::collections::BTreeSet<String> =
+        extras.iter().flat_map(|e| e.keys().cloned()).collect();
+    for key in extra_keys {
+        let values: Vec<f64> = extras
+            .iter()
+            .filter_map(|e| e.get(&key).and_then(|v| v.as_f64()))
+            .collect();
+        if !values.is_empty() {
+            row.extra
+                .insert(key, super::scenarios::median(&values).into());
+        }
+    }
+    let mut by_p99: Vec<&crate::load::LoadReport> = loads.iter().flatten().collect();
+    by_p99.sort_by(|a, b| a.latency.p99_us.total_cmp(&b.latency.p99_us));
+    if let Some(mid) = by_p99.get(by_p99.len() / 2) {
+        row.loads.insert("sweep".into(), (*mid).clone());
+    }
+    for (i, load) in loads.into_iter().enumerate() {
+        if let Some(load) = load {
+            row.loads.insert(format!("sweep_round{}", i + 1), load);
+        }
+    }
+    row
+}
+
 /// The share (percent) of requests an endpoint that always takes `slow_ms` gets when every
 /// connection of a closed loop goes where it is answered soonest, next to `fast_count`
 /// endpoints that take `fast_ms` per request with `fast_workers` workers each (requests
@@ -190,115 +259,134 @@ pub fn run(ctx: &Ctx<'_>, sweep: Sweep) -> anyhow::Result<ScenarioResult> {
         .copied()
         .filter(|k| k.is_proxy())
         .collect();
-    let mut rows: BTreeMap<(usize, Kind), Row> = BTreeMap::new();
+    let rounds = plan.sweep_rounds.max(1);
+    let mut measured: BTreeMap<(usize, Kind), Vec<Row>> = BTreeMap::new();
     let mut skipped: BTreeMap<Kind, String> = BTreeMap::new();
-    for (i, &connections) in plan.sweep_connections.iter().enumerate() {
-        for kind in rotated(&proxies, i) {
-            let mut row = Row::new(kind);
-            row.point = Some(connections);
-            if let Some(reason) = skipped.get(&kind) {
-                row.skipped = Some(reason.clone());
-                rows.insert((connections, kind), row);
-                continue;
-            }
-            progress(
-                &format!("{} at {connections} connections", sweep.key()),
-                kind,
-            );
-            let tag = format!("{}-c{connections}", sweep.key());
-            session(
-                ctx,
-                kind,
-                Profile::Resilient,
-                &eps,
-                &tag,
-                &mut row,
-                |running, row| {
-                    let warm = ctx.spec(
-                        running.addr,
-                        connections,
-                        Mode::Closed,
-                        Stop::Duration(plan.sweep_warmup),
-                    );
-                    if let Err(e) = ctx.load(&warm) {
-                        row.notes
-                            .push(format!("{connections} connections, warm-up: {e}"));
-                    }
-                    let before: Vec<_> = ups.iter().map(|u| u.stats()).collect();
-                    let spec = ctx.spec(
-                        running.addr,
-                        connections,
-                        Mode::Closed,
-                        Stop::Duration(plan.sweep),
-                    );
-                    // CPU of the benchmark itself (proxy, generator, upstreams), to tell what
-                    // else ran on the machine meanwhile.
-                    let other_load = OtherLoad::start(running, &ups);
-                    let outcome = ctx.load_outcome(&spec);
-                    row.set("others_pct", other_load.percent(running, &ups));
-                    let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
-                    let served = served_between(&before, &after);
-                    match outcome {
-                        Ok(o) => {
-                            let r = &o.report;
-                            row.set("requests", r.responses as f64);
-                            row.set("rps", r.throughput_rps);
-                            row.set("errors", r.errors_total as f64);
-                            if r.responses > 0 {
-                                row.set("p50_us", r.latency.p50_us);
-                                row.set("p99_us", r.latency.p99_us);
-                            }
-                            let fast = stats::summarize(&o.upstreams_latency(&fast_names));
-                            if fast.count > 0 {
-                                row.set("fast_p99_us", fast.p99_us);
-                                if fast.p99_us > 0.0 && r.responses > 0 {
-                                    row.set("p99_over_fast", r.latency.p99_us / fast.p99_us);
-                                }
-                            }
-                            if let Some(third) = r.by_upstream.get(&names[2]) {
-                                row.set("third_p99_us", third.p99_us);
-                            }
-                            let total: u64 = served.iter().sum();
-                            if total > 0 {
-                                row.set("third_share_pct", 100.0 * served[2] as f64 / total as f64);
-                                row.set(
-                                    "upstream_per_client",
-                                    total as f64 / r.responses.max(1) as f64,
-                                );
-                            }
-                            if sweep == Sweep::Capacity {
-                                row.set(
-                                    "ref_share_pct",
-                                    reference_slow_share(
-                                        connections,
-                                        2,
-                                        CAPACITY_FAST_MS,
-                                        CAPACITY_FAST_WORKERS,
-                                        CAPACITY_FAST_MS + SLOW_EXTRA_MS,
-                                    ),
-                                );
-                            }
-                            for (n, s) in names.iter().zip(&served) {
-                                row.extra.insert(format!("served_{n}"), (*s).into());
-                            }
-                            if let Some(n) = error_note(r) {
-                                row.notes.push(format!("{connections} connections: {n}"));
-                            }
-                            let mut kept = r.clone();
-                            kept.latency_curve.clear();
-                            row.loads.insert("sweep".into(), kept);
+    for round in 0..rounds {
+        for (i, &connections) in plan.sweep_connections.iter().enumerate() {
+            for kind in rotated(&proxies, i + round) {
+                let mut row = Row::new(kind);
+                row.point = Some(connections);
+                if let Some(reason) = skipped.get(&kind) {
+                    row.skipped = Some(reason.clone());
+                    measured.entry((connections, kind)).or_default().push(row);
+                    continue;
+                }
+                let of_rounds = if rounds > 1 {
+                    format!(", round {}/{rounds}", round + 1)
+                } else {
+                    String::new()
+                };
+                progress(
+                    &format!("{} at {connections} connections{of_rounds}", sweep.key()),
+                    kind,
+                );
+                let tag = if rounds > 1 {
+                    format!("{}-c{connections}-r{}", sweep.key(), round + 1)
+                } else {
+                    format!("{}-c{connections}", sweep.key())
+                };
+                session(
+                    ctx,
+                    kind,
+                    Profile::Resilient,
+                    &eps,
+                    &tag,
+                    &mut row,
+                    |running, row| {
+                        let warm = ctx.spec(
+                            running.addr,
+                            connections,
+                            Mode::Closed,
+                            Stop::Duration(plan.sweep_warmup),
+                        );
+                        if let Err(e) = ctx.load(&warm) {
+                            row.notes
+                                .push(format!("{connections} connections, warm-up: {e}"));
                         }
-                        Err(e) => row.notes.push(format!("{connections} connections: {e}")),
-                    }
-                },
-            );
-            if let Some(reason) = &row.skipped {
-                skipped.insert(kind, reason.clone());
+                        let before: Vec<_> = ups.iter().map(|u| u.stats()).collect();
+                        let spec = ctx.spec(
+                            running.addr,
+                            connections,
+                            Mode::Closed,
+                            Stop::Duration(plan.sweep),
+                        );
+                        // CPU of the benchmark itself (proxy, generator, upstreams), to tell what
+                        // else ran on the machine meanwhile.
+                        let other_load = OtherLoad::start(running, &ups);
+                        let outcome = ctx.load_outcome(&spec);
+                        row.set("others_pct", other_load.percent(running, &ups));
+                        let after: Vec<_> = ups.iter().map(|u| u.stats()).collect();
+                        let served = served_between(&before, &after);
+                        match outcome {
+                            Ok(o) => {
+                                let r = &o.report;
+                                row.set("requests", r.responses as f64);
+                                row.set("rps", r.throughput_rps);
+                                row.set("errors", r.errors_total as f64);
+                                if r.responses > 0 {
+                                    row.set("p50_us", r.latency.p50_us);
+                                    row.set("p99_us", r.latency.p99_us);
+                                }
+                                let fast = stats::summarize(&o.upstreams_latency(&fast_names));
+                                if fast.count > 0 {
+                                    row.set("fast_p99_us", fast.p99_us);
+                                    if fast.p99_us > 0.0 && r.responses > 0 {
+                                        row.set("p99_over_fast", r.latency.p99_us / fast.p99_us);
+                                    }
+                                }
+                                if let Some(third) = r.by_upstream.get(&names[2]) {
+                                    row.set("third_p99_us", third.p99_us);
+                                }
+                                let total: u64 = served.iter().sum();
+                                if total > 0 {
+                                    row.set(
+                                        "third_share_pct",
+                                        100.0 * served[2] as f64 / total as f64,
+                                    );
+                                    row.set(
+                                        "upstream_per_client",
+                                        total as f64 / r.responses.max(1) as f64,
+                                    );
+                                }
+                                if sweep == Sweep::Capacity {
+                                    row.set(
+                                        "ref_share_pct",
+                                        reference_slow_share(
+                                            connections,
+                                            2,
+                                            CAPACITY_FAST_MS,
+                                            CAPACITY_FAST_WORKERS,
+                                            CAPACITY_FAST_MS + SLOW_EXTRA_MS,
+                                        ),
+                                    );
+                                }
+                                for (n, s) in names.iter().zip(&served) {
+                                    row.extra.insert(format!("served_{n}"), (*s).into());
+                                }
+                                if let Some(n) = error_note(r) {
+                                    row.notes.push(format!("{connections} connections: {n}"));
+                                }
+                                let mut kept = r.clone();
+                                kept.latency_curve.clear();
+                                row.loads.insert("sweep".into(), kept);
+                            }
+                            Err(e) => row.notes.push(format!("{connections} connections: {e}")),
+                        }
+                    },
+                );
+                if let Some(reason) = &row.skipped {
+                    skipped.insert(kind, reason.clone());
+                }
+                measured.entry((connections, kind)).or_default().push(row);
             }
-            rows.insert((connections, kind), row);
         }
     }
     drop(ups);
+    let rows: BTreeMap<(usize, Kind), Row> = measured
+        .into_iter()
+        .map(|(key, list)| (key, median_row(list)))
+        .collect();
     let mut notes = vec![format!(
         "Upstreams: {}. Warm-up {:.1} s, then {:.1} s per point.",
         sweep
@@ -324,6 +412,11 @@ pub fn run(ctx: &Ctx<'_>, sweep: Sweep) -> anyhow::Result<ScenarioResult> {
         plan.sweep_warmup.as_secs_f64(),
         plan.sweep.as_secs_f64()
     )];
+    if rounds > 1 {
+        notes.push(format!(
+            "Each point was measured in {rounds} rounds (a fresh proxy each time, contenders in an order rotated per round); every figure is the median of its rounds, each round's load report is kept in results.json (`sweep_round1`, …)."
+        ));
+    }
     notes.extend(settings_note(ctx));
     Ok(ScenarioResult {
         key: sweep.key().into(),
@@ -338,6 +431,43 @@ pub fn run(ctx: &Ctx<'_>, sweep: Sweep) -> anyhow::Result<ScenarioResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_of_a_point_report_each_figure_s_median() {
+        let round = |p99: f64, rps: f64, note: &str| {
+            let mut row = Row::new(Kind::Coremesh);
+            row.point = Some(8);
+            row.set("p99_us", p99);
+            row.set("rps", rps);
+            row.extra.insert("served_u0".into(), (rps * 2.0).into());
+            row.notes.push(note.into());
+            row
+        };
+        let one = median_row(vec![round(700.0, 10.0, "a")]);
+        assert_eq!(one.figures["p99_us"], 700.0);
+        assert!(one.loads.is_empty());
+        let row = median_row(vec![
+            round(700.0, 12.0, "a"),
+            round(1900.0, 9.0, "b"),
+            round(650.0, 11.0, "a"),
+        ]);
+        assert_eq!(row.point, Some(8));
+        assert_eq!(row.figures["p99_us"], 700.0);
+        assert_eq!(row.figures["rps"], 11.0);
+        assert_eq!(row.extra["served_u0"].as_f64(), Some(22.0));
+        assert_eq!(row.notes, vec!["a".to_string(), "b".to_string()]);
+        assert!(row.skipped.is_none());
+        // A contender skipped from the first round on stays skipped; a later round's
+        // reason is a note.
+        let mut gone = Row::new(Kind::Nginx);
+        gone.skipped = Some("did not start".into());
+        assert!(median_row(vec![gone.clone(), gone.clone()])
+            .skipped
+            .is_some());
+        let later = median_row(vec![round(700.0, 12.0, "a"), gone]);
+        assert!(later.skipped.is_none());
+        assert!(later.notes.contains(&"round 2: did not start".to_string()));
+    }
 
     #[test]
     fn reference_share_is_zero_until_the_fast_endpoints_queue_past_the_slow_one() {

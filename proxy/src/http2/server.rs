@@ -9,7 +9,7 @@
 
 use super::io::H2Io;
 use super::open_streams::{OpenStreams, Ticket};
-use super::spread::{Handoff, Inbox};
+use super::spread::{Handoff, Inbox, Moved};
 use crate::core::Core;
 use crate::pipeline::Origin;
 use crate::transport::conn::Conn;
@@ -216,8 +216,9 @@ async fn serve_stream<G>(core: Rc<Core>, handoff: Handoff, guard: G) {
     super::stream::handle(core, request, respond, peer, origin).await;
 }
 
-/// Serve the streams other cores hand to this one until shutdown; then take no more (a
-/// stream sent after that is served where it was accepted) and serve those already sent.
+/// Serve the streams and connections other cores hand to this one until shutdown; then
+/// take no more (one sent after that is served where it was accepted) and serve those
+/// already sent.
 pub async fn serve_inbox(core: Rc<Core>, mut inbox: Inbox) {
     let Some(member) = core.spread.get() else {
         return;
@@ -225,7 +226,7 @@ pub async fn serve_inbox(core: Rc<Core>, mut inbox: Inbox) {
     loop {
         monoio::select! {
             next = inbox.recv() => match next {
-                Ok(message) => take_in(&core, member.took(message)),
+                Ok(message) => take_in_moved(&core, member.took(message)),
                 Err(_) => return,
             },
             _ = core.shutdown.wait() => break,
@@ -233,7 +234,14 @@ pub async fn serve_inbox(core: Rc<Core>, mut inbox: Inbox) {
     }
     member.close(&mut inbox);
     while let Ok(message) = inbox.recv().await {
-        take_in(&core, member.took(message));
+        take_in_moved(&core, member.took(message));
+    }
+}
+
+fn take_in_moved(core: &Rc<Core>, moved: Moved) {
+    match moved {
+        Moved::Stream(handoff) => take_in(core, handoff),
+        Moved::Connection(connection) => crate::runtime::take_in_connection(core, connection),
     }
 }
 

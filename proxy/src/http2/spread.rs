@@ -1,6 +1,17 @@
-//! One client connection's streams on every core: the per-core load every core can read
-//! without a lock, the choice of the core a new stream goes to, and the per-core inboxes
-//! that carry a stream's handles there.
+//! One client connection's streams on every core, and client connections on the least
+//! busy core: the per-core load every core can read without a lock, the choice of the core
+//! a new stream or connection goes to, and the per-core inboxes that carry a stream's
+//! handles or a connection's socket there.
+//!
+//! How a connection travels (`[proxy] spread_connections`). Each core accepts on its own
+//! `SO_REUSEPORT` listener, and the kernel picks the listener by a hash of the connection's
+//! addresses, not by load: eight connections land 6/2 or 7/1 on two cores about a third of
+//! the time, and the busier core's connections then wait behind more of their neighbours.
+//! So a core that accepts a connection while it is busier than the least busy core (by any
+//! amount with `balanced`; always with `always`) sends the connection's socket there and
+//! serves nothing of it: the other core registers the socket with its own driver and
+//! serves it from its first byte, exactly as if its own listener had taken it. It costs one
+//! queue message and one cross-thread wakeup per connection moved, only when it is moved.
 //!
 //! How a stream travels. The core that accepted the connection (A) keeps driving it: it
 //! reads and writes the socket, decodes frames and holds the connection's accounting.
@@ -40,6 +51,22 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
+/// A client connection on its way to another core, accepted and admitted (not yet read).
+pub struct MovedConnection {
+    pub stream: std::net::TcpStream,
+    pub peer: SocketAddr,
+    /// The sidecar side whose listener accepted it, or `None` for the explicit listener.
+    pub side: Option<Arc<crate::sidecar::Side>>,
+}
+
+/// What one core sends another. (A stream is the larger and the more frequent: not boxed,
+/// the queue's node already holds a message in its one allocation.)
+#[allow(clippy::large_enum_variant)]
+pub enum Moved {
+    Stream(Handoff),
+    Connection(MovedConnection),
+}
+
 /// A stream on its way to another core.
 pub struct Handoff {
     pub request: Request<RecvStream>,
@@ -54,6 +81,7 @@ pub struct Handoff {
 const _: () = {
     const fn sendable<T: Send>() {}
     sendable::<Handoff>();
+    sendable::<MovedConnection>();
 };
 
 /// One core's published state.
@@ -66,8 +94,8 @@ struct Slot {
     taken_from: Box<[AtomicU32]>,
 }
 
-/// A handoff and the core that sent it.
-type Message = (usize, Handoff);
+/// A stream or connection and the core that sent it.
+type Message = (usize, Moved);
 
 /// What every core shares: the slots and the inboxes' sending ends.
 struct Shared {
@@ -158,10 +186,32 @@ impl Member {
     /// comes back only from a core that is shutting down.)
     #[allow(clippy::result_large_err)]
     pub fn send(&self, to: usize, handoff: Handoff) -> Result<(), Handoff> {
+        match self.send_moved(to, Moved::Stream(handoff)) {
+            Ok(()) => Ok(()),
+            Err(Moved::Stream(back)) => Err(back),
+            Err(Moved::Connection(_)) => unreachable!("a stream was sent"),
+        }
+    }
+
+    /// Send a connection to core `to`'s inbox; it comes back if that core takes no more.
+    pub fn send_connection(
+        &self,
+        to: usize,
+        connection: MovedConnection,
+    ) -> Result<(), MovedConnection> {
+        match self.send_moved(to, Moved::Connection(connection)) {
+            Ok(()) => Ok(()),
+            Err(Moved::Connection(back)) => Err(back),
+            Err(Moved::Stream(_)) => unreachable!("a connection was sent"),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn send_moved(&self, to: usize, moved: Moved) -> Result<(), Moved> {
         let (Some(inbox), Some(sent)) = (self.shared.inboxes.get(to), self.sent_to.get(to)) else {
-            return Err(handoff);
+            return Err(moved);
         };
-        match inbox.unbounded_send((self.id, handoff)) {
+        match inbox.unbounded_send((self.id, moved)) {
             Ok(()) => {
                 sent.set(sent.get().wrapping_add(1));
                 Ok(())
@@ -171,8 +221,8 @@ impl Member {
     }
 
     /// A message from this core's inbox is taken in: publish it (the sender stops counting
-    /// it as on its way) and give back the handoff.
-    pub fn took(&self, (from, handoff): Message) -> Handoff {
+    /// it as on its way) and give back what it carries.
+    pub fn took(&self, (from, handoff): Message) -> Moved {
         if let Some(taken) = self.shared.slots[self.id].taken_from.get(from) {
             taken.store(
                 taken.load(Ordering::Relaxed).wrapping_add(1),
@@ -293,6 +343,57 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_reaches_an_open_core_and_comes_back_from_a_closed_one() {
+        let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let connection = || {
+            let addr = listener
+                .local_addr()
+                .unwrap_or_else(|e| panic!("addr: {e}"));
+            let client = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+            let (stream, peer) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+            (
+                client,
+                MovedConnection {
+                    stream,
+                    peer,
+                    side: None,
+                },
+            )
+        };
+        let members = mesh(2);
+        let Some(mut inbox) = members[1].take_inbox() else {
+            panic!("an inbox");
+        };
+        members[0].add_load(1);
+        let (_client, moved) = connection();
+        let peer = moved.peer;
+        assert!(members[0].send_connection(1, moved).is_ok());
+        assert_eq!(
+            members[0].target(SpreadStreams::Balanced, 0),
+            None,
+            "1 is not more than the 1 on its way"
+        );
+        match inbox.try_recv() {
+            Ok(message) => match members[1].took(message) {
+                Moved::Connection(c) => assert_eq!(c.peer, peer),
+                Moved::Stream(_) => panic!("a connection was sent"),
+            },
+            Err(e) => panic!("not delivered: {e:?}"),
+        }
+        members[1].close(&mut inbox);
+        let (_client, moved) = connection();
+        let back = members[0].send_connection(1, moved);
+        assert!(
+            back.is_err(),
+            "a closed core's inbox gives the connection back"
+        );
+        assert_eq!(members[0].stats_sent_to(1), 1);
+    }
+
+    #[test]
     fn a_stream_reaches_an_open_core_and_comes_back_from_a_closed_one() {
         let members = mesh(2);
         let Some(mut inbox) = members[1].take_inbox() else {
@@ -307,7 +408,9 @@ mod tests {
         );
         match inbox.try_recv() {
             Ok(message) => {
-                let handoff = members[1].took(message);
+                let Moved::Stream(handoff) = members[1].took(message) else {
+                    panic!("a stream was sent");
+                };
                 assert_eq!(handoff.request.uri().path(), "/");
             }
             Err(e) => panic!("not delivered: {e:?}"),

@@ -49,6 +49,24 @@ fn per_core(reports: &[CoreReport], out: &mut String) {
     for r in reports {
         let _ = writeln!(out, "{NAME}{{core=\"{}\"}} {}", r.core, r.requests);
     }
+    const OPEN: &str = "coremesh_core_connections_open";
+    out.push_str(
+        "# HELP coremesh_core_connections_open Client connections each core is serving.\n",
+    );
+    out.push_str("# TYPE coremesh_core_connections_open gauge\n");
+    for r in reports {
+        let _ = writeln!(out, "{OPEN}{{core=\"{}\"}} {}", r.core, r.connections_open);
+    }
+    const MOVED: &str = "coremesh_connections_handed_off_total";
+    out.push_str("# HELP coremesh_connections_handed_off_total Client connections accepted on a core and served by another (core: the accepting one; `[proxy] spread_connections`).\n");
+    out.push_str("# TYPE coremesh_connections_handed_off_total counter\n");
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "{MOVED}{{core=\"{}\"}} {}",
+            r.core, r.connections_handed_off
+        );
+    }
     const HANDED: &str = "coremesh_http2_streams_handed_off_total";
     out.push_str("# HELP coremesh_http2_streams_handed_off_total HTTP/2 streams accepted on a core and served by another (core: the accepting one).\n");
     out.push_str("# TYPE coremesh_http2_streams_handed_off_total counter\n");
