@@ -1,6 +1,6 @@
 //! The kernel's view of this machine's IPv4 TCP sockets (`/proc/net/tcp`), so that a test
-//! can wait until a FIN or bytes have reached a socket instead of sleeping; and a listener
-//! that lets connects hang, for connect timeouts.
+//! can wait until a FIN or bytes have reached a socket instead of sleeping; a listener
+//! that lets connects hang, for connect timeouts; and a one-connection TCP echo server.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
@@ -95,6 +95,31 @@ fn parse_address(field: &str) -> Option<SocketAddrV4> {
     let ip = u32::from_str_radix(ip, 16).ok()?;
     let port = u16::from_str_radix(port, 16).ok()?;
     Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port))
+}
+
+/// A TCP server on 127.0.0.1 that accepts one connection and echoes its bytes until the
+/// client half-closes, then half-closes too. The thread ends with that connection.
+pub fn tcp_echo() -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
+    let addr = listener.local_addr().expect("echo server address");
+    let thread = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    (addr, thread)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use coremesh_discovery::{Config, InboundSettings, ShutdownMode, SideSettings};
 use coremesh_tests::admin::start_with_admin;
 use coremesh_tests::client::get;
 use coremesh_tests::proxy::{base_config, for_each_driver, start_proxy};
+use coremesh_tests::sockets::tcp_echo;
 use coremesh_tests::upstream::Upstream;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -52,29 +53,6 @@ fn sidecar_config(app_port: Option<u16>) -> Config {
 fn sample(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
-
-/// A TCP server on 127.0.0.1 that echoes every connection's bytes until it half-closes.
-fn tcp_echo() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind(any_port()).expect("bind the echo server");
-    let addr = listener.local_addr().expect("echo server address");
-    let thread = std::thread::spawn(move || {
-        if let Ok((mut stream, _)) = listener.accept() {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if stream.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-        }
-    });
-    (addr, thread)
 }
 
 /// Whether a connection to `addr` is accepted and then closed by the proxy without a

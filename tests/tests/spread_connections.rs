@@ -14,7 +14,7 @@ use coremesh_tests::proxy::{base_config, for_each_driver, one_service};
 use coremesh_tests::upstream::Upstream;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 const OPEN: &str = "coremesh_core_connections_open";
@@ -209,32 +209,6 @@ fn always_moves_every_connection_and_serves_it_whole() {
     });
 }
 
-/// A TCP server on 127.0.0.1 that echoes its connections' bytes until each half-closes.
-fn tcp_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
-    let addr = listener.local_addr().expect("echo server address");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = stream.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    addr
-}
-
 /// A sidecar with an inbound side to `app_port`, two cores, `always`.
 fn inbound_always(app_port: u16) -> Config {
     let mut config = base_config();
@@ -276,7 +250,7 @@ fn always_moves_inbound_connections_with_their_side() {
         }
         drop(proxy);
 
-        let echo = tcp_echo();
+        let (echo, echo_thread) = coremesh_tests::sockets::tcp_echo();
         let proxy = start_with_admin(driver, inbound_always(echo.port()));
         let inbound = proxy.inbound_addr().expect("an inbound listener");
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -295,6 +269,7 @@ fn always_moves_inbound_connections_with_their_side() {
         let mut back = Vec::new();
         stream.read_to_end(&mut back).expect("read the echo");
         writer.join().expect("writer");
+        echo_thread.join().expect("the echo server");
         assert!(
             back == payload,
             "{} of {} bytes came back, in order",

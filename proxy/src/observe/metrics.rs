@@ -39,42 +39,48 @@ pub fn render(
     out
 }
 
-/// Requests each core served (HTTP/1 requests and HTTP/2 streams): shows how the cores
-/// share the load, one client connection's streams included.
+/// The per-core families: how the cores share the load (requests, one client connection's
+/// streams included; open connections) and what they hand each other.
 fn per_core(reports: &[CoreReport], out: &mut String) {
-    use std::fmt::Write;
-    const NAME: &str = "coremesh_core_requests_total";
-    out.push_str("# HELP coremesh_core_requests_total Requests each core served (HTTP/1 requests and HTTP/2 streams).\n");
-    out.push_str("# TYPE coremesh_core_requests_total counter\n");
-    for r in reports {
-        let _ = writeln!(out, "{NAME}{{core=\"{}\"}} {}", r.core, r.requests);
-    }
-    const OPEN: &str = "coremesh_core_connections_open";
-    out.push_str(
-        "# HELP coremesh_core_connections_open Client connections each core is serving.\n",
+    /// Name, type, help and each core's value.
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&CoreReport) -> u64,
     );
-    out.push_str("# TYPE coremesh_core_connections_open gauge\n");
-    for r in reports {
-        let _ = writeln!(out, "{OPEN}{{core=\"{}\"}} {}", r.core, r.connections_open);
-    }
-    const MOVED: &str = "coremesh_connections_handed_off_total";
-    out.push_str("# HELP coremesh_connections_handed_off_total Client connections accepted on a core and served by another (core: the accepting one; `[proxy] spread_connections`).\n");
-    out.push_str("# TYPE coremesh_connections_handed_off_total counter\n");
-    for r in reports {
-        let _ = writeln!(
-            out,
-            "{MOVED}{{core=\"{}\"}} {}",
-            r.core, r.connections_handed_off
-        );
-    }
-    const HANDED: &str = "coremesh_http2_streams_handed_off_total";
-    out.push_str("# HELP coremesh_http2_streams_handed_off_total HTTP/2 streams accepted on a core and served by another (core: the accepting one).\n");
-    out.push_str("# TYPE coremesh_http2_streams_handed_off_total counter\n");
-    for r in reports {
-        let _ = writeln!(
-            out,
-            "{HANDED}{{core=\"{}\"}} {}",
-            r.core, r.streams_handed_off
-        );
+    let families: [Family; 4] = [
+        (
+            "coremesh_core_requests_total",
+            "counter",
+            "Requests each core served (HTTP/1 requests and HTTP/2 streams).",
+            |r| r.requests,
+        ),
+        (
+            "coremesh_core_connections_open",
+            "gauge",
+            "Client connections each core is serving.",
+            |r| r.connections_open,
+        ),
+        (
+            "coremesh_connections_handed_off_total",
+            "counter",
+            "Client connections accepted on a core and served by another (core: the accepting one; `[proxy] spread_connections`).",
+            |r| r.connections_handed_off,
+        ),
+        (
+            "coremesh_http2_streams_handed_off_total",
+            "counter",
+            "HTTP/2 streams accepted on a core and served by another (core: the accepting one).",
+            |r| r.streams_handed_off,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for r in reports {
+            let _ = writeln!(out, "{name}{{core=\"{}\"}} {}", r.core, value(r));
+        }
     }
 }
