@@ -126,6 +126,11 @@ pub struct CompareArgs {
     /// (single rounds of one point swing by 2× on a shared machine).
     #[arg(long, default_value_t = 1)]
     pub sweep_rounds: usize,
+    /// The concurrencies (client connections) the saturation sweeps visit, comma-separated
+    /// (default 1,8,32,64): e.g. `--sweep-connections 8,32` to spend the rounds where two
+    /// contenders are close.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep_connections: Vec<usize>,
 }
 
 /// `h2-saturation` and `poll-io`: requests of each measured run (the issue's
@@ -717,6 +722,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     plan.h2_connections = args.h2_connections;
     anyhow::ensure!(args.sweep_rounds > 0, "--sweep-rounds must be at least 1");
     plan.sweep_rounds = args.sweep_rounds;
+    if !args.sweep_connections.is_empty() {
+        anyhow::ensure!(
+            args.sweep_connections.iter().all(|&c| c > 0),
+            "--sweep-connections takes positive numbers of connections"
+        );
+        plan.sweep_connections = args.sweep_connections.clone();
+    }
     plan.h2_streams = args.h2_streams;
     anyhow::ensure!(
         plan.h2_requests > 0 && plan.h2_connections > 0 && plan.h2_streams > 0,
