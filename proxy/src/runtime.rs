@@ -14,7 +14,7 @@
 //! "drain"`, which sends it with the shutdown) ends it sooner; then the core waits for
 //! what is left within the grace period and exits as soon as nothing is left.
 
-use crate::core::{ConnectionGuard, Core, CoreParams};
+use crate::core::{Core, CoreParams};
 use crate::http1::server::serve;
 use crate::sidecar::{serve_side, Direction, Side};
 use crate::signal::Signal;
@@ -209,31 +209,13 @@ pub async fn core_main(start: CoreStart) {
                 StopOn::Outbound(signal) => signal.as_ref(),
                 StopOn::Shutdown => &core.shutdown,
             };
-            accept_loop(
-                &core,
-                &listener,
-                stop_signal,
-                Some(&side),
-                |core, stream, peer, counted| {
-                    monoio::spawn(serve_side(core, side.clone(), stream, peer, counted));
-                },
-            )
-            .await;
+            accept_loop(&core, &listener, stop_signal, Some(&side)).await;
         }));
     }
     if let Some(listener) = listener {
         let core = core.clone();
         side_tasks.push(monoio::spawn(async move {
-            accept_loop(
-                &core,
-                &listener,
-                &core.shutdown,
-                None,
-                |core, stream, peer, counted| {
-                    monoio::spawn(serve(core, stream, peer, counted));
-                },
-            )
-            .await;
+            accept_loop(&core, &listener, &core.shutdown, None).await;
         }));
     }
     if let Some(inbox) = inbox {
@@ -304,35 +286,23 @@ enum StopOn {
 }
 
 /// Accept on `listener` until `stop` fires, admitting connections up to the core's limit
-/// and handing each to `spawn_conn`, or to a less busy core (`[proxy]
-/// spread_connections`). `side` is the sidecar side the listener belongs to (`None`: the
-/// explicit listener), for the core a connection moves to.
+/// and serving each here or on a less busy core (`[proxy] spread_connections`). `side` is
+/// the sidecar side the listener belongs to (`None`: the explicit listener).
 async fn accept_loop(
     core: &Rc<Core>,
     listener: &monoio::net::TcpListener,
     stop: &Signal,
     side: Option<&Arc<Side>>,
-    spawn_conn: impl Fn(Rc<Core>, monoio::net::TcpStream, SocketAddr, ConnectionGuard),
 ) {
-    let max_connections = core.defaults.max_connections;
     loop {
         monoio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     core.stats.accepted.set(core.stats.accepted.get() + 1);
                     // A less busy core takes it (and admits it against its own limit).
-                    let Some(stream) = move_connection(core, stream, peer, side) else {
-                        continue;
-                    };
-                    if core.connections() >= max_connections {
-                        core.stats.rejected_connections.set(core.stats.rejected_connections.get() + 1);
-                        drop(stream);
-                        continue;
+                    if let Some(stream) = move_connection(core, stream, peer, side) {
+                        admit_and_serve(core, stream, peer, side.cloned());
                     }
-                    // Counted now, not when the task first runs: a burst of accepts
-                    // must see the connections admitted before it.
-                    let counted = core.connection_guard();
-                    spawn_conn(core.clone(), stream, peer, counted);
                 }
                 Err(e) => {
                     tracing::warn!(core = core.id, "accept failed: {e}");
@@ -389,10 +359,24 @@ fn move_connection(
     }
 }
 
-/// Serve a connection another core accepted and sent here: admitted against this core's
-/// own limit, then served as if this core's listener had taken it.
+/// Serve a connection another core accepted and sent here, as if this core's listener had
+/// taken it.
 pub fn take_in_connection(core: &Rc<Core>, moved: crate::http2::spread::MovedConnection) {
     let crate::http2::spread::MovedConnection { stream, peer, side } = moved;
+    match monoio::net::TcpStream::from_std(stream) {
+        Ok(stream) => admit_and_serve(core, stream, peer, side),
+        Err(e) => tracing::warn!(core = core.id, "cannot serve a connection handed in: {e}"),
+    }
+}
+
+/// Admit a connection up to the core's limit (closed and counted as rejected beyond it) and
+/// serve it: on its sidecar side, or as the explicit listener's.
+fn admit_and_serve(
+    core: &Rc<Core>,
+    stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    side: Option<Arc<Side>>,
+) {
     if core.connections() >= core.defaults.max_connections {
         let stats = &core.stats;
         stats
@@ -400,13 +384,8 @@ pub fn take_in_connection(core: &Rc<Core>, moved: crate::http2::spread::MovedCon
             .set(stats.rejected_connections.get() + 1);
         return;
     }
-    let stream = match monoio::net::TcpStream::from_std(stream) {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::warn!(core = core.id, "cannot serve a connection handed in: {e}");
-            return;
-        }
-    };
+    // Counted now, not when the task first runs: a burst of accepts must see the
+    // connections admitted before it.
     let counted = core.connection_guard();
     match side {
         Some(side) => {
