@@ -188,6 +188,40 @@ fn our_ticks(running: &Running, ups: &[UpstreamProc]) -> u64 {
             .sum::<u64>()
 }
 
+/// Rounds of one measurement into `row`: each figure the median of the rounds that have
+/// it; as `tag` the load report of the round whose p99 is the median one (the plotted
+/// curve); with more than one round, each round's report as `{tag}_roundK` (numbered among
+/// all rounds, without its latency curve).
+pub(super) fn set_round_medians(
+    row: &mut Row,
+    tag: &str,
+    rounds: &[(&BTreeMap<String, f64>, Option<&LoadReport>)],
+) {
+    let keys: std::collections::BTreeSet<&String> =
+        rounds.iter().flat_map(|(f, _)| f.keys()).collect();
+    for key in keys {
+        let values: Vec<f64> = rounds
+            .iter()
+            .filter_map(|(f, _)| f.get(key).copied())
+            .collect();
+        row.set(key, median(&values));
+    }
+    let mut by_p99: Vec<&LoadReport> = rounds.iter().filter_map(|(_, r)| *r).collect();
+    by_p99.sort_by(|a, b| a.latency.p99_us.total_cmp(&b.latency.p99_us));
+    if let Some(mid) = by_p99.get(by_p99.len() / 2) {
+        row.loads.insert(tag.to_string(), (*mid).clone());
+    }
+    if rounds.len() > 1 {
+        for (i, (_, r)) in rounds.iter().enumerate() {
+            if let Some(r) = r {
+                let mut r = (*r).clone();
+                r.latency_curve.clear();
+                row.loads.insert(format!("{tag}_round{}", i + 1), r);
+            }
+        }
+    }
+}
+
 pub(super) fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -846,28 +880,9 @@ fn three_endpoint_scenario(
         let Some(row) = rows.get_mut(&kind) else {
             continue;
         };
-        let keys: std::collections::BTreeSet<String> =
-            list.iter().flat_map(|(f, _)| f.keys().cloned()).collect();
-        for key in keys {
-            let values: Vec<f64> = list
-                .iter()
-                .filter_map(|(f, _)| f.get(&key).copied())
-                .collect();
-            row.set(&key, median(&values));
-        }
-        // The plotted curve is the round whose p99 is the median one.
-        let mut by_p99: Vec<&LoadReport> = list.iter().map(|(_, r)| r).collect();
-        by_p99.sort_by(|a, b| a.latency.p99_us.total_cmp(&b.latency.p99_us));
-        if let Some(mid) = by_p99.get(by_p99.len() / 2) {
-            row.loads.insert(tag.to_string(), (*mid).clone());
-        }
-        if list.len() > 1 {
-            for (i, (_, r)) in list.iter().enumerate() {
-                let mut r = r.clone();
-                r.latency_curve.clear();
-                row.loads.insert(format!("{tag}_round{}", i + 1), r);
-            }
-        }
+        let rounds: Vec<(&BTreeMap<String, f64>, Option<&LoadReport>)> =
+            list.iter().map(|(f, r)| (f, Some(r))).collect();
+        set_round_medians(row, tag, &rounds);
     }
     let notes = vec![format!(
         "Upstreams: {}. Open loop at {:.0} req/s over {} connections for {:.1} s after {:.1} s of warm-up; median of {} round(s), contenders in rotated order. `other load` is CPU used meanwhile by processes outside the benchmark (100% = one CPU).",

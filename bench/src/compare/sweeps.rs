@@ -187,12 +187,8 @@ pub(super) fn median_row(list: Vec<Row>) -> Row {
         let mut other_loads = other.loads;
         loads.push(other_loads.remove("sweep"));
     }
-    let keys: std::collections::BTreeSet<String> =
-        all.iter().flat_map(|f| f.keys().cloned()).collect();
-    for key in keys {
-        let values: Vec<f64> = all.iter().filter_map(|f| f.get(&key).copied()).collect();
-        row.set(&key, super::scenarios::median(&values));
-    }
+    let rounds: Vec<_> = all.iter().zip(loads.iter().map(Option::as_ref)).collect();
+    super::scenarios::set_round_medians(&mut row, "sweep", &rounds);
     let extra_keys: std::collections::BTreeSet<String> =
         extras.iter().flat_map(|e| e.keys().cloned()).collect();
     for key in extra_keys {
@@ -203,16 +199,6 @@ pub(super) fn median_row(list: Vec<Row>) -> Row {
         if !values.is_empty() {
             row.extra
                 .insert(key, super::scenarios::median(&values).into());
-        }
-    }
-    let mut by_p99: Vec<&crate::load::LoadReport> = loads.iter().flatten().collect();
-    by_p99.sort_by(|a, b| a.latency.p99_us.total_cmp(&b.latency.p99_us));
-    if let Some(mid) = by_p99.get(by_p99.len() / 2) {
-        row.loads.insert("sweep".into(), (*mid).clone());
-    }
-    for (i, load) in loads.into_iter().enumerate() {
-        if let Some(load) = load {
-            row.loads.insert(format!("sweep_round{}", i + 1), load);
         }
     }
     row
